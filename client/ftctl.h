@@ -1,0 +1,115 @@
+/*
+ * client/ftctl.h: what the files of ftctl share: the session (endpoint, user,
+ * output format, the one ZeroMQ socket), the request/reply call, output helpers
+ * (aligned tables, durations, JSON payloads) and the subcommand handlers.
+ *
+ * Invariants: ftctl is stateless; every subcommand is one request and one reply,
+ * or a loop of them (wait, watch, logs -f) over the same socket. Nothing ever
+ * blocks longer than the request time-out: the socket has ZMQ_LINGER 0 and every
+ * receive is a zmq_poll with a bound.
+ *
+ * Exit codes (docs/cli.md): FTCTL_EXIT_* below; handlers return one of them.
+ */
+#ifndef FTCTL_H
+#define FTCTL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <cjson/cJSON.h>
+
+#include "ft/common.h"
+#include "ft/jobspec.h"
+#include "ft/proto.h"
+
+enum {
+    FTCTL_EXIT_OK = 0,          /* the request succeeded */
+    FTCTL_EXIT_FAILED = 1,      /* an error reply, or a local check of the input failed */
+    FTCTL_EXIT_USAGE = 2,       /* bad command line or config file */
+    FTCTL_EXIT_UNREACHABLE = 3, /* no reply within the time-out */
+    FTCTL_EXIT_INCOMPLETE = 4,  /* wait/watch: a job ended FAILED or CANCELLED, or time ran out */
+};
+
+typedef enum { FTCTL_OUT_TABLE = 0, FTCTL_OUT_JSON } ftctl_output_t;
+
+/* The session: settled once from flags, environment and config file. */
+typedef struct {
+    char endpoint[FT_PATH_MAX];  /* scheduler endpoint, e.g. tcp://127.0.0.1:7461 */
+    char user[FT_NAME_MAX + 1];  /* submitting user */
+    char team[FT_NAME_MAX + 1];  /* default team for submit */
+    ftctl_output_t output;       /* table (people) or json (scripts) */
+    int timeout_ms;              /* per-request reply time-out, ms */
+    void *zctx;                  /* ZeroMQ context, created on first request */
+    void *sock;                  /* DEALER socket, connected on first request */
+    uint64_t seq;                /* request counter, part of each message "id" */
+    int tries;                   /* sends of the last call (for the unreachable message) */
+} ftctl_t;
+
+/* Outcome of one call. */
+typedef enum {
+    FTCTL_RPC_OK = 0,    /* *reply is the matching *_reply message */
+    FTCTL_RPC_ERROR,     /* *reply is an "error" message (code, message) */
+    FTCTL_RPC_TIMEOUT,   /* nothing came back within the time-out (and retries) */
+    FTCTL_RPC_BROKEN,    /* local failure or an invalid reply; already printed */
+} ftctl_rpc_t;
+
+/* Sends req (takes ownership; "id" is added here) and waits for its reply.
+ * retries: how many times to resend after a time-out on a fresh socket (the
+ * Lazy Pirate pattern; only for requests that are safe to repeat). */
+ftctl_rpc_t ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply);
+/* ftctl_call, then turns every outcome but FTCTL_RPC_OK into a printed
+ * message and an exit code (returned); 0 with *reply set on success. */
+int ftctl_request(ftctl_t *c, cJSON *req, int retries, cJSON **reply);
+/* Prints "ftctl: <code>: <message>" for an error reply; returns FTCTL_EXIT_FAILED. */
+int ftctl_print_error_reply(const cJSON *reply);
+/* Prints the unreachable message; returns FTCTL_EXIT_UNREACHABLE. */
+int ftctl_print_unreachable(const ftctl_t *c);
+void ftctl_close(ftctl_t *c);
+
+/* Error for people on stderr, prefixed "ftctl: ". */
+void ftctl_die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- output ---- */
+typedef struct ftctl_table ftctl_table_t;
+ftctl_table_t *ftctl_table_new(int ncols, const char *const *headers);
+/* Adds a row of ncols cells (copied; control characters shown as '?'). */
+int ftctl_table_add(ftctl_table_t *t, const char *const *cells);
+/* Prints the header and rows with columns aligned by two spaces. */
+void ftctl_table_print(const ftctl_table_t *t, FILE *f);
+void ftctl_table_destroy(ftctl_table_t **t);
+
+/* "42s", "12m05s", "3h04m", "2d03h"; "-" for a negative value. */
+void ftctl_fmt_duration(int64_t s, char *buf, size_t len);
+/* Prints the reply without its envelope (v, type, re) as one JSON document. */
+void ftctl_print_payload(const cJSON *reply);
+/* Field getters for replies that passed validation; defaults when absent/null. */
+int64_t ftctl_get_int(const cJSON *obj, const char *name, int64_t dflt);
+double ftctl_get_num(const cJSON *obj, const char *name, double dflt);
+const char *ftctl_get_str(const cJSON *obj, const char *name, const char *dflt);
+bool ftctl_is_null_or_absent(const cJSON *obj, const char *name);
+/* True for COMPLETED, FAILED, CANCELLED. */
+bool ftctl_state_is_final(const char *state);
+/* Parses a positive job id; -1 with a message on stderr when s is not one. */
+int ftctl_parse_job_id(const char *s, int64_t *out);
+/* Parses a number of seconds in (0, max]; -1 when s is not one. */
+int ftctl_parse_seconds(const char *s, double max, double *out);
+
+/* ---- subcommands (client/cmd_*.c); each returns an FTCTL_EXIT_* code ---- */
+int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_ls(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_show(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_logs(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_watch(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_cancel(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_wait(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_ping(ftctl_t *c, int argc, char **argv);
+
+/* Prints the usage of a subcommand to stdout (status 0) or stderr and returns
+ * status; used by handlers for -h and for misuse. */
+int ftctl_usage(const char *cmd, int status);
+/* Usage error: "ftctl CMD: <message>" and the usage line on stderr; returns 2. */
+int ftctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,429 @@
+/*
+ * client/main.c: ftctl's entry point: global options, the config file, and the
+ * subcommand table that dispatch, `-h` and `help CMD` all read.
+ *
+ * Precedence for every setting: command-line flag, then environment, then the
+ * config file ($FT_CONFIG or ~/.config/ft/ftctl.conf), then the built-in default.
+ * The config file is `key = value` lines; '#' starts a comment; an unknown key or
+ * a bad value is a usage error naming the file, the line and the key.
+ *
+ * Cost: one linear scan of the tables below; nothing else happens before the
+ * handler sends its request.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ftctl.h"
+
+/* ---- the subcommand table ---- */
+
+typedef struct {
+    const char *name;                                /* subcommand word */
+    int (*run)(ftctl_t *c, int argc, char **argv);   /* argv[0] is the name */
+    const char *usage;                               /* arguments, after the name */
+    const char *summary;                             /* one line for `ftctl -h` */
+    const char *options;                             /* option lines, or NULL */
+} ftctl_cmd_t;
+
+static const ftctl_cmd_t commands[] = {
+    {"submit", ftctl_cmd_submit,
+     "[--team T] [--gpus N] [--name X] [--priority P] [--cpu] JOB.json\n"
+     "   or: ftctl submit [--team T] [--gpus N] [--name X] [--priority P] [--cpu] -- CMD [ARG...]",
+     "submit a job spec file, or wrap a command in an exec job; prints the job id",
+     "  --team T       team to bill (default: $FT_TEAM, config 'team', else 'default')\n"
+     "  --gpus N       ranks, one device each (default 1; overrides the file)\n"
+     "  --name X       job name (default: the command's first word)\n"
+     "  --priority P   -1000..1000, higher runs first (default 0)\n"
+     "  --cpu          run on CPU devices only (spec \"device\": \"cpu\")\n"},
+    {"ls", ftctl_cmd_ls, "[--all] [--state S[,S...]] [--user U]",
+     "list jobs: pending and running ones, and the last 20 finished",
+     "  --all          every job (newest 10000)\n"
+     "  --state S      only these states (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)\n"
+     "  --user U       only jobs of user U\n"},
+    {"show", ftctl_cmd_show, "ID", "show one job: spec, ranks, allocations, progress, events",
+     NULL},
+    {"logs", ftctl_cmd_logs, "ID [--rank R] [-f]", "print the output of a job's rank",
+     "  --rank R       rank to read (default 0)\n"
+     "  -f, --follow   keep printing new output until the rank ends\n"},
+    {"watch", ftctl_cmd_watch, "ID",
+     "follow a job's progress (step, loss, tokens/s, ETA) until it ends; exits like wait",
+     NULL},
+    {"cancel", ftctl_cmd_cancel, "[--reason TEXT] ID...", "cancel jobs",
+     "  --reason TEXT  recorded with the cancellation (default 'cancelled by USER')\n"},
+    {"wait", ftctl_cmd_wait, "[--timeout S] ID...",
+     "wait until jobs end; exit 0 only if all COMPLETED, else 4",
+     "  --timeout S    give up after S seconds (exit 4; default: wait for ever)\n"},
+    {"nodes", ftctl_cmd_nodes, "", "list worker nodes and their devices", NULL},
+    {"usage", ftctl_cmd_usage, "[--by KEY] [--since T] [--until T]",
+     "GPU-hours from the ledger, grouped",
+     "  --by KEY       user, team, job, node, gpu_model, day or month (default user)\n"
+     "  --since T      start: 2026-11-30, 2026-11-30T06:00:00Z, -7d, -12h, unix seconds\n"
+     "  --until T      end, same forms (default now)\n"},
+    {"ping", ftctl_cmd_ping, "", "check that the scheduler answers; prints its version", NULL},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const char exit_codes_text[] =
+    "exit codes: 0 ok, 1 request failed, 2 usage error, 3 scheduler unreachable,\n"
+    "            4 wait/watch: a job did not complete (FAILED, CANCELLED or time-out)\n";
+
+static const char global_options_text[] =
+    "  --scheduler E  scheduler endpoint (default: $FT_SCHEDULER, config 'scheduler',\n"
+    "                 else " FT_DEFAULT_ENDPOINT ")\n"
+    "  -o, --output F table or json (default table; config 'output')\n"
+    "  --timeout S    seconds to wait for each reply (default 5)\n"
+    "  --user U       user name (default: config 'user', else $USER)\n"
+    "  -h, --help     this help; `ftctl help CMD` for one subcommand\n"
+    "  --version      print ftctl's version\n";
+
+static const ftctl_cmd_t *
+find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void
+print_main_help(FILE *f)
+{
+    fprintf(f, "usage: ftctl [--scheduler E] [-o table|json] [--timeout S] [--user U] "
+               "COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\noptions:\n%s\n%s", global_options_text, exit_codes_text);
+}
+
+int
+ftctl_usage(const char *cmd, int status)
+{
+    const ftctl_cmd_t *e = find_command(cmd);
+    FILE *f = status ? stderr : stdout;
+    if (!e) {
+        print_main_help(f);
+        return status;
+    }
+    fprintf(f, "usage: ftctl %s %s\n", e->name, e->usage);
+    if (status == 0) {
+        fprintf(f, "\n%s\n", e->summary);
+        if (e->options)
+            fprintf(f, "\noptions:\n%s", e->options);
+        fprintf(f, "  -h, --help     this help\n\n%s", exit_codes_text);
+    }
+    return status;
+}
+
+int
+ftctl_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "ftctl %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return ftctl_usage(cmd, FTCTL_EXIT_USAGE);
+}
+
+void
+ftctl_die_msg(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("ftctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+/* ---- settings: validation shared by flags, environment and config ---- */
+
+static int
+set_endpoint(ftctl_t *c, const char *v, const char *origin)
+{
+    static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};
+    bool ok = false;
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+        if (strncmp(v, schemes[i], strlen(schemes[i])) == 0 && v[strlen(schemes[i])])
+            ok = true;
+    if (!ok || strlen(v) >= sizeof(c->endpoint)) {
+        ftctl_die_msg("%s: bad scheduler endpoint '%s': expected tcp://HOST:PORT or ipc://PATH",
+                      origin, ft_sanitize(v, 64));
+        return -1;
+    }
+    ft_strlcpy(c->endpoint, v, sizeof(c->endpoint));
+    return 0;
+}
+
+static int
+set_name(char *dst, const char *v, const char *what, const char *origin)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > FT_NAME_MAX || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n) {
+        ftctl_die_msg("%s: bad %s '%s': expected 1..%d of [A-Za-z0-9._-]", origin, what,
+                      ft_sanitize(v, 64), FT_NAME_MAX);
+        return -1;
+    }
+    memcpy(dst, v, n + 1);
+    return 0;
+}
+
+static int
+set_user(ftctl_t *c, const char *v, const char *origin)
+{
+    return set_name(c->user, v, "user", origin);
+}
+
+static int
+set_team(ftctl_t *c, const char *v, const char *origin)
+{
+    return set_name(c->team, v, "team", origin);
+}
+
+static int
+set_output(ftctl_t *c, const char *v, const char *origin)
+{
+    if (strcmp(v, "table") == 0)
+        c->output = FTCTL_OUT_TABLE;
+    else if (strcmp(v, "json") == 0)
+        c->output = FTCTL_OUT_JSON;
+    else {
+        ftctl_die_msg("%s: bad output format '%s': expected table or json", origin,
+                      ft_sanitize(v, 64));
+        return -1;
+    }
+    return 0;
+}
+
+static int
+set_timeout(ftctl_t *c, const char *v, const char *origin)
+{
+    double s;
+    if (ftctl_parse_seconds(v, 3600, &s) < 0) {
+        ftctl_die_msg("%s: bad timeout '%s': expected seconds in (0, 3600]", origin,
+                      ft_sanitize(v, 64));
+        return -1;
+    }
+    c->timeout_ms = (int)(s * 1000.0 + 0.5);
+    if (c->timeout_ms < 1)
+        c->timeout_ms = 1;
+    return 0;
+}
+
+/* The config keys: one row each. */
+typedef struct {
+    const char *key;                                           /* name in the file */
+    int (*set)(ftctl_t *c, const char *v, const char *origin); /* validates and stores */
+} ftctl_conf_key_t;
+
+static const ftctl_conf_key_t conf_keys[] = {
+    {"scheduler", set_endpoint},
+    {"user", set_user},
+    {"team", set_team},
+    {"output", set_output},
+    {"timeout", set_timeout},
+};
+
+static char *
+trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Reads the config file. A missing default file is fine; a missing $FT_CONFIG is
+ * not (the user asked for it). Returns 0 or -1 (message printed). */
+static int
+load_config(ftctl_t *c)
+{
+    char path[FT_PATH_MAX];
+    const char *env = getenv("FT_CONFIG");
+    bool explicit_path = env && *env;
+    if (explicit_path) {
+        ft_strlcpy(path, env, sizeof(path));
+    } else {
+        const char *home = getenv("HOME");
+        if (!home || !*home)
+            return 0;
+        snprintf(path, sizeof(path), "%s/.config/ft/ftctl.conf", home);
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno == ENOENT && !explicit_path)
+            return 0;
+        ftctl_die_msg("cannot open config '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    char line[2048];
+    int lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char origin[FT_PATH_MAX + 32];
+        snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f)) {
+            ftctl_die_msg("%s: line too long", origin);
+            rc = -1;
+            goto out;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        char *nl = strchr(s, '\n');
+        if (nl)
+            *nl = '\0';
+        s = trim(s);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            ftctl_die_msg("%s: expected 'key = value'", origin);
+            rc = -1;
+            goto out;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        const ftctl_conf_key_t *k = NULL;
+        for (size_t i = 0; i < sizeof(conf_keys) / sizeof(conf_keys[0]); i++)
+            if (strcmp(conf_keys[i].key, key) == 0)
+                k = &conf_keys[i];
+        if (!k) {
+            ftctl_die_msg("%s: unknown key '%s' (known: scheduler, user, team, output, timeout)",
+                          origin, ft_sanitize(key, 64));
+            rc = -1;
+            goto out;
+        }
+        if (k->set(c, val, origin) < 0) {
+            rc = -1;
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        ftctl_die_msg("cannot read config '%s': %s", path, strerror(errno));
+        rc = -1;
+    }
+out:
+    fclose(f);
+    return rc;
+}
+
+/* ---- main ---- */
+
+enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION };
+
+int
+main(int argc, char **argv)
+{
+    ftctl_t c;
+    memset(&c, 0, sizeof(c));
+    ft_strlcpy(c.endpoint, FT_DEFAULT_ENDPOINT, sizeof(c.endpoint));
+    ft_strlcpy(c.team, "default", sizeof(c.team));
+    c.timeout_ms = 5000;
+    c.output = FTCTL_OUT_TABLE;
+
+    /* Built-in defaults, then the config file, then the environment. */
+    const char *user = getenv("USER");
+    if (!user || !*user) {
+        struct passwd *pw = getpwuid(getuid());
+        user = pw ? pw->pw_name : "unknown";
+    }
+    if (set_user(&c, user, "$USER") < 0)
+        return FTCTL_EXIT_USAGE;
+    if (load_config(&c) < 0)
+        return FTCTL_EXIT_USAGE;
+    const char *env = getenv("FT_SCHEDULER");
+    if (env && *env && set_endpoint(&c, env, "$FT_SCHEDULER") < 0)
+        return FTCTL_EXIT_USAGE;
+    env = getenv("FT_TEAM");
+    if (env && *env && set_team(&c, env, "$FT_TEAM") < 0)
+        return FTCTL_EXIT_USAGE;
+
+    static const struct option opts[] = {
+        {"scheduler", required_argument, NULL, OPT_SCHEDULER},
+        {"output", required_argument, NULL, 'o'},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"user", required_argument, NULL, OPT_USER},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+:o:h", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (opt) {
+        case OPT_SCHEDULER:
+            rc = set_endpoint(&c, optarg, "--scheduler");
+            break;
+        case 'o':
+            rc = set_output(&c, optarg, "--output");
+            break;
+        case OPT_TIMEOUT:
+            rc = set_timeout(&c, optarg, "--timeout");
+            break;
+        case OPT_USER:
+            rc = set_user(&c, optarg, "--user");
+            break;
+        case 'h':
+            print_main_help(stdout);
+            return FTCTL_EXIT_OK;
+        case OPT_VERSION:
+            printf("ftctl %s (protocol %d)\n", FT_VERSION_STRING, FT_PROTO_VERSION);
+            return FTCTL_EXIT_OK;
+        case ':':
+            ftctl_die_msg("option '%s' needs a value", argv[optind - 1]);
+            rc = -1;
+            break;
+        default:
+            ftctl_die_msg("unknown option '%s'", ft_sanitize(argv[optind - 1], 64));
+            rc = -1;
+            break;
+        }
+        if (rc < 0) {
+            fputs("usage: ftctl [OPTIONS] COMMAND [ARGS]  (ftctl -h for help)\n", stderr);
+            return FTCTL_EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        print_main_help(stderr);
+        return FTCTL_EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    if (strcmp(name, "help") == 0) {
+        if (optind + 1 >= argc) {
+            print_main_help(stdout);
+            return FTCTL_EXIT_OK;
+        }
+        if (!find_command(argv[optind + 1])) {
+            ftctl_die_msg("unknown command '%s'; see 'ftctl -h'",
+                          ft_sanitize(argv[optind + 1], 64));
+            return FTCTL_EXIT_USAGE;
+        }
+        return ftctl_usage(argv[optind + 1], 0);
+    }
+    const ftctl_cmd_t *cmd = find_command(name);
+    if (!cmd) {
+        ftctl_die_msg("unknown command '%s'; see 'ftctl -h'", ft_sanitize(name, 64));
+        return FTCTL_EXIT_USAGE;
+    }
+    /* Handlers parse their own options with getopt_long from a fresh start
+     * (optind 0 re-initialises glibc's getopt); argv[0] is the command word. */
+    int first = optind;
+    optind = 0;
+    opterr = 0;
+    int rc = cmd->run(&c, argc - first, argv + first);
+    ftctl_close(&c);
+    return rc;
+}

@@ -1,0 +1,280 @@
+/*
+ * client/rpc.c: one request, one reply, over a ZeroMQ DEALER socket, as a Lazy
+ * Pirate client: send, poll with a time-out, and on silence close the socket
+ * (ZMQ_LINGER 0, so nothing lingers), open a fresh one and resend, a bounded
+ * number of times, then report the scheduler unreachable.
+ *
+ * Invariants: a reply is accepted only if it passes the protocol validator, its
+ * "re" equals the "id" we sent and its type is the reply type of the request (or
+ * "error"); anything else arriving on the socket is dropped. No call waits longer
+ * than timeout_ms per attempt.
+ *
+ * Cost: one round trip per call; the socket is kept open between the calls of a
+ * polling loop (wait, watch, logs -f).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "ft/json.h"
+#include "ftctl.h"
+
+/* The largest reply we accept: a 256 KiB log chunk, JSON-escaped, fits easily. */
+#define FTCTL_REPLY_MAX_BYTES (8 * 1024 * 1024)
+
+/* Request type -> the reply type that answers it. */
+static const struct {
+    ft_msg_type_t req;   /* client request */
+    ft_msg_type_t reply; /* its successful reply */
+} reply_types[] = {
+    {FT_MSG_PING, FT_MSG_PING_REPLY},     {FT_MSG_SUBMIT, FT_MSG_SUBMIT_REPLY},
+    {FT_MSG_JOBS, FT_MSG_JOBS_REPLY},     {FT_MSG_JOB, FT_MSG_JOB_REPLY},
+    {FT_MSG_CANCEL, FT_MSG_CANCEL_REPLY}, {FT_MSG_LOGS, FT_MSG_LOGS_REPLY},
+    {FT_MSG_NODES, FT_MSG_NODES_REPLY},   {FT_MSG_USAGE, FT_MSG_USAGE_REPLY},
+};
+
+static ft_msg_type_t
+reply_type_of(const cJSON *req)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "type");
+    if (!cJSON_IsString(t))
+        return FT_MSG__COUNT;
+    ft_msg_type_t rt = ft_msg_from_name(t->valuestring);
+    for (size_t i = 0; i < sizeof(reply_types) / sizeof(reply_types[0]); i++)
+        if (reply_types[i].req == rt)
+            return reply_types[i].reply;
+    return FT_MSG__COUNT;
+}
+
+void
+ftctl_close(ftctl_t *c)
+{
+    if (c->sock) {
+        zmq_close(c->sock);
+        c->sock = NULL;
+    }
+    if (c->zctx) {
+        zmq_ctx_term(c->zctx);
+        c->zctx = NULL;
+    }
+}
+
+static int
+open_socket(ftctl_t *c)
+{
+    if (!c->zctx) {
+        c->zctx = zmq_ctx_new();
+        if (!c->zctx) {
+            ftctl_die_msg("cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+            return -1;
+        }
+    }
+    c->sock = zmq_socket(c->zctx, ZMQ_DEALER);
+    if (!c->sock) {
+        ftctl_die_msg("cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    int linger = 0;
+    int64_t maxmsg = FTCTL_REPLY_MAX_BYTES;
+    if (zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof(linger)) != 0 ||
+        zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg)) != 0) {
+        ftctl_die_msg("cannot set socket options: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (zmq_connect(c->sock, c->endpoint) != 0) {
+        ftctl_die_msg("cannot connect to '%s': %s", ft_sanitize(c->endpoint, 64),
+                      zmq_strerror(errno));
+        goto fail;
+    }
+    return 0;
+fail:
+    zmq_close(c->sock);
+    c->sock = NULL;
+    return -1;
+}
+
+/* Waits for events on the socket until deadline (monotonic ms); 1 when ready,
+ * 0 on time-out, -1 on error. */
+static int
+wait_socket(void *sock, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - ft_mono_ms();
+        if (left <= 0)
+            return 0;
+        zmq_pollitem_t it = {.socket = sock, .events = events};
+        int n = zmq_poll(&it, 1, (long)left);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n > 0 && (it.revents & events))
+            return 1;
+    }
+}
+
+/* One attempt: send buf, wait for the reply to id. Returns FTCTL_RPC_OK /
+ * FTCTL_RPC_ERROR with *reply, FTCTL_RPC_TIMEOUT, or FTCTL_RPC_BROKEN. */
+static ftctl_rpc_t
+attempt(ftctl_t *c, const char *buf, size_t len, const char *id, ft_msg_type_t want,
+        cJSON **reply)
+{
+    int64_t deadline = ft_mono_ms() + c->timeout_ms;
+    if (!c->sock && open_socket(c) < 0)
+        return FTCTL_RPC_BROKEN;
+    int w = wait_socket(c->sock, ZMQ_POLLOUT, deadline);
+    if (w <= 0)
+        return w == 0 ? FTCTL_RPC_TIMEOUT : FTCTL_RPC_BROKEN;
+    if (zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0) {
+        if (errno == EAGAIN)
+            return FTCTL_RPC_TIMEOUT;
+        ftctl_die_msg("cannot send to '%s': %s", ft_sanitize(c->endpoint, 64),
+                      zmq_strerror(errno));
+        return FTCTL_RPC_BROKEN;
+    }
+    for (;;) {
+        w = wait_socket(c->sock, ZMQ_POLLIN, deadline);
+        if (w <= 0)
+            return w == 0 ? FTCTL_RPC_TIMEOUT : FTCTL_RPC_BROKEN;
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            ftctl_die_msg("cannot receive from '%s': %s", ft_sanitize(c->endpoint, 64),
+                          zmq_strerror(errno));
+            return FTCTL_RPC_BROKEN;
+        }
+        bool more = zmq_msg_more(&msg);
+        ft_msg_type_t type = FT_MSG__COUNT;
+        ft_err_t err;
+        ft_err_clear(&err);
+        cJSON *m = ft_proto_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &type, NULL, 0, &err);
+        zmq_msg_close(&msg);
+        if (more) {
+            /* The protocol is one frame per message; drain and drop the rest. */
+            cJSON_Delete(m);
+            int64_t rcvmore = 1;
+            size_t sz = sizeof(rcvmore);
+            while (rcvmore && zmq_getsockopt(c->sock, ZMQ_RCVMORE, &rcvmore, &sz) == 0 && rcvmore) {
+                zmq_msg_init(&msg);
+                zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT);
+                zmq_msg_close(&msg);
+            }
+            ftctl_die_msg("invalid reply from the scheduler: more than one frame");
+            return FTCTL_RPC_BROKEN;
+        }
+        if (!m) {
+            ftctl_die_msg("invalid reply from the scheduler: %s: %s", ft_errcode_name(err.code),
+                          err.msg);
+            return FTCTL_RPC_BROKEN;
+        }
+        const cJSON *re = cJSON_GetObjectItemCaseSensitive(m, "re");
+        if (!cJSON_IsString(re) || strcmp(re->valuestring, id) != 0) {
+            cJSON_Delete(m); /* a late answer to an earlier request: drop it */
+            continue;
+        }
+        if (type == FT_MSG_ERROR) {
+            *reply = m;
+            return FTCTL_RPC_ERROR;
+        }
+        if (type != want) {
+            ftctl_die_msg("invalid reply from the scheduler: type '%s', expected '%s'",
+                          ft_msg_name(type), ft_msg_name(want));
+            cJSON_Delete(m);
+            return FTCTL_RPC_BROKEN;
+        }
+        *reply = m;
+        return FTCTL_RPC_OK;
+    }
+}
+
+ftctl_rpc_t
+ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
+{
+    *reply = NULL;
+    ftctl_rpc_t rc = FTCTL_RPC_BROKEN;
+    char *buf = NULL;
+    ft_msg_type_t want = reply_type_of(req);
+    if (want == FT_MSG__COUNT) {
+        ftctl_die_msg("internal: request without a known type");
+        goto out;
+    }
+    char id[48];
+    snprintf(id, sizeof(id), "%ld-%llu", (long)getpid(), (unsigned long long)++c->seq);
+    cJSON_DeleteItemFromObjectCaseSensitive(req, "id");
+    if (!cJSON_AddStringToObject(req, "id", id))
+        goto oom;
+    buf = ft_json_print(req);
+    if (!buf)
+        goto oom;
+    size_t len = strlen(buf);
+    if (len > FT_MSG_MAX_BYTES) {
+        ftctl_die_msg("request too large: %zu bytes, the limit is %d", len, FT_MSG_MAX_BYTES);
+        goto out;
+    }
+    for (int i = 0; i <= retries; i++) {
+        c->tries = i + 1;
+        rc = attempt(c, buf, len, id, want, reply);
+        if (rc != FTCTL_RPC_TIMEOUT)
+            goto out;
+        /* Lazy Pirate: the old socket may hold a half-sent request; drop it. */
+        if (c->sock) {
+            zmq_close(c->sock);
+            c->sock = NULL;
+        }
+    }
+    goto out;
+oom:
+    ftctl_die_msg("out of memory");
+    rc = FTCTL_RPC_BROKEN;
+out:
+    free(buf);
+    cJSON_Delete(req);
+    return rc;
+}
+
+int
+ftctl_print_error_reply(const cJSON *reply)
+{
+    ftctl_die_msg("%s: %s", ftctl_get_str(reply, "code", "internal"),
+                  ftctl_get_str(reply, "message", "(no message)"));
+    return FTCTL_EXIT_FAILED;
+}
+
+int
+ftctl_print_unreachable(const ftctl_t *c)
+{
+    if (c->tries > 1)
+        ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s, %d tries",
+                      ft_sanitize(c->endpoint, 64), c->timeout_ms / 1000.0, c->tries);
+    else
+        ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s",
+                      ft_sanitize(c->endpoint, 64), c->timeout_ms / 1000.0);
+    return FTCTL_EXIT_UNREACHABLE;
+}
+
+int
+ftctl_request(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
+{
+    ftctl_rpc_t rc = ftctl_call(c, req, retries, reply);
+    switch (rc) {
+    case FTCTL_RPC_OK:
+        return FTCTL_EXIT_OK;
+    case FTCTL_RPC_ERROR: {
+        int ec = ftctl_print_error_reply(*reply);
+        cJSON_Delete(*reply);
+        *reply = NULL;
+        return ec;
+    }
+    case FTCTL_RPC_TIMEOUT:
+        return ftctl_print_unreachable(c);
+    case FTCTL_RPC_BROKEN:
+        break;
+    }
+    return FTCTL_EXIT_FAILED;
+}
