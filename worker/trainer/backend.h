@@ -1,0 +1,127 @@
+/*
+ * backend.h: the compute operations the model is written against. One table
+ * of function pointers per backend (cpu now, cuda later); the model's forward
+ * and backward call only these, so a backend slots in without touching
+ * model.c.
+ *
+ * Conventions: every matrix is row-major float32. Shapes are given in the
+ * comments as (rows, cols). N = B*T rows of tokens. "Backward" functions that
+ * produce gradients of inputs ADD into the destination (so that several
+ * consumers of one activation can accumulate) unless the comment says "writes".
+ * Weight gradients of the frozen base model are never computed.
+ *
+ * Costs: gemm is O(M*N*K); attention is O(B*nh*T*T*hd); every other op is
+ * linear in its input, except cross-entropy which is O(N*V*C) through the
+ * lm_head GEMMs it runs in row chunks.
+ */
+#ifndef FT_BACKEND_H
+#define FT_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Shape of one attention call. */
+typedef struct {
+    int B;        /* rows (sequences) in the batch */
+    int T;        /* tokens per row */
+    int n_heads;  /* query heads */
+    int n_kv;     /* key/value heads; divides n_heads */
+    int hd;       /* head dimension */
+} attn_shape_t;
+
+typedef struct backend {
+    const char *name;   /* "cpu" */
+
+    /* memory the ops work on (host memory for cpu) */
+    void *(*alloc)(size_t bytes);      /* zeroed; NULL on failure */
+    void (*free)(void *p);
+
+    /* C(M,N) = alpha * op(A) op(B) + beta * C, row-major with leading
+     * dimensions; op(A) is (M,K), op(B) is (K,N). */
+    void (*gemm)(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                 int ldc);
+
+    /* out (N,C) = emb[tokens[i]] rows; tokens checked by the caller */
+    void (*embedding_forward)(float *out, const int32_t *tokens, const float *emb, int N,
+                              int C);
+    /* demb (V,C) += scatter of dout (N,C) by tokens (used only by tests: the
+     * embedding is frozen in LoRA training) */
+    void (*embedding_backward)(float *demb, const int32_t *tokens, const float *dout, int N,
+                               int C);
+
+    /* out (N,C) = x * rsqrt(mean(x^2) + eps) * w; rstd (N) saved for backward */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N,
+                            int C, float eps);
+    /* dx (N,C) += d/dx of the above given dout (N,C); w not trained */
+    void (*rmsnorm_backward)(float *dx, const float *dout, const float *x, const float *w,
+                             const float *rstd, int N, int C);
+
+    /* In place on x (B*T, nh*hd): rotate_half RoPE with cos/sin tables (T, hd/2)
+     * at positions 0..T-1 of every row. Backward applies the transpose. */
+    void (*rope_forward)(float *x, const float *cos_t, const float *sin_t, int B, int T,
+                         int nh, int hd);
+    void (*rope_backward)(float *dx, const float *cos_t, const float *sin_t, int B, int T,
+                          int nh, int hd);
+
+    /* Causal softmax attention with GQA. q (B*T, nh*hd), k, v (B*T, nkv*hd);
+     * writes att (B, nh, T, T) probabilities (upper triangle zero) and
+     * y (B*T, nh*hd). scale = 1/sqrt(hd). */
+    void (*attention_forward)(float *y, float *att, const float *q, const float *k,
+                              const float *v, const attn_shape_t *s);
+    /* Writes dq, dk, dv (same shapes as q, k, v) from dy; scratch is
+     * (T, T) floats. */
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dy,
+                               const float *att, const float *q, const float *k,
+                               const float *v, float *scratch, const attn_shape_t *s);
+
+    /* h (N,I) = silu(g) * u */
+    void (*swiglu_forward)(float *h, const float *g, const float *u, int64_t n);
+    /* writes dg, du (N,I) from dh */
+    void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g,
+                            const float *u, int64_t n);
+
+    /* Fused lm_head + cross-entropy over N rows of x (N,C) against W (V,C),
+     * in chunks of `chunk` rows using logits scratch (chunk, V). Returns the
+     * SUM of -log p(target) over rows with target != -100, its count in
+     * *n_tok. When dx is not NULL also WRITES dx (N,C) = d(dscale * sum)/dx,
+     * i.e. the gradient of dscale times the summed loss (rows ignored get 0). */
+    double (*xent_forward_backward)(float *dx, const float *x, const float *W,
+                                    const int32_t *targets, int N, int C, int V,
+                                    float *logits, int chunk, float dscale, int64_t *n_tok);
+
+    /* Dropout mask on the LoRA branch input: out (N,C) = x * keep / (1 - p),
+     * keep drawn from a counter-based hash of (key, element index) so that
+     * backward can regenerate the same mask without storing it. */
+    void (*dropout_forward)(float *out, const float *x, int64_t n, float p, uint64_t key);
+
+    /* AdamW on n parameters (PyTorch semantics: decoupled decay p -= lr*wd*p,
+     * then the bias-corrected Adam update). t is the 1-based step. */
+    void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                  float beta1, float beta2, float eps, float wd, int64_t t);
+    /* sum of squares of n floats, in double */
+    double (*sumsq)(const float *x, int64_t n);
+    /* x *= a */
+    void (*scale)(float *x, int64_t n, float a);
+    /* y += x */
+    void (*add)(float *y, const float *x, int64_t n);
+
+    void (*set_threads)(int n);
+} backend_t;
+
+/* The CPU backend (OpenBLAS sgemm, plain C loops for the rest). */
+const backend_t *backend_cpu(void);
+
+/* The counter-based generator behind dropout: uniform in [0,1) from
+ * (key, index); splitmix64 finaliser of key + index * golden ratio. */
+static inline double backend_hash_uniform(uint64_t key, uint64_t index)
+{
+    uint64_t z = key + (index + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+#endif

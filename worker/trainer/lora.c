@@ -1,0 +1,254 @@
+/*
+ * lora.c: LoRA parameter layout (one buffer, sizes table), PEFT-style
+ * initialisation, and the LoRA branch of a group of projections.
+ *
+ * Without dropout the A products of a group run as one GEMM of width g*r
+ * over the shared input; with dropout each module draws its own mask (as
+ * PEFT's per-module nn.Dropout does) and runs its own GEMM. The masks are
+ * regenerated in backward from the same key instead of being stored.
+ * Costs per group: 2*N*in*g*r + 2*N*r*sum(out) flops forward, about twice
+ * that backward.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lora.h"
+
+const lora_group_t lora_groups[LORA_N_GROUPS] = {
+    {FT_TM_Q, 3},     /* input: ln1 */
+    {FT_TM_O, 1},     /* input: attention output */
+    {FT_TM_GATE, 2},  /* input: ln2 */
+    {FT_TM_DOWN, 1},  /* input: silu(gate) * up */
+};
+
+int lora_layout_init(lora_layout_t *lay, const llama_config_t *cfg, int r, double alpha,
+                     bool use_rslora, uint32_t mask)
+{
+    memset(lay, 0, sizeof(*lay));
+    if (r < 1 || cfg->n_layers < 1)
+        return -1;
+    int C = cfg->hidden_size, I = cfg->intermediate_size;
+    int Hq = cfg->n_heads * cfg->head_dim, Hkv = cfg->n_kv_heads * cfg->head_dim;
+    const int in[FT_N_TARGET_MODULES] = {C, C, C, Hq, C, C, I};
+    const int out[FT_N_TARGET_MODULES] = {Hq, Hkv, Hkv, C, I, I, C};
+    lay->n_layers = cfg->n_layers;
+    lay->r = r;
+    lay->scaling = (float)(use_rslora ? alpha / sqrt((double)r) : alpha / (double)r);
+    lay->mask = mask & ((1u << FT_N_TARGET_MODULES) - 1);
+    memcpy(lay->in_dim, in, sizeof(in));
+    memcpy(lay->out_dim, out, sizeof(out));
+    size_t n = (size_t)cfg->n_layers * FT_N_TARGET_MODULES;
+    lay->a_off = malloc(n * sizeof(size_t));
+    lay->b_off = malloc(n * sizeof(size_t));
+    if (!lay->a_off || !lay->b_off) {
+        lora_layout_free(lay);
+        return -1;
+    }
+    size_t off = 0;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        for (int m = 0; m < FT_N_TARGET_MODULES; m++) {
+            size_t i = (size_t)l * FT_N_TARGET_MODULES + m;
+            lay->a_off[i] = LORA_NONE;
+            if (lora_targeted(lay, m)) {
+                lay->a_off[i] = off;
+                off += (size_t)r * in[m];
+            }
+        }
+        for (int m = 0; m < FT_N_TARGET_MODULES; m++) {
+            size_t i = (size_t)l * FT_N_TARGET_MODULES + m;
+            lay->b_off[i] = LORA_NONE;
+            if (lora_targeted(lay, m)) {
+                lay->b_off[i] = off;
+                off += (size_t)out[m] * r;
+            }
+        }
+    }
+    lay->n_params = off;
+    return 0;
+}
+
+void lora_layout_free(lora_layout_t *lay)
+{
+    free(lay->a_off);
+    free(lay->b_off);
+    lay->a_off = lay->b_off = NULL;
+}
+
+/* xoshiro256** seeded through splitmix64: small, fast, well documented. */
+typedef struct {
+    uint64_t s[4];
+} rng_t;
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void rng_seed(rng_t *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(rng_t *r)
+{
+    uint64_t *s = r->s;
+    uint64_t res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return res;
+}
+
+static double rng_uniform(rng_t *r)
+{
+    return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+void lora_init_params(const lora_layout_t *lay, float *params, uint64_t seed, double b_std)
+{
+    rng_t rng;
+    rng_seed(&rng, seed ^ 0x4C6F5241ull /* "LoRA" */);
+    for (int l = 0; l < lay->n_layers; l++) {
+        for (int m = 0; m < FT_N_TARGET_MODULES; m++) {
+            if (!lora_targeted(lay, m))
+                continue;
+            size_t i = (size_t)l * FT_N_TARGET_MODULES + m;
+            float *A = params + lay->a_off[i];
+            float *B = params + lay->b_off[i];
+            size_t na = (size_t)lay->r * lay->in_dim[m], nb = (size_t)lay->out_dim[m] * lay->r;
+            double bound = 1.0 / sqrt((double)lay->in_dim[m]);
+            for (size_t k = 0; k < na; k++)
+                A[k] = (float)((2.0 * rng_uniform(&rng) - 1.0) * bound);
+            for (size_t k = 0; k < nb; k++) {
+                if (b_std > 0.0) {
+                    /* Box-Muller; one normal per two uniforms keeps it simple */
+                    double u1 = rng_uniform(&rng), u2 = rng_uniform(&rng);
+                    B[k] = (float)(b_std * sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
+                } else {
+                    B[k] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+void lora_param_name(char *buf, size_t len, int l, int m, char which)
+{
+    const char *part = m <= FT_TM_O ? "self_attn" : "mlp";
+    snprintf(buf, len, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", l, part,
+             ft_target_module_names[m], which);
+}
+
+int lora_group_width(const lora_layout_t *lay, const lora_group_t *g)
+{
+    int n = 0;
+    for (int m = g->first; m < g->first + g->count; m++)
+        n += lora_targeted(lay, m);
+    return n * lay->r;
+}
+
+static uint64_t module_key(uint64_t key, int m)
+{
+    return key + (uint64_t)(m + 1) * 0x632BE59BD9B4E019ull;
+}
+
+void lora_group_forward(const backend_t *be, const lora_layout_t *lay, const float *params,
+                        int l, const lora_group_t *g, float *const *out, const float *x,
+                        float *u, int N, float p, uint64_t key, lora_scratch_t *sc)
+{
+    int w = lora_group_width(lay, g), r = lay->r;
+    if (w == 0)
+        return;
+    const size_t *aoff = lay->a_off + (size_t)l * FT_N_TARGET_MODULES;
+    const size_t *boff = lay->b_off + (size_t)l * FT_N_TARGET_MODULES;
+    int in = lay->in_dim[g->first];
+    if (p <= 0.0f) {
+        /* first targeted A starts the group's contiguous (w, in) block */
+        size_t a0 = LORA_NONE;
+        for (int m = g->first; m < g->first + g->count && a0 == LORA_NONE; m++)
+            a0 = aoff[m];
+        /* u (N, w) = x (N, in) A_group^T */
+        be->gemm(false, true, N, w, in, 1.0f, x, in, params + a0, in, 0.0f, u, w);
+    }
+    int j = 0;
+    for (int m = g->first; m < g->first + g->count; m++) {
+        if (!lora_targeted(lay, m))
+            continue;
+        if (p > 0.0f) {
+            be->dropout_forward(sc->xd, x, (int64_t)N * in, p, module_key(key, m));
+            be->gemm(false, true, N, r, in, 1.0f, sc->xd, in, params + aoff[m], in, 0.0f,
+                     u + (size_t)j * r, w);
+        }
+        int o = lay->out_dim[m];
+        /* out (N, o) += s * u_j (N, r) B^T (r, o) */
+        be->gemm(false, true, N, o, r, lay->scaling, u + (size_t)j * r, w, params + boff[m], r,
+                 1.0f, out[m - g->first], o);
+        j++;
+    }
+}
+
+void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const float *params,
+                         float *grads, int l, const lora_group_t *g,
+                         const float *const *dout, const float *x, const float *u, float *dx,
+                         int N, float p, uint64_t key, lora_scratch_t *sc)
+{
+    int w = lora_group_width(lay, g), r = lay->r;
+    if (w == 0)
+        return;
+    const size_t *aoff = lay->a_off + (size_t)l * FT_N_TARGET_MODULES;
+    const size_t *boff = lay->b_off + (size_t)l * FT_N_TARGET_MODULES;
+    int in = lay->in_dim[g->first];
+    float s = lay->scaling;
+    int j = 0;
+    size_t a0 = LORA_NONE;
+    for (int m = g->first; m < g->first + g->count; m++) {
+        if (!lora_targeted(lay, m))
+            continue;
+        if (a0 == LORA_NONE)
+            a0 = aoff[m];
+        int o = lay->out_dim[m];
+        const float *dy = dout[m - g->first];
+        /* du_j (N, r) = s * dy (N, o) B (o, r) */
+        be->gemm(false, false, N, r, o, s, dy, o, params + boff[m], r, 0.0f,
+                 sc->du + (size_t)j * r, w);
+        /* dB (o, r) += s * dy^T (o, N) u_j (N, r) */
+        be->gemm(true, false, o, r, N, s, dy, o, u + (size_t)j * r, w, 1.0f, grads + boff[m],
+                 r);
+        j++;
+    }
+    if (p <= 0.0f) {
+        /* dA_group (w, in) += du^T (w, N) x (N, in); dx (N, in) += du A_group */
+        be->gemm(true, false, w, in, N, 1.0f, sc->du, w, x, in, 1.0f, grads + a0, in);
+        be->gemm(false, false, N, in, w, 1.0f, sc->du, w, params + a0, in, 1.0f, dx, in);
+        return;
+    }
+    j = 0;
+    for (int m = g->first; m < g->first + g->count; m++) {
+        if (!lora_targeted(lay, m))
+            continue;
+        uint64_t k = module_key(key, m);
+        be->dropout_forward(sc->xd, x, (int64_t)N * in, p, k);
+        be->gemm(true, false, r, in, N, 1.0f, sc->du + (size_t)j * r, w, sc->xd, in, 1.0f,
+                 grads + aoff[m], in);
+        be->gemm(false, false, N, in, r, 1.0f, sc->du + (size_t)j * r, w, params + aoff[m], in,
+                 0.0f, sc->dxd, in);
+        /* the dropout mask is linear: apply it to the gradient the same way */
+        be->dropout_forward(sc->dxd, sc->dxd, (int64_t)N * in, p, k);
+        be->add(dx, sc->dxd, (int64_t)N * in);
+        j++;
+    }
+}

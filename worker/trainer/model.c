@@ -1,0 +1,430 @@
+/*
+ * model.c: Llama + LoRA forward and backward over (B, T) tokens, llm.c style:
+ * one activation buffer carved by a sizes table, one *_forward / *_backward
+ * pass over the layers, every projection one GEMM over the N = B*T rows.
+ *
+ * Invariants: base weights are read only; LoRA gradients accumulate (+=)
+ * across calls until model_zero_grad; activations of the last train call are
+ * valid until the next call. Backward needs the forward activations of the
+ * same call, so model_step does both in one go.
+ * Cost per step: about 4 * N * (base matmul params) flops for forward + dX,
+ * plus attention 12 * N * T * Hq per layer, plus the LoRA terms.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+/* Activations kept for backward, per layer unless marked. */
+enum {
+    ACT_RES,      /* (L+1, N, C) residual stream entering each layer; [L] = final */
+    ACT_RES_MID,  /* (L, N, C) residual after attention */
+    ACT_LN1,      /* (L, N, C) */
+    ACT_RSTD1,    /* (L, N) */
+    ACT_Q,        /* (L, N, Hq) after RoPE */
+    ACT_K,        /* (L, N, Hkv) after RoPE */
+    ACT_V,        /* (L, N, Hkv) */
+    ACT_ATT,      /* (L, B, nh, T, T) softmax probabilities */
+    ACT_Y,        /* (L, N, Hq) attention output before o_proj */
+    ACT_LN2,      /* (L, N, C) */
+    ACT_RSTD2,    /* (L, N) */
+    ACT_G,        /* (L, N, I) gate_proj output */
+    ACT_U,        /* (L, N, I) up_proj output */
+    ACT_H,        /* (L, N, I) silu(g) * u */
+    ACT_LORA_U,   /* (L, N, lora_u_width) LoRA A outputs, group after group */
+    ACT_LNF,      /* (N, C) final norm output */
+    ACT_RSTDF,    /* (N) */
+    /* scratch for backward, not per layer */
+    ACT_DRES,     /* (N, C) gradient of the residual stream */
+    ACT_DLN,      /* (N, C) */
+    ACT_DY,       /* (N, Hq) */
+    ACT_DQ,       /* (N, Hq) */
+    ACT_DK,       /* (N, Hkv) */
+    ACT_DV,       /* (N, Hkv) */
+    ACT_DH,       /* (N, I) */
+    ACT_DG,       /* (N, I) */
+    ACT_DU,       /* (N, I) */
+    ACT_ATT_SCR,  /* (T, T) */
+    ACT_XD,       /* (N, maxin) dropout scratch */
+    ACT_DXD,      /* (N, maxin) */
+    ACT_LDU,      /* (N, 3r) LoRA du of a group */
+    ACT_LOGITS,   /* (chunk, V) */
+    ACT__COUNT
+};
+
+struct model {
+    llama_config_t cfg;            /* copy of the base config */
+    const llama_weights_t *w;      /* frozen base weights, borrowed */
+    const backend_t *be;           /* compute */
+    lora_layout_t lay;             /* where each adapter lives */
+    float *params;                 /* (lay.n_params) LoRA A/B values */
+    float *grads;                  /* (lay.n_params) their gradients */
+    float dropout;                 /* LoRA input dropout probability */
+    int B, T, N;                   /* rows, tokens per row, B*T */
+    int C, I, V, Hq, Hkv;          /* widths */
+    int chunk;                     /* lm_head rows per chunk */
+    size_t u_width;                /* per-row floats of LoRA u per layer */
+    size_t u_group_off[LORA_N_GROUPS]; /* offset of each group's u in a layer's block */
+    size_t act_size[ACT__COUNT];   /* floats per activation tensor */
+    float *act_mem;                /* one buffer for all of them */
+    float *act[ACT__COUNT];        /* carved pointers */
+    float *rope_cos, *rope_sin;    /* (T, hd/2) */
+    size_t bytes;                  /* total allocation */
+};
+
+void model_rope_tables(const llama_config_t *cfg, int T, float *cos_t, float *sin_t)
+{
+    int hd = cfg->head_dim, half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float inv = 1.0f / powf((float)cfg->rope_theta, (float)(2 * i) / (float)hd);
+        if (cfg->rope_type == LLAMA_ROPE_LLAMA3) {
+            double factor = cfg->rope_factor, lo = cfg->rope_low_freq_factor,
+                   hi = cfg->rope_high_freq_factor, old = cfg->rope_original_max_position;
+            double wavelen = 2.0 * M_PI / (double)inv;
+            if (wavelen > old / lo) {
+                inv = (float)(inv / factor);
+            } else if (wavelen >= old / hi) {
+                double smooth = (old / wavelen - lo) / (hi - lo);
+                inv = (float)((1.0 - smooth) * inv / factor + smooth * inv);
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            float ang = (float)t * inv;
+            cos_t[(size_t)t * half + i] = (float)cos((double)ang);
+            sin_t[(size_t)t * half + i] = (float)sin((double)ang);
+        }
+    }
+}
+
+static float *layer_act(const model_t *m, int a, int l)
+{
+    size_t L = (size_t)m->cfg.n_layers + (a == ACT_RES ? 1 : 0);
+    return m->act[a] + (m->act_size[a] / L) * (size_t)l;
+}
+
+model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const backend_t *be,
+                   const model_opts_t *o, ft_err_t *err)
+{
+    model_t *m = calloc(1, sizeof(*m));
+    if (!m) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    if (o->B < 1 || o->T < 1 || cfg->head_dim % 2 != 0 || cfg->n_kv_heads < 1 ||
+        cfg->n_heads % cfg->n_kv_heads != 0) {
+        ft_err_set(err, FT_EBADFIELD, "bad model shape (B %d, T %d, head_dim %d, heads %d/%d)",
+                   o->B, o->T, cfg->head_dim, cfg->n_heads, cfg->n_kv_heads);
+        goto fail;
+    }
+    if (o->dropout < 0.0 || o->dropout >= 1.0) {
+        ft_err_set(err, FT_EBADFIELD, "'lora_dropout': expected a value in [0, 1)");
+        goto fail;
+    }
+    m->cfg = *cfg;
+    m->w = w;
+    m->be = be;
+    m->dropout = (float)o->dropout;
+    m->B = o->B;
+    m->T = o->T;
+    m->N = o->B * o->T;
+    m->C = cfg->hidden_size;
+    m->I = cfg->intermediate_size;
+    m->V = cfg->vocab_size;
+    m->Hq = cfg->n_heads * cfg->head_dim;
+    m->Hkv = cfg->n_kv_heads * cfg->head_dim;
+    m->chunk = m->N < 256 ? m->N : 256;
+    if (lora_layout_init(&m->lay, cfg, o->r, o->alpha, o->use_rslora, o->mask) < 0) {
+        ft_err_set(err, FT_EBADFIELD, "bad LoRA layout (r %d)", o->r);
+        goto fail;
+    }
+    size_t uw = 0;
+    for (int g = 0; g < LORA_N_GROUPS; g++) {
+        m->u_group_off[g] = uw;
+        uw += (size_t)lora_group_width(&m->lay, &lora_groups[g]);
+    }
+    m->u_width = uw;
+
+    size_t L = (size_t)cfg->n_layers, N = (size_t)m->N, C = (size_t)m->C, I = (size_t)m->I;
+    size_t Hq = (size_t)m->Hq, Hkv = (size_t)m->Hkv, T = (size_t)m->T;
+    size_t maxin = C > I ? C : I;
+    maxin = maxin > Hq ? maxin : Hq;
+    size_t *s = m->act_size;
+    s[ACT_RES] = (L + 1) * N * C;
+    s[ACT_RES_MID] = L * N * C;
+    s[ACT_LN1] = L * N * C;
+    s[ACT_RSTD1] = L * N;
+    s[ACT_Q] = L * N * Hq;
+    s[ACT_K] = L * N * Hkv;
+    s[ACT_V] = L * N * Hkv;
+    s[ACT_ATT] = L * (size_t)m->B * (size_t)cfg->n_heads * T * T;
+    s[ACT_Y] = L * N * Hq;
+    s[ACT_LN2] = L * N * C;
+    s[ACT_RSTD2] = L * N;
+    s[ACT_G] = L * N * I;
+    s[ACT_U] = L * N * I;
+    s[ACT_H] = L * N * I;
+    s[ACT_LORA_U] = L * N * uw;
+    s[ACT_LNF] = N * C;
+    s[ACT_RSTDF] = N;
+    s[ACT_DRES] = N * C;
+    s[ACT_DLN] = N * C;
+    s[ACT_DY] = N * Hq;
+    s[ACT_DQ] = N * Hq;
+    s[ACT_DK] = N * Hkv;
+    s[ACT_DV] = N * Hkv;
+    s[ACT_DH] = N * I;
+    s[ACT_DG] = N * I;
+    s[ACT_DU] = N * I;
+    s[ACT_ATT_SCR] = T * T;
+    s[ACT_XD] = m->dropout > 0.0f ? N * maxin : 0;
+    s[ACT_DXD] = m->dropout > 0.0f ? N * maxin : 0;
+    s[ACT_LDU] = N * 3 * (size_t)o->r;
+    s[ACT_LOGITS] = (size_t)m->chunk * (size_t)m->V;
+    size_t total = 0;
+    for (int a = 0; a < ACT__COUNT; a++)
+        total += s[a];
+    m->act_mem = be->alloc(total * sizeof(float));
+    m->params = be->alloc(m->lay.n_params * sizeof(float));
+    m->grads = be->alloc(m->lay.n_params * sizeof(float));
+    m->rope_cos = be->alloc(T * (size_t)(cfg->head_dim / 2) * sizeof(float));
+    m->rope_sin = be->alloc(T * (size_t)(cfg->head_dim / 2) * sizeof(float));
+    if (!m->act_mem || !m->params || !m->grads || !m->rope_cos || !m->rope_sin) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory for the model (%zu MiB of activations)",
+                   total * sizeof(float) >> 20);
+        goto fail;
+    }
+    float *p = m->act_mem;
+    for (int a = 0; a < ACT__COUNT; a++) {
+        m->act[a] = p;
+        p += s[a];
+    }
+    m->bytes = (total + 2 * m->lay.n_params) * sizeof(float);
+    model_rope_tables(cfg, m->T, m->rope_cos, m->rope_sin);
+    return m;
+fail:
+    model_destroy(&m);
+    return NULL;
+}
+
+void model_destroy(model_t **pm)
+{
+    model_t *m = *pm;
+    if (!m)
+        return;
+    if (m->be) {
+        m->be->free(m->act_mem);
+        m->be->free(m->params);
+        m->be->free(m->grads);
+        m->be->free(m->rope_cos);
+        m->be->free(m->rope_sin);
+    }
+    lora_layout_free(&m->lay);
+    free(m);
+    *pm = NULL;
+}
+
+const lora_layout_t *model_lora_layout(const model_t *m)
+{
+    return &m->lay;
+}
+
+float *model_lora_params(model_t *m)
+{
+    return m->params;
+}
+
+float *model_lora_grads(model_t *m)
+{
+    return m->grads;
+}
+
+void model_zero_grad(model_t *m)
+{
+    memset(m->grads, 0, m->lay.n_params * sizeof(float));
+}
+
+size_t model_bytes(const model_t *m)
+{
+    return m->bytes;
+}
+
+static uint64_t layer_key(uint64_t key, int l)
+{
+    return key ^ ((uint64_t)(l + 1) * 0xD1B54A32D192ED03ull);
+}
+
+/* out (N, o) = x (N, in) W^T (W is (o, in)), beta 0 or 1 (accumulate) */
+static void proj(const model_t *m, float *out, const float *x, const float *W, int in, int o,
+                 float beta)
+{
+    m->be->gemm(false, true, m->N, o, in, 1.0f, x, in, W, in, beta, out, o);
+}
+
+/* dx (N, in) (+)= dy (N, o) W (o, in) */
+static void proj_dx(const model_t *m, float *dx, const float *dy, const float *W, int in, int o,
+                    float beta)
+{
+    m->be->gemm(false, false, m->N, in, o, 1.0f, dy, o, W, in, beta, dx, in);
+}
+
+static void layer_forward(model_t *m, int l, float p, uint64_t key)
+{
+    const backend_t *be = m->be;
+    const llama_layer_weights_t *lw = &m->w->layers[l];
+    int N = m->N, C = m->C, I = m->I, Hq = m->Hq, Hkv = m->Hkv;
+    float eps = (float)m->cfg.rms_norm_eps;
+    float *res = layer_act(m, ACT_RES, l), *res_out = layer_act(m, ACT_RES, l + 1);
+    float *res_mid = layer_act(m, ACT_RES_MID, l);
+    float *ln1 = layer_act(m, ACT_LN1, l), *ln2 = layer_act(m, ACT_LN2, l);
+    float *q = layer_act(m, ACT_Q, l), *k = layer_act(m, ACT_K, l), *v = layer_act(m, ACT_V, l);
+    float *y = layer_act(m, ACT_Y, l), *att = layer_act(m, ACT_ATT, l);
+    float *g = layer_act(m, ACT_G, l), *u = layer_act(m, ACT_U, l), *h = layer_act(m, ACT_H, l);
+    float *lu = layer_act(m, ACT_LORA_U, l);
+    lora_scratch_t sc = {m->act[ACT_XD], m->act[ACT_DXD], m->act[ACT_LDU]};
+    uint64_t lk = layer_key(key, l);
+    attn_shape_t as = {m->B, m->T, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim};
+
+    /* attention block */
+    be->rmsnorm_forward(ln1, layer_act(m, ACT_RSTD1, l), res, lw->attn_norm, N, C, eps);
+    proj(m, q, ln1, lw->q, C, Hq, 0.0f);
+    proj(m, k, ln1, lw->k, C, Hkv, 0.0f);
+    proj(m, v, ln1, lw->v, C, Hkv, 0.0f);
+    float *qkv[3] = {q, k, v};
+    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[0], qkv, ln1,
+                       lu + m->u_group_off[0] * N, N, p, lk, &sc);
+    be->rope_forward(q, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads, m->cfg.head_dim);
+    be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
+                     m->cfg.head_dim);
+    be->attention_forward(y, att, q, k, v, &as);
+    memcpy(res_mid, res, sizeof(float) * (size_t)N * C);
+    proj(m, res_mid, y, lw->o, Hq, C, 1.0f);
+    float *o_out[1] = {res_mid};
+    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[1], o_out, y,
+                       lu + m->u_group_off[1] * N, N, p, lk, &sc);
+
+    /* MLP block */
+    be->rmsnorm_forward(ln2, layer_act(m, ACT_RSTD2, l), res_mid, lw->mlp_norm, N, C, eps);
+    proj(m, g, ln2, lw->gate, C, I, 0.0f);
+    proj(m, u, ln2, lw->up, C, I, 0.0f);
+    float *gu[2] = {g, u};
+    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[2], gu, ln2,
+                       lu + m->u_group_off[2] * N, N, p, lk, &sc);
+    be->swiglu_forward(h, g, u, (int64_t)N * I);
+    memcpy(res_out, res_mid, sizeof(float) * (size_t)N * C);
+    proj(m, res_out, h, lw->down, I, C, 1.0f);
+    float *d_out[1] = {res_out};
+    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[3], d_out, h,
+                       lu + m->u_group_off[3] * N, N, p, lk, &sc);
+}
+
+/* On entry ACT_DRES holds dL/d(res[l+1]); on exit dL/d(res[l]). */
+static void layer_backward(model_t *m, int l, float p, uint64_t key)
+{
+    const backend_t *be = m->be;
+    const llama_layer_weights_t *lw = &m->w->layers[l];
+    int N = m->N, C = m->C, I = m->I, Hq = m->Hq, Hkv = m->Hkv;
+    float *res = layer_act(m, ACT_RES, l), *res_mid = layer_act(m, ACT_RES_MID, l);
+    float *ln1 = layer_act(m, ACT_LN1, l), *ln2 = layer_act(m, ACT_LN2, l);
+    float *q = layer_act(m, ACT_Q, l), *k = layer_act(m, ACT_K, l), *v = layer_act(m, ACT_V, l);
+    float *y = layer_act(m, ACT_Y, l), *att = layer_act(m, ACT_ATT, l);
+    float *g = layer_act(m, ACT_G, l), *u = layer_act(m, ACT_U, l), *h = layer_act(m, ACT_H, l);
+    float *lu = layer_act(m, ACT_LORA_U, l);
+    float *dres = m->act[ACT_DRES], *dln = m->act[ACT_DLN], *dy = m->act[ACT_DY];
+    float *dq = m->act[ACT_DQ], *dk = m->act[ACT_DK], *dv = m->act[ACT_DV];
+    float *dh = m->act[ACT_DH], *dg = m->act[ACT_DG], *du = m->act[ACT_DU];
+    lora_scratch_t sc = {m->act[ACT_XD], m->act[ACT_DXD], m->act[ACT_LDU]};
+    uint64_t lk = layer_key(key, l);
+    attn_shape_t as = {m->B, m->T, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim};
+
+    /* MLP block: res_out = res_mid + down(h) */
+    proj_dx(m, dh, dres, lw->down, I, C, 0.0f);
+    const float *d_out[1] = {dres};
+    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[3], d_out, h,
+                        lu + m->u_group_off[3] * N, dh, N, p, lk, &sc);
+    be->swiglu_backward(dg, du, dh, g, u, (int64_t)N * I);
+    proj_dx(m, dln, dg, lw->gate, C, I, 0.0f);
+    proj_dx(m, dln, du, lw->up, C, I, 1.0f);
+    const float *dgu[2] = {dg, du};
+    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[2], dgu, ln2,
+                        lu + m->u_group_off[2] * N, dln, N, p, lk, &sc);
+    be->rmsnorm_backward(dres, dln, res_mid, lw->mlp_norm, layer_act(m, ACT_RSTD2, l), N, C);
+
+    /* attention block: res_mid = res + o(attn(rope(q), rope(k), v)) */
+    proj_dx(m, dy, dres, lw->o, Hq, C, 0.0f);
+    const float *o_out[1] = {dres};
+    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[1], o_out, y,
+                        lu + m->u_group_off[1] * N, dy, N, p, lk, &sc);
+    be->attention_backward(dq, dk, dv, dy, att, q, k, v, m->act[ACT_ATT_SCR], &as);
+    be->rope_backward(dq, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads,
+                      m->cfg.head_dim);
+    be->rope_backward(dk, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
+                      m->cfg.head_dim);
+    proj_dx(m, dln, dq, lw->q, C, Hq, 0.0f);
+    proj_dx(m, dln, dk, lw->k, C, Hkv, 1.0f);
+    proj_dx(m, dln, dv, lw->v, C, Hkv, 1.0f);
+    const float *dqkv[3] = {dq, dk, dv};
+    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[0], dqkv, ln1,
+                        lu + m->u_group_off[0] * N, dln, N, p, lk, &sc);
+    be->rmsnorm_backward(dres, dln, res, lw->attn_norm, layer_act(m, ACT_RSTD1, l), N, C);
+}
+
+int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool train,
+               float dscale, uint64_t dropout_key, double *loss_sum, int64_t *n_tok,
+               ft_err_t *err)
+{
+    const backend_t *be = m->be;
+    int N = m->N, C = m->C, V = m->V, L = m->cfg.n_layers;
+    for (int i = 0; i < N; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V) {
+            ft_err_set(err, FT_EBADFIELD, "input token %d at position %d is outside the "
+                       "vocabulary (%d)", inputs[i], i, V);
+            return -1;
+        }
+        if (targets[i] != -100 && (targets[i] < 0 || targets[i] >= V)) {
+            ft_err_set(err, FT_EBADFIELD, "target token %d at position %d is outside the "
+                       "vocabulary (%d)", targets[i], i, V);
+            return -1;
+        }
+    }
+    float p = train ? m->dropout : 0.0f;
+    be->embedding_forward(m->act[ACT_RES], inputs, m->w->embed, N, C);
+    for (int l = 0; l < L; l++)
+        layer_forward(m, l, p, dropout_key);
+    float *resL = layer_act(m, ACT_RES, L);
+    be->rmsnorm_forward(m->act[ACT_LNF], m->act[ACT_RSTDF], resL, m->w->final_norm, N, C,
+                        (float)m->cfg.rms_norm_eps);
+    *loss_sum = be->xent_forward_backward(train ? m->act[ACT_DLN] : NULL, m->act[ACT_LNF],
+                                          m->w->lm_head, targets, N, C, V, m->act[ACT_LOGITS],
+                                          m->chunk, dscale, n_tok);
+    if (!train)
+        return 0;
+    float *dres = m->act[ACT_DRES];
+    memset(dres, 0, sizeof(float) * (size_t)N * C);
+    be->rmsnorm_backward(dres, m->act[ACT_DLN], resL, m->w->final_norm, m->act[ACT_RSTDF], N,
+                         C);
+    for (int l = L - 1; l >= 0; l--)
+        layer_backward(m, l, p, dropout_key);
+    return 0;
+}
+
+double model_train_flops(const llama_config_t *cfg, int r, uint32_t mask, int B, int T)
+{
+    /* Per token: forward base projections 2*(C*Hq + 2*C*Hkv + Hq*C + 3*C*I) per
+     * layer plus lm_head 2*C*V; backward computes only dX through them, the
+     * same again. Attention: scores and P*V forward 4*T*Hq per token per
+     * layer (full square), backward 8*T*Hq. LoRA module (in, out): forward
+     * 2*r*(in+out), backward 4*r*(in+out). */
+    double C = cfg->hidden_size, I = cfg->intermediate_size, V = cfg->vocab_size;
+    double Hq = (double)cfg->n_heads * cfg->head_dim, Hkv = (double)cfg->n_kv_heads * cfg->head_dim;
+    double base = 2.0 * (C * Hq + 2.0 * C * Hkv + Hq * C + 3.0 * C * I);
+    double attn = 12.0 * T * Hq;
+    const double in[FT_N_TARGET_MODULES] = {C, C, C, Hq, C, C, I};
+    const double out[FT_N_TARGET_MODULES] = {Hq, Hkv, Hkv, C, I, I, C};
+    double lora = 0.0;
+    for (int mo = 0; mo < FT_N_TARGET_MODULES; mo++)
+        if ((mask >> mo) & 1u)
+            lora += 6.0 * r * (in[mo] + out[mo]);
+    double per_tok = cfg->n_layers * (2.0 * base + attn + lora) + 2.0 * (2.0 * C * V);
+    return per_tok * (double)B * T;
+}
