@@ -97,9 +97,11 @@ typedef struct backend {
     void (*dropout_forward)(float *out, const float *x, int64_t n, float p, uint64_t key);
 
     /* AdamW on n parameters (PyTorch semantics: decoupled decay p -= lr*wd*p,
-     * then the bias-corrected Adam update). t is the 1-based step. */
-    void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, float lr,
-                  float beta1, float beta2, float eps, float wd, int64_t t);
+     * then the bias-corrected Adam update). t is the 1-based step. Scalars
+     * are doubles, as PyTorch's Python floats are, cast to float where the
+     * kernel would. */
+    void (*adamw)(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                  double beta1, double beta2, double eps, double wd, int64_t t);
     /* sum of squares of n floats, in double */
     double (*sumsq)(const float *x, int64_t n);
     /* x *= a */

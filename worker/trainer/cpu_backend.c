@@ -289,20 +289,23 @@ static void cpu_dropout_forward(float *out, const float *x, int64_t n, float p, 
         out[i] = backend_hash_uniform(key, (uint64_t)i) < (double)p ? 0.0f : x[i] * keep_scale;
 }
 
-/* Follows torch.optim.AdamW (foreach=False) operation by operation. */
-static void cpu_adamw(float *p, const float *g, float *m, float *v, int64_t n, float lr,
-                      float beta1, float beta2, float eps, float wd, int64_t t)
+/* Follows torch.optim.AdamW (foreach=False) operation by operation: the
+ * scalars (1 - lr*wd, 1 - beta, lr / bc1, sqrt(bc2)) are computed in double
+ * and rounded to float once, as PyTorch does with its Python-float arguments. */
+static void cpu_adamw(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                      double beta1, double beta2, double eps, double wd, int64_t t)
 {
-    double bc1 = 1.0 - pow((double)beta1, (double)t);
-    double bc2_sqrt = sqrt(1.0 - pow((double)beta2, (double)t));
-    float step_size = (float)((double)lr / bc1);
-    float decay = 1.0f - lr * wd;
+    float step_size = (float)(lr / (1.0 - pow(beta1, (double)t)));
+    float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t));
+    float decay = (float)(1.0 - lr * wd);
+    float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2);
+    float e = (float)eps;
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
         p[i] *= decay;
-        m[i] += (1.0f - beta1) * (gi - m[i]);
-        v[i] = v[i] * beta2 + (1.0f - beta2) * gi * gi;
-        float denom = sqrtf(v[i]) / (float)bc2_sqrt + eps;
+        m[i] += w1 * (gi - m[i]);
+        v[i] = v[i] * b2 + w2 * gi * gi;
+        float denom = sqrtf(v[i]) / bc2_sqrt + e;
         p[i] -= step_size * (m[i] / denom);
     }
 }

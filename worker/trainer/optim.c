@@ -16,10 +16,10 @@ adamw_t *adamw_new(const backend_t *be, size_t n, double beta1, double beta2, do
         return NULL;
     a->be = be;
     a->n = n;
-    a->beta1 = (float)beta1;
-    a->beta2 = (float)beta2;
-    a->eps = (float)eps;
-    a->weight_decay = (float)weight_decay;
+    a->beta1 = beta1;
+    a->beta2 = beta2;
+    a->eps = eps;
+    a->weight_decay = weight_decay;
     a->m = be->alloc(n * sizeof(float));
     a->v = be->alloc(n * sizeof(float));
     if (!a->m || !a->v)
@@ -38,7 +38,7 @@ void adamw_destroy(adamw_t **pa)
     *pa = NULL;
 }
 
-void adamw_step(adamw_t *a, float *params, const float *grads, float lr)
+void adamw_step(adamw_t *a, float *params, const float *grads, double lr)
 {
     a->t++;
     a->be->adamw(params, grads, a->m, a->v, (int64_t)a->n, lr, a->beta1, a->beta2, a->eps,

@@ -21,7 +21,7 @@ typedef struct {
     float *v;              /* (n) second moment */
     size_t n;              /* parameters */
     int64_t t;             /* updates done */
-    float beta1, beta2, eps, weight_decay;
+    double beta1, beta2, eps, weight_decay; /* torch.optim.AdamW arguments */
 } adamw_t;
 
 /* NULL on out of memory; moments start at zero. */
@@ -29,7 +29,7 @@ adamw_t *adamw_new(const backend_t *be, size_t n, double beta1, double beta2, do
                    double weight_decay);
 void adamw_destroy(adamw_t **a);
 /* One update of params with grads at learning rate lr (t becomes t + 1). */
-void adamw_step(adamw_t *a, float *params, const float *grads, float lr);
+void adamw_step(adamw_t *a, float *params, const float *grads, double lr);
 
 /* Multiplier of the peak learning rate at update `step` (0-based, the value
  * the step-th update uses, as HF's LambdaLR gives it):
