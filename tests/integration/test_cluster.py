@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""End-to-end tests: the real ftsched and ftworker on loopback, driven only
+through ftctl, with faults injected on purpose (a failing command, a cancel, a
+worker and the scheduler killed with SIGKILL, bad input).
+
+Run one test: test_cluster.py NAME (meson registers each NAME separately).
+Exit 0 pass, 1 fail, 77 skip (the daemons are not built).
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ftcluster import Cluster, TestFailure, check, free_port, pid_alive, run_tests  # noqa: E402
+
+PY = sys.executable
+
+
+def submit_complete():
+    """submit -> run -> COMPLETED; logs show the output; ls, show, nodes work."""
+    with Cluster("submit") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=2)
+        nodes = c.wait_nodes_ready(["n1"])
+        n1 = [n for n in nodes["nodes"] if n["name"] == "n1"][0]
+        check(len(n1["devices"]) == 2 and all(d["kind"] == "emulated" for d in n1["devices"]),
+              "node n1 reports 2 emulated devices", json.dumps(n1))
+
+        a = c.submit("--", "true")
+        b = c.submit("--name", "hello", "--", "sh", "-c", "echo hi; echo there >&2")
+        r = c.ftctl("wait", str(a), str(b), timeout=60)
+        check(r.returncode == 0, "wait on two good jobs exits 0",
+              f"rc={r.returncode} out={r.stdout} err={r.stderr}")
+        check(f"job {a} COMPLETED" in r.stdout and f"job {b} COMPLETED" in r.stdout,
+              "wait prints both jobs COMPLETED", r.stdout)
+
+        ja = c.job(a)
+        check(ja["state"] == "COMPLETED" and ja["exit_code"] == 0 and ja["attempt"] == 1,
+              f"job {a} COMPLETED, exit code 0, attempt 1", json.dumps(ja)[:800])
+        check(ja["spec"]["command"] == ["true"] and ja["kind"] == "exec",
+              "the spec is kept as submitted (exec, command ['true'])", json.dumps(ja["spec"]))
+        check(ja["nodes"] == ["n1"], "the job ran on n1", str(ja["nodes"]))
+
+        logs = c.ftctl_ok("logs", str(b)).stdout
+        check("hi" in logs.split(), "logs of the echo job contain 'hi'", repr(logs))
+        check("there" in logs.split(), "stderr goes to the same log", repr(logs))
+        lj = c.ftctl_json("logs", str(b))
+        check(lj["eof"] is True and "hi" in lj["data"], "logs -o json: data and eof", str(lj))
+        # -f on a finished rank ends by itself at eof
+        r = c.ftctl("logs", "-f", str(b), timeout=15)
+        check(r.returncode == 0 and "hi" in r.stdout, "logs -f on an ended rank returns", r.stderr)
+
+        # follow a rank that is still writing
+        d = c.submit("--", "sh", "-c", "echo first; sleep 1; echo second")
+        r = c.ftctl("logs", "-f", str(d), timeout=30)
+        check(r.returncode == 0 and r.stdout.split() == ["first", "second"],
+              "logs -f streams until the rank ends", f"{r.stdout!r} {r.stderr!r}")
+
+        ls = c.ftctl_ok("ls").stdout
+        check(ls.splitlines()[0].split()[:5] == ["ID", "NAME", "USER", "TEAM", "STATE"],
+              "ls prints a header", ls)
+        check(any(line.split()[:2] == [str(b), "hello"] for line in ls.splitlines()),
+              "ls lists the named job", ls)
+        lsj = c.ftctl_json("ls", "--all")
+        check({a, b, d} <= {j["job_id"] for j in lsj["jobs"]}, "ls --all -o json lists every job",
+              str(lsj)[:500])
+        lsr = c.ftctl_json("ls", "--state", "running")
+        check(lsr["jobs"] == [], "ls --state running is empty once all ended", str(lsr)[:500])
+        show = c.ftctl_ok("show", str(b)).stdout
+        check("COMPLETED" in show and "command:" in show, "show prints state and command", show)
+        nodes_txt = c.ftctl_ok("nodes").stdout
+        check("n1" in nodes_txt and "2/2" in nodes_txt, "nodes shows n1 with 2/2 free", nodes_txt)
+        p = c.ftctl_json("ping")
+        check(p["proto"] == 1 and p["nodes_ready"] == 1, "ping: protocol 1, one node ready",
+              str(p))
+
+
+def failing_job():
+    """A command exiting 3 -> FAILED with a reason; wait exits 4."""
+    with Cluster("fail") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.wait_nodes_ready(["n1"])
+        j = c.submit("--", "sh", "-c", "echo about to fail; exit 3")
+        r = c.ftctl("wait", str(j), timeout=60)
+        check(r.returncode == 4, "wait on a failing job exits 4",
+              f"rc={r.returncode} {r.stdout} {r.stderr}")
+        check("FAILED" in r.stderr, "wait says the job FAILED", r.stderr)
+        job = c.job(j)
+        check(job["state"] == "FAILED", "job state FAILED", job["state"])
+        check(job["exit_code"] == 3, "exit code 3 recorded", str(job["exit_code"]))
+        check(bool(job["reason"]), "a reason is recorded", repr(job["reason"]))
+        check(job["attempt"] == 1, "not requeued (requeue_on_failure is off)", str(job["attempt"]))
+        r = c.ftctl("watch", str(j), timeout=30)
+        check(r.returncode == 4 and "FAILED" in r.stdout, "watch of a failed job exits 4",
+              f"{r.returncode} {r.stdout}")
+        # a missing program fails at launch, with the reason saying so
+        k = c.submit("--", "/nonexistent/program")
+        r = c.ftctl("wait", str(k), timeout=60)
+        job = c.job(k)
+        check(r.returncode == 4 and job["state"] == "FAILED",
+              "a job whose program does not exist FAILED", json.dumps(job)[:600])
+        print(f"   reason: {job['reason']!r}")
+
+
+def cancel_running():
+    """cancel of a running `sleep 600` -> CANCELLED and its process gone."""
+    with Cluster("cancel") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.wait_nodes_ready(["n1"])
+        j = c.submit("--", "sleep", "600")
+        job = c.wait_state(j, ["RUNNING"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (job["ranks"] and job["ranks"][0]["pid"]):
+            time.sleep(0.1)
+            job = c.job(j)
+        pid = job["ranks"][0]["pid"]
+        check(pid_alive(pid), f"rank 0 runs as pid {pid}")
+        queued = c.submit("--", "true")  # waits for the one device
+        r = c.ftctl("cancel", str(j))
+        check(r.returncode == 0 and "CANCELLED" in r.stdout, "cancel exits 0, says CANCELLED",
+              f"{r.returncode} {r.stdout} {r.stderr}")
+        check(c.job(j)["state"] == "CANCELLED", "the job is CANCELLED at once")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.1)
+        check(not pid_alive(pid), f"the sleep process {pid} is gone")
+        r = c.ftctl("wait", str(j))
+        check(r.returncode == 4, "wait on a cancelled job exits 4", str(r.returncode))
+        r = c.ftctl("wait", "--timeout", "30", str(queued))
+        check(r.returncode == 0, "the device is free again: the next job completes",
+              f"{r.returncode} {r.stderr}")
+        r = c.ftctl("cancel", str(j))
+        check(r.returncode == 1 and r.stderr.strip(),
+              "cancelling a finished job again is an error (exit 1)",
+              f"{r.returncode} {r.stderr}")
+
+
+def requeue_worker_killed():
+    """2 workers; the one running the job is SIGKILLed; the job is requeued on
+    the other, attempt 2, and completes."""
+    with Cluster("requeue") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.start_worker("n2", gpus=1)
+        c.wait_nodes_ready(["n1", "n2"])
+        j = c.submit("--", "sleep", "3")
+        job = c.wait_state(j, ["RUNNING"])
+        first = job["nodes"][0]
+        other = "n2" if first == "n1" else "n1"
+        print(f"   job {j} runs on {first}; killing that worker")
+        c.kill(c.workers[first], signal.SIGKILL)
+        t0 = time.monotonic()
+        job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=45)
+        print(f"   ended {time.monotonic() - t0:.1f} s after the kill")
+        check(job["state"] == "COMPLETED", "the job completed after the requeue",
+              json.dumps(job)[:1500])
+        check(job["attempt"] == 2, "attempt 2", str(job["attempt"]))
+        check(job["nodes"] == [other], f"the second attempt ran on {other}", str(job["nodes"]))
+        attempts = sorted({a["attempt"] for a in job["allocations"]})
+        check(attempts == [1, 2], "allocations exist for attempts 1 and 2",
+              json.dumps(job["allocations"]))
+        check(all(a["end"] is not None for a in job["allocations"]),
+              "every allocation is closed", json.dumps(job["allocations"]))
+        nodes = c.ftctl_json("nodes")["nodes"]
+        state = {n["name"]: n["state"] for n in nodes}
+        check(state.get(first) == "lost", f"{first} is marked lost", str(state))
+
+
+def scheduler_restart():
+    """ftsched SIGKILLed and restarted mid-job: the job keeps running and
+    completes once; no second run, no second attempt."""
+    with Cluster("restart") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.wait_nodes_ready(["n1"])
+        marker = os.path.join(c.dir, "runs.txt")
+        j = c.submit("--", "sh", "-c", f"echo run >> {marker}; sleep 5")
+        job = c.wait_state(j, ["RUNNING"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not os.path.exists(marker):
+            time.sleep(0.05)
+        c.kill(c.sched, signal.SIGKILL)
+        check(c.sched.returncode == -signal.SIGKILL, "ftsched killed with SIGKILL")
+        time.sleep(0.5)
+        c.start_sched()
+        print("   ftsched restarted on the same database and port")
+        j2 = c.job(j)
+        check(j2["state"] in ("RUNNING", "COMPLETED"), "after the restart the job is still known "
+              "and not requeued", j2["state"])
+        job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=45)
+        check(job["state"] == "COMPLETED", "the job completed", json.dumps(job)[:1500])
+        check(job["attempt"] == 1, "still attempt 1 (not run twice)", str(job["attempt"]))
+        with open(marker) as f:
+            runs = f.read().split()
+        check(runs == ["run"], "the command ran exactly once", str(runs))
+        check(len(job["allocations"]) == 1 and job["allocations"][0]["end"] is not None,
+              "one allocation, closed", json.dumps(job["allocations"]))
+        k = c.submit("--", "true")
+        r = c.ftctl("wait", "--timeout", "30", str(k))
+        check(r.returncode == 0, "a new job after the restart completes", r.stderr)
+
+
+def bad_inputs():
+    """Malformed specs, unknown keys, unsatisfiable requests, unknown ids and an
+    unreachable scheduler get clear errors; the daemons keep running."""
+    with Cluster("bad") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=2)
+        c.wait_nodes_ready(["n1"])
+
+        bad = os.path.join(c.dir, "bad.json")
+        with open(bad, "w") as f:
+            f.write('{"kind": "exec", "command": ["true"],')
+        r = c.ftctl("submit", bad)
+        check(r.returncode == 1 and "bad_json" in r.stderr, "malformed JSON: exit 1, bad_json",
+              f"{r.returncode} {r.stderr}")
+        dup = os.path.join(c.dir, "dup.json")
+        with open(dup, "w") as f:
+            f.write('{"kind": "exec", "command": ["true"], "gpus": 1, "gpus": 2}')
+        r = c.ftctl("submit", dup)
+        check(r.returncode == 1 and "bad_json" in r.stderr, "a repeated key: exit 1, bad_json",
+              f"{r.returncode} {r.stderr}")
+        unk = os.path.join(c.dir, "unknown.json")
+        with open(unk, "w") as f:
+            json.dump({"kind": "exec", "command": ["true"], "gpuz": 1}, f)
+        r = c.ftctl("submit", unk)
+        check(r.returncode == 1 and "gpuz" in r.stderr, "unknown spec key named in the error",
+              f"{r.returncode} {r.stderr}")
+        print(f"   {r.stderr.strip()}")
+        r = c.ftctl("submit", os.path.join(c.dir, "missing.json"))
+        check(r.returncode == 1 and "missing.json" in r.stderr, "missing file named",
+              f"{r.returncode} {r.stderr}")
+        r = c.ftctl("submit", "--gpus", "64", "--", "true")
+        check(r.returncode == 1 and "unsatisfiable" in r.stderr,
+              "more GPUs than the cluster has: unsatisfiable", f"{r.returncode} {r.stderr}")
+        print(f"   {r.stderr.strip()}")
+        r = c.ftctl("submit", "--cpu", "--", "true")
+        check(r.returncode == 1 and "unsatisfiable" in r.stderr,
+              "CPU devices on a GPU-only cluster: unsatisfiable", f"{r.returncode} {r.stderr}")
+        for args in (["show", "99999"], ["logs", "99999"], ["cancel", "99999"]):
+            r = c.ftctl(*args)
+            check(r.returncode == 1 and ("not_found" in r.stderr or "99999" in r.stderr),
+                  f"{' '.join(args)}: exit 1, not found", f"{r.returncode} {r.stderr}")
+        r = c.ftctl("wait", "99999")
+        check(r.returncode == 1 and "not_found" in r.stderr, "wait 99999: exit 1, not_found",
+              f"{r.returncode} {r.stderr}")
+
+        # usage errors: exit 2, nothing sent
+        for args in (["bogus"], ["ls", "--state", "DONE"], ["show"], ["show", "x1"],
+                     ["submit"], ["submit", "--gpus", "0", "--", "true"],
+                     ["usage", "--by", "planet"], ["-o", "yaml", "ls"], ["--timeout", "0", "ping"],
+                     ["wait"], ["submit", "a.json", "b.json"]):
+            r = c.ftctl(*args)
+            check(r.returncode == 2 and r.stderr and not r.stdout,
+                  f"ftctl {' '.join(args)}: usage error, exit 2", f"{r.returncode} {r.stderr}")
+        r = c.ftctl("-h")
+        check(r.returncode == 0 and "exit codes" in r.stdout and not r.stderr,
+              "ftctl -h: help on stdout, exit 0")
+        r = c.ftctl("help", "wait")
+        check(r.returncode == 0 and r.stdout.startswith("usage: ftctl wait"),
+              "ftctl help wait", r.stdout)
+        cfg = os.path.join(c.dir, "ftctl.conf")
+        with open(cfg, "w") as f:
+            f.write("# test config\nscheduler = tcp://127.0.0.1:1\ncolour = blue\n")
+        r = c.ftctl("ping", env={"FT_CONFIG": cfg})
+        check(r.returncode == 2 and "colour" in r.stderr and ":3:" in r.stderr,
+              "config file: unknown key named with its line", r.stderr)
+        with open(cfg, "w") as f:
+            f.write(f"scheduler = {c.endpoint}\nuser = cfg-user\n")
+        env = {"FT_CONFIG": cfg, "FT_SCHEDULER": ""}
+        j = c.submit("--", "true", env=env)
+        check(c.job(j)["user"] == "cfg-user", "config file: scheduler and user are used")
+
+        # unreachable scheduler: exit 3 within the time-out, never a hang
+        dead = f"tcp://127.0.0.1:{free_port()}"
+        t0 = time.monotonic()
+        r = c.ftctl("--scheduler", dead, "--timeout", "1", "ping", timeout=20)
+        dt = time.monotonic() - t0
+        check(r.returncode == 3 and dt < 3, f"unreachable (--timeout 1): exit 3 in {dt:.1f} s",
+              f"{r.returncode} {r.stderr}")
+        t0 = time.monotonic()
+        r = c.ftctl("--scheduler", dead, "--timeout", "1", "submit", "--", "true", timeout=20)
+        dt = time.monotonic() - t0
+        check(r.returncode == 3 and dt < 4, f"unreachable submit (one retry): exit 3 in {dt:.1f} s",
+              f"{r.returncode} {r.stderr}")
+        t0 = time.monotonic()
+        r = c.ftctl("--scheduler", dead, "ls", timeout=20)
+        dt = time.monotonic() - t0
+        check(r.returncode == 3 and dt < 8, f"unreachable, default time-out: exit 3 in {dt:.1f} s",
+              f"{r.returncode} {r.stderr}")
+
+        # and the daemons are still fine
+        check(c.sched.poll() is None and c.workers["n1"].poll() is None,
+              "ftsched and ftworker still running")
+        j = c.submit("--", "true")
+        r = c.ftctl("wait", "--timeout", "30", str(j))
+        check(r.returncode == 0, "a good job still completes", r.stderr)
+
+
+WATCH_SCRIPT = r"""
+import json, os, time
+fd = int(os.environ["FT_EVENT_FD"])
+for i in range(1, 6):
+    line = {"event": "progress", "step": i, "total_steps": 5, "loss": 2.0 / i,
+            "tokens_per_s": 1000.0 + i, "eta_s": float(5 - i)}
+    os.write(fd, (json.dumps(line) + "\n").encode())
+    time.sleep(0.6)
+print("script done", flush=True)
+"""
+
+
+def watch_progress():
+    """An exec job writes progress lines to $FT_EVENT_FD; watch (not a tty)
+    prints plain lines, one per new step, and exits 0 at COMPLETED."""
+    with Cluster("watch") as c:
+        c.start_sched()
+        c.start_worker("n1", cpus=1)
+        c.wait_nodes_ready(["n1"])
+        j = c.submit("--cpu", "--name", "progress", "--", PY, "-c", WATCH_SCRIPT)
+        r = c.ftctl("watch", str(j), timeout=60)
+        print("   watch output:\n" + "\n".join("   | " + x for x in r.stdout.splitlines()))
+        check(r.returncode == 0, "watch exits 0 when the job completes",
+              f"{r.returncode} {r.stderr}")
+        lines = r.stdout.splitlines()
+        steps = [x for x in lines if x.startswith("step ")]
+        check(len(steps) >= 3, "watch printed at least 3 step lines", r.stdout)
+        check(all("\r" not in x and "\033" not in x for x in lines),
+              "no terminal control sequences when stdout is not a tty", repr(r.stdout))
+        check(any(x.startswith("step 5/5") for x in steps), "the last step 5/5 is shown",
+              r.stdout)
+        seen = [int(x.split()[1].split("/")[0]) for x in steps]
+        check(seen == sorted(set(seen)), "one line per new step, in order", str(seen))
+        check("loss" in steps[-1] and "tokens/s" in steps[-1], "lines carry loss and tokens/s",
+              steps[-1])
+        check(lines[-1].startswith(f"job {j} COMPLETED"), "the last line is the final state",
+              lines[-1])
+        job = c.job(j)
+        check(job["progress"] is not None and job["progress"]["step"] == 5,
+              "show: latest progress is step 5", json.dumps(job["progress"]))
+        check(job["allocations"][0]["device_model"] is not None, "allocation names the device")
+        u = c.ftctl_json("usage", "--by", "user")
+        check(len(u["rows"]) >= 1 and u["rows"][0]["gpu_seconds"] > 0,
+              "usage: the job's device time is in the ledger", json.dumps(u))
+        txt = c.ftctl_ok("usage", "--by", "job").stdout
+        check("GPU_HOURS" in txt and "TOTAL" in txt, "usage table has a header and a total", txt)
+
+
+TESTS = {
+    "submit_complete": submit_complete,
+    "failing_job": failing_job,
+    "cancel_running": cancel_running,
+    "requeue_worker_killed": requeue_worker_killed,
+    "scheduler_restart": scheduler_restart,
+    "bad_inputs": bad_inputs,
+    "watch_progress": watch_progress,
+}
+
+if __name__ == "__main__":
+    sys.exit(run_tests(TESTS, sys.argv))
