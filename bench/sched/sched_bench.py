@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Scheduler throughput benchmark.
+
+Starts ftsched (temp database) and one ftworker with 8 emulated GPUs on
+loopback, submits K one-GPU exec jobs running `true` one after another with
+`ftctl submit` (one process per job, as a user's script would), and reports:
+
+- submit rate: K / (time from the first submit to the last submit's return),
+- drain rate: K / (time from the first submit until every job has ended),
+- the cost of ftctl itself: process start alone (`ftctl --version`) and one
+  round trip (`ftctl ping`), to tell the scheduler's cost from the client's.
+
+Targets (the brief): submit >= 400 jobs/s, drain >= 500 jobs/s.
+
+Usage: sched_bench.py [--jobs K] (default 2000, or $FT_BENCH_JOBS).
+Program paths come from $FTSCHED, $FTWORKER, $FTCTL (meson sets them).
+Python standard library only.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
+from ftcluster import Cluster, SkipTest, TestFailure  # noqa: E402
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+def time_runs(argv, n, env):
+    """Mean wall time of n runs of argv, in ms."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                       check=True)
+    return (time.perf_counter() - t0) * 1000.0 / n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("FT_BENCH_JOBS", "2000")),
+                    help="jobs to submit (default 2000)")
+    ap.add_argument("--gpus", type=int, default=8, help="emulated GPUs on the worker (default 8)")
+    args = ap.parse_args()
+    if args.jobs < 1 or args.gpus < 1:
+        ap.error("--jobs and --gpus must be at least 1")
+    k = args.jobs
+
+    with Cluster("ft-bench") as c:
+        c.start_sched()
+        c.start_worker("bench-node", gpus=args.gpus)
+        c.wait_nodes_ready(["bench-node"])
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        ftctl = c.ftctl_path
+
+        start_ms = time_runs([ftctl, "--version"], 200, env)
+        ping_ms = time_runs([ftctl, "ping"], 200, env)
+
+        argv = [ftctl, "submit", "--", "true"]
+        ids = []
+        t_first = time.perf_counter()
+        for i in range(k):
+            r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=c.dir)
+            if r.returncode != 0:
+                raise TestFailure(f"submit {i + 1} exited {r.returncode}: {r.stderr.strip()}")
+            ids.append(int(r.stdout))
+        t_submitted = time.perf_counter()
+
+        # The queue is drained when nothing is pending or running; ping says so
+        # in one small reply.
+        deadline = time.monotonic() + 600
+        while True:
+            r = subprocess.run([ftctl, "-o", "json", "ping"], capture_output=True, text=True,
+                               env=env)
+            if r.returncode == 0:
+                p = json.loads(r.stdout)
+                if p["jobs_pending"] == 0 and p["jobs_running"] == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise TestFailure("the queue did not drain within 600 s")
+            time.sleep(0.01)
+        t_drained = time.perf_counter()
+
+        jobs = c.ftctl_json("ls", "--all")["jobs"]
+        mine = [j for j in jobs if j["job_id"] in set(ids)]
+        done = sum(1 for j in mine if j["state"] == "COMPLETED")
+        if len(set(ids)) != k or done != k:
+            raise TestFailure(f"{len(set(ids))} distinct ids, {done} of {k} COMPLETED")
+
+        submit_s = t_submitted - t_first
+        drain_s = t_drained - t_first
+        print(f"machine:        {machine()}")
+        print(f"jobs (K):       {k} one-GPU exec jobs running 'true', 1 worker with "
+              f"{args.gpus} emulated GPUs")
+        print(f"ftctl start:    {start_ms:.2f} ms per process (ftctl --version)")
+        print(f"ftctl ping:     {ping_ms:.2f} ms per process incl. one round trip")
+        print(f"submit:         {submit_s:.2f} s, {k / submit_s:.0f} jobs/s "
+              f"({1000 * submit_s / k:.2f} ms per ftctl submit; target >= 400 jobs/s)")
+        print(f"drain:          {drain_s:.2f} s from first submit to empty queue, "
+              f"{k / drain_s:.0f} jobs/s (target >= 500 jobs/s)")
+        print(f"after submits:  {t_drained - t_submitted:.2f} s until the queue was empty")
+        print(f"all {k} jobs COMPLETED")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SkipTest as e:
+        print(f"skip: {e}")
+        sys.exit(77)
+    except TestFailure as e:
+        print(f"FAIL: {e}")
+        sys.exit(1)
