@@ -1,0 +1,317 @@
+/*
+ * worker/rank.c: launching, signalling and accounting for rank processes.
+ *
+ * Everything the child needs (argv, envp, fds) is prepared before fork, so the
+ * child only calls async-signal-safe functions (libzmq runs threads in this
+ * process). The child reports a failed chdir or exec through a close-on-exec
+ * pipe: EOF on it means the exec succeeded.
+ * Costs: O(environment size) to build envp, one fork per rank.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rank.h"
+#include "ft/json.h"
+
+extern char **environ;
+
+/* What the child reports when it cannot exec. */
+typedef struct {
+    int stage; /* child_stage_t */
+    int err;   /* errno */
+} child_report_t;
+
+typedef enum { STAGE_CHDIR = 0, STAGE_FDS, STAGE_EXEC } child_stage_t;
+
+/* ---- environment: a growable list of "K=V" where later sets replace ---- */
+typedef struct {
+    char **v; /* NULL-terminated; entries malloc'd */
+    int n;    /* entries used */
+    int cap;  /* entries allocated, including the NULL */
+} envlist_t;
+
+static int env_set(envlist_t *e, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    size_t klen = eq ? (size_t)(eq - kv) : strlen(kv);
+    char *copy = strdup(kv);
+    if (!copy)
+        return -1;
+    for (int i = 0; i < e->n; i++) {
+        if (strncmp(e->v[i], kv, klen) == 0 && e->v[i][klen] == '=') {
+            free(e->v[i]);
+            e->v[i] = copy;
+            return 0;
+        }
+    }
+    if (e->n + 1 >= e->cap) {
+        int cap = e->cap ? e->cap * 2 : 64;
+        char **v = realloc(e->v, (size_t)cap * sizeof(*v));
+        if (!v) {
+            free(copy);
+            return -1;
+        }
+        e->v = v;
+        e->cap = cap;
+    }
+    e->v[e->n++] = copy;
+    e->v[e->n] = NULL;
+    return 0;
+}
+
+static int env_setf(envlist_t *e, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int env_setf(envlist_t *e, const char *key, const char *fmt, ...)
+{
+    char val[FT_PATH_MAX], kv[FT_PATH_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    snprintf(kv, sizeof(kv), "%s=%s", key, val);
+    return env_set(e, kv);
+}
+
+static void env_free(envlist_t *e)
+{
+    for (int i = 0; i < e->n; i++)
+        free(e->v[i]);
+    free(e->v);
+    memset(e, 0, sizeof(*e));
+}
+
+int rank_log_path(const char *state_dir, int64_t job_id, int rank, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/jobs/%lld/rank-%d.log", state_dir, (long long)job_id, rank);
+    return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+/* The process environment, then the spec's env, then ours (ours win). */
+static int build_env(const rank_req_t *q, int event_fd, envlist_t *e)
+{
+    for (char **p = environ; p && *p; p++)
+        if (env_set(e, *p) < 0)
+            return -1;
+    for (int i = 0; i < q->spec->envc; i++)
+        if (env_set(e, q->spec->env[i]) < 0)
+            return -1;
+    const char *cvd = "";
+    char idx[16];
+    if (q->dev->kind == WDEV_GPU) {
+        cvd = q->dev->uuid;
+    } else if (q->dev->kind == WDEV_EMULATED) {
+        snprintf(idx, sizeof(idx), "%d", q->dev->kind_index);
+        cvd = idx;
+    }
+    if (env_setf(e, "FT_JOB_ID", "%lld", (long long)q->job_id) < 0 ||
+        env_setf(e, "FT_ATTEMPT", "%lld", (long long)q->attempt) < 0 ||
+        env_setf(e, "FT_RANK", "%d", q->rank) < 0 ||
+        env_setf(e, "FT_WORLD_SIZE", "%d", q->world_size) < 0 ||
+        env_setf(e, "FT_LOCAL_RANK", "%d", q->local_rank) < 0 ||
+        env_setf(e, "FT_DEVICE_KIND", "%s", wdev_kind_name(q->dev->kind)) < 0 ||
+        env_setf(e, "FT_EVENT_FD", "%d", event_fd) < 0 ||
+        env_setf(e, "CUDA_VISIBLE_DEVICES", "%s", cvd) < 0)
+        return -1;
+    return 0;
+}
+
+/* Appends a line saying why the rank did not start, so `ftctl logs` shows it. */
+static void log_failure(int log_fd, const char *why)
+{
+    if (log_fd < 0)
+        return;
+    char line[700];
+    int n = snprintf(line, sizeof(line), "ft: launch failed: %s\n", why);
+    if (n > 0 && write(log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1) < 0)
+        ft_debug("cannot append to a rank log: %s", strerror(errno));
+}
+
+/* Never returns. Only async-signal-safe calls. */
+static void child_exec(int report_fd, int log_fd, int null_fd, int event_w, const char *cwd,
+                       char *const *argv, char *const *envp)
+{
+    child_report_t rep = {STAGE_FDS, 0};
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setpgid(0, 0);
+    if (chdir(cwd) < 0) {
+        rep.stage = STAGE_CHDIR;
+        goto fail;
+    }
+    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0 ||
+        fcntl(event_w, F_SETFD, 0) < 0)
+        goto fail;
+    execvpe(argv[0], argv, envp);
+    rep.stage = STAGE_EXEC;
+fail:
+    rep.err = errno;
+    if (write(report_fd, &rep, sizeof(rep)) < 0)
+        _exit(126);
+    _exit(127);
+}
+
+int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err_t *err)
+{
+    int rc = -1, log_fd = -1, null_fd = -1, ev[2] = {-1, -1}, rep[2] = {-1, -1};
+    char dir[PATH_MAX], log_path[PATH_MAX], spec_path[PATH_MAX];
+    char rank_s[16], world_s[16], evfd_s[16];
+    envlist_t env = {0};
+    rank_t *r = NULL;
+    char *spec_text = NULL;
+    char *lora_argv[12];
+    char *const *argv = NULL;
+    const char *cwd = ctx->state_dir;
+    *out = NULL;
+
+    int n = snprintf(dir, sizeof(dir), "%s/jobs/%lld/rank-%d", ctx->state_dir,
+                     (long long)q->job_id, q->rank);
+    if (n < 0 || (size_t)n >= sizeof(dir) ||
+        rank_log_path(ctx->state_dir, q->job_id, q->rank, log_path, sizeof(log_path)) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "state dir path too long");
+        goto out;
+    }
+    if (ft_mkdir_p(dir, err) < 0)
+        goto out;
+    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log_fd < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot open '%s': %s", log_path, strerror(errno));
+        goto out;
+    }
+    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot create pipes: %s", strerror(errno));
+        goto out;
+    }
+    if (build_env(q, ev[1], &env) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory building the environment");
+        goto out;
+    }
+    if (q->spec->kind == FT_KIND_LORA) {
+        n = snprintf(spec_path, sizeof(spec_path), "%s/spec.json", dir);
+        spec_text = cJSON_Print(q->spec_json);
+        if (!spec_text || n < 0 || (size_t)n >= sizeof(spec_path)) {
+            ft_err_set(err, FT_EINTERNAL, "cannot print the job spec");
+            goto out;
+        }
+        if (ft_write_file_atomic(spec_path, spec_text, strlen(spec_text), err) < 0)
+            goto out;
+        snprintf(rank_s, sizeof(rank_s), "%d", q->rank);
+        snprintf(world_s, sizeof(world_s), "%d", q->world_size);
+        snprintf(evfd_s, sizeof(evfd_s), "%d", ev[1]);
+        char *v[] = {(char *)ctx->trainer, "run", "--spec", spec_path, "--rank", rank_s,
+                     "--world-size", world_s, "--event-fd", evfd_s, NULL};
+        memcpy(lora_argv, v, sizeof(v));
+        argv = lora_argv;
+    } else {
+        if (!q->spec->argv || !q->spec->argv[0]) {
+            ft_err_set(err, FT_EBADFIELD, "spec.command: empty");
+            goto out;
+        }
+        argv = q->spec->argv;
+        if (q->spec->cwd[0])
+            cwd = q->spec->cwd;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        goto out;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot fork: %s", strerror(errno));
+        goto out;
+    }
+    if (pid == 0)
+        child_exec(rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v);
+    setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
+    close(rep[1]);
+    rep[1] = -1;
+    child_report_t report;
+    ssize_t got;
+    do
+        got = read(rep[0], &report, sizeof(report));
+    while (got < 0 && errno == EINTR);
+    if (got == (ssize_t)sizeof(report)) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        if (report.stage == STAGE_CHDIR)
+            ft_err_set(err, FT_EBADFIELD, "cannot change directory to '%s': %s", cwd,
+                       strerror(report.err));
+        else if (report.stage == STAGE_EXEC)
+            ft_err_set(err, FT_EBADFIELD, "cannot run '%s': %s", argv[0],
+                       strerror(report.err));
+        else
+            ft_err_set(err, FT_EINTERNAL, "cannot set up the child's files: %s",
+                       strerror(report.err));
+        goto out;
+    }
+    r->job_id = q->job_id;
+    r->attempt = q->attempt;
+    r->rank = q->rank;
+    r->local_rank = q->local_rank;
+    r->world_size = q->world_size;
+    r->device = q->dev->index;
+    r->pid = pid;
+    r->event_fd = ev[0];
+    ev[0] = -1;
+    r->last_total = -1;
+    r->started_ms = ft_mono_ms();
+    if (fcntl(r->event_fd, F_SETFL, O_NONBLOCK) < 0)
+        ft_warn("cannot make the event pipe of job %lld rank %d non-blocking: %s",
+                (long long)r->job_id, r->rank, strerror(errno));
+    *out = r;
+    r = NULL;
+    rc = 0;
+out:
+    if (rc < 0)
+        log_failure(log_fd, err->msg);
+    free(r);
+    free(spec_text);
+    env_free(&env);
+    int fds[] = {log_fd, null_fd, ev[0], ev[1], rep[0], rep[1]};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return rc;
+}
+
+void rank_signal(rank_t *r, int sig)
+{
+    if (r->pid > 0 && kill(-r->pid, sig) < 0 && errno != ESRCH)
+        ft_warn("cannot signal job %lld rank %d (pgid %d): %s", (long long)r->job_id, r->rank,
+                (int)r->pid, strerror(errno));
+}
+
+void rank_exit_fields(const rank_t *r, int status, int *exit_code, int *sig, const char **reason)
+{
+    if (WIFSIGNALED(status)) {
+        *exit_code = -1;
+        *sig = WTERMSIG(status);
+        *reason = r->stop_requested ? "stopped" : "killed";
+    } else {
+        *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        *sig = 0;
+        *reason = r->stop_requested ? "stopped" : "exited";
+    }
+}
+
+void rank_destroy(rank_t **pr)
+{
+    if (!pr || !*pr)
+        return;
+    if ((*pr)->event_fd >= 0)
+        close((*pr)->event_fd);
+    free(*pr);
+    *pr = NULL;
+}
