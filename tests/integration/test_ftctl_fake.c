@@ -347,6 +347,62 @@ s_job_runs(const cJSON *req, int n, act_t *act, const char **raw)
     return s_job_then(req, "COMPLETED");
 }
 
+static cJSON *
+s_cancel(const cJSON *req, int n, act_t *act, const char **raw)
+{
+    cJSON *r = reply_to(req, FT_MSG_CANCEL_REPLY);
+    cJSON *res = cJSON_AddArrayToObject(r, "results");
+    const cJSON *id;
+    cJSON_ArrayForEach(id, cJSON_GetObjectItemCaseSensitive(req, "job_ids"))
+    {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "job_id", id->valuedouble);
+        if (id->valuedouble == 9) {
+            cJSON_AddStringToObject(o, "state", "COMPLETED");
+            cJSON_AddStringToObject(o, "error", "job 9 already finished");
+        } else {
+            cJSON_AddStringToObject(o, "state", "CANCELLED");
+            cJSON_AddNullToObject(o, "error");
+        }
+        cJSON_AddItemToArray(res, o);
+    }
+    return r;
+}
+
+/* Logs in three chunks: "one\n" (not ended), nothing new, then "two\n" and eof. */
+static cJSON *
+s_logs(const cJSON *req, int n, act_t *act, const char **raw)
+{
+    static const char *const data[] = {"one\n", "", "two\n"};
+    int i = n < 3 ? n : 2;
+    int64_t off = (int64_t)cJSON_GetObjectItemCaseSensitive(req, "offset")->valuedouble;
+    cJSON *r = reply_to(req, FT_MSG_LOGS_REPLY);
+    cJSON_AddStringToObject(r, "data", data[i]);
+    cJSON_AddNumberToObject(r, "offset", (double)(off + (int64_t)strlen(data[i])));
+    cJSON_AddBoolToObject(r, "eof", i == 2);
+    return r;
+}
+
+static cJSON *
+s_usage(const cJSON *req, int n, act_t *act, const char **raw)
+{
+    cJSON *r = reply_to(req, FT_MSG_USAGE_REPLY);
+    cJSON *rows = cJSON_AddArrayToObject(r, "rows");
+    static const char *const keys[] = {"alice", "bob"};
+    for (int i = 0; i < 2; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "key", keys[i]);
+        cJSON_AddNumberToObject(o, "gpu_seconds", 5400.0 * (i + 1));
+        cJSON_AddNumberToObject(o, "gpu_hours", 1.5 * (i + 1));
+        cJSON_AddNumberToObject(o, "jobs", i + 1);
+        cJSON_AddNumberToObject(o, "intervals", 2 * (i + 1));
+        cJSON_AddItemToArray(rows, o);
+    }
+    cJSON_AddNumberToObject(r, "since", 1700000000);
+    cJSON_AddNumberToObject(r, "until", 1700086400);
+    return r;
+}
+
 /* ---- cases ---- */
 
 int
@@ -479,7 +535,40 @@ main(int argc, char **argv)
     check(r.status == 4 && strstr(r.err, "timed out"), "wait --timeout runs out: exit 4", &r);
     seen_free(&seen);
 
-    /* 9. Usage errors never reach the scheduler. */
+    /* 9. cancel: per-job results; one error makes the exit code 1. */
+    run_case(s_cancel, &seen, &r, "cancel", "--reason", "wrong data", "8", "9", NULL);
+    check(r.status == 1 && strstr(r.out, "job 8 CANCELLED") &&
+              strstr(r.err, "cannot cancel job 9: job 9 already finished"),
+          "cancel 8 9: 8 cancelled, 9 reported, exit 1", &r);
+    check(seen.n == 1 && strcmp(sget(seen.reqs[0], "reason"), "wrong data") == 0,
+          "one cancel request carrying --reason", &r);
+    seen_free(&seen);
+
+    /* 10. logs -f: follows offsets until eof; without -f stops at no news. */
+    run_case(s_logs, &seen, &r, "logs", "-f", "--rank", "1", "4", NULL);
+    check(r.status == 0 && strcmp(r.out, "one\ntwo\n") == 0 && seen.n == 3,
+          "logs -f: 'one', a quiet poll, 'two' and eof", &r);
+    if (seen.n == 3)
+        check(cJSON_GetObjectItemCaseSensitive(seen.reqs[2], "offset")->valuedouble == 4 &&
+                  cJSON_GetObjectItemCaseSensitive(seen.reqs[0], "rank")->valuedouble == 1,
+              "logs asks from the returned offset, for --rank 1", NULL);
+    seen_free(&seen);
+    run_case(s_logs, &seen, &r, "logs", "4", NULL);
+    check(r.status == 0 && strcmp(r.out, "one\n") == 0 && seen.n == 2,
+          "logs without -f stops when nothing new comes", &r);
+    seen_free(&seen);
+
+    /* 11. usage: a table with a total. */
+    run_case(s_usage, &seen, &r, "usage", "--by", "user", "--since", "2023-11-14", NULL);
+    check(r.status == 0 && strstr(r.out, "USER") && strstr(r.out, "GPU_HOURS") &&
+              strstr(r.out, "alice") && strstr(r.out, "TOTAL  4.500"),
+          "usage: rows and a TOTAL of 4.500 GPU-hours", &r);
+    check(seen.n == 1 && strcmp(sget(seen.reqs[0], "group_by"), "user") == 0 &&
+              cJSON_GetObjectItemCaseSensitive(seen.reqs[0], "since")->valuedouble == 1699920000,
+          "usage request: group_by user, since 2023-11-14 as unix seconds", &r);
+    seen_free(&seen);
+
+    /* 12. Usage errors never reach the scheduler. */
     run_case(s_silent, &seen, &r, "cancel", "abc", NULL);
     check(r.status == 2 && seen.n == 0, "cancel abc: exit 2, nothing sent", &r);
     seen_free(&seen);
