@@ -68,9 +68,10 @@ def check_file(path, expected, dtype):
             raise rc.CheckFailed("%s: '%s' is %s, expected %s" % (path, k, t.dtype, dtype))
         if t.is_floating_point() and not bool(torch.isfinite(t.float()).all()):
             raise rc.CheckFailed("%s: '%s' has non-finite values" % (path, k))
-    # Reading through the numpy API too (independent of torch's storage path).
+    # Reading through the numpy API too (independent of torch's storage path;
+    # numpy has no bfloat16, so BF16 files are read through torch only).
     with safe_open(path, framework="np") as f:
-        for k in list(expected)[:3]:
+        for k in ([] if dtype == torch.bfloat16 else list(expected)[:3]):
             a = f.get_tensor(k)
             if tuple(a.shape) != tuple(expected[k]):
                 raise rc.CheckFailed("%s: numpy reader shape mismatch for '%s'" % (path, k))
