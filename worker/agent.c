@@ -448,7 +448,9 @@ static void on_error(agent_t *a, const cJSON *m, const char *re)
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(m, "code");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(m, "message");
     const char *c = cJSON_IsString(code) ? code->valuestring : "?";
-    ft_warn("scheduler error '%s': %s", ft_sanitize(c, 32),
+    char cbuf[64]; /* ft_sanitize's buffer is shared by both arguments */
+    ft_strlcpy(cbuf, ft_sanitize(c, 32), sizeof(cbuf));
+    ft_warn("scheduler error '%s': %s", cbuf,
             ft_sanitize(cJSON_IsString(msg) ? msg->valuestring : "", 200));
     if (strcmp(c, ft_errcode_name(FT_ENOTREG)) == 0 &&
         (a->conn != CONN_HELLO || ft_mono_ms() - a->last_hello_ms >= 1000)) {

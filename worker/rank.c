@@ -139,6 +139,10 @@ static void child_exec(int report_fd, int log_fd, int null_fd, int event_w, cons
                        char *const *argv, char *const *envp)
 {
     child_report_t rep = {STAGE_FDS, 0};
+    /* keep the report pipe clear of fd RANK_EVENT_FD, which the event pipe takes */
+    int high = fcntl(report_fd, F_DUPFD_CLOEXEC, 10);
+    if (high >= 0)
+        report_fd = high;
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -148,8 +152,10 @@ static void child_exec(int report_fd, int log_fd, int null_fd, int event_w, cons
         rep.stage = STAGE_CHDIR;
         goto fail;
     }
-    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0 ||
-        fcntl(event_w, F_SETFD, 0) < 0)
+    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        goto fail;
+    if (event_w == RANK_EVENT_FD ? fcntl(event_w, F_SETFD, 0) < 0
+                                 : dup2(event_w, RANK_EVENT_FD) < 0)
         goto fail;
     execvpe(argv[0], argv, envp);
     rep.stage = STAGE_EXEC;
@@ -192,7 +198,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
         ft_err_set(err, FT_EINTERNAL, "cannot create pipes: %s", strerror(errno));
         goto out;
     }
-    if (build_env(q, ev[1], &env) < 0) {
+    if (build_env(q, RANK_EVENT_FD, &env) < 0) {
         ft_err_set(err, FT_EINTERNAL, "out of memory building the environment");
         goto out;
     }
@@ -207,7 +213,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
             goto out;
         snprintf(rank_s, sizeof(rank_s), "%d", q->rank);
         snprintf(world_s, sizeof(world_s), "%d", q->world_size);
-        snprintf(evfd_s, sizeof(evfd_s), "%d", ev[1]);
+        snprintf(evfd_s, sizeof(evfd_s), "%d", RANK_EVENT_FD);
         char *v[] = {(char *)ctx->trainer, "run", "--spec", spec_path, "--rank", rank_s,
                      "--world-size", world_s, "--event-fd", evfd_s, NULL};
         memcpy(lora_argv, v, sizeof(v));

@@ -8,7 +8,7 @@
  *   jobs/JOBID/rank-R/       per-rank working files (spec.json for lora)
  * Invariants: a running rank has pid > 0 and pgid == pid; its event fd is the
  * read end of a pipe whose write end only the child (and its descendants)
- * hold; exec failures are learnt through a close-on-exec pipe, so a rank that
+ * hold, as fd 3; exec failures are learnt through a close-on-exec pipe, so a rank that
  * fails to start is never reported as started.
  * Costs: rank_launch forks once and blocks until the child has exec'd or
  * failed (microseconds to milliseconds).
@@ -24,6 +24,10 @@
 #include "ft/jobspec.h"
 #include "devices.h"
 #include "event.h"
+
+/* The fd number the event pipe has in every rank (FT_EVENT_FD, --event-fd):
+ * low, so that even shells limited to one-digit fds can write to it. */
+#define RANK_EVENT_FD 3
 
 typedef struct {
     int64_t job_id;            /* scheduler's job id */

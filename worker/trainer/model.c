@@ -11,10 +11,51 @@
  * plus attention 12 * N * T * Hq per layer, plus the LoRA terms.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model.h"
+
+/* Optional time per op family (model_profile_*), for the benchmark. */
+enum { PF_PROJ, PF_PROJ_DX, PF_LORA, PF_LORA_BWD, PF_ATTN, PF_ATTN_BWD, PF_XENT, PF_OTHER,
+       PF__COUNT };
+static const char *const pf_names[PF__COUNT] = {
+    "proj_fwd", "proj_dx", "lora_fwd", "lora_bwd", "attn_fwd", "attn_bwd", "lm_head_xent",
+    "elementwise"};
+static bool pf_on;                 /* profiling enabled */
+static double pf_sec[PF__COUNT];   /* seconds per family */
+
+static double pf_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+#define PF(cat, stmt)                                                                         \
+    do {                                                                                      \
+        double pf_t0_ = pf_on ? pf_now() : 0.0;                                               \
+        stmt;                                                                                 \
+        if (pf_on)                                                                            \
+            pf_sec[cat] += pf_now() - pf_t0_;                                                 \
+    } while (0)
+
+void model_profile_enable(bool on)
+{
+    pf_on = on;
+    memset(pf_sec, 0, sizeof(pf_sec));
+}
+
+int model_profile_report(char *buf, size_t len)
+{
+    size_t off = 0;
+    for (int i = 0; i < PF__COUNT && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s\"%s_s\": %.4f", i ? ", " : "",
+                                pf_names[i], pf_sec[i]);
+    return (int)off;
+}
 
 /* Activations kept for backward, per layer unless marked. */
 enum {
@@ -286,36 +327,36 @@ static void layer_forward(model_t *m, int l, float p, uint64_t key)
     attn_shape_t as = {m->B, m->T, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim};
 
     /* attention block */
-    be->rmsnorm_forward(ln1, layer_act(m, ACT_RSTD1, l), res, lw->attn_norm, N, C, eps);
-    proj(m, q, ln1, lw->q, C, Hq, 0.0f);
-    proj(m, k, ln1, lw->k, C, Hkv, 0.0f);
-    proj(m, v, ln1, lw->v, C, Hkv, 0.0f);
+    PF(PF_OTHER, be->rmsnorm_forward(ln1, layer_act(m, ACT_RSTD1, l), res, lw->attn_norm, N, C, eps));
+    PF(PF_PROJ, proj(m, q, ln1, lw->q, C, Hq, 0.0f));
+    PF(PF_PROJ, proj(m, k, ln1, lw->k, C, Hkv, 0.0f));
+    PF(PF_PROJ, proj(m, v, ln1, lw->v, C, Hkv, 0.0f));
     float *qkv[3] = {q, k, v};
-    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[0], qkv, ln1,
-                       lu + m->u_group_off[0] * N, N, p, lk, &sc);
-    be->rope_forward(q, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads, m->cfg.head_dim);
-    be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
-                     m->cfg.head_dim);
-    be->attention_forward(y, att, q, k, v, &as);
-    memcpy(res_mid, res, sizeof(float) * (size_t)N * C);
-    proj(m, res_mid, y, lw->o, Hq, C, 1.0f);
+    PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[0], qkv, ln1,
+                       lu + m->u_group_off[0] * N, N, p, lk, &sc));
+    PF(PF_OTHER, be->rope_forward(q, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads, m->cfg.head_dim));
+    PF(PF_OTHER, be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
+                     m->cfg.head_dim));
+    PF(PF_ATTN, be->attention_forward(y, att, q, k, v, &as));
+    PF(PF_OTHER, memcpy(res_mid, res, sizeof(float) * (size_t)N * C));
+    PF(PF_PROJ, proj(m, res_mid, y, lw->o, Hq, C, 1.0f));
     float *o_out[1] = {res_mid};
-    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[1], o_out, y,
-                       lu + m->u_group_off[1] * N, N, p, lk, &sc);
+    PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[1], o_out, y,
+                       lu + m->u_group_off[1] * N, N, p, lk, &sc));
 
     /* MLP block */
-    be->rmsnorm_forward(ln2, layer_act(m, ACT_RSTD2, l), res_mid, lw->mlp_norm, N, C, eps);
-    proj(m, g, ln2, lw->gate, C, I, 0.0f);
-    proj(m, u, ln2, lw->up, C, I, 0.0f);
+    PF(PF_OTHER, be->rmsnorm_forward(ln2, layer_act(m, ACT_RSTD2, l), res_mid, lw->mlp_norm, N, C, eps));
+    PF(PF_PROJ, proj(m, g, ln2, lw->gate, C, I, 0.0f));
+    PF(PF_PROJ, proj(m, u, ln2, lw->up, C, I, 0.0f));
     float *gu[2] = {g, u};
-    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[2], gu, ln2,
-                       lu + m->u_group_off[2] * N, N, p, lk, &sc);
-    be->swiglu_forward(h, g, u, (int64_t)N * I);
-    memcpy(res_out, res_mid, sizeof(float) * (size_t)N * C);
-    proj(m, res_out, h, lw->down, I, C, 1.0f);
+    PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[2], gu, ln2,
+                       lu + m->u_group_off[2] * N, N, p, lk, &sc));
+    PF(PF_OTHER, be->swiglu_forward(h, g, u, (int64_t)N * I));
+    PF(PF_OTHER, memcpy(res_out, res_mid, sizeof(float) * (size_t)N * C));
+    PF(PF_PROJ, proj(m, res_out, h, lw->down, I, C, 1.0f));
     float *d_out[1] = {res_out};
-    lora_group_forward(be, &m->lay, m->params, l, &lora_groups[3], d_out, h,
-                       lu + m->u_group_off[3] * N, N, p, lk, &sc);
+    PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[3], d_out, h,
+                       lu + m->u_group_off[3] * N, N, p, lk, &sc));
 }
 
 /* On entry ACT_DRES holds dL/d(res[l+1]); on exit dL/d(res[l]). */
@@ -338,35 +379,35 @@ static void layer_backward(model_t *m, int l, float p, uint64_t key)
     attn_shape_t as = {m->B, m->T, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim};
 
     /* MLP block: res_out = res_mid + down(h) */
-    proj_dx(m, dh, dres, lw->down, I, C, 0.0f);
+    PF(PF_PROJ_DX, proj_dx(m, dh, dres, lw->down, I, C, 0.0f));
     const float *d_out[1] = {dres};
-    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[3], d_out, h,
-                        lu + m->u_group_off[3] * N, dh, N, p, lk, &sc);
-    be->swiglu_backward(dg, du, dh, g, u, (int64_t)N * I);
-    proj_dx(m, dln, dg, lw->gate, C, I, 0.0f);
-    proj_dx(m, dln, du, lw->up, C, I, 1.0f);
+    PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[3], d_out, h,
+                        lu + m->u_group_off[3] * N, dh, N, p, lk, &sc));
+    PF(PF_OTHER, be->swiglu_backward(dg, du, dh, g, u, (int64_t)N * I));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dg, lw->gate, C, I, 0.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, du, lw->up, C, I, 1.0f));
     const float *dgu[2] = {dg, du};
-    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[2], dgu, ln2,
-                        lu + m->u_group_off[2] * N, dln, N, p, lk, &sc);
-    be->rmsnorm_backward(dres, dln, res_mid, lw->mlp_norm, layer_act(m, ACT_RSTD2, l), N, C);
+    PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[2], dgu, ln2,
+                        lu + m->u_group_off[2] * N, dln, N, p, lk, &sc));
+    PF(PF_OTHER, be->rmsnorm_backward(dres, dln, res_mid, lw->mlp_norm, layer_act(m, ACT_RSTD2, l), N, C));
 
     /* attention block: res_mid = res + o(attn(rope(q), rope(k), v)) */
-    proj_dx(m, dy, dres, lw->o, Hq, C, 0.0f);
+    PF(PF_PROJ_DX, proj_dx(m, dy, dres, lw->o, Hq, C, 0.0f));
     const float *o_out[1] = {dres};
-    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[1], o_out, y,
-                        lu + m->u_group_off[1] * N, dy, N, p, lk, &sc);
-    be->attention_backward(dq, dk, dv, dy, att, q, k, v, m->act[ACT_ATT_SCR], &as);
-    be->rope_backward(dq, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads,
-                      m->cfg.head_dim);
-    be->rope_backward(dk, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
-                      m->cfg.head_dim);
-    proj_dx(m, dln, dq, lw->q, C, Hq, 0.0f);
-    proj_dx(m, dln, dk, lw->k, C, Hkv, 1.0f);
-    proj_dx(m, dln, dv, lw->v, C, Hkv, 1.0f);
+    PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[1], o_out, y,
+                        lu + m->u_group_off[1] * N, dy, N, p, lk, &sc));
+    PF(PF_ATTN_BWD, be->attention_backward(dq, dk, dv, dy, att, q, k, v, m->act[ACT_ATT_SCR], &as));
+    PF(PF_OTHER, be->rope_backward(dq, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads,
+                      m->cfg.head_dim));
+    PF(PF_OTHER, be->rope_backward(dk, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
+                      m->cfg.head_dim));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dq, lw->q, C, Hq, 0.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dk, lw->k, C, Hkv, 1.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dv, lw->v, C, Hkv, 1.0f));
     const float *dqkv[3] = {dq, dk, dv};
-    lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[0], dqkv, ln1,
-                        lu + m->u_group_off[0] * N, dln, N, p, lk, &sc);
-    be->rmsnorm_backward(dres, dln, res, lw->attn_norm, layer_act(m, ACT_RSTD1, l), N, C);
+    PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[0], dqkv, ln1,
+                        lu + m->u_group_off[0] * N, dln, N, p, lk, &sc));
+    PF(PF_OTHER, be->rmsnorm_backward(dres, dln, res, lw->attn_norm, layer_act(m, ACT_RSTD1, l), N, C));
 }
 
 int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool train,
@@ -388,21 +429,21 @@ int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool t
         }
     }
     float p = train ? m->dropout : 0.0f;
-    be->embedding_forward(m->act[ACT_RES], inputs, m->w->embed, N, C);
+    PF(PF_OTHER, be->embedding_forward(m->act[ACT_RES], inputs, m->w->embed, N, C));
     for (int l = 0; l < L; l++)
         layer_forward(m, l, p, dropout_key);
     float *resL = layer_act(m, ACT_RES, L);
-    be->rmsnorm_forward(m->act[ACT_LNF], m->act[ACT_RSTDF], resL, m->w->final_norm, N, C,
-                        (float)m->cfg.rms_norm_eps);
-    *loss_sum = be->xent_forward_backward(train ? m->act[ACT_DLN] : NULL, m->act[ACT_LNF],
+    PF(PF_OTHER, be->rmsnorm_forward(m->act[ACT_LNF], m->act[ACT_RSTDF], resL, m->w->final_norm, N, C,
+                        (float)m->cfg.rms_norm_eps));
+    PF(PF_XENT, *loss_sum = be->xent_forward_backward(train ? m->act[ACT_DLN] : NULL, m->act[ACT_LNF],
                                           m->w->lm_head, targets, N, C, V, m->act[ACT_LOGITS],
-                                          m->chunk, dscale, n_tok);
+                                          m->chunk, dscale, n_tok));
     if (!train)
         return 0;
     float *dres = m->act[ACT_DRES];
     memset(dres, 0, sizeof(float) * (size_t)N * C);
-    be->rmsnorm_backward(dres, m->act[ACT_DLN], resL, m->w->final_norm, m->act[ACT_RSTDF], N,
-                         C);
+    PF(PF_OTHER, be->rmsnorm_backward(dres, m->act[ACT_DLN], resL, m->w->final_norm, m->act[ACT_RSTDF], N,
+                         C));
     for (int l = L - 1; l >= 0; l--)
         layer_backward(m, l, p, dropout_key);
     return 0;

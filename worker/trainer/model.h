@@ -64,4 +64,9 @@ void model_rope_tables(const llama_config_t *cfg, int T, float *cos_t, float *si
  * model runs them (full-square attention scores included). */
 double model_train_flops(const llama_config_t *cfg, int r, uint32_t mask, int B, int T);
 
+/* Per-op-family timing of model_step (process-wide; for benchmarks): enable
+ * (resets the totals), then report as JSON members "proj_fwd_s": .., .. */
+void model_profile_enable(bool on);
+int model_profile_report(char *buf, size_t len);
+
 #endif

@@ -1,0 +1,569 @@
+/*
+ * tests/worker/test_fake_sched.c: a fake ftsched (a ZeroMQ ROUTER written
+ * here) drives a real ftworker process through the protocol:
+ *   hello and heartbeats; an exec job that prints and exits 3; its log read
+ *   back; a command that does not exist (launch_failed, never started);
+ *   progress lines on $FT_EVENT_FD (one garbage, one unterminated); stop of a
+ *   rank that ignores SIGTERM (SIGKILL after grace) and of one that does not;
+ *   a rank killed from outside ("killed"); a bad spec and a busy device;
+ *   the scheduler going away and coming back on the same endpoint (the
+ *   worker re-hellos with the rank that still runs and resends the
+ *   rank_exited of the one that ended meanwhile); not_registered; and
+ *   SIGTERM to ftworker (ranks stopped and reported, exit 0).
+ * Every message from the worker is also checked with ft_proto_validate.
+ * Usage: test_fake_sched PATH-TO-FTWORKER
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "check.h"
+#include "ft/json.h"
+#include "ft/proto.h"
+
+#define BACKLOG_MAX 256
+
+static void *zctx, *router;
+static char endpoint[128];
+static char tmpdir[] = "/tmp/ft-test-worker-XXXXXX";
+static char worker_log[300];
+static pid_t worker_pid = -1;
+static cJSON *backlog[BACKLOG_MAX]; /* received, not yet consumed */
+static int nbacklog;
+static int invalid_msgs;            /* worker messages the validator rejected */
+static int relay_seq = 100;
+static bool registered;             /* like ftsched: hello_reply sent on this router */
+static int not_registered_sent;     /* errors sent to a worker we did not know */
+
+static void send_msg(cJSON *m);
+static const char *mtype(const cJSON *m);
+
+static void router_open(void)
+{
+    int one = 1, linger = 0;
+    router = zmq_socket(zctx, ZMQ_ROUTER);
+    zmq_setsockopt(router, ZMQ_ROUTER_HANDOVER, &one, sizeof(one));
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof(linger));
+    const char *ep = endpoint[0] ? endpoint : "tcp://127.0.0.1:*";
+    int rc = -1;
+    for (int i = 0; i < 50 && rc < 0; i++) { /* the port may linger a moment */
+        rc = zmq_bind(router, ep);
+        if (rc < 0)
+            usleep(100000);
+    }
+    if (rc < 0) {
+        printf("FAIL cannot bind '%s': %s\n", ep, zmq_strerror(errno));
+        exit(1);
+    }
+    size_t len = sizeof(endpoint);
+    zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, endpoint, &len);
+    registered = false; /* a new scheduler knows no worker */
+}
+
+static void router_close(void)
+{
+    zmq_close(router);
+    router = NULL;
+}
+
+/* Receives one message (routing id + payload) within timeout_ms; NULL on
+ * timeout. Checks the routing id and validates the payload. */
+static cJSON *recv_one(int timeout_ms)
+{
+    zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+        return NULL;
+    char id[256], buf[1 << 20];
+    int idn = zmq_recv(router, id, sizeof(id) - 1, 0);
+    int n = zmq_recv(router, buf, sizeof(buf) - 1, 0);
+    if (idn < 0 || n < 0)
+        return NULL;
+    id[idn] = '\0';
+    ft_err_t err = {0};
+    ft_msg_type_t type;
+    cJSON *m = ft_proto_decode(buf, (size_t)n, &type, NULL, 0, &err);
+    if (!m || strcmp(id, "w/t1") != 0) {
+        invalid_msgs++;
+        buf[n < 300 ? n : 300] = '\0';
+        printf("# invalid message from '%s': %s: %s\n", id, err.msg, buf);
+        cJSON_Delete(m);
+        return NULL;
+    }
+    if (!registered && strcmp(mtype(m), "hello") != 0) {
+        cJSON *e = ft_proto_new(FT_MSG_ERROR, NULL);
+        cJSON_AddStringToObject(e, "code", "not_registered");
+        cJSON_AddStringToObject(e, "message", "send hello first");
+        send_msg(e);
+        not_registered_sent++;
+    }
+    return m;
+}
+
+static const char *mtype(const cJSON *m)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "type");
+    return cJSON_IsString(t) ? t->valuestring : "";
+}
+
+static int64_t geti(const cJSON *m, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, k);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -999;
+}
+
+static const char *gets(const cJSON *m, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Like a scheduler: a heartbeat to the worker every 150 ms while we wait. */
+static void maybe_heartbeat(void)
+{
+    static int64_t last;
+    if (!router || !registered || ft_mono_ms() - last < 150)
+        return;
+    last = ft_mono_ms();
+    send_msg(ft_proto_new(FT_MSG_HEARTBEAT, NULL));
+}
+
+static void backlog_drop(const char *type)
+{
+    int j = 0;
+    for (int i = 0; i < nbacklog; i++) {
+        if (strcmp(mtype(backlog[i]), type) == 0)
+            cJSON_Delete(backlog[i]);
+        else
+            backlog[j++] = backlog[i];
+    }
+    nbacklog = j;
+}
+
+/* Waits for a message of type (and job_id, when >= 0): first in the backlog,
+ * then from the socket; heartbeats are dropped, others kept for later.
+ * Caller deletes the result. */
+static cJSON *wait_for(const char *type, int64_t job_id, int timeout_ms)
+{
+    for (int i = 0; i < nbacklog; i++) {
+        cJSON *m = backlog[i];
+        if (strcmp(mtype(m), type) == 0 && (job_id < 0 || geti(m, "job_id") == job_id)) {
+            memmove(&backlog[i], &backlog[i + 1], (size_t)(nbacklog - i - 1) * sizeof(cJSON *));
+            nbacklog--;
+            return m;
+        }
+    }
+    int64_t deadline = ft_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - ft_mono_ms();
+        if (left <= 0)
+            return NULL;
+        maybe_heartbeat();
+        cJSON *m = recv_one(left < 100 ? (int)left : 100);
+        if (!m)
+            continue;
+        if (strcmp(mtype(m), type) == 0 && (job_id < 0 || geti(m, "job_id") == job_id))
+            return m;
+        if (strcmp(mtype(m), "heartbeat") == 0 || nbacklog == BACKLOG_MAX) {
+            cJSON_Delete(m);
+            continue;
+        }
+        backlog[nbacklog++] = m;
+    }
+}
+
+static bool backlog_has(const char *type, int64_t job_id)
+{
+    for (int i = 0; i < nbacklog; i++)
+        if (strcmp(mtype(backlog[i]), type) == 0 && geti(backlog[i], "job_id") == job_id)
+            return true;
+    return false;
+}
+
+static void send_msg(cJSON *m)
+{
+    char *s = cJSON_PrintUnformatted(m);
+    zmq_send(router, "w/t1", 4, ZMQ_SNDMORE);
+    zmq_send(router, s, strlen(s), 0);
+    cJSON_free(s);
+    cJSON_Delete(m);
+}
+
+static void send_hello_reply(int hb, int liveness)
+{
+    cJSON *m = ft_proto_new(FT_MSG_HELLO_REPLY, NULL);
+    cJSON_AddNumberToObject(m, "heartbeat_ms", hb);
+    cJSON_AddNumberToObject(m, "liveness", liveness);
+    send_msg(m);
+    registered = true;
+}
+
+/* start of an exec job with one rank; spec_extra is raw JSON members or "". */
+static void send_start(int64_t job, int device, const char *command_json, const char *spec_extra)
+{
+    char spec[4096];
+    snprintf(spec, sizeof(spec), "{\"kind\":\"exec\",\"command\":%s%s%s}", command_json,
+             spec_extra[0] ? "," : "", spec_extra);
+    cJSON *m = ft_proto_new(FT_MSG_START, NULL);
+    cJSON *sp = cJSON_Parse(spec);
+    if (!sp)
+        printf("# test bug: bad spec %s\n", spec);
+    cJSON_AddNumberToObject(m, "job_id", (double)job);
+    cJSON_AddNumberToObject(m, "attempt", 1);
+    cJSON_AddStringToObject(m, "kind", "exec");
+    cJSON_AddItemToObject(m, "spec", sp);
+    cJSON_AddStringToObject(m, "user", "alice");
+    cJSON_AddStringToObject(m, "team", "default");
+    cJSON_AddNumberToObject(m, "world_size", 1);
+    cJSON *ranks = cJSON_AddArrayToObject(m, "ranks");
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "rank", 0);
+    cJSON_AddNumberToObject(r, "local_rank", 0);
+    cJSON_AddNumberToObject(r, "device", device);
+    cJSON_AddItemToArray(ranks, r);
+    send_msg(m);
+}
+
+static void send_stop(int64_t job, int grace_ms)
+{
+    cJSON *m = ft_proto_new(FT_MSG_STOP, NULL);
+    cJSON_AddNumberToObject(m, "job_id", (double)job);
+    cJSON_AddNumberToObject(m, "attempt", 1);
+    cJSON_AddStringToObject(m, "reason", "test");
+    cJSON_AddNumberToObject(m, "grace_ms", grace_ms);
+    send_msg(m);
+}
+
+static cJSON *log_read(int64_t job, int64_t offset, int64_t max)
+{
+    int relay = ++relay_seq;
+    cJSON *m = ft_proto_new(FT_MSG_LOG_READ, NULL);
+    cJSON_AddNumberToObject(m, "relay", relay);
+    cJSON_AddNumberToObject(m, "job_id", (double)job);
+    cJSON_AddNumberToObject(m, "rank", 0);
+    cJSON_AddNumberToObject(m, "offset", (double)offset);
+    cJSON_AddNumberToObject(m, "max_bytes", (double)max);
+    send_msg(m);
+    cJSON *r = wait_for("log_data", -1, 3000);
+    if (r && geti(r, "relay") != relay) {
+        printf("# log_data for relay %lld, expected %d\n", (long long)geti(r, "relay"), relay);
+        cJSON_Delete(r);
+        return NULL;
+    }
+    return r;
+}
+
+static bool is_true(const cJSON *m, const char *k)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, k));
+}
+
+static void spawn_worker(const char *path)
+{
+    char state[300];
+    snprintf(state, sizeof(state), "%s/state", tmpdir);
+    snprintf(worker_log, sizeof(worker_log), "%s/worker.log", tmpdir);
+    worker_pid = fork();
+    if (worker_pid == 0) {
+        int fd = open(worker_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        setenv("FT_NVML_LIBRARY", "", 1);
+        execl(path, path, "--scheduler", endpoint, "--name", "t1", "--state-dir", state,
+              "--emulate-gpus", "2", "--gpu-model", "TestGPU", "--gpu-mem-gb", "16",
+              "--stop-grace-ms", "3000", "--log-level", "debug", (char *)NULL);
+        _exit(127);
+    }
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static void dump_worker_log(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "tail -n 60 '%s' | sed 's/^/# worker: /'", worker_log);
+    if (system(cmd) != 0)
+        printf("# (no worker log)\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_fake_sched FTWORKER\n");
+        return 2;
+    }
+    ft_log_init("test_fake_sched", FT_LOG_WARN);
+    signal(SIGPIPE, SIG_IGN);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    zctx = zmq_ctx_new();
+    router_open();
+    printf("# fake scheduler on %s, state in %s\n", endpoint, tmpdir);
+    spawn_worker(argv[1]);
+
+    /* ---- hello, heartbeats ---- */
+    cJSON *m = wait_for("hello", -1, 5000);
+    const cJSON *devs = m ? cJSON_GetObjectItemCaseSensitive(m, "devices") : NULL;
+    const cJSON *d1 = devs ? cJSON_GetArrayItem(devs, 1) : NULL;
+    CHECK(m && cJSON_GetArraySize(devs) == 2 && d1 && strcmp(gets(d1, "kind"), "emulated") == 0 &&
+              strcmp(gets(d1, "uuid"), "emu-t1-1") == 0 &&
+              strcmp(gets(d1, "model"), "TestGPU") == 0 && geti(d1, "memory_mb") == 16384 &&
+              cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "running")) == 0 &&
+              strcmp(gets(m, "name"), "t1") == 0 && geti(m, "pid") == worker_pid,
+          "hello from routing id 'w/t1' with 2 emulated devices, no running ranks");
+    cJSON_Delete(m);
+    if (!m) {
+        dump_worker_log();
+        return 1;
+    }
+    send_hello_reply(200, 5);
+    int64_t t0 = ft_mono_ms();
+    zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+    cJSON *hb = NULL;
+    while (!hb && ft_mono_ms() - t0 < 2000 && zmq_poll(&it, 1, 2000) > 0) {
+        hb = recv_one(0);
+        if (hb && strcmp(mtype(hb), "heartbeat") != 0) {
+            backlog[nbacklog++] = hb;
+            hb = NULL;
+        }
+    }
+    int64_t hb_ms = ft_mono_ms() - t0;
+    CHECK(hb && hb_ms >= 150 && hb_ms < 1000,
+          "heartbeat after %lld ms of silence (heartbeat_ms 200)", (long long)hb_ms);
+    cJSON_Delete(hb);
+
+    /* ---- exec job: output, environment, exit code ---- */
+    send_start(1, 1,
+               "[\"sh\",\"-c\",\"echo hi; echo FT_RANK=$FT_RANK CVD=$CUDA_VISIBLE_DEVICES "
+               "WS=$FT_WORLD_SIZE JOB=$FT_JOB_ID X=$X; exit 3\"]",
+               "\"env\":{\"X\":\"from-spec\"}");
+    m = wait_for("rank_started", 1, 3000);
+    CHECK(m && geti(m, "pid") > 0 && geti(m, "attempt") == 1 && geti(m, "rank") == 0,
+          "job 1: rank_started with pid %lld", m ? (long long)geti(m, "pid") : -1LL);
+    cJSON_Delete(m);
+    m = wait_for("rank_exited", 1, 3000);
+    CHECK(m && geti(m, "exit_code") == 3 && geti(m, "signal") == 0 &&
+              strcmp(gets(m, "reason"), "exited") == 0,
+          "job 1: rank_exited exit_code 3, signal 0, reason 'exited'");
+    cJSON_Delete(m);
+
+    m = log_read(1, 0, 65536);
+    const char *data = m ? gets(m, "data") : NULL;
+    CHECK(data && strcmp(data, "hi\nFT_RANK=0 CVD=1 WS=1 JOB=1 X=from-spec\n") == 0 &&
+              geti(m, "offset") == (int64_t)strlen(data) && is_true(m, "eof"),
+          "job 1: log_data has the output, env (CUDA_VISIBLE_DEVICES=1 for emulated GPU 1, "
+          "spec env), next offset, eof: '%s'",
+          data ? data : "(none)");
+    cJSON_Delete(m);
+    m = log_read(1, 3, 6);
+    data = m ? gets(m, "data") : NULL;
+    CHECK(data && strcmp(data, "FT_RAN") == 0 && geti(m, "offset") == 9 && !is_true(m, "eof"),
+          "job 1: log_read offset 3 max 6 gives 'FT_RAN', offset 9, not eof");
+    cJSON_Delete(m);
+    m = log_read(999, 0, 100);
+    CHECK(m && gets(m, "error") && !gets(m, "data") && strstr(gets(m, "error"), "no log"),
+          "log_read of an unknown job: log_data with error '%s'",
+          m && gets(m, "error") ? gets(m, "error") : "(none)");
+    cJSON_Delete(m);
+
+    /* ---- launch failure ---- */
+    send_start(2, 0, "[\"/nonexistent/ft-no-such-cmd\"]", "");
+    m = wait_for("rank_exited", 2, 3000);
+    const char *reason = m ? gets(m, "reason") : NULL;
+    CHECK(reason && strncmp(reason, "launch_failed: ", 15) == 0 &&
+              strstr(reason, "No such file") && !backlog_has("rank_started", 2),
+          "job 2: nonexistent command -> '%s', never rank_started", reason ? reason : "(none)");
+    cJSON_Delete(m);
+    m = log_read(2, 0, 1000);
+    CHECK(m && gets(m, "data") && strstr(gets(m, "data"), "launch failed"),
+          "job 2: the launch failure is in the rank log too");
+    cJSON_Delete(m);
+
+    /* ---- progress on FT_EVENT_FD ---- */
+    send_start(3, 0,
+               "[\"sh\",\"-c\",\"printf '%s\\\\n' '{\\\"event\\\":\\\"progress\\\",\\\"step\\\":1,"
+               "\\\"total_steps\\\":4,\\\"loss\\\":2.5}' >&$FT_EVENT_FD; "
+               "echo garbage >&$FT_EVENT_FD; "
+               "printf '%s' '{\\\"event\\\":\\\"progress\\\",\\\"step\\\":2,"
+               "\\\"total_steps\\\":4,\\\"loss\\\":2.0,\\\"message\\\":\\\"half\\\"}' "
+               ">&$FT_EVENT_FD\"]",
+               "");
+    cJSON *p1 = wait_for("progress", 3, 3000);
+    cJSON *p2 = wait_for("progress", 3, 3000);
+    m = wait_for("rank_exited", 3, 3000);
+    CHECK(p1 && geti(p1, "step") == 1 && geti(p1, "total_steps") == 4 &&
+              cJSON_GetObjectItemCaseSensitive(p1, "loss")->valuedouble == 2.5 &&
+              geti(p1, "attempt") == 1 && geti(p1, "rank") == 0,
+          "job 3: progress step 1/4 loss 2.5");
+    CHECK(p2 && geti(p2, "step") == 2 && gets(p2, "message") &&
+              strcmp(gets(p2, "message"), "half") == 0,
+          "job 3: the garbage line was dropped; the unterminated last line still counts");
+    CHECK(m && geti(m, "exit_code") == 0, "job 3: exited 0 after its progress");
+    cJSON_Delete(p1);
+    cJSON_Delete(p2);
+    cJSON_Delete(m);
+
+    /* ---- stop: SIGTERM ignored -> SIGKILL after grace; SIGTERM obeyed ---- */
+    send_start(4, 0, "[\"sh\",\"-c\",\"trap '' TERM; echo ready; sleep 30; echo survived\"]", "");
+    m = wait_for("rank_started", 4, 3000);
+    cJSON_Delete(m);
+    usleep(300000); /* let sh install its trap */
+    int64_t ts = ft_mono_ms();
+    send_stop(4, 400);
+    m = wait_for("rank_exited", 4, 5000);
+    int64_t took = ft_mono_ms() - ts;
+    CHECK(m && strcmp(gets(m, "reason"), "stopped") == 0 && geti(m, "signal") == 9 &&
+              geti(m, "exit_code") == -1 && took >= 380 && took < 3000,
+          "job 4: TERM ignored, SIGKILL after grace 400 ms -> stopped, signal 9 (%lld ms)",
+          (long long)took);
+    cJSON_Delete(m);
+
+    send_start(5, 0, "[\"sleep\",\"30\"]", "");
+    m = wait_for("rank_started", 5, 3000);
+    cJSON_Delete(m);
+    ts = ft_mono_ms();
+    send_stop(5, 5000);
+    m = wait_for("rank_exited", 5, 5000);
+    took = ft_mono_ms() - ts;
+    CHECK(m && strcmp(gets(m, "reason"), "stopped") == 0 && geti(m, "signal") == 15 &&
+              took < 2000,
+          "job 5: SIGTERM obeyed at once -> stopped, signal 15 (%lld ms)", (long long)took);
+    cJSON_Delete(m);
+
+    /* ---- killed from elsewhere ---- */
+    send_start(6, 0, "[\"sleep\",\"30\"]", "");
+    m = wait_for("rank_started", 6, 3000);
+    pid_t pid6 = m ? (pid_t)geti(m, "pid") : -1;
+    cJSON_Delete(m);
+    if (pid6 > 0)
+        kill(pid6, SIGKILL);
+    m = wait_for("rank_exited", 6, 3000);
+    CHECK(m && strcmp(gets(m, "reason"), "killed") == 0 && geti(m, "signal") == 9,
+          "job 6: SIGKILL from outside -> reason 'killed', signal 9");
+    cJSON_Delete(m);
+
+    /* ---- bad spec, busy device ---- */
+    send_start(7, 0, "[\"true\"]", "\"bogus_key\":1");
+    m = wait_for("rank_exited", 7, 3000);
+    reason = m ? gets(m, "reason") : NULL;
+    CHECK(reason && strstr(reason, "launch_failed: bad spec") && strstr(reason, "bogus_key"),
+          "job 7: unknown spec key -> '%s'", reason ? reason : "(none)");
+    cJSON_Delete(m);
+
+    send_start(8, 0, "[\"sleep\",\"30\"]", "");
+    m = wait_for("rank_started", 8, 3000);
+    pid_t pid8 = m ? (pid_t)geti(m, "pid") : -1;
+    cJSON_Delete(m);
+    send_start(9, 0, "[\"true\"]", "");
+    m = wait_for("rank_exited", 9, 3000);
+    reason = m ? gets(m, "reason") : NULL;
+    CHECK(reason && strstr(reason, "device 0 is busy with job 8"), "job 9: '%s'",
+          reason ? reason : "(none)");
+    cJSON_Delete(m);
+    m = log_read(8, 0, 100);
+    CHECK(m && !is_true(m, "eof"), "job 8: log of a running rank is not eof");
+    cJSON_Delete(m);
+
+    /* ---- the scheduler goes away and comes back ---- */
+    send_start(10, 1, "[\"sleep\",\"30\"]", "");
+    m = wait_for("rank_started", 10, 3000);
+    pid_t pid10 = m ? (pid_t)geti(m, "pid") : -1;
+    cJSON_Delete(m);
+    router_close();
+    usleep(200000);
+    if (pid10 > 0)
+        kill(pid10, SIGKILL); /* ends while the scheduler is away */
+    /* longer than heartbeat_ms * liveness = 1 s: the worker drops its socket
+     * (and the rank_exited queued on it) and reconnects after 1 s */
+    usleep(1400000);
+    backlog_drop("hello");
+    router_open();
+    ts = ft_mono_ms();
+    m = wait_for("hello", -1, 12000);
+    const cJSON *running = m ? cJSON_GetObjectItemCaseSensitive(m, "running") : NULL;
+    const cJSON *r0 = running ? cJSON_GetArrayItem(running, 0) : NULL;
+    CHECK(m && cJSON_GetArraySize(running) == 1 && geti(r0, "job_id") == 8 &&
+              geti(r0, "pid") == pid8 && geti(r0, "attempt") == 1 && geti(r0, "rank") == 0,
+          "re-hello after the outage (%lld ms, %d not_registered sent) lists job 8 (still "
+          "running), not job 10",
+          (long long)(ft_mono_ms() - ts), not_registered_sent);
+    cJSON_Delete(m);
+    CHECK(file_has(worker_log, "no word from the scheduler") &&
+              file_has(worker_log, "reconnecting in 1000 ms"),
+          "the worker noticed the silence and reconnected with a new socket after 1 s");
+    send_hello_reply(200, 5);
+    m = wait_for("rank_exited", 10, 3000);
+    CHECK(m && strcmp(gets(m, "reason"), "killed") == 0,
+          "job 10: rank_exited that happened during the outage is delivered after hello_reply");
+    cJSON_Delete(m);
+
+    /* ---- not_registered makes the worker say hello again ---- */
+    cJSON *e = ft_proto_new(FT_MSG_ERROR, NULL);
+    cJSON_AddStringToObject(e, "code", "not_registered");
+    cJSON_AddStringToObject(e, "message", "who are you");
+    send_msg(e);
+    m = wait_for("hello", -1, 3000);
+    CHECK(m != NULL, "error not_registered -> hello again");
+    cJSON_Delete(m);
+    send_hello_reply(200, 5);
+
+    /* ---- a malformed message gets an error back, the worker lives on ---- */
+    zmq_send(router, "w/t1", 4, ZMQ_SNDMORE);
+    const char *bad_stop = "{\"v\":1,\"type\":\"stop\"}";
+    zmq_send(router, bad_stop, strlen(bad_stop), 0);
+    m = wait_for("error", -1, 3000);
+    CHECK(m && strcmp(gets(m, "code"), "missing_field") == 0,
+          "stop without fields -> error '%s'", m ? gets(m, "code") : "(none)");
+    cJSON_Delete(m);
+
+    /* ---- SIGTERM to ftworker: ranks stopped and reported, exit 0 ---- */
+    kill(worker_pid, SIGTERM);
+    m = wait_for("rank_exited", 8, 5000);
+    CHECK(m && strcmp(gets(m, "reason"), "stopped") == 0 && geti(m, "signal") == 15,
+          "SIGTERM to ftworker: job 8 reported stopped by signal 15");
+    cJSON_Delete(m);
+    int status = -1;
+    ts = ft_mono_ms();
+    pid_t w = 0;
+    while (ft_mono_ms() - ts < 5000 && (w = waitpid(worker_pid, &status, WNOHANG)) == 0)
+        usleep(20000);
+    CHECK(w == worker_pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "ftworker exited with status 0");
+    if (w != worker_pid) {
+        kill(worker_pid, SIGKILL);
+        waitpid(worker_pid, &status, 0);
+    }
+    CHECK(pid8 <= 0 || kill(pid8, 0) < 0, "job 8's process is gone");
+    CHECK(invalid_msgs == 0, "every worker message passed the protocol validator (%d did not)",
+          invalid_msgs);
+
+    if (check_failures)
+        dump_worker_log();
+    for (int i = 0; i < nbacklog; i++)
+        cJSON_Delete(backlog[i]);
+    router_close();
+    zmq_ctx_term(zctx);
+    if (!check_failures) {
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+            printf("# could not remove %s\n", tmpdir);
+    }
+    return check_exit();
+}

@@ -1,0 +1,636 @@
+/*
+ * train.c: the training loop of one rank (train.h). Order of one optimiser
+ * step: fetch the GA micro-batches of this rank, count their targets, sum the
+ * counts across ranks, run forward+backward of each micro-batch scaled by
+ * 1/total (gradients accumulate in the model), sum gradients and losses
+ * across ranks, clip the global norm, take the LR of this step from the
+ * schedule, AdamW, then events / eval / checkpoint as due.
+ *
+ * Invariants: every rank holds identical LoRA weights and Adam moments after
+ * each step (same init seed, same summed gradients); only rank 0 writes
+ * checkpoints, the adapter and events of eval/checkpoint/done.
+ * Cost per step: GA * (forward + backward of B rows) + O(LoRA params).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "adapter.h"
+#include "data.h"
+#include "ft/json.h"
+#include "llama.h"
+#include "model.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+#include "train.h"
+
+#define KEEP_CHECKPOINTS 2
+
+struct trainer {
+    ft_trainspec_t spec;          /* copy of the train section */
+    trainer_opts_t opts;          /* how this trainer was asked to run */
+    coll_t *coll;                 /* borrowed */
+    const backend_t *be;          /* compute */
+    llama_config_t cfg;           /* base model config */
+    llama_weights_t w;            /* frozen base weights */
+    bool w_loaded;                /* w must be freed */
+    tokenizer_t *tok;             /* NULL when data is pre-tokenized */
+    data_t *data;                 /* rows, order, eval split */
+    model_t *model;               /* forward/backward + LoRA buffers */
+    adamw_t *opt;                 /* Adam moments */
+    adapter_module_t *mods;       /* [L*7] views of the LoRA params */
+    adapter_module_t *gmods;      /* [L*7] views of the LoRA grads */
+    adapter_t ad;                 /* adapter over params */
+    adapter_t gad;                /* adapter over grads */
+    int B, T, GA;                 /* micro-batch rows, tokens per row, accumulation */
+    int32_t *inputs;              /* (GA, B, T) */
+    int32_t *targets;             /* (GA, B, T) */
+    int64_t step;                 /* optimiser steps done */
+    int64_t total_steps;          /* steps this job runs to */
+    int64_t warmup;               /* warmup steps */
+    int64_t steps_per_epoch;      /* for the epoch figure */
+    data_pos_t pos;               /* next batch */
+    double *loss_hist;            /* one mean loss per step done */
+    int64_t n_loss, cap_loss;     /* entries, capacity */
+    uint64_t spec_hash;           /* checkpoint_spec_hash(spec) */
+    int64_t t_start_ms;           /* run start, monotonic */
+};
+
+void trainer_opts_defaults(trainer_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->event_fd = -1;
+    o->dropout = -1.0;
+}
+
+/* ---- events ---- */
+
+static void emit(const trainer_t *t, cJSON *ev)
+{
+    if (t->opts.event_fd < 0) {
+        cJSON_Delete(ev);
+        return;
+    }
+    char *s = ft_json_print(ev);
+    cJSON_Delete(ev);
+    if (!s)
+        return;
+    size_t len = strlen(s);
+    s[len] = '\n';  /* replaces the terminator; written by length below */
+    size_t off = 0;
+    while (off < len + 1) {
+        ssize_t n = write(t->opts.event_fd, s + off, len + 1 - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ft_warn("cannot write an event to fd %d: %s", t->opts.event_fd, strerror(errno));
+            break;
+        }
+        off += (size_t)n;
+    }
+    free(s);
+}
+
+static cJSON *event_new(const char *name, int64_t step, int64_t total)
+{
+    cJSON *ev = cJSON_CreateObject();
+    cJSON_AddStringToObject(ev, "event", name);
+    cJSON_AddNumberToObject(ev, "step", (double)step);
+    if (total >= 0)
+        cJSON_AddNumberToObject(ev, "total_steps", (double)total);
+    return ev;
+}
+
+static double peak_mem_mb(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0)
+        return 0.0;
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* ---- set-up ---- */
+
+static int fill_adapter(trainer_t *t, adapter_t *ad, adapter_module_t *mods, float *base)
+{
+    const lora_layout_t *lay = model_lora_layout(t->model);
+    for (int l = 0; l < t->cfg.n_layers; l++) {
+        for (int m = 0; m < FT_N_TARGET_MODULES; m++) {
+            size_t i = (size_t)l * FT_N_TARGET_MODULES + m;
+            mods[i].a = lay->a_off[i] == LORA_NONE ? NULL : base + lay->a_off[i];
+            mods[i].b = lay->b_off[i] == LORA_NONE ? NULL : base + lay->b_off[i];
+        }
+    }
+    memset(ad, 0, sizeof(*ad));
+    ad->cfg = &t->cfg;
+    ad->r = lay->r;
+    ad->lora_alpha = t->opts.adapter_r > 0 ? t->opts.adapter_alpha : t->spec.lora_alpha;
+    ad->lora_dropout = t->spec.lora_dropout;
+    ad->use_rslora = t->opts.adapter_r > 0 ? t->opts.adapter_rslora : t->spec.use_rslora;
+    ad->target_mask = lay->mask;
+    ft_strlcpy(ad->base_model, t->spec.base_model, sizeof(ad->base_model));
+    ad->mods = mods;
+    return 0;
+}
+
+trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_opts_t *o,
+                       ft_err_t *err)
+{
+    trainer_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    t->spec = *spec;
+    t->opts = *o;
+    t->coll = coll;
+    t->be = backend_cpu();
+    t->B = spec->micro_batch_size;
+    t->T = spec->sequence_len;
+    t->GA = spec->gradient_accumulation_steps;
+    if (t->B < 1 || t->T < 1 || t->GA < 1) {
+        ft_err_set(err, FT_EBADFIELD, "spec.train: micro_batch_size, sequence_len and "
+                   "gradient_accumulation_steps must be positive");
+        goto fail;
+    }
+    if (coll->rank < 0 || coll->rank >= coll->world) {
+        ft_err_set(err, FT_EBADFIELD, "rank %d outside world %d", coll->rank, coll->world);
+        goto fail;
+    }
+    int threads = spec->threads;
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    t->be->set_threads(threads);
+
+    if (llama_config_load(spec->base_model, &t->cfg, err) < 0)
+        goto fail;
+    if (llama_weights_load(spec->base_model, &t->cfg, &t->w, err) < 0)
+        goto fail;
+    t->w_loaded = true;
+    if (t->T > t->cfg.max_position_embeddings)
+        ft_warn("sequence_len %d exceeds max_position_embeddings %d of '%s'", t->T,
+                t->cfg.max_position_embeddings, spec->base_model);
+    ft_err_t terr;
+    ft_err_clear(&terr);
+    t->tok = tokenizer_load(spec->base_model, &terr);
+    if (!t->tok)
+        ft_info("no tokenizer for '%s' (%s): data must be pre-tokenized", spec->base_model,
+                terr.msg);
+    t->data = data_open(spec, t->tok, t->T, err);
+    if (!t->data)
+        goto fail;
+
+    model_opts_t mo = {
+        .r = spec->lora_r, .alpha = spec->lora_alpha, .use_rslora = spec->use_rslora,
+        .mask = spec->target_mask, .dropout = o->dropout >= 0.0 ? o->dropout : spec->lora_dropout,
+        .B = t->B, .T = t->T,
+    };
+    if (o->adapter_r > 0) {
+        mo.r = o->adapter_r;
+        mo.alpha = o->adapter_alpha;
+        mo.use_rslora = o->adapter_rslora;
+        mo.mask = o->adapter_mask;
+    }
+    t->model = model_new(&t->cfg, &t->w, t->be, &mo, err);
+    if (!t->model)
+        goto fail;
+    const lora_layout_t *lay = model_lora_layout(t->model);
+    lora_init_params(lay, model_lora_params(t->model), spec->seed, o->init_b_std);
+    t->opt = adamw_new(t->be, lay->n_params, spec->adam_beta1, spec->adam_beta2,
+                       spec->adam_epsilon, spec->weight_decay);
+    size_t nm = (size_t)t->cfg.n_layers * FT_N_TARGET_MODULES;
+    t->mods = calloc(nm, sizeof(*t->mods));
+    t->gmods = calloc(nm, sizeof(*t->gmods));
+    size_t rows = (size_t)t->GA * t->B * t->T;
+    t->inputs = malloc(rows * sizeof(int32_t));
+    t->targets = malloc(rows * sizeof(int32_t));
+    if (!t->opt || !t->mods || !t->gmods || !t->inputs || !t->targets) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        goto fail;
+    }
+    fill_adapter(t, &t->ad, t->mods, model_lora_params(t->model));
+    fill_adapter(t, &t->gad, t->gmods, model_lora_grads(t->model));
+
+    int64_t n_rows = data_n_train_rows(t->data);
+    int64_t per_step = (int64_t)t->B * coll->world * t->GA;
+    t->steps_per_epoch = n_rows / per_step > 0 ? n_rows / per_step : 1;
+    if (spec->max_steps > 0)
+        t->total_steps = spec->max_steps;
+    else
+        t->total_steps = (int64_t)ceil(spec->num_epochs * (double)t->steps_per_epoch);
+    if (t->total_steps < 1)
+        t->total_steps = 1;
+    t->warmup = lr_warmup_steps(spec, t->total_steps);
+    t->spec_hash = checkpoint_spec_hash(spec);
+    ft_info("model '%s': %d layers, hidden %d, vocab %d; LoRA r %d on mask %#x: %zu "
+            "parameters; %lld train rows, %lld eval rows; %lld steps (%lld per epoch), "
+            "%d threads",
+            spec->base_model, t->cfg.n_layers, t->cfg.hidden_size, t->cfg.vocab_size, lay->r,
+            (unsigned)lay->mask, lay->n_params, (long long)n_rows,
+            (long long)data_n_eval_rows(t->data), (long long)t->total_steps,
+            (long long)t->steps_per_epoch, threads);
+    return t;
+fail:
+    trainer_destroy(&t);
+    return NULL;
+}
+
+void trainer_destroy(trainer_t **pt)
+{
+    trainer_t *t = *pt;
+    if (!t)
+        return;
+    model_destroy(&t->model);
+    adamw_destroy(&t->opt);
+    data_destroy(&t->data);
+    tokenizer_destroy(&t->tok);
+    if (t->w_loaded)
+        llama_weights_free(&t->w);
+    free(t->mods);
+    free(t->gmods);
+    free(t->inputs);
+    free(t->targets);
+    free(t->loss_hist);
+    free(t);
+    *pt = NULL;
+}
+
+/* ---- the loop ---- */
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t dropout_key(const trainer_t *t, int64_t step, int micro)
+{
+    uint64_t k = mix64(t->spec.seed ^ 0x44524F50ull /* "DROP" */);
+    k = mix64(k + (uint64_t)step);
+    k = mix64(k + (uint64_t)micro * 0x9E3779B97F4A7C15ull);
+    return mix64(k + (uint64_t)t->coll->rank);
+}
+
+static int push_loss(trainer_t *t, double loss)
+{
+    if (t->n_loss == t->cap_loss) {
+        int64_t cap = t->cap_loss ? t->cap_loss * 2 : 256;
+        double *p = realloc(t->loss_hist, (size_t)cap * sizeof(double));
+        if (!p)
+            return -1;
+        t->loss_hist = p;
+        t->cap_loss = cap;
+    }
+    t->loss_hist[t->n_loss++] = loss;
+    return 0;
+}
+
+int trainer_eval(trainer_t *t, double *loss, int64_t *n_tok, ft_err_t *err)
+{
+    int64_t n_rows = data_n_eval_rows(t->data);
+    if (n_rows == 0) {
+        ft_err_set(err, FT_EMISSING, "no eval rows (set 'eval_path' or 'val_set_size')");
+        return -1;
+    }
+    int B = t->B, T = t->T, rank = t->coll->rank, world = t->coll->world;
+    double acc[2] = {0.0, 0.0};  /* loss sum, tokens */
+    /* rank r evaluates rows r, r + world, ... in batches of B (padding rows
+     * have no targets) */
+    int64_t i = rank;
+    while (i < n_rows) {
+        int filled = 0;
+        for (; filled < B && i < n_rows; filled++, i += world)
+            data_eval_row(t->data, i, t->inputs + (size_t)filled * T,
+                          t->targets + (size_t)filled * T);
+        for (int r = filled; r < B; r++) {
+            for (int k = 0; k < T; k++) {
+                t->inputs[(size_t)r * T + k] = 0;
+                t->targets[(size_t)r * T + k] = FT_IGNORE_INDEX;
+            }
+        }
+        double s;
+        int64_t n;
+        if (model_step(t->model, t->inputs, t->targets, false, 0.0f, 0, &s, &n, err) < 0)
+            return -1;
+        acc[0] += s;
+        acc[1] += (double)n;
+    }
+    if (t->coll->allreduce_sum_f64(t->coll, acc, 2) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "all-reduce of the eval loss failed");
+        return -1;
+    }
+    *n_tok = (int64_t)acc[1];
+    *loss = acc[1] > 0 ? acc[0] / acc[1] : NAN;
+    return 0;
+}
+
+static int do_eval(trainer_t *t, double *out, ft_err_t *err)
+{
+    int64_t n;
+    if (trainer_eval(t, out, &n, err) < 0)
+        return -1;
+    ft_info("step %lld: eval loss %.6f over %lld tokens", (long long)t->step, *out,
+            (long long)n);
+    if (t->coll->rank == 0) {
+        cJSON *ev = event_new("eval", t->step, t->total_steps);
+        cJSON_AddNumberToObject(ev, "eval_loss", *out);
+        emit(t, ev);
+    }
+    return 0;
+}
+
+static int do_checkpoint(trainer_t *t, ft_err_t *err)
+{
+    if (t->coll->rank != 0)
+        return 0;
+    checkpoint_state_t st;
+    memset(&st, 0, sizeof(st));
+    st.step = t->step;
+    st.pos = t->pos;
+    st.rng[0] = t->spec.seed;
+    st.n_rng = 1;
+    st.spec_hash = t->spec_hash;
+    st.loss_history = t->loss_hist;
+    st.n_loss = t->n_loss;
+    char path[FT_PATH_MAX + 64];
+    if (checkpoint_save(t->spec.output_dir, &t->ad, t->opt->m, t->opt->v, t->opt->n, &st,
+                        KEEP_CHECKPOINTS, path, sizeof(path), err) < 0)
+        return -1;
+    ft_info("step %lld: checkpoint '%s'", (long long)t->step, path);
+    cJSON *ev = event_new("checkpoint", t->step, -1);
+    cJSON_AddStringToObject(ev, "path", path);
+    emit(t, ev);
+    return 0;
+}
+
+static int resume(trainer_t *t, ft_err_t *err)
+{
+    checkpoint_state_t st;
+    memset(&st, 0, sizeof(st));
+    char path[FT_PATH_MAX + 64];
+    int rc = checkpoint_load_latest(t->spec.output_dir, &t->ad, t->opt->m, t->opt->v,
+                                    t->opt->n, t->spec_hash, &st, path, sizeof(path), err);
+    if (rc <= 0)
+        return rc;
+    t->step = st.step;
+    t->opt->t = st.step;
+    t->pos = st.pos;
+    t->n_loss = 0;
+    for (int64_t i = 0; i < st.n_loss; i++) {
+        if (push_loss(t, st.loss_history[i]) < 0) {
+            checkpoint_state_free(&st);
+            ft_err_set(err, FT_EINTERNAL, "out of memory");
+            return -1;
+        }
+    }
+    checkpoint_state_free(&st);
+    ft_info("resumed from '%s' at step %lld (epoch %lld, row %lld)", path, (long long)t->step,
+            (long long)t->pos.epoch, (long long)t->pos.index);
+    return 1;
+}
+
+static int train_step(trainer_t *t, double *loss_out, double *gnorm_out, double *lr_out,
+                      ft_err_t *err)
+{
+    coll_t *c = t->coll;
+    size_t per = (size_t)t->B * t->T;
+    double local[2] = {0.0, 0.0};  /* loss sum, target count */
+    for (int k = 0; k < t->GA; k++) {
+        data_next_batch(t->data, &t->pos, t->B, c->rank, c->world, t->inputs + k * per,
+                        t->targets + k * per);
+        local[1] += (double)data_count_targets(t->targets + k * per, (int64_t)per);
+    }
+    double total = local[1];
+    if (c->allreduce_sum_f64(c, &total, 1) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "all-reduce of the token count failed");
+        return -1;
+    }
+    float dscale = total > 0 ? (float)(1.0 / total) : 0.0f;
+    model_zero_grad(t->model);
+    for (int k = 0; k < t->GA; k++) {
+        double s;
+        int64_t n;
+        if (model_step(t->model, t->inputs + k * per, t->targets + k * per, true, dscale,
+                       dropout_key(t, t->step, k), &s, &n, err) < 0)
+            return -1;
+        local[0] += s;
+    }
+    const lora_layout_t *lay = model_lora_layout(t->model);
+    float *grads = model_lora_grads(t->model);
+    if (c->allreduce_sum_f32(c, grads, lay->n_params) < 0 ||
+        c->allreduce_sum_f64(c, local, 1) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "all-reduce of the gradients failed");
+        return -1;
+    }
+    double lr = t->spec.learning_rate *
+                lr_lambda(t->spec.lr_scheduler, t->step, t->warmup, t->total_steps);
+    double gnorm = clip_grad_norm(t->be, grads, lay->n_params, t->spec.max_grad_norm);
+    if (total > 0) {
+        adamw_step(t->opt, model_lora_params(t->model), grads, lr);
+    } else {
+        /* nothing to learn from: keep Adam's step count in line with t->step */
+        t->opt->t++;
+        ft_warn("step %lld: the global batch has no target tokens; no update",
+                (long long)t->step);
+    }
+    if (!isfinite(local[0])) {
+        ft_err_set(err, FT_EINTERNAL, "step %lld: loss is not finite", (long long)t->step);
+        return -1;
+    }
+    *loss_out = total > 0 ? local[0] / total : 0.0;
+    *gnorm_out = gnorm;
+    *lr_out = lr;
+    return 0;
+}
+
+int trainer_run(trainer_t *t, ft_err_t *err)
+{
+    t->t_start_ms = ft_mono_ms();
+    int resumed = resume(t, err);
+    if (resumed < 0)
+        return -1;
+    int64_t first_step = t->step;
+    int64_t tok_per_step = (int64_t)t->B * t->T * t->GA * t->coll->world;
+    double eval_loss = NAN;
+    bool saved_last = false, evaluated_last = false;
+    bool have_eval = data_n_eval_rows(t->data) > 0;
+    while (t->step < t->total_steps) {
+        int64_t t0 = ft_mono_ms();
+        double loss, gnorm, lr;
+        if (train_step(t, &loss, &gnorm, &lr, err) < 0)
+            return -1;
+        t->step++;
+        if (push_loss(t, loss) < 0) {
+            ft_err_set(err, FT_EINTERNAL, "out of memory");
+            return -1;
+        }
+        saved_last = evaluated_last = false;
+        double dt = (double)(ft_mono_ms() - t0) / 1000.0;
+        double elapsed = (double)(ft_mono_ms() - t->t_start_ms) / 1000.0;
+        double per = elapsed / (double)(t->step - first_step);
+        double epoch = (double)t->pos.epoch +
+                       (double)t->pos.index / (double)data_n_train_rows(t->data);
+        int64_t every = t->spec.logging_steps > 0 ? t->spec.logging_steps : 1;
+        if (t->step % every == 0 || t->step == t->total_steps || t->step == first_step + 1) {
+            ft_info("step %lld/%lld loss %.6f lr %.3e grad_norm %.4f %.0f tok/s",
+                    (long long)t->step, (long long)t->total_steps, loss, lr, gnorm,
+                    dt > 0 ? (double)tok_per_step / dt : 0.0);
+            if (t->coll->rank == 0) {
+                cJSON *ev = event_new("progress", t->step, t->total_steps);
+                cJSON_AddNumberToObject(ev, "loss", loss);
+                cJSON_AddNumberToObject(ev, "lr", lr);
+                cJSON_AddNumberToObject(ev, "tokens_per_s",
+                                        dt > 0 ? (double)tok_per_step / dt : 0.0);
+                cJSON_AddNumberToObject(ev, "grad_norm", gnorm);
+                cJSON_AddNumberToObject(ev, "epoch", epoch);
+                cJSON_AddNumberToObject(ev, "elapsed_s", elapsed);
+                cJSON_AddNumberToObject(ev, "eta_s", per * (double)(t->total_steps - t->step));
+                cJSON_AddNumberToObject(ev, "peak_mem_mb", peak_mem_mb());
+                emit(t, ev);
+            }
+        }
+        if (have_eval && t->spec.eval_steps > 0 && t->step % t->spec.eval_steps == 0) {
+            if (do_eval(t, &eval_loss, err) < 0)
+                return -1;
+            evaluated_last = true;
+        }
+        if (t->spec.save_steps > 0 && t->step % t->spec.save_steps == 0 &&
+            t->step < t->total_steps) {
+            if (do_checkpoint(t, err) < 0)
+                return -1;
+            saved_last = true;
+        }
+    }
+    if (have_eval && !evaluated_last && do_eval(t, &eval_loss, err) < 0)
+        return -1;
+    /* a resumed job with nothing left to run already has this checkpoint */
+    bool ran = t->step > first_step;
+    if (!saved_last && (ran || !resumed) && do_checkpoint(t, err) < 0)
+        return -1;
+    if (t->coll->rank == 0) {
+        if (adapter_write(t->spec.output_dir, &t->ad, err) < 0)
+            return -1;
+        ft_info("adapter written to '%s'", t->spec.output_dir);
+        cJSON *ev = event_new("done", t->step, -1);
+        cJSON_AddStringToObject(ev, "adapter", t->spec.output_dir);
+        if (isfinite(eval_loss))
+            cJSON_AddNumberToObject(ev, "eval_loss", eval_loss);
+        else
+            cJSON_AddNullToObject(ev, "eval_loss");
+        emit(t, ev);
+    }
+    return 0;
+}
+
+/* ---- check, eval of a saved adapter, eval row dump ---- */
+
+int trainer_check(trainer_t *t, const char *out_path, ft_err_t *err)
+{
+    int rc = -1;
+    st_writer_t *w = NULL;
+    data_pos_t pos = {0, 0};
+    size_t per = (size_t)t->B * t->T;
+    data_next_batch(t->data, &pos, t->B, 0, 1, t->inputs, t->targets);
+    int64_t n = data_count_targets(t->targets, (int64_t)per);
+    if (n == 0) {
+        ft_err_set(err, FT_EMISSING, "the first batch has no target tokens");
+        return -1;
+    }
+    double s;
+    int64_t n2;
+    model_zero_grad(t->model);
+    if (model_step(t->model, t->inputs, t->targets, true, (float)(1.0 / (double)n), 0, &s, &n2,
+                   err) < 0)
+        return -1;
+    float loss = (float)(s / (double)n);
+    float scaling = model_lora_layout(t->model)->scaling;
+    int64_t shape2[2] = {t->B, t->T}, shape1[1] = {1};
+    w = st_writer_new();
+    if (!w) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        goto out;
+    }
+    if (st_writer_add(w, "inputs", ST_I32, 2, shape2, t->inputs, err) < 0 ||
+        st_writer_add(w, "targets", ST_I32, 2, shape2, t->targets, err) < 0 ||
+        st_writer_add(w, "loss", ST_F32, 1, shape1, &loss, err) < 0 ||
+        st_writer_add(w, "scaling", ST_F32, 1, shape1, &scaling, err) < 0 ||
+        adapter_add_tensors(w, &t->ad, "", err) < 0 ||
+        adapter_add_tensors(w, &t->gad, ".grad", err) < 0 ||
+        st_writer_save(w, out_path, err) < 0)
+        goto out;
+    ft_info("check: loss %.6f over %lld targets written to '%s'", (double)loss, (long long)n,
+            out_path);
+    rc = 0;
+out:
+    st_writer_destroy(&w);
+    return rc;
+}
+
+int trainer_load_adapter(trainer_t *t, const char *dir, ft_err_t *err)
+{
+    adapter_loaded_t a;
+    memset(&a, 0, sizeof(a));
+    if (adapter_load(dir, &t->cfg, &a, err) < 0)
+        return -1;
+    int rc = -1;
+    const lora_layout_t *lay = model_lora_layout(t->model);
+    if (a.ad.r != lay->r || a.ad.target_mask != lay->mask) {
+        ft_err_set(err, FT_EBADFIELD, "adapter '%s': r %d / targets %#x do not match the "
+                   "model built for r %d / targets %#x", dir, a.ad.r,
+                   (unsigned)a.ad.target_mask, lay->r, (unsigned)lay->mask);
+        goto out;
+    }
+    for (int l = 0; l < t->cfg.n_layers; l++) {
+        for (int m = 0; m < FT_N_TARGET_MODULES; m++) {
+            size_t i = (size_t)l * FT_N_TARGET_MODULES + m;
+            if (!t->mods[i].a)
+                continue;
+            int in, o;
+            adapter_module_dims(&t->cfg, m, &in, &o);
+            memcpy(t->mods[i].a, a.ad.mods[i].a, sizeof(float) * (size_t)lay->r * in);
+            memcpy(t->mods[i].b, a.ad.mods[i].b, sizeof(float) * (size_t)lay->r * o);
+        }
+    }
+    rc = 0;
+out:
+    adapter_loaded_free(&a);
+    return rc;
+}
+
+int trainer_dump_eval_rows(trainer_t *t, const char *path, ft_err_t *err)
+{
+    int64_t n = data_n_eval_rows(t->data);
+    int rc = -1;
+    st_writer_t *w = NULL;
+    size_t cnt = (size_t)(n > 0 ? n : 1) * (size_t)t->T;
+    int32_t *in = malloc(cnt * sizeof(int32_t)), *tg = malloc(cnt * sizeof(int32_t));
+    if (!in || !tg) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++)
+        data_eval_row(t->data, i, in + (size_t)i * t->T, tg + (size_t)i * t->T);
+    int64_t shape[2] = {n, t->T};
+    w = st_writer_new();
+    if (!w || st_writer_add(w, "inputs", ST_I32, 2, shape, in, err) < 0 ||
+        st_writer_add(w, "targets", ST_I32, 2, shape, tg, err) < 0 ||
+        st_writer_save(w, path, err) < 0) {
+        if (!w)
+            ft_err_set(err, FT_EINTERNAL, "out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
+    st_writer_destroy(&w);
+    free(in);
+    free(tg);
+    return rc;
+}
