@@ -181,7 +181,7 @@ typedef struct {
 
 #define REC_ERR(c, ...)                                                               \
     do {                                                                              \
-        char m_[400];                                                                 \
+        char m_[560];                                                                 \
         snprintf(m_, sizeof m_, __VA_ARGS__);                                         \
         ft_err_set((c)->err, FT_EBADFIELD, "'%s':%lld: %s", (c)->file,                \
                    (long long)(c)->line, m_);                                         \
