@@ -14,6 +14,8 @@ float64 (the reference) and in float32 (to show the float32 noise floor).
 Tolerances (ft-train computes in float32):
   loss: |ft - ref| / |ref| <= 1e-4
   each gradient tensor: max|ft - ref| / max|ref| <= 1e-3
+and the check proves it can see an error: the reference recomputed with every
+lora_B 1% off must move each lora_A gradient by more than that tolerance.
 """
 import json
 import math
@@ -30,7 +32,7 @@ GRAD_TOL = 1e-3
 R, ALPHA = 4, 8.0
 
 
-def reference(model_dir, check, n_layers, use_rslora, dtype):
+def reference(model_dir, check, n_layers, use_rslora, dtype, b_scale=1.0):
     from peft import LoraConfig, get_peft_model
     base = rc.load_hf_model(model_dir, dtype=torch.float32)
     base = base.to(dtype)
@@ -55,7 +57,7 @@ def reference(model_dir, check, n_layers, use_rslora, dtype):
             if tuple(p.shape) != tuple(check[key].shape):
                 raise rc.CheckFailed("%s: shape %s in the file, PEFT expects %s" % (
                     key, tuple(check[key].shape), tuple(p.shape)))
-            p.copy_(check[key].to(dtype))
+            p.copy_(check[key].to(dtype) * (b_scale if ".lora_B." in key else 1.0))
             used.add(name)
     unused = sorted(set(lora_params) - used)
     if unused:
@@ -131,6 +133,15 @@ def main():
             abs(peft_scaling - want_scaling) > 1e-9 * want_scaling:
         raise rc.CheckFailed("scaling differs")
     loss32, grads32, _, _ = reference(model_dir, check, n_layers, use_rslora, torch.float32)
+    # Sensitivity: the same reference with every lora_B 1% larger must fall
+    # outside the gradient tolerance, or the check could not see such an error.
+    _, grads_off, _, _ = reference(model_dir, check, n_layers, use_rslora, torch.float64,
+                                   b_scale=1.01)
+    sens = min(rc.compare(k, grads_off[k], grads64[k])[0] for k in grads64 if ".lora_A." in k)
+    rc.log("sensitivity: lora_B off by 1%% moves every lora_A gradient by >= %.2e relative "
+           "(must exceed the tolerance %.0e)" % (sens, GRAD_TOL))
+    if not sens > GRAD_TOL:
+        raise rc.CheckFailed("the gradient tolerance cannot see a 1% error in lora_B")
 
     ft_loss = float(check["loss"].reshape(-1)[0])
     loss_rel = abs(ft_loss - loss64) / abs(loss64)

@@ -24,7 +24,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REQ="$HERE/requirements.txt"
-VENV="${FT_REFERENCE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ft/reference-venv}"
+VENV="${FT_REFERENCE_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ft/reference-venv}"
 BASE_PY="${FT_PYTHON:-python3}"
 PRINT_PYTHON=0
 
