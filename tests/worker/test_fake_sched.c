@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -202,19 +203,16 @@ static void send_hello_reply(int hb, int liveness)
     registered = true;
 }
 
-/* start of an exec job with one rank; spec_extra is raw JSON members or "". */
-static void send_start(int64_t job, int device, const char *command_json, const char *spec_extra)
+/* start of a job with one rank, given its spec as JSON text. */
+static void send_start_spec(int64_t job, int device, const char *kind, const char *spec)
 {
-    char spec[4096];
-    snprintf(spec, sizeof(spec), "{\"kind\":\"exec\",\"command\":%s%s%s}", command_json,
-             spec_extra[0] ? "," : "", spec_extra);
     cJSON *m = ft_proto_new(FT_MSG_START, NULL);
     cJSON *sp = cJSON_Parse(spec);
     if (!sp)
         printf("# test bug: bad spec %s\n", spec);
     cJSON_AddNumberToObject(m, "job_id", (double)job);
     cJSON_AddNumberToObject(m, "attempt", 1);
-    cJSON_AddStringToObject(m, "kind", "exec");
+    cJSON_AddStringToObject(m, "kind", kind);
     cJSON_AddItemToObject(m, "spec", sp);
     cJSON_AddStringToObject(m, "user", "alice");
     cJSON_AddStringToObject(m, "team", "default");
@@ -226,6 +224,15 @@ static void send_start(int64_t job, int device, const char *command_json, const 
     cJSON_AddNumberToObject(r, "device", device);
     cJSON_AddItemToArray(ranks, r);
     send_msg(m);
+}
+
+/* start of an exec job with one rank; spec_extra is raw JSON members or "". */
+static void send_start(int64_t job, int device, const char *command_json, const char *spec_extra)
+{
+    char spec[4096];
+    snprintf(spec, sizeof(spec), "{\"kind\":\"exec\",\"command\":%s%s%s}", command_json,
+             spec_extra[0] ? "," : "", spec_extra);
+    send_start_spec(job, device, "exec", spec);
 }
 
 static void send_stop(int64_t job, int grace_ms)
@@ -262,9 +269,33 @@ static bool is_true(const cJSON *m, const char *k)
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, k));
 }
 
+/* A stand-in for ft-train: checks its command line and the spec file the
+ * worker wrote, then reports on the event fd like the real trainer. */
+static const char fake_trainer[] =
+    "#!/bin/sh\n"
+    "echo \"args: $*\"\n"
+    "spec=; fd=\n"
+    "while [ $# -gt 0 ]; do\n"
+    "  case \"$1\" in --spec) spec=$2; shift;; --event-fd) fd=$2; shift;; esac; shift\n"
+    "done\n"
+    "grep -q '\"base_model\"' \"$spec\" || { echo \"no spec at '$spec'\"; exit 9; }\n"
+    "[ \"$fd\" = 3 ] || { echo \"event fd '$fd'\"; exit 8; }\n"
+    "echo '{\"event\":\"eval\",\"step\":3,\"total_steps\":6,\"eval_loss\":1.5}' >&3\n"
+    "echo '{\"event\":\"checkpoint\",\"step\":3,\"path\":\"out/checkpoint-3\"}' >&3\n"
+    "echo \"cwd: $(pwd)\"\n";
+
+static char trainer_path[300];
+
 static void spawn_worker(const char *path)
 {
     char state[300];
+    snprintf(trainer_path, sizeof(trainer_path), "%s/fake-ft-train", tmpdir);
+    FILE *f = fopen(trainer_path, "w");
+    if (f) {
+        fputs(fake_trainer, f);
+        fclose(f);
+    }
+    chmod(trainer_path, 0755);
     snprintf(state, sizeof(state), "%s/state", tmpdir);
     snprintf(worker_log, sizeof(worker_log), "%s/worker.log", tmpdir);
     worker_pid = fork();
@@ -275,7 +306,8 @@ static void spawn_worker(const char *path)
         setenv("FT_NVML_LIBRARY", "", 1);
         execl(path, path, "--scheduler", endpoint, "--name", "t1", "--state-dir", state,
               "--emulate-gpus", "2", "--gpu-model", "TestGPU", "--gpu-mem-gb", "16",
-              "--stop-grace-ms", "3000", "--log-level", "debug", (char *)NULL);
+              "--stop-grace-ms", "3000", "--log-level", "debug", "--trainer", trainer_path,
+              (char *)NULL);
         _exit(127);
     }
 }
@@ -417,6 +449,37 @@ int main(int argc, char **argv)
     CHECK(m && geti(m, "exit_code") == 0, "job 3: exited 0 after its progress");
     cJSON_Delete(p1);
     cJSON_Delete(p2);
+    cJSON_Delete(m);
+
+    /* ---- a lora job runs the trainer with the spec file and fd 3 ---- */
+    send_start_spec(11, 1, "lora",
+                    "{\"kind\":\"lora\",\"train\":{\"base_model\":\"models/m\","
+                    "\"datasets\":[{\"path\":\"d.jsonl\"}],\"output_dir\":\"out\"}}");
+    p1 = wait_for("progress", 11, 3000);
+    p2 = wait_for("progress", 11, 3000);
+    m = wait_for("rank_exited", 11, 3000);
+    CHECK(p1 && geti(p1, "step") == 3 && geti(p1, "total_steps") == 6 &&
+              cJSON_GetObjectItemCaseSensitive(p1, "eval_loss") &&
+              cJSON_GetObjectItemCaseSensitive(p1, "eval_loss")->valuedouble == 1.5,
+          "job 11 (lora): eval event forwarded as progress with eval_loss 1.5");
+    CHECK(p2 && gets(p2, "message") &&
+              strcmp(gets(p2, "message"), "checkpoint at step 3: out/checkpoint-3") == 0 &&
+              geti(p2, "total_steps") == 6,
+          "job 11 (lora): checkpoint event forwarded as a progress message, total from before");
+    CHECK(m && geti(m, "exit_code") == 0, "job 11 (lora): trainer exited 0 (%lld)",
+          m ? (long long)geti(m, "exit_code") : -1LL);
+    cJSON_Delete(p1);
+    cJSON_Delete(p2);
+    cJSON_Delete(m);
+    m = log_read(11, 0, 4096);
+    data = m ? gets(m, "data") : NULL;
+    char want[600];
+    snprintf(want, sizeof(want),
+             "args: run --spec %s/state/jobs/11/rank-0/spec.json --rank 0 --world-size 1 "
+             "--event-fd 3\ncwd: %s/state\n",
+             tmpdir, tmpdir);
+    CHECK(data && strcmp(data, want) == 0, "job 11 (lora): trainer command line and cwd: %s",
+          data ? data : "(none)");
     cJSON_Delete(m);
 
     /* ---- stop: SIGTERM ignored -> SIGKILL after grace; SIGTERM obeyed ---- */
