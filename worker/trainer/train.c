@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "adapter.h"
@@ -58,7 +59,7 @@ struct trainer {
     double *loss_hist;            /* one mean loss per step done */
     int64_t n_loss, cap_loss;     /* entries, capacity */
     uint64_t spec_hash;           /* checkpoint_spec_hash(spec) */
-    int64_t t_start_ms;           /* run start, monotonic */
+    double t_start;               /* run start, monotonic seconds */
 };
 
 void trainer_opts_defaults(trainer_opts_t *o)
@@ -70,21 +71,86 @@ void trainer_opts_defaults(trainer_opts_t *o)
 
 /* ---- events ---- */
 
-static void emit(const trainer_t *t, cJSON *ev)
+/* One event line being built. Numbers are printed with %.17g so that they
+ * read back bit for bit (cJSON's printer may drop the last digits), which
+ * the resume test relies on. */
+typedef struct {
+    char buf[2048];  /* the JSON object so far */
+    size_t len;      /* bytes used */
+} event_t;
+
+static void ev_raw(event_t *e, const char *s)
 {
-    if (t->opts.event_fd < 0) {
-        cJSON_Delete(ev);
-        return;
+    size_t n = strlen(s);
+    if (e->len + n < sizeof(e->buf)) {
+        memcpy(e->buf + e->len, s, n + 1);
+        e->len += n;
     }
-    char *s = ft_json_print(ev);
-    cJSON_Delete(ev);
-    if (!s)
+}
+
+static void ev_key(event_t *e, const char *key)
+{
+    ev_raw(e, e->len > 1 ? ",\"" : "\"");
+    ev_raw(e, key);
+    ev_raw(e, "\":");
+}
+
+static void ev_num(event_t *e, const char *key, double v)
+{
+    char tmp[40];
+    ev_key(e, key);
+    if (isfinite(v))
+        snprintf(tmp, sizeof(tmp), "%.17g", v);
+    else
+        snprintf(tmp, sizeof(tmp), "null");
+    ev_raw(e, tmp);
+}
+
+static void ev_int(event_t *e, const char *key, int64_t v)
+{
+    char tmp[32];
+    ev_key(e, key);
+    snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    ev_raw(e, tmp);
+}
+
+static void ev_str(event_t *e, const char *key, const char *s)
+{
+    ev_key(e, key);
+    ev_raw(e, "\"");
+    for (; *s; s++) {
+        char tmp[8];
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            snprintf(tmp, sizeof(tmp), "\\%c", ch);
+        else if (ch < 0x20)
+            snprintf(tmp, sizeof(tmp), "\\u%04x", ch);
+        else
+            snprintf(tmp, sizeof(tmp), "%c", ch);
+        ev_raw(e, tmp);
+    }
+    ev_raw(e, "\"");
+}
+
+static void ev_begin(event_t *e, const char *name, int64_t step, int64_t total)
+{
+    e->len = 0;
+    e->buf[0] = 0;
+    ev_raw(e, "{");
+    ev_str(e, "event", name);
+    ev_int(e, "step", step);
+    if (total >= 0)
+        ev_int(e, "total_steps", total);
+}
+
+static void emit(const trainer_t *t, event_t *e)
+{
+    ev_raw(e, "}\n");
+    if (t->opts.event_fd < 0)
         return;
-    size_t len = strlen(s);
-    s[len] = '\n';  /* replaces the terminator; written by length below */
     size_t off = 0;
-    while (off < len + 1) {
-        ssize_t n = write(t->opts.event_fd, s + off, len + 1 - off);
+    while (off < e->len) {
+        ssize_t n = write(t->opts.event_fd, e->buf + off, e->len - off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -93,17 +159,13 @@ static void emit(const trainer_t *t, cJSON *ev)
         }
         off += (size_t)n;
     }
-    free(s);
 }
 
-static cJSON *event_new(const char *name, int64_t step, int64_t total)
+static double now_s(void)
 {
-    cJSON *ev = cJSON_CreateObject();
-    cJSON_AddStringToObject(ev, "event", name);
-    cJSON_AddNumberToObject(ev, "step", (double)step);
-    if (total >= 0)
-        cJSON_AddNumberToObject(ev, "total_steps", (double)total);
-    return ev;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static double peak_mem_mb(void)
@@ -340,9 +402,10 @@ static int do_eval(trainer_t *t, double *out, ft_err_t *err)
     ft_info("step %lld: eval loss %.6f over %lld tokens", (long long)t->step, *out,
             (long long)n);
     if (t->coll->rank == 0) {
-        cJSON *ev = event_new("eval", t->step, t->total_steps);
-        cJSON_AddNumberToObject(ev, "eval_loss", *out);
-        emit(t, ev);
+        event_t ev;
+        ev_begin(&ev, "eval", t->step, t->total_steps);
+        ev_num(&ev, "eval_loss", *out);
+        emit(t, &ev);
     }
     return 0;
 }
@@ -365,9 +428,10 @@ static int do_checkpoint(trainer_t *t, ft_err_t *err)
                         KEEP_CHECKPOINTS, path, sizeof(path), err) < 0)
         return -1;
     ft_info("step %lld: checkpoint '%s'", (long long)t->step, path);
-    cJSON *ev = event_new("checkpoint", t->step, -1);
-    cJSON_AddStringToObject(ev, "path", path);
-    emit(t, ev);
+    event_t ev;
+    ev_begin(&ev, "checkpoint", t->step, -1);
+    ev_str(&ev, "path", path);
+    emit(t, &ev);
     return 0;
 }
 
@@ -453,7 +517,7 @@ static int train_step(trainer_t *t, double *loss_out, double *gnorm_out, double 
 
 int trainer_run(trainer_t *t, ft_err_t *err)
 {
-    t->t_start_ms = ft_mono_ms();
+    t->t_start = now_s();
     int resumed = resume(t, err);
     if (resumed < 0)
         return -1;
@@ -463,7 +527,7 @@ int trainer_run(trainer_t *t, ft_err_t *err)
     bool saved_last = false, evaluated_last = false;
     bool have_eval = data_n_eval_rows(t->data) > 0;
     while (t->step < t->total_steps) {
-        int64_t t0 = ft_mono_ms();
+        double t0 = now_s();
         double loss, gnorm, lr;
         if (train_step(t, &loss, &gnorm, &lr, err) < 0)
             return -1;
@@ -473,8 +537,8 @@ int trainer_run(trainer_t *t, ft_err_t *err)
             return -1;
         }
         saved_last = evaluated_last = false;
-        double dt = (double)(ft_mono_ms() - t0) / 1000.0;
-        double elapsed = (double)(ft_mono_ms() - t->t_start_ms) / 1000.0;
+        double dt = now_s() - t0;
+        double elapsed = now_s() - t->t_start;
         double per = elapsed / (double)(t->step - first_step);
         double epoch = (double)t->pos.epoch +
                        (double)t->pos.index / (double)data_n_train_rows(t->data);
@@ -484,17 +548,17 @@ int trainer_run(trainer_t *t, ft_err_t *err)
                     (long long)t->step, (long long)t->total_steps, loss, lr, gnorm,
                     dt > 0 ? (double)tok_per_step / dt : 0.0);
             if (t->coll->rank == 0) {
-                cJSON *ev = event_new("progress", t->step, t->total_steps);
-                cJSON_AddNumberToObject(ev, "loss", loss);
-                cJSON_AddNumberToObject(ev, "lr", lr);
-                cJSON_AddNumberToObject(ev, "tokens_per_s",
-                                        dt > 0 ? (double)tok_per_step / dt : 0.0);
-                cJSON_AddNumberToObject(ev, "grad_norm", gnorm);
-                cJSON_AddNumberToObject(ev, "epoch", epoch);
-                cJSON_AddNumberToObject(ev, "elapsed_s", elapsed);
-                cJSON_AddNumberToObject(ev, "eta_s", per * (double)(t->total_steps - t->step));
-                cJSON_AddNumberToObject(ev, "peak_mem_mb", peak_mem_mb());
-                emit(t, ev);
+                event_t ev;
+                ev_begin(&ev, "progress", t->step, t->total_steps);
+                ev_num(&ev, "loss", loss);
+                ev_num(&ev, "lr", lr);
+                ev_num(&ev, "tokens_per_s", dt > 0 ? (double)tok_per_step / dt : 0.0);
+                ev_num(&ev, "grad_norm", gnorm);
+                ev_num(&ev, "epoch", epoch);
+                ev_num(&ev, "elapsed_s", elapsed);
+                ev_num(&ev, "eta_s", per * (double)(t->total_steps - t->step));
+                ev_num(&ev, "peak_mem_mb", peak_mem_mb());
+                emit(t, &ev);
             }
         }
         if (have_eval && t->spec.eval_steps > 0 && t->step % t->spec.eval_steps == 0) {
@@ -519,13 +583,11 @@ int trainer_run(trainer_t *t, ft_err_t *err)
         if (adapter_write(t->spec.output_dir, &t->ad, err) < 0)
             return -1;
         ft_info("adapter written to '%s'", t->spec.output_dir);
-        cJSON *ev = event_new("done", t->step, -1);
-        cJSON_AddStringToObject(ev, "adapter", t->spec.output_dir);
-        if (isfinite(eval_loss))
-            cJSON_AddNumberToObject(ev, "eval_loss", eval_loss);
-        else
-            cJSON_AddNullToObject(ev, "eval_loss");
-        emit(t, ev);
+        event_t ev;
+        ev_begin(&ev, "done", t->step, -1);
+        ev_str(&ev, "adapter", t->spec.output_dir);
+        ev_num(&ev, "eval_loss", eval_loss);  /* null when there are no eval rows */
+        emit(t, &ev);
     }
     return 0;
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Exact resume of `ft-train run`: a straight 20-step run and a 10-step run
+resumed to 20 steps (same spec, max_steps raised, same output_dir) must give
+bit-identical losses, grad norms, learning rates and eval losses at every
+step, and byte-identical adapters. The spec uses gradient accumulation,
+LoRA dropout, a data set small enough to wrap epochs, periodic checkpoints,
+and a constant schedule with warmup (a cosine or linear schedule depends on
+max_steps, so runs with different max_steps would differ by design).
+Also: a changed spec (lora_r) refuses to resume from that output_dir.
+
+usage: test_resume.py FT_TRAIN
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+FT = sys.argv[1]
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures += 1
+
+
+def run(spec, path):
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    p = subprocess.run([FT, "run", "--spec", path], capture_output=True, text=True)
+    events = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    return p.returncode, events, p.stderr
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="ft-test-resume-")
+    model = os.path.join(tmp, "model")
+    subprocess.run([FT, "make-tiny-model", model, "--seed", "7"], check=True)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    with open(os.path.join(tmp, "train.jsonl"), "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"text": " ".join(words[(i + k) % 8] for k in range(3 + i % 5))}) + "\n")
+    with open(os.path.join(tmp, "eval.jsonl"), "w") as f:
+        for i in range(6):
+            f.write(json.dumps({"prompt": words[i] + " after", "completion": " " + words[(i + 1) % 8]}) + "\n")
+
+    def spec(out, steps, r=4):
+        return {"name": "resume", "kind": "lora", "train": {
+            "base_model": model,
+            "datasets": [{"path": os.path.join(tmp, "train.jsonl"), "type": "text"}],
+            "eval_path": os.path.join(tmp, "eval.jsonl"),
+            "output_dir": os.path.join(tmp, out),
+            "lora_r": r, "lora_alpha": 8, "lora_dropout": 0.1,
+            "sequence_len": 32, "micro_batch_size": 2, "gradient_accumulation_steps": 2,
+            "max_steps": steps, "learning_rate": 0.005, "lr_scheduler": "constant",
+            "warmup_steps": 3, "weight_decay": 0.01, "max_grad_norm": 0.5,
+            "eval_steps": 5, "save_steps": 4, "seed": 9, "threads": 1}}
+
+    rc, straight, err = run(spec("a", 20), os.path.join(tmp, "a.json"))
+    check(rc == 0, "straight 20-step run exits 0" + ("" if rc == 0 else ": " + err[-500:]))
+    rc1, first, err1 = run(spec("b", 10), os.path.join(tmp, "b1.json"))
+    check(rc1 == 0, "10-step run exits 0" + ("" if rc1 == 0 else ": " + err1[-500:]))
+    rc2, second, err2 = run(spec("b", 20), os.path.join(tmp, "b2.json"))
+    check(rc2 == 0, "resumed run to 20 steps exits 0" + ("" if rc2 == 0 else ": " + err2[-500:]))
+    check("resumed from" in err2, "the second run says it resumed")
+
+    def prog(evs):
+        return [e for e in evs if e["event"] == "progress"]
+
+    p2 = prog(second)
+    check(bool(p2) and p2[0]["step"] == 11, "the resumed run starts at step 11 (got %s)" % (p2[0]["step"] if p2 else None))
+    a = [(e["step"], e["loss"], e["grad_norm"], e["lr"]) for e in prog(straight)]
+    b = [(e["step"], e["loss"], e["grad_norm"], e["lr"]) for e in prog(first) + p2]
+    check(len(a) == 20 and len(b) == 20, "20 progress events each (%d, %d)" % (len(a), len(b)))
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    for x, y in diff[:3]:
+        print("   straight", x, "\n   resumed ", y)
+    check(not diff, "losses, grad norms and lrs bit-identical at all %d steps" % len(a))
+    print("   losses: step 1 %.6f, step 10 %.6f, step 20 %.6f" % (a[0][1], a[9][1], a[-1][1]) if len(a) == 20 else "")
+    ea = [(e["step"], e["eval_loss"]) for e in straight if e["event"] == "eval"]
+    eb = [(e["step"], e["eval_loss"]) for e in first + second if e["event"] == "eval"]
+    check(ea == eb and len(ea) == 4, "eval losses identical at steps 5, 10, 15, 20: %s" % ea)
+    da = [e for e in straight if e["event"] == "done"]
+    check(len(da) == 1 and da[0]["step"] == 20, "done event at step 20")
+    with open(os.path.join(tmp, "a", "adapter_model.safetensors"), "rb") as f:
+        ad_a = f.read()
+    with open(os.path.join(tmp, "b", "adapter_model.safetensors"), "rb") as f:
+        ad_b = f.read()
+    check(ad_a == ad_b, "final adapters byte-identical (%d bytes)" % len(ad_a))
+    cks = [e["step"] for e in straight if e["event"] == "checkpoint"]
+    check(cks == [4, 8, 12, 16, 20], "checkpoints at 4, 8, 12, 16 and the end: %s" % cks)
+
+    rc3, _, err3 = run(spec("b", 30, r=8), os.path.join(tmp, "b3.json"))
+    check(rc3 == 1, "a changed spec (lora_r) does not resume: exit %d, %s" % (rc3, err3.strip().splitlines()[-1] if err3.strip() else ""))
+
+    if failures == 0:
+        shutil.rmtree(tmp)
+    else:
+        print("kept", tmp)
+    print("PASS" if failures == 0 else "FAIL: %d failure(s)" % failures)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
