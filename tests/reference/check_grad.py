@@ -78,7 +78,7 @@ def reference(model_dir, check, n_layers, use_rslora, dtype, b_scale=1.0):
         if g is None:
             raise rc.CheckFailed("no reference gradient for '%s'" % key)
         grads[key] = g.detach().clone()
-    return float(loss), grads, scaling, count
+    return float(loss.detach()), grads, scaling, count
 
 
 def main():
