@@ -429,8 +429,8 @@ static void on_hello_reply(agent_t *a, const cJSON *m, const char *re)
     ft_json_get_int(m, NULL, "heartbeat_ms", true, 1, 3600000, &hb, &err);
     ft_json_get_int(m, NULL, "liveness", true, 1, 1000, &live, &err);
     /* bounds that keep the loop sane whatever the scheduler says */
-    a->heartbeat_ms = (int)(hb < 50 ? 50 : hb > 60000 ? 60000 : hb);
-    a->liveness = (int)(live < 2 ? 2 : live > 100 ? 100 : live);
+    a->heartbeat_ms = (int)(hb < 10 ? 10 : hb > 600000 ? 600000 : hb);
+    a->liveness = (int)(live < 2 ? 2 : live > 1000 ? 1000 : live);
     a->conn = CONN_READY;
     a->backoff_ms = BACKOFF_MIN_MS;
     ft_info("registered with the scheduler as '%s' (heartbeat %d ms, liveness %d)",
