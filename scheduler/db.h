@@ -1,0 +1,63 @@
+/*
+ * db.h: the scheduler's SQLite database: opening with the durability settings,
+ * schema versioning by forward migrations, a cache of prepared statements and
+ * write transactions.
+ *
+ * Every query goes through db_stmt() with bound parameters; statements are
+ * prepared once per connection and reset on each use.
+ */
+#ifndef FT_SCHED_DB_H
+#define FT_SCHED_DB_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+
+#include "ft/common.h"
+
+#define DB_STMT_CACHE 96 /* distinct SQL texts the scheduler uses, with room */
+
+typedef struct {
+    const char *sql;    /* the text (usually a literal); compared by content */
+    sqlite3_stmt *stmt; /* prepared once, reset on reuse */
+} db_cached_t;
+
+typedef struct {
+    sqlite3 *conn;                      /* the one connection */
+    db_cached_t cache[DB_STMT_CACHE];   /* prepared statements */
+    int ncache;                         /* entries used in cache */
+    bool in_tx;                         /* inside BEGIN IMMEDIATE .. COMMIT */
+} db_t;
+
+/* The schema version this build writes (PRAGMA user_version). */
+int db_schema_version(void);
+
+/* Opens (creating if needed) and migrates path to the current schema.
+ * NULL with err set on failure. ":memory:" works for tests. */
+db_t *db_open(const char *path, ft_err_t *err);
+void db_destroy(db_t **db);
+
+/* The cached prepared statement for sql, reset and with bindings cleared.
+ * NULL (err set, FT_EINTERNAL) when it cannot be prepared. */
+sqlite3_stmt *db_stmt(db_t *db, const char *sql, ft_err_t *err);
+
+/* Runs a statement with no results and no parameters (DDL, pragmas). */
+int db_exec(db_t *db, const char *sql, ft_err_t *err);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Commit failure leaves the transaction
+ * rolled back. Rollback is safe to call when no transaction is open. */
+int db_begin(db_t *db, ft_err_t *err);
+int db_commit(db_t *db, ft_err_t *err);
+void db_rollback(db_t *db);
+
+/* Steps a statement that returns no rows (INSERT/UPDATE/DELETE). */
+int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err);
+
+/* Checkpoints the WAL (PASSIVE; TRUNCATE when truncate is true). */
+int db_checkpoint(db_t *db, bool truncate);
+
+/* Bind helpers: NULL strings bind NULL. */
+void db_bind_text(sqlite3_stmt *st, int i, const char *s);
+/* Column text, "" for NULL. */
+const char *db_col_text(sqlite3_stmt *st, int i);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * main.c: ftsched's command line. Settings come from defaults, then the
+ * config file, then options, the later winning.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ft/common.h"
+#include "server.h"
+
+static const char usage_text[] =
+    "usage: ftsched [--db PATH] [--listen ENDPOINT] [--config FILE]\n"
+    "               [--heartbeat-ms N] [--liveness N] [--log-level LEVEL]\n"
+    "\n"
+    "The ft scheduler: keeps the job queue, allocations and ledger in SQLite and\n"
+    "serves ftctl and ftworker over ZeroMQ.\n"
+    "\n"
+    "  --db PATH            database file (default ft.db)\n"
+    "  --listen ENDPOINT    ZeroMQ endpoint to bind (default " "tcp://127.0.0.1:7461" ")\n"
+    "  --config FILE        'key = value' settings: db, listen, heartbeat_ms, liveness,\n"
+    "                       gang_start_timeout_s, stop_grace_ms, relay_timeout_ms,\n"
+    "                       checkpoint_interval_s, schedule_interval_ms, log_level\n"
+    "  --heartbeat-ms N     heartbeat interval (default 1000)\n"
+    "  --liveness N         missed heartbeats before a worker is lost (default 5)\n"
+    "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+    "  -h, --help           show this help\n"
+    "  --version            show the version\n";
+
+/* Long options and the config key each one sets ("" = handled here). */
+static const struct {
+    struct option opt; /* getopt_long row */
+    const char *key;   /* config key it sets */
+} options[] = {
+    {{"db", required_argument, NULL, 'd'}, "db"},
+    {{"listen", required_argument, NULL, 'l'}, "listen"},
+    {{"config", required_argument, NULL, 'c'}, ""},
+    {{"heartbeat-ms", required_argument, NULL, 'b'}, "heartbeat_ms"},
+    {{"liveness", required_argument, NULL, 'v'}, "liveness"},
+    {{"log-level", required_argument, NULL, 'L'}, "log_level"},
+    {{"help", no_argument, NULL, 'h'}, ""},
+    {{"version", no_argument, NULL, 'V'}, ""},
+};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+/* An option seen on the command line, applied after the config file. */
+typedef struct {
+    const char *key;   /* config key */
+    const char *value; /* its text */
+} opt_set_t;
+
+int main(int argc, char **argv)
+{
+    struct option longopts[N_OPTIONS + 1];
+    sched_config_t cfg;
+    const char *config = NULL;
+    ft_err_t err;
+    sched_t *s;
+    int c, rc;
+    opt_set_t set[16];
+    int nset = 0;
+
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        longopts[i] = options[i].opt;
+    memset(&longopts[N_OPTIONS], 0, sizeof(longopts[0]));
+    sched_config_defaults(&cfg);
+    ft_log_init("ftsched", FT_LOG_INFO);
+    /* First pass: collect; the config file is read before options apply. */
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (c == 'V') {
+            printf("ftsched %s\n", FT_VERSION_STRING);
+            return 0;
+        }
+        if (c == 'c') {
+            config = optarg;
+            continue;
+        }
+        if (c == '?') {
+            fputs(usage_text, stderr);
+            return 2;
+        }
+        for (size_t i = 0; i < N_OPTIONS; i++)
+            if (options[i].opt.val == c && options[i].key[0] && nset < 16)
+                set[nset++] = (opt_set_t){options[i].key, optarg};
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ftsched: unexpected argument '%s'\n", ft_sanitize(argv[optind], 64));
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    if (config && sched_config_load(&cfg, config, &err) < 0) {
+        fprintf(stderr, "ftsched: %s\n", err.msg);
+        return 2;
+    }
+    for (int i = 0; i < nset; i++) {
+        if (sched_config_set(&cfg, set[i].key, set[i].value, &err) < 0) {
+            fprintf(stderr, "ftsched: option --%s: %s\n", set[i].key, err.msg);
+            return 2;
+        }
+    }
+    ft_log_init("ftsched", cfg.log_level);
+    s = sched_new(&cfg, &err);
+    if (!s) {
+        ft_error("%s", err.msg);
+        return 1;
+    }
+    ft_info("ftsched %s: database '%s', heartbeat %d ms x %d", FT_VERSION_STRING, cfg.db_path,
+            cfg.heartbeat_ms, cfg.liveness);
+    rc = server_run(s, cfg.listen, &err);
+    if (rc < 0)
+        ft_error("%s", err.msg);
+    sched_destroy(&s);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,1104 @@
+/*
+ * sched.c: the scheduler's state machine: the view, the outbox, job and
+ * rank transitions, the scheduling pass and the periodic work.
+ *
+ * Invariants:
+ *  - the database is the truth; the view (free devices per node) is a cache
+ *    rebuilt from it at start and after any failed transaction;
+ *  - every state change happens inside one BEGIN IMMEDIATE transaction, and
+ *    the messages it causes reach the outbox in that transaction, so they are
+ *    dropped if it rolls back and sent (by the server) only after the commit;
+ *  - a device has at most one open allocation (also a partial unique index),
+ *    and a gang is placed all at once or not at all.
+ * Costs: a scheduling pass is O(pending jobs x nodes log nodes); the liveness
+ * sweep is O(nodes).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ft/json.h"
+#include "ft/proto.h"
+#include "sched_int.h"
+
+/* ---- clocks ---- */
+
+int64_t sched_now_ms(const sched_t *s)
+{
+    return s->fake_ms ? s->fake_ms : ft_now_ms();
+}
+
+int64_t sched_mono_ms(const sched_t *s)
+{
+    return s->fake_ms ? s->fake_ms : ft_mono_ms();
+}
+
+void sched_set_fake_time(sched_t *s, int64_t ms)
+{
+    s->fake_ms = ms;
+}
+
+/* ---- outbox ---- */
+
+void sched_send(sched_t *s, const void *peer, size_t peer_len, cJSON *msg)
+{
+    char *text;
+    sched_msg_t *m;
+
+    if (!msg)
+        return;
+    text = ft_json_print(msg);
+    cJSON_Delete(msg);
+    if (!text || peer_len == 0 || peer_len > sizeof(m->peer)) {
+        free(text);
+        ft_error("cannot queue a message: out of memory or bad peer");
+        return;
+    }
+    if (s->nout == s->capout) {
+        int cap = s->capout ? s->capout * 2 : 64;
+        sched_msg_t *n = realloc(s->out, (size_t)cap * sizeof(*n));
+
+        if (!n) {
+            free(text);
+            ft_error("cannot queue a message: out of memory");
+            return;
+        }
+        s->out = n;
+        s->capout = cap;
+    }
+    m = &s->out[s->nout++];
+    memcpy(m->peer, peer, peer_len);
+    m->peer_len = peer_len;
+    m->payload = text;
+    if (peer_len > 2 && memcmp(peer, "w/", 2) == 0) {
+        char name[FT_NAME_MAX + 1];
+        size_t n = peer_len - 2 < FT_NAME_MAX ? peer_len - 2 : FT_NAME_MAX;
+        view_node_t *node;
+
+        memcpy(name, (const char *)peer + 2, n);
+        name[n] = '\0';
+        node = sched_node_find(s, name);
+        if (node)
+            node->last_send = sched_mono_ms(s);
+    }
+}
+
+void sched_send_node(sched_t *s, const char *node, cJSON *msg)
+{
+    char peer[FT_NAME_MAX + 3];
+    int n = snprintf(peer, sizeof(peer), "w/%s", node);
+
+    sched_send(s, peer, (size_t)n, msg);
+}
+
+int sched_outbox_count(const sched_t *s)
+{
+    return s->nout;
+}
+
+const sched_msg_t *sched_outbox_get(const sched_t *s, int i)
+{
+    return i >= 0 && i < s->nout ? &s->out[i] : NULL;
+}
+
+static void outbox_truncate(sched_t *s, int n)
+{
+    while (s->nout > n)
+        free(s->out[--s->nout].payload);
+}
+
+void sched_outbox_clear(sched_t *s)
+{
+    outbox_truncate(s, 0);
+    s->out_mark = 0;
+}
+
+/* ---- transactions ---- */
+
+int sched_tx_begin(sched_t *s, ft_err_t *err)
+{
+    s->out_mark = s->nout;
+    return db_begin(s->db, err);
+}
+
+void sched_tx_abort(sched_t *s)
+{
+    ft_err_t err;
+
+    db_rollback(s->db);
+    outbox_truncate(s, s->out_mark);
+    if (sched_rebuild(s, &err) < 0)
+        ft_error("cannot rebuild the view after a rollback: %s", err.msg);
+}
+
+int sched_tx_commit(sched_t *s, ft_err_t *err)
+{
+    if (db_commit(s->db, err) < 0) {
+        sched_tx_abort(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the view ---- */
+
+view_node_t *sched_node_find(sched_t *s, const char *name)
+{
+    int lo = 0, hi = s->nnodes - 1;
+
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        int c = strcmp(s->nodes[mid].name, name);
+
+        if (c == 0)
+            return &s->nodes[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return NULL;
+}
+
+view_node_t *sched_node_add(sched_t *s, const char *name)
+{
+    view_node_t *n = sched_node_find(s, name), *grown;
+    int pos = 0;
+
+    if (n)
+        return n;
+    if (s->nnodes >= SCHED_MAX_NODES)
+        return NULL;
+    grown = realloc(s->nodes, (size_t)(s->nnodes + 1) * sizeof(*grown));
+    if (!grown)
+        return NULL;
+    s->nodes = grown;
+    while (pos < s->nnodes && strcmp(s->nodes[pos].name, name) < 0)
+        pos++;
+    memmove(&s->nodes[pos + 1], &s->nodes[pos], (size_t)(s->nnodes - pos) * sizeof(*grown));
+    s->nnodes++;
+    n = &s->nodes[pos];
+    memset(n, 0, sizeof(*n));
+    ft_strlcpy(n->name, name, sizeof(n->name));
+    n->last_recv = sched_mono_ms(s);
+    return n;
+}
+
+int sched_rebuild(sched_t *s, ft_err_t *err)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    /* Nodes: keep connection state, drop nodes the database does not know. */
+    for (int i = 0; i < s->nnodes; i++) {
+        s->nodes[i].ndevs = -1; /* mark: not seen in the database yet */
+    }
+    st = db_stmt(s->db, "SELECT name, hostname, state FROM nodes ORDER BY name", err);
+    if (!st)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = db_col_text(st, 0);
+        view_node_t *n = sched_node_find(s, name);
+
+        if (!n) {
+            n = sched_node_add(s, name);
+            if (!n) {
+                sqlite3_reset(st);
+                ft_err_set(err, FT_EINTERNAL, "out of memory rebuilding the view");
+                return -1;
+            }
+            n->connected = false;
+        }
+        ft_strlcpy(n->hostname, db_col_text(st, 1), sizeof(n->hostname));
+        n->ready = strcmp(db_col_text(st, 2), "ready") == 0;
+        if (!n->ready)
+            n->connected = false;
+        n->ndevs = 0;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        return -1;
+    }
+    for (int i = 0; i < s->nnodes;) {
+        if (s->nodes[i].ndevs < 0) {
+            memmove(&s->nodes[i], &s->nodes[i + 1], (size_t)(s->nnodes - i - 1) * sizeof(view_node_t));
+            s->nnodes--;
+        } else {
+            i++;
+        }
+    }
+
+    st = db_stmt(s->db, "SELECT node, idx, uuid, model, memory_mb, kind FROM devices ORDER BY node, idx", err);
+    if (!st)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        view_node_t *n = sched_node_find(s, db_col_text(st, 0));
+        view_dev_t *d;
+
+        if (!n || n->ndevs >= VIEW_MAX_DEVS)
+            continue;
+        d = &n->devs[n->ndevs++];
+        memset(d, 0, sizeof(*d));
+        d->index = sqlite3_column_int(st, 1);
+        ft_strlcpy(d->uuid, db_col_text(st, 2), sizeof(d->uuid));
+        ft_strlcpy(d->model, db_col_text(st, 3), sizeof(d->model));
+        d->memory_mb = sqlite3_column_int64(st, 4);
+        ft_strlcpy(d->kind, db_col_text(st, 5), sizeof(d->kind));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        return -1;
+    }
+
+    st = db_stmt(s->db, "SELECT node, device_index, job_id FROM allocations WHERE end_ms IS NULL", err);
+    if (!st)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        view_node_t *n = sched_node_find(s, db_col_text(st, 0));
+        int idx = sqlite3_column_int(st, 1);
+
+        for (int k = 0; n && k < n->ndevs; k++)
+            if (n->devs[k].index == idx)
+                n->devs[k].job_id = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        return -1;
+    }
+    s->dirty = true;
+    return 0;
+}
+
+/* ---- rows ---- */
+
+int sched_event(sched_t *s, int64_t job_id, const char *node, const char *kind, ft_err_t *err,
+                const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    sqlite3_stmt *st;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (job_id)
+        ft_info("job %lld: %s", (long long)job_id, msg);
+    else
+        ft_info("%s", msg);
+    st = db_stmt(s->db,
+                 "INSERT INTO events (time_ms, job_id, node, kind, message) VALUES (?, ?, ?, ?, ?)",
+                 err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, sched_now_ms(s));
+    if (job_id)
+        sqlite3_bind_int64(st, 2, job_id);
+    db_bind_text(st, 3, node);
+    db_bind_text(st, 4, kind);
+    db_bind_text(st, 5, msg);
+    return db_step_done(s->db, st, err);
+}
+
+int sched_job_load(sched_t *s, int64_t id, job_row_t *j, ft_err_t *err)
+{
+    sqlite3_stmt *st = db_stmt(s->db,
+        "SELECT id, state, kind, user, team, attempt, max_retries, requeue_on_failure, gpus,"
+        " coalesce(start_time, 0), time_limit_s FROM jobs WHERE id = ?", err);
+    int rc;
+
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return 1;
+    }
+    if (rc != SQLITE_ROW) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        sqlite3_reset(st);
+        return -1;
+    }
+    memset(j, 0, sizeof(*j));
+    j->id = sqlite3_column_int64(st, 0);
+    ft_strlcpy(j->state, db_col_text(st, 1), sizeof(j->state));
+    ft_strlcpy(j->kind, db_col_text(st, 2), sizeof(j->kind));
+    ft_strlcpy(j->user, db_col_text(st, 3), sizeof(j->user));
+    ft_strlcpy(j->team, db_col_text(st, 4), sizeof(j->team));
+    j->attempt = sqlite3_column_int(st, 5);
+    j->max_retries = sqlite3_column_int(st, 6);
+    j->requeue_on_failure = sqlite3_column_int(st, 7) != 0;
+    j->gpus = sqlite3_column_int(st, 8);
+    j->start_time = sqlite3_column_int64(st, 9);
+    j->time_limit_s = sqlite3_column_int64(st, 10);
+    sqlite3_reset(st);
+    return 0;
+}
+
+/* ---- transitions ---- */
+
+static cJSON *stop_msg(int64_t job_id, int attempt, const char *reason, int grace_ms)
+{
+    cJSON *m = ft_proto_new(FT_MSG_STOP, NULL);
+
+    cJSON_AddNumberToObject(m, "job_id", (double)job_id);
+    cJSON_AddNumberToObject(m, "attempt", attempt);
+    cJSON_AddStringToObject(m, "reason", ft_sanitize(reason, 250));
+    cJSON_AddNumberToObject(m, "grace_ms", grace_ms);
+    return m;
+}
+
+int sched_stop_ranks(sched_t *s, int64_t job_id, int attempt, const char *reason, ft_err_t *err)
+{
+    sqlite3_stmt *st = db_stmt(s->db,
+        "SELECT DISTINCT node FROM ranks WHERE job_id = ? AND attempt = ?"
+        " AND state IN ('starting', 'running') ORDER BY node", err);
+    int rc;
+
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int(st, 2, attempt);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *node = db_col_text(st, 0);
+        view_node_t *n = sched_node_find(s, node);
+
+        /* A lost node gets nothing: it will be told on its next hello. */
+        if (n && n->connected)
+            sched_send_node(s, node, stop_msg(job_id, attempt, reason, s->cfg.stop_grace_ms));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        return -1;
+    }
+    return 0;
+}
+
+int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_t *err)
+{
+    sqlite3_stmt *st = db_stmt(s->db,
+        "UPDATE allocations SET end_ms = max(?, start_ms) WHERE job_id = ? AND attempt = ?"
+        " AND rank = ? AND end_ms IS NULL RETURNING node, device_index", err);
+    int rc;
+
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, sched_now_ms(s));
+    sqlite3_bind_int64(st, 2, job_id);
+    sqlite3_bind_int(st, 3, attempt);
+    sqlite3_bind_int(st, 4, rank);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        view_node_t *n = sched_node_find(s, db_col_text(st, 0));
+        int idx = sqlite3_column_int(st, 1);
+
+        for (int k = 0; n && k < n->ndevs; k++)
+            if (n->devs[k].index == idx && n->devs[k].job_id == job_id)
+                n->devs[k].job_id = 0;
+        s->dirty = true;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        return -1;
+    }
+    return 0;
+}
+
+int sched_attempt_failed(sched_t *s, const job_row_t *j, bool infra, bool nonzero_exit,
+                         int exit_code, const char *why, ft_err_t *err)
+{
+    bool retries_left = j->attempt - 1 < j->max_retries;
+    bool requeue = retries_left && (infra || (j->requeue_on_failure && nonzero_exit));
+    char reason[600];
+    sqlite3_stmt *st;
+
+    if (sched_stop_ranks(s, j->id, j->attempt, why, err) < 0)
+        return -1;
+    if (requeue) {
+        snprintf(reason, sizeof(reason), "requeued after attempt %d: %s", j->attempt, why);
+        st = db_stmt(s->db, "UPDATE jobs SET state = 'PENDING', attempt = attempt + 1,"
+                            " reason = ? WHERE id = ? AND state = 'RUNNING'", err);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, reason);
+        sqlite3_bind_int64(st, 2, j->id);
+        if (db_step_done(s->db, st, err) < 0 ||
+            sched_event(s, j->id, NULL, "requeued", err, "%s", reason) < 0)
+            return -1;
+    } else {
+        if (infra && !retries_left)
+            snprintf(reason, sizeof(reason), "%s (no retries left after %d attempts)", why,
+                     j->attempt);
+        else
+            snprintf(reason, sizeof(reason), "%s", why);
+        st = db_stmt(s->db, "UPDATE jobs SET state = 'FAILED', reason = ?, end_time = ?,"
+                            " exit_code = ? WHERE id = ? AND state = 'RUNNING'", err);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, reason);
+        sqlite3_bind_int64(st, 2, sched_now_ms(s) / 1000);
+        sqlite3_bind_int(st, 3, exit_code);
+        sqlite3_bind_int64(st, 4, j->id);
+        if (db_step_done(s->db, st, err) < 0 ||
+            sched_event(s, j->id, NULL, "failed", err, "failed: %s", reason) < 0)
+            return -1;
+    }
+    s->dirty = true;
+    return 0;
+}
+
+/* A reason string that does not mean "ran to its end". */
+static bool reason_abnormal(const char *reason)
+{
+    return strncmp(reason, "launch_failed", 13) == 0 || strncmp(reason, "lost", 4) == 0 ||
+           strcmp(reason, "stopped") == 0;
+}
+
+int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit_code,
+                     int signal, const char *reason, ft_err_t *err)
+{
+    job_row_t j;
+    int rc = sched_job_load(s, job_id, &j, err);
+    char why[512];
+    bool infra;
+
+    if (rc < 0)
+        return -1;
+    if (rc == 1 || strcmp(j.state, "RUNNING") != 0 || j.attempt != attempt)
+        return 0; /* a stale attempt or a finished job: nothing more to decide */
+
+    if (exit_code == 0 && signal == 0 && !reason_abnormal(reason)) {
+        sqlite3_stmt *st = db_stmt(s->db,
+            "SELECT count(*) FROM ranks WHERE job_id = ? AND attempt = ?"
+            " AND NOT (state = 'exited' AND exit_code = 0 AND signal = 0)", err);
+        int left;
+
+        if (!st)
+            return -1;
+        sqlite3_bind_int64(st, 1, job_id);
+        sqlite3_bind_int(st, 2, attempt);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+            sqlite3_reset(st);
+            return -1;
+        }
+        left = sqlite3_column_int(st, 0);
+        sqlite3_reset(st);
+        if (left > 0)
+            return 0;
+        st = db_stmt(s->db, "UPDATE jobs SET state = 'COMPLETED', reason = ?, end_time = ?,"
+                            " exit_code = 0 WHERE id = ? AND state = 'RUNNING'", err);
+        if (!st)
+            return -1;
+        snprintf(why, sizeof(why), "all %d ranks exited 0", j.gpus);
+        db_bind_text(st, 1, why);
+        sqlite3_bind_int64(st, 2, sched_now_ms(s) / 1000);
+        sqlite3_bind_int64(st, 3, job_id);
+        if (db_step_done(s->db, st, err) < 0 ||
+            sched_event(s, job_id, NULL, "completed", err, "completed: %s", why) < 0)
+            return -1;
+        s->dirty = true;
+        return 0;
+    }
+
+    if (strncmp(reason, "launch_failed", 13) == 0) {
+        const char *detail = reason + 13;
+
+        while (*detail == ':' || *detail == ' ')
+            detail++;
+        snprintf(why, sizeof(why), "rank %d launch failed%s%s", rank, *detail ? ": " : "",
+                 ft_sanitize(detail, 200));
+        infra = true;
+    } else if (strncmp(reason, "lost", 4) == 0) {
+        snprintf(why, sizeof(why), "rank %d %s", rank, ft_sanitize(reason, 200));
+        infra = true;
+    } else if (signal != 0) {
+        snprintf(why, sizeof(why), "rank %d killed by signal %d", rank, signal);
+        infra = true;
+    } else if (strcmp(reason, "stopped") == 0) {
+        snprintf(why, sizeof(why), "rank %d stopped by its worker (exit code %d)", rank, exit_code);
+        infra = true;
+    } else {
+        snprintf(why, sizeof(why), "rank %d exited with code %d", rank, exit_code);
+        infra = false;
+    }
+    return sched_attempt_failed(s, &j, infra, exit_code != 0, exit_code, why, err);
+}
+
+/* Marks every live rank of node lost and fails their attempts. In a
+ * transaction. */
+static int lose_ranks_on_node(sched_t *s, const char *node, const char *why, ft_err_t *err)
+{
+    typedef struct { int64_t job; int attempt, rank; } lr_t;
+    lr_t *v = NULL;
+    int n = 0, cap = 0, rc = -1, step;
+    char reason[320];
+    sqlite3_stmt *st = db_stmt(s->db,
+        "SELECT job_id, attempt, rank FROM ranks WHERE node = ? AND state IN ('starting', 'running')"
+        " ORDER BY job_id, attempt, rank", err);
+
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, node);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            lr_t *g = realloc(v, (size_t)(cap = cap ? cap * 2 : 16) * sizeof(*v));
+            if (!g) {
+                sqlite3_reset(st);
+                ft_err_set(err, FT_EINTERNAL, "out of memory");
+                goto out;
+            }
+            v = g;
+        }
+        v[n++] = (lr_t){sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
+                        sqlite3_column_int(st, 2)};
+    }
+    sqlite3_reset(st);
+    if (step != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        goto out;
+    }
+    snprintf(reason, sizeof(reason), "lost: %s", why);
+    for (int i = 0; i < n; i++) {
+        st = db_stmt(s->db, "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
+                            " AND attempt = ? AND rank = ?", err);
+        if (!st)
+            goto out;
+        db_bind_text(st, 1, reason);
+        sqlite3_bind_int64(st, 2, v[i].job);
+        sqlite3_bind_int(st, 3, v[i].attempt);
+        sqlite3_bind_int(st, 4, v[i].rank);
+        if (db_step_done(s->db, st, err) < 0 ||
+            sched_close_alloc(s, v[i].job, v[i].attempt, v[i].rank, err) < 0)
+            goto out;
+    }
+    for (int i = 0; i < n; i++)
+        if (sched_rank_ended(s, v[i].job, v[i].attempt, v[i].rank, -1, 0, reason, err) < 0)
+            goto out;
+    rc = 0;
+out:
+    free(v);
+    return rc;
+}
+
+/* Exposed for hello reconciliation: ranks expected on node but not
+ * reported. In a transaction. */
+int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
+                    ft_err_t *err);
+int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
+                    ft_err_t *err)
+{
+    char reason[300];
+    sqlite3_stmt *st = db_stmt(s->db, "UPDATE ranks SET state = 'lost', reason = ? WHERE"
+                                      " job_id = ? AND attempt = ? AND rank = ?", err);
+
+    if (!st)
+        return -1;
+    snprintf(reason, sizeof(reason), "lost: %s", why);
+    db_bind_text(st, 1, reason);
+    sqlite3_bind_int64(st, 2, job);
+    sqlite3_bind_int(st, 3, attempt);
+    sqlite3_bind_int(st, 4, rank);
+    if (db_step_done(s->db, st, err) < 0 || sched_close_alloc(s, job, attempt, rank, err) < 0)
+        return -1;
+    return sched_rank_ended(s, job, attempt, rank, -1, 0, reason, err);
+}
+
+int sched_node_lost(sched_t *s, view_node_t *n, const char *why)
+{
+    ft_err_t err;
+    sqlite3_stmt *st;
+    char name[FT_NAME_MAX + 1], what[300];
+
+    ft_strlcpy(name, n->name, sizeof(name));
+    snprintf(what, sizeof(what), "node '%s' lost", name);
+    if (sched_tx_begin(s, &err) < 0)
+        goto fail;
+    st = db_stmt(s->db, "UPDATE nodes SET state = 'lost', last_seen = ? WHERE name = ?", &err);
+    if (!st)
+        goto fail;
+    sqlite3_bind_int64(st, 1, sched_now_ms(s) / 1000);
+    db_bind_text(st, 2, name);
+    if (db_step_done(s->db, st, &err) < 0 ||
+        sched_event(s, 0, name, "node_lost", &err, "node '%s' lost: %s", name, why) < 0 ||
+        lose_ranks_on_node(s, name, what, &err) < 0)
+        goto fail;
+    if (sched_tx_commit(s, &err) < 0)
+        goto fail_committed;
+    n = sched_node_find(s, name);
+    if (n) {
+        n->connected = false;
+        n->ready = false;
+    }
+    /* Log reads waiting on it will not be answered. */
+    for (int i = 0; i < SCHED_MAX_RELAYS; i++) {
+        relay_t *r = &s->relays[i];
+
+        if (r->id && strcmp(r->node, name) == 0) {
+            ft_err_t e;
+
+            ft_err_set(&e, FT_EUNAVAIL, "node '%s' was lost before it answered", name);
+            sched_send(s, r->client, r->client_len, ft_proto_error(r->re, &e));
+            r->id = 0;
+        }
+    }
+    s->dirty = true;
+    return 0;
+fail:
+    sched_tx_abort(s);
+fail_committed:
+    ft_error("cannot record node '%s' as lost: %s", name, err.msg);
+    return -1;
+}
+
+/* ---- the scheduling pass ---- */
+
+typedef struct {
+    int64_t id;               /* job id */
+    place_req_t req;          /* its resource request */
+    char gpu_model[FT_NAME_MAX + 1]; /* storage for req.gpu_model */
+} pending_t;
+
+static int devclass_from(const char *s)
+{
+    return strcmp(s, "gpu") == 0 ? FT_DEV_GPU : strcmp(s, "cpu") == 0 ? FT_DEV_CPU : FT_DEV_ANY;
+}
+
+/* Starts job id on slots in one transaction. 0 started, 1 skipped, -1 error. */
+static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslots)
+{
+    ft_err_t err;
+    job_row_t j;
+    sqlite3_stmt *st;
+    cJSON *spec = NULL;
+    char nodes_txt[512] = "";
+    int64_t now = sched_now_ms(s);
+    int rc;
+
+    if (sched_tx_begin(s, &err) < 0)
+        goto fail;
+    rc = sched_job_load(s, id, &j, &err);
+    if (rc < 0)
+        goto fail;
+    if (rc == 1 || strcmp(j.state, "PENDING") != 0 || j.gpus != nslots) {
+        db_rollback(s->db);
+        return 1;
+    }
+    st = db_stmt(s->db, "SELECT spec FROM jobs WHERE id = ?", &err);
+    if (!st)
+        goto fail;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *t = db_col_text(st, 0);
+        spec = ft_json_parse(t, strlen(t), &err);
+    }
+    sqlite3_reset(st);
+    if (!spec) {
+        ft_err_set(&err, FT_EINTERNAL, "stored spec of job %lld does not parse", (long long)id);
+        goto fail;
+    }
+    for (int r = 0; r < nslots; r++) {
+        view_node_t *n = &s->nodes[slots[r].node];
+        view_dev_t *d = &n->devs[slots[r].dev];
+
+        st = db_stmt(s->db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index,"
+                            " device_uuid, device_model, start_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", &err);
+        if (!st)
+            goto fail;
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int(st, 2, j.attempt);
+        sqlite3_bind_int(st, 3, r);
+        db_bind_text(st, 4, n->name);
+        sqlite3_bind_int(st, 5, d->index);
+        db_bind_text(st, 6, d->uuid);
+        db_bind_text(st, 7, d->model);
+        sqlite3_bind_int64(st, 8, now);
+        if (db_step_done(s->db, st, &err) < 0)
+            goto fail;
+        st = db_stmt(s->db, "INSERT INTO ranks (job_id, attempt, rank, node, device, state)"
+                            " VALUES (?, ?, ?, ?, ?, 'starting')", &err);
+        if (!st)
+            goto fail;
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int(st, 2, j.attempt);
+        sqlite3_bind_int(st, 3, r);
+        db_bind_text(st, 4, n->name);
+        sqlite3_bind_int(st, 5, d->index);
+        if (db_step_done(s->db, st, &err) < 0)
+            goto fail;
+        d->job_id = id;
+        if (r == 0 || slots[r].node != slots[r - 1].node) {
+            size_t len = strlen(nodes_txt);
+            snprintf(nodes_txt + len, sizeof(nodes_txt) - len, "%s%s", r ? ", " : "", n->name);
+        }
+    }
+    st = db_stmt(s->db, "UPDATE jobs SET state = 'RUNNING', start_time = ?, reason = ?"
+                        " WHERE id = ? AND state = 'PENDING'", &err);
+    if (!st)
+        goto fail;
+    {
+        char reason[600];
+
+        snprintf(reason, sizeof(reason), "attempt %d running on %s", j.attempt, nodes_txt);
+        sqlite3_bind_int64(st, 1, now / 1000);
+        db_bind_text(st, 2, reason);
+        sqlite3_bind_int64(st, 3, id);
+        if (db_step_done(s->db, st, &err) < 0 ||
+            sched_event(s, id, NULL, "started", &err, "attempt %d placed on %s (%d ranks)",
+                        j.attempt, nodes_txt, nslots) < 0)
+            goto fail;
+    }
+    /* One start per node with its ranks, in rank order. */
+    for (int r = 0; r < nslots;) {
+        int node = slots[r].node, local = 0;
+        cJSON *m = ft_proto_new(FT_MSG_START, NULL), *ranks;
+
+        cJSON_AddNumberToObject(m, "job_id", (double)id);
+        cJSON_AddNumberToObject(m, "attempt", j.attempt);
+        cJSON_AddStringToObject(m, "kind", j.kind);
+        cJSON_AddItemToObject(m, "spec", cJSON_Duplicate(spec, true));
+        cJSON_AddStringToObject(m, "user", j.user);
+        cJSON_AddStringToObject(m, "team", j.team);
+        cJSON_AddNumberToObject(m, "world_size", nslots);
+        ranks = cJSON_AddArrayToObject(m, "ranks");
+        for (; r < nslots && slots[r].node == node; r++) {
+            cJSON *e = cJSON_CreateObject();
+
+            cJSON_AddNumberToObject(e, "rank", r);
+            cJSON_AddNumberToObject(e, "local_rank", local++);
+            cJSON_AddNumberToObject(e, "device", s->nodes[node].devs[slots[r].dev].index);
+            cJSON_AddItemToArray(ranks, e);
+        }
+        sched_send_node(s, s->nodes[node].name, m);
+    }
+    cJSON_Delete(spec);
+    spec = NULL;
+    if (sched_tx_commit(s, &err) < 0) {
+        ft_error("cannot start job %lld: %s", (long long)id, err.msg);
+        return -1;
+    }
+    return 0;
+fail:
+    cJSON_Delete(spec);
+    sched_tx_abort(s);
+    ft_error("cannot start job %lld: %s", (long long)id, err.msg);
+    return -1;
+}
+
+int sched_schedule(sched_t *s)
+{
+    ft_err_t err;
+    pending_t *p = NULL;
+    place_slot_t *slots = NULL;
+    int n = 0, cap = 0, rc, started = 0, free_devs = 0;
+    sqlite3_stmt *st;
+
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->nodes[i].ready && s->nodes[i].connected)
+            for (int k = 0; k < s->nodes[i].ndevs; k++)
+                free_devs += s->nodes[i].devs[k].job_id == 0;
+    if (free_devs == 0)
+        return 0;
+    st = db_stmt(s->db, "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb"
+                        " FROM jobs WHERE state = 'PENDING' ORDER BY priority DESC, id LIMIT 10000", &err);
+    if (!st)
+        goto fail;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        pending_t *q;
+
+        if (n == cap) {
+            pending_t *g = realloc(p, (size_t)(cap = cap ? cap * 2 : 64) * sizeof(*p));
+            if (!g) {
+                sqlite3_reset(st);
+                goto fail;
+            }
+            p = g;
+        }
+        q = &p[n++];
+        q->id = sqlite3_column_int64(st, 0);
+        q->req.gpus = sqlite3_column_int(st, 1);
+        q->req.gpus_per_node = sqlite3_column_int(st, 2);
+        q->req.nodes = sqlite3_column_int(st, 3);
+        q->req.device = (ft_devclass_t)devclass_from(db_col_text(st, 4));
+        ft_strlcpy(q->gpu_model, db_col_text(st, 5), sizeof(q->gpu_model));
+        q->req.gpu_mem_mb = sqlite3_column_int64(st, 6);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    slots = calloc(FT_MAX_GPUS_PER_JOB, sizeof(*slots));
+    if (!slots)
+        goto fail;
+    /* Backfill: a job that does not fit now is skipped, not waited for. */
+    for (int i = 0; i < n && free_devs > 0; i++) {
+        p[i].req.gpu_model = p[i].gpu_model;
+        if (p[i].req.gpus > free_devs || p[i].req.gpus > FT_MAX_GPUS_PER_JOB)
+            continue;
+        if (place_find(s->nodes, s->nnodes, &p[i].req, false, slots) < 0)
+            continue;
+        rc = start_job(s, p[i].id, slots, p[i].req.gpus);
+        if (rc < 0)
+            break; /* the database is failing: try again on the next pass */
+        if (rc == 0) {
+            started++;
+            free_devs -= p[i].req.gpus;
+        }
+    }
+    free(slots);
+    free(p);
+    return started;
+fail:
+    free(slots);
+    free(p);
+    ft_error("scheduling pass failed: %s", err.code ? err.msg : "out of memory");
+    return -1;
+}
+
+/* ---- periodic checks ---- */
+
+/* Jobs whose gang has not fully started within the timeout: requeue. */
+static void check_gang_timeouts(sched_t *s)
+{
+    ft_err_t err;
+    int64_t ids[64];
+    int n = 0, rc;
+    int64_t now_s = sched_now_ms(s) / 1000;
+    sqlite3_stmt *st = db_stmt(s->db,
+        "SELECT DISTINCT j.id FROM jobs j JOIN ranks r ON r.job_id = j.id AND r.attempt = j.attempt"
+        " WHERE j.state = 'RUNNING' AND r.state = 'starting' AND j.start_time <= ? LIMIT 64", &err);
+
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, now_s - s->cfg.gang_start_timeout_s);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 64)
+        ids[n++] = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    for (int i = 0; i < n; i++) {
+        job_row_t j;
+        char why[200];
+
+        if (sched_tx_begin(s, &err) < 0)
+            goto fail;
+        if (sched_job_load(s, ids[i], &j, &err) != 0)
+            goto fail;
+        snprintf(why, sizeof(why), "gang not fully started within %d s", s->cfg.gang_start_timeout_s);
+        /* Stop first (the stop reaches every node with a live rank), then
+         * write off the ranks that never reported in. */
+        if (sched_attempt_failed(s, &j, true, false, -1, why, &err) < 0)
+            goto fail;
+        {
+            int ranks[FT_MAX_GPUS_PER_JOB], nr = 0;
+
+            st = db_stmt(s->db, "SELECT rank FROM ranks WHERE job_id = ? AND attempt = ?"
+                                " AND state = 'starting'", &err);
+            if (!st)
+                goto fail;
+            sqlite3_bind_int64(st, 1, j.id);
+            sqlite3_bind_int(st, 2, j.attempt);
+            while (sqlite3_step(st) == SQLITE_ROW && nr < FT_MAX_GPUS_PER_JOB)
+                ranks[nr++] = sqlite3_column_int(st, 0);
+            sqlite3_reset(st);
+            for (int k = 0; k < nr; k++) {
+                st = db_stmt(s->db, "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
+                                    " AND attempt = ? AND rank = ?", &err);
+                if (!st)
+                    goto fail;
+                db_bind_text(st, 1, "lost: gang start timeout");
+                sqlite3_bind_int64(st, 2, j.id);
+                sqlite3_bind_int(st, 3, j.attempt);
+                sqlite3_bind_int(st, 4, ranks[k]);
+                if (db_step_done(s->db, st, &err) < 0 ||
+                    sched_close_alloc(s, j.id, j.attempt, ranks[k], &err) < 0)
+                    goto fail;
+            }
+        }
+        if (sched_tx_commit(s, &err) < 0)
+            goto fail_committed;
+    }
+    return;
+fail:
+    sched_tx_abort(s);
+fail_committed:
+    ft_error("gang start timeout check failed: %s", err.msg);
+}
+
+/* RUNNING jobs past their time limit: FAILED, ranks stopped. */
+static void check_time_limits(sched_t *s)
+{
+    ft_err_t err;
+    int64_t ids[64];
+    int n = 0;
+    int64_t now_s = sched_now_ms(s) / 1000;
+    sqlite3_stmt *st = db_stmt(s->db,
+        "SELECT id FROM jobs WHERE state = 'RUNNING' AND time_limit_s > 0"
+        " AND start_time + time_limit_s <= ? LIMIT 64", &err);
+
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, now_s);
+    while (sqlite3_step(st) == SQLITE_ROW && n < 64)
+        ids[n++] = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    for (int i = 0; i < n; i++) {
+        job_row_t j;
+        char why[200];
+
+        if (sched_tx_begin(s, &err) < 0)
+            goto fail;
+        if (sched_job_load(s, ids[i], &j, &err) != 0)
+            goto fail;
+        snprintf(why, sizeof(why), "time limit of %lld s reached", (long long)j.time_limit_s);
+        /* Not a retryable failure: max_retries does not apply. */
+        j.max_retries = 0;
+        j.requeue_on_failure = false;
+        if (sched_attempt_failed(s, &j, false, false, -1, why, &err) < 0)
+            goto fail;
+        if (sched_tx_commit(s, &err) < 0)
+            goto fail_committed;
+    }
+    return;
+fail:
+    sched_tx_abort(s);
+fail_committed:
+    ft_error("time limit check failed: %s", err.msg);
+}
+
+/* Writes last_seen of connected nodes (not a state transition: relaxed sync). */
+static void flush_last_seen(sched_t *s)
+{
+    ft_err_t err;
+    int64_t now_s = sched_now_ms(s) / 1000;
+
+    if (db_exec(s->db, "PRAGMA synchronous=NORMAL", &err) < 0 || sched_tx_begin(s, &err) < 0)
+        goto out;
+    for (int i = 0; i < s->nnodes; i++) {
+        sqlite3_stmt *st;
+
+        if (!s->nodes[i].connected)
+            continue;
+        st = db_stmt(s->db, "UPDATE nodes SET last_seen = ? WHERE name = ?", &err);
+        if (!st || (sqlite3_bind_int64(st, 1, now_s), db_bind_text(st, 2, s->nodes[i].name),
+                    db_step_done(s->db, st, &err)) < 0) {
+            sched_tx_abort(s);
+            goto out;
+        }
+    }
+    sched_tx_commit(s, &err);
+out:
+    db_exec(s->db, "PRAGMA synchronous=FULL", &err);
+}
+
+void sched_cron(sched_t *s)
+{
+    int64_t now = sched_mono_ms(s);
+    int64_t expiry = (int64_t)s->cfg.heartbeat_ms * s->cfg.liveness;
+
+    /* Liveness: a ready node silent for heartbeat x liveness is lost. */
+    for (int i = 0; i < s->nnodes; i++) {
+        view_node_t *n = &s->nodes[i];
+
+        if (n->ready && now - n->last_recv > expiry) {
+            char why[128];
+
+            snprintf(why, sizeof(why), "silent for %lld ms", (long long)(now - n->last_recv));
+            sched_node_lost(s, n, why);
+        }
+    }
+    sched_relay_expire(s);
+    if (now >= s->next_slow) {
+        s->next_slow = now + 1000;
+        check_gang_timeouts(s);
+        check_time_limits(s);
+    }
+    if (s->dirty || now >= s->next_schedule) {
+        s->dirty = false;
+        s->next_schedule = now + s->cfg.schedule_interval_ms;
+        sched_schedule(s);
+    }
+    if (now >= s->next_seen_flush) {
+        s->next_seen_flush = now + 10000;
+        flush_last_seen(s);
+    }
+    if (now >= s->next_checkpoint) {
+        s->next_checkpoint = now + (int64_t)s->cfg.checkpoint_interval_s * 1000;
+        db_checkpoint(s->db, false);
+    }
+    /* Heartbeats last: only to workers that were sent nothing else. */
+    for (int i = 0; i < s->nnodes; i++) {
+        view_node_t *n = &s->nodes[i];
+
+        if (n->connected && now - n->last_send >= s->cfg.heartbeat_ms)
+            sched_send_node(s, n->name, ft_proto_new(FT_MSG_HEARTBEAT, NULL));
+    }
+}
+
+int sched_next_timeout_ms(sched_t *s)
+{
+    int64_t now = sched_mono_ms(s), t = now + s->cfg.heartbeat_ms;
+
+    if (s->dirty)
+        return 0;
+    if (s->next_schedule < t)
+        t = s->next_schedule;
+    if (s->next_slow < t)
+        t = s->next_slow;
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->nodes[i].connected && s->nodes[i].last_send + s->cfg.heartbeat_ms < t)
+            t = s->nodes[i].last_send + s->cfg.heartbeat_ms;
+    t -= now;
+    if (t < 0)
+        t = 0;
+    if (t > 250)
+        t = 250; /* bounded: liveness and relay expiry are checked on every tick */
+    return (int)t;
+}
+
+/* ---- life cycle ---- */
+
+sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
+{
+    sched_t *s = calloc(1, sizeof(*s));
+    int64_t now;
+
+    if (!s) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->next_relay = 1;
+    s->db = db_open(cfg->db_path, err);
+    if (!s->db)
+        goto fail;
+    if (sched_rebuild(s, err) < 0)
+        goto fail;
+    now = sched_mono_ms(s);
+    /* Nodes the database calls ready get one liveness window to say hello. */
+    for (int i = 0; i < s->nnodes; i++)
+        s->nodes[i].last_recv = now;
+    s->dirty = true;
+    return s;
+fail:
+    sched_destroy(&s);
+    return NULL;
+}
+
+void sched_destroy(sched_t **ps)
+{
+    sched_t *s = ps ? *ps : NULL;
+
+    if (!s)
+        return;
+    sched_outbox_clear(s);
+    free(s->out);
+    free(s->nodes);
+    if (s->db)
+        db_checkpoint(s->db, true);
+    db_destroy(&s->db);
+    free(s);
+    *ps = NULL;
+}

@@ -1,0 +1,64 @@
+/*
+ * sched.h: the scheduler's core, free of ZeroMQ: inbound frames in, outbound
+ * messages out (an outbox the server flushes after each call), periodic work
+ * in sched_cron. Tests drive it directly.
+ */
+#ifndef FT_SCHED_H
+#define FT_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ft/common.h"
+#include "ft/jobspec.h"
+
+typedef struct {
+    char db_path[FT_PATH_MAX];   /* SQLite file */
+    char listen[256];            /* ZeroMQ endpoint to bind */
+    int heartbeat_ms;            /* heartbeat interval both ways */
+    int liveness;                /* missed heartbeats before a worker is lost */
+    int gang_start_timeout_s;    /* a gang not fully started by then is requeued */
+    int stop_grace_ms;           /* SIGTERM to SIGKILL delay asked of workers */
+    int relay_timeout_ms;        /* log relay expiry */
+    int checkpoint_interval_s;   /* WAL checkpoint period */
+    int schedule_interval_ms;    /* scheduling pass period when nothing changed */
+    ft_log_level_t log_level;    /* least severe level logged */
+} sched_config_t;
+
+void sched_config_defaults(sched_config_t *cfg);
+/* Reads "key = value" lines ('#' comments) over cfg. */
+int sched_config_load(sched_config_t *cfg, const char *path, ft_err_t *err);
+/* Sets one key from text (shared by the file and the command line). */
+int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ft_err_t *err);
+
+/* One message waiting to be sent. */
+typedef struct {
+    unsigned char peer[256]; /* routing id */
+    size_t peer_len;         /* bytes in peer */
+    char *payload;           /* JSON text, malloc'd */
+} sched_msg_t;
+
+typedef struct sched sched_t;
+
+/* Opens the database and rebuilds the view. NULL with err set on failure. */
+sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err);
+void sched_destroy(sched_t **s);
+
+/* Handles one frame from peer (its routing id). Never fails: bad input gets
+ * an error reply in the outbox. */
+void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *frame, size_t len);
+/* Periodic work: liveness, heartbeats, scheduling pass, gang-start timeout,
+ * time limits, relay expiry, checkpoints. Cheap when nothing is due. */
+void sched_cron(sched_t *s);
+/* Milliseconds until sched_cron next has work (for the poll timeout). */
+int sched_next_timeout_ms(sched_t *s);
+
+/* The outbox: messages produced since the last clear, in order. */
+int sched_outbox_count(const sched_t *s);
+const sched_msg_t *sched_outbox_get(const sched_t *s, int i);
+void sched_outbox_clear(sched_t *s);
+
+/* Tests: a fixed clock (wall and monotonic both = ms); 0 = real clocks. */
+void sched_set_fake_time(sched_t *s, int64_t ms);
+
+#endif
