@@ -266,7 +266,7 @@ static int parse_special(const cJSON *train, const tkey_t *k, ft_trainspec_t *t,
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(train, k->name);
     if (!v) {
         if (k->required) {
-            ft_err_set(err, FT_EMISSING, CTX ".%s: required", k->name);
+            ft_err_set(err, FT_EMISSING, CTX ".%s: required field missing", k->name);
             return -1;
         }
         return 0;
