@@ -202,25 +202,21 @@ static int check_opts(const wdev_opts_t *o, ft_err_t *err)
         return -1;
     }
     if (o->emulate_gpus > 0) {
-        if (!o->gpu_model || !*o->gpu_model) {
-            ft_err_set(err, FT_EMISSING, "--emulate-gpus needs --gpu-model");
-            return -1;
-        }
-        if (strlen(o->gpu_model) >= WDEV_MODEL_MAX) {
+        if (o->gpu_model && strlen(o->gpu_model) >= WDEV_MODEL_MAX) {
             ft_err_set(err, FT_ETOOLARGE, "--gpu-model: longer than %d bytes",
                        WDEV_MODEL_MAX - 1);
             return -1;
         }
-        for (const char *p = o->gpu_model; *p; p++) {
+        for (const char *p = o->gpu_model ? o->gpu_model : ""; *p; p++) {
             if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f) {
                 ft_err_set(err, FT_EBADFIELD, "--gpu-model: '%s' has a non-printable byte",
                            ft_sanitize(o->gpu_model, 64));
                 return -1;
             }
         }
-        if (!(o->gpu_mem_gb > 0 && o->gpu_mem_gb <= WDEV_EMU_MEM_GB_MAX)) {
-            ft_err_set(err, FT_EBADFIELD,
-                       "--emulate-gpus needs --gpu-mem-gb in (0, %.0f]", WDEV_EMU_MEM_GB_MAX);
+        if (!(o->gpu_mem_gb >= 0 && o->gpu_mem_gb <= WDEV_EMU_MEM_GB_MAX)) {
+            ft_err_set(err, FT_EBADFIELD, "--gpu-mem-gb: expected a number in (0, %.0f]",
+                       WDEV_EMU_MEM_GB_MAX);
             return -1;
         }
     } else if ((o->gpu_model && *o->gpu_model) || o->gpu_mem_gb != 0) {
@@ -251,9 +247,10 @@ wdev_set_t *wdev_set_new(const wdev_opts_t *opts, ft_err_t *err)
             ft_warn("NVML found %d GPU(s): ignoring --emulate-gpus and --cpu-devices", gpus);
         return set;
     }
+    const char *model = opts->gpu_model && *opts->gpu_model ? opts->gpu_model : WDEV_EMU_MODEL;
+    double mem_gb = opts->gpu_mem_gb > 0 ? opts->gpu_mem_gb : WDEV_EMU_MEM_GB;
     for (int i = 0; i < opts->emulate_gpus; i++)
-        add_device(set, WDEV_EMULATED, i, opts->node_name, opts->gpu_model,
-                   (int64_t)(opts->gpu_mem_gb * 1024.0));
+        add_device(set, WDEV_EMULATED, i, opts->node_name, model, (int64_t)(mem_gb * 1024.0));
     int ncpu = opts->cpu_devices;
     if (ncpu < 0)
         ncpu = opts->emulate_gpus > 0 ? 0 : 1; /* default: one CPU device */

@@ -24,6 +24,8 @@
 #define WDEV_CPU_MAX 64    /* largest --cpu-devices */
 #define WDEV_EMU_MAX 64    /* largest --emulate-gpus */
 #define WDEV_EMU_MEM_GB_MAX 4096.0 /* largest --gpu-mem-gb */
+#define WDEV_EMU_MODEL "emulated-gpu" /* --gpu-model when not given */
+#define WDEV_EMU_MEM_GB 80.0       /* --gpu-mem-gb when not given, GiB */
 
 typedef enum { WDEV_GPU = 0, WDEV_EMULATED, WDEV_CPU } wdev_kind_t;
 
@@ -42,15 +44,15 @@ typedef struct {
     const char *node_name;      /* used in uuids of cpu and emulated devices */
     int cpu_devices;            /* --cpu-devices N; -1 when not given */
     int emulate_gpus;           /* --emulate-gpus N; 0 when not given */
-    const char *gpu_model;      /* --gpu-model for emulated GPUs */
-    double gpu_mem_gb;          /* --gpu-mem-gb for emulated GPUs, GiB */
+    const char *gpu_model;      /* --gpu-model for emulated GPUs; NULL = WDEV_EMU_MODEL */
+    double gpu_mem_gb;          /* --gpu-mem-gb for emulated GPUs, GiB; 0 = WDEV_EMU_MEM_GB */
     const char *nvml_library;   /* library to dlopen; NULL = "libnvidia-ml.so.1", "" = skip NVML */
 } wdev_opts_t;
 
 typedef struct wdev_set wdev_set_t;
 
 /* Discovers devices. NULL with err set when the options are inconsistent
- * (e.g. --emulate-gpus without --gpu-model) or no device results. */
+ * (e.g. --gpu-model without --emulate-gpus) or no device results. */
 wdev_set_t *wdev_set_new(const wdev_opts_t *opts, ft_err_t *err);
 void wdev_set_destroy(wdev_set_t **set);
 

@@ -80,6 +80,14 @@ int main(void)
           "--cpu-devices 4: four cpu devices");
     wdev_set_destroy(&s);
 
+    o = base();
+    o.emulate_gpus = 1;
+    s = wdev_set_new(&o, &err);
+    CHECK(s && strcmp(wdev_get(s, 0)->model, WDEV_EMU_MODEL) == 0 &&
+              wdev_get(s, 0)->memory_mb == (int64_t)(WDEV_EMU_MEM_GB * 1024),
+          "--emulate-gpus alone: model '%s', %.0f GiB", WDEV_EMU_MODEL, WDEV_EMU_MEM_GB);
+    wdev_set_destroy(&s);
+
     /* option errors, each naming the flag */
     static const struct {
         int cpu, emu;
@@ -87,9 +95,8 @@ int main(void)
         double mem;
         const char *needle;
     } bad[] = {
-        {-1, 2, NULL, 16, "--gpu-model"},
-        {-1, 2, "A100", 0, "--gpu-mem-gb"},
         {-1, 2, "A100", 5000, "--gpu-mem-gb"},
+        {-1, 2, "A100", -1, "--gpu-mem-gb"},
         {-1, 65, "A100", 16, "--emulate-gpus"},
         {65, 0, NULL, 0, "--cpu-devices"},
         {0, 0, NULL, 0, "no devices"},
