@@ -273,6 +273,70 @@ static void test_conversions(void)
           st_dtype_from_name("Q4") == ST_DTYPE__COUNT, "dtype table");
 }
 
+/* Random corruptions and truncations of a valid file: st_open either
+ * refuses the file or yields tensors that lie inside it (run under the
+ * sanitizer build to catch any out-of-bounds read). */
+static void test_mutations(void)
+{
+    char src[300], path[300];
+    ft_err_t err = { 0 };
+    snprintf(src, sizeof src, "%s/rt.safetensors", dir);
+    snprintf(path, sizeof path, "%s/mut.safetensors", dir);
+    size_t len = 0;
+    char *orig = ft_read_file(src, 1 << 20, &len, &err);
+    CHECK(orig != NULL && len > 64, "valid file read for mutation (%zu bytes)", len);
+    if (!orig)
+        return;
+    char *buf = malloc(len);
+    uint64_t s = 12345;
+    int opened = 0, refused = 0, bad = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, orig, len);
+        size_t n = len;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int kind = (int)((s >> 33) % 4);
+        if (kind == 0) {
+            n = (size_t)((s >> 40) % len); /* truncate */
+        } else {
+            int flips = 1 + kind;
+            for (int k = 0; k < flips; k++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                /* mostly inside the 8-byte length and the header */
+                size_t at = (s >> 20) % 4 ? (size_t)((s >> 33) % 200) : (size_t)((s >> 33) % len);
+                buf[at % len] = (char)(s >> 56);
+            }
+        }
+        FILE *f = fopen(path, "wb");
+        fwrite(buf, 1, n, f);
+        fclose(f);
+        st_file_t *sf = st_open(path, &err);
+        if (!sf) {
+            refused++;
+            bad += err.msg[0] == '\0';
+            continue;
+        }
+        opened++;
+        for (int i = 0; i < st_count(sf); i++) {
+            const st_tensor_t *t = st_tensor_at(sf, i);
+            const char *lo = (const char *)t->data;
+            /* the span must lie in the data area of a file of n bytes */
+            if (t->nbytes > n) {
+                bad++;
+                continue;
+            }
+            volatile unsigned char acc = 0;
+            for (size_t b = 0; b < t->nbytes; b++)
+                acc ^= (unsigned char)lo[b];
+            (void)acc;
+        }
+        st_close(&sf);
+    }
+    CHECK(bad == 0, "3000 mutated files: %d refused with a message, %d still valid, 0 bad",
+          refused, opened);
+    free(buf);
+    free(orig);
+}
+
 int main(void)
 {
     test_tmpdir(dir, sizeof dir, "st");
@@ -280,5 +344,6 @@ int main(void)
     test_empty_file_bytes();
     test_rejects();
     test_conversions();
+    test_mutations();
     return test_finish(dir);
 }

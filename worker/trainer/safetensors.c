@@ -750,7 +750,8 @@ int st_writer_save(st_writer_t *w, const char *path, ft_err_t *err)
     char *hdr = NULL, *tmp = NULL, *padded = NULL;
     cJSON *root = NULL;
 
-    qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wt);
+    if (w->n > 1)
+        qsort(w->t, (size_t)w->n, sizeof *w->t, cmp_wt);
     root = cJSON_CreateObject();
     if (!root)
         goto oom;
