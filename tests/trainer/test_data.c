@@ -429,6 +429,10 @@ static void test_bad_records(void)
     d = data_open(&s, tok, 16, &err);
     CHECK(d && data_n_eval_rows(d) == 1, "val 0.5 of 2 records: 1 eval");
     data_destroy(&d);
+    spec_for(&s, "two.jsonl");
+    d = data_open(&s, tok, 513, &err);
+    CHECK(!d && strstr(err.msg, "sequence_len: 513 is more than the max_position_embeddings "
+                                "(512)"), "rows longer than the model's context: %s", err.msg);
     write_data("one.jsonl", "{\"text\":\"a\"}\n");
     spec_for(&s, "one.jsonl");
     s.val_set_size = 0.1;

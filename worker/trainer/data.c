@@ -586,6 +586,12 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
     }
     if (llama_config_load(spec->base_model, &cfg, err) < 0)
         return NULL;
+    if (T > cfg.max_position_embeddings) {
+        ft_err_set(err, FT_EBADFIELD, "spec.train.sequence_len: %d is more than the "
+                   "max_position_embeddings (%d) of '%s'", T, cfg.max_position_embeddings,
+                   spec->base_model);
+        return NULL;
+    }
     rctx_t c = { .tok = tok, .vocab = cfg.vocab_size, .train_on_inputs = spec->train_on_inputs,
                  .err = err };
     if (tok && tokenizer_vocab_size(tok) > cfg.vocab_size) {
