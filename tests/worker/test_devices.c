@@ -1,8 +1,10 @@
 /*
  * tests/worker/test_devices.c: device discovery without NVML: emulated GPUs,
  * CPU devices, the defaults, option errors, the hello JSON and the energy
- * hook (which must say "not supported" for devices that are not real GPUs).
+ * hook (which must say "not supported" for devices that are not real GPUs);
+ * then the NVML path through a stand-in library given as argv[1].
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -14,7 +16,7 @@ static wdev_opts_t base(void)
     return (wdev_opts_t){.node_name = "n1", .cpu_devices = -1, .nvml_library = ""};
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     ft_log_init("test_devices", FT_LOG_WARN);
     ft_err_t err = {0};
@@ -123,6 +125,44 @@ int main(void)
     s = wdev_set_new(&o, &err);
     CHECK(s && !wdev_nvml_loaded(s) && wdev_count(s) == 1 && wdev_get(s, 0)->kind == WDEV_CPU,
           "missing NVML library: falls back to one cpu device");
+    wdev_set_destroy(&s);
+
+    /* NVML through a stand-in library (tests/worker/fake_nvml.c) */
+    if (argc < 2) {
+        printf("# no fake NVML library given: NVML path not checked\n");
+        return check_exit();
+    }
+    o = base();
+    o.nvml_library = argv[1];
+    o.emulate_gpus = 2;
+    s = wdev_set_new(&o, &err);
+    CHECK(s && wdev_nvml_loaded(s) && wdev_count(s) == 2,
+          "NVML with 3 GPUs, one locked: 2 offered, --emulate-gpus ignored (%s)", err.msg);
+    d = s ? wdev_get(s, 1) : NULL;
+    CHECK(d && d->kind == WDEV_GPU && d->index == 1 && d->kind_index == 1 &&
+              strcmp(d->uuid, "GPU-fa4e0000-0000-0000-0000-000000000003") == 0 &&
+              strcmp(d->model, "NVIDIA H200") == 0 && d->memory_mb == 141 * 1024,
+          "GPU 1 is NVML's device 2: uuid '%s', model '%s', %lld MiB", d ? d->uuid : "",
+          d ? d->model : "", d ? (long long)d->memory_mb : -1LL);
+    mj = 0;
+    CHECK(s && wdev_energy_mj(s, 0, &mj, &err) == 0 && mj == 123456789ULL,
+          "energy hook: GPU 0 reports %llu mJ", (unsigned long long)mj);
+    CHECK(s && wdev_energy_mj(s, 1, &mj, &err) == 1,
+          "energy hook: a GPU without the counter reports none");
+    j = s ? wdev_to_json(s) : NULL;
+    txt = j ? cJSON_PrintUnformatted(j) : NULL;
+    CHECK(txt && strstr(txt, "\"kind\":\"gpu\""), "hello devices say kind 'gpu'");
+    cJSON_free(txt);
+    cJSON_Delete(j);
+    wdev_set_destroy(&s);
+
+    setenv("FAKE_NVML_COUNT", "0", 1);
+    o = base();
+    o.nvml_library = argv[1];
+    o.emulate_gpus = 2;
+    s = wdev_set_new(&o, &err);
+    CHECK(s && wdev_nvml_loaded(s) && wdev_count(s) == 2 && wdev_get(s, 0)->kind == WDEV_EMULATED,
+          "NVML with 0 GPUs: the emulated GPUs are offered");
     wdev_set_destroy(&s);
     return check_exit();
 }

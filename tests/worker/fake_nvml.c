@@ -1,0 +1,86 @@
+/*
+ * tests/worker/fake_nvml.c: a stand-in for libnvidia-ml.so.1 with the few
+ * entry points ftworker looks up, so that the NVML discovery path runs on
+ * machines without a GPU. It reports FAKE_NVML_COUNT devices (default 3);
+ * device 1 answers NVML_ERROR_NO_PERMISSION (4) as a real locked GPU does;
+ * only the first device has an energy counter (others: NOT_SUPPORTED, 3).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct {
+    unsigned long long total, free, used; /* bytes */
+} fake_memory_t;
+
+int nvmlInit_v2(void);
+int nvmlShutdown(void);
+const char *nvmlErrorString(int rc);
+int nvmlDeviceGetCount_v2(unsigned int *count);
+int nvmlDeviceGetHandleByIndex_v2(unsigned int i, void **h);
+int nvmlDeviceGetUUID(void *h, char *buf, unsigned int len);
+int nvmlDeviceGetName(void *h, char *buf, unsigned int len);
+int nvmlDeviceGetMemoryInfo(void *h, fake_memory_t *m);
+int nvmlDeviceGetTotalEnergyConsumption(void *h, unsigned long long *mj);
+
+static int init_count; /* nvmlInit minus nvmlShutdown */
+
+int nvmlInit_v2(void)
+{
+    init_count++;
+    return 0;
+}
+
+int nvmlShutdown(void)
+{
+    init_count--;
+    return init_count < 0 ? 1 : 0;
+}
+
+const char *nvmlErrorString(int rc)
+{
+    return rc == 4 ? "Insufficient Permissions" : rc == 3 ? "Not Supported" : "Unknown Error";
+}
+
+int nvmlDeviceGetCount_v2(unsigned int *count)
+{
+    const char *s = getenv("FAKE_NVML_COUNT");
+    *count = s ? (unsigned int)atoi(s) : 3;
+    return init_count > 0 ? 0 : 1;
+}
+
+int nvmlDeviceGetHandleByIndex_v2(unsigned int i, void **h)
+{
+    if (i == 1)
+        return 4;
+    *h = (void *)(uintptr_t)(i + 1);
+    return 0;
+}
+
+int nvmlDeviceGetUUID(void *h, char *buf, unsigned int len)
+{
+    snprintf(buf, len, "GPU-fa4e0000-0000-0000-0000-00000000000%d", (int)(uintptr_t)h);
+    return 0;
+}
+
+int nvmlDeviceGetName(void *h, char *buf, unsigned int len)
+{
+    snprintf(buf, len, "NVIDIA H200");
+    return 0;
+}
+
+int nvmlDeviceGetMemoryInfo(void *h, fake_memory_t *m)
+{
+    m->total = 141ULL << 30;
+    m->free = m->total;
+    m->used = 0;
+    return 0;
+}
+
+int nvmlDeviceGetTotalEnergyConsumption(void *h, unsigned long long *mj)
+{
+    if ((uintptr_t)h != 1)
+        return 3;
+    *mj = 123456789ULL;
+    return 0;
+}
