@@ -183,6 +183,7 @@ static int send_hello(agent_t *a)
     cJSON *running = cJSON_CreateArray();
     cJSON *devices = wdev_to_json(a->devs);
     int rc = -1;
+    bool built = false;
     if (!m || !running || !devices)
         goto out;
     for (int i = 0; i < a->nranks; i++) {
@@ -205,12 +206,13 @@ static int send_hello(agent_t *a)
     if (!cJSON_AddItemToObject(m, "running", running))
         goto out;
     running = NULL;
+    built = true;
     rc = send_msg(a, m);
     a->last_hello_ms = ft_mono_ms();
     ft_info("hello sent to '%s' (%d device(s), %d running rank(s))", a->o.endpoint,
             wdev_count(a->devs), a->nranks);
 out:
-    if (rc < 0 && (!m || !running))
+    if (!built)
         ft_error("out of memory building hello");
     cJSON_Delete(devices);
     cJSON_Delete(running);
