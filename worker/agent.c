@@ -29,9 +29,9 @@
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 32000
-#define OUTBOX_MAX 4096            /* unconfirmed rank_exited kept at most */
-#define EVENT_READS_PER_TURN 16    /* 4 KiB reads per rank per loop turn */
-#define BAD_LINE_WARNINGS 5        /* per rank, then debug level */
+#define OUTBOX_MAX 4096         /* unconfirmed rank_exited kept at most */
+#define EVENT_READS_PER_TURN 16 /* 4 KiB reads per rank per loop turn */
+#define BAD_LINE_WARNINGS 5     /* per rank, then debug level */
 #define POLL_MAX_MS 1000
 
 typedef enum { CONN_WAIT = 0, CONN_HELLO, CONN_READY } conn_state_t;
@@ -39,35 +39,35 @@ typedef enum { CONN_WAIT = 0, CONN_HELLO, CONN_READY } conn_state_t;
 static const char *const conn_names[] = {"waiting", "hello sent", "ready"};
 
 typedef struct {
-    cJSON *msg;        /* the rank_exited message */
-    bool sent;         /* sent at least once */
-    uint64_t session;  /* socket it was last sent on */
-    int64_t sent_ms;   /* monotonic ms of the last send */
+    cJSON *msg;       /* the rank_exited message */
+    bool sent;        /* sent at least once */
+    uint64_t session; /* socket it was last sent on */
+    int64_t sent_ms;  /* monotonic ms of the last send */
 } outbox_entry_t;
 
 struct agent {
-    agent_opts_t o;               /* options; strings owned by the caller */
-    char routing_id[80];          /* "w/NAME" */
-    wdev_set_t *devs;             /* owned */
-    void *zctx;                   /* ZeroMQ context */
-    void *sock;                   /* DEALER, NULL in CONN_WAIT */
-    conn_state_t conn;            /* see the banner */
-    uint64_t session;             /* incremented for every new socket */
-    int64_t last_heard_ms;        /* monotonic ms of the last inbound frame (or connect) */
-    int64_t last_sent_ms;         /* monotonic ms of the last outbound frame */
-    int64_t last_hello_ms;        /* monotonic ms of the last hello */
-    int64_t reconnect_at_ms;      /* CONN_WAIT: when to open the next socket */
-    int backoff_ms;               /* next wait after a lost connection */
-    int heartbeat_ms;             /* from hello_reply */
-    int liveness;                 /* from hello_reply */
-    rank_t *ranks[WDEV_MAX];      /* running ranks (not yet reaped) */
-    int nranks;                   /* entries in ranks */
+    agent_opts_t o;                    /* options; strings owned by the caller */
+    char routing_id[80];               /* "w/NAME" */
+    wdev_set_t *devs;                  /* owned */
+    void *zctx;                        /* ZeroMQ context */
+    void *sock;                        /* DEALER, NULL in CONN_WAIT */
+    conn_state_t conn;                 /* see the banner */
+    uint64_t session;                  /* incremented for every new socket */
+    int64_t last_heard_ms;             /* monotonic ms of the last inbound frame (or connect) */
+    int64_t last_sent_ms;              /* monotonic ms of the last outbound frame */
+    int64_t last_hello_ms;             /* monotonic ms of the last hello */
+    int64_t reconnect_at_ms;           /* CONN_WAIT: when to open the next socket */
+    int backoff_ms;                    /* next wait after a lost connection */
+    int heartbeat_ms;                  /* from hello_reply */
+    int liveness;                      /* from hello_reply */
+    rank_t *ranks[WDEV_MAX];           /* running ranks (not yet reaped) */
+    int nranks;                        /* entries in ranks */
     outbox_entry_t outbox[OUTBOX_MAX]; /* unconfirmed rank_exited, oldest first */
-    int nout;                     /* entries in outbox */
-    int sigfd;                    /* signalfd for SIGCHLD, SIGTERM, SIGINT */
-    sigset_t old_mask;            /* mask to restore in agent_destroy */
-    bool stopping;                /* SIGTERM/SIGINT seen: stop ranks, then exit */
-    int stop_signals;             /* how many SIGTERM/SIGINT arrived */
+    int nout;                          /* entries in outbox */
+    int sigfd;                         /* signalfd for SIGCHLD, SIGTERM, SIGINT */
+    sigset_t old_mask;                 /* mask to restore in agent_destroy */
+    bool stopping;                     /* SIGTERM/SIGINT seen: stop ranks, then exit */
+    int stop_signals;                  /* how many SIGTERM/SIGINT arrived */
 };
 
 /* ---- sending ---- */
@@ -85,8 +85,8 @@ static int send_msg(agent_t *a, const cJSON *m)
     int rc = zmq_send(a->sock, text, len, ZMQ_DONTWAIT);
     if (rc < 0) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "type");
-        ft_warn("cannot send '%s' to the scheduler: %s",
-                cJSON_IsString(t) ? t->valuestring : "?", zmq_strerror(errno));
+        ft_warn("cannot send '%s' to the scheduler: %s", cJSON_IsString(t) ? t->valuestring : "?",
+                zmq_strerror(errno));
     } else {
         a->last_sent_ms = ft_mono_ms();
     }
@@ -291,8 +291,7 @@ static void handle_event_line(agent_t *a, rank_t *r, char *line, size_t len)
     if (event_parse_line(line, len, &ev, &err) < 0) {
         r->bad_lines++;
         ft_log(r->bad_lines <= BAD_LINE_WARNINGS ? FT_LOG_WARN : FT_LOG_DEBUG,
-               "job %lld rank %d: dropping event line: %s", (long long)r->job_id, r->rank,
-               err.msg);
+               "job %lld rank %d: dropping event line: %s", (long long)r->job_id, r->rank, err.msg);
         return;
     }
     if (ev.unknown_key[0] && !r->warned_unknown) {
@@ -413,9 +412,9 @@ static void launch_failed(agent_t *a, int64_t job_id, int64_t attempt, int rank,
     ft_warn("job %lld attempt %lld rank %d: %s", (long long)job_id, (long long)attempt, rank,
             reason);
     cJSON *m = rank_msg(FT_MSG_RANK_EXITED, job_id, attempt, rank);
-    if (m && (!cJSON_AddNumberToObject(m, "exit_code", -1) ||
-              !cJSON_AddNumberToObject(m, "signal", 0) ||
-              !cJSON_AddStringToObject(m, "reason", reason))) {
+    if (m &&
+        (!cJSON_AddNumberToObject(m, "exit_code", -1) || !cJSON_AddNumberToObject(m, "signal", 0) ||
+         !cJSON_AddStringToObject(m, "reason", reason))) {
         cJSON_Delete(m);
         m = NULL;
     }
@@ -435,8 +434,8 @@ static void on_hello_reply(agent_t *a, const cJSON *m, const char *re)
     a->liveness = (int)(live < 2 ? 2 : live > 1000 ? 1000 : live);
     a->conn = CONN_READY;
     a->backoff_ms = BACKOFF_MIN_MS;
-    ft_info("registered with the scheduler as '%s' (heartbeat %d ms, liveness %d)",
-            a->routing_id, a->heartbeat_ms, a->liveness);
+    ft_info("registered with the scheduler as '%s' (heartbeat %d ms, liveness %d)", a->routing_id,
+            a->heartbeat_ms, a->liveness);
     for (int i = 0; i < a->nout; i++)
         outbox_send(a, &a->outbox[i]);
 }
@@ -508,9 +507,8 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             spec_ok = -1;
         }
     }
-    ft_info("start job %lld attempt %lld (%s, world size %lld, %d rank(s) here)",
-            (long long)job_id, (long long)attempt, ft_sanitize(kind, 16), (long long)world,
-            cJSON_GetArraySize(ranks));
+    ft_info("start job %lld attempt %lld (%s, world size %lld, %d rank(s) here)", (long long)job_id,
+            (long long)attempt, ft_sanitize(kind, 16), (long long)world, cJSON_GetArraySize(ranks));
     const cJSON *entry;
     cJSON_ArrayForEach(entry, ranks)
     {
@@ -550,8 +548,8 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             continue;
         }
         rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name};
-        rank_req_t req = {job_id, attempt, rank, local, (int)world, wdev_get(a->devs, dev),
-                          &spec, spec_json};
+        rank_req_t req = {job_id, attempt,  rank, local, (int)world, wdev_get(a->devs, dev),
+                          &spec,  spec_json};
         rank_t *r = NULL;
         ft_err_t lerr = {0};
         if (rank_launch(&ctx, &req, &r, &lerr) < 0) {
@@ -559,8 +557,8 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             continue;
         }
         a->ranks[a->nranks++] = r;
-        ft_info("job %lld attempt %lld rank %d started: pid %d on device %d",
-                (long long)job_id, (long long)attempt, rank, (int)r->pid, dev);
+        ft_info("job %lld attempt %lld rank %d started: pid %d on device %d", (long long)job_id,
+                (long long)attempt, rank, (int)r->pid, dev);
         send_rank_started(a, r);
     }
     ft_jobspec_free(&spec);
@@ -639,8 +637,8 @@ send:
 typedef void (*handler_fn)(agent_t *a, const cJSON *m, const char *re);
 
 static const struct {
-    ft_msg_type_t type; /* message type the scheduler sends */
-    handler_fn fn;      /* its handler */
+    ft_msg_type_t type;    /* message type the scheduler sends */
+    handler_fn fn;         /* its handler */
     bool shows_registered; /* only a scheduler that knows us sends it */
 } handlers[] = {
     {FT_MSG_HELLO_REPLY, on_hello_reply, false},
@@ -880,8 +878,7 @@ agent_t *agent_new(const agent_opts_t *opts, wdev_set_t *devs, ft_err_t *err)
     signal(SIGPIPE, SIG_IGN);
     a->zctx = zmq_ctx_new();
     if (!a->zctx) {
-        ft_err_set(err, FT_EINTERNAL, "cannot create a ZeroMQ context: %s",
-                   zmq_strerror(errno));
+        ft_err_set(err, FT_EINTERNAL, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
         goto fail;
     }
     /* a bad endpoint is a usage error: find it now, not in the loop */

@@ -17,12 +17,12 @@
 #include "devices.h"
 
 typedef struct {
-    const char *endpoint;     /* scheduler ROUTER, e.g. tcp://127.0.0.1:7461 */
-    const char *name;         /* node name: routing id is "w/NAME" */
-    const char *hostname;     /* reported in hello */
-    const char *state_dir;    /* absolute, exists */
-    const char *trainer;      /* ft-train path or name */
-    int shutdown_grace_ms;    /* SIGTERM to SIGKILL when ftworker itself stops */
+    const char *endpoint;  /* scheduler ROUTER, e.g. tcp://127.0.0.1:7461 */
+    const char *name;      /* node name: routing id is "w/NAME" */
+    const char *hostname;  /* reported in hello */
+    const char *state_dir; /* absolute, exists */
+    const char *trainer;   /* ft-train path or name */
+    int shutdown_grace_ms; /* SIGTERM to SIGKILL when ftworker itself stops */
 } agent_opts_t;
 
 typedef struct agent agent_t;

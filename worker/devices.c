@@ -18,12 +18,12 @@
 #include "devices.h"
 
 /* ---- the NVML ABI subset ---- */
-typedef int nvml_return_t;             /* nvmlReturn_t: 0 = NVML_SUCCESS */
+typedef int nvml_return_t;                 /* nvmlReturn_t: 0 = NVML_SUCCESS */
 typedef struct nvml_device *nvml_device_t; /* nvmlDevice_t: opaque */
 typedef struct {
-    unsigned long long total;          /* bytes */
-    unsigned long long free;           /* bytes */
-    unsigned long long used;           /* bytes */
+    unsigned long long total; /* bytes */
+    unsigned long long free;  /* bytes */
+    unsigned long long used;  /* bytes */
 } nvml_memory_t;
 #define NVML_SUCCESS 0
 #define NVML_ERROR_NOT_SUPPORTED 3
@@ -42,16 +42,17 @@ typedef struct {
 
 /* Symbol table: offset of the pointer in nvml_api_t, names to try in order. */
 static const struct {
-    size_t offset;       /* offsetof(nvml_api_t, field) */
-    const char *names[2];/* first found wins; NULL ends */
-    bool required;       /* discovery fails without it */
+    size_t offset;        /* offsetof(nvml_api_t, field) */
+    const char *names[2]; /* first found wins; NULL ends */
+    bool required;        /* discovery fails without it */
 } nvml_symbols[] = {
     {offsetof(nvml_api_t, init), {"nvmlInit_v2", "nvmlInit"}, true},
     {offsetof(nvml_api_t, shutdown), {"nvmlShutdown", NULL}, true},
     {offsetof(nvml_api_t, error_string), {"nvmlErrorString", NULL}, true},
     {offsetof(nvml_api_t, get_count), {"nvmlDeviceGetCount_v2", "nvmlDeviceGetCount"}, true},
     {offsetof(nvml_api_t, get_handle),
-     {"nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex"}, true},
+     {"nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex"},
+     true},
     {offsetof(nvml_api_t, get_uuid), {"nvmlDeviceGetUUID", NULL}, true},
     {offsetof(nvml_api_t, get_name), {"nvmlDeviceGetName", NULL}, true},
     {offsetof(nvml_api_t, get_memory), {"nvmlDeviceGetMemoryInfo", NULL}, true},
@@ -203,8 +204,7 @@ static int check_opts(const wdev_opts_t *o, ft_err_t *err)
     }
     if (o->emulate_gpus > 0) {
         if (o->gpu_model && strlen(o->gpu_model) >= WDEV_MODEL_MAX) {
-            ft_err_set(err, FT_ETOOLARGE, "--gpu-model: longer than %d bytes",
-                       WDEV_MODEL_MAX - 1);
+            ft_err_set(err, FT_ETOOLARGE, "--gpu-model: longer than %d bytes", WDEV_MODEL_MAX - 1);
             return -1;
         }
         for (const char *p = o->gpu_model ? o->gpu_model : ""; *p; p++) {
@@ -306,8 +306,7 @@ cJSON *wdev_to_json(const wdev_set_t *set)
     for (int i = 0; i < set->n; i++) {
         const wdev_t *d = &set->devs[i];
         cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddItemToArray(arr, o) ||
-            !cJSON_AddNumberToObject(o, "index", d->index) ||
+        if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddNumberToObject(o, "index", d->index) ||
             !cJSON_AddStringToObject(o, "uuid", d->uuid) ||
             !cJSON_AddStringToObject(o, "model", d->model) ||
             !cJSON_AddNumberToObject(o, "memory_mb", (double)d->memory_mb) ||

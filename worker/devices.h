@@ -18,14 +18,14 @@
 #include <cjson/cJSON.h>
 #include "ft/common.h"
 
-#define WDEV_MAX 64        /* devices per node, as in docs/protocol.md */
-#define WDEV_UUID_MAX 96   /* NVML_DEVICE_UUID_V2_BUFFER_SIZE */
-#define WDEV_MODEL_MAX 96  /* NVML_DEVICE_NAME_V2_BUFFER_SIZE */
-#define WDEV_CPU_MAX 64    /* largest --cpu-devices */
-#define WDEV_EMU_MAX 64    /* largest --emulate-gpus */
-#define WDEV_EMU_MEM_GB_MAX 4096.0 /* largest --gpu-mem-gb */
+#define WDEV_MAX 64                   /* devices per node, as in docs/protocol.md */
+#define WDEV_UUID_MAX 96              /* NVML_DEVICE_UUID_V2_BUFFER_SIZE */
+#define WDEV_MODEL_MAX 96             /* NVML_DEVICE_NAME_V2_BUFFER_SIZE */
+#define WDEV_CPU_MAX 64               /* largest --cpu-devices */
+#define WDEV_EMU_MAX 64               /* largest --emulate-gpus */
+#define WDEV_EMU_MEM_GB_MAX 4096.0    /* largest --gpu-mem-gb */
 #define WDEV_EMU_MODEL "emulated-gpu" /* --gpu-model when not given */
-#define WDEV_EMU_MEM_GB 80.0       /* --gpu-mem-gb when not given, GiB */
+#define WDEV_EMU_MEM_GB 80.0          /* --gpu-mem-gb when not given, GiB */
 
 typedef enum { WDEV_GPU = 0, WDEV_EMULATED, WDEV_CPU } wdev_kind_t;
 
@@ -35,18 +35,18 @@ typedef struct {
     char model[WDEV_MODEL_MAX]; /* NVML name, --gpu-model, or "cpu" */
     int64_t memory_mb;          /* total device memory in MiB; host RAM share for cpu */
     wdev_kind_t kind;           /* where it came from */
-    int kind_index;             /* index among devices of its kind (CUDA_VISIBLE_DEVICES for emulated) */
-    void *nvml_handle;          /* nvmlDevice_t for WDEV_GPU, else NULL */
+    int kind_index;    /* index among devices of its kind (CUDA_VISIBLE_DEVICES for emulated) */
+    void *nvml_handle; /* nvmlDevice_t for WDEV_GPU, else NULL */
 } wdev_t;
 
 /* What the command line asked for. */
 typedef struct {
-    const char *node_name;      /* used in uuids of cpu and emulated devices */
-    int cpu_devices;            /* --cpu-devices N; -1 when not given */
-    int emulate_gpus;           /* --emulate-gpus N; 0 when not given */
-    const char *gpu_model;      /* --gpu-model for emulated GPUs; NULL = WDEV_EMU_MODEL */
-    double gpu_mem_gb;          /* --gpu-mem-gb for emulated GPUs, GiB; 0 = WDEV_EMU_MEM_GB */
-    const char *nvml_library;   /* library to dlopen; NULL = "libnvidia-ml.so.1", "" = skip NVML */
+    const char *node_name;    /* used in uuids of cpu and emulated devices */
+    int cpu_devices;          /* --cpu-devices N; -1 when not given */
+    int emulate_gpus;         /* --emulate-gpus N; 0 when not given */
+    const char *gpu_model;    /* --gpu-model for emulated GPUs; NULL = WDEV_EMU_MODEL */
+    double gpu_mem_gb;        /* --gpu-mem-gb for emulated GPUs, GiB; 0 = WDEV_EMU_MEM_GB */
+    const char *nvml_library; /* library to dlopen; NULL = "libnvidia-ml.so.1", "" = skip NVML */
 } wdev_opts_t;
 
 typedef struct wdev_set wdev_set_t;

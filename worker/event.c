@@ -15,9 +15,9 @@
 #include "ft/proto.h"
 
 static const struct {
-    const char *name;     /* value of "event" */
-    bool need_total;      /* total_steps required */
-    bool need_eval_loss;  /* eval_loss required */
+    const char *name;    /* value of "event" */
+    bool need_total;     /* total_steps required */
+    bool need_eval_loss; /* eval_loss required */
 } kinds[] = {
     [EVENT_PROGRESS] = {"progress", true, false},
     [EVENT_EVAL] = {"eval", false, true},
@@ -120,8 +120,8 @@ int event_parse_line(const char *line, size_t len, event_t *ev, ft_err_t *err)
         bool need = i == EVENT_EVAL_LOSS && kinds[k].need_eval_loss;
         if (!field(o, nums[i].name) && !need)
             continue;
-        if (ft_json_get_num(o, NULL, nums[i].name, true, nums[i].min, nums[i].max,
-                            &ev->num[i], err) < 0)
+        if (ft_json_get_num(o, NULL, nums[i].name, true, nums[i].min, nums[i].max, &ev->num[i],
+                            err) < 0)
             goto out;
         if (!isfinite(ev->num[i])) {
             ft_err_set(err, FT_EBADFIELD, "%s: not a finite number", nums[i].name);
@@ -130,8 +130,8 @@ int event_parse_line(const char *line, size_t len, event_t *ev, ft_err_t *err)
         ev->has_num |= 1u << i;
     }
     if (field(o, "peak_mem_mb")) {
-        if (ft_json_get_int(o, NULL, "peak_mem_mb", true, 0, INT64_C(1) << 40,
-                            &ev->peak_mem_mb, err) < 0)
+        if (ft_json_get_int(o, NULL, "peak_mem_mb", true, 0, INT64_C(1) << 40, &ev->peak_mem_mb,
+                            err) < 0)
             goto out;
         ev->has_peak_mem = true;
     }
@@ -148,8 +148,8 @@ int event_parse_line(const char *line, size_t len, event_t *ev, ft_err_t *err)
         snprintf(text, sizeof(text), "checkpoint at step %lld%s%s%s%s", (long long)ev->step,
                  path ? ": " : "", path ? path : "", msg ? ": " : "", msg ? msg : "");
     else if (ev->kind == EVENT_DONE)
-        snprintf(text, sizeof(text), "done%s%s%s%s", path ? ": adapter in " : "",
-                 path ? path : "", msg ? ": " : "", msg ? msg : "");
+        snprintf(text, sizeof(text), "done%s%s%s%s", path ? ": adapter in " : "", path ? path : "",
+                 msg ? ": " : "", msg ? msg : "");
     else
         snprintf(text, sizeof(text), "%s", msg ? msg : "");
     event_clean_text(ev->message, sizeof(ev->message), text);

@@ -17,16 +17,23 @@
 #include <cjson/cJSON.h>
 #include "ft/common.h"
 
-#define EVENT_LINE_MAX 4096      /* longest accepted line, bytes, without '\n' */
-#define EVENT_MESSAGE_MAX 256    /* progress.message bound from docs/protocol.md */
+#define EVENT_LINE_MAX 4096            /* longest accepted line, bytes, without '\n' */
+#define EVENT_MESSAGE_MAX 256          /* progress.message bound from docs/protocol.md */
 #define EVENT_STEP_MAX 1000000000000LL /* steps and total_steps upper bound */
 
 typedef enum { EVENT_PROGRESS = 0, EVENT_EVAL, EVENT_CHECKPOINT, EVENT_DONE } event_kind_t;
 
 /* Optional numbers of a progress message, in docs/protocol.md order. */
 typedef enum {
-    EVENT_LOSS = 0, EVENT_LR, EVENT_TOKENS_PER_S, EVENT_EVAL_LOSS, EVENT_GRAD_NORM,
-    EVENT_EPOCH, EVENT_ELAPSED_S, EVENT_ETA_S, EVENT_NUM__COUNT
+    EVENT_LOSS = 0,
+    EVENT_LR,
+    EVENT_TOKENS_PER_S,
+    EVENT_EVAL_LOSS,
+    EVENT_GRAD_NORM,
+    EVENT_EPOCH,
+    EVENT_ELAPSED_S,
+    EVENT_ETA_S,
+    EVENT_NUM__COUNT
 } event_num_t;
 
 typedef struct {

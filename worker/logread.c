@@ -17,20 +17,16 @@
 /* Bytes allowed after the lead byte, by lead byte range: {first lo, first hi}
  * for the second byte (later bytes are always 0x80..0xBF). */
 typedef struct {
-    unsigned char lead_lo, lead_hi; /* lead byte range, inclusive */
-    int len;                        /* sequence length in bytes */
+    unsigned char lead_lo, lead_hi;     /* lead byte range, inclusive */
+    int len;                            /* sequence length in bytes */
     unsigned char second_lo, second_hi; /* allowed second byte, inclusive */
 } utf8_row_t;
 
 static const utf8_row_t utf8_table[] = {
-    {0xC2, 0xDF, 2, 0x80, 0xBF},
-    {0xE0, 0xE0, 3, 0xA0, 0xBF}, /* no overlongs */
-    {0xE1, 0xEC, 3, 0x80, 0xBF},
-    {0xED, 0xED, 3, 0x80, 0x9F}, /* no surrogates */
-    {0xEE, 0xEF, 3, 0x80, 0xBF},
-    {0xF0, 0xF0, 4, 0x90, 0xBF}, /* no overlongs */
-    {0xF1, 0xF3, 4, 0x80, 0xBF},
-    {0xF4, 0xF4, 4, 0x80, 0x8F}, /* nothing above U+10FFFF */
+    {0xC2, 0xDF, 2, 0x80, 0xBF}, {0xE0, 0xE0, 3, 0xA0, 0xBF}, /* no overlongs */
+    {0xE1, 0xEC, 3, 0x80, 0xBF}, {0xED, 0xED, 3, 0x80, 0x9F}, /* no surrogates */
+    {0xEE, 0xEF, 3, 0x80, 0xBF}, {0xF0, 0xF0, 4, 0x90, 0xBF}, /* no overlongs */
+    {0xF1, 0xF3, 4, 0x80, 0xBF}, {0xF4, 0xF4, 4, 0x80, 0x8F}, /* nothing above U+10FFFF */
 };
 
 /* Length of the valid sequence at in[0..avail): >0 valid, 0 invalid (replace
@@ -105,8 +101,8 @@ int logread_read(const char *path, int64_t offset, int64_t max_bytes, logread_ch
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        ft_err_set(err, errno == ENOENT ? FT_ENOTFOUND : FT_EINTERNAL, "cannot open '%s': %s",
-                   path, strerror(errno));
+        ft_err_set(err, errno == ENOENT ? FT_ENOTFOUND : FT_EINTERNAL, "cannot open '%s': %s", path,
+                   strerror(errno));
         goto out;
     }
     struct stat st;

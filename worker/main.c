@@ -26,16 +26,16 @@
 #define EXIT_USAGE 2
 
 typedef struct {
-    const char *scheduler;  /* --scheduler */
-    const char *name;       /* --name; NULL = hostname */
-    const char *state_dir;  /* --state-dir; NULL = ./ftworker-NAME */
-    const char *trainer;    /* --trainer; NULL = next to ftworker */
-    const char *gpu_model;  /* --gpu-model */
-    const char *log_level;  /* --log-level */
-    int64_t cpu_devices;    /* --cpu-devices; -1 = not given */
-    int64_t emulate_gpus;   /* --emulate-gpus */
-    double gpu_mem_gb;      /* --gpu-mem-gb */
-    int64_t stop_grace_ms;  /* --stop-grace-ms */
+    const char *scheduler; /* --scheduler */
+    const char *name;      /* --name; NULL = hostname */
+    const char *state_dir; /* --state-dir; NULL = ./ftworker-NAME */
+    const char *trainer;   /* --trainer; NULL = next to ftworker */
+    const char *gpu_model; /* --gpu-model */
+    const char *log_level; /* --log-level */
+    int64_t cpu_devices;   /* --cpu-devices; -1 = not given */
+    int64_t emulate_gpus;  /* --emulate-gpus */
+    double gpu_mem_gb;     /* --gpu-mem-gb */
+    int64_t stop_grace_ms; /* --stop-grace-ms */
 } cli_t;
 
 typedef enum { ARG_STR, ARG_INT, ARG_NUM } arg_type_t;
@@ -49,12 +49,12 @@ static cli_t cli = {
 
 /* The flag table: long name, value type, where it goes, bounds, help. */
 static const struct {
-    const char *name;   /* --name */
-    arg_type_t type;    /* value type */
-    void *dst;          /* const char **, int64_t * or double * */
-    double min, max;    /* bounds for ARG_INT and ARG_NUM */
-    const char *meta;   /* value placeholder in the help */
-    const char *help;   /* one line */
+    const char *name; /* --name */
+    arg_type_t type;  /* value type */
+    void *dst;        /* const char **, int64_t * or double * */
+    double min, max;  /* bounds for ARG_INT and ARG_NUM */
+    const char *meta; /* value placeholder in the help */
+    const char *help; /* one line */
 } flags[] = {
     {"scheduler", ARG_STR, &cli.scheduler, 0, 0, "ENDPOINT",
      "ftsched's ZeroMQ endpoint (default " FT_DEFAULT_ENDPOINT ")"},
@@ -88,8 +88,8 @@ static void usage(FILE *f)
         snprintf(left, sizeof(left), "--%s %s", flags[i].name, flags[i].meta);
         fprintf(f, "  %-24s %s\n", left, flags[i].help);
     }
-    fprintf(f, "  %-24s %s\n  %-24s %s\n", "-h, --help", "show this help",
-            "--version", "print the version");
+    fprintf(f, "  %-24s %s\n  %-24s %s\n", "-h, --help", "show this help", "--version",
+            "print the version");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -120,8 +120,7 @@ static int set_flag(size_t i, const char *val)
         char range[64];
         snprintf(range, sizeof(range), "[%g, %g]", flags[i].min, flags[i].max);
         fprintf(stderr, "ftworker: --%s: '%s' is not %s in %s\n", flags[i].name,
-                ft_sanitize(val, 64), flags[i].type == ARG_INT ? "an integer" : "a number",
-                range);
+                ft_sanitize(val, 64), flags[i].type == ARG_INT ? "an integer" : "a number", range);
         return -1;
     }
     if (flags[i].type == ARG_INT)
@@ -190,8 +189,7 @@ static char *find_trainer(const char *given)
         if (!strchr(given, '/'))
             return strdup(given);
         if (!realpath(given, buf)) {
-            ft_warn("--trainer '%s': %s; lora jobs will fail to launch", given,
-                    strerror(errno));
+            ft_warn("--trainer '%s': %s; lora jobs will fail to launch", given, strerror(errno));
             return strdup(given);
         }
         return strdup(buf);
@@ -286,8 +284,7 @@ int main(int argc, char **argv)
     int jobs_rc = jobs ? ft_mkdir_p(jobs, &err) : -1;
     free(jobs);
     if (!dir_abs || jobs_rc < 0) {
-        ft_error("cannot use state dir '%s': %s", state_dir,
-                 dir_abs ? err.msg : strerror(errno));
+        ft_error("cannot use state dir '%s': %s", state_dir, dir_abs ? err.msg : strerror(errno));
         goto out;
     }
     trainer = find_trainer(cli.trainer);

@@ -179,8 +179,8 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
     const char *cwd = ctx->state_dir;
     *out = NULL;
 
-    int n = snprintf(dir, sizeof(dir), "%s/jobs/%lld/rank-%d", ctx->state_dir,
-                     (long long)q->job_id, q->rank);
+    int n = snprintf(dir, sizeof(dir), "%s/jobs/%lld/rank-%d", ctx->state_dir, (long long)q->job_id,
+                     q->rank);
     if (n < 0 || (size_t)n >= sizeof(dir) ||
         rank_log_path(ctx->state_dir, q->job_id, q->rank, log_path, sizeof(log_path)) < 0) {
         ft_err_set(err, FT_EINTERNAL, "state dir path too long");
@@ -214,8 +214,8 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
         snprintf(rank_s, sizeof(rank_s), "%d", q->rank);
         snprintf(world_s, sizeof(world_s), "%d", q->world_size);
         snprintf(evfd_s, sizeof(evfd_s), "%d", RANK_EVENT_FD);
-        char *v[] = {(char *)ctx->trainer, "run", "--spec", spec_path, "--rank", rank_s,
-                     "--world-size", world_s, "--event-fd", evfd_s, NULL};
+        char *v[] = {(char *)ctx->trainer, "run",   "--spec",     spec_path, "--rank", rank_s,
+                     "--world-size",       world_s, "--event-fd", evfd_s,    NULL};
         memcpy(lora_argv, v, sizeof(v));
         argv = lora_argv;
     } else {
@@ -255,8 +255,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
             ft_err_set(err, FT_EBADFIELD, "cannot change directory to '%s': %s", cwd,
                        strerror(report.err));
         else if (report.stage == STAGE_EXEC)
-            ft_err_set(err, FT_EBADFIELD, "cannot run '%s': %s", argv[0],
-                       strerror(report.err));
+            ft_err_set(err, FT_EBADFIELD, "cannot run '%s': %s", argv[0], strerror(report.err));
         else
             ft_err_set(err, FT_EINTERNAL, "cannot set up the child's files: %s",
                        strerror(report.err));

@@ -30,40 +30,40 @@
 #define RANK_EVENT_FD 3
 
 typedef struct {
-    int64_t job_id;            /* scheduler's job id */
-    int64_t attempt;           /* attempt number, from 1 */
-    int rank;                  /* global rank in [0, world_size) */
-    int local_rank;            /* rank among this job's ranks on this node */
-    int world_size;            /* ranks in the whole gang */
-    int device;                /* device index on this node */
-    pid_t pid;                 /* child pid == its process group id */
-    int event_fd;              /* read end of the event pipe, -1 once closed */
+    int64_t job_id;                 /* scheduler's job id */
+    int64_t attempt;                /* attempt number, from 1 */
+    int rank;                       /* global rank in [0, world_size) */
+    int local_rank;                 /* rank among this job's ranks on this node */
+    int world_size;                 /* ranks in the whole gang */
+    int device;                     /* device index on this node */
+    pid_t pid;                      /* child pid == its process group id */
+    int event_fd;                   /* read end of the event pipe, -1 once closed */
     char evbuf[EVENT_LINE_MAX + 1]; /* partial event line, not NUL-terminated */
-    size_t evlen;              /* bytes in evbuf */
-    bool ev_skipping;          /* an over-long line is being discarded up to '\n' */
-    bool warned_unknown;       /* an unknown event key was already reported */
-    int bad_lines;             /* event lines dropped so far (warnings are capped) */
-    int64_t last_total;        /* last total_steps seen, -1 before any */
-    bool stop_requested;       /* we sent SIGTERM: its end is "stopped" */
-    bool kill_sent;            /* SIGKILL already sent to the group */
-    int64_t kill_at_ms;        /* monotonic ms for SIGKILL; 0 = none scheduled */
-    int64_t started_ms;        /* monotonic ms at launch */
+    size_t evlen;                   /* bytes in evbuf */
+    bool ev_skipping;               /* an over-long line is being discarded up to '\n' */
+    bool warned_unknown;            /* an unknown event key was already reported */
+    int bad_lines;                  /* event lines dropped so far (warnings are capped) */
+    int64_t last_total;             /* last total_steps seen, -1 before any */
+    bool stop_requested;            /* we sent SIGTERM: its end is "stopped" */
+    bool kill_sent;                 /* SIGKILL already sent to the group */
+    int64_t kill_at_ms;             /* monotonic ms for SIGKILL; 0 = none scheduled */
+    int64_t started_ms;             /* monotonic ms at launch */
 } rank_t;
 
 /* What a launch needs besides the rank itself. */
 typedef struct {
-    const char *state_dir;     /* absolute */
-    const char *trainer;       /* ft-train path (absolute, or a name found in PATH) */
-    const char *node_name;     /* for messages */
+    const char *state_dir; /* absolute */
+    const char *trainer;   /* ft-train path (absolute, or a name found in PATH) */
+    const char *node_name; /* for messages */
 } rank_ctx_t;
 
 typedef struct {
-    int64_t job_id, attempt;   /* from `start` */
-    int rank, local_rank;      /* from the ranks entry */
-    int world_size;            /* from `start` */
-    const wdev_t *dev;         /* the device this rank gets */
-    const ft_jobspec_t *spec;  /* parsed spec */
-    const cJSON *spec_json;    /* the spec as received (written for lora) */
+    int64_t job_id, attempt;  /* from `start` */
+    int rank, local_rank;     /* from the ranks entry */
+    int world_size;           /* from `start` */
+    const wdev_t *dev;        /* the device this rank gets */
+    const ft_jobspec_t *spec; /* parsed spec */
+    const cJSON *spec_json;   /* the spec as received (written for lora) */
 } rank_req_t;
 
 /* jobs/JOBID/rank-R.log under state_dir into buf. -1 when it does not fit. */
@@ -78,8 +78,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *req, rank_t **out, ft_e
 void rank_signal(rank_t *r, int sig);
 
 /* Turns a wait status into the rank_exited fields. reason is static. */
-void rank_exit_fields(const rank_t *r, int status, int *exit_code, int *sig,
-                      const char **reason);
+void rank_exit_fields(const rank_t *r, int status, int *exit_code, int *sig, const char **reason);
 
 /* Closes the event fd and frees; sets *r to NULL. */
 void rank_destroy(rank_t **r);

@@ -11,18 +11,18 @@
 static int check_failures; /* CHECKs that failed so far */
 static int check_count;    /* CHECKs run so far */
 
-#define CHECK(cond, ...)                                                                    \
-    do {                                                                                    \
-        check_count++;                                                                      \
-        if (cond) {                                                                         \
-            printf("ok %d - ", check_count);                                                \
-        } else {                                                                            \
-            check_failures++;                                                               \
-            printf("FAIL %d (%s:%d) - ", check_count, __FILE__, __LINE__);                  \
-        }                                                                                   \
-        printf(__VA_ARGS__);                                                                \
-        printf("\n");                                                                       \
-        fflush(stdout);                                                                     \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (cond) {                                                                                \
+            printf("ok %d - ", check_count);                                                       \
+        } else {                                                                                   \
+            check_failures++;                                                                      \
+            printf("FAIL %d (%s:%d) - ", check_count, __FILE__, __LINE__);                         \
+        }                                                                                          \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
+        fflush(stdout);                                                                            \
     } while (0)
 
 static inline int check_exit(void)

@@ -51,8 +51,8 @@ int main(int argc, char **argv)
         CHECK(d->kind == WDEV_EMULATED && d->index == i && d->kind_index == i &&
                   strcmp(d->uuid, uuid) == 0 && strcmp(d->model, "A100-80GB") == 0 &&
                   d->memory_mb == 80 * 1024,
-              "emulated device %d: uuid '%s', model, 81920 MiB (got '%s', %lld)", i, uuid,
-              d->uuid, (long long)d->memory_mb);
+              "emulated device %d: uuid '%s', model, 81920 MiB (got '%s', %lld)", i, uuid, d->uuid,
+              (long long)d->memory_mb);
     }
     CHECK(s && wdev_energy_mj(s, 1, &mj, &err) == 1, "energy hook: emulated GPUs report none");
     cJSON *j = s ? wdev_to_json(s) : NULL;
@@ -97,14 +97,10 @@ int main(int argc, char **argv)
         double mem;
         const char *needle;
     } bad[] = {
-        {-1, 2, "A100", 5000, "--gpu-mem-gb"},
-        {-1, 2, "A100", -1, "--gpu-mem-gb"},
-        {-1, 65, "A100", 16, "--emulate-gpus"},
-        {65, 0, NULL, 0, "--cpu-devices"},
-        {0, 0, NULL, 0, "no devices"},
-        {-1, 0, "A100", 0, "need --emulate-gpus"},
-        {-1, 2, "bad\tname", 16, "--gpu-model"},
-        {40, 40, "A100", 16, "more than 64"},
+        {-1, 2, "A100", 5000, "--gpu-mem-gb"},   {-1, 2, "A100", -1, "--gpu-mem-gb"},
+        {-1, 65, "A100", 16, "--emulate-gpus"},  {65, 0, NULL, 0, "--cpu-devices"},
+        {0, 0, NULL, 0, "no devices"},           {-1, 0, "A100", 0, "need --emulate-gpus"},
+        {-1, 2, "bad\tname", 16, "--gpu-model"}, {40, 40, "A100", 16, "more than 64"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         o = base();
@@ -114,8 +110,8 @@ int main(int argc, char **argv)
         o.gpu_mem_gb = bad[i].mem;
         ft_err_clear(&err);
         s = wdev_set_new(&o, &err);
-        CHECK(!s && strstr(err.msg, bad[i].needle), "bad options %zu rejected naming '%s': %s",
-              i, bad[i].needle, err.msg);
+        CHECK(!s && strstr(err.msg, bad[i].needle), "bad options %zu rejected naming '%s': %s", i,
+              bad[i].needle, err.msg);
         wdev_set_destroy(&s);
     }
 

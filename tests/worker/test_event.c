@@ -80,11 +80,12 @@ int main(void)
     char msg[600] = "";
     for (int i = 0; i < 150; i++)
         strcat(msg, "\xC3\xA9"); /* 300 bytes of é */
-    snprintf(line, sizeof(line), "{\"event\":\"progress\",\"step\":1,\"total_steps\":1,"
-                                 "\"message\":\"a\\u0001b%s\"}", msg);
+    snprintf(line, sizeof(line),
+             "{\"event\":\"progress\",\"step\":1,\"total_steps\":1,"
+             "\"message\":\"a\\u0001b%s\"}",
+             msg);
     CHECK(parse(line, &ev, &err) == 0 && strlen(ev.message) <= 256 &&
-              strncmp(ev.message, "a b\xC3\xA9", 5) == 0 &&
-              (strlen(ev.message) - 3) % 2 == 0,
+              strncmp(ev.message, "a b\xC3\xA9", 5) == 0 && (strlen(ev.message) - 3) % 2 == 0,
           "message cut to %zu bytes without splitting a character, control byte made a space",
           strlen(ev.message));
     CHECK(valid_progress(&ev, -1, p, sizeof(p)), "cut message still validates");
@@ -112,8 +113,8 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int rc = parse(bad[i].line, &ev, &err);
-        CHECK(rc == -1 && err.msg[0] && strstr(err.msg, bad[i].needle),
-              "rejected: %s -> %s", bad[i].line, err.msg);
+        CHECK(rc == -1 && err.msg[0] && strstr(err.msg, bad[i].needle), "rejected: %s -> %s",
+              bad[i].line, err.msg);
     }
     memset(line, ' ', sizeof(line));
     CHECK(event_parse_line(line, EVENT_LINE_MAX + 1, &ev, &err) == -1 && err.code == FT_ETOOLARGE,

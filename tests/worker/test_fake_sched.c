@@ -36,10 +36,10 @@ static char worker_log[300];
 static pid_t worker_pid = -1;
 static cJSON *backlog[BACKLOG_MAX]; /* received, not yet consumed */
 static int nbacklog;
-static int invalid_msgs;            /* worker messages the validator rejected */
+static int invalid_msgs; /* worker messages the validator rejected */
 static int relay_seq = 100;
-static bool registered;             /* like ftsched: hello_reply sent on this router */
-static int not_registered_sent;     /* errors sent to a worker we did not know */
+static bool registered;         /* like ftsched: hello_reply sent on this router */
+static int not_registered_sent; /* errors sent to a worker we did not know */
 
 static void send_msg(cJSON *m);
 static const char *mtype(const cJSON *m);
@@ -418,8 +418,8 @@ int main(int argc, char **argv)
     send_start(2, 0, "[\"/nonexistent/ft-no-such-cmd\"]", "");
     m = wait_for("rank_exited", 2, 3000);
     const char *reason = m ? gets(m, "reason") : NULL;
-    CHECK(reason && strncmp(reason, "launch_failed: ", 15) == 0 &&
-              strstr(reason, "No such file") && !backlog_has("rank_started", 2),
+    CHECK(reason && strncmp(reason, "launch_failed: ", 15) == 0 && strstr(reason, "No such file") &&
+              !backlog_has("rank_started", 2),
           "job 2: nonexistent command -> '%s', never rank_started", reason ? reason : "(none)");
     cJSON_Delete(m);
     m = log_read(2, 0, 1000);
@@ -504,8 +504,7 @@ int main(int argc, char **argv)
     send_stop(5, 5000);
     m = wait_for("rank_exited", 5, 5000);
     took = ft_mono_ms() - ts;
-    CHECK(m && strcmp(gets(m, "reason"), "stopped") == 0 && geti(m, "signal") == 15 &&
-              took < 2000,
+    CHECK(m && strcmp(gets(m, "reason"), "stopped") == 0 && geti(m, "signal") == 15 && took < 2000,
           "job 5: SIGTERM obeyed at once -> stopped, signal 15 (%lld ms)", (long long)took);
     cJSON_Delete(m);
 
@@ -591,8 +590,8 @@ int main(int argc, char **argv)
     const char *bad_stop = "{\"v\":1,\"type\":\"stop\"}";
     zmq_send(router, bad_stop, strlen(bad_stop), 0);
     m = wait_for("error", -1, 3000);
-    CHECK(m && strcmp(gets(m, "code"), "missing_field") == 0,
-          "stop without fields -> error '%s'", m ? gets(m, "code") : "(none)");
+    CHECK(m && strcmp(gets(m, "code"), "missing_field") == 0, "stop without fields -> error '%s'",
+          m ? gets(m, "code") : "(none)");
     cJSON_Delete(m);
 
     /* ---- SIGTERM to ftworker: ranks stopped and reported, exit 0 ---- */

@@ -64,16 +64,14 @@ int main(void)
     used = scan("ab\xE2\x82", 4, true, out, &olen);
     CHECK(used == 2 && strcmp(out, "ab") == 0,
           "a character cut by the chunk end is left for the next chunk (used %zu)", used);
-    used = logread_sanitize((const unsigned char *)"\xE2\x82\xAC", 3, 1, true, 1 << 20, out,
-                            &olen);
+    used = logread_sanitize((const unsigned char *)"\xE2\x82\xAC", 3, 1, true, 1 << 20, out, &olen);
     CHECK(used == 3 && strcmp(out, "\xE2\x82\xAC") == 0,
           "max_bytes 1: the first character is still returned whole");
-    used = logread_sanitize((const unsigned char *)"abc\xE2\x82\xAC", 6, 4, true, 1 << 20, out,
-                            &olen);
+    used =
+        logread_sanitize((const unsigned char *)"abc\xE2\x82\xAC", 6, 4, true, 1 << 20, out, &olen);
     CHECK(used == 3 && strcmp(out, "abc") == 0,
           "a character that would cross max_bytes is not started (used %zu)", used);
-    used = logread_sanitize((const unsigned char *)"\x01\x01\x01\x01", 4, 4, false, 13, out,
-                            &olen);
+    used = logread_sanitize((const unsigned char *)"\x01\x01\x01\x01", 4, 4, false, 13, out, &olen);
     CHECK(used == 2, "escaped budget: control bytes count 6 each, 13 allows 2 (used %zu)", used);
 
     if (!mkdtemp(tmpdir)) {
