@@ -36,6 +36,10 @@ int64_t sched_mono_ms(const sched_t *s)
 
 void sched_set_fake_time(sched_t *s, int64_t ms)
 {
+    /* Switching clocks: restart liveness windows on the new one. */
+    if (!s->fake_ms)
+        for (int i = 0; i < s->nnodes; i++)
+            s->nodes[i].last_recv = s->nodes[i].last_send = ms;
     s->fake_ms = ms;
 }
 

@@ -1,0 +1,144 @@
+/*
+ * test_db.c: the scheduler's database layer: the schema is created by the
+ * migrations from an empty file, durability settings are in force, the
+ * constraints that protect billing hold, a newer schema is refused, and the
+ * view is rebuilt from the database after a restart.
+ */
+#include "harness.h"
+
+static void test_fresh(const char *path)
+{
+    ft_err_t err;
+    db_t *db = db_open(path, &err);
+    sqlite3_stmt *st;
+
+    CHECK(db != NULL, "open a new database%s%s", db ? "" : ": ", db ? "" : err.msg);
+    if (!db)
+        return;
+    st = db_stmt(db, "PRAGMA user_version", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == db_schema_version(),
+          "user_version is the schema version %d", db_schema_version());
+    sqlite3_reset(st);
+    st = db_stmt(db, "PRAGMA journal_mode", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0,
+          "journal_mode is wal");
+    sqlite3_reset(st);
+    st = db_stmt(db, "PRAGMA synchronous", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2, "synchronous is FULL (2)");
+    sqlite3_reset(st);
+    st = db_stmt(db, "PRAGMA foreign_keys", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1, "foreign_keys is on");
+    sqlite3_reset(st);
+    {
+        static const char *const tables[] = {"jobs", "allocations", "nodes", "devices", "ranks", "events", "progress"};
+        for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+            st = db_stmt(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?", &err);
+            db_bind_text(st, 1, tables[i]);
+            CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1, "table '%s' exists", tables[i]);
+            sqlite3_reset(st);
+        }
+    }
+    /* The partial unique index: one open allocation per device. */
+    CHECK(db_exec(db, "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, gpus, submit_time)"
+                      " VALUES ('a', 'exec', '{}', 'u', 't', 'RUNNING', 0, 0, 2, 1)", &err) == 0, "insert a job");
+    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
+                      " VALUES (1, 1, 0, 'n1', 0, 'u0', 'm', 1000)", &err) == 0, "open an allocation on n1:0");
+    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
+                      " VALUES (1, 1, 1, 'n1', 0, 'u0', 'm', 1000)", &err) < 0,
+          "a second open allocation on n1:0 is refused: %s", err.msg);
+    CHECK(db_exec(db, "UPDATE allocations SET end_ms = 2000 WHERE rank = 0", &err) == 0, "close it");
+    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
+                      " VALUES (1, 1, 1, 'n1', 0, 'u0', 'm', 2000)", &err) == 0, "then n1:0 can be allocated again");
+    CHECK(db_exec(db, "UPDATE allocations SET end_ms = 10 WHERE rank = 1", &err) < 0,
+          "an allocation cannot end before it starts: %s", err.msg);
+    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
+                      " VALUES (99, 1, 0, 'n1', 1, 'u1', 'm', 1000)", &err) < 0,
+          "an allocation for a job that does not exist is refused: %s", err.msg);
+    CHECK(db_exec(db, "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, gpus, submit_time)"
+                      " VALUES ('a', 'exec', '{}', 'u', 't', 'BOGUS', 0, 0, 1, 1)", &err) < 0,
+          "an unknown job state is refused: %s", err.msg);
+    CHECK(db_exec(db, "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, gpus, submit_time, request_id)"
+                      " VALUES ('a', 'exec', '{}', 'u', 't', 'PENDING', 0, 0, 1, 1, 'r1'),"
+                      " ('b', 'exec', '{}', 'u', 't', 'PENDING', 0, 0, 1, 1, 'r1')", &err) < 0,
+          "a repeated (user, request_id) is refused: %s", err.msg);
+    /* Transactions: rollback undoes. */
+    CHECK(db_begin(db, &err) == 0, "BEGIN IMMEDIATE");
+    CHECK(db_begin(db, &err) < 0, "a nested transaction is refused: %s", err.msg);
+    db_exec(db, "DELETE FROM allocations", &err);
+    db_rollback(db);
+    st = db_stmt(db, "SELECT count(*) FROM allocations", &err);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2, "rollback kept both allocations");
+    sqlite3_reset(st);
+    CHECK(db_checkpoint(db, true) == 0, "checkpoint (truncate)");
+    db_destroy(&db);
+    CHECK(db == NULL, "db_destroy nulls the pointer");
+    db_destroy(&db);
+}
+
+static void test_reopen_and_newer(const char *path)
+{
+    ft_err_t err;
+    db_t *db = db_open(path, &err);
+
+    CHECK(db != NULL, "reopen an existing database without migrating again");
+    if (!db)
+        return;
+    db_exec(db, "PRAGMA user_version=999", &err);
+    db_destroy(&db);
+    db = db_open(path, &err);
+    CHECK(db == NULL && strstr(err.msg, "newer"), "a newer schema is refused: '%s'", err.msg);
+    db_destroy(&db);
+    db = db_open("/nonexistent-dir/x.db", &err);
+    CHECK(db == NULL, "an unreachable path fails cleanly: '%s'", err.msg);
+}
+
+static void test_restart_rebuild(void)
+{
+    char *path = h_tmpdb();
+    sched_t *s = h_new(path, 1000000);
+    int64_t id;
+    view_node_t *n;
+    int busy = 0;
+
+    h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
+    id = h_submit(s, "{\"command\":[\"true\"],\"gpus\":3}", "ann", NULL);
+    CHECK(id == 1, "submit job 1");
+    sched_cron(s);
+    h_collect(s);
+    CHECK(strcmp(h_job_col(s, id, "state"), "RUNNING") == 0, "job 1 is RUNNING before the restart");
+    sched_destroy(&s);
+
+    s = h_new(path, 1000000);
+    n = sched_node_find(s, "n1");
+    CHECK(n && n->ndevs == 4 && n->ready && !n->connected,
+          "after restart node n1 is known with 4 devices, ready in the database but not connected");
+    for (int k = 0; n && k < n->ndevs; k++)
+        busy += n->devs[k].job_id == id;
+    CHECK(busy == 3, "the view marks the 3 devices of job 1 busy (got %d)", busy);
+    /* The worker reconnects and reports its ranks: they are adopted. */
+    h_hello(s, "n1", 4, "H100", "gpu", 81920,
+            "[{\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":11},{\"job_id\":1,\"attempt\":1,\"rank\":1,\"pid\":12},"
+            "{\"job_id\":1,\"attempt\":1,\"rank\":2,\"pid\":13}]");
+    CHECK(h_find("w/n1", "hello_reply", 0) != NULL, "hello_reply after the restart");
+    CHECK(h_count("w/n1", "stop") == 0, "no stop for adopted ranks");
+    CHECK(h_query_int(s, "SELECT count(*) FROM ranks WHERE job_id = 1 AND state = 'running' AND pid IS NOT NULL") == 3,
+          "the three ranks are running with their pids");
+    CHECK(strcmp(h_job_col(s, id, "state"), "RUNNING") == 0, "job 1 is still RUNNING");
+    sched_destroy(&s);
+    h_rm(path);
+    free(path);
+}
+
+int main(void)
+{
+    char *path = h_tmpdb();
+
+    ft_log_init("test_db", FT_LOG_WARN);
+    test_fresh(path);
+    test_reopen_and_newer(path);
+    h_rm(path);
+    free(path);
+    test_restart_rebuild();
+    h_drop();
+    return check_done("test_db");
+}
