@@ -13,16 +13,14 @@
 
 #include "ftctl.h"
 
-static int
-oom(void)
+static int oom(void)
 {
     ftctl_die_msg("out of memory");
     return FTCTL_EXIT_FAILED;
 }
 
 /* Options loop for subcommands without options; >0 exit code, -1 help shown. */
-static int
-only_help(const char *cmd, int argc, char **argv)
+static int only_help(const char *cmd, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -44,8 +42,7 @@ only_help(const char *cmd, int argc, char **argv)
 /* ================================ nodes ================================ */
 
 /* "H100 x8,A100 x2": each model with its count, in order of first appearance. */
-static void
-models_of(const cJSON *devices, char *buf, size_t len)
+static void models_of(const cJSON *devices, char *buf, size_t len)
 {
     const char *names[64];
     int counts[64], n = 0;
@@ -76,8 +73,7 @@ models_of(const cJSON *devices, char *buf, size_t len)
         snprintf(buf, len, "-");
 }
 
-int
-ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
 {
     int rc = only_help("nodes", argc, argv);
     if (rc != FTCTL_EXIT_OK)
@@ -93,7 +89,8 @@ ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
         cJSON_Delete(reply);
         return FTCTL_EXIT_OK;
     }
-    static const char *const hdr[] = {"NAME", "STATE", "DEVICES", "MODELS", "EMULATED", "LAST_SEEN"};
+    static const char *const hdr[] = {"NAME",   "STATE",    "DEVICES",
+                                      "MODELS", "EMULATED", "LAST_SEEN"};
     ftctl_table_t *t = ftctl_table_new(6, hdr);
     if (!t) {
         cJSON_Delete(reply);
@@ -121,9 +118,12 @@ ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
             ftctl_fmt_duration(now - ftctl_get_int(node, "last_seen", now), seen, sizeof(seen));
             strncat(seen, " ago", sizeof(seen) - strlen(seen) - 1);
         }
-        const char *row[] = {ftctl_get_str(node, "name", "?"), ftctl_get_str(node, "state", "?"),
-                             devices, models,
-                             emulated == 0 ? "no" : (emulated == total ? "yes" : "partly"), seen};
+        const char *row[] = {ftctl_get_str(node, "name", "?"),
+                             ftctl_get_str(node, "state", "?"),
+                             devices,
+                             models,
+                             emulated == 0 ? "no" : (emulated == total ? "yes" : "partly"),
+                             seen};
         if (ftctl_table_add(t, row) < 0) {
             ftctl_table_destroy(&t);
             cJSON_Delete(reply);
@@ -138,13 +138,12 @@ ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
 
 /* ================================ usage ================================ */
 
-static const char *const group_keys[] = {"user", "team", "job", "node", "gpu_model", "day",
-                                         "month"};
+static const char *const group_keys[] = {"user",      "team", "job",  "node",
+                                         "gpu_model", "day",  "month"};
 
 enum { OPT_BY = 256, OPT_SINCE, OPT_UNTIL };
 
-int
-ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"by", required_argument, NULL, OPT_BY},
@@ -280,8 +279,7 @@ ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
 
 /* ================================ ping ================================ */
 
-int
-ftctl_cmd_ping(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_ping(ftctl_t *c, int argc, char **argv)
 {
     int rc = only_help("ping", argc, argv);
     if (rc != FTCTL_EXIT_OK)

@@ -21,12 +21,10 @@
 
 #include "ftctl.h"
 
-static const char *const all_states[] = {"PENDING", "RUNNING", "COMPLETED", "FAILED",
-                                         "CANCELLED"};
+static const char *const all_states[] = {"PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"};
 #define N_STATES (sizeof(all_states) / sizeof(all_states[0]))
 
-static void
-sleep_ms(int64_t ms)
+static void sleep_ms(int64_t ms)
 {
     if (ms <= 0)
         return;
@@ -34,15 +32,13 @@ sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
-static void
-oom(void)
+static void oom(void)
 {
     ftctl_die_msg("out of memory");
 }
 
 /* A request of type t with "job_id"; NULL on allocation failure. */
-static cJSON *
-job_request(ft_msg_type_t t, int64_t id)
+static cJSON *job_request(ft_msg_type_t t, int64_t id)
 {
     cJSON *req = ft_proto_new(t, NULL);
     if (req && !cJSON_AddNumberToObject(req, "job_id", (double)id)) {
@@ -53,8 +49,7 @@ job_request(ft_msg_type_t t, int64_t id)
 }
 
 /* Asks for one job; 0 with *job (owned by *reply) or an exit code. */
-static int
-fetch_job(ftctl_t *c, int64_t id, cJSON **reply, const cJSON **job)
+static int fetch_job(ftctl_t *c, int64_t id, cJSON **reply, const cJSON **job)
 {
     cJSON *req = job_request(FT_MSG_JOB, id);
     if (!req) {
@@ -75,8 +70,7 @@ fetch_job(ftctl_t *c, int64_t id, cJSON **reply, const cJSON **job)
 }
 
 /* "a,b,c" from an array of strings, into buf. */
-static void
-join_strings(const cJSON *arr, const char *sep, char *buf, size_t len)
+static void join_strings(const cJSON *arr, const char *sep, char *buf, size_t len)
 {
     size_t n = 0;
     buf[0] = '\0';
@@ -95,8 +89,7 @@ join_strings(const cJSON *arr, const char *sep, char *buf, size_t len)
     }
 }
 
-static void
-fmt_time_or_dash(const cJSON *obj, const char *name, char *buf, size_t len)
+static void fmt_time_or_dash(const cJSON *obj, const char *name, char *buf, size_t len)
 {
     if (ftctl_is_null_or_absent(obj, name))
         snprintf(buf, len, "-");
@@ -105,8 +98,7 @@ fmt_time_or_dash(const cJSON *obj, const char *name, char *buf, size_t len)
 }
 
 /* Age of a pending job, run time of a running or finished one. */
-static void
-fmt_job_time(const cJSON *j, int64_t now, char *buf, size_t len)
+static void fmt_job_time(const cJSON *j, int64_t now, char *buf, size_t len)
 {
     const char *state = ftctl_get_str(j, "state", "");
     int64_t submit = ftctl_get_int(j, "submit_time", now);
@@ -122,16 +114,14 @@ fmt_job_time(const cJSON *j, int64_t now, char *buf, size_t len)
 
 /* ================================ ls ================================ */
 
-static int
-cmp_job_id(const void *a, const void *b)
+static int cmp_job_id(const void *a, const void *b)
 {
     int64_t x = ftctl_get_int(*(const cJSON *const *)a, "job_id", 0);
     int64_t y = ftctl_get_int(*(const cJSON *const *)b, "job_id", 0);
     return (x > y) - (x < y);
 }
 
-static int
-state_index(const char *s)
+static int state_index(const char *s)
 {
     for (size_t i = 0; i < N_STATES; i++)
         if (strcmp(all_states[i], s) == 0)
@@ -140,8 +130,7 @@ state_index(const char *s)
 }
 
 /* One `jobs` request; appends the summaries to out (moved, not copied). */
-static int
-list_jobs(ftctl_t *c, unsigned state_mask, const char *user, int limit, cJSON *out)
+static int list_jobs(ftctl_t *c, unsigned state_mask, const char *user, int limit, cJSON *out)
 {
     cJSON *req = ft_proto_new(FT_MSG_JOBS, NULL);
     if (!req)
@@ -174,12 +163,10 @@ oom:
     return FTCTL_EXIT_FAILED;
 }
 
-static int
-print_job_table(const cJSON *jobs)
+static int print_job_table(const cJSON *jobs)
 {
-    static const char *const hdr[] = {"ID",      "NAME",        "USER",  "TEAM",  "STATE",
-                                      "GPUS",    "ATTEMPT",     "AGE/RUNTIME", "NODES",
-                                      "REASON"};
+    static const char *const hdr[] = {"ID",   "NAME",    "USER",        "TEAM",  "STATE",
+                                      "GPUS", "ATTEMPT", "AGE/RUNTIME", "NODES", "REASON"};
     ftctl_table_t *t = ftctl_table_new(10, hdr);
     if (!t) {
         oom();
@@ -219,8 +206,7 @@ print_job_table(const cJSON *jobs)
 
 enum { OPT_ALL = 256, OPT_STATE, OPT_USER, OPT_RANK, OPT_REASON, OPT_TIMEOUT };
 
-int
-ftctl_cmd_ls(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_ls(ftctl_t *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"all", no_argument, NULL, OPT_ALL},
@@ -249,8 +235,10 @@ ftctl_cmd_ls(ftctl_t *c, int argc, char **argv)
                 int i = state_index(s);
                 if (i < 0)
                     return ftctl_usage_error(
-                        "ls", "bad --state '%s': expected PENDING, RUNNING, COMPLETED, "
-                              "FAILED or CANCELLED", ft_sanitize(s, 32));
+                        "ls",
+                        "bad --state '%s': expected PENDING, RUNNING, COMPLETED, "
+                        "FAILED or CANCELLED",
+                        ft_sanitize(s, 32));
                 mask |= 1u << i;
             }
             if (!mask)
@@ -323,8 +311,7 @@ out:
 /* ================================ show ================================ */
 
 /* Prints argv as a shell would need it typed (single quotes where needed). */
-static void
-print_command(const cJSON *cmd)
+static void print_command(const cJSON *cmd)
 {
     const cJSON *a;
     bool first = true;
@@ -352,8 +339,7 @@ print_command(const cJSON *cmd)
     putchar('\n');
 }
 
-static void
-print_progress_line(const cJSON *p)
+static void print_progress_line(const cJSON *p)
 {
     int64_t step = ftctl_get_int(p, "step", 0), total = ftctl_get_int(p, "total_steps", 0);
     printf("step %lld/%lld", (long long)step, (long long)total);
@@ -376,8 +362,7 @@ print_progress_line(const cJSON *p)
     putchar('\n');
 }
 
-static void
-print_spec_summary(const cJSON *spec)
+static void print_spec_summary(const cJSON *spec)
 {
     const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(spec, "command");
     if (cJSON_IsArray(cmd)) {
@@ -404,8 +389,7 @@ print_spec_summary(const cJSON *spec)
     }
 }
 
-static int
-print_show(const cJSON *j)
+static int print_show(const cJSON *j)
 {
     char t1[32], t2[32], t3[32];
     printf("job %lld '%s' (%s)\n", (long long)ftctl_get_int(j, "job_id", 0),
@@ -453,16 +437,16 @@ print_show(const cJSON *j)
             else
                 snprintf(ec, sizeof(ec), "%lld", (long long)ftctl_get_int(it, "exit_code", 0));
             snprintf(sig, sizeof(sig), "%lld", (long long)ftctl_get_int(it, "signal", 0));
-            const char *row[] = {r,   ftctl_get_str(it, "node", "-"), d, pid,
-                                 ftctl_get_str(it, "state", "-"), ec, sig};
+            const char *row[] = {r,   ftctl_get_str(it, "node", "-"),  d,
+                                 pid, ftctl_get_str(it, "state", "-"), ec,
+                                 sig};
             if (ftctl_table_add(t, row) < 0)
                 goto oom;
         }
         ftctl_table_print(t, stdout);
         ftctl_table_destroy(&t);
     }
-    static const char *const ah[] = {"ATTEMPT", "RANK", "NODE", "DEVICE", "MODEL", "START",
-                                     "END"};
+    static const char *const ah[] = {"ATTEMPT", "RANK", "NODE", "DEVICE", "MODEL", "START", "END"};
     const cJSON *allocs = cJSON_GetObjectItemCaseSensitive(j, "allocations");
     if (cJSON_GetArraySize(allocs) > 0) {
         printf("\nallocations:\n");
@@ -475,9 +459,13 @@ print_show(const cJSON *j)
             snprintf(r, sizeof(r), "%lld", (long long)ftctl_get_int(it, "rank", 0));
             fmt_time_or_dash(it, "start", t1, sizeof(t1));
             fmt_time_or_dash(it, "end", t2, sizeof(t2));
-            const char *row[] = {a,  r,  ftctl_get_str(it, "node", "-"),
+            const char *row[] = {a,
+                                 r,
+                                 ftctl_get_str(it, "node", "-"),
                                  ftctl_get_str(it, "device_uuid", "-"),
-                                 ftctl_get_str(it, "device_model", "-"), t1, t2};
+                                 ftctl_get_str(it, "device_model", "-"),
+                                 t1,
+                                 t2};
             if (ftctl_table_add(t, row) < 0)
                 goto oom;
         }
@@ -509,8 +497,7 @@ oom:
 }
 
 /* Parses exactly one job id argument after the options. */
-static int
-one_job_id(const char *cmd, int argc, char **argv, int64_t *id)
+static int one_job_id(const char *cmd, int argc, char **argv, int64_t *id)
 {
     if (optind >= argc)
         return ftctl_usage_error(cmd, "expected a job id");
@@ -522,8 +509,7 @@ one_job_id(const char *cmd, int argc, char **argv, int64_t *id)
 }
 
 /* Options loop for subcommands whose only option is -h. */
-static int
-no_options(const char *cmd, int argc, char **argv)
+static int no_options(const char *cmd, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -538,8 +524,7 @@ no_options(const char *cmd, int argc, char **argv)
     return FTCTL_EXIT_OK;
 }
 
-int
-ftctl_cmd_show(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_show(ftctl_t *c, int argc, char **argv)
 {
     int rc = no_options("show", argc, argv);
     if (rc != FTCTL_EXIT_OK)
@@ -561,8 +546,7 @@ ftctl_cmd_show(ftctl_t *c, int argc, char **argv)
 
 /* ================================ logs ================================ */
 
-int
-ftctl_cmd_logs(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_logs(ftctl_t *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"rank", required_argument, NULL, OPT_RANK},
@@ -694,8 +678,7 @@ out:
 
 /* ================================ cancel ================================ */
 
-int
-ftctl_cmd_cancel(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_cancel(ftctl_t *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"reason", required_argument, NULL, OPT_REASON},
@@ -723,8 +706,7 @@ ftctl_cmd_cancel(ftctl_t *c, int argc, char **argv)
     if (optind >= argc)
         return ftctl_usage_error("cancel", "expected at least one job id");
     if (argc - optind > 1000)
-        return ftctl_usage_error("cancel", "at most 1000 job ids per call, got %d",
-                                 argc - optind);
+        return ftctl_usage_error("cancel", "at most 1000 job ids per call, got %d", argc - optind);
     cJSON *req = ft_proto_new(FT_MSG_CANCEL, NULL);
     cJSON *ids = req ? cJSON_AddArrayToObject(req, "job_ids") : NULL;
     if (!ids)
@@ -773,14 +755,13 @@ oom:
 /* ================================ wait ================================ */
 
 typedef struct {
-    int64_t id;      /* job id from the command line */
-    cJSON *job;      /* latest summary, owned; NULL before the first answer */
-    bool final;      /* COMPLETED, FAILED or CANCELLED seen */
+    int64_t id; /* job id from the command line */
+    cJSON *job; /* latest summary, owned; NULL before the first answer */
+    bool final; /* COMPLETED, FAILED or CANCELLED seen */
 } wait_job_t;
 
 /* Refreshes one job with a `job` request; keeps only its summary fields. */
-static int
-refresh_one(ftctl_t *c, wait_job_t *w)
+static int refresh_one(ftctl_t *c, wait_job_t *w)
 {
     cJSON *reply = NULL;
     const cJSON *job = NULL;
@@ -800,15 +781,13 @@ refresh_one(ftctl_t *c, wait_job_t *w)
 }
 
 /* The ids among jobs still PENDING or RUNNING, as a sorted array. */
-static int
-cmp_i64(const void *a, const void *b)
+static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
 
-static int
-unfinished_ids(ftctl_t *c, int64_t **ids_out, int *n_out)
+static int unfinished_ids(ftctl_t *c, int64_t **ids_out, int *n_out)
 {
     cJSON *jobs = cJSON_CreateArray();
     if (!jobs) {
@@ -840,8 +819,7 @@ unfinished_ids(ftctl_t *c, int64_t **ids_out, int *n_out)
 /* Waits for the jobs in w[0..n) to end, or until deadline_ms (monotonic;
  * 0 = never). Returns 0 when all ended (whatever their state), an exit code
  * on a request failure, or FTCTL_EXIT_INCOMPLETE on time-out (printed). */
-static int
-wait_jobs(ftctl_t *c, wait_job_t *w, int n, int64_t deadline_ms)
+static int wait_jobs(ftctl_t *c, wait_job_t *w, int n, int64_t deadline_ms)
 {
     int rc;
     for (int i = 0; i < n; i++)
@@ -888,8 +866,7 @@ wait_jobs(ftctl_t *c, wait_job_t *w, int n, int64_t deadline_ms)
 }
 
 /* 0 if every job COMPLETED, else FTCTL_EXIT_INCOMPLETE; prints the outcome. */
-static int
-report_jobs(ftctl_t *c, wait_job_t *w, int n)
+static int report_jobs(ftctl_t *c, wait_job_t *w, int n)
 {
     int rc = FTCTL_EXIT_OK;
     cJSON *arr = c->output == FTCTL_OUT_JSON ? cJSON_CreateArray() : NULL;
@@ -923,8 +900,7 @@ report_jobs(ftctl_t *c, wait_job_t *w, int n)
     return rc;
 }
 
-int
-ftctl_cmd_wait(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_wait(ftctl_t *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
@@ -976,8 +952,7 @@ out:
 
 /* ================================ watch ================================ */
 
-static void
-draw_bar(const cJSON *p, const char *state)
+static void draw_bar(const cJSON *p, const char *state)
 {
     int64_t step = ftctl_get_int(p, "step", 0), total = ftctl_get_int(p, "total_steps", 0);
     double frac = total > 0 ? (double)step / (double)total : 0;
@@ -1003,8 +978,7 @@ draw_bar(const cJSON *p, const char *state)
 }
 
 /* "job 3 RUNNING (attempt 1)" on its own line; returns false (no bar drawn). */
-static bool
-print_state_line(const cJSON *job, int64_t id, bool bar_drawn)
+static bool print_state_line(const cJSON *job, int64_t id, bool bar_drawn)
 {
     if (bar_drawn)
         putchar('\n');
@@ -1015,8 +989,7 @@ print_state_line(const cJSON *job, int64_t id, bool bar_drawn)
     return false;
 }
 
-int
-ftctl_cmd_watch(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_watch(ftctl_t *c, int argc, char **argv)
 {
     int rc = no_options("watch", argc, argv);
     if (rc != FTCTL_EXIT_OK)

@@ -30,15 +30,14 @@
 #define KEY_CWD "cwd"
 
 typedef struct {
-    const char *team;      /* --team, NULL = session default */
-    int64_t gpus;          /* --gpus, -1 = not given */
-    const char *name;      /* --name, NULL = not given */
-    int64_t priority;      /* --priority, INT64_MIN = not given */
-    bool cpu;              /* --cpu */
+    const char *team; /* --team, NULL = session default */
+    int64_t gpus;     /* --gpus, -1 = not given */
+    const char *name; /* --name, NULL = not given */
+    int64_t priority; /* --priority, INT64_MIN = not given */
+    bool cpu;         /* --cpu */
 } submit_opts_t;
 
-static int
-parse_int_opt(const char *s, int64_t min, int64_t max, int64_t *out)
+static int parse_int_opt(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     char *end;
     long long v = strtoll(s, &end, 10);
@@ -49,8 +48,7 @@ parse_int_opt(const char *s, int64_t min, int64_t max, int64_t *out)
 }
 
 /* Replaces key in obj with item (takes ownership); -1 on allocation failure. */
-static int
-set_key(cJSON *obj, const char *key, cJSON *item)
+static int set_key(cJSON *obj, const char *key, cJSON *item)
 {
     if (!item)
         return -1;
@@ -62,8 +60,7 @@ set_key(cJSON *obj, const char *key, cJSON *item)
     return 0;
 }
 
-static int
-apply_opts(cJSON *spec, const submit_opts_t *o)
+static int apply_opts(cJSON *spec, const submit_opts_t *o)
 {
     if (o->gpus >= 0 && set_key(spec, KEY_GPUS, cJSON_CreateNumber((double)o->gpus)) < 0)
         return -1;
@@ -78,8 +75,7 @@ apply_opts(cJSON *spec, const submit_opts_t *o)
 }
 
 /* The exec spec for `submit -- CMD ARGS...`; NULL on allocation failure. */
-static cJSON *
-wrap_command(int argc, char **argv)
+static cJSON *wrap_command(int argc, char **argv)
 {
     cJSON *spec = cJSON_CreateObject();
     cJSON *cmd = cJSON_CreateArray();
@@ -108,8 +104,7 @@ fail:
     return NULL;
 }
 
-static cJSON *
-read_spec_file(const char *path)
+static cJSON *read_spec_file(const char *path)
 {
     ft_err_t err;
     ft_err_clear(&err);
@@ -133,8 +128,7 @@ read_spec_file(const char *path)
     return spec;
 }
 
-static void
-random_request_id(char *buf, size_t len)
+static void random_request_id(char *buf, size_t len)
 {
     unsigned char r[16];
     if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
@@ -153,8 +147,7 @@ random_request_id(char *buf, size_t len)
 
 enum { OPT_TEAM = 256, OPT_GPUS, OPT_NAME, OPT_PRIORITY, OPT_CPU };
 
-int
-ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
+int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"team", required_argument, NULL, OPT_TEAM},
@@ -201,8 +194,8 @@ ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
                                      ft_sanitize(argv[optind - 1], 64));
         }
     }
-    bool wrapped = optind > 1 && strcmp(argv[optind - 1], "--") == 0 &&
-                   argv[optind - 1] != last_optarg;
+    bool wrapped =
+        optind > 1 && strcmp(argv[optind - 1], "--") == 0 && argv[optind - 1] != last_optarg;
     const char *team = o.team ? o.team : c->team;
     size_t tl = strlen(team);
     if (tl == 0 || tl > FT_NAME_MAX ||
@@ -248,8 +241,8 @@ ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
         if (wrapped)
             ftctl_die_msg("%s: %s", ft_errcode_name(err.code), err.msg);
         else
-            ftctl_die_msg("%s: '%s': %s", ft_errcode_name(err.code),
-                          ft_sanitize(argv[optind], 128), err.msg);
+            ftctl_die_msg("%s: '%s': %s", ft_errcode_name(err.code), ft_sanitize(argv[optind], 128),
+                          err.msg);
         cJSON_Delete(spec);
         return FTCTL_EXIT_FAILED;
     }

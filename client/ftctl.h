@@ -34,23 +34,23 @@ typedef enum { FTCTL_OUT_TABLE = 0, FTCTL_OUT_JSON } ftctl_output_t;
 
 /* The session: settled once from flags, environment and config file. */
 typedef struct {
-    char endpoint[FT_PATH_MAX];  /* scheduler endpoint, e.g. tcp://127.0.0.1:7461 */
-    char user[FT_NAME_MAX + 1];  /* submitting user */
-    char team[FT_NAME_MAX + 1];  /* default team for submit */
-    ftctl_output_t output;       /* table (people) or json (scripts) */
-    int timeout_ms;              /* per-request reply time-out, ms */
-    void *zctx;                  /* ZeroMQ context, created on first request */
-    void *sock;                  /* DEALER socket, connected on first request */
-    uint64_t seq;                /* request counter, part of each message "id" */
-    int tries;                   /* sends of the last call (for the unreachable message) */
+    char endpoint[FT_PATH_MAX]; /* scheduler endpoint, e.g. tcp://127.0.0.1:7461 */
+    char user[FT_NAME_MAX + 1]; /* submitting user */
+    char team[FT_NAME_MAX + 1]; /* default team for submit */
+    ftctl_output_t output;      /* table (people) or json (scripts) */
+    int timeout_ms;             /* per-request reply time-out, ms */
+    void *zctx;                 /* ZeroMQ context, created on first request */
+    void *sock;                 /* DEALER socket, connected on first request */
+    uint64_t seq;               /* request counter, part of each message "id" */
+    int tries;                  /* sends of the last call (for the unreachable message) */
 } ftctl_t;
 
 /* Outcome of one call. */
 typedef enum {
-    FTCTL_RPC_OK = 0,    /* *reply is the matching *_reply message */
-    FTCTL_RPC_ERROR,     /* *reply is an "error" message (code, message) */
-    FTCTL_RPC_TIMEOUT,   /* nothing came back within the time-out (and retries) */
-    FTCTL_RPC_BROKEN,    /* local failure or an invalid reply; already printed */
+    FTCTL_RPC_OK = 0,  /* *reply is the matching *_reply message */
+    FTCTL_RPC_ERROR,   /* *reply is an "error" message (code, message) */
+    FTCTL_RPC_TIMEOUT, /* nothing came back within the time-out (and retries) */
+    FTCTL_RPC_BROKEN,  /* local failure or an invalid reply; already printed */
 } ftctl_rpc_t;
 
 /* Sends req (takes ownership; "id" is added here) and waits for its reply.

@@ -23,11 +23,11 @@
 /* ---- the subcommand table ---- */
 
 typedef struct {
-    const char *name;                                /* subcommand word */
-    int (*run)(ftctl_t *c, int argc, char **argv);   /* argv[0] is the name */
-    const char *usage;                               /* arguments, after the name */
-    const char *summary;                             /* one line for `ftctl -h` */
-    const char *options;                             /* option lines, or NULL */
+    const char *name;                              /* subcommand word */
+    int (*run)(ftctl_t *c, int argc, char **argv); /* argv[0] is the name */
+    const char *usage;                             /* arguments, after the name */
+    const char *summary;                           /* one line for `ftctl -h` */
+    const char *options;                           /* option lines, or NULL */
 } ftctl_cmd_t;
 
 static const ftctl_cmd_t commands[] = {
@@ -51,8 +51,7 @@ static const ftctl_cmd_t commands[] = {
      "  --rank R       rank to read (default 0)\n"
      "  -f, --follow   keep printing new output until the rank ends\n"},
     {"watch", ftctl_cmd_watch, "ID",
-     "follow a job's progress (step, loss, tokens/s, ETA) until it ends; exits like wait",
-     NULL},
+     "follow a job's progress (step, loss, tokens/s, ETA) until it ends; exits like wait", NULL},
     {"cancel", ftctl_cmd_cancel, "[--reason TEXT] ID...", "cancel jobs",
      "  --reason TEXT  recorded with the cancellation (default 'cancelled by USER')\n"},
     {"wait", ftctl_cmd_wait, "[--timeout S] ID...",
@@ -81,8 +80,7 @@ static const char global_options_text[] =
     "  -h, --help     this help; `ftctl help CMD` for one subcommand\n"
     "  --version      print ftctl's version\n";
 
-static const ftctl_cmd_t *
-find_command(const char *name)
+static const ftctl_cmd_t *find_command(const char *name)
 {
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(commands[i].name, name) == 0)
@@ -90,8 +88,7 @@ find_command(const char *name)
     return NULL;
 }
 
-static void
-print_main_help(FILE *f)
+static void print_main_help(FILE *f)
 {
     fprintf(f, "usage: ftctl [--scheduler E] [-o table|json] [--timeout S] [--user U] "
                "COMMAND [ARGS]\n\ncommands:\n");
@@ -100,8 +97,7 @@ print_main_help(FILE *f)
     fprintf(f, "\noptions:\n%s\n%s", global_options_text, exit_codes_text);
 }
 
-int
-ftctl_usage(const char *cmd, int status)
+int ftctl_usage(const char *cmd, int status)
 {
     const ftctl_cmd_t *e = find_command(cmd);
     FILE *f = status ? stderr : stdout;
@@ -119,8 +115,7 @@ ftctl_usage(const char *cmd, int status)
     return status;
 }
 
-int
-ftctl_usage_error(const char *cmd, const char *fmt, ...)
+int ftctl_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "ftctl %s: ", cmd);
@@ -131,8 +126,7 @@ ftctl_usage_error(const char *cmd, const char *fmt, ...)
     return ftctl_usage(cmd, FTCTL_EXIT_USAGE);
 }
 
-void
-ftctl_die_msg(const char *fmt, ...)
+void ftctl_die_msg(const char *fmt, ...)
 {
     va_list ap;
     fputs("ftctl: ", stderr);
@@ -144,8 +138,7 @@ ftctl_die_msg(const char *fmt, ...)
 
 /* ---- settings: validation shared by flags, environment and config ---- */
 
-static int
-set_endpoint(ftctl_t *c, const char *v, const char *origin)
+static int set_endpoint(ftctl_t *c, const char *v, const char *origin)
 {
     static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};
     bool ok = false;
@@ -161,12 +154,12 @@ set_endpoint(ftctl_t *c, const char *v, const char *origin)
     return 0;
 }
 
-static int
-set_name(char *dst, const char *v, const char *what, const char *origin)
+static int set_name(char *dst, const char *v, const char *what, const char *origin)
 {
     size_t n = strlen(v);
-    if (n == 0 || n > FT_NAME_MAX || strspn(v, "abcdefghijklmnopqrstuvwxyz"
-                                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n) {
+    if (n == 0 || n > FT_NAME_MAX ||
+        strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n) {
         ftctl_die_msg("%s: bad %s '%s': expected 1..%d of [A-Za-z0-9._-]", origin, what,
                       ft_sanitize(v, 64), FT_NAME_MAX);
         return -1;
@@ -175,20 +168,17 @@ set_name(char *dst, const char *v, const char *what, const char *origin)
     return 0;
 }
 
-static int
-set_user(ftctl_t *c, const char *v, const char *origin)
+static int set_user(ftctl_t *c, const char *v, const char *origin)
 {
     return set_name(c->user, v, "user", origin);
 }
 
-static int
-set_team(ftctl_t *c, const char *v, const char *origin)
+static int set_team(ftctl_t *c, const char *v, const char *origin)
 {
     return set_name(c->team, v, "team", origin);
 }
 
-static int
-set_output(ftctl_t *c, const char *v, const char *origin)
+static int set_output(ftctl_t *c, const char *v, const char *origin)
 {
     if (strcmp(v, "table") == 0)
         c->output = FTCTL_OUT_TABLE;
@@ -202,8 +192,7 @@ set_output(ftctl_t *c, const char *v, const char *origin)
     return 0;
 }
 
-static int
-set_timeout(ftctl_t *c, const char *v, const char *origin)
+static int set_timeout(ftctl_t *c, const char *v, const char *origin)
 {
     double s;
     if (ftctl_parse_seconds(v, 3600, &s) < 0) {
@@ -224,15 +213,11 @@ typedef struct {
 } ftctl_conf_key_t;
 
 static const ftctl_conf_key_t conf_keys[] = {
-    {"scheduler", set_endpoint},
-    {"user", set_user},
-    {"team", set_team},
-    {"output", set_output},
-    {"timeout", set_timeout},
+    {"scheduler", set_endpoint}, {"user", set_user},       {"team", set_team},
+    {"output", set_output},      {"timeout", set_timeout},
 };
 
-static char *
-trim(char *s)
+static char *trim(char *s)
 {
     while (*s == ' ' || *s == '\t')
         s++;
@@ -244,8 +229,7 @@ trim(char *s)
 
 /* Reads the config file. A missing default file is fine; a missing $FT_CONFIG is
  * not (the user asked for it). Returns 0 or -1 (message printed). */
-static int
-load_config(ftctl_t *c)
+static int load_config(ftctl_t *c)
 {
     char path[FT_PATH_MAX];
     const char *env = getenv("FT_CONFIG");
@@ -323,8 +307,7 @@ out:
 
 enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION };
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     ftctl_t c;
     memset(&c, 0, sizeof(c));

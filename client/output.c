@@ -18,15 +18,14 @@
 #include "ftctl.h"
 
 struct ftctl_table {
-    int ncols;      /* columns, fixed at creation */
-    int nrows;      /* rows added so far, header excluded */
-    int cap;        /* rows allocated */
-    char **cells;   /* (nrows + 1, ncols) owned strings; row 0 is the header */
-    size_t *width;  /* (ncols) widest cell per column, bytes */
+    int ncols;     /* columns, fixed at creation */
+    int nrows;     /* rows added so far, header excluded */
+    int cap;       /* rows allocated */
+    char **cells;  /* (nrows + 1, ncols) owned strings; row 0 is the header */
+    size_t *width; /* (ncols) widest cell per column, bytes */
 };
 
-static char *
-clean_copy(const char *s)
+static char *clean_copy(const char *s)
 {
     char *d = strdup(s ? s : "");
     if (!d)
@@ -37,8 +36,7 @@ clean_copy(const char *s)
     return d;
 }
 
-ftctl_table_t *
-ftctl_table_new(int ncols, const char *const *headers)
+ftctl_table_t *ftctl_table_new(int ncols, const char *const *headers)
 {
     ftctl_table_t *t = calloc(1, sizeof(*t));
     if (!t)
@@ -61,8 +59,7 @@ fail:
     return NULL;
 }
 
-int
-ftctl_table_add(ftctl_table_t *t, const char *const *cells)
+int ftctl_table_add(ftctl_table_t *t, const char *const *cells)
 {
     /* Row r lives at cells[(r + 1) * ncols]; the header is row 0 there. */
     if (t->nrows + 2 > t->cap) {
@@ -89,8 +86,7 @@ ftctl_table_add(ftctl_table_t *t, const char *const *cells)
     return 0;
 }
 
-void
-ftctl_table_print(const ftctl_table_t *t, FILE *f)
+void ftctl_table_print(const ftctl_table_t *t, FILE *f)
 {
     for (int r = 0; r <= t->nrows; r++) {
         char **row = t->cells + (size_t)r * (size_t)t->ncols;
@@ -103,8 +99,7 @@ ftctl_table_print(const ftctl_table_t *t, FILE *f)
     }
 }
 
-void
-ftctl_table_destroy(ftctl_table_t **tp)
+void ftctl_table_destroy(ftctl_table_t **tp)
 {
     ftctl_table_t *t = *tp;
     if (!t)
@@ -118,8 +113,7 @@ ftctl_table_destroy(ftctl_table_t **tp)
     *tp = NULL;
 }
 
-void
-ftctl_fmt_duration(int64_t s, char *buf, size_t len)
+void ftctl_fmt_duration(int64_t s, char *buf, size_t len)
 {
     if (s < 0)
         snprintf(buf, len, "-");
@@ -133,8 +127,7 @@ ftctl_fmt_duration(int64_t s, char *buf, size_t len)
         snprintf(buf, len, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
 }
 
-void
-ftctl_print_payload(const cJSON *reply)
+void ftctl_print_payload(const cJSON *reply)
 {
     cJSON *copy = cJSON_Duplicate(reply, 1);
     if (!copy) {
@@ -153,36 +146,31 @@ ftctl_print_payload(const cJSON *reply)
     cJSON_Delete(copy);
 }
 
-int64_t
-ftctl_get_int(const cJSON *obj, const char *name, int64_t dflt)
+int64_t ftctl_get_int(const cJSON *obj, const char *name, int64_t dflt)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
 }
 
-double
-ftctl_get_num(const cJSON *obj, const char *name, double dflt)
+double ftctl_get_num(const cJSON *obj, const char *name, double dflt)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
-const char *
-ftctl_get_str(const cJSON *obj, const char *name, const char *dflt)
+const char *ftctl_get_str(const cJSON *obj, const char *name, const char *dflt)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     return cJSON_IsString(v) ? v->valuestring : dflt;
 }
 
-bool
-ftctl_is_null_or_absent(const cJSON *obj, const char *name)
+bool ftctl_is_null_or_absent(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     return !v || cJSON_IsNull(v);
 }
 
-bool
-ftctl_state_is_final(const char *state)
+bool ftctl_state_is_final(const char *state)
 {
     static const char *const finals[] = {"COMPLETED", "FAILED", "CANCELLED"};
     for (size_t i = 0; i < sizeof(finals) / sizeof(finals[0]); i++)
@@ -191,8 +179,7 @@ ftctl_state_is_final(const char *state)
     return false;
 }
 
-int
-ftctl_parse_job_id(const char *s, int64_t *out)
+int ftctl_parse_job_id(const char *s, int64_t *out)
 {
     char *end;
     errno = 0;
@@ -209,8 +196,7 @@ ftctl_parse_job_id(const char *s, int64_t *out)
     return 0;
 }
 
-int
-ftctl_parse_seconds(const char *s, double max, double *out)
+int ftctl_parse_seconds(const char *s, double max, double *out)
 {
     char *end;
     errno = 0;

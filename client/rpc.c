@@ -35,8 +35,7 @@ static const struct {
     {FT_MSG_NODES, FT_MSG_NODES_REPLY},   {FT_MSG_USAGE, FT_MSG_USAGE_REPLY},
 };
 
-static ft_msg_type_t
-reply_type_of(const cJSON *req)
+static ft_msg_type_t reply_type_of(const cJSON *req)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "type");
     if (!cJSON_IsString(t))
@@ -48,8 +47,7 @@ reply_type_of(const cJSON *req)
     return FT_MSG__COUNT;
 }
 
-void
-ftctl_close(ftctl_t *c)
+void ftctl_close(ftctl_t *c)
 {
     if (c->sock) {
         zmq_close(c->sock);
@@ -61,8 +59,7 @@ ftctl_close(ftctl_t *c)
     }
 }
 
-static int
-open_socket(ftctl_t *c)
+static int open_socket(ftctl_t *c)
 {
     if (!c->zctx) {
         c->zctx = zmq_ctx_new();
@@ -97,8 +94,7 @@ fail:
 
 /* Waits for events on the socket until deadline (monotonic ms); 1 when ready,
  * 0 on time-out, -1 on error. */
-static int
-wait_socket(void *sock, short events, int64_t deadline)
+static int wait_socket(void *sock, short events, int64_t deadline)
 {
     for (;;) {
         int64_t left = deadline - ft_mono_ms();
@@ -118,9 +114,8 @@ wait_socket(void *sock, short events, int64_t deadline)
 
 /* One attempt: send buf, wait for the reply to id. Returns FTCTL_RPC_OK /
  * FTCTL_RPC_ERROR with *reply, FTCTL_RPC_TIMEOUT, or FTCTL_RPC_BROKEN. */
-static ftctl_rpc_t
-attempt(ftctl_t *c, const char *buf, size_t len, const char *id, ft_msg_type_t want,
-        cJSON **reply)
+static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *id,
+                           ft_msg_type_t want, cJSON **reply)
 {
     int64_t deadline = ft_mono_ms() + c->timeout_ms;
     if (!c->sock && open_socket(c) < 0)
@@ -131,8 +126,7 @@ attempt(ftctl_t *c, const char *buf, size_t len, const char *id, ft_msg_type_t w
     if (zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0) {
         if (errno == EAGAIN)
             return FTCTL_RPC_TIMEOUT;
-        ftctl_die_msg("cannot send to '%s': %s", ft_sanitize(c->endpoint, 64),
-                      zmq_strerror(errno));
+        ftctl_die_msg("cannot send to '%s': %s", ft_sanitize(c->endpoint, 64), zmq_strerror(errno));
         return FTCTL_RPC_BROKEN;
     }
     for (;;) {
@@ -193,8 +187,7 @@ attempt(ftctl_t *c, const char *buf, size_t len, const char *id, ft_msg_type_t w
     }
 }
 
-ftctl_rpc_t
-ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
+ftctl_rpc_t ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
 {
     *reply = NULL;
     ftctl_rpc_t rc = FTCTL_RPC_BROKEN;
@@ -238,16 +231,14 @@ out:
     return rc;
 }
 
-int
-ftctl_print_error_reply(const cJSON *reply)
+int ftctl_print_error_reply(const cJSON *reply)
 {
     ftctl_die_msg("%s: %s", ftctl_get_str(reply, "code", "internal"),
                   ftctl_get_str(reply, "message", "(no message)"));
     return FTCTL_EXIT_FAILED;
 }
 
-int
-ftctl_print_unreachable(const ftctl_t *c)
+int ftctl_print_unreachable(const ftctl_t *c)
 {
     if (c->tries > 1)
         ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s, %d tries",
@@ -258,8 +249,7 @@ ftctl_print_unreachable(const ftctl_t *c)
     return FTCTL_EXIT_UNREACHABLE;
 }
 
-int
-ftctl_request(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
+int ftctl_request(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
 {
     ftctl_rpc_t rc = ftctl_call(c, req, retries, reply);
     switch (rc) {

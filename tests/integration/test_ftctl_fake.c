@@ -38,8 +38,8 @@ typedef enum {
 } act_t;
 
 typedef struct {
-    int n;                      /* requests seen in this case */
-    cJSON *reqs[16];            /* the first 16 requests, validated, owned */
+    int n;           /* requests seen in this case */
+    cJSON *reqs[16]; /* the first 16 requests, validated, owned */
 } seen_t;
 
 /* Builds the reply to request number n; may set *act, and *raw: a frame sent
@@ -47,14 +47,13 @@ typedef struct {
 typedef cJSON *(*script_fn)(const cJSON *req, int n, act_t *act, const char **raw);
 
 typedef struct {
-    int status;       /* ftctl's exit code */
-    char out[65536];  /* its stdout */
-    char err[65536];  /* its stderr */
-    double secs;      /* wall time */
+    int status;      /* ftctl's exit code */
+    char out[65536]; /* its stdout */
+    char err[65536]; /* its stderr */
+    double secs;     /* wall time */
 } run_t;
 
-static void
-check(int cond, const char *what, const run_t *r)
+static void check(int cond, const char *what, const run_t *r)
 {
     if (cond) {
         printf("ok: %s\n", what);
@@ -66,8 +65,7 @@ check(int cond, const char *what, const run_t *r)
         printf("  exit %d\n  stdout: %s\n  stderr: %s\n", r->status, r->out, r->err);
 }
 
-static void
-read_all(int fd, char *buf, size_t cap)
+static void read_all(int fd, char *buf, size_t cap)
 {
     size_t n = 0;
     ssize_t k;
@@ -76,16 +74,14 @@ read_all(int fd, char *buf, size_t cap)
     buf[n] = '\0';
 }
 
-static void
-send_to(const zmq_msg_t *idf, const char *data, size_t len)
+static void send_to(const zmq_msg_t *idf, const char *data, size_t len)
 {
     zmq_send(router, zmq_msg_data((zmq_msg_t *)idf), zmq_msg_size((zmq_msg_t *)idf), ZMQ_SNDMORE);
     zmq_send(router, data, len, 0);
 }
 
 /* Runs ftctl with args (NULL-terminated), serving requests with fn. */
-static void
-run_case(script_fn fn, seen_t *seen, run_t *r, ...)
+static void run_case(script_fn fn, seen_t *seen, run_t *r, ...)
 {
     const char *argv[32];
     int argc = 0;
@@ -137,8 +133,8 @@ run_case(script_fn fn, seen_t *seen, run_t *r, ...)
         ft_err_t err;
         ft_err_clear(&err);
         ft_msg_type_t type;
-        cJSON *req = ft_proto_decode(zmq_msg_data(&body), zmq_msg_size(&body), &type, NULL, 0,
-                                     &err);
+        cJSON *req =
+            ft_proto_decode(zmq_msg_data(&body), zmq_msg_size(&body), &type, NULL, 0, &err);
         if (!req) {
             failures++;
             printf("FAIL: ftctl sent an invalid request: %s: %s\n", ft_errcode_name(err.code),
@@ -177,31 +173,27 @@ run_case(script_fn fn, seen_t *seen, run_t *r, ...)
     close(efd);
 }
 
-static void
-seen_free(seen_t *s)
+static void seen_free(seen_t *s)
 {
     for (int i = 0; i < 16; i++)
         cJSON_Delete(s->reqs[i]);
     memset(s, 0, sizeof(*s));
 }
 
-static const char *
-sget(const cJSON *o, const char *k)
+static const char *sget(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
-static cJSON *
-reply_to(const cJSON *req, ft_msg_type_t t)
+static cJSON *reply_to(const cJSON *req, ft_msg_type_t t)
 {
     return ft_proto_new(t, sget(req, "id"));
 }
 
 /* ---- scripts ---- */
 
-static cJSON *
-s_submit_drop_first(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_submit_drop_first(const cJSON *req, int n, act_t *act, const char **raw)
 {
     if (n == 0) {
         *act = ACT_DROP; /* the reply is "lost": ftctl must resend */
@@ -214,23 +206,20 @@ s_submit_drop_first(const cJSON *req, int n, act_t *act, const char **raw)
     return r;
 }
 
-static cJSON *
-s_not_found(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_not_found(const cJSON *req, int n, act_t *act, const char **raw)
 {
     ft_err_t e;
     ft_err_set(&e, FT_ENOTFOUND, "no job 7");
     return ft_proto_error(sget(req, "id"), &e);
 }
 
-static cJSON *
-s_silent(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_silent(const cJSON *req, int n, act_t *act, const char **raw)
 {
     *act = ACT_DROP;
     return NULL;
 }
 
-static cJSON *
-s_ping_late(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_ping_late(const cJSON *req, int n, act_t *act, const char **raw)
 {
     /* First an answer to some other request, then the right one: ftctl must
      * skip the first. Both go out now, in order. */
@@ -257,15 +246,13 @@ s_ping_late(const cJSON *req, int n, act_t *act, const char **raw)
     return r;
 }
 
-static cJSON *
-s_bad_json(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_bad_json(const cJSON *req, int n, act_t *act, const char **raw)
 {
     *raw = "{\"v\":1,\"type\":\"ping_reply\",";
     return NULL;
 }
 
-static cJSON *
-job_summary(int id, const char *name, const char *state)
+static cJSON *job_summary(int id, const char *name, const char *state)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "job_id", id);
@@ -289,8 +276,7 @@ job_summary(int id, const char *name, const char *state)
     return j;
 }
 
-static cJSON *
-s_jobs(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_jobs(const cJSON *req, int n, act_t *act, const char **raw)
 {
     cJSON *r = reply_to(req, FT_MSG_JOBS_REPLY);
     cJSON *jobs = cJSON_AddArrayToObject(r, "jobs");
@@ -305,8 +291,7 @@ s_jobs(const cJSON *req, int n, act_t *act, const char **raw)
 
 static int job_polls;
 
-static cJSON *
-s_job_then(const cJSON *req, const char *final_state)
+static cJSON *s_job_then(const cJSON *req, const char *final_state)
 {
     cJSON *r = reply_to(req, FT_MSG_JOB_REPLY);
     const char *state = job_polls++ < 2 ? "RUNNING" : final_state;
@@ -328,27 +313,23 @@ s_job_then(const cJSON *req, const char *final_state)
     return r;
 }
 
-static cJSON *
-s_job_completes(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_job_completes(const cJSON *req, int n, act_t *act, const char **raw)
 {
     return s_job_then(req, "COMPLETED");
 }
 
-static cJSON *
-s_job_fails(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_job_fails(const cJSON *req, int n, act_t *act, const char **raw)
 {
     return s_job_then(req, "FAILED");
 }
 
-static cJSON *
-s_job_runs(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_job_runs(const cJSON *req, int n, act_t *act, const char **raw)
 {
     job_polls = 0; /* never gets past RUNNING */
     return s_job_then(req, "COMPLETED");
 }
 
-static cJSON *
-s_cancel(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_cancel(const cJSON *req, int n, act_t *act, const char **raw)
 {
     cJSON *r = reply_to(req, FT_MSG_CANCEL_REPLY);
     cJSON *res = cJSON_AddArrayToObject(r, "results");
@@ -370,8 +351,7 @@ s_cancel(const cJSON *req, int n, act_t *act, const char **raw)
 }
 
 /* Logs in three chunks: "one\n" (not ended), nothing new, then "two\n" and eof. */
-static cJSON *
-s_logs(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_logs(const cJSON *req, int n, act_t *act, const char **raw)
 {
     static const char *const data[] = {"one\n", "", "two\n"};
     int i = n < 3 ? n : 2;
@@ -383,8 +363,7 @@ s_logs(const cJSON *req, int n, act_t *act, const char **raw)
     return r;
 }
 
-static cJSON *
-s_usage(const cJSON *req, int n, act_t *act, const char **raw)
+static cJSON *s_usage(const cJSON *req, int n, act_t *act, const char **raw)
 {
     cJSON *r = reply_to(req, FT_MSG_USAGE_REPLY);
     cJSON *rows = cJSON_AddArrayToObject(r, "rows");
@@ -405,8 +384,7 @@ s_usage(const cJSON *req, int n, act_t *act, const char **raw)
 
 /* ---- cases ---- */
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     if (argc != 2) {
         fprintf(stderr, "usage: %s PATH-TO-FTCTL\n", argv[0]);
@@ -433,8 +411,8 @@ main(int argc, char **argv)
     run_t r;
 
     /* 1. A lost submit reply: ftctl resends once with the same request_id. */
-    run_case(s_submit_drop_first, &seen, &r, "--timeout", "0.3", "submit", "--team", "ml",
-             "--gpus", "2", "--", "sh", "-c", "echo hi", NULL);
+    run_case(s_submit_drop_first, &seen, &r, "--timeout", "0.3", "submit", "--team", "ml", "--gpus",
+             "2", "--", "sh", "-c", "echo hi", NULL);
     check(r.status == 0 && strcmp(r.out, "42\n") == 0, "submit after a lost reply prints 42", &r);
     check(seen.n == 2, "submit was sent exactly twice", &r);
     if (seen.n == 2) {
