@@ -3,9 +3,9 @@
  *
  * Everything the child needs (argv, envp, fds) is prepared before fork, so the
  * child only calls async-signal-safe functions (libzmq runs threads in this
- * process). The child reports a failed chdir or exec through a close-on-exec
- * pipe: EOF on it means the exec succeeded.
- * Costs: O(environment size) to build envp, one fork per rank.
+ * process). A rank starts with fds 0, 1, 2 and 3 (the event pipe) only. The child reports a failed
+ * chdir or exec through a close-on-exec pipe: EOF on it means the exec succeeded. Costs:
+ * O(environment size) to build envp, one fork per rank.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -157,6 +157,12 @@ static void child_exec(int report_fd, int log_fd, int null_fd, int event_w, cons
     if (event_w == RANK_EVENT_FD ? fcntl(event_w, F_SETFD, 0) < 0
                                  : dup2(event_w, RANK_EVENT_FD) < 0)
         goto fail;
+    /* descriptors ftworker inherited from whoever started it end here too */
+    if (close_range(RANK_EVENT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        long max = sysconf(_SC_OPEN_MAX);
+        for (long fd = RANK_EVENT_FD + 1; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+            fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    }
     execvpe(argv[0], argv, envp);
     rep.stage = STAGE_EXEC;
 fail:

@@ -303,6 +303,8 @@ static void spawn_worker(const char *path)
         int fd = open(worker_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 2);
         dup2(fd, 1);
+        if (fd > 2)
+            close(fd);
         setenv("FT_NVML_LIBRARY", "", 1);
         execl(path, path, "--scheduler", endpoint, "--name", "t1", "--state-dir", state,
               "--emulate-gpus", "2", "--gpu-model", "TestGPU", "--gpu-mem-gb", "16",
@@ -592,6 +594,50 @@ int main(int argc, char **argv)
     m = wait_for("error", -1, 3000);
     CHECK(m && strcmp(gets(m, "code"), "missing_field") == 0, "stop without fields -> error '%s'",
           m ? gets(m, "code") : "(none)");
+    cJSON_Delete(m);
+
+    /* ---- more bad frames: each gets the right error code, nothing else happens ---- */
+    static const struct {
+        const char *frame;
+        const char *code;
+    } bad[] = {
+        {"not json", "bad_json"},
+        {"{\"v\":2,\"type\":\"heartbeat\"}", "bad_version"},
+        {"{\"v\":1,\"type\":\"ping\"}", "unknown_type"},
+        {"{\"v\":1,\"type\":\"log_read\",\"relay\":1,\"job_id\":1,\"rank\":0,"
+         "\"offset\":0,\"max_bytes\":999999999}",
+         "bad_field"},
+        {"{\"v\":1,\"type\":\"stop\",\"job_id\":1,\"attempt\":1,\"reason\":\"x\","
+         "\"grace_ms\":1,\"extra\":1}",
+         "bad_field"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        zmq_send(router, "w/t1", 4, ZMQ_SNDMORE);
+        zmq_send(router, bad[i].frame, strlen(bad[i].frame), 0);
+        m = wait_for("error", -1, 3000);
+        CHECK(m && strcmp(gets(m, "code"), bad[i].code) == 0, "%s -> error '%s'", bad[i].frame,
+              m ? gets(m, "code") : "(none)");
+        cJSON_Delete(m);
+    }
+    send_start(12, 7, "[\"true\"]", "");
+    m = wait_for("rank_exited", 12, 3000);
+    reason = m ? gets(m, "reason") : NULL;
+    CHECK(reason && strstr(reason, "launch_failed: ") && strstr(reason, "device"),
+          "start on device 7 of 2 -> '%s'", reason ? reason : "(none)");
+    cJSON_Delete(m);
+    m = log_read(8, 0, 100);
+    CHECK(m && gets(m, "data"), "the worker still answers after the bad frames");
+    cJSON_Delete(m);
+
+    /* ---- a rank inherits no descriptor but 0, 1, 2 and the event pipe ---- */
+    send_start(13, 1, "[\"ls\",\"/proc/self/fd\"]", "");
+    m = wait_for("rank_exited", 13, 3000);
+    cJSON_Delete(m);
+    m = log_read(13, 0, 1000);
+    data = m ? gets(m, "data") : NULL;
+    CHECK(data && strcmp(data, "0\n1\n2\n3\n4\n") == 0,
+          "job 13: the rank's open fds are 0 1 2 3 (+ 4, ls's own directory): '%s'",
+          data ? data : "(none)");
     cJSON_Delete(m);
 
     /* ---- SIGTERM to ftworker: ranks stopped and reported, exit 0 ---- */
