@@ -17,9 +17,6 @@
 #include "ft/proto.h"
 #include "sched_int.h"
 
-int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
-                    ft_err_t *err);
-
 /* Who sent the message being handled. */
 typedef struct {
     const unsigned char *peer; /* routing id */

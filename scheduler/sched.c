@@ -590,10 +590,6 @@ out:
     return rc;
 }
 
-/* Exposed for hello reconciliation: ranks expected on node but not
- * reported. In a transaction. */
-int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
-                    ft_err_t *err);
 int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
                     ft_err_t *err)
 {
@@ -931,6 +927,42 @@ fail_committed:
     ft_error("gang start timeout check failed: %s", err.msg);
 }
 
+/* Ranks of finished or superseded attempts that never reported in: a worker
+ * that lost the start never answers the stop either, so without this sweep
+ * their devices would stay allocated for ever. */
+static void sweep_orphan_ranks(sched_t *s)
+{
+    ft_err_t err = {0};
+    typedef struct { int64_t job; int attempt, rank; } or_t;
+    or_t v[256];
+    int n = 0;
+    sqlite3_stmt *st = db_stmt(s->db,
+        "SELECT r.job_id, r.attempt, r.rank FROM ranks r JOIN allocations a ON a.job_id = r.job_id"
+        " AND a.attempt = r.attempt AND a.rank = r.rank WHERE r.state = 'starting'"
+        " AND a.end_ms IS NULL AND a.start_ms <= ? LIMIT 256", &err);
+
+    if (!st)
+        return;
+    sqlite3_bind_int64(st, 1, sched_now_ms(s) - (int64_t)s->cfg.gang_start_timeout_s * 1000);
+    while (sqlite3_step(st) == SQLITE_ROW && n < 256)
+        v[n++] = (or_t){sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2)};
+    sqlite3_reset(st);
+    if (n == 0)
+        return;
+    if (sched_tx_begin(s, &err) < 0)
+        goto fail;
+    for (int i = 0; i < n; i++)
+        if (sched_lose_rank(s, v[i].job, v[i].attempt, v[i].rank, "never reported started", &err) < 0)
+            goto fail;
+    if (sched_tx_commit(s, &err) < 0)
+        goto fail_committed;
+    return;
+fail:
+    sched_tx_abort(s);
+fail_committed:
+    ft_error("orphan rank sweep failed: %s", err.msg);
+}
+
 /* RUNNING jobs past their time limit: FAILED, ranks stopped. */
 static void check_time_limits(sched_t *s)
 {
@@ -1017,6 +1049,7 @@ void sched_cron(sched_t *s)
     if (now >= s->next_slow) {
         s->next_slow = now + 1000;
         check_gang_timeouts(s);
+        sweep_orphan_ranks(s);
         check_time_limits(s);
     }
     if (s->dirty || now >= s->next_schedule) {

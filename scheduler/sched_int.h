@@ -102,6 +102,10 @@ int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_
 /* A rank exited (or was lost): completes or fails the attempt when due. */
 int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit_code,
                      int signal, const char *reason, ft_err_t *err);
+/* Writes off one rank (state 'lost', allocation closed) and lets the job
+ * react as to an abnormal exit. In a transaction. */
+int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
+                    ft_err_t *err);
 /* Declares a node lost (own transaction). */
 int sched_node_lost(sched_t *s, view_node_t *n, const char *why);
 

@@ -255,6 +255,23 @@ static void test_cancel_and_idempotence(void)
     h_send(s, "c", "{\"v\":1,\"type\":\"cancel\",\"job_ids\":[1]}");
     res = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "results");
     CHECK(strstr(h_str(cJSON_GetArrayItem(res, 0), "error"), "already CANCELLED") != NULL, "cancelling twice reports 'already CANCELLED'");
+    /* A job cancelled before its rank reported in, on a worker that never
+     * answers: the allocation must not leak. */
+    {
+        int64_t c = h_submit(s, "{\"command\":[\"x\"]}", "ann", NULL);
+        char q[80];
+
+        tick(s, 10);
+        CHECK(open_allocs(s, c) == 1, "job %lld placed, its rank still starting", (long long)c);
+        snprintf(q, sizeof(q), "{\"v\":1,\"type\":\"cancel\",\"job_ids\":[%lld]}", (long long)c);
+        h_send(s, "c", q);
+        for (int i = 0; i < 62; i++) {
+            worker(s, "n1", "{\"v\":1,\"type\":\"heartbeat\"}");
+            tick(s, 1000);
+        }
+        CHECK(open_allocs(s, c) == 0 && strcmp(h_job_col(s, c, "state"), "CANCELLED") == 0,
+              "after the gang start timeout the never-started rank is written off, its device freed");
+    }
     done(&s, path);
 }
 
