@@ -27,61 +27,61 @@ const char *const ft_data_format_names[] = {
     "auto", "text", "completion", "alpaca", "chat", "tokenized", NULL,
 };
 
-static const char *const lr_sched_names[] = { "constant", "linear", "cosine", NULL };
+static const char *const lr_sched_names[] = {"constant", "linear", "cosine", NULL};
 
 /* Key kinds of the train section. */
 typedef enum {
-    TK_STR,      /* fixed char[FT_PATH_MAX] field */
-    TK_INT,      /* int field */
-    TK_INT64,    /* int64_t field */
-    TK_NUM,      /* double field */
-    TK_BOOL,     /* bool field */
-    TK_SPECIAL,  /* parsed by its own code below */
+    TK_STR,     /* fixed char[FT_PATH_MAX] field */
+    TK_INT,     /* int field */
+    TK_INT64,   /* int64_t field */
+    TK_NUM,     /* double field */
+    TK_BOOL,    /* bool field */
+    TK_SPECIAL, /* parsed by its own code below */
 } tkind_t;
 
 typedef struct {
-    const char *name;  /* key in the spec */
-    tkind_t kind;      /* how it is read */
-    size_t off;        /* offsetof into ft_trainspec_t */
-    bool required;     /* absent is an error */
-    double min, max;   /* inclusive bounds for numbers */
+    const char *name; /* key in the spec */
+    tkind_t kind;     /* how it is read */
+    size_t off;       /* offsetof into ft_trainspec_t */
+    bool required;    /* absent is an error */
+    double min, max;  /* inclusive bounds for numbers */
 } tkey_t;
 
 #define OFF(f) offsetof(ft_trainspec_t, f)
 
 /* One row per key; the order is the order of ft_trainspec_to_json. */
 static const tkey_t train_keys[] = {
-    { "base_model", TK_STR, OFF(base_model), true, 0, 0 },
-    { "datasets", TK_SPECIAL, 0, true, 0, 0 },
-    { "eval_path", TK_STR, OFF(eval_path), false, 0, 0 },
-    { "val_set_size", TK_NUM, OFF(val_set_size), false, 0.0, 0.5 },
-    { "output_dir", TK_STR, OFF(output_dir), true, 0, 0 },
-    { "lora_r", TK_INT, OFF(lora_r), false, 1, 1024 },
-    { "lora_alpha", TK_NUM, OFF(lora_alpha), false, 1e-6, 1e6 },
-    { "lora_dropout", TK_NUM, OFF(lora_dropout), false, 0.0, 0.9 },
-    { "use_rslora", TK_BOOL, OFF(use_rslora), false, 0, 0 },
-    { "target_modules", TK_SPECIAL, 0, false, 0, 0 },
-    { "sequence_len", TK_INT, OFF(sequence_len), false, 8, 131072 },
-    { "micro_batch_size", TK_INT, OFF(micro_batch_size), false, 1, 4096 },
-    { "gradient_accumulation_steps", TK_INT, OFF(gradient_accumulation_steps), false, 1, 65536 },
-    { "max_steps", TK_INT64, OFF(max_steps), false, 0, 1e9 },
-    { "num_epochs", TK_NUM, OFF(num_epochs), false, 0.0, 1000.0 },
-    { "sample_packing", TK_BOOL, OFF(sample_packing), false, 0, 0 },
-    { "train_on_inputs", TK_BOOL, OFF(train_on_inputs), false, 0, 0 },
-    { "learning_rate", TK_NUM, OFF(learning_rate), false, 0.0, 10.0 },
-    { "lr_scheduler", TK_SPECIAL, 0, false, 0, 0 },
-    { "warmup_steps", TK_INT64, OFF(warmup_steps), false, 0, 1e9 },
-    { "warmup_ratio", TK_NUM, OFF(warmup_ratio), false, 0.0, 1.0 },
-    { "weight_decay", TK_NUM, OFF(weight_decay), false, 0.0, 10.0 },
-    { "adam_beta1", TK_NUM, OFF(adam_beta1), false, 0.0, 0.9999 },
-    { "adam_beta2", TK_NUM, OFF(adam_beta2), false, 0.0, 0.999999 },
-    { "adam_epsilon", TK_NUM, OFF(adam_epsilon), false, 1e-12, 1.0 },
-    { "max_grad_norm", TK_NUM, OFF(max_grad_norm), false, 0.0, 1e6 },
-    { "seed", TK_SPECIAL, 0, false, 0, 0 },
-    { "eval_steps", TK_INT64, OFF(eval_steps), false, 0, 1e9 },
-    { "save_steps", TK_INT64, OFF(save_steps), false, 0, 1e9 },
-    { "logging_steps", TK_INT64, OFF(logging_steps), false, 1, 1e9 },
-    { "threads", TK_INT, OFF(threads), false, 0, 1024 },
+    {"base_model", TK_STR, OFF(base_model), true, 0, 0},
+    {"datasets", TK_SPECIAL, 0, true, 0, 0},
+    {"eval_path", TK_STR, OFF(eval_path), false, 0, 0},
+    {"val_set_size", TK_NUM, OFF(val_set_size), false, 0.0, 0.5},
+    {"output_dir", TK_STR, OFF(output_dir), true, 0, 0},
+    {"lora_r", TK_INT, OFF(lora_r), false, 1, 1024},
+    {"lora_alpha", TK_NUM, OFF(lora_alpha), false, 1e-6, 1e6},
+    {"lora_dropout", TK_NUM, OFF(lora_dropout), false, 0.0, 0.9},
+    {"use_rslora", TK_BOOL, OFF(use_rslora), false, 0, 0},
+    {"target_modules", TK_SPECIAL, 0, false, 0, 0},
+    {"sequence_len", TK_INT, OFF(sequence_len), false, 8, 131072},
+    {"micro_batch_size", TK_INT, OFF(micro_batch_size), false, 1, 4096},
+    {"gradient_accumulation_steps", TK_INT, OFF(gradient_accumulation_steps), false, 1, 65536},
+    {"max_steps", TK_INT64, OFF(max_steps), false, 0, 1e9},
+    {"num_epochs", TK_NUM, OFF(num_epochs), false, 0.0, 1000.0},
+    {"sample_packing", TK_BOOL, OFF(sample_packing), false, 0, 0},
+    {"train_on_inputs", TK_BOOL, OFF(train_on_inputs), false, 0, 0},
+    {"learning_rate", TK_NUM, OFF(learning_rate), false, 0.0, 10.0},
+    {"lr_scheduler", TK_SPECIAL, 0, false, 0, 0},
+    {"warmup_steps", TK_INT64, OFF(warmup_steps), false, 0, 1e9},
+    {"warmup_ratio", TK_NUM, OFF(warmup_ratio), false, 0.0, 1.0},
+    {"weight_decay", TK_NUM, OFF(weight_decay), false, 0.0, 10.0},
+    {"adam_beta1", TK_NUM, OFF(adam_beta1), false, 0.0, 0.9999},
+    {"adam_beta2", TK_NUM, OFF(adam_beta2), false, 0.0, 0.999999},
+    {"adam_epsilon", TK_NUM, OFF(adam_epsilon), false, 1e-12, 1.0},
+    {"max_grad_norm", TK_NUM, OFF(max_grad_norm), false, 0.0, 1e6},
+    {"seed", TK_SPECIAL, 0, false, 0, 0},
+    {"eval_steps", TK_INT64, OFF(eval_steps), false, 0, 1e9},
+    {"save_steps", TK_INT64, OFF(save_steps), false, 0, 1e9},
+    {"logging_steps", TK_INT64, OFF(logging_steps), false, 1, 1e9},
+    {"threads", TK_INT, OFF(threads), false, 0, 1024},
 };
 #define N_TRAIN_KEYS (sizeof train_keys / sizeof train_keys[0])
 
@@ -138,7 +138,8 @@ static int parse_format(const cJSON *v, const char *ctx, ft_data_format_t *out, 
     if (i < 0) {
         ft_err_set(err, FT_EBADFIELD,
                    "%s.type: unknown format '%s' (expected auto, text, completion, alpaca, "
-                   "chat or tokenized)", ctx, ft_sanitize(v->valuestring, 40));
+                   "chat or tokenized)",
+                   ctx, ft_sanitize(v->valuestring, 40));
         return -1;
     }
     *out = (ft_data_format_t)i;
@@ -161,10 +162,11 @@ static int parse_path(const char *s, const char *what, char *dst, ft_err_t *err)
 
 static int parse_datasets(const cJSON *v, ft_trainspec_t *t, ft_err_t *err)
 {
-    static const char *const ds_keys[] = { "path", "type", NULL };
+    static const char *const ds_keys[] = {"path", "type", NULL};
     if (!cJSON_IsArray(v)) {
-        ft_err_set(err, FT_EBADFIELD, CTX ".datasets: expected an array of {path, type} "
-                   "objects or paths");
+        ft_err_set(err, FT_EBADFIELD,
+                   CTX ".datasets: expected an array of {path, type} "
+                       "objects or paths");
         return -1;
     }
     int n = cJSON_GetArraySize(v);
@@ -179,7 +181,8 @@ static int parse_datasets(const cJSON *v, ft_trainspec_t *t, ft_err_t *err)
     }
     int i = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         char ctx[64];
         snprintf(ctx, sizeof ctx, CTX ".datasets[%d]", i);
         ft_dataset_t *ds = &t->datasets[i];
@@ -214,8 +217,10 @@ static int parse_targets(const cJSON *v, ft_trainspec_t *t, ft_err_t *err)
 {
     if (cJSON_IsString(v)) {
         if (strcmp(v->valuestring, "all-linear") != 0) {
-            ft_err_set(err, FT_EBADFIELD, CTX ".target_modules: expected \"all-linear\" or a "
-                       "list of module names, got '%s'", ft_sanitize(v->valuestring, 40));
+            ft_err_set(err, FT_EBADFIELD,
+                       CTX ".target_modules: expected \"all-linear\" or a "
+                           "list of module names, got '%s'",
+                       ft_sanitize(v->valuestring, 40));
             return -1;
         }
         t->target_mask = (1u << FT_N_TARGET_MODULES) - 1;
@@ -229,7 +234,8 @@ static int parse_targets(const cJSON *v, ft_trainspec_t *t, ft_err_t *err)
     uint32_t mask = 0;
     int i = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         if (!cJSON_IsString(e)) {
             ft_err_set(err, FT_EBADFIELD, CTX ".target_modules[%d]: expected a string", i);
             return -1;
@@ -241,8 +247,8 @@ static int parse_targets(const cJSON *v, ft_trainspec_t *t, ft_err_t *err)
         if (m < 0) {
             ft_err_set(err, FT_EBADFIELD,
                        CTX ".target_modules[%d]: unknown module '%s' (expected q_proj, k_proj, "
-                       "v_proj, o_proj, gate_proj, up_proj or down_proj)", i,
-                       ft_sanitize(e->valuestring, 40));
+                           "v_proj, o_proj, gate_proj, up_proj or down_proj)",
+                       i, ft_sanitize(e->valuestring, 40));
             return -1;
         }
         if (mask & (1u << m)) {
@@ -328,16 +334,16 @@ int ft_trainspec_parse(const cJSON *train, ft_trainspec_t *out, ft_err_t *err)
         }
         case TK_INT: {
             int64_t x = 0;
-            rc = ft_json_get_int(train, CTX, k->name, k->required, (int64_t)k->min,
-                                 (int64_t)k->max, &x, err);
+            rc = ft_json_get_int(train, CTX, k->name, k->required, (int64_t)k->min, (int64_t)k->max,
+                                 &x, err);
             if (rc == 0)
                 *(int *)(void *)(base + k->off) = (int)x;
             break;
         }
         case TK_INT64: {
             int64_t x = 0;
-            rc = ft_json_get_int(train, CTX, k->name, k->required, (int64_t)k->min,
-                                 (int64_t)k->max, &x, err);
+            rc = ft_json_get_int(train, CTX, k->name, k->required, (int64_t)k->min, (int64_t)k->max,
+                                 &x, err);
             if (rc == 0)
                 *(int64_t *)(void *)(base + k->off) = x;
             break;
@@ -366,8 +372,9 @@ int ft_trainspec_parse(const cJSON *train, ft_trainspec_t *out, ft_err_t *err)
 
     /* Cross-field rules. */
     if (t.eval_path[0] && t.val_set_size > 0) {
-        ft_err_set(err, FT_EBADFIELD, CTX ".val_set_size: cannot be used together with "
-                   "'eval_path' (choose one source of eval data)");
+        ft_err_set(err, FT_EBADFIELD,
+                   CTX ".val_set_size: cannot be used together with "
+                       "'eval_path' (choose one source of eval data)");
         return -1;
     }
     if (t.max_steps == 0 && !(t.num_epochs > 0)) {

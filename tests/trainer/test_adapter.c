@@ -58,7 +58,7 @@ static void make_adapter(test_adapter_t *t, const llama_config_t *c, int r, uint
 static void test_adapter_files(const llama_config_t *c)
 {
     char d[300], p[400];
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     uint32_t mask = (1u << FT_TM_Q) | (1u << FT_TM_V) | (1u << FT_TM_DOWN);
     test_adapter_t t;
     make_adapter(&t, c, 4, mask, 0.0f);
@@ -71,24 +71,39 @@ static void test_adapter_files(const llama_config_t *c)
     char *txt = ft_read_file(p, 1 << 20, &len, &err);
     cJSON *j = ft_json_parse(txt, len, &err);
     static const char *const keys[] = {
-        "alpha_pattern", "base_model_name_or_path", "bias", "fan_in_fan_out", "inference_mode",
-        "init_lora_weights", "layers_pattern", "layers_to_transform", "lora_alpha",
-        "lora_dropout", "modules_to_save", "peft_type", "r", "rank_pattern", "revision",
-        "target_modules", "task_type", "use_rslora", NULL,
+        "alpha_pattern",
+        "base_model_name_or_path",
+        "bias",
+        "fan_in_fan_out",
+        "inference_mode",
+        "init_lora_weights",
+        "layers_pattern",
+        "layers_to_transform",
+        "lora_alpha",
+        "lora_dropout",
+        "modules_to_save",
+        "peft_type",
+        "r",
+        "rank_pattern",
+        "revision",
+        "target_modules",
+        "task_type",
+        "use_rslora",
+        NULL,
     };
     CHECK(j && ft_json_check_keys(j, "adapter_config", keys, &err) == 0,
           "adapter_config.json has only long-standing PEFT keys");
     int nkeys = cJSON_GetArraySize(j);
     CHECK(nkeys == 18, "all 18 keys present (%d)", nkeys);
     CHECK(strcmp(cJSON_GetObjectItem(j, "peft_type")->valuestring, "LORA") == 0 &&
-          strcmp(cJSON_GetObjectItem(j, "task_type")->valuestring, "CAUSAL_LM") == 0 &&
-          strcmp(cJSON_GetObjectItem(j, "bias")->valuestring, "none") == 0 &&
-          cJSON_GetObjectItem(j, "r")->valueint == 4 &&
-          cJSON_GetObjectItem(j, "lora_alpha")->valuedouble == 16 &&
-          cJSON_IsTrue(cJSON_GetObjectItem(j, "inference_mode")) &&
-          cJSON_IsFalse(cJSON_GetObjectItem(j, "fan_in_fan_out")) &&
-          cJSON_IsNull(cJSON_GetObjectItem(j, "modules_to_save")) &&
-          cJSON_IsObject(cJSON_GetObjectItem(j, "rank_pattern")),
+              strcmp(cJSON_GetObjectItem(j, "task_type")->valuestring, "CAUSAL_LM") == 0 &&
+              strcmp(cJSON_GetObjectItem(j, "bias")->valuestring, "none") == 0 &&
+              cJSON_GetObjectItem(j, "r")->valueint == 4 &&
+              cJSON_GetObjectItem(j, "lora_alpha")->valuedouble == 16 &&
+              cJSON_IsTrue(cJSON_GetObjectItem(j, "inference_mode")) &&
+              cJSON_IsFalse(cJSON_GetObjectItem(j, "fan_in_fan_out")) &&
+              cJSON_IsNull(cJSON_GetObjectItem(j, "modules_to_save")) &&
+              cJSON_IsObject(cJSON_GetObjectItem(j, "rank_pattern")),
           "adapter_config values");
     char *tm = ft_json_print(cJSON_GetObjectItem(j, "target_modules"));
     CHECK(strcmp(tm, "[\"q_proj\",\"v_proj\",\"down_proj\"]") == 0, "target_modules %s", tm);
@@ -105,8 +120,10 @@ static void test_adapter_files(const llama_config_t *c)
         st_find(f, "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
     const st_tensor_t *tb =
         st_find(f, "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight");
-    const st_tensor_t *td = st_find(f, "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
-    const st_tensor_t *tdb = st_find(f, "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
+    const st_tensor_t *td =
+        st_find(f, "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight");
+    const st_tensor_t *tdb =
+        st_find(f, "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
     int Hkv = c->n_kv_heads * c->head_dim;
     CHECK(ta && ta->dtype == ST_F32 && ta->shape[0] == 4 && ta->shape[1] == c->hidden_size,
           "q_proj.lora_A is F32 [r, hidden]");
@@ -125,8 +142,9 @@ static void test_adapter_files(const llama_config_t *c)
     adapter_loaded_t la;
     CHECK(adapter_load(d, c, &la, &err) == 0, "adapter loads: %s", err.msg);
     CHECK(la.ad.r == 4 && la.ad.target_mask == mask && la.ad.lora_alpha == 16 &&
-          fabs(la.ad.lora_dropout - 0.05) < 1e-12 && !la.ad.use_rslora &&
-          strcmp(la.ad.base_model, "/models/tiny") == 0, "loaded config");
+              fabs(la.ad.lora_dropout - 0.05) < 1e-12 && !la.ad.use_rslora &&
+              strcmp(la.ad.base_model, "/models/tiny") == 0,
+          "loaded config");
     int64_t n = adapter_n_params(c, 4, mask);
     CHECK(memcmp(la.mem, t.mem, (size_t)n * sizeof(float)) == 0, "loaded %lld floats equal",
           (long long)n);
@@ -135,13 +153,13 @@ static void test_adapter_files(const llama_config_t *c)
     /* errors: a tensor too many, wrong peft type, foreign module */
     st_writer_t *w = st_writer_new();
     adapter_add_tensors(w, &t.ad, "", &err);
-    float extra[4] = { 0 };
-    int64_t s4[1] = { 4 };
+    float extra[4] = {0};
+    int64_t s4[1] = {4};
     st_writer_add(w, "base_model.model.lm_head.lora_A.weight", ST_F32, 1, s4, extra, &err);
     st_writer_save(w, p, &err);
     st_writer_destroy(&w);
     CHECK(adapter_load(d, c, &la, &err) < 0 &&
-          strstr(err.msg, "tensor 'base_model.model.lm_head.lora_A.weight' does not belong"),
+              strstr(err.msg, "tensor 'base_model.model.lm_head.lora_A.weight' does not belong"),
           "extra tensor refused: %s", err.msg);
     snprintf(p, sizeof p, "%s/adapter_config.json", d);
     test_write_text(p, "{\"peft_type\":\"IA3\",\"r\":4,\"target_modules\":[\"q_proj\"]}");
@@ -160,7 +178,7 @@ static void test_adapter_files(const llama_config_t *c)
 static void test_checkpoints(const llama_config_t *c)
 {
     char out[300], p[400], got[600];
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     uint32_t mask = (1u << FT_N_TARGET_MODULES) - 1;
     int r = 2;
     size_t n = (size_t)adapter_n_params(c, r, mask);
@@ -181,12 +199,15 @@ static void test_checkpoints(const llama_config_t *c)
             m[i] = (float)step * 1e-3f + (float)i;
             v[i] = (float)step * 1e-6f * (float)i;
         }
-        double losses[3] = { 5.5, 4.25, 3.0 + 1.0 / 3.0 };
+        double losses[3] = {5.5, 4.25, 3.0 + 1.0 / 3.0};
         checkpoint_state_t s = {
-            .step = step * 10, .pos = { .epoch = step / 2, .index = step * 7 },
-            .rng = { 0xffffffffffffffffull, 12345678901234567890ull, (uint64_t)step },
-            .n_rng = 3, .spec_hash = 0xdeadbeefcafef00dull,
-            .loss_history = losses, .n_loss = step,
+            .step = step * 10,
+            .pos = {.epoch = step / 2, .index = step * 7},
+            .rng = {0xffffffffffffffffull, 12345678901234567890ull, (uint64_t)step},
+            .n_rng = 3,
+            .spec_hash = 0xdeadbeefcafef00dull,
+            .loss_history = losses,
+            .n_loss = step,
         };
         CHECK(checkpoint_save(out, &t.ad, m, v, n, &s, 2, got, sizeof got, &err) == 0,
               "checkpoint %d saved: %s", step * 10, err.msg);
@@ -222,7 +243,8 @@ static void test_checkpoints(const llama_config_t *c)
     CHECK(strstr(got, "checkpoint-30") != NULL, "it is checkpoint-30 (tmp-40, file 50 ignored)");
     CHECK(st.step == 30 && st.pos.epoch == 1 && st.pos.index == 21, "step 30, position (1, 21)");
     CHECK(st.n_rng == 3 && st.rng[0] == 0xffffffffffffffffull &&
-          st.rng[1] == 12345678901234567890ull && st.rng[2] == 3, "rng words exact (uint64)");
+              st.rng[1] == 12345678901234567890ull && st.rng[2] == 3,
+          "rng words exact (uint64)");
     CHECK(st.n_loss == 3 && st.loss_history[2] == 3.0 + 1.0 / 3.0, "loss history exact");
     test_adapter_t want;
     make_adapter(&want, c, r, mask, 3.0f);
@@ -235,19 +257,21 @@ static void test_checkpoints(const llama_config_t *c)
     CHECK(st.loss_history == NULL, "state free clears");
 
     CHECK(checkpoint_load_latest(out, &t.ad, m, v, n, 42, &st, NULL, 0, &err) < 0 &&
-          strstr(err.msg, "was written for another spec"), "spec hash mismatch: %s", err.msg);
+              strstr(err.msg, "was written for another spec"),
+          "spec hash mismatch: %s", err.msg);
     test_adapter_t other;
     make_adapter(&other, c, 3, mask, 0.0f);
     size_t n3 = (size_t)adapter_n_params(c, 3, mask);
     float *m3 = malloc(n3 * sizeof(float)), *v3 = malloc(n3 * sizeof(float));
     CHECK(checkpoint_load_latest(out, &other.ad, m3, v3, n3, 0, &st, NULL, 0, &err) < 0 &&
-          strstr(err.msg, "adapter has r 2"), "other rank refused: %s", err.msg);
+              strstr(err.msg, "adapter has r 2"),
+          "other rank refused: %s", err.msg);
     free(m3);
     free(v3);
     free(other.mem);
 
     /* next save removes the stale temporary folder of the same step */
-    checkpoint_state_t s40 = { .step = 40, .n_rng = 0, .spec_hash = 1 };
+    checkpoint_state_t s40 = {.step = 40, .n_rng = 0, .spec_hash = 1};
     CHECK(checkpoint_save(out, &want.ad, m, v, n, &s40, 2, NULL, 0, &err) == 0,
           "checkpoint 40 saved over the crashed attempt: %s", err.msg);
     snprintf(p, sizeof p, "%s/.tmp-checkpoint-40", out);
@@ -263,12 +287,13 @@ static void test_checkpoints(const llama_config_t *c)
     test_write_text(p, "{\"format\":\"ft-checkpoint-1\",\"step\":41,\"epoch\":0,\"index\":0,"
                        "\"rng\":[],\"spec_hash\":\"1\"}");
     CHECK(checkpoint_load_latest(out, &want.ad, m, v, n, 0, &st, NULL, 0, &err) < 0 &&
-          strstr(err.msg, "step 41 does not match its folder name"), "renamed checkpoint: %s",
-          err.msg);
+              strstr(err.msg, "step 41 does not match its folder name"),
+          "renamed checkpoint: %s", err.msg);
     test_write_text(p, "{\"format\":\"ft-checkpoint-1\",\"step\":40,\"epoch\":0,\"index\":0,"
                        "\"rng\":[\"-1\"],\"spec_hash\":\"1\"}");
     CHECK(checkpoint_load_latest(out, &want.ad, m, v, n, 0, &st, NULL, 0, &err) < 0 &&
-          strstr(err.msg, "rng[0]"), "bad rng word: %s", err.msg);
+              strstr(err.msg, "rng[0]"),
+          "bad rng word: %s", err.msg);
     free(want.mem);
     free(t.mem);
     free(m);
@@ -302,7 +327,7 @@ int main(void)
 {
     llama_config_t c;
     tinymodel_opts_t o;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     test_tmpdir(dir, sizeof dir, "adapter");
     tinymodel_defaults(&o);
     if (tinymodel_config(&o, &c, &err) < 0) {

@@ -59,12 +59,13 @@ static void decode_targets(const int32_t *t, int n, char *s, size_t cap)
 
 static void test_tokenizer(void)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     int32_t out[8];
     CHECK(tokenizer_vocab_size(tok) == 259 && tokenizer_bos(tok) == 1 && tokenizer_eos(tok) == 2,
           "byte tokenizer: 259 ids, bos 1, eos 2");
     CHECK(tokenizer_encode(tok, "A\xc3\xa9", 3, out, 8) == 3 && out[0] == 'A' + 3 &&
-          out[1] == 0xc3 + 3 && out[2] == 0xa9 + 3, "UTF-8 bytes map to byte + 3");
+              out[1] == 0xc3 + 3 && out[2] == 0xa9 + 3,
+          "UTF-8 bytes map to byte + 3");
     CHECK(tokenizer_encode(tok, "abc", 3, out, 2) == -1, "capacity too small: -1");
     char p[400];
     snprintf(p, sizeof p, "%s/othertok", dir);
@@ -94,7 +95,7 @@ static data_t *open1(const char *file, const char *text, bool packing, bool toi,
 
 static void first_row(data_t *d, int T, int32_t *in, int32_t *tg)
 {
-    data_pos_t pos = { 0, 0 };
+    data_pos_t pos = {0, 0};
     /* with one row the shuffled order is that row */
     data_next_batch(d, &pos, 1, 0, 1, in, tg);
     (void)T;
@@ -102,7 +103,7 @@ static void first_row(data_t *d, int T, int32_t *in, int32_t *tg)
 
 static void test_formats(void)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     int32_t in[512], tg[512];
     char s[2048];
     const int T = 8;
@@ -110,8 +111,8 @@ static void test_formats(void)
     data_t *d = open1("text.jsonl", "{\"text\":\"ab\"}\n", false, false, T, tok, &err);
     CHECK(d && data_n_train_rows(d) == 1, "text: one row: %s", err.msg);
     first_row(d, T, in, tg);
-    int32_t want_in[8] = { 1, 'a' + 3, 'b' + 3, 2, 0, 0, 0, 0 };
-    int32_t want_tg[8] = { 'a' + 3, 'b' + 3, 2, -100, -100, -100, -100, -100 };
+    int32_t want_in[8] = {1, 'a' + 3, 'b' + 3, 2, 0, 0, 0, 0};
+    int32_t want_tg[8] = {'a' + 3, 'b' + 3, 2, -100, -100, -100, -100, -100};
     CHECK(memcmp(in, want_in, sizeof want_in) == 0, "text inputs: BOS a b EOS then pad 0");
     CHECK(memcmp(tg, want_tg, sizeof want_tg) == 0, "text targets: a b EOS then -100");
     CHECK(data_count_targets(tg, T) == 3, "3 targets counted");
@@ -140,7 +141,7 @@ static void test_formats(void)
               "{\"instruction\":\"Hi\",\"input\":\"\",\"output\":\"Hello\"}\n",
               false, false, 400, tok, &err);
     CHECK(d && data_n_train_rows(d) == 2, "alpaca: two rows: %s", err.msg);
-    data_pos_t pos = { 0, 0 };
+    data_pos_t pos = {0, 0};
     int32_t in2[800], tg2[800];
     data_next_batch(d, &pos, 2, 0, 1, in2, tg2);
     bool found_with = false, found_without = false;
@@ -187,9 +188,8 @@ static void test_formats(void)
               "{\"input_ids\":[1,50,60,70,2],\"labels\":[-100,-100,60,70,2]}\n"
               "{\"input_ids\":[5,263],\"attention_mask\":[1,1]}\n",
               false, false, 6, NULL, &err);
-    CHECK(d && data_n_train_rows(d) == 2, "pre-tokenized loads without a tokenizer: %s",
-          err.msg);
-    pos = (data_pos_t){ 0, 0 };
+    CHECK(d && data_n_train_rows(d) == 2, "pre-tokenized loads without a tokenizer: %s", err.msg);
+    pos = (data_pos_t){0, 0};
     data_next_batch(d, &pos, 2, 0, 1, in2, tg2);
     bool ok1 = false, ok2 = false;
     for (int r = 0; r < 2; r++) {
@@ -207,16 +207,18 @@ static void test_formats(void)
 
 static void test_packing(void)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     const int T = 4;
     /* records: <1>abc<2> (5), <1>de<2> (4), <1>f<2> (3): stream of 12 tokens,
      * rows of 5: [<1>abc<2>] [<1>de<2><1>] [f<2>] + 3 pads */
     data_t *d = open1("pack.jsonl", "{\"text\":\"abc\"}\n{\"text\":\"de\"}\n\n{\"text\":\"f\"}\n",
                       true, false, T, tok, &err);
-    CHECK(d && data_n_train_rows(d) == 3, "packing: 12 tokens make 2 full rows of 5 + 1 partial "
-          "(%lld)", d ? (long long)data_n_train_rows(d) : -1LL);
+    CHECK(d && data_n_train_rows(d) == 3,
+          "packing: 12 tokens make 2 full rows of 5 + 1 partial "
+          "(%lld)",
+          d ? (long long)data_n_train_rows(d) : -1LL);
     int32_t in[12], tg[12];
-    data_pos_t pos = { 0, 0 };
+    data_pos_t pos = {0, 0};
     data_next_batch(d, &pos, 3, 0, 1, in, tg);
     CHECK(pos.epoch == 1 && pos.index == 0, "one batch of 3 completes epoch 0");
     char s[64];
@@ -238,7 +240,7 @@ static void test_packing(void)
     d = open1("pad.jsonl", "{\"text\":\"abcdefgh\"}\n{\"text\":\"x\"}\n", false, false, T, tok,
               &err);
     CHECK(d && data_n_train_rows(d) == 2, "padding: one row per record");
-    pos = (data_pos_t){ 0, 0 };
+    pos = (data_pos_t){0, 0};
     data_next_batch(d, &pos, 2, 0, 1, in, tg);
     bool trunc = false, padded = false;
     for (int r = 0; r < 2; r++) {
@@ -255,7 +257,7 @@ static void test_packing(void)
 
 static void test_order_and_shards(void)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     char text[4096] = "";
     /* 10 records of distinct first bytes, padded rows: row identity = first input byte */
     for (int i = 0; i < 10; i++) {
@@ -271,8 +273,8 @@ static void test_order_and_shards(void)
     data_t *d = data_open(&s, tok, 4, &err), *d2 = data_open(&s, tok, 4, &err);
     CHECK(d && d2 && data_n_train_rows(d) == 10, "10 rows");
     int32_t in[40], tg[40], inb[40], tgb[40];
-    data_pos_t p = { 0, 0 };
-    int seen[10] = { 0 };
+    data_pos_t p = {0, 0};
+    int seen[10] = {0};
     char order0[11] = "", order1[11] = "";
     for (int b = 0; b < 5; b++) {
         data_next_batch(d, &p, 2, 0, 1, in, tg);
@@ -294,7 +296,7 @@ static void test_order_and_shards(void)
     CHECK(strcmp(order0, order1) != 0, "epoch 1 has another order (%s)", order1);
 
     /* same seed, same order; resuming from a position gives the same batches */
-    data_pos_t q = { 0, 0 };
+    data_pos_t q = {0, 0};
     char again[11] = "";
     for (int b = 0; b < 5; b++) {
         data_next_batch(d2, &q, 2, 0, 1, in, tg);
@@ -302,12 +304,12 @@ static void test_order_and_shards(void)
             again[b * 2 + j] = (char)(in[j * 4 + 1] - 3);
     }
     CHECK(strcmp(order0, again) == 0, "same seed gives the same order");
-    data_pos_t r1 = { 1, 4 };
+    data_pos_t r1 = {1, 4};
     data_next_batch(d2, &r1, 2, 0, 1, in, tg);
     CHECK(in[1] - 3 == order1[4] && in[5] - 3 == order1[5], "position (1, 4) resumes exactly");
 
     /* rank sharding: world 2, B 2 == world 1, B 4 split in halves */
-    data_pos_t a = { 0, 6 }, b0 = { 0, 6 }, b1 = { 0, 6 };
+    data_pos_t a = {0, 6}, b0 = {0, 6}, b1 = {0, 6};
     data_next_batch(d, &a, 4, 0, 1, in, tg);
     data_next_batch(d, &b0, 2, 0, 2, inb, tgb);
     data_next_batch(d, &b1, 2, 1, 2, inb + 8, tgb + 8);
@@ -316,11 +318,10 @@ static void test_order_and_shards(void)
     CHECK(a.epoch == 1 && a.index == 0 && b0.epoch == a.epoch && b1.index == a.index,
           "every rank advances to the same position");
     /* crossing the epoch boundary mid-batch */
-    data_pos_t c = { 0, 8 };
+    data_pos_t c = {0, 8};
     data_next_batch(d, &c, 4, 0, 1, in, tg);
     CHECK(c.epoch == 1 && c.index == 2, "a batch crossing the boundary ends at (1, 2)");
-    CHECK(in[9] - 3 == order1[0] && in[13] - 3 == order1[1],
-          "its tail comes from epoch 1's order");
+    CHECK(in[9] - 3 == order1[0] && in[13] - 3 == order1[1], "its tail comes from epoch 1's order");
     data_destroy(&d);
     data_destroy(&d2);
 
@@ -337,7 +338,7 @@ static void test_order_and_shards(void)
         ev2[i] = (char)(in[1] - 3);
     }
     CHECK(strcmp(ev, ev2) == 0, "eval split deterministic (%s)", ev);
-    p = (data_pos_t){ 0, 0 };
+    p = (data_pos_t){0, 0};
     bool disjoint = true;
     for (int b = 0; b < 4; b++) {
         data_next_batch(d, &p, 2, 0, 1, in, tg);
@@ -359,7 +360,7 @@ static void test_order_and_shards(void)
 
 static void expect_bad(const char *what, const char *text, const char *type, const char *want)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     ft_trainspec_t s;
     write_data("bad.jsonl", text);
     spec_for(&s, "bad.jsonl");
@@ -380,8 +381,7 @@ static void test_bad_records(void)
     const char *good = "{\"text\":\"ok\"}\n";
     char buf[512];
     snprintf(buf, sizeof buf, "%s\n%s{\"instruction\":\"x\",\"output\":5}\n", good, good);
-    expect_bad("alpaca output not a string", buf, NULL,
-               "4: field 'output': expected a string");
+    expect_bad("alpaca output not a string", buf, NULL, "4: field 'output': expected a string");
     snprintf(buf, sizeof buf, "%s{\"text\":\"a\",}\n", good);
     expect_bad("bad JSON", buf, NULL, "2: bad JSON");
     expect_bad("unknown shape", "{\"body\":\"x\"}\n", NULL, "1: cannot tell the record's format");
@@ -391,8 +391,7 @@ static void test_bad_records(void)
                "1: field 'completion' is missing");
     expect_bad("bad role", "{\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]}\n", NULL,
                "1: field 'messages[0].role': unknown role 'bot'");
-    expect_bad("content not string",
-               "{\"messages\":[{\"role\":\"user\",\"content\":[1]}]}\n", NULL,
+    expect_bad("content not string", "{\"messages\":[{\"role\":\"user\",\"content\":[1]}]}\n", NULL,
                "1: field 'messages[0].content': expected a string");
     expect_bad("no assistant", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}\n", NULL,
                "1: field 'messages': no assistant message");
@@ -409,7 +408,7 @@ static void test_bad_records(void)
     expect_bad("duplicate key", "{\"text\":\"a\",\"text\":\"b\"}\n", NULL,
                "1: bad JSON: duplicate key 'text'");
 
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     ft_trainspec_t s;
     write_data("empty.jsonl", "\n\n");
     spec_for(&s, "empty.jsonl");
@@ -432,7 +431,8 @@ static void test_bad_records(void)
     spec_for(&s, "two.jsonl");
     d = data_open(&s, tok, 513, &err);
     CHECK(!d && strstr(err.msg, "sequence_len: 513 is more than the max_position_embeddings "
-                                "(512)"), "rows longer than the model's context: %s", err.msg);
+                                "(512)"),
+          "rows longer than the model's context: %s", err.msg);
     write_data("one.jsonl", "{\"text\":\"a\"}\n");
     spec_for(&s, "one.jsonl");
     s.val_set_size = 0.1;
@@ -442,7 +442,7 @@ static void test_bad_records(void)
 
 int main(void)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     tinymodel_opts_t o;
     test_tmpdir(dir, sizeof dir, "data");
     snprintf(model, sizeof model, "%s/model", dir);

@@ -30,7 +30,7 @@ static int load_cfg_text(const char *json, llama_config_t *c, ft_err_t *err)
 static void expect_cfg_error(const char *what, const char *json, const char *want)
 {
     llama_config_t c;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     int rc = load_cfg_text(json, &c, &err);
     CHECK(rc < 0 && strstr(err.msg, want), "%s: rejected with '%s' (got '%s')", what, want,
           err.msg);
@@ -39,7 +39,7 @@ static void expect_cfg_error(const char *what, const char *json, const char *wan
 static void test_config(void)
 {
     llama_config_t c;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     /* Llama-3.1-8B's config, abridged */
     const char *l31 =
         "{\"architectures\":[\"LlamaForCausalLM\"],\"attention_bias\":false,"
@@ -54,11 +54,11 @@ static void test_config(void)
         "\"vocab_size\":128256}";
     CHECK(load_cfg_text(l31, &c, &err) == 0, "llama 3.1 config loads: %s", err.msg);
     CHECK(c.vocab_size == 128256 && c.hidden_size == 4096 && c.intermediate_size == 14336 &&
-          c.n_layers == 32 && c.n_heads == 32 && c.n_kv_heads == 8 && c.head_dim == 128,
+              c.n_layers == 32 && c.n_heads == 32 && c.n_kv_heads == 8 && c.head_dim == 128,
           "llama 3.1 sizes");
     CHECK(c.rope_type == LLAMA_ROPE_LLAMA3 && c.rope_factor == 8.0 &&
-          c.rope_low_freq_factor == 1.0 && c.rope_high_freq_factor == 4.0 &&
-          c.rope_original_max_position == 8192 && c.rope_theta == 500000.0,
+              c.rope_low_freq_factor == 1.0 && c.rope_high_freq_factor == 4.0 &&
+              c.rope_original_max_position == 8192 && c.rope_theta == 500000.0,
           "llama3 rope scaling read");
     CHECK(c.bos_token_id == 128000 && c.eos_token_id == 128001 && c.pad_token_id == -1,
           "bos, first of the eos list, no pad");
@@ -73,20 +73,22 @@ static void test_config(void)
         "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
         "\"original_max_position_embeddings\":8192}}";
     CHECK(load_cfg_text(rp, &c, &err) == 0, "rope_parameters config loads: %s", err.msg);
-    CHECK(c.rope_type == LLAMA_ROPE_LLAMA3 && c.rope_factor == 32.0 &&
-          c.rope_theta == 500000.0 && c.tie_word_embeddings && c.head_dim == 64,
+    CHECK(c.rope_type == LLAMA_ROPE_LLAMA3 && c.rope_factor == 32.0 && c.rope_theta == 500000.0 &&
+              c.tie_word_embeddings && c.head_dim == 64,
           "rope_parameters read (theta inside, factor 32, tied)");
 
     /* defaults of transformers' LlamaConfig */
     CHECK(load_cfg_text("{\"model_type\":\"llama\"}", &c, &err) == 0, "minimal config");
     CHECK(c.vocab_size == 32000 && c.hidden_size == 4096 && c.intermediate_size == 11008 &&
-          c.n_layers == 32 && c.n_heads == 32 && c.n_kv_heads == 32 &&
-          c.max_position_embeddings == 2048 && fabs(c.rms_norm_eps - 1e-6) < 1e-15 &&
-          c.bos_token_id == 1 && c.eos_token_id == 2 && c.rope_theta == 10000.0 &&
-          c.rope_type == LLAMA_ROPE_DEFAULT, "HF defaults applied");
+              c.n_layers == 32 && c.n_heads == 32 && c.n_kv_heads == 32 &&
+              c.max_position_embeddings == 2048 && fabs(c.rms_norm_eps - 1e-6) < 1e-15 &&
+              c.bos_token_id == 1 && c.eos_token_id == 2 && c.rope_theta == 10000.0 &&
+              c.rope_type == LLAMA_ROPE_DEFAULT,
+          "HF defaults applied");
     CHECK(load_cfg_text("{\"model_type\":\"llama\",\"rope_scaling\":{\"type\":\"default\"},"
-                        "\"pad_token_id\":null,\"head_dim\":null}", &c, &err) == 0 &&
-          c.rope_type == LLAMA_ROPE_DEFAULT && c.pad_token_id == -1 && c.head_dim == 128,
+                        "\"pad_token_id\":null,\"head_dim\":null}",
+                        &c, &err) == 0 &&
+              c.rope_type == LLAMA_ROPE_DEFAULT && c.pad_token_id == -1 && c.head_dim == 128,
           "rope type default via old 'type' key, nulls accepted");
 
     expect_cfg_error("attention_bias", "{\"model_type\":\"llama\",\"attention_bias\":true}",
@@ -95,37 +97,55 @@ static void test_config(void)
                      "mlp_bias true is not supported");
     expect_cfg_error("gelu", "{\"model_type\":\"llama\",\"hidden_act\":\"gelu\"}",
                      "hidden_act 'gelu' is not supported");
-    expect_cfg_error("yarn", "{\"model_type\":\"llama\",\"rope_scaling\":{\"rope_type\":"
-                     "\"yarn\",\"factor\":4}}", "rope type 'yarn' is not supported");
-    expect_cfg_error("linear rope", "{\"model_type\":\"llama\",\"rope_scaling\":{\"type\":"
-                     "\"linear\",\"factor\":2}}", "rope type 'linear' is not supported");
-    expect_cfg_error("llama3 incomplete", "{\"model_type\":\"llama\",\"rope_scaling\":"
-                     "{\"rope_type\":\"llama3\",\"factor\":8}}", "llama3 rope needs 'low_freq_factor'");
-    expect_cfg_error("gqa divisibility", "{\"model_type\":\"llama\",\"num_attention_heads\":32,"
-                     "\"num_key_value_heads\":5}", "not divisible by num_key_value_heads 5");
-    expect_cfg_error("hidden divisibility", "{\"model_type\":\"llama\",\"hidden_size\":100,"
-                     "\"num_attention_heads\":3}", "hidden_size 100 is not divisible");
-    expect_cfg_error("odd head_dim", "{\"model_type\":\"llama\",\"hidden_size\":96,"
-                     "\"num_attention_heads\":32,\"num_key_value_heads\":32}", "must be even");
-    expect_cfg_error("model_type", "{\"model_type\":\"gpt2\"}", "model_type 'gpt2' is not supported");
+    expect_cfg_error("yarn",
+                     "{\"model_type\":\"llama\",\"rope_scaling\":{\"rope_type\":"
+                     "\"yarn\",\"factor\":4}}",
+                     "rope type 'yarn' is not supported");
+    expect_cfg_error("linear rope",
+                     "{\"model_type\":\"llama\",\"rope_scaling\":{\"type\":"
+                     "\"linear\",\"factor\":2}}",
+                     "rope type 'linear' is not supported");
+    expect_cfg_error("llama3 incomplete",
+                     "{\"model_type\":\"llama\",\"rope_scaling\":"
+                     "{\"rope_type\":\"llama3\",\"factor\":8}}",
+                     "llama3 rope needs 'low_freq_factor'");
+    expect_cfg_error("gqa divisibility",
+                     "{\"model_type\":\"llama\",\"num_attention_heads\":32,"
+                     "\"num_key_value_heads\":5}",
+                     "not divisible by num_key_value_heads 5");
+    expect_cfg_error("hidden divisibility",
+                     "{\"model_type\":\"llama\",\"hidden_size\":100,"
+                     "\"num_attention_heads\":3}",
+                     "hidden_size 100 is not divisible");
+    expect_cfg_error("odd head_dim",
+                     "{\"model_type\":\"llama\",\"hidden_size\":96,"
+                     "\"num_attention_heads\":32,\"num_key_value_heads\":32}",
+                     "must be even");
+    expect_cfg_error("model_type", "{\"model_type\":\"gpt2\"}",
+                     "model_type 'gpt2' is not supported");
     expect_cfg_error("no model_type", "{\"hidden_size\":64}", "field 'model_type' is missing");
-    expect_cfg_error("mistral window", "{\"model_type\":\"mistral\",\"sliding_window\":4096,"
-                     "\"max_position_embeddings\":32768}", "sliding window attention is not supported");
+    expect_cfg_error("mistral window",
+                     "{\"model_type\":\"mistral\",\"sliding_window\":4096,"
+                     "\"max_position_embeddings\":32768}",
+                     "sliding window attention is not supported");
     expect_cfg_error("bad type", "{\"model_type\":\"llama\",\"hidden_size\":\"64\"}",
                      "field 'hidden_size': expected an integer");
-    expect_cfg_error("eos out of vocab", "{\"model_type\":\"llama\",\"vocab_size\":100,"
-                     "\"eos_token_id\":[100]}", "field 'eos_token_id': expected a token id in [0, 100)");
+    expect_cfg_error("eos out of vocab",
+                     "{\"model_type\":\"llama\",\"vocab_size\":100,"
+                     "\"eos_token_id\":[100]}",
+                     "field 'eos_token_id': expected a token id in [0, 100)");
     expect_cfg_error("not json", "{\"model_type\":", "config.json");
     CHECK(load_cfg_text("{\"model_type\":\"mistral\",\"sliding_window\":null}", &c, &err) == 0,
           "mistral without a sliding window accepted");
     CHECK(llama_config_load("/nonexistent-model", &c, &err) < 0 &&
-          strstr(err.msg, "/nonexistent-model/config.json"), "missing folder: %s", err.msg);
+              strstr(err.msg, "/nonexistent-model/config.json"),
+          "missing folder: %s", err.msg);
 }
 
 static void test_tiny(st_dtype_t dt, bool tie)
 {
     char d[300];
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     tinymodel_opts_t o;
     tinymodel_defaults(&o);
     o.dtype = dt;
@@ -137,8 +157,9 @@ static void test_tiny(st_dtype_t dt, bool tie)
     llama_config_t c;
     CHECK(llama_config_load(d, &c, &err) == 0, "its config loads: %s", err.msg);
     CHECK(c.hidden_size == 64 && c.n_layers == 2 && c.n_heads == 4 && c.n_kv_heads == 2 &&
-          c.intermediate_size == 176 && c.vocab_size == 264 && c.max_position_embeddings == 512 &&
-          c.head_dim == 16 && c.tie_word_embeddings == tie && c.pad_token_id == 0,
+              c.intermediate_size == 176 && c.vocab_size == 264 &&
+              c.max_position_embeddings == 512 && c.head_dim == 16 &&
+              c.tie_word_embeddings == tie && c.pad_token_id == 0,
           "default tiny shape");
     llama_weights_t w, ref;
     CHECK(llama_weights_load(d, &c, &w, &err) == 0, "weights load: %s", err.msg);
@@ -171,7 +192,7 @@ static void test_tiny(st_dtype_t dt, bool tie)
 static void test_sharded(void)
 {
     char d[300], p[400];
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     tinymodel_opts_t o;
     tinymodel_defaults(&o);
     o.layers = 3;
@@ -198,8 +219,8 @@ static void test_sharded(void)
         fprintf(idx, "%s\"%s\":\"model-0000%d-of-00002.safetensors\"", i ? "," : "", t->name,
                 second ? 2 : 1);
     }
-    float inv[8] = { 0 };
-    int64_t s8[1] = { 8 };
+    float inv[8] = {0};
+    int64_t s8[1] = {8};
     st_writer_add(w1, "model.layers.0.self_attn.rotary_emb.inv_freq", ST_F32, 1, s8, inv, &err);
     fprintf(idx, ",\"model.layers.0.self_attn.rotary_emb.inv_freq\":"
                  "\"model-00001-of-00002.safetensors\"}}");
@@ -216,7 +237,7 @@ static void test_sharded(void)
 
     CHECK(llama_weights_load(d, &c, &sharded, &err) == 0, "sharded load: %s", err.msg);
     CHECK(sharded.n_floats == single.n_floats &&
-          memcmp(sharded.mem, single.mem, single.n_floats * sizeof(float)) == 0,
+              memcmp(sharded.mem, single.mem, single.n_floats * sizeof(float)) == 0,
           "sharded weights equal the single-file ones (inv_freq ignored)");
     llama_weights_free(&sharded);
 
@@ -225,17 +246,17 @@ static void test_sharded(void)
     test_write_text(p, "{\"weight_map\":{\"model.embed_tokens.weight\":"
                        "\"model-00002-of-00002.safetensors\"}}");
     CHECK(llama_weights_load(d, &c, &sharded, &err) < 0 &&
-          strstr(err.msg, "tensor 'model.embed_tokens.weight' is missing"),
+              strstr(err.msg, "tensor 'model.embed_tokens.weight' is missing"),
           "tensor absent from its shard: %s", err.msg);
     test_write_text(p, "{\"weight_map\":{\"model.embed_tokens.weight\":"
                        "\"model-00001-of-00002.safetensors\"}}");
     CHECK(llama_weights_load(d, &c, &sharded, &err) < 0 &&
-          strstr(err.msg, "weight_map has no 'model.norm.weight'"), "weight_map incomplete: %s",
-          err.msg);
+              strstr(err.msg, "weight_map has no 'model.norm.weight'"),
+          "weight_map incomplete: %s", err.msg);
     test_write_text(p, "{\"weight_map\":{\"model.embed_tokens.weight\":\"../x.safetensors\"}}");
     CHECK(llama_weights_load(d, &c, &sharded, &err) < 0 &&
-          strstr(err.msg, "expected a file name in the model folder"), "path escape refused: %s",
-          err.msg);
+              strstr(err.msg, "expected a file name in the model folder"),
+          "path escape refused: %s", err.msg);
 
     /* a config that disagrees with the weights */
     unlink(p);
@@ -247,8 +268,9 @@ static void test_sharded(void)
     llama_config_load(d, &c2, &err);
     c2.intermediate_size = 177;
     CHECK(llama_weights_load(d, &c2, &sharded, &err) < 0 &&
-          strstr(err.msg, "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [176, 64], "
-                          "expected [177, 64]"), "shape mismatch named: %s", err.msg);
+              strstr(err.msg, "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [176, 64], "
+                              "expected [177, 64]"),
+          "shape mismatch named: %s", err.msg);
     llama_weights_free(&single);
 }
 
@@ -256,7 +278,7 @@ static void test_tiny_opts(void)
 {
     tinymodel_opts_t o;
     llama_config_t c;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     tinymodel_defaults(&o);
     o.vocab = 100;
     CHECK(tinymodel_config(&o, &c, &err) < 0 && strstr(err.msg, "'vocab' is 100"),

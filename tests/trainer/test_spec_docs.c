@@ -16,15 +16,15 @@
 
 static void parse_spec_file(const char *path)
 {
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     size_t len = 0;
     char *buf = ft_read_file(path, FT_SPEC_MAX_BYTES, &len, &err);
     cJSON *j = buf ? ft_json_parse(buf, len, &err) : NULL;
     ft_jobspec_t s;
     memset(&s, 0, sizeof s);
     int rc = j ? ft_jobspec_parse(j, &s, &err) : -1;
-    CHECK(rc == 0 && s.kind == FT_KIND_LORA, "'%s' is a valid lora spec%s%s", path,
-          rc ? ": " : "", rc ? err.msg : "");
+    CHECK(rc == 0 && s.kind == FT_KIND_LORA, "'%s' is a valid lora spec%s%s", path, rc ? ": " : "",
+          rc ? err.msg : "");
     ft_jobspec_free(&s);
     cJSON_Delete(j);
     free(buf);
@@ -33,7 +33,7 @@ static void parse_spec_file(const char *path)
 int main(int argc, char **argv)
 {
     char pat[1200], doc[1200];
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     if (argc != 2) {
         fprintf(stderr, "usage: test_spec_docs SOURCE_ROOT\n");
         return 2;
@@ -78,7 +78,8 @@ int main(int argc, char **argv)
     cJSON *keys = ft_trainspec_to_json(&t);
     int missing = 0;
     const cJSON *k;
-    cJSON_ArrayForEach(k, keys) {
+    cJSON_ArrayForEach(k, keys)
+    {
         char row[96];
         snprintf(row, sizeof row, "| `%s` |", k->string);
         if (!strstr(text, row)) {
@@ -91,9 +92,23 @@ int main(int argc, char **argv)
     cJSON_Delete(keys);
     /* and the top-level keys of include/ft/jobspec.h */
     static const char *const top[] = {
-        "kind", "name", "priority", "gpus", "gpus_per_node", "nodes", "device", "gpu_model",
-        "gpu_mem_gb", "time_limit_s", "max_retries", "requeue_on_failure", "command", "env",
-        "cwd", "train", NULL,
+        "kind",
+        "name",
+        "priority",
+        "gpus",
+        "gpus_per_node",
+        "nodes",
+        "device",
+        "gpu_model",
+        "gpu_mem_gb",
+        "time_limit_s",
+        "max_retries",
+        "requeue_on_failure",
+        "command",
+        "env",
+        "cwd",
+        "train",
+        NULL,
     };
     missing = 0;
     for (int i = 0; top[i]; i++) {

@@ -27,7 +27,7 @@ static void expect_err(const char *what, const char *extra, const char *want)
 {
     char text[2048];
     ft_trainspec_t t;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     snprintf(text, sizeof text, "{%s%s%s}", BASE, extra[0] ? "," : "", extra);
     int rc = parse_text(text, &t, &err);
     CHECK(rc == -1 && strstr(err.msg, want), "%s: '%s' (want '%s')", what, err.msg, want);
@@ -36,20 +36,22 @@ static void expect_err(const char *what, const char *extra, const char *want)
 static void test_defaults_and_full(void)
 {
     ft_trainspec_t t;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     CHECK(parse_text("{" BASE "}", &t, &err) == 0, "minimal train section parses: %s", err.msg);
     CHECK(strcmp(t.base_model, "/m") == 0 && t.n_datasets == 1 &&
-          strcmp(t.datasets[0].path, "/d.jsonl") == 0 && t.datasets[0].format == FT_DATA_AUTO &&
-          strcmp(t.output_dir, "/o") == 0, "required keys read");
+              strcmp(t.datasets[0].path, "/d.jsonl") == 0 && t.datasets[0].format == FT_DATA_AUTO &&
+              strcmp(t.output_dir, "/o") == 0,
+          "required keys read");
     CHECK(t.lora_r == 8 && t.lora_alpha == 16 && t.lora_dropout == 0 && !t.use_rslora &&
-          t.target_mask == 0x7f && t.sequence_len == 256 && t.micro_batch_size == 4 &&
-          t.gradient_accumulation_steps == 1 && t.max_steps == 0 && t.num_epochs == 1 &&
-          t.sample_packing && !t.train_on_inputs && t.learning_rate == 2e-4 &&
-          t.lr_scheduler == FT_LR_COSINE && t.warmup_steps == 0 && t.warmup_ratio == 0 &&
-          t.weight_decay == 0 && t.adam_beta1 == 0.9 && t.adam_beta2 == 0.999 &&
-          t.adam_epsilon == 1e-8 && t.max_grad_norm == 1.0 && t.seed == 42 &&
-          t.eval_steps == 0 && t.save_steps == 0 && t.logging_steps == 1 && t.threads == 0 &&
-          t.eval_path[0] == '\0' && t.val_set_size == 0, "defaults as documented");
+              t.target_mask == 0x7f && t.sequence_len == 256 && t.micro_batch_size == 4 &&
+              t.gradient_accumulation_steps == 1 && t.max_steps == 0 && t.num_epochs == 1 &&
+              t.sample_packing && !t.train_on_inputs && t.learning_rate == 2e-4 &&
+              t.lr_scheduler == FT_LR_COSINE && t.warmup_steps == 0 && t.warmup_ratio == 0 &&
+              t.weight_decay == 0 && t.adam_beta1 == 0.9 && t.adam_beta2 == 0.999 &&
+              t.adam_epsilon == 1e-8 && t.max_grad_norm == 1.0 && t.seed == 42 &&
+              t.eval_steps == 0 && t.save_steps == 0 && t.logging_steps == 1 && t.threads == 0 &&
+              t.eval_path[0] == '\0' && t.val_set_size == 0,
+          "defaults as documented");
 
     const char *full =
         "{\"base_model\":\"/models/llama\",\"datasets\":[{\"path\":\"/a.jsonl\",\"type\":"
@@ -64,19 +66,21 @@ static void test_defaults_and_full(void)
         "\"save_steps\":50,\"logging_steps\":5,\"threads\":2}";
     CHECK(parse_text(full, &t, &err) == 0, "every key parses: %s", err.msg);
     CHECK(t.n_datasets == 3 && t.datasets[0].format == FT_DATA_ALPACA &&
-          strcmp(t.datasets[1].path, "/b.jsonl") == 0 && t.datasets[1].format == FT_DATA_AUTO &&
-          strcmp(t.datasets[2].path, "/c.jsonl") == 0, "datasets in both forms");
+              strcmp(t.datasets[1].path, "/b.jsonl") == 0 && t.datasets[1].format == FT_DATA_AUTO &&
+              strcmp(t.datasets[2].path, "/c.jsonl") == 0,
+          "datasets in both forms");
     CHECK(t.lora_r == 16 && t.lora_alpha == 32 && t.lora_dropout == 0.05 && t.use_rslora &&
-          t.target_mask == ((1u << FT_TM_Q) | (1u << FT_TM_V) | (1u << FT_TM_DOWN)),
+              t.target_mask == ((1u << FT_TM_Q) | (1u << FT_TM_V) | (1u << FT_TM_DOWN)),
           "LoRA keys");
-    CHECK(t.sequence_len == 512 && t.micro_batch_size == 2 &&
-          t.gradient_accumulation_steps == 4 && t.max_steps == 100 && t.num_epochs == 3 &&
-          !t.sample_packing && t.train_on_inputs, "batching keys");
+    CHECK(t.sequence_len == 512 && t.micro_batch_size == 2 && t.gradient_accumulation_steps == 4 &&
+              t.max_steps == 100 && t.num_epochs == 3 && !t.sample_packing && t.train_on_inputs,
+          "batching keys");
     CHECK(t.learning_rate == 1e-4 && t.lr_scheduler == FT_LR_LINEAR && t.warmup_steps == 10 &&
-          t.warmup_ratio == 0.1 && t.weight_decay == 0.01 && t.adam_beta1 == 0.8 &&
-          t.adam_beta2 == 0.99 && t.adam_epsilon == 1e-6 && t.max_grad_norm == 0 &&
-          t.seed == 3407 && t.eval_steps == 20 && t.save_steps == 50 && t.logging_steps == 5 &&
-          t.threads == 2 && strcmp(t.eval_path, "/e.jsonl") == 0, "optimiser and cadence keys");
+              t.warmup_ratio == 0.1 && t.weight_decay == 0.01 && t.adam_beta1 == 0.8 &&
+              t.adam_beta2 == 0.99 && t.adam_epsilon == 1e-6 && t.max_grad_norm == 0 &&
+              t.seed == 3407 && t.eval_steps == 20 && t.save_steps == 50 && t.logging_steps == 5 &&
+              t.threads == 2 && strcmp(t.eval_path, "/e.jsonl") == 0,
+          "optimiser and cadence keys");
 
     /* to_json then parse gives the same struct */
     cJSON *j = ft_trainspec_to_json(&t);
@@ -89,43 +93,53 @@ static void test_defaults_and_full(void)
           s);
     free(s);
     cJSON_Delete(j);
-    CHECK(parse_text("{" BASE ",\"target_modules\":\"all-linear\",\"seed\":9007199254740991}",
-                     &t, &err) == 0 && t.target_mask == 0x7f && t.seed == 9007199254740991ull,
+    CHECK(parse_text("{" BASE ",\"target_modules\":\"all-linear\",\"seed\":9007199254740991}", &t,
+                     &err) == 0 &&
+              t.target_mask == 0x7f && t.seed == 9007199254740991ull,
           "all-linear and the largest exact seed");
 }
 
 static void test_errors(void)
 {
     ft_trainspec_t t;
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     expect_err("unknown key", "\"lora_rank\":8", "spec.train.lora_rank: unknown key");
     CHECK(parse_text("{\"datasets\":[\"/d\"],\"output_dir\":\"/o\"}", &t, &err) == -1 &&
-          strstr(err.msg, "base_model"), "base_model required: %s", err.msg);
+              strstr(err.msg, "base_model"),
+          "base_model required: %s", err.msg);
     CHECK(parse_text("{\"base_model\":\"/m\",\"output_dir\":\"/o\"}", &t, &err) == -1 &&
-          strstr(err.msg, "datasets"), "datasets required: %s", err.msg);
+              strstr(err.msg, "datasets"),
+          "datasets required: %s", err.msg);
     CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[\"/d\"]}", &t, &err) == -1 &&
-          strstr(err.msg, "output_dir"), "output_dir required: %s", err.msg);
+              strstr(err.msg, "output_dir"),
+          "output_dir required: %s", err.msg);
     CHECK(parse_text("[]", &t, &err) == -1 && strstr(err.msg, "spec.train: expected an object"),
           "not an object: %s", err.msg);
     CHECK(parse_text("{\"base_model\":\"\",\"datasets\":[\"/d\"],\"output_dir\":\"/o\"}", &t,
-                     &err) == -1 && strstr(err.msg, "spec.train.base_model: must not be empty"),
+                     &err) == -1 &&
+              strstr(err.msg, "spec.train.base_model: must not be empty"),
           "empty path: %s", err.msg);
-    CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[],\"output_dir\":\"/o\"}", &t,
-                     &err) == -1 && strstr(err.msg, "at least one dataset"),
+    CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[],\"output_dir\":\"/o\"}", &t, &err) ==
+                  -1 &&
+              strstr(err.msg, "at least one dataset"),
           "empty datasets: %s", err.msg);
     CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":\"/d\",\"output_dir\":\"/o\"}", &t,
-                     &err) == -1 && strstr(err.msg, "spec.train.datasets: expected an array"),
+                     &err) == -1 &&
+              strstr(err.msg, "spec.train.datasets: expected an array"),
           "datasets not an array: %s", err.msg);
     CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[{\"path\":\"/d\",\"type\":\"csv\"}],"
-                     "\"output_dir\":\"/o\"}", &t, &err) == -1 &&
-          strstr(err.msg, "spec.train.datasets[0].type: unknown format 'csv'"),
+                     "\"output_dir\":\"/o\"}",
+                     &t, &err) == -1 &&
+              strstr(err.msg, "spec.train.datasets[0].type: unknown format 'csv'"),
           "bad dataset type: %s", err.msg);
     CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[{\"file\":\"/d\"}],"
-                     "\"output_dir\":\"/o\"}", &t, &err) == -1 &&
-          strstr(err.msg, "spec.train.datasets[0].file: unknown key"),
+                     "\"output_dir\":\"/o\"}",
+                     &t, &err) == -1 &&
+              strstr(err.msg, "spec.train.datasets[0].file: unknown key"),
           "unknown dataset key: %s", err.msg);
-    CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[\"/d\",7],\"output_dir\":\"/o\"}",
-                     &t, &err) == -1 && strstr(err.msg, "spec.train.datasets[1]: expected a path"),
+    CHECK(parse_text("{\"base_model\":\"/m\",\"datasets\":[\"/d\",7],\"output_dir\":\"/o\"}", &t,
+                     &err) == -1 &&
+              strstr(err.msg, "spec.train.datasets[1]: expected a path"),
           "dataset of the wrong type: %s", err.msg);
     expect_err("lora_r 0", "\"lora_r\":0", "spec.train.lora_r: expected an integer in [1, 1024]");
     expect_err("lora_r too big", "\"lora_r\":2048", "spec.train.lora_r");
@@ -163,7 +177,7 @@ static void test_errors(void)
 static void test_through_jobspec(void)
 {
     const char *job = "{\"kind\":\"lora\",\"train\":{" BASE ",\"lora_r\":4}}";
-    ft_err_t err = { 0 };
+    ft_err_t err = {0};
     cJSON *j = ft_json_parse(job, strlen(job), &err);
     ft_jobspec_t s;
     memset(&s, 0, sizeof s);

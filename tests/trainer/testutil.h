@@ -14,17 +14,17 @@
 static int test_failures;
 static int test_checks;
 
-#define CHECK(cond, ...)                                                            \
-    do {                                                                            \
-        test_checks++;                                                              \
-        if (cond) {                                                                 \
-            printf("ok: ");                                                         \
-        } else {                                                                    \
-            printf("FAIL (%s:%d): ", __FILE__, __LINE__);                           \
-            test_failures++;                                                        \
-        }                                                                           \
-        printf(__VA_ARGS__);                                                        \
-        printf("\n");                                                               \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        test_checks++;                                                                             \
+        if (cond) {                                                                                \
+            printf("ok: ");                                                                        \
+        } else {                                                                                   \
+            printf("FAIL (%s:%d): ", __FILE__, __LINE__);                                          \
+            test_failures++;                                                                       \
+        }                                                                                          \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
     } while (0)
 
 static inline void test_tmpdir(char *buf, size_t len, const char *tag)

@@ -32,7 +32,7 @@
 /* Module path of each projection inside a layer, in ft_target_module_t order. */
 static const char *const module_paths[FT_N_TARGET_MODULES] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
 };
 
 void adapter_module_dims(const llama_config_t *c, int m, int *in, int *out)
@@ -41,7 +41,7 @@ void adapter_module_dims(const llama_config_t *c, int m, int *in, int *out)
     int Hq = c->n_heads * c->head_dim, Hkv = c->n_kv_heads * c->head_dim;
     /* in, out per module, in ft_target_module_t order */
     const int dims[FT_N_TARGET_MODULES][2] = {
-        { C, Hq }, { C, Hkv }, { C, Hkv }, { Hq, C }, { C, I }, { C, I }, { I, C },
+        {C, Hq}, {C, Hkv}, {C, Hkv}, {Hq, C}, {C, I}, {C, I}, {I, C},
     };
     *in = dims[m][0];
     *out = dims[m][1];
@@ -49,8 +49,8 @@ void adapter_module_dims(const llama_config_t *c, int m, int *in, int *out)
 
 void adapter_tensor_name(char *buf, size_t len, int l, int m, char which, const char *suffix)
 {
-    snprintf(buf, len, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l,
-             module_paths[m], which, suffix ? suffix : "");
+    snprintf(buf, len, "base_model.model.model.layers.%d.%s.lora_%c.weight%s", l, module_paths[m],
+             which, suffix ? suffix : "");
 }
 
 int64_t adapter_n_params(const llama_config_t *cfg, int r, uint32_t target_mask)
@@ -74,14 +74,16 @@ int adapter_add_tensors(st_writer_t *w, const adapter_t *ad, const char *suffix,
                 continue;
             const adapter_module_t *mod = &ad->mods[l * FT_N_TARGET_MODULES + m];
             if (!mod->a || !mod->b) {
-                ft_err_set(err, FT_EINTERNAL, "adapter: layer %d %s is targeted but has no "
-                           "weights", l, module_paths[m]);
+                ft_err_set(err, FT_EINTERNAL,
+                           "adapter: layer %d %s is targeted but has no "
+                           "weights",
+                           l, module_paths[m]);
                 return -1;
             }
             int in, out;
             char name[160];
             adapter_module_dims(ad->cfg, m, &in, &out);
-            int64_t sa[2] = { ad->r, in }, sb[2] = { out, ad->r };
+            int64_t sa[2] = {ad->r, in}, sb[2] = {out, ad->r};
             adapter_tensor_name(name, sizeof name, l, m, 'A', suffix);
             if (st_writer_add(w, name, ST_F32, 2, sa, mod->a, err) < 0)
                 return -1;
@@ -178,7 +180,7 @@ out:
 static cJSON *read_json(const char *path, ft_err_t *err)
 {
     size_t len = 0;
-    ft_err_t e2 = { 0 };
+    ft_err_t e2 = {0};
     char *buf = ft_read_file(path, JSON_MAX_BYTES, &len, &e2);
     if (!buf) {
         ft_err_set(err, e2.code ? e2.code : FT_ENOTFOUND, "%s", e2.msg);
@@ -208,19 +210,24 @@ static int parse_adapter_targets(const cJSON *v, const char *path, uint32_t *mas
         return 0;
     }
     if (!cJSON_IsArray(v)) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': field 'target_modules': expected a list of module "
-                   "names (regular expressions are not supported)", path);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': field 'target_modules': expected a list of module "
+                   "names (regular expressions are not supported)",
+                   path);
         return -1;
     }
     const cJSON *e;
-    cJSON_ArrayForEach(e, v) {
+    cJSON_ArrayForEach(e, v)
+    {
         int m = -1;
         for (int k = 0; cJSON_IsString(e) && k < FT_N_TARGET_MODULES; k++)
             if (strcmp(e->valuestring, ft_target_module_names[k]) == 0)
                 m = k;
         if (m < 0) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': field 'target_modules': '%s' is not one of "
-                       "the seven Llama projections", path,
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': field 'target_modules': '%s' is not one of "
+                       "the seven Llama projections",
+                       path,
                        cJSON_IsString(e) ? ft_sanitize(e->valuestring, 40) : "(not a string)");
             return -1;
         }
@@ -258,8 +265,7 @@ static bool is_expected(const char *name, const adapter_t *ad)
     return false;
 }
 
-int adapter_load(const char *dir, const llama_config_t *cfg, adapter_loaded_t *out,
-                 ft_err_t *err)
+int adapter_load(const char *dir, const llama_config_t *cfg, adapter_loaded_t *out, ft_err_t *err)
 {
     int rc = -1;
     cJSON *root = NULL;
@@ -333,7 +339,7 @@ int adapter_load(const char *dir, const llama_config_t *cfg, adapter_loaded_t *o
             int in, o;
             char name[160];
             adapter_module_dims(cfg, m, &in, &o);
-            int64_t sa[2] = { r, in }, sb[2] = { o, r };
+            int64_t sa[2] = {r, in}, sb[2] = {o, r};
             mod->a = p;
             p += r * in;
             mod->b = p;
@@ -352,14 +358,15 @@ int adapter_load(const char *dir, const llama_config_t *cfg, adapter_loaded_t *o
         for (int i = 0; i < st_count(f); i++) {
             const st_tensor_t *t = st_tensor_at(f, i);
             if (!is_expected(t->name, ad)) {
-                ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s' does not belong to the "
-                           "adapter described by %s", wpath, ft_sanitize(t->name, 120),
-                           ADAPTER_CONFIG_NAME);
+                ft_err_set(err, FT_EBADFIELD,
+                           "'%s': tensor '%s' does not belong to the "
+                           "adapter described by %s",
+                           wpath, ft_sanitize(t->name, 120), ADAPTER_CONFIG_NAME);
                 goto out;
             }
         }
-        ft_err_set(err, FT_EBADFIELD, "'%s': %d tensors, the adapter has %d", wpath,
-                   st_count(f), n_expected);
+        ft_err_set(err, FT_EBADFIELD, "'%s': %d tensors, the adapter has %d", wpath, st_count(f),
+                   n_expected);
         goto out;
     }
     rc = 0;
@@ -387,8 +394,8 @@ void adapter_loaded_free(adapter_loaded_t *a)
 uint64_t checkpoint_spec_hash(const ft_trainspec_t *t)
 {
     static const char *const volatile_keys[] = {
-        "max_steps", "num_epochs", "save_steps", "eval_steps", "logging_steps", "threads",
-        "output_dir",
+        "max_steps",     "num_epochs", "save_steps", "eval_steps",
+        "logging_steps", "threads",    "output_dir",
     };
     cJSON *j = ft_trainspec_to_json(t);
     uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64 offset basis */
@@ -562,7 +569,7 @@ int checkpoint_save(const char *output_dir, const adapter_t *ad, const float *ad
     opath = ft_asprintf("%s/%s", tmp, OPTIM_NAME);
     if (!w || !opath)
         goto oom;
-    int64_t sn[1] = { (int64_t)n };
+    int64_t sn[1] = {(int64_t)n};
     if (st_writer_add(w, "adam_m", ST_F32, 1, sn, adam_m, err) < 0 ||
         st_writer_add(w, "adam_v", ST_F32, 1, sn, adam_v, err) < 0 ||
         st_writer_save(w, opath, err) < 0)
@@ -662,8 +669,10 @@ static int load_state(const char *path, int64_t want_step, checkpoint_state_t *s
         ft_json_get_int(j, ctx, "index", true, 0, INT64_C(1) << 53, &st->pos.index, err) < 0)
         goto out;
     if (st->step != want_step) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': step %lld does not match its folder name "
-                   "(checkpoint-%lld)", path, (long long)st->step, (long long)want_step);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': step %lld does not match its folder name "
+                   "(checkpoint-%lld)",
+                   path, (long long)st->step, (long long)want_step);
         goto out;
     }
     const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng");
@@ -673,17 +682,22 @@ static int load_state(const char *path, int64_t want_step, checkpoint_state_t *s
         goto out;
     }
     const cJSON *e;
-    cJSON_ArrayForEach(e, rng) {
+    cJSON_ArrayForEach(e, rng)
+    {
         if (parse_u64(e, &st->rng[st->n_rng]) < 0) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': field 'rng[%d]': expected a uint64 as a "
-                       "decimal string", path, st->n_rng);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': field 'rng[%d]': expected a uint64 as a "
+                       "decimal string",
+                       path, st->n_rng);
             goto out;
         }
         st->n_rng++;
     }
     if (parse_u64(cJSON_GetObjectItemCaseSensitive(j, "spec_hash"), &st->spec_hash) < 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': field 'spec_hash': expected a uint64 as a decimal "
-                   "string", path);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': field 'spec_hash': expected a uint64 as a decimal "
+                   "string",
+                   path);
         goto out;
     }
     const cJSON *lh = cJSON_GetObjectItemCaseSensitive(j, "loss_history");
@@ -698,10 +712,13 @@ static int load_state(const char *path, int64_t want_step, checkpoint_state_t *s
             ft_err_set(err, FT_EINTERNAL, "out of memory");
             goto out;
         }
-        cJSON_ArrayForEach(e, lh) {
+        cJSON_ArrayForEach(e, lh)
+        {
             if (!cJSON_IsNumber(e) && !cJSON_IsNull(e)) {
-                ft_err_set(err, FT_EBADFIELD, "'%s': field 'loss_history[%lld]': expected a "
-                           "number", path, (long long)st->n_loss);
+                ft_err_set(err, FT_EBADFIELD,
+                           "'%s': field 'loss_history[%lld]': expected a "
+                           "number",
+                           path, (long long)st->n_loss);
                 goto out;
             }
             st->loss_history[st->n_loss++] = cJSON_IsNumber(e) ? e->valuedouble : NAN;
@@ -716,15 +733,14 @@ out:
 }
 
 int checkpoint_load_latest(const char *output_dir, const adapter_t *ad, float *adam_m,
-                           float *adam_v, size_t n, uint64_t expect_hash,
-                           checkpoint_state_t *st, char *path_out, size_t path_len,
-                           ft_err_t *err)
+                           float *adam_v, size_t n, uint64_t expect_hash, checkpoint_state_t *st,
+                           char *path_out, size_t path_len, ft_err_t *err)
 {
     int rc = -1;
     int64_t *steps = NULL;
     int n_steps = 0;
     char *dir = NULL, *spath = NULL, *opath = NULL;
-    adapter_loaded_t la = { 0 };
+    adapter_loaded_t la = {0};
     st_file_t *f = NULL;
 
     memset(st, 0, sizeof *st);
@@ -745,22 +761,24 @@ int checkpoint_load_latest(const char *output_dir, const adapter_t *ad, float *a
     if (load_state(spath, step, st, err) < 0)
         goto out;
     if (expect_hash && st->spec_hash != expect_hash) {
-        ft_err_set(err, FT_EBADFIELD, "checkpoint '%s' was written for another spec (spec_hash "
-                   "%llu, this spec %llu); use a new output_dir or remove the checkpoints", dir,
-                   (unsigned long long)st->spec_hash, (unsigned long long)expect_hash);
+        ft_err_set(err, FT_EBADFIELD,
+                   "checkpoint '%s' was written for another spec (spec_hash "
+                   "%llu, this spec %llu); use a new output_dir or remove the checkpoints",
+                   dir, (unsigned long long)st->spec_hash, (unsigned long long)expect_hash);
         goto out;
     }
     if (adapter_load(dir, ad->cfg, &la, err) < 0)
         goto out;
     if (la.ad.r != ad->r || la.ad.target_mask != ad->target_mask) {
-        ft_err_set(err, FT_EBADFIELD, "checkpoint '%s': adapter has r %d and modules %#x, the "
-                   "run wants r %d and modules %#x", dir, la.ad.r, la.ad.target_mask, ad->r,
-                   ad->target_mask);
+        ft_err_set(err, FT_EBADFIELD,
+                   "checkpoint '%s': adapter has r %d and modules %#x, the "
+                   "run wants r %d and modules %#x",
+                   dir, la.ad.r, la.ad.target_mask, ad->r, ad->target_mask);
         goto out;
     }
     if (!(f = st_open(opath, err)))
         goto out;
-    int64_t sn[1] = { (int64_t)n };
+    int64_t sn[1] = {(int64_t)n};
     if (st_read_f32(f, "adam_m", 1, sn, adam_m, err) < 0 ||
         st_read_f32(f, "adam_v", 1, sn, adam_v, err) < 0)
         goto out;

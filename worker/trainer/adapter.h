@@ -38,19 +38,19 @@
 #define CHECKPOINT_MAX_RNG 8
 
 typedef struct {
-    float *a;  /* (r, in) row-major; NULL when the module is not targeted */
-    float *b;  /* (out, r) row-major; NULL iff a is NULL */
+    float *a; /* (r, in) row-major; NULL when the module is not targeted */
+    float *b; /* (out, r) row-major; NULL iff a is NULL */
 } adapter_module_t;
 
 typedef struct {
-    const llama_config_t *cfg;   /* gives in/out of each projection */
-    int r;                       /* LoRA rank */
-    double lora_alpha;           /* scaling = alpha / r (or / sqrt(r) with use_rslora) */
-    double lora_dropout;         /* recorded in adapter_config.json */
+    const llama_config_t *cfg; /* gives in/out of each projection */
+    int r;                     /* LoRA rank */
+    double lora_alpha;         /* scaling = alpha / r (or / sqrt(r) with use_rslora) */
+    double lora_dropout;       /* recorded in adapter_config.json */
     bool use_rslora;
-    uint32_t target_mask;        /* bit ft_target_module_t; says which mods are set */
-    char base_model[FT_PATH_MAX];/* base_model_name_or_path in adapter_config.json */
-    adapter_module_t *mods;      /* [cfg->n_layers * FT_N_TARGET_MODULES], index l*7 + m */
+    uint32_t target_mask;         /* bit ft_target_module_t; says which mods are set */
+    char base_model[FT_PATH_MAX]; /* base_model_name_or_path in adapter_config.json */
+    adapter_module_t *mods;       /* [cfg->n_layers * FT_N_TARGET_MODULES], index l*7 + m */
 } adapter_t;
 
 /* in/out features of projection m (ft_target_module_t) of cfg's layers. */
@@ -70,26 +70,25 @@ int adapter_write(const char *dir, const adapter_t *ad, ft_err_t *err);
 
 /* An adapter read back from a folder; owns its floats. */
 typedef struct {
-    adapter_t ad;         /* ad.mods point into mem */
-    float *mem;           /* every A and B */
+    adapter_t ad; /* ad.mods point into mem */
+    float *mem;   /* every A and B */
 } adapter_loaded_t;
 
 /* Reads dir/adapter_config.json (peft_type LORA, r, lora_alpha, use_rslora,
  * target_modules) and every expected tensor with its exact shape (F32, F16 or
  * BF16). Errors name the file and the key. */
-int adapter_load(const char *dir, const llama_config_t *cfg, adapter_loaded_t *out,
-                 ft_err_t *err);
+int adapter_load(const char *dir, const llama_config_t *cfg, adapter_loaded_t *out, ft_err_t *err);
 void adapter_loaded_free(adapter_loaded_t *a);
 
 /* ---- checkpoints ---- */
 typedef struct {
-    int64_t step;                        /* optimiser steps done */
-    data_pos_t pos;                      /* where the next batch starts */
-    uint64_t rng[CHECKPOINT_MAX_RNG];    /* trainer RNG state words */
-    int n_rng;                           /* words used in rng */
-    uint64_t spec_hash;                  /* checkpoint_spec_hash of the spec */
-    double *loss_history;                /* one loss per step done; may be NULL */
-    int64_t n_loss;                      /* entries in loss_history */
+    int64_t step;                     /* optimiser steps done */
+    data_pos_t pos;                   /* where the next batch starts */
+    uint64_t rng[CHECKPOINT_MAX_RNG]; /* trainer RNG state words */
+    int n_rng;                        /* words used in rng */
+    uint64_t spec_hash;               /* checkpoint_spec_hash of the spec */
+    double *loss_history;             /* one loss per step done; may be NULL */
+    int64_t n_loss;                   /* entries in loss_history */
 } checkpoint_state_t;
 
 /* FNV-1a over the spec's JSON without the keys that may change between a run
@@ -111,9 +110,8 @@ int checkpoint_save(const char *output_dir, const adapter_t *ad, const float *ad
  * exists; 0 when there is none; -1 with err when one exists but cannot be
  * used (corrupt, other shapes, spec_hash != expect_hash when expect_hash != 0). */
 int checkpoint_load_latest(const char *output_dir, const adapter_t *ad, float *adam_m,
-                           float *adam_v, size_t n, uint64_t expect_hash,
-                           checkpoint_state_t *st, char *path_out, size_t path_len,
-                           ft_err_t *err);
+                           float *adam_v, size_t n, uint64_t expect_hash, checkpoint_state_t *st,
+                           char *path_out, size_t path_len, ft_err_t *err);
 void checkpoint_state_free(checkpoint_state_t *st);
 
 #endif

@@ -34,7 +34,7 @@
 
 /* ---- PRNG: splitmix64 to seed xoshiro256** (Blackman, Vigna 2018) ---- */
 typedef struct {
-    uint64_t s[4];  /* xoshiro256** state, never all zero */
+    uint64_t s[4]; /* xoshiro256** state, never all zero */
 } xrng_t;
 
 static uint64_t splitmix64(uint64_t *x)
@@ -104,7 +104,7 @@ typedef struct {
 } tokbuf_t;
 
 typedef struct {
-    int64_t start, len;  /* span in the tokbuf */
+    int64_t start, len; /* span in the tokbuf */
 } rec_t;
 
 typedef struct {
@@ -156,35 +156,34 @@ static int rl_push(reclist_t *l, rec_t r)
 
 /* ---- the data set ---- */
 typedef struct {
-    int32_t *tok;   /* (n, T+1) */
-    int32_t *lab;   /* (n, T+1) */
-    int64_t n;      /* rows */
+    int32_t *tok; /* (n, T+1) */
+    int32_t *lab; /* (n, T+1) */
+    int64_t n;    /* rows */
 } rows_t;
 
 struct data {
-    int T;                 /* inputs per row; rows hold T+1 tokens */
-    rows_t train, eval;    /* built rows */
-    uint64_t seed;         /* spec seed */
-    int64_t *perm;         /* [train.n] order of perm_epoch */
-    int64_t perm_epoch;    /* epoch perm was drawn for; -1 none */
+    int T;              /* inputs per row; rows hold T+1 tokens */
+    rows_t train, eval; /* built rows */
+    uint64_t seed;      /* spec seed */
+    int64_t *perm;      /* [train.n] order of perm_epoch */
+    int64_t perm_epoch; /* epoch perm was drawn for; -1 none */
 };
 
 /* What a record parser needs to know. */
 typedef struct {
-    const tokenizer_t *tok;  /* NULL: only pre-tokenized records */
-    int vocab;               /* ids must be < vocab */
-    bool train_on_inputs;    /* learn the prompt too */
-    const char *file;        /* for messages */
-    int64_t line;            /* 1-based */
+    const tokenizer_t *tok; /* NULL: only pre-tokenized records */
+    int vocab;              /* ids must be < vocab */
+    bool train_on_inputs;   /* learn the prompt too */
+    const char *file;       /* for messages */
+    int64_t line;           /* 1-based */
     ft_err_t *err;
 } rctx_t;
 
-#define REC_ERR(c, ...)                                                               \
-    do {                                                                              \
-        char m_[560];                                                                 \
-        snprintf(m_, sizeof m_, __VA_ARGS__);                                         \
-        ft_err_set((c)->err, FT_EBADFIELD, "'%s':%lld: %s", (c)->file,                \
-                   (long long)(c)->line, m_);                                         \
+#define REC_ERR(c, ...)                                                                            \
+    do {                                                                                           \
+        char m_[560];                                                                              \
+        snprintf(m_, sizeof m_, __VA_ARGS__);                                                      \
+        ft_err_set((c)->err, FT_EBADFIELD, "'%s':%lld: %s", (c)->file, (long long)(c)->line, m_);  \
     } while (0)
 
 /* Appends the encoded text with label = id when learn, else -100. */
@@ -279,8 +278,8 @@ static int rec_alpaca(const rctx_t *c, const cJSON *o, tokbuf_t *b)
     const char *out = get_string(c, o, "output", true, &rc);
     if (rc < 0)
         return -1;
-    char *prompt = in && in[0] ? ft_asprintf(alpaca_with_input, ins, in)
-                               : ft_asprintf(alpaca_no_input, ins);
+    char *prompt =
+        in && in[0] ? ft_asprintf(alpaca_with_input, ins, in) : ft_asprintf(alpaca_no_input, ins);
     if (!prompt) {
         ft_err_set(c->err, FT_EINTERNAL, "out of memory");
         return -1;
@@ -295,7 +294,7 @@ static int rec_alpaca(const rctx_t *c, const cJSON *o, tokbuf_t *b)
  * (everything but BOS with train_on_inputs). */
 static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
 {
-    static const char *const roles[] = { "system", "user", "assistant", "tool", NULL };
+    static const char *const roles[] = {"system", "user", "assistant", "tool", NULL};
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
         REC_ERR(c, "field 'messages': expected a non-empty array");
@@ -306,7 +305,8 @@ static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
     int i = 0;
     bool any_assistant = false, last_assistant = false;
     const cJSON *m;
-    cJSON_ArrayForEach(m, msgs) {
+    cJSON_ArrayForEach(m, msgs)
+    {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (!cJSON_IsObject(m)) {
@@ -321,8 +321,10 @@ static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
         while (roles[k] && strcmp(roles[k], role->valuestring) != 0)
             k++;
         if (!roles[k]) {
-            REC_ERR(c, "field 'messages[%d].role': unknown role '%s' (system, user, assistant "
-                    "or tool)", i, ft_sanitize(role->valuestring, 32));
+            REC_ERR(c,
+                    "field 'messages[%d].role': unknown role '%s' (system, user, assistant "
+                    "or tool)",
+                    i, ft_sanitize(role->valuestring, 32));
             return -1;
         }
         if (!cJSON_IsString(content)) {
@@ -375,7 +377,8 @@ static int rec_tokenized(const rctx_t *c, const cJSON *o, tokbuf_t *b)
     }
     const cJSON *e, *l = labels ? labels->child : NULL;
     int i = 0;
-    cJSON_ArrayForEach(e, ids) {
+    cJSON_ArrayForEach(e, ids)
+    {
         double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
         if (!cJSON_IsNumber(e) || d != (double)(int64_t)d || d < 0 || d >= c->vocab) {
             REC_ERR(c, "field 'input_ids[%d]': expected a token id in [0, %d)", i, c->vocab);
@@ -405,16 +408,16 @@ typedef int (*rec_fn)(const rctx_t *, const cJSON *, tokbuf_t *);
 /* One row per format, in ft_data_format_t order: the key that identifies it
  * (for auto-detection) and its parser. */
 static const struct {
-    ft_data_format_t fmt;  /* format */
-    const char *key;       /* field whose presence selects it under "auto" */
-    rec_fn parse;          /* record -> tokens */
-    bool needs_tokenizer;  /* text formats */
+    ft_data_format_t fmt; /* format */
+    const char *key;      /* field whose presence selects it under "auto" */
+    rec_fn parse;         /* record -> tokens */
+    bool needs_tokenizer; /* text formats */
 } formats[] = {
-    { FT_DATA_TOKENIZED, "input_ids", rec_tokenized, false },
-    { FT_DATA_CHAT, "messages", rec_chat, true },
-    { FT_DATA_ALPACA, "instruction", rec_alpaca, true },
-    { FT_DATA_COMPLETION, "prompt", rec_completion, true },
-    { FT_DATA_TEXT, "text", rec_text, true },
+    {FT_DATA_TOKENIZED, "input_ids", rec_tokenized, false},
+    {FT_DATA_CHAT, "messages", rec_chat, true},
+    {FT_DATA_ALPACA, "instruction", rec_alpaca, true},
+    {FT_DATA_COMPLETION, "prompt", rec_completion, true},
+    {FT_DATA_TEXT, "text", rec_text, true},
 };
 #define N_FORMATS (sizeof formats / sizeof formats[0])
 
@@ -441,12 +444,12 @@ static int load_file(const char *path, ft_data_format_t fmt, rctx_t *c, tokbuf_t
             goto out;
         }
         size_t k = 0;
-        while (k < (size_t)len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' ||
-                                   line[k] == '\n'))
+        while (k < (size_t)len &&
+               (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' || line[k] == '\n'))
             k++;
         if (k == (size_t)len)
             continue; /* blank line */
-        ft_err_t jerr = { 0 };
+        ft_err_t jerr = {0};
         cJSON *o = ft_json_parse(line, (size_t)len, &jerr);
         if (!o) {
             REC_ERR(c, "bad JSON: %s", jerr.msg);
@@ -467,13 +470,15 @@ static int load_file(const char *path, ft_data_format_t fmt, rctx_t *c, tokbuf_t
         }
         if (fi == N_FORMATS) {
             REC_ERR(c, "cannot tell the record's format: expected a field 'text', 'prompt' + "
-                    "'completion', 'instruction' + 'output', 'messages' or 'input_ids'");
+                       "'completion', 'instruction' + 'output', 'messages' or 'input_ids'");
             cJSON_Delete(o);
             goto out;
         }
         if (formats[fi].needs_tokenizer && !c->tok) {
-            REC_ERR(c, "%s records need a tokenizer and the model has none that ft reads; "
-                    "give input_ids instead", ft_data_format_names[formats[fi].fmt]);
+            REC_ERR(c,
+                    "%s records need a tokenizer and the model has none that ft reads; "
+                    "give input_ids instead",
+                    ft_data_format_names[formats[fi].fmt]);
             cJSON_Delete(o);
             goto out;
         }
@@ -482,7 +487,7 @@ static int load_file(const char *path, ft_data_format_t fmt, rctx_t *c, tokbuf_t
         cJSON_Delete(o);
         if (prc < 0)
             goto out;
-        if (rl_push(recs, (rec_t){ start, b->n - start }) < 0) {
+        if (rl_push(recs, (rec_t){start, b->n - start}) < 0) {
             ft_err_set(c->err, FT_EINTERNAL, "out of memory reading '%s'", path);
             goto out;
         }
@@ -575,8 +580,8 @@ static void rows_free(rows_t *r)
 data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_err_t *err)
 {
     data_t *d = NULL;
-    tokbuf_t tb = { 0 }, eb = { 0 };
-    reclist_t tr = { 0 }, er = { 0 };
+    tokbuf_t tb = {0}, eb = {0};
+    reclist_t tr = {0}, er = {0};
     int64_t *idx = NULL, *eidx = NULL;
     llama_config_t cfg;
 
@@ -587,21 +592,24 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
     if (llama_config_load(spec->base_model, &cfg, err) < 0)
         return NULL;
     if (T > cfg.max_position_embeddings) {
-        ft_err_set(err, FT_EBADFIELD, "spec.train.sequence_len: %d is more than the "
-                   "max_position_embeddings (%d) of '%s'", T, cfg.max_position_embeddings,
-                   spec->base_model);
+        ft_err_set(err, FT_EBADFIELD,
+                   "spec.train.sequence_len: %d is more than the "
+                   "max_position_embeddings (%d) of '%s'",
+                   T, cfg.max_position_embeddings, spec->base_model);
         return NULL;
     }
-    rctx_t c = { .tok = tok, .vocab = cfg.vocab_size, .train_on_inputs = spec->train_on_inputs,
-                 .err = err };
+    rctx_t c = {
+        .tok = tok, .vocab = cfg.vocab_size, .train_on_inputs = spec->train_on_inputs, .err = err};
     if (tok && tokenizer_vocab_size(tok) > cfg.vocab_size) {
-        ft_err_set(err, FT_EBADFIELD, "the tokenizer of '%s' has %d ids but the model's "
-                   "vocab_size is %d", spec->base_model, tokenizer_vocab_size(tok),
-                   cfg.vocab_size);
+        ft_err_set(err, FT_EBADFIELD,
+                   "the tokenizer of '%s' has %d ids but the model's "
+                   "vocab_size is %d",
+                   spec->base_model, tokenizer_vocab_size(tok), cfg.vocab_size);
         return NULL;
     }
-    int32_t pad = cfg.pad_token_id >= 0 ? cfg.pad_token_id
-                : cfg.eos_token_id >= 0 ? cfg.eos_token_id : 0;
+    int32_t pad = cfg.pad_token_id >= 0   ? cfg.pad_token_id
+                  : cfg.eos_token_id >= 0 ? cfg.eos_token_id
+                                          : 0;
 
     if (spec->n_datasets < 1) {
         ft_err_set(err, FT_EMISSING, "spec.train.datasets: no dataset");
@@ -628,8 +636,10 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
         if (n_eval < 1)
             n_eval = 1;
         if (n_eval >= tr.n) {
-            ft_err_set(err, FT_EBADFIELD, "spec.train.val_set_size: %g of %lld records leaves "
-                       "no training records", spec->val_set_size, (long long)tr.n);
+            ft_err_set(err, FT_EBADFIELD,
+                       "spec.train.val_set_size: %g of %lld records leaves "
+                       "no training records",
+                       spec->val_set_size, (long long)tr.n);
             goto fail;
         }
         int64_t *perm = malloc((size_t)tr.n * sizeof *perm);
@@ -671,8 +681,10 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
         }
     }
     if (d->train.n == 0) {
-        ft_err_set(err, FT_EBADFIELD, "the training data gives no row of %d tokens (%lld "
-                   "tokens in %lld records)", T + 1, (long long)tb.n, (long long)tr.n);
+        ft_err_set(err, FT_EBADFIELD,
+                   "the training data gives no row of %d tokens (%lld "
+                   "tokens in %lld records)",
+                   T + 1, (long long)tb.n, (long long)tr.n);
         goto fail;
     }
     d->perm = malloc((size_t)d->train.n * sizeof *d->perm);
@@ -747,8 +759,7 @@ void data_next_batch(data_t *d, data_pos_t *pos, int B, int rank, int world, int
         int64_t row = d->perm[pos->index++];
         if (k / B == rank) {
             int j = k % B;
-            row_out(&d->train, row, d->T, inputs + (int64_t)j * d->T,
-                    targets + (int64_t)j * d->T);
+            row_out(&d->train, row, d->T, inputs + (int64_t)j * d->T, targets + (int64_t)j * d->T);
         }
     }
     if (pos->index >= n) {

@@ -34,10 +34,9 @@ static int opt_int(const cJSON *o, const char *file, const char *name, int64_t m
     if (!v || cJSON_IsNull(v))
         return 1;
     double d = v->valuedouble;
-    if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || d < (double)min ||
-        d > (double)max) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': field '%s': expected an integer in [%lld, %lld]",
-                   file, name, (long long)min, (long long)max);
+    if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || d < (double)min || d > (double)max) {
+        ft_err_set(err, FT_EBADFIELD, "'%s': field '%s': expected an integer in [%lld, %lld]", file,
+                   name, (long long)min, (long long)max);
         return -1;
     }
     *out = (int64_t)d;
@@ -52,8 +51,8 @@ static int opt_num(const cJSON *o, const char *file, const char *name, double mi
         return 1;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < min ||
         v->valuedouble > max) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': field '%s': expected a number in [%g, %g]", file,
-                   name, min, max);
+        ft_err_set(err, FT_EBADFIELD, "'%s': field '%s': expected a number in [%g, %g]", file, name,
+                   min, max);
         return -1;
     }
     *out = v->valuedouble;
@@ -90,20 +89,20 @@ static int opt_str(const cJSON *o, const char *file, const char *name, const cha
 /* Integer fields of config.json: name, offset into llama_config_t, bounds,
  * HF default (used when absent). */
 typedef struct {
-    const char *name;  /* key in config.json */
-    size_t off;        /* offsetof(llama_config_t, field), an int */
-    int64_t min, max;  /* accepted range */
-    int64_t def;       /* transformers' default */
+    const char *name; /* key in config.json */
+    size_t off;       /* offsetof(llama_config_t, field), an int */
+    int64_t min, max; /* accepted range */
+    int64_t def;      /* transformers' default */
 } int_field_t;
 
 static const int_field_t int_fields[] = {
-    { "vocab_size", offsetof(llama_config_t, vocab_size), 1, 1 << 24, 32000 },
-    { "hidden_size", offsetof(llama_config_t, hidden_size), 1, 1 << 16, 4096 },
-    { "intermediate_size", offsetof(llama_config_t, intermediate_size), 1, 1 << 18, 11008 },
-    { "num_hidden_layers", offsetof(llama_config_t, n_layers), 1, 1024, 32 },
-    { "num_attention_heads", offsetof(llama_config_t, n_heads), 1, 1024, 32 },
-    { "max_position_embeddings", offsetof(llama_config_t, max_position_embeddings), 1,
-      1 << 24, 2048 },
+    {"vocab_size", offsetof(llama_config_t, vocab_size), 1, 1 << 24, 32000},
+    {"hidden_size", offsetof(llama_config_t, hidden_size), 1, 1 << 16, 4096},
+    {"intermediate_size", offsetof(llama_config_t, intermediate_size), 1, 1 << 18, 11008},
+    {"num_hidden_layers", offsetof(llama_config_t, n_layers), 1, 1024, 32},
+    {"num_attention_heads", offsetof(llama_config_t, n_heads), 1, 1024, 32},
+    {"max_position_embeddings", offsetof(llama_config_t, max_position_embeddings), 1, 1 << 24,
+     2048},
 };
 
 /* Reads the RoPE settings from either form: top-level rope_theta +
@@ -130,8 +129,10 @@ static int parse_rope(const cJSON *root, const char *file, llama_config_t *cfg, 
         where = "rope_parameters";
     } else if (rs && !cJSON_IsNull(rs)) {
         if (!cJSON_IsObject(rs)) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': field 'rope_scaling': expected an object or "
-                       "null", file);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': field 'rope_scaling': expected an object or "
+                       "null",
+                       file);
             return -1;
         }
         sc = rs;
@@ -146,21 +147,21 @@ static int parse_rope(const cJSON *root, const char *file, llama_config_t *cfg, 
     if (!type || strcmp(type, "default") == 0)
         return 0;
     if (strcmp(type, "llama3") != 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': %s: rope type '%s' is not supported (default or "
-                   "llama3)", file, where, ft_sanitize(type, 32));
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': %s: rope type '%s' is not supported (default or "
+                   "llama3)",
+                   file, where, ft_sanitize(type, 32));
         return -1;
     }
     cfg->rope_type = LLAMA_ROPE_LLAMA3;
-    static const char *const need[] = { "factor", "low_freq_factor", "high_freq_factor" };
-    double *dst[] = { &cfg->rope_factor, &cfg->rope_low_freq_factor,
-                      &cfg->rope_high_freq_factor };
+    static const char *const need[] = {"factor", "low_freq_factor", "high_freq_factor"};
+    double *dst[] = {&cfg->rope_factor, &cfg->rope_low_freq_factor, &cfg->rope_high_freq_factor};
     for (int i = 0; i < 3; i++) {
         int rc = opt_num(sc, file, need[i], 1e-6, 1e6, dst[i], err);
         if (rc < 0)
             return -1;
         if (rc == 1) {
-            ft_err_set(err, FT_EMISSING, "'%s': %s: llama3 rope needs '%s'", file, where,
-                       need[i]);
+            ft_err_set(err, FT_EMISSING, "'%s': %s: llama3 rope needs '%s'", file, where, need[i]);
             return -1;
         }
     }
@@ -169,22 +170,26 @@ static int parse_rope(const cJSON *root, const char *file, llama_config_t *cfg, 
     if (rc < 0)
         return -1;
     if (rc == 1) {
-        ft_err_set(err, FT_EMISSING, "'%s': %s: llama3 rope needs "
-                   "'original_max_position_embeddings'", file, where);
+        ft_err_set(err, FT_EMISSING,
+                   "'%s': %s: llama3 rope needs "
+                   "'original_max_position_embeddings'",
+                   file, where);
         return -1;
     }
     cfg->rope_original_max_position = (int)omp;
     if (!(cfg->rope_high_freq_factor > cfg->rope_low_freq_factor)) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': %s: high_freq_factor must be greater than "
-                   "low_freq_factor", file, where);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': %s: high_freq_factor must be greater than "
+                   "low_freq_factor",
+                   file, where);
         return -1;
     }
     return 0;
 }
 
 /* bos/eos/pad: an integer, null, or (eos) a list whose first entry counts. */
-static int parse_token_id(const cJSON *root, const char *file, const char *name, int vocab,
-                          int def, int *out, ft_err_t *err)
+static int parse_token_id(const cJSON *root, const char *file, const char *name, int vocab, int def,
+                          int *out, ft_err_t *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
     *out = def;
@@ -218,7 +223,7 @@ int llama_config_load(const char *dir, llama_config_t *cfg, ft_err_t *err)
     cJSON *root = NULL;
     char *file = ft_asprintf("%s/config.json", dir);
     size_t len = 0;
-    ft_err_t e2 = { 0 };
+    ft_err_t e2 = {0};
 
     memset(cfg, 0, sizeof *cfg);
     if (!file) {
@@ -247,8 +252,10 @@ int llama_config_load(const char *dir, llama_config_t *cfg, ft_err_t *err)
         goto out;
     }
     if (strcmp(mt, "llama") != 0 && strcmp(mt, "mistral") != 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': model_type '%s' is not supported (llama, or "
-                   "mistral without a sliding window)", file, ft_sanitize(mt, 32));
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': model_type '%s' is not supported (llama, or "
+                   "mistral without a sliding window)",
+                   file, ft_sanitize(mt, 32));
         goto out;
     }
     ft_strlcpy(cfg->model_type, mt, sizeof cfg->model_type);
@@ -264,8 +271,10 @@ int llama_config_load(const char *dir, llama_config_t *cfg, ft_err_t *err)
             if (opt_int(root, file, "max_position_embeddings", 1, 1 << 24, &mp, err) < 0)
                 goto out;
             if (sw < mp) {
-                ft_err_set(err, FT_EBADFIELD, "'%s': field 'sliding_window' (%lld): sliding "
-                           "window attention is not supported", file, (long long)sw);
+                ft_err_set(err, FT_EBADFIELD,
+                           "'%s': field 'sliding_window' (%lld): sliding "
+                           "window attention is not supported",
+                           file, (long long)sw);
                 goto out;
             }
         }
@@ -287,21 +296,25 @@ int llama_config_load(const char *dir, llama_config_t *cfg, ft_err_t *err)
         goto out;
     if (r == 1) {
         if (cfg->hidden_size % cfg->n_heads != 0) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': hidden_size %d is not divisible by "
-                       "num_attention_heads %d", file, cfg->hidden_size, cfg->n_heads);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': hidden_size %d is not divisible by "
+                       "num_attention_heads %d",
+                       file, cfg->hidden_size, cfg->n_heads);
             goto out;
         }
         hd = cfg->hidden_size / cfg->n_heads;
     }
     cfg->head_dim = (int)hd;
     if (cfg->n_heads % cfg->n_kv_heads != 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': num_attention_heads %d is not divisible by "
-                   "num_key_value_heads %d", file, cfg->n_heads, cfg->n_kv_heads);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': num_attention_heads %d is not divisible by "
+                   "num_key_value_heads %d",
+                   file, cfg->n_heads, cfg->n_kv_heads);
         goto out;
     }
     if (cfg->head_dim % 2 != 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': head_dim %d must be even for rotary embeddings",
-                   file, cfg->head_dim);
+        ft_err_set(err, FT_EBADFIELD, "'%s': head_dim %d must be even for rotary embeddings", file,
+                   cfg->head_dim);
         goto out;
     }
     cfg->rms_norm_eps = 1e-6;
@@ -311,18 +324,20 @@ int llama_config_load(const char *dir, llama_config_t *cfg, ft_err_t *err)
     if (opt_str(root, file, "hidden_act", &act, err) < 0)
         goto out;
     if (strcmp(act, "silu") != 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': hidden_act '%s' is not supported (only silu)",
-                   file, ft_sanitize(act, 32));
+        ft_err_set(err, FT_EBADFIELD, "'%s': hidden_act '%s' is not supported (only silu)", file,
+                   ft_sanitize(act, 32));
         goto out;
     }
-    static const char *const no_bias[] = { "attention_bias", "mlp_bias" };
+    static const char *const no_bias[] = {"attention_bias", "mlp_bias"};
     for (int i = 0; i < 2; i++) {
         bool b = false;
         if (opt_bool(root, file, no_bias[i], &b, err) < 0)
             goto out;
         if (b) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': %s true is not supported (Llama has no "
-                       "biases)", file, no_bias[i]);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': %s true is not supported (Llama has no "
+                       "biases)",
+                       file, no_bias[i]);
             goto out;
         }
     }
@@ -331,12 +346,12 @@ int llama_config_load(const char *dir, llama_config_t *cfg, ft_err_t *err)
         goto out;
     if (parse_rope(root, file, cfg, err) < 0)
         goto out;
-    if (parse_token_id(root, file, "bos_token_id", cfg->vocab_size, 1, &cfg->bos_token_id,
-                       err) < 0 ||
-        parse_token_id(root, file, "eos_token_id", cfg->vocab_size, 2, &cfg->eos_token_id,
-                       err) < 0 ||
-        parse_token_id(root, file, "pad_token_id", cfg->vocab_size, -1, &cfg->pad_token_id,
-                       err) < 0)
+    if (parse_token_id(root, file, "bos_token_id", cfg->vocab_size, 1, &cfg->bos_token_id, err) <
+            0 ||
+        parse_token_id(root, file, "eos_token_id", cfg->vocab_size, 2, &cfg->eos_token_id, err) <
+            0 ||
+        parse_token_id(root, file, "pad_token_id", cfg->vocab_size, -1, &cfg->pad_token_id, err) <
+            0)
         goto out;
     rc = 0;
 out:
@@ -354,7 +369,7 @@ out:
  * order: embed, final_norm, lm_head (unless tied), then per layer the nine
  * tensors of llama_layer_weights_t. */
 typedef struct {
-    size_t embed, norm, lm_head;                    /* model-level */
+    size_t embed, norm, lm_head;                            /* model-level */
     size_t attn_norm, q, k, v, o, mlp_norm, gate, up, down; /* per layer */
 } wsizes_t;
 
@@ -411,15 +426,24 @@ int llama_weights_alloc(const llama_config_t *cfg, llama_weights_t *w)
     }
     for (int l = 0; l < cfg->n_layers; l++) {
         llama_layer_weights_t *L = &w->layers[l];
-        L->attn_norm = p; p += s.attn_norm;
-        L->q = p; p += s.q;
-        L->k = p; p += s.k;
-        L->v = p; p += s.v;
-        L->o = p; p += s.o;
-        L->mlp_norm = p; p += s.mlp_norm;
-        L->gate = p; p += s.gate;
-        L->up = p; p += s.up;
-        L->down = p; p += s.down;
+        L->attn_norm = p;
+        p += s.attn_norm;
+        L->q = p;
+        p += s.q;
+        L->k = p;
+        p += s.k;
+        L->v = p;
+        p += s.v;
+        L->o = p;
+        p += s.o;
+        L->mlp_norm = p;
+        p += s.mlp_norm;
+        L->gate = p;
+        p += s.gate;
+        L->up = p;
+        p += s.up;
+        L->down = p;
+        p += s.down;
     }
     return 0;
 }
@@ -435,10 +459,10 @@ void llama_weights_free(llama_weights_t *w)
 
 /* One expected tensor: HF name, destination, shape. */
 typedef struct {
-    char name[96];      /* HF tensor name */
-    float *dst;         /* where its floats go */
-    int ndim;           /* 1 or 2 */
-    int64_t shape[2];   /* HF shape */
+    char name[96];    /* HF tensor name */
+    float *dst;       /* where its floats go */
+    int ndim;         /* 1 or 2 */
+    int64_t shape[2]; /* HF shape */
 } want_t;
 
 /* Fills list (capacity 3 + 9 * n_layers) with every expected tensor. */
@@ -447,30 +471,30 @@ static int expected_tensors(const llama_config_t *c, const llama_weights_t *w, w
     int n = 0;
     int64_t C = c->hidden_size, V = c->vocab_size, I = c->intermediate_size;
     int64_t Hq = (int64_t)c->n_heads * c->head_dim, Hkv = (int64_t)c->n_kv_heads * c->head_dim;
-#define WANT(nm, p, d, s0, s1)                                                     \
-    do {                                                                           \
-        snprintf(list[n].name, sizeof list[n].name, "%s", nm);                     \
-        list[n].dst = (p);                                                         \
-        list[n].ndim = (d);                                                        \
-        list[n].shape[0] = (s0);                                                   \
-        list[n].shape[1] = (s1);                                                   \
-        n++;                                                                       \
+#define WANT(nm, p, d, s0, s1)                                                                     \
+    do {                                                                                           \
+        snprintf(list[n].name, sizeof list[n].name, "%s", nm);                                     \
+        list[n].dst = (p);                                                                         \
+        list[n].ndim = (d);                                                                        \
+        list[n].shape[0] = (s0);                                                                   \
+        list[n].shape[1] = (s1);                                                                   \
+        n++;                                                                                       \
     } while (0)
     WANT("model.embed_tokens.weight", w->embed, 2, V, C);
     WANT("model.norm.weight", w->final_norm, 1, C, 0);
     if (!c->tie_word_embeddings)
         WANT("lm_head.weight", w->lm_head, 2, V, C);
     static const char *const names[9] = {
-        "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-        "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
-        "mlp.down_proj",
+        "input_layernorm",  "self_attn.q_proj", "self_attn.k_proj",
+        "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
+        "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
     };
     for (int l = 0; l < c->n_layers; l++) {
         const llama_layer_weights_t *L = &w->layers[l];
-        float *dst[9] = { L->attn_norm, L->q, L->k, L->v, L->o, L->mlp_norm, L->gate, L->up,
-                          L->down };
-        int64_t sh[9][2] = { { C, 0 }, { Hq, C }, { Hkv, C }, { Hkv, C }, { C, Hq },
-                             { C, 0 }, { I, C }, { I, C }, { C, I } };
+        float *dst[9] = {L->attn_norm, L->q,    L->k,  L->v,   L->o,
+                         L->mlp_norm,  L->gate, L->up, L->down};
+        int64_t sh[9][2] = {{C, 0}, {Hq, C}, {Hkv, C}, {Hkv, C}, {C, Hq},
+                            {C, 0}, {I, C},  {I, C},   {C, I}};
         for (int i = 0; i < 9; i++) {
             char nm[96];
             snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, names[i]);
@@ -518,7 +542,7 @@ int llama_weights_load(const char *dir, const llama_config_t *cfg, llama_weights
 
     if (stat(index_path, &sb) == 0) {
         size_t len = 0;
-        ft_err_t e2 = { 0 };
+        ft_err_t e2 = {0};
         buf = ft_read_file(index_path, INDEX_MAX_BYTES, &len, &e2);
         if (!buf) {
             ft_err_set(err, e2.code, "%s", e2.msg);
@@ -543,8 +567,10 @@ int llama_weights_load(const char *dir, const llama_config_t *cfg, llama_weights
                 goto out;
             }
             if (!cJSON_IsString(fn) || !safe_shard_name(fn->valuestring)) {
-                ft_err_set(err, FT_EBADFIELD, "'%s': weight_map '%s': expected a file name in "
-                           "the model folder", index_path, want[i].name);
+                ft_err_set(err, FT_EBADFIELD,
+                           "'%s': weight_map '%s': expected a file name in "
+                           "the model folder",
+                           index_path, want[i].name);
                 goto out;
             }
             int k = 0;
@@ -561,8 +587,8 @@ int llama_weights_load(const char *dir, const llama_config_t *cfg, llama_weights
                 file_names[k] = fn->valuestring;
                 n_files++;
             }
-            if (st_read_f32(files[k], want[i].name, want[i].ndim, want[i].shape, want[i].dst,
-                            err) < 0)
+            if (st_read_f32(files[k], want[i].name, want[i].ndim, want[i].shape, want[i].dst, err) <
+                0)
                 goto out;
         }
     } else {
@@ -575,8 +601,8 @@ int llama_weights_load(const char *dir, const llama_config_t *cfg, llama_weights
             goto out;
         n_files = 1;
         for (int i = 0; i < n_want; i++)
-            if (st_read_f32(files[0], want[i].name, want[i].ndim, want[i].shape, want[i].dst,
-                            err) < 0)
+            if (st_read_f32(files[0], want[i].name, want[i].ndim, want[i].shape, want[i].dst, err) <
+                0)
                 goto out;
     }
     rc = 0;

@@ -23,17 +23,14 @@
 
 /* dtype table: name, element size, in ST_* order. */
 static const struct {
-    const char *name;  /* as written in headers */
-    size_t size;       /* bytes per element */
+    const char *name; /* as written in headers */
+    size_t size;      /* bytes per element */
 } dtypes[ST_DTYPE__COUNT] = {
-    [ST_BOOL] = { "BOOL", 1 },   [ST_U8] = { "U8", 1 },
-    [ST_I8] = { "I8", 1 },       [ST_F8_E5M2] = { "F8_E5M2", 1 },
-    [ST_F8_E4M3] = { "F8_E4M3", 1 },
-    [ST_I16] = { "I16", 2 },     [ST_U16] = { "U16", 2 },
-    [ST_F16] = { "F16", 2 },     [ST_BF16] = { "BF16", 2 },
-    [ST_I32] = { "I32", 4 },     [ST_U32] = { "U32", 4 },
-    [ST_F32] = { "F32", 4 },     [ST_F64] = { "F64", 8 },
-    [ST_I64] = { "I64", 8 },     [ST_U64] = { "U64", 8 },
+    [ST_BOOL] = {"BOOL", 1},       [ST_U8] = {"U8", 1},           [ST_I8] = {"I8", 1},
+    [ST_F8_E5M2] = {"F8_E5M2", 1}, [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_I16] = {"I16", 2},
+    [ST_U16] = {"U16", 2},         [ST_F16] = {"F16", 2},         [ST_BF16] = {"BF16", 2},
+    [ST_I32] = {"I32", 4},         [ST_U32] = {"U32", 4},         [ST_F32] = {"F32", 4},
+    [ST_F64] = {"F64", 8},         [ST_I64] = {"I64", 8},         [ST_U64] = {"U64", 8},
 };
 
 const char *st_dtype_name(st_dtype_t d)
@@ -120,14 +117,14 @@ uint16_t st_f32_to_f16(float f)
 /* ---- reader ---- */
 
 struct st_file {
-    char *path;              /* as opened, for messages */
-    void *map;               /* whole file, read-only; NULL when size is 0 */
-    size_t size;             /* bytes in the file */
-    size_t data_start;       /* 8 + N */
-    st_tensor_t *tensors;    /* [n], sorted by name */
+    char *path;           /* as opened, for messages */
+    void *map;            /* whole file, read-only; NULL when size is 0 */
+    size_t size;          /* bytes in the file */
+    size_t data_start;    /* 8 + N */
+    st_tensor_t *tensors; /* [n], sorted by name */
     int n;
-    char **meta_keys;        /* [n_meta] */
-    char **meta_vals;        /* [n_meta] */
+    char **meta_keys; /* [n_meta] */
+    char **meta_vals; /* [n_meta] */
     int n_meta;
 };
 
@@ -137,8 +134,8 @@ static int cmp_name(const void *a, const void *b)
 }
 
 typedef struct {
-    size_t begin, end;  /* data_offsets */
-    int idx;            /* tensor index */
+    size_t begin, end; /* data_offsets */
+    int idx;           /* tensor index */
 } span_t;
 
 static int cmp_span(const void *a, const void *b)
@@ -175,7 +172,7 @@ static void fmt_shape(char *buf, size_t len, int ndim, const int64_t *shape)
 
 static int parse_entry(st_file_t *f, const cJSON *e, st_tensor_t *t, span_t *sp, ft_err_t *err)
 {
-    static const char *const keys[] = { "dtype", "shape", "data_offsets", NULL };
+    static const char *const keys[] = {"dtype", "shape", "data_offsets", NULL};
     char nm[96]; /* ft_sanitize's buffer is reused by the next call */
     const cJSON *c;
     ft_strlcpy(nm, ft_sanitize(e->string, 80), sizeof nm);
@@ -198,28 +195,35 @@ static int parse_entry(st_file_t *f, const cJSON *e, st_tensor_t *t, span_t *sp,
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!dt || !sh || !of) {
         ft_err_set(err, FT_EMISSING, "'%s': tensor '%s': missing '%s'", f->path, nm,
-                   !dt ? "dtype" : !sh ? "shape" : "data_offsets");
+                   !dt   ? "dtype"
+                   : !sh ? "shape"
+                         : "data_offsets");
         return -1;
     }
-    if (!cJSON_IsString(dt) || (t->dtype = st_dtype_from_name(dt->valuestring)) ==
-                                   ST_DTYPE__COUNT) {
+    if (!cJSON_IsString(dt) ||
+        (t->dtype = st_dtype_from_name(dt->valuestring)) == ST_DTYPE__COUNT) {
         ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': unknown dtype '%s'", f->path, nm,
                    cJSON_IsString(dt) ? ft_sanitize(dt->valuestring, 20) : "(not a string)");
         return -1;
     }
     if (!cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > ST_MAX_DIMS) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': shape must be an array of at most %d "
-                   "integers", f->path, nm, ST_MAX_DIMS);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': tensor '%s': shape must be an array of at most %d "
+                   "integers",
+                   f->path, nm, ST_MAX_DIMS);
         return -1;
     }
     t->ndim = 0;
     uint64_t numel = 1;
     bool overflow = false;
-    cJSON_ArrayForEach(c, sh) {
+    cJSON_ArrayForEach(c, sh)
+    {
         uint64_t d;
         if (json_u53(c, &d) < 0) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': shape entries must be "
-                       "non-negative integers", f->path, nm);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': tensor '%s': shape entries must be "
+                       "non-negative integers",
+                       f->path, nm);
             return -1;
         }
         t->shape[t->ndim++] = (int64_t)d;
@@ -231,18 +235,21 @@ static int parse_entry(st_file_t *f, const cJSON *e, st_tensor_t *t, span_t *sp,
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 ||
         json_u53(cJSON_GetArrayItem(of, 0), &b) < 0 ||
         json_u53(cJSON_GetArrayItem(of, 1), &en) < 0 || en < b) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': data_offsets must be [begin, end] "
-                   "with 0 <= begin <= end", f->path, nm);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': tensor '%s': data_offsets must be [begin, end] "
+                   "with 0 <= begin <= end",
+                   f->path, nm);
         return -1;
     }
     uint64_t want = overflow ? UINT64_MAX : numel * dtypes[t->dtype].size;
     if (en - b != want) {
         char s[160];
         fmt_shape(s, sizeof s, t->ndim, t->shape);
-        ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': data_offsets [%llu, %llu] do not "
-                   "match shape %s of %s (%llu bytes)", f->path, nm, (unsigned long long)b,
-                   (unsigned long long)en, s, dtypes[t->dtype].name,
-                   (unsigned long long)want);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': tensor '%s': data_offsets [%llu, %llu] do not "
+                   "match shape %s of %s (%llu bytes)",
+                   f->path, nm, (unsigned long long)b, (unsigned long long)en, s,
+                   dtypes[t->dtype].name, (unsigned long long)want);
         return -1;
     }
     t->numel = (int64_t)numel;
@@ -275,8 +282,10 @@ st_file_t *st_open(const char *path, ft_err_t *err)
     }
     f->size = (size_t)stt.st_size;
     if (f->size < 8) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': truncated: %zu bytes, the 8-byte header length "
-                   "is missing", path, f->size);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': truncated: %zu bytes, the 8-byte header length "
+                   "is missing",
+                   path, f->size);
         goto fail;
     }
     f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -290,17 +299,19 @@ st_file_t *st_open(const char *path, ft_err_t *err)
     for (int i = 7; i >= 0; i--)
         n = (n << 8) | p[i];
     if (n > ST_MAX_HEADER) {
-        ft_err_set(err, FT_ETOOLARGE, "'%s': header length %llu is over the %d-byte limit",
-                   path, (unsigned long long)n, ST_MAX_HEADER);
+        ft_err_set(err, FT_ETOOLARGE, "'%s': header length %llu is over the %d-byte limit", path,
+                   (unsigned long long)n, ST_MAX_HEADER);
         goto fail;
     }
     if (n > f->size - 8) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': truncated: header length %llu but only %zu bytes "
-                   "follow", path, (unsigned long long)n, f->size - 8);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': truncated: header length %llu but only %zu bytes "
+                   "follow",
+                   path, (unsigned long long)n, f->size - 8);
         goto fail;
     }
     f->data_start = 8 + (size_t)n;
-    ft_err_t jerr = { 0 };
+    ft_err_t jerr = {0};
     root = ft_json_parse((const char *)p + 8, (size_t)n, &jerr);
     if (!root) {
         ft_err_set(err, FT_EBADJSON, "'%s': bad header: %s", path, jerr.msg);
@@ -318,7 +329,8 @@ st_file_t *st_open(const char *path, ft_err_t *err)
         goto fail;
     }
     const cJSON *e;
-    cJSON_ArrayForEach(e, root) {
+    cJSON_ArrayForEach(e, root)
+    {
         if (strcmp(e->string, "__metadata__") == 0) {
             const cJSON *m;
             int nm = cJSON_GetArraySize(e);
@@ -332,10 +344,13 @@ st_file_t *st_open(const char *path, ft_err_t *err)
                 ft_err_set(err, FT_EINTERNAL, "'%s': out of memory", path);
                 goto fail;
             }
-            cJSON_ArrayForEach(m, e) {
+            cJSON_ArrayForEach(m, e)
+            {
                 if (!cJSON_IsString(m)) {
-                    ft_err_set(err, FT_EBADFIELD, "'%s': __metadata__ '%s': expected a string "
-                               "value", path, ft_sanitize(m->string, 60));
+                    ft_err_set(err, FT_EBADFIELD,
+                               "'%s': __metadata__ '%s': expected a string "
+                               "value",
+                               path, ft_sanitize(m->string, 60));
                     goto fail;
                 }
                 f->meta_keys[f->n_meta] = strdup(m->string);
@@ -363,21 +378,24 @@ st_file_t *st_open(const char *path, ft_err_t *err)
     for (int i = 0; i < f->n; i++) {
         const st_tensor_t *t = &f->tensors[spans[i].idx];
         if (spans[i].begin != at) {
-            ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': data_offsets [%zu, %zu] %s "
-                       "(expected begin %zu)", path, ft_sanitize(t->name, 80), spans[i].begin,
-                       spans[i].end, spans[i].begin < at ? "overlap the previous tensor"
-                                                         : "leave a gap", at);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': tensor '%s': data_offsets [%zu, %zu] %s "
+                       "(expected begin %zu)",
+                       path, ft_sanitize(t->name, 80), spans[i].begin, spans[i].end,
+                       spans[i].begin < at ? "overlap the previous tensor" : "leave a gap", at);
             goto fail;
         }
         at = spans[i].end;
     }
     if (at != f->size - f->data_start) {
         if (at > f->size - f->data_start)
-            ft_err_set(err, FT_EBADFIELD, "'%s': truncated: tensors need %zu data bytes but "
-                       "the file has %zu", path, at, f->size - f->data_start);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'%s': truncated: tensors need %zu data bytes but "
+                       "the file has %zu",
+                       path, at, f->size - f->data_start);
         else
-            ft_err_set(err, FT_EBADFIELD, "'%s': %zu trailing bytes after the last tensor",
-                       path, f->size - f->data_start - at);
+            ft_err_set(err, FT_EBADFIELD, "'%s': %zu trailing bytes after the last tensor", path,
+                       f->size - f->data_start - at);
         goto fail;
     }
     for (int i = 0; i < f->n; i++)
@@ -435,7 +453,7 @@ const st_tensor_t *st_tensor_at(const st_file_t *f, int i)
 
 const st_tensor_t *st_find(const st_file_t *f, const char *name)
 {
-    st_tensor_t key = { .name = name };
+    st_tensor_t key = {.name = name};
     return bsearch(&key, f->tensors, (size_t)f->n, sizeof key, cmp_name);
 }
 
@@ -499,8 +517,8 @@ static const st_tensor_t *find_shaped(const st_file_t *f, const char *name, int 
     return t;
 }
 
-int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
-                float *out, ft_err_t *err)
+int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *out,
+                ft_err_t *err)
 {
     const st_tensor_t *t = find_shaped(f, name, ndim, shape, err);
     if (!t)
@@ -514,8 +532,8 @@ int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *s
     return 0;
 }
 
-int st_read_i32(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
-                int32_t *out, ft_err_t *err)
+int st_read_i32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, int32_t *out,
+                ft_err_t *err)
 {
     const st_tensor_t *t = find_shaped(f, name, ndim, shape, err);
     if (!t)
@@ -530,36 +548,37 @@ int st_read_i32(const st_file_t *f, const char *name, int ndim, const int64_t *s
             int64_t v;
             memcpy(&v, p + 8 * i, 8);
             if (v < INT32_MIN || v > INT32_MAX) {
-                ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': value %lld at %lld does not "
-                           "fit 32 bits", f->path, ft_sanitize(name, 80), (long long)v,
-                           (long long)i);
+                ft_err_set(err, FT_EBADFIELD,
+                           "'%s': tensor '%s': value %lld at %lld does not "
+                           "fit 32 bits",
+                           f->path, ft_sanitize(name, 80), (long long)v, (long long)i);
                 return -1;
             }
             out[i] = (int32_t)v;
         }
         return 0;
     }
-    ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': dtype %s is not an integer type",
-               f->path, ft_sanitize(name, 80), dtypes[t->dtype].name);
+    ft_err_set(err, FT_EBADFIELD, "'%s': tensor '%s': dtype %s is not an integer type", f->path,
+               ft_sanitize(name, 80), dtypes[t->dtype].name);
     return -1;
 }
 
 /* ---- writer ---- */
 
 typedef struct {
-    char *name;        /* unique */
-    st_dtype_t dtype;  /* element type */
+    char *name;       /* unique */
+    st_dtype_t dtype; /* element type */
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    size_t nbytes;     /* numel * dtype size */
-    const void *data;  /* borrowed, or owned below */
-    void *owned;       /* converted copy, freed with the writer */
+    size_t nbytes;    /* numel * dtype size */
+    const void *data; /* borrowed, or owned below */
+    void *owned;      /* converted copy, freed with the writer */
 } wt_t;
 
 struct st_writer {
-    wt_t *t;           /* [n] */
+    wt_t *t; /* [n] */
     int n, cap;
-    cJSON *meta;       /* "__metadata__" object */
+    cJSON *meta; /* "__metadata__" object */
 };
 
 st_writer_t *st_writer_new(void)
@@ -814,13 +833,11 @@ int st_writer_save(st_writer_t *w, const char *path, ft_err_t *err)
     }
     fd = -1;
     if (rename(tmp, path) < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot rename '%s' to '%s': %s", tmp, path,
-                   strerror(errno));
+        ft_err_set(err, FT_EINTERNAL, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         goto out;
     }
     if (fsync_dir_of(path) < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot sync the folder of '%s': %s", path,
-                   strerror(errno));
+        ft_err_set(err, FT_EINTERNAL, "cannot sync the folder of '%s': %s", path, strerror(errno));
         goto out;
     }
     rc = 0;

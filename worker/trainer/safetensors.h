@@ -28,8 +28,21 @@
 #define ST_MAX_HEADER (100 * 1000 * 1000)
 
 typedef enum {
-    ST_BOOL = 0, ST_U8, ST_I8, ST_F8_E5M2, ST_F8_E4M3, ST_I16, ST_U16, ST_F16, ST_BF16,
-    ST_I32, ST_U32, ST_F32, ST_F64, ST_I64, ST_U64,
+    ST_BOOL = 0,
+    ST_U8,
+    ST_I8,
+    ST_F8_E5M2,
+    ST_F8_E4M3,
+    ST_I16,
+    ST_U16,
+    ST_F16,
+    ST_BF16,
+    ST_I32,
+    ST_U32,
+    ST_F32,
+    ST_F64,
+    ST_I64,
+    ST_U64,
     ST_DTYPE__COUNT
 } st_dtype_t;
 
@@ -41,13 +54,13 @@ size_t st_dtype_size(st_dtype_t d);
 st_dtype_t st_dtype_from_name(const char *name);
 
 typedef struct {
-    const char *name;            /* tensor name, owned by the file */
-    st_dtype_t dtype;            /* element type */
-    int ndim;                    /* 0 (scalar) .. ST_MAX_DIMS */
-    int64_t shape[ST_MAX_DIMS];  /* elements per dimension */
-    int64_t numel;               /* product of shape (1 for a scalar) */
-    const void *data;            /* first byte inside the mapping (little-endian) */
-    size_t nbytes;               /* numel * dtype size */
+    const char *name;           /* tensor name, owned by the file */
+    st_dtype_t dtype;           /* element type */
+    int ndim;                   /* 0 (scalar) .. ST_MAX_DIMS */
+    int64_t shape[ST_MAX_DIMS]; /* elements per dimension */
+    int64_t numel;              /* product of shape (1 for a scalar) */
+    const void *data;           /* first byte inside the mapping (little-endian) */
+    size_t nbytes;              /* numel * dtype size */
 } st_tensor_t;
 
 typedef struct st_file st_file_t;
@@ -68,11 +81,11 @@ const char *st_metadata(const st_file_t *f, const char *key);
 int st_to_f32(const st_tensor_t *t, float *out, ft_err_t *err);
 /* Finds name, checks its shape equals shape[0..ndim) (error names the file,
  * the tensor, both shapes), converts into out. */
-int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
-                float *out, ft_err_t *err);
+int st_read_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *out,
+                ft_err_t *err);
 /* Same for integer tensors (I32 or I64, values must fit int32). */
-int st_read_i32(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
-                int32_t *out, ft_err_t *err);
+int st_read_i32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, int32_t *out,
+                ft_err_t *err);
 
 /* Scalar conversions. f32 -> 16 bits rounds to nearest even; NaN stays NaN. */
 float st_bf16_to_f32(uint16_t h);

@@ -16,7 +16,7 @@
 #include "ft/json.h"
 #include "tinymodel.h"
 
-#define BYTE_VOCAB 259  /* 3 specials + 256 bytes */
+#define BYTE_VOCAB 259 /* 3 specials + 256 bytes */
 
 void tinymodel_defaults(tinymodel_opts_t *o)
 {
@@ -40,29 +40,33 @@ int tinymodel_config(const tinymodel_opts_t *o, llama_config_t *cfg, ft_err_t *e
 {
     /* Bounds per option: name as on the command line, value, range. */
     const struct {
-        const char *name;  /* option */
-        long long v;       /* given value */
-        long long lo, hi;  /* accepted range */
+        const char *name; /* option */
+        long long v;      /* given value */
+        long long lo, hi; /* accepted range */
     } b[] = {
-        { "hidden", o->hidden, 8, 16384 },
-        { "layers", o->layers, 1, 256 },
-        { "heads", o->heads, 1, 256 },
-        { "kv-heads", o->kv_heads, 1, 256 },
-        { "intermediate", o->intermediate, 1, 65536 },
-        { "vocab", o->vocab, BYTE_VOCAB, 1 << 20 },
-        { "max-pos", o->max_pos, 8, 1 << 20 },
+        {"hidden", o->hidden, 8, 16384},
+        {"layers", o->layers, 1, 256},
+        {"heads", o->heads, 1, 256},
+        {"kv-heads", o->kv_heads, 1, 256},
+        {"intermediate", o->intermediate, 1, 65536},
+        {"vocab", o->vocab, BYTE_VOCAB, 1 << 20},
+        {"max-pos", o->max_pos, 8, 1 << 20},
     };
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) {
         if (b[i].v < b[i].lo || b[i].v > b[i].hi) {
-            ft_err_set(err, FT_EBADFIELD, "tiny model: '%s' is %lld, expected an integer in "
-                       "[%lld, %lld]", b[i].name, b[i].v, b[i].lo, b[i].hi);
+            ft_err_set(err, FT_EBADFIELD,
+                       "tiny model: '%s' is %lld, expected an integer in "
+                       "[%lld, %lld]",
+                       b[i].name, b[i].v, b[i].lo, b[i].hi);
             return -1;
         }
     }
     if (o->hidden % o->heads != 0 || (o->hidden / o->heads) % 2 != 0) {
-        ft_err_set(err, FT_EBADFIELD, "tiny model: 'hidden' %d must be a multiple of 2 * "
-                   "'heads' (%d) so that head_dim is even", o->hidden, o->heads);
+        ft_err_set(err, FT_EBADFIELD,
+                   "tiny model: 'hidden' %d must be a multiple of 2 * "
+                   "'heads' (%d) so that head_dim is even",
+                   o->hidden, o->heads);
         return -1;
     }
     if (o->heads % o->kv_heads != 0) {
@@ -76,7 +80,8 @@ int tinymodel_config(const tinymodel_opts_t *o, llama_config_t *cfg, ft_err_t *e
     }
     if (!(o->rope_theta >= 1.0) || !(o->rms_norm_eps > 0 && o->rms_norm_eps < 1) ||
         !(o->init_std >= 0 && o->init_std <= 1)) {
-        ft_err_set(err, FT_EBADFIELD, "tiny model: rope_theta, rms_norm_eps or init_std out "
+        ft_err_set(err, FT_EBADFIELD,
+                   "tiny model: rope_theta, rms_norm_eps or init_std out "
                    "of range");
         return -1;
     }
@@ -254,7 +259,7 @@ int tinymodel_write(const char *dir, const tinymodel_opts_t *o, ft_err_t *err)
 {
     int rc = -1;
     llama_config_t c;
-    llama_weights_t w = { 0 };
+    llama_weights_t w = {0};
     st_writer_t *sw = NULL;
     cJSON *cj = NULL;
     char *path = NULL;
@@ -276,7 +281,7 @@ int tinymodel_write(const char *dir, const tinymodel_opts_t *o, ft_err_t *err)
     }
     int64_t C = c.hidden_size, V = c.vocab_size, I = c.intermediate_size;
     int64_t Hq = (int64_t)c.n_heads * c.head_dim, Hkv = (int64_t)c.n_kv_heads * c.head_dim;
-    int64_t s_vc[2] = { V, C }, s_c[1] = { C };
+    int64_t s_vc[2] = {V, C}, s_c[1] = {C};
     if (st_writer_add_f32(sw, "model.embed_tokens.weight", o->dtype, 2, s_vc, w.embed, err) < 0 ||
         st_writer_add_f32(sw, "model.norm.weight", o->dtype, 1, s_c, w.final_norm, err) < 0)
         goto out;
@@ -286,23 +291,23 @@ int tinymodel_write(const char *dir, const tinymodel_opts_t *o, ft_err_t *err)
     for (int l = 0; l < c.n_layers; l++) {
         const llama_layer_weights_t *L = &w.layers[l];
         const struct {
-            const char *name;   /* HF module path inside the layer */
-            const float *src;   /* values */
-            int64_t s0, s1;     /* shape; s1 == 0 for a vector */
+            const char *name; /* HF module path inside the layer */
+            const float *src; /* values */
+            int64_t s0, s1;   /* shape; s1 == 0 for a vector */
         } t[9] = {
-            { "input_layernorm", L->attn_norm, C, 0 },
-            { "self_attn.q_proj", L->q, Hq, C },
-            { "self_attn.k_proj", L->k, Hkv, C },
-            { "self_attn.v_proj", L->v, Hkv, C },
-            { "self_attn.o_proj", L->o, C, Hq },
-            { "post_attention_layernorm", L->mlp_norm, C, 0 },
-            { "mlp.gate_proj", L->gate, I, C },
-            { "mlp.up_proj", L->up, I, C },
-            { "mlp.down_proj", L->down, C, I },
+            {"input_layernorm", L->attn_norm, C, 0},
+            {"self_attn.q_proj", L->q, Hq, C},
+            {"self_attn.k_proj", L->k, Hkv, C},
+            {"self_attn.v_proj", L->v, Hkv, C},
+            {"self_attn.o_proj", L->o, C, Hq},
+            {"post_attention_layernorm", L->mlp_norm, C, 0},
+            {"mlp.gate_proj", L->gate, I, C},
+            {"mlp.up_proj", L->up, I, C},
+            {"mlp.down_proj", L->down, C, I},
         };
         for (int i = 0; i < 9; i++) {
             char nm[128];
-            int64_t sh[2] = { t[i].s0, t[i].s1 };
+            int64_t sh[2] = {t[i].s0, t[i].s1};
             snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, t[i].name);
             if (st_writer_add_f32(sw, nm, o->dtype, t[i].s1 ? 2 : 1, sh, t[i].src, err) < 0)
                 goto out;

@@ -44,8 +44,7 @@ void tinymodel_defaults(tinymodel_opts_t *o);
 /* Checks o (every field named on error) and fills the config it describes. */
 int tinymodel_config(const tinymodel_opts_t *o, llama_config_t *cfg, ft_err_t *err);
 /* Fills w (allocated for cfg) with the deterministic random weights. */
-void tinymodel_fill(const llama_config_t *cfg, llama_weights_t *w, uint64_t seed,
-                    double init_std);
+void tinymodel_fill(const llama_config_t *cfg, llama_weights_t *w, uint64_t seed, double init_std);
 /* Writes the model folder dir (created when missing; files replaced atomically). */
 int tinymodel_write(const char *dir, const tinymodel_opts_t *o, ft_err_t *err);
 

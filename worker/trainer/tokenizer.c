@@ -19,8 +19,8 @@
 typedef enum { TOK_BYTE = 1 } tok_kind_t;
 
 struct tokenizer {
-    tok_kind_t kind;  /* only byte-level so far */
-    int vocab;        /* ids this tokenizer can produce: 259 */
+    tok_kind_t kind; /* only byte-level so far */
+    int vocab;       /* ids this tokenizer can produce: 259 */
 };
 
 tokenizer_t *tokenizer_load(const char *model_dir, ft_err_t *err)
@@ -28,7 +28,7 @@ tokenizer_t *tokenizer_load(const char *model_dir, ft_err_t *err)
     tokenizer_t *t = NULL;
     cJSON *root = NULL;
     size_t len = 0;
-    ft_err_t e2 = { 0 };
+    ft_err_t e2 = {0};
     char *path = ft_asprintf("%s/tokenizer_config.json", model_dir);
     char *buf = path ? ft_read_file(path, TOKCFG_MAX_BYTES, &len, &e2) : NULL;
 
@@ -37,8 +37,10 @@ tokenizer_t *tokenizer_load(const char *model_dir, ft_err_t *err)
         goto out;
     }
     if (!buf) {
-        ft_err_set(err, e2.code ? e2.code : FT_ENOTFOUND, "%s (no tokenizer: data must be "
-                   "pre-tokenized, with input_ids)", e2.msg);
+        ft_err_set(err, e2.code ? e2.code : FT_ENOTFOUND,
+                   "%s (no tokenizer: data must be "
+                   "pre-tokenized, with input_ids)",
+                   e2.msg);
         goto out;
     }
     root = ft_json_parse(buf, len, &e2);
@@ -48,14 +50,17 @@ tokenizer_t *tokenizer_load(const char *model_dir, ft_err_t *err)
     }
     const cJSON *cls = cJSON_GetObjectItemCaseSensitive(root, "tokenizer_class");
     if (!cJSON_IsString(cls)) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': field 'tokenizer_class' is missing or not a "
-                   "string (data must be pre-tokenized, with input_ids)", path);
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': field 'tokenizer_class' is missing or not a "
+                   "string (data must be pre-tokenized, with input_ids)",
+                   path);
         goto out;
     }
     if (strcmp(cls->valuestring, "FtByteTokenizer") != 0) {
-        ft_err_set(err, FT_EBADFIELD, "'%s': tokenizer_class '%s' is not supported yet (only "
-                   "FtByteTokenizer); give the data pre-tokenized, with input_ids", path,
-                   ft_sanitize(cls->valuestring, 48));
+        ft_err_set(err, FT_EBADFIELD,
+                   "'%s': tokenizer_class '%s' is not supported yet (only "
+                   "FtByteTokenizer); give the data pre-tokenized, with input_ids",
+                   path, ft_sanitize(cls->valuestring, 48));
         goto out;
     }
     t = calloc(1, sizeof *t);
