@@ -440,6 +440,49 @@ static void test_bad_records(void)
     CHECK(!d && strstr(err.msg, "leaves no training records"), "split of 1 record: %s", err.msg);
 }
 
+/* Random byte corruptions of a valid multi-format file: data_open either
+ * succeeds or fails with a message naming the file (run under the sanitizer
+ * build to catch memory errors). */
+static void test_mutations(void)
+{
+    const char *valid =
+        "{\"text\":\"hello\"}\n"
+        "{\"prompt\":\"Q\",\"completion\":\"A\"}\n"
+        "{\"instruction\":\"I\",\"input\":\"x\",\"output\":\"O\"}\n"
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"u\"},{\"role\":\"assistant\","
+        "\"content\":\"a\"}]}\n"
+        "{\"input_ids\":[1,5,9,2],\"labels\":[-100,5,9,2]}\n";
+    size_t n = strlen(valid);
+    char buf[512];
+    char want[400];
+    ft_trainspec_t s;
+    ft_err_t err = {0};
+    uint64_t x = 99;
+    int ok = 0, refused = 0, bad = 0;
+    spec_for(&s, "mut.jsonl");
+    snprintf(want, sizeof want, "'%s/mut.jsonl'", dir);
+    for (int it = 0; it < 300; it++) {
+        memcpy(buf, valid, n + 1);
+        for (int k = 0; k < 1; k++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            char c = (char)(x >> 56);
+            buf[(x >> 20) % n] = c ? c : ' ';
+        }
+        write_data("mut.jsonl", buf);
+        data_t *d = data_open(&s, tok, 16, &err);
+        if (d) {
+            ok++;
+            data_destroy(&d);
+        } else {
+            refused++;
+            if (!strstr(err.msg, want) && !strstr(err.msg, "no row"))
+                bad++;
+        }
+    }
+    CHECK(bad == 0, "300 corrupted files: %d loaded, %d refused naming the file, %d other", ok,
+          refused, bad);
+}
+
 int main(void)
 {
     ft_err_t err = {0};
@@ -459,6 +502,7 @@ int main(void)
     test_packing();
     test_order_and_shards();
     test_bad_records();
+    test_mutations();
     tokenizer_destroy(&tok);
     return test_finish(dir);
 }
