@@ -34,6 +34,7 @@ static const ckey_t config_keys[] = {
     {"relay_timeout_ms", CK_INT, OFF(relay_timeout_ms), 0, 10, 600000},
     {"checkpoint_interval_s", CK_INT, OFF(checkpoint_interval_s), 0, 1, 86400},
     {"schedule_interval_ms", CK_INT, OFF(schedule_interval_ms), 0, 10, 600000},
+    {"busy_timeout_ms", CK_INT, OFF(busy_timeout_ms), 0, 0, 600000},
     {"log_level", CK_LEVEL, OFF(log_level), 0, 0, 0},
 };
 
@@ -51,6 +52,7 @@ void sched_config_defaults(sched_config_t *cfg)
     cfg->relay_timeout_ms = 5000;
     cfg->checkpoint_interval_s = 60;
     cfg->schedule_interval_ms = 1000;
+    cfg->busy_timeout_ms = 5000;
     cfg->log_level = FT_LOG_INFO;
 }
 

@@ -309,6 +309,11 @@ int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err)
     return 0;
 }
 
+void db_set_busy_timeout(db_t *db, int ms)
+{
+    sqlite3_busy_timeout(db->conn, ms);
+}
+
 int db_checkpoint(db_t *db, bool truncate)
 {
     int log = 0, ckpt = 0;

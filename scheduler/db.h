@@ -52,6 +52,9 @@ void db_rollback(db_t *db);
 /* Steps a statement that returns no rows (INSERT/UPDATE/DELETE). */
 int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err);
 
+/* Sets how long a locked database is waited for before SQLITE_BUSY. */
+void db_set_busy_timeout(db_t *db, int ms);
+
 /* Checkpoints the WAL (PASSIVE; TRUNCATE when truncate is true). */
 int db_checkpoint(db_t *db, bool truncate);
 

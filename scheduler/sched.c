@@ -1111,6 +1111,7 @@ sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
     s->db = db_open(cfg->db_path, err);
     if (!s->db)
         goto fail;
+    db_set_busy_timeout(s->db, cfg->busy_timeout_ms);
     if (sched_rebuild(s, err) < 0)
         goto fail;
     now = sched_mono_ms(s);

@@ -22,6 +22,7 @@ typedef struct {
     int relay_timeout_ms;        /* log relay expiry */
     int checkpoint_interval_s;   /* WAL checkpoint period */
     int schedule_interval_ms;    /* scheduling pass period when nothing changed */
+    int busy_timeout_ms;         /* SQLite busy handler wait before SQLITE_BUSY */
     ft_log_level_t log_level;    /* least severe level logged */
 } sched_config_t;
 

@@ -518,6 +518,64 @@ static void test_usage(void)
     done(&s, path);
 }
 
+
+/* Storage faults: another connection holds the write lock, so every write
+ * transaction fails with SQLITE_BUSY. Nothing may change, nothing may be
+ * sent but the error, and the view must come back consistent. */
+static void test_storage_faults(void)
+{
+    char *path = h_tmpdb();
+    sched_config_t cfg;
+    ft_err_t err;
+    sched_t *s;
+    sqlite3 *other;
+    int64_t id;
+    view_node_t *n;
+
+    now = T0;
+    sched_config_defaults(&cfg);
+    ft_strlcpy(cfg.db_path, path, sizeof(cfg.db_path));
+    cfg.busy_timeout_ms = 20;
+    s = sched_new(&cfg, &err);
+    CHECK(s != NULL, "scheduler with a 20 ms busy timeout");
+    if (!s)
+        return;
+    sched_set_fake_time(s, now);
+    h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK && sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK,
+          "a second connection takes the write lock");
+    id = h_submit(s, "{\"command\":[\"x\"]}", "ann", NULL);
+    CHECK(id < 0 && strcmp(h_str(h_reply("client1"), "code"), "internal") == 0 && h_nout == 1,
+          "submit while locked: one 'internal' error, no acknowledgement: '%s'", h_str(h_reply("client1"), "message"));
+    CHECK(h_query_int(s, "SELECT count(*) FROM jobs") == 0, "no job row was written");
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    id = h_submit(s, "{\"command\":[\"x\"],\"gpus\":2}", "ann", NULL);
+    CHECK(id == 1, "after the lock is gone the same submit works");
+    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    tick(s, 10);
+    n = sched_node_find(s, "n1");
+    CHECK(h_count(NULL, "start") == 0 && strcmp(h_job_col(s, id, "state"), "PENDING") == 0,
+          "a placement whose transaction fails sends no start and leaves the job PENDING");
+    CHECK(n && n->devs[0].job_id == 0 && n->devs[1].job_id == 0, "the view was rebuilt: both devices free again");
+    worker(s, "n1", "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}");
+    CHECK(h_nout == 1 && strcmp(h_str(h_reply("w/n1"), "code"), "internal") == 0, "a worker event that cannot be stored is answered 'internal'");
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    tick(s, 10);
+    CHECK(h_count("w/n1", "start") == 1 && strcmp(h_job_col(s, id, "state"), "RUNNING") == 0 && open_allocs(s, id) == 2,
+          "with storage back, the next pass starts the job");
+    {
+        sqlite3_stmt *st;
+        int ok = 0;
+        if (sqlite3_prepare_v2(s->db->conn, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
+            ok = sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+            sqlite3_finalize(st);
+        }
+        CHECK(ok, "PRAGMA integrity_check says ok");
+    }
+    done(&s, path);
+}
+
 int main(void)
 {
     ft_log_init("test_sched", FT_LOG_ERROR);
@@ -530,6 +588,7 @@ int main(void)
     test_time_limit_and_hello_reconcile();
     test_logs_relay();
     test_usage();
+    test_storage_faults();
     h_drop();
     return check_done("test_sched");
 }
