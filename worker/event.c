@@ -130,9 +130,11 @@ int event_parse_line(const char *line, size_t len, event_t *ev, ft_err_t *err)
         ev->has_num |= 1u << i;
     }
     if (field(o, "peak_mem_mb")) {
-        if (ft_json_get_int(o, NULL, "peak_mem_mb", true, 0, INT64_C(1) << 40, &ev->peak_mem_mb,
-                            err) < 0)
+        /* a fraction is fine (ft-train reports MiB as a float); the wire wants an integer */
+        double mb = 0;
+        if (ft_json_get_num(o, NULL, "peak_mem_mb", true, 0, 1099511627776.0, &mb, err) < 0)
             goto out;
+        ev->peak_mem_mb = llround(mb);
         ev->has_peak_mem = true;
     }
     const char *msg = NULL, *path = NULL;

@@ -48,6 +48,11 @@ int main(void)
               strstr(p, "\"attempt\":2") && strstr(p, "\"rank\":1") && strstr(p, "\"loss\":1.25"),
           "progress message validates: %s", p);
 
+    CHECK(parse("{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"peak_mem_mb\":812.6}", &ev,
+                &err) == 0 &&
+              ev.has_peak_mem && ev.peak_mem_mb == 813,
+          "a fractional peak_mem_mb (as ft-train writes it) is rounded: %lld",
+          (long long)ev.peak_mem_mb);
     CHECK(parse("{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"eval_loss\":null}", &ev,
                 &err) == 0 &&
               !(ev.has_num & (1u << EVENT_EVAL_LOSS)),
@@ -105,8 +110,7 @@ int main(void)
         {"{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"loss\":\"x\"}", "loss"},
         {"{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"loss\":1e999}", "loss"},
         {"{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"lr\":-1}", "lr"},
-        {"{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"peak_mem_mb\":1.5}",
-         "peak_mem_mb"},
+        {"{\"event\":\"progress\",\"step\":1,\"total_steps\":2,\"peak_mem_mb\":-1}", "peak_mem_mb"},
         {"{\"event\":\"progress\",\"step\":1,\"step\":2,\"total_steps\":2}", ""},
         {"{\"event\":\"eval\",\"step\":1}", "eval_loss"},
         {"{\"event\":\"progress\",\"step\":1,\"total_steps\":2} trailing", ""},

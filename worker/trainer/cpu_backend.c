@@ -7,7 +7,14 @@
  * Attention runs one GEMM pair per (batch row, head) on the full (T, T) score
  * matrix; the masked upper triangle is computed and discarded, which costs
  * T*T*hd extra flops per head but keeps the work inside sgemm.
- * Reductions that decide a loss or a norm accumulate in double.
+ *
+ * The loops are written to vectorise: reductions keep VL independent partial
+ * sums (a fixed order, so results do not depend on the machine), exp is a
+ * branch-free Cephes-style polynomial (within 2 ulp of expf on the range
+ * used), and the hot functions are compiled for AVX-512, AVX2+FMA and
+ * baseline x86-64 with the best one chosen at load time (GCC target_clones).
+ * The build uses ISO C mode, where GCC does not contract a*b+c into FMA, so
+ * every clone rounds identically.
  */
 #include <cblas.h>
 #include <math.h>
@@ -18,6 +25,93 @@
 
 /* OpenBLAS extension, declared in its cblas.h; repeated for other builds. */
 void openblas_set_num_threads(int num_threads);
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define HOT
+#endif
+
+#define VL 16  /* partial sums per reduction */
+
+/* exp(x) for float: 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p of
+ * degree 7 (Cephes expf coefficients). x is clamped to [-87.3, 88.7], so
+ * results stay normal floats; callers only feed it values <= 0 or moderate
+ * gate activations. */
+static inline float fexp(float x)
+{
+    x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } sc;
+    sc.i = ((int32_t)n + 127) << 23;
+    return p * sc.f;
+}
+
+/* sum of a[i]*b[i] with VL partial sums */
+static inline float dot_f(const float *restrict a, const float *restrict b, int n)
+{
+    float acc[VL] = {0};
+    int i = 0;
+    for (; i + VL <= n; i += VL)
+        for (int k = 0; k < VL; k++)
+            acc[k] += a[i + k] * b[i + k];
+    float s = 0.0f;
+    for (int k = 0; k < VL; k++)
+        s += acc[k];
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static inline float max_f(const float *restrict a, int n)
+{
+    float acc[VL];
+    int i = 0;
+    float m = a[0];
+    for (int k = 0; k < VL; k++)
+        acc[k] = a[0];
+    for (; i + VL <= n; i += VL)
+        for (int k = 0; k < VL; k++)
+            acc[k] = a[i + k] > acc[k] ? a[i + k] : acc[k];
+    for (int k = 0; k < VL; k++)
+        m = acc[k] > m ? acc[k] : m;
+    for (; i < n; i++)
+        m = a[i] > m ? a[i] : m;
+    return m;
+}
+
+/* a[i] = exp(a[i] - mx) in place; returns the sum of the results */
+static inline float exp_sum_f(float *restrict a, int n, float mx)
+{
+    float acc[VL] = {0};
+    int i = 0;
+    for (; i + VL <= n; i += VL)
+        for (int k = 0; k < VL; k++) {
+            float e = fexp(a[i + k] - mx);
+            a[i + k] = e;
+            acc[k] += e;
+        }
+    float s = 0.0f;
+    for (int k = 0; k < VL; k++)
+        s += acc[k];
+    for (; i < n; i++) {
+        a[i] = fexp(a[i] - mx);
+        s += a[i];
+    }
+    return s;
+}
 
 static void *cpu_alloc(size_t bytes)
 {
@@ -60,16 +154,13 @@ static void cpu_embedding_backward(float *demb, const int32_t *tokens, const flo
     }
 }
 
-static void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
-                                int N, int C, float eps)
+HOT static void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
+                                    int N, int C, float eps)
 {
     for (int i = 0; i < N; i++) {
-        const float *xi = x + (size_t)i * C;
-        float *oi = out + (size_t)i * C;
-        float ss = 0.0f;
-        for (int c = 0; c < C; c++)
-            ss += xi[c] * xi[c];
-        float r = 1.0f / sqrtf(ss / (float)C + eps);
+        const float *restrict xi = x + (size_t)i * C;
+        float *restrict oi = out + (size_t)i * C;
+        float r = 1.0f / sqrtf(dot_f(xi, xi, C) / (float)C + eps);
         rstd[i] = r;
         for (int c = 0; c < C; c++)
             oi[c] = w[c] * (xi[c] * r);
@@ -78,41 +169,49 @@ static void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const f
 
 /* y = w * x * r with r = (mean(x^2) + eps)^-1/2:
  * dx = r * (w*dy) - x * r^3 / C * sum(w*dy*x). */
-static void cpu_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
-                                 const float *rstd, int N, int C)
+HOT static void cpu_rmsnorm_backward(float *dx, const float *dout, const float *x,
+                                     const float *w, const float *rstd, int N, int C)
 {
     for (int i = 0; i < N; i++) {
-        const float *xi = x + (size_t)i * C;
-        const float *gi = dout + (size_t)i * C;
-        float *di = dx + (size_t)i * C;
+        const float *restrict xi = x + (size_t)i * C;
+        const float *restrict gi = dout + (size_t)i * C;
+        float *restrict di = dx + (size_t)i * C;
         float r = rstd[i];
+        float acc[VL] = {0};
+        int c = 0;
+        for (; c + VL <= C; c += VL)
+            for (int k = 0; k < VL; k++)
+                acc[k] += w[c + k] * gi[c + k] * xi[c + k];
         float dot = 0.0f;
-        for (int c = 0; c < C; c++)
+        for (int k = 0; k < VL; k++)
+            dot += acc[k];
+        for (; c < C; c++)
             dot += w[c] * gi[c] * xi[c];
-        float k = dot * r * r * r / (float)C;
-        for (int c = 0; c < C; c++)
-            di[c] += r * w[c] * gi[c] - k * xi[c];
+        float kk = dot * r * r * r / (float)C;
+        for (c = 0; c < C; c++)
+            di[c] += r * w[c] * gi[c] - kk * xi[c];
     }
 }
 
 /* rotate_half: for i < hd/2, (x_i, x_{i+hd/2}) -> (x_i cos - x_{i+h} sin,
  * x_{i+h} cos + x_i sin). sign = -1 applies the inverse (the transpose). */
-static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh,
-                       int hd, float sign)
+HOT static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T,
+                           int nh, int hd, float sign)
 {
     int half = hd / 2;
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
-            const float *ct = cos_t + (size_t)t * half;
-            const float *st = sin_t + (size_t)t * half;
+            const float *restrict ct = cos_t + (size_t)t * half;
+            const float *restrict st = sin_t + (size_t)t * half;
             float *row = x + ((size_t)b * T + t) * (size_t)nh * hd;
             for (int h = 0; h < nh; h++) {
-                float *xh = row + (size_t)h * hd;
+                float *restrict lo = row + (size_t)h * hd;
+                float *restrict hi = lo + half;
                 for (int i = 0; i < half; i++) {
-                    float a = xh[i], c = xh[i + half];
-                    float s = sign * st[i];
-                    xh[i] = a * ct[i] - c * s;
-                    xh[i + half] = c * ct[i] + a * s;
+                    float a = lo[i], c = hi[i];
+                    float sn = sign * st[i];
+                    lo[i] = a * ct[i] - c * sn;
+                    hi[i] = c * ct[i] + a * sn;
                 }
             }
         }
@@ -131,6 +230,34 @@ static void cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t,
     rope_apply(dx, cos_t, sin_t, B, T, nh, hd, -1.0f);
 }
 
+/* rows i of P (T, T): softmax over j <= i, zero above the diagonal */
+HOT static void softmax_causal(float *P, int T)
+{
+    for (int i = 0; i < T; i++) {
+        float *restrict row = P + (size_t)i * T;
+        float mx = max_f(row, i + 1);
+        float inv = 1.0f / exp_sum_f(row, i + 1, mx);
+        for (int j = 0; j <= i; j++)
+            row[j] *= inv;
+        for (int j = i + 1; j < T; j++)
+            row[j] = 0.0f;
+    }
+}
+
+/* dS = P * (dP - rowsum(P * dP)) * scale in place of dP, zero above the diagonal */
+HOT static void softmax_causal_backward(float *dP, const float *P, int T, float scale)
+{
+    for (int i = 0; i < T; i++) {
+        const float *restrict pr = P + (size_t)i * T;
+        float *restrict dr = dP + (size_t)i * T;
+        float dot = dot_f(pr, dr, i + 1);
+        for (int j = 0; j <= i; j++)
+            dr[j] = pr[j] * (dr[j] - dot) * scale;
+        for (int j = i + 1; j < T; j++)
+            dr[j] = 0.0f;
+    }
+}
+
 static void cpu_attention_forward(float *y, float *att, const float *q, const float *k,
                                   const float *v, const attn_shape_t *s)
 {
@@ -146,22 +273,7 @@ static void cpu_attention_forward(float *y, float *att, const float *q, const fl
             float *P = att + ((size_t)b * nh + h) * (size_t)T * T;
             /* S (T,T) = scale * Q (T,hd) K^T */
             cpu_gemm(false, true, T, T, hd, scale, qb, ldq, kb, ldk, 0.0f, P, T);
-            for (int i = 0; i < T; i++) {
-                float *row = P + (size_t)i * T;
-                float mx = row[0];
-                for (int j = 1; j <= i; j++)
-                    mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-                for (int j = 0; j <= i; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
-                }
-                float inv = 1.0f / sum;
-                for (int j = 0; j <= i; j++)
-                    row[j] *= inv;
-                for (int j = i + 1; j < T; j++)
-                    row[j] = 0.0f;
-            }
+            softmax_causal(P, T);
             /* Y (T,hd) = P (T,T) V (T,hd) */
             cpu_gemm(false, false, T, hd, T, 1.0f, P, T, vb, ldk, 0.0f,
                      y + (size_t)b * T * ldq + (size_t)h * hd, ldq);
@@ -190,17 +302,7 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
             /* dV (T,hd) += P^T dY */
             cpu_gemm(true, false, T, hd, T, 1.0f, P, T, dy + qoff, ldq, 1.0f, dv + koff, ldk);
             /* dS = P * (dP - sum_j P dP) * scale, zero above the diagonal */
-            for (int i = 0; i < T; i++) {
-                const float *pr = P + (size_t)i * T;
-                float *dr = dP + (size_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j <= i; j++)
-                    dot += pr[j] * dr[j];
-                for (int j = 0; j <= i; j++)
-                    dr[j] = pr[j] * (dr[j] - dot) * scale;
-                for (int j = i + 1; j < T; j++)
-                    dr[j] = 0.0f;
-            }
+            softmax_causal_backward(dP, P, T, scale);
             /* dQ (T,hd) = dS K ; dK (T,hd) += dS^T Q */
             cpu_gemm(false, false, T, hd, T, 1.0f, dP, T, k + koff, ldk, 0.0f, dq + qoff, ldq);
             cpu_gemm(true, false, T, hd, T, 1.0f, dP, T, q + qoff, ldq, 1.0f, dk + koff, ldk);
@@ -208,24 +310,55 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
     }
 }
 
-static void cpu_swiglu_forward(float *h, const float *g, const float *u, int64_t n)
+HOT static void cpu_swiglu_forward(float *h, const float *g, const float *u, int64_t n)
 {
+    float *restrict ho = h;
+    const float *restrict gi = g, *restrict ui = u;
     for (int64_t i = 0; i < n; i++) {
-        float x = g[i];
-        h[i] = x / (1.0f + expf(-x)) * u[i];
+        float x = gi[i];
+        ho[i] = x / (1.0f + fexp(-x)) * ui[i];
     }
 }
 
-static void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g,
-                                const float *u, int64_t n)
+HOT static void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g,
+                                    const float *u, int64_t n)
 {
+    float *restrict dgo = dg, *restrict duo = du;
+    const float *restrict dhi = dh, *restrict gi = g, *restrict ui = u;
     for (int64_t i = 0; i < n; i++) {
-        float x = g[i];
-        float sig = 1.0f / (1.0f + expf(-x));
+        float x = gi[i];
+        float sig = 1.0f / (1.0f + fexp(-x));
         float silu = x * sig;
-        du[i] = dh[i] * silu;
-        dg[i] = dh[i] * u[i] * sig * (1.0f + x * (1.0f - sig));
+        duo[i] = dhi[i] * silu;
+        dgo[i] = dhi[i] * ui[i] * sig * (1.0f + x * (1.0f - sig));
     }
+}
+
+/* a[i] = exp(a[i] - mx) in place; returns their sum accumulated in double */
+HOT static double exp_sum_d(float *restrict a, int n, float mx)
+{
+    double acc[VL] = {0};
+    int i = 0;
+    for (; i + VL <= n; i += VL)
+        for (int k = 0; k < VL; k++) {
+            float e = fexp(a[i + k] - mx);
+            a[i + k] = e;
+            acc[k] += (double)e;
+        }
+    double s = 0.0;
+    for (int k = 0; k < VL; k++)
+        s += acc[k];
+    for (; i < n; i++) {
+        a[i] = fexp(a[i] - mx);
+        s += (double)a[i];
+    }
+    return s;
+}
+
+HOT static void scale_f(float *restrict a, int n, float k)
+{
+    for (int i = 0; i < n; i++)
+        a[i] *= k;
 }
 
 static double cpu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
@@ -253,22 +386,12 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
                     memset(row, 0, sizeof(float) * V);
                 continue;
             }
-            float mx = row[0];
-            for (int j = 1; j < V; j++)
-                mx = row[j] > mx ? row[j] : mx;
+            float mx = max_f(row, V);
             float lt = row[tgt];
-            double sum = 0.0;
-            for (int j = 0; j < V; j++) {
-                float e = expf(row[j] - mx);
-                sum += e;
-                if (dx)
-                    row[j] = e;
-            }
+            double sum = exp_sum_d(row, V, mx);
             total += log(sum) - (double)(lt - mx);
             if (dx) {
-                float k = (float)(dscale / sum);
-                for (int j = 0; j < V; j++)
-                    row[j] *= k;
+                scale_f(row, V, (float)(dscale / sum));
                 row[tgt] -= dscale;
             }
             count++;
@@ -292,7 +415,7 @@ static void cpu_dropout_forward(float *out, const float *x, int64_t n, float p, 
 /* Follows torch.optim.AdamW (foreach=False) operation by operation: the
  * scalars (1 - lr*wd, 1 - beta, lr / bc1, sqrt(bc2)) are computed in double
  * and rounded to float once, as PyTorch does with its Python-float arguments. */
-static void cpu_adamw(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+HOT static void cpu_adamw(float *p, const float *g, float *m, float *v, int64_t n, double lr,
                       double beta1, double beta2, double eps, double wd, int64_t t)
 {
     float step_size = (float)(lr / (1.0 - pow(beta1, (double)t)));
@@ -318,13 +441,13 @@ static double cpu_sumsq(const float *x, int64_t n)
     return s;
 }
 
-static void cpu_scale(float *x, int64_t n, float a)
+HOT static void cpu_scale(float *x, int64_t n, float a)
 {
     for (int64_t i = 0; i < n; i++)
         x[i] *= a;
 }
 
-static void cpu_add(float *y, const float *x, int64_t n)
+HOT static void cpu_add(float *y, const float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
