@@ -6,6 +6,8 @@ Face transformers (LlamaForCausalLM) wrapped by PEFT (get_peft_model).
                       r 4, alpha 8 (scaling alpha/r)
   CASE rslora-llama3: the same with use_rslora (alpha/sqrt(r)), llama3 rope
                       scaling in config.json, tied embeddings
+  CASE bf16-mqa:      plain, but the model file in BF16 (both sides widen it
+                      exactly) and one key/value head for four query heads
 
 ft-train check writes the batch it used (inputs, targets), the LoRA A/B values
 and loss and gradients; the same A/B go into the PEFT model, which is run in
@@ -30,6 +32,11 @@ import refcommon as rc
 LOSS_TOL = 1e-4
 GRAD_TOL = 1e-3
 R, ALPHA = 4, 8.0
+CASES = {
+    "plain": {"kv_heads": 2, "dtype": "f32"},
+    "rslora-llama3": {"kv_heads": 2, "dtype": "f32"},
+    "bf16-mqa": {"kv_heads": 1, "dtype": "bf16"},
+}
 
 
 def reference(model_dir, check, n_layers, use_rslora, dtype, b_scale=1.0):
@@ -83,8 +90,8 @@ def reference(model_dir, check, n_layers, use_rslora, dtype, b_scale=1.0):
 
 def main():
     ft_train = rc.ft_train_path(sys.argv)
-    if len(sys.argv) != 4 or sys.argv[3] not in ("plain", "rslora-llama3"):
-        sys.stderr.write("usage: check_grad.py FT_TRAIN WORKDIR plain|rslora-llama3\n")
+    if len(sys.argv) != 4 or sys.argv[3] not in CASES:
+        sys.stderr.write("usage: check_grad.py FT_TRAIN WORKDIR %s\n" % "|".join(CASES))
         sys.exit(2)
     work, case = sys.argv[2], sys.argv[3]
     use_rslora = case == "rslora-llama3"
@@ -92,8 +99,9 @@ def main():
     torch.manual_seed(0)
 
     model_dir = os.path.join(work, "model")
-    cfg = rc.make_tiny_model(ft_train, model_dir, hidden=64, layers=2, heads=4, kv_heads=2,
-                             intermediate=96, vocab=264, max_pos=256, seed=11,
+    cfg = rc.make_tiny_model(ft_train, model_dir, hidden=64, layers=2, heads=4,
+                             kv_heads=CASES[case]["kv_heads"], intermediate=96, vocab=264,
+                             max_pos=256, dtype=CASES[case]["dtype"], seed=11,
                              tie=use_rslora)
     if use_rslora:
         cfg = rc.set_llama3_rope(model_dir)
