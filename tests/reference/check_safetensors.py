@@ -155,6 +155,23 @@ def main():
         exp[k] = (2, fan_in) if ".lora_A." in k else (fan_out, 2)
     check_file(adapter, exp, None)
     rc.log("  adapter: PEFT key names, A (r, in) and B (out, r)")
+    # Checkpoints (adapter + optimiser state) are safetensors too: all must parse.
+    others = []
+    for dirpath, _, names in os.walk(out_dir):
+        for n in sorted(names):
+            path = os.path.join(dirpath, n)
+            if n.endswith(".safetensors") and path != adapter:
+                others.append(path)
+    if not others:
+        raise rc.CheckFailed("no checkpoint safetensors under '%s'" % out_dir)
+    for path in others:
+        tensors, meta = read_all(path)
+        bad = [k for k, t in tensors.items()
+               if t.is_floating_point() and not bool(torch.isfinite(t.float()).all())]
+        if bad:
+            raise rc.CheckFailed("%s: non-finite values in %s" % (path, bad[:3]))
+        rc.log("  %s: %d tensors parse, all finite" % (os.path.relpath(path, out_dir),
+                                                      len(tensors)))
     rc.log("PASS: safetensors reads every file ft-train writes")
 
 
