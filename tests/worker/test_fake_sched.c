@@ -286,16 +286,21 @@ static const char fake_trainer[] =
 
 static char trainer_path[300];
 
-static void spawn_worker(const char *path)
+/* Starts ftworker; with trainer NULL, the stand-in above is written and used. */
+static void spawn_worker(const char *path, const char *trainer)
 {
     char state[300];
-    snprintf(trainer_path, sizeof(trainer_path), "%s/fake-ft-train", tmpdir);
-    FILE *f = fopen(trainer_path, "w");
-    if (f) {
-        fputs(fake_trainer, f);
-        fclose(f);
+    if (trainer) {
+        ft_strlcpy(trainer_path, trainer, sizeof(trainer_path));
+    } else {
+        snprintf(trainer_path, sizeof(trainer_path), "%s/fake-ft-train", tmpdir);
+        FILE *f = fopen(trainer_path, "w");
+        if (f) {
+            fputs(fake_trainer, f);
+            fclose(f);
+        }
+        chmod(trainer_path, 0755);
     }
-    chmod(trainer_path, 0755);
     snprintf(state, sizeof(state), "%s/state", tmpdir);
     snprintf(worker_log, sizeof(worker_log), "%s/worker.log", tmpdir);
     worker_pid = fork();
@@ -334,10 +339,105 @@ static void dump_worker_log(void)
         printf("# (no worker log)\n");
 }
 
+/* Waits up to timeout_ms for ftworker to exit; kills it after that. */
+static bool worker_exit_ok(int timeout_ms)
+{
+    int status = -1;
+    int64_t ts = ft_mono_ms();
+    pid_t w = 0;
+    while (ft_mono_ms() - ts < timeout_ms && (w = waitpid(worker_pid, &status, WNOHANG)) == 0)
+        usleep(20000);
+    if (w != worker_pid) {
+        kill(worker_pid, SIGKILL);
+        waitpid(worker_pid, &status, 0);
+        return false;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* Registers the freshly started worker: hello, then hello_reply. */
+static bool register_worker(void)
+{
+    cJSON *m = wait_for("hello", -1, 5000);
+    if (!m)
+        return false;
+    cJSON_Delete(m);
+    send_hello_reply(200, 5);
+    return true;
+}
+
+/* The real ft-train under the real ftworker: a tiny model, a few steps. */
+static int lora_scenario(const char *ftworker, const char *trainer)
+{
+    char cmd[1200], dir[400];
+    if (access(trainer, X_OK) != 0) {
+        printf("# no ft-train at '%s': skipped\n", trainer);
+        return 77;
+    }
+    snprintf(dir, sizeof(dir), "%s/lora", tmpdir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && '%s' make-tiny-model '%s/model' >/dev/null 2>&1",
+             dir, trainer, dir);
+    if (system(cmd) != 0) {
+        printf("# ft-train make-tiny-model failed: skipped\n");
+        return 77;
+    }
+    char data[500];
+    snprintf(data, sizeof(data), "%s/train.jsonl", dir);
+    FILE *f = fopen(data, "w");
+    for (int i = 0; f && i < 64; i++)
+        fprintf(f, "{\"prompt\": \"%d plus one:\", \"completion\": \" %d\"}\n", i, i + 1);
+    if (f)
+        fclose(f);
+    spawn_worker(ftworker, trainer);
+    CHECK(register_worker(), "ftworker registered");
+    char spec[2048];
+    snprintf(spec, sizeof(spec),
+             "{\"kind\":\"lora\",\"train\":{\"base_model\":\"%s/model\","
+             "\"datasets\":[{\"path\":\"%s\",\"type\":\"completion\"}],"
+             "\"val_set_size\":0.25,\"output_dir\":\"%s/out\",\"sequence_len\":32,"
+             "\"micro_batch_size\":4,\"max_steps\":6,\"eval_steps\":3,\"save_steps\":3,"
+             "\"learning_rate\":0.003}}",
+             dir, data, dir);
+    send_start_spec(1, 0, "lora", spec);
+    cJSON *m = wait_for("rank_started", 1, 5000);
+    CHECK(m != NULL, "lora job: rank_started");
+    cJSON_Delete(m);
+    m = wait_for("rank_exited", 1, 120000);
+    CHECK(m && geti(m, "exit_code") == 0 && strcmp(gets(m, "reason"), "exited") == 0,
+          "lora job: ft-train exited 0 (exit code %lld)",
+          m ? (long long)geti(m, "exit_code") : -1LL);
+    cJSON_Delete(m);
+    int steps = 0, with_loss = 0, with_eval = 0, done = 0, bad = 0;
+    int64_t last_step = -1;
+    for (cJSON *p; (p = wait_for("progress", 1, 0)) != NULL; cJSON_Delete(p)) {
+        const cJSON *loss = cJSON_GetObjectItemCaseSensitive(p, "loss");
+        const char *msg = gets(p, "message");
+        if (geti(p, "total_steps") != 6 || geti(p, "step") < last_step)
+            bad++;
+        last_step = geti(p, "step");
+        steps++;
+        with_loss += loss && loss->valuedouble > 0 && loss->valuedouble < 100;
+        with_eval += cJSON_GetObjectItemCaseSensitive(p, "eval_loss") != NULL;
+        done += msg && strncmp(msg, "done", 4) == 0;
+    }
+    CHECK(with_loss >= 6 && with_eval >= 1 && done == 1 && bad == 0,
+          "lora job: %d progress messages, %d with a loss, %d with eval_loss, %d done, "
+          "%d out of order or with a wrong total",
+          steps, with_loss, with_eval, done, bad);
+    char adapter[600];
+    snprintf(adapter, sizeof(adapter), "%s/out/adapter_model.safetensors", dir);
+    CHECK(access(adapter, R_OK) == 0, "lora job: adapter written to %s", adapter);
+    kill(worker_pid, SIGTERM);
+    CHECK(worker_exit_ok(5000), "ftworker exited with status 0");
+    CHECK(invalid_msgs == 0, "every worker message passed the protocol validator");
+    return check_exit();
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_fake_sched FTWORKER\n");
+    bool lora = argc == 4 && strcmp(argv[2], "--lora") == 0;
+    if (argc != 2 && !lora) {
+        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN]\n");
         return 2;
     }
     ft_log_init("test_fake_sched", FT_LOG_WARN);
@@ -349,7 +449,21 @@ int main(int argc, char **argv)
     zctx = zmq_ctx_new();
     router_open();
     printf("# fake scheduler on %s, state in %s\n", endpoint, tmpdir);
-    spawn_worker(argv[1]);
+    if (lora) {
+        int rc = lora_scenario(argv[1], argv[3]);
+        if (rc == 1)
+            dump_worker_log();
+        router_close();
+        zmq_ctx_term(zctx);
+        if (rc != 1) {
+            char cmd[400];
+            snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+            if (system(cmd) != 0)
+                printf("# could not remove %s\n", tmpdir);
+        }
+        return rc;
+    }
+    spawn_worker(argv[1], NULL);
 
     /* ---- hello, heartbeats ---- */
     cJSON *m = wait_for("hello", -1, 5000);
@@ -646,17 +760,7 @@ int main(int argc, char **argv)
     CHECK(m && strcmp(gets(m, "reason"), "stopped") == 0 && geti(m, "signal") == 15,
           "SIGTERM to ftworker: job 8 reported stopped by signal 15");
     cJSON_Delete(m);
-    int status = -1;
-    ts = ft_mono_ms();
-    pid_t w = 0;
-    while (ft_mono_ms() - ts < 5000 && (w = waitpid(worker_pid, &status, WNOHANG)) == 0)
-        usleep(20000);
-    CHECK(w == worker_pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-          "ftworker exited with status 0");
-    if (w != worker_pid) {
-        kill(worker_pid, SIGKILL);
-        waitpid(worker_pid, &status, 0);
-    }
+    CHECK(worker_exit_ok(5000), "ftworker exited with status 0");
     CHECK(pid8 <= 0 || kill(pid8, 0) < 0, "job 8's process is gone");
     CHECK(invalid_msgs == 0, "every worker message passed the protocol validator (%d did not)",
           invalid_msgs);
