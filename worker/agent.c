@@ -379,6 +379,7 @@ static void rank_finished(agent_t *a, int idx, int status)
         m = NULL;
     }
     outbox_push(a, m);
+    rank_forget(r);
     rank_destroy(&a->ranks[idx]);
     a->ranks[idx] = a->ranks[--a->nranks];
     a->ranks[a->nranks] = NULL;

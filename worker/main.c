@@ -19,6 +19,7 @@
 
 #include "agent.h"
 #include "devices.h"
+#include "rank.h"
 #include "ft/common.h"
 #include "ft/jobspec.h"
 #include "ft/proto.h"
@@ -287,6 +288,7 @@ int main(int argc, char **argv)
         ft_error("cannot use state dir '%s': %s", state_dir, dir_abs ? err.msg : strerror(errno));
         goto out;
     }
+    rank_kill_leftovers(dir_abs);
     trainer = find_trainer(cli.trainer);
     ft_info("ftworker %s: node '%s' on '%s', scheduler '%s', state dir '%s', trainer '%s'",
             FT_VERSION_STRING, name, host, cli.scheduler, dir_abs, trainer);

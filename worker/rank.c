@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,8 +137,8 @@ static void log_failure(int log_fd, const char *why)
 }
 
 /* Never returns. Only async-signal-safe calls. */
-static void child_exec(int report_fd, int log_fd, int null_fd, int event_w, const char *cwd,
-                       char *const *argv, char *const *envp)
+static void child_exec(pid_t parent, int report_fd, int log_fd, int null_fd, int event_w,
+                       const char *cwd, char *const *argv, char *const *envp)
 {
     child_report_t rep = {STAGE_FDS, 0};
     /* keep the report pipe clear of fd RANK_EVENT_FD, which the event pipe takes */
@@ -148,6 +150,10 @@ static void child_exec(int report_fd, int log_fd, int null_fd, int event_w, cons
     sigprocmask(SIG_SETMASK, &all, NULL);
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0);
+    /* a rank must not outlive its worker: the node would be rescheduled under it */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
     if (chdir(cwd) < 0) {
         rep.stage = STAGE_CHDIR;
         goto fail;
@@ -170,6 +176,134 @@ fail:
     if (write(report_fd, &rep, sizeof(rep)) < 0)
         _exit(126);
     _exit(127);
+}
+
+/* Process group and start time (clock ticks since boot) of pid from
+ * /proc/PID/stat. The command name may hold spaces and parentheses, so the
+ * fields are counted from the last ')'. */
+static int proc_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    int pg = 0;
+    unsigned long long st = 0;
+    /* after ')': state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime */
+    if (sscanf(p + 1,
+               " %*c %*d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+               "%*d %llu",
+               &pg, &st) != 2)
+        return -1;
+    *pgrp = pg;
+    *start = st;
+    return 0;
+}
+
+/* jobs/J/rank-R.pid: "PID STARTTIME", so that a restarted worker can find
+ * ranks of its previous life (see rank_kill_leftovers). */
+static void write_pid_file(rank_t *r, const char *state_dir)
+{
+    pid_t pg;
+    unsigned long long start = 0;
+    int n = snprintf(r->pid_path, sizeof(r->pid_path), "%s/jobs/%lld/rank-%d.pid", state_dir,
+                     (long long)r->job_id, r->rank);
+    if (n < 0 || (size_t)n >= sizeof(r->pid_path) || proc_stat(r->pid, &pg, &start) < 0) {
+        r->pid_path[0] = '\0';
+        return;
+    }
+    char line[64];
+    n = snprintf(line, sizeof(line), "%d %llu\n", (int)r->pid, start);
+    int fd = open(r->pid_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0 || write(fd, line, (size_t)n) != n) {
+        ft_warn("cannot write '%s': %s", r->pid_path, strerror(errno));
+        r->pid_path[0] = '\0';
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Kills every process of group pgid that started no earlier than its leader
+ * did (start): those are the rank's, even when the leader itself is gone. */
+static int kill_group_since(pid_t pgid, unsigned long long start)
+{
+    DIR *d = opendir("/proc");
+    int killed = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        pid_t pg;
+        unsigned long long st;
+        if (*end || pid <= 1 || proc_stat((pid_t)pid, &pg, &st) < 0)
+            continue;
+        if (pg == pgid && st >= start && kill((pid_t)pid, SIGKILL) == 0)
+            killed++;
+    }
+    if (d)
+        closedir(d);
+    return killed;
+}
+
+int rank_kill_leftovers(const char *state_dir)
+{
+    char path[PATH_MAX];
+    int killed = 0;
+    snprintf(path, sizeof(path), "%s/jobs", state_dir);
+    DIR *jobs = opendir(path);
+    struct dirent *je;
+    while (jobs && (je = readdir(jobs)) != NULL) {
+        if (je->d_name[0] == '.')
+            continue;
+        char jdir[PATH_MAX + 300];
+        snprintf(jdir, sizeof(jdir), "%s/%s", path, je->d_name);
+        DIR *jd = opendir(jdir);
+        struct dirent *re;
+        while (jd && (re = readdir(jd)) != NULL) {
+            size_t len = strlen(re->d_name);
+            if (strncmp(re->d_name, "rank-", 5) != 0 || len < 5 ||
+                strcmp(re->d_name + len - 4, ".pid") != 0)
+                continue;
+            char pf[PATH_MAX + 600];
+            snprintf(pf, sizeof(pf), "%s/%s", jdir, re->d_name);
+            FILE *f = fopen(pf, "re");
+            int pid = 0;
+            unsigned long long start = 0;
+            if (f && fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1) {
+                int n = kill_group_since((pid_t)pid, start);
+                if (n > 0)
+                    ft_warn("killed %d leftover process(es) of job %s %.*s (process group %d) "
+                            "from an earlier ftworker",
+                            n, je->d_name, (int)(len - 4), re->d_name, pid);
+                killed += n;
+            }
+            if (f)
+                fclose(f);
+            unlink(pf);
+        }
+        if (jd)
+            closedir(jd);
+    }
+    if (jobs)
+        closedir(jobs);
+    return killed;
+}
+
+void rank_forget(rank_t *r)
+{
+    if (r->pid_path[0] && unlink(r->pid_path) < 0 && errno != ENOENT)
+        ft_warn("cannot remove '%s': %s", r->pid_path, strerror(errno));
+    r->pid_path[0] = '\0';
 }
 
 int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err_t *err)
@@ -238,13 +372,14 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         goto out;
     }
+    pid_t self = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot fork: %s", strerror(errno));
         goto out;
     }
     if (pid == 0)
-        child_exec(rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v);
+        child_exec(self, rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v);
     setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
     close(rep[1]);
     rep[1] = -1;
@@ -278,6 +413,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
     ev[0] = -1;
     r->last_total = -1;
     r->started_ms = ft_mono_ms();
+    write_pid_file(r, ctx->state_dir);
     if (fcntl(r->event_fd, F_SETFL, O_NONBLOCK) < 0)
         ft_warn("cannot make the event pipe of job %lld rank %d non-blocking: %s",
                 (long long)r->job_id, r->rank, strerror(errno));

@@ -6,6 +6,7 @@
  * Files, under the (absolute) state dir:
  *   jobs/JOBID/rank-R.log    stdout + stderr of every attempt, appended
  *   jobs/JOBID/rank-R/       per-rank working files (spec.json for lora)
+ *   jobs/JOBID/rank-R.pid    "PID STARTTIME" while the rank runs
  * Invariants: a running rank has pid > 0 and pgid == pid; its event fd is the
  * read end of a pipe whose write end only the child (and its descendants)
  * hold, as fd 3; exec failures are learnt through a close-on-exec pipe, so a rank that
@@ -48,6 +49,7 @@ typedef struct {
     bool kill_sent;                 /* SIGKILL already sent to the group */
     int64_t kill_at_ms;             /* monotonic ms for SIGKILL; 0 = none scheduled */
     int64_t started_ms;             /* monotonic ms at launch */
+    char pid_path[4096];            /* jobs/J/rank-R.pid while running; "" = none */
 } rank_t;
 
 /* What a launch needs besides the rank itself. */
@@ -79,6 +81,15 @@ void rank_signal(rank_t *r, int sig);
 
 /* Turns a wait status into the rank_exited fields. reason is static. */
 void rank_exit_fields(const rank_t *r, int status, int *exit_code, int *sig, const char **reason);
+
+/* Removes the rank's pid file (it ended and was reported). */
+void rank_forget(rank_t *r);
+
+/* At start-up: kills what ranks of an earlier ftworker on this state dir left
+ * running (found through their pid files; a process counts when it is in the
+ * rank's process group and started after the rank did), and removes the pid
+ * files. Returns the number of processes killed. */
+int rank_kill_leftovers(const char *state_dir);
 
 /* Closes the event fd and frees; sets *r to NULL. */
 void rank_destroy(rank_t **r);

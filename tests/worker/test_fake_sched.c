@@ -355,15 +355,40 @@ static bool worker_exit_ok(int timeout_ms)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/* Registers the freshly started worker: hello, then hello_reply. */
-static bool register_worker(void)
+/* Registers the freshly started worker: hello, then hello_reply. Returns the
+ * number of running ranks in its hello, -1 when no hello came. */
+static int register_worker(void)
 {
     cJSON *m = wait_for("hello", -1, 5000);
     if (!m)
-        return false;
+        return -1;
+    int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "running"));
     cJSON_Delete(m);
     send_hello_reply(200, 5);
-    return true;
+    return n;
+}
+
+/* A process that exists and is not a zombie. */
+static bool alive(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+static bool wait_dead(pid_t pid, int timeout_ms)
+{
+    int64_t ts = ft_mono_ms();
+    while (alive(pid) && ft_mono_ms() - ts < timeout_ms)
+        usleep(20000);
+    return !alive(pid);
 }
 
 /* The real ft-train under the real ftworker: a tiny model, a few steps. */
@@ -389,7 +414,7 @@ static int lora_scenario(const char *ftworker, const char *trainer)
     if (f)
         fclose(f);
     spawn_worker(ftworker, trainer);
-    CHECK(register_worker(), "ftworker registered");
+    CHECK(register_worker() == 0, "ftworker registered");
     char spec[2048];
     snprintf(spec, sizeof(spec),
              "{\"kind\":\"lora\",\"train\":{\"base_model\":\"%s/model\","
@@ -761,7 +786,42 @@ int main(int argc, char **argv)
           "SIGTERM to ftworker: job 8 reported stopped by signal 15");
     cJSON_Delete(m);
     CHECK(worker_exit_ok(5000), "ftworker exited with status 0");
-    CHECK(pid8 <= 0 || kill(pid8, 0) < 0, "job 8's process is gone");
+    CHECK(pid8 <= 0 || !alive(pid8), "job 8's process is gone");
+
+    /* ---- ftworker killed with SIGKILL: its ranks die with it, and the next
+     *      ftworker on the same state dir kills what they left behind ---- */
+    spawn_worker(argv[1], NULL);
+    CHECK(register_worker() == 0, "a second ftworker on the same state dir registered");
+    char bgfile[300], cmd14[600];
+    snprintf(bgfile, sizeof(bgfile), "%s/bg.pid", tmpdir);
+    snprintf(cmd14, sizeof(cmd14), "[\"sh\",\"-c\",\"sleep 30 & echo $! > %s; wait\"]", bgfile);
+    send_start(14, 0, cmd14, "");
+    m = wait_for("rank_started", 14, 3000);
+    pid_t pid14 = m ? (pid_t)geti(m, "pid") : -1;
+    cJSON_Delete(m);
+    int bg = 0;
+    for (int i = 0; i < 100 && bg <= 0; i++) {
+        FILE *f = fopen(bgfile, "r");
+        if (!f || fscanf(f, "%d", &bg) != 1)
+            bg = 0;
+        if (f)
+            fclose(f);
+        usleep(20000);
+    }
+    kill(worker_pid, SIGKILL);
+    waitpid(worker_pid, NULL, 0);
+    CHECK(pid14 > 0 && bg > 0 && wait_dead(pid14, 2000) && alive(bg),
+          "SIGKILL to ftworker: the rank's process %d died with it, its background child %d "
+          "lived on",
+          (int)pid14, bg);
+    spawn_worker(argv[1], NULL);
+    CHECK(register_worker() == 0, "a third ftworker registered with no running ranks");
+    char pidfile[400];
+    snprintf(pidfile, sizeof(pidfile), "%s/state/jobs/14/rank-0.pid", tmpdir);
+    CHECK(bg > 0 && wait_dead(bg, 2000) && access(pidfile, F_OK) != 0,
+          "the new ftworker killed the leftover %d and removed the pid file", bg);
+    kill(worker_pid, SIGTERM);
+    CHECK(worker_exit_ok(5000), "the third ftworker exited with status 0");
     CHECK(invalid_msgs == 0, "every worker message passed the protocol validator (%d did not)",
           invalid_msgs);
 

@@ -11,13 +11,14 @@
  * The loops are written to vectorise: reductions keep VL independent partial
  * sums (a fixed order, so results do not depend on the machine), exp is a
  * branch-free Cephes-style polynomial (within 2 ulp of expf on the range
- * used), and the hot functions are compiled for AVX-512, AVX2+FMA and
+ * used), and the hot functions are compiled for AVX-512F, AVX2 and
  * baseline x86-64 with the best one chosen at load time (GCC target_clones).
  * The build uses ISO C mode, where GCC does not contract a*b+c into FMA, so
  * every clone rounds identically.
  */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +28,7 @@
 void openblas_set_num_threads(int num_threads);
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define HOT
 #endif
@@ -40,8 +41,11 @@ void openblas_set_num_threads(int num_threads);
  * gate activations. */
 static inline float fexp(float x)
 {
-    x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.7f ? 88.7f : x;
+    /* n = round(x / ln2) by the 1.5 * 2^23 trick (|x / ln2| < 2^22 here),
+     * which vectorises where floorf may not */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -123,6 +127,129 @@ static void *cpu_alloc(size_t bytes)
 static void cpu_free(void *p)
 {
     free(p);
+}
+
+/* ---- a small fork-join pool for the loops OpenBLAS does not run ----
+ * n_workers threads plus the caller split a range into contiguous chunks.
+ * Results never depend on the split: every item is computed by the same code
+ * on its own, and reductions across items are done by the caller in order.
+ * A call costs one wake-up of each worker (tens of microseconds), so callers
+ * only go parallel above a work threshold. */
+#define POOL_MAX 64
+
+typedef void (*range_fn)(void *ctx, int64_t lo, int64_t hi, int tid);
+
+typedef struct {
+    pthread_t th[POOL_MAX];   /* workers */
+    int n_workers;            /* threads besides the caller */
+    pthread_mutex_t mu;       /* guards everything below */
+    pthread_cond_t start;     /* a new job or stop */
+    pthread_cond_t done;      /* pending reached 0 */
+    uint64_t gen;             /* job generation */
+    int pending;              /* workers still running the job */
+    range_fn fn;              /* the job */
+    void *ctx;
+    int64_t n;                /* items in the job */
+    bool stop;                /* workers exit */
+} pool_t;
+
+static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                      .start = PTHREAD_COND_INITIALIZER,
+                      .done = PTHREAD_COND_INITIALIZER};
+static int blas_threads = 1;   /* what OpenBLAS was last set to */
+
+/* chunk w of n items split into parts pieces */
+static void chunk(int64_t n, int parts, int w, int64_t *lo, int64_t *hi)
+{
+    *lo = n * w / parts;
+    *hi = n * (w + 1) / parts;
+}
+
+static void *pool_main(void *arg)
+{
+    int wid = (int)(intptr_t)arg;   /* 1 .. n_workers */
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (!pool.stop && pool.gen == seen)
+            pthread_cond_wait(&pool.start, &pool.mu);
+        if (pool.stop)
+            break;
+        seen = pool.gen;
+        range_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int64_t lo, hi;
+        chunk(pool.n, pool.n_workers + 1, wid, &lo, &hi);
+        pthread_mutex_unlock(&pool.mu);
+        if (lo < hi)
+            fn(ctx, lo, hi, wid);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0)
+            pthread_cond_signal(&pool.done);
+    }
+    pthread_mutex_unlock(&pool.mu);
+    return NULL;
+}
+
+static void pool_resize(int n_workers)
+{
+    if (n_workers > POOL_MAX)
+        n_workers = POOL_MAX;
+    if (n_workers == pool.n_workers)
+        return;
+    pthread_mutex_lock(&pool.mu);
+    pool.stop = true;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 0; i < pool.n_workers; i++)
+        pthread_join(pool.th[i], NULL);
+    pool.n_workers = 0;
+    pool.stop = false;
+    for (int i = 0; i < n_workers; i++) {
+        if (pthread_create(&pool.th[i], NULL, pool_main, (void *)(intptr_t)(i + 1)) != 0)
+            break;  /* fewer workers: the work still gets done */
+        pool.n_workers = i + 1;
+    }
+}
+
+/* Runs fn over [0, n) on the pool when n >= min_par, else inline. */
+static void par_range(int64_t n, int64_t min_par, range_fn fn, void *ctx)
+{
+    if (pool.n_workers == 0 || n < min_par || n < 2) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    pthread_mutex_lock(&pool.mu);
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.pending = pool.n_workers;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.mu);
+    int64_t lo, hi;
+    chunk(n, pool.n_workers + 1, 0, &lo, &hi);
+    fn(ctx, lo, hi, 0);
+    pthread_mutex_lock(&pool.mu);
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.mu);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+/* Per-thread scratch that grows on demand (attention backward). */
+static float *tls_scratch[POOL_MAX + 1];
+static size_t tls_scratch_n[POOL_MAX + 1];
+
+static float *scratch_for(int tid, size_t n)
+{
+    if (tls_scratch_n[tid] < n) {
+        float *p = realloc(tls_scratch[tid], n * sizeof(float));
+        if (!p)
+            return NULL;
+        tls_scratch[tid] = p;
+        tls_scratch_n[tid] = n;
+    }
+    return tls_scratch[tid];
 }
 
 static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
