@@ -495,7 +495,10 @@ static void h_cancel(sched_t *s, const peer_t *p, cJSON *msg)
     cJSON *r, *results;
 
     ft_json_get_str(msg, NULL, "reason", false, 256, &why, &err);
-    snprintf(reason, sizeof(reason), "cancelled: %s", ft_sanitize(why, 200));
+    if (strncmp(why, "cancelled", 9) == 0)
+        snprintf(reason, sizeof(reason), "%s", ft_sanitize(why, 200));
+    else
+        snprintf(reason, sizeof(reason), "cancelled: %s", ft_sanitize(why, 200));
     r = ft_proto_new(FT_MSG_CANCEL_REPLY, p->re);
     results = cJSON_AddArrayToObject(r, "results");
     if (sched_tx_begin(s, &err) < 0)

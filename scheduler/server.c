@@ -33,12 +33,15 @@ static void flush_outbox(sched_t *s, void *sock)
         if (zmq_send(sock, m->peer, m->peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
             zmq_send(sock, m->payload, strlen(m->payload), ZMQ_DONTWAIT) < 0) {
             int e = zmq_errno();
+            bool worker = m->peer_len > 2 && memcmp(m->peer, "w/", 2) == 0;
 
-            if (m->peer_len > 2 && memcmp(m->peer, "w/", 2) == 0)
+            /* A dead worker is found by liveness; one line per lost
+             * heartbeat would only bury the line that matters. */
+            if (worker && !strstr(m->payload, "\"type\":\"heartbeat\""))
                 ft_warn("cannot send to worker '%.*s': %s", (int)m->peer_len - 2,
                         (const char *)m->peer + 2, zmq_strerror(e));
             else
-                ft_debug("cannot send to a client: %s", zmq_strerror(e));
+                ft_debug("cannot send to %s: %s", worker ? "a worker" : "a client", zmq_strerror(e));
         }
     }
     sched_outbox_clear(s);
