@@ -33,6 +33,7 @@
 #define EVENT_READS_PER_TURN 16 /* 4 KiB reads per rank per loop turn */
 #define BAD_LINE_WARNINGS 5     /* per rank, then debug level */
 #define POLL_MAX_MS 1000
+#define SEND_WARN_EVERY_MS 5000 /* at most one send-failure warning per window */
 
 typedef enum { CONN_WAIT = 0, CONN_HELLO, CONN_READY } conn_state_t;
 
@@ -55,6 +56,7 @@ struct agent {
     uint64_t session;                  /* incremented for every new socket */
     int64_t last_heard_ms;             /* monotonic ms of the last inbound frame (or connect) */
     int64_t last_sent_ms;              /* monotonic ms of the last outbound frame */
+    int64_t last_send_warn_ms;         /* monotonic ms of the last send-failure warning */
     int64_t last_hello_ms;             /* monotonic ms of the last hello */
     int64_t reconnect_at_ms;           /* CONN_WAIT: when to open the next socket */
     int backoff_ms;                    /* next wait after a lost connection */
@@ -83,13 +85,19 @@ static int send_msg(agent_t *a, const cJSON *m)
     }
     size_t len = strlen(text);
     int rc = zmq_send(a->sock, text, len, ZMQ_DONTWAIT);
+    int64_t now = ft_mono_ms();
     if (rc < 0) {
+        /* one warning per window: a full queue would otherwise flood the log */
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "type");
-        ft_warn("cannot send '%s' to the scheduler: %s", cJSON_IsString(t) ? t->valuestring : "?",
-                zmq_strerror(errno));
-    } else {
-        a->last_sent_ms = ft_mono_ms();
+        bool warn = now - a->last_send_warn_ms >= SEND_WARN_EVERY_MS;
+        ft_log(warn ? FT_LOG_WARN : FT_LOG_DEBUG, "cannot send '%s' to the scheduler: %s",
+               cJSON_IsString(t) ? t->valuestring : "?", zmq_strerror(errno));
+        if (warn)
+            a->last_send_warn_ms = now;
     }
+    /* a failed send counts too, so that a full queue does not make the
+     * heartbeat timer fire on every loop turn */
+    a->last_sent_ms = now;
     free(text);
     return rc < 0 ? -1 : 0;
 }

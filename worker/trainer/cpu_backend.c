@@ -281,10 +281,17 @@ static void cpu_embedding_backward(float *demb, const int32_t *tokens, const flo
     }
 }
 
-HOT static void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
-                                    int N, int C, float eps)
+typedef struct {
+    float *out, *rstd, *dx;            /* outputs (per op) */
+    const float *x, *w, *dout, *rs;    /* inputs (per op) */
+    int C;                             /* row width */
+    float eps;
+} norm_ctx;
+
+HOT static void rmsnorm_fwd_rows(float *out, float *rstd, const float *x, const float *w,
+                                 int64_t lo, int64_t hi, int C, float eps)
 {
-    for (int i = 0; i < N; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         const float *restrict xi = x + (size_t)i * C;
         float *restrict oi = out + (size_t)i * C;
         float r = 1.0f / sqrtf(dot_f(xi, xi, C) / (float)C + eps);
@@ -296,10 +303,11 @@ HOT static void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, con
 
 /* y = w * x * r with r = (mean(x^2) + eps)^-1/2:
  * dx = r * (w*dy) - x * r^3 / C * sum(w*dy*x). */
-HOT static void cpu_rmsnorm_backward(float *dx, const float *dout, const float *x,
-                                     const float *w, const float *rstd, int N, int C)
+HOT static void rmsnorm_bwd_rows(float *dx, const float *dout, const float *x,
+                                 const float *w, const float *rstd, int64_t lo, int64_t hi,
+                                 int C)
 {
-    for (int i = 0; i < N; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         const float *restrict xi = x + (size_t)i * C;
         const float *restrict gi = dout + (size_t)i * C;
         float *restrict di = dx + (size_t)i * C;
@@ -320,29 +328,83 @@ HOT static void cpu_rmsnorm_backward(float *dx, const float *dout, const float *
     }
 }
 
+/* rows of work worth a thread hand-off: about 64K floats */
+static int64_t rows_min_par(int C)
+{
+    return C > 0 ? 65536 / C + 1 : 1;
+}
+
+static void rmsnorm_fwd_range(void *p, int64_t lo, int64_t hi, int tid)
+{
+    norm_ctx *c = p;
+    rmsnorm_fwd_rows(c->out, c->rstd, c->x, c->w, lo, hi, c->C, c->eps);
+    (void)tid;
+}
+
+static void rmsnorm_bwd_range(void *p, int64_t lo, int64_t hi, int tid)
+{
+    norm_ctx *c = p;
+    rmsnorm_bwd_rows(c->dx, c->dout, c->x, c->w, c->rs, lo, hi, c->C);
+    (void)tid;
+}
+
+static void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
+                                int C, float eps)
+{
+    norm_ctx c = {.out = out, .rstd = rstd, .x = x, .w = w, .C = C, .eps = eps};
+    par_range(N, rows_min_par(C), rmsnorm_fwd_range, &c);
+}
+
+static void cpu_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
+                                 const float *rstd, int N, int C)
+{
+    norm_ctx c = {.dx = dx, .dout = dout, .x = x, .w = w, .rs = rstd, .C = C};
+    par_range(N, rows_min_par(C), rmsnorm_bwd_range, &c);
+}
+
 /* rotate_half: for i < hd/2, (x_i, x_{i+hd/2}) -> (x_i cos - x_{i+h} sin,
  * x_{i+h} cos + x_i sin). sign = -1 applies the inverse (the transpose). */
-HOT static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T,
-                           int nh, int hd, float sign)
+HOT static void rope_rows(float *x, const float *cos_t, const float *sin_t, int64_t lo,
+                          int64_t hi, int T, int nh, int hd, float sign)
 {
     int half = hd / 2;
-    for (int b = 0; b < B; b++) {
-        for (int t = 0; t < T; t++) {
-            const float *restrict ct = cos_t + (size_t)t * half;
-            const float *restrict st = sin_t + (size_t)t * half;
-            float *row = x + ((size_t)b * T + t) * (size_t)nh * hd;
-            for (int h = 0; h < nh; h++) {
-                float *restrict lo = row + (size_t)h * hd;
-                float *restrict hi = lo + half;
-                for (int i = 0; i < half; i++) {
-                    float a = lo[i], c = hi[i];
-                    float sn = sign * st[i];
-                    lo[i] = a * ct[i] - c * sn;
-                    hi[i] = c * ct[i] + a * sn;
-                }
+    for (int64_t bt = lo; bt < hi; bt++) {
+        int64_t t = bt % T;
+        const float *restrict ct = cos_t + (size_t)t * half;
+        const float *restrict st = sin_t + (size_t)t * half;
+        float *row = x + (size_t)bt * (size_t)nh * hd;
+        for (int h = 0; h < nh; h++) {
+            float *restrict x1 = row + (size_t)h * hd;   /* first half */
+            float *restrict x2 = x1 + half;              /* second half */
+            for (int i = 0; i < half; i++) {
+                float a = x1[i], c = x2[i];
+                float sn = sign * st[i];
+                x1[i] = a * ct[i] - c * sn;
+                x2[i] = c * ct[i] + a * sn;
             }
         }
     }
+}
+
+typedef struct {
+    float *x;                        /* (B*T, nh*hd) in place */
+    const float *cos_t, *sin_t;      /* (T, hd/2) */
+    int T, nh, hd;
+    float sign;                      /* +1 forward, -1 the transpose */
+} rope_ctx;
+
+static void rope_range(void *p, int64_t lo, int64_t hi, int tid)
+{
+    rope_ctx *c = p;
+    rope_rows(c->x, c->cos_t, c->sin_t, lo, hi, c->T, c->nh, c->hd, c->sign);
+    (void)tid;
+}
+
+static void rope_apply(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh,
+                       int hd, float sign)
+{
+    rope_ctx c = {x, cos_t, sin_t, T, nh, hd, sign};
+    par_range((int64_t)B * T, rows_min_par(nh * hd), rope_range, &c);
 }
 
 static void cpu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T,
@@ -357,10 +419,21 @@ static void cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t,
     rope_apply(dx, cos_t, sin_t, B, T, nh, hd, -1.0f);
 }
 
-/* rows i of P (T, T): softmax over j <= i, zero above the diagonal */
-HOT static void softmax_causal(float *P, int T)
+/* Query rows per block: block [i0, i1) only meets keys [0, i1), so the GEMMs
+ * skip the masked upper blocks (5/8 of the full square at T = 4 blocks,
+ * tending to 1/2). */
+#define ATT_BLOCK 64
+
+typedef struct {
+    float *y, *att;             /* outputs */
+    const float *q, *k, *v;     /* inputs */
+    const attn_shape_t *s;
+} att_fwd_ctx;
+
+/* rows [i0, i1) of P (T, T): softmax over j <= i, zero above the diagonal */
+HOT static void softmax_causal_rows(float *P, int i0, int i1, int T)
 {
-    for (int i = 0; i < T; i++) {
+    for (int i = i0; i < i1; i++) {
         float *restrict row = P + (size_t)i * T;
         float mx = max_f(row, i + 1);
         float inv = 1.0f / exp_sum_f(row, i + 1, mx);
@@ -371,39 +444,113 @@ HOT static void softmax_causal(float *P, int T)
     }
 }
 
-/* dS = P * (dP - rowsum(P * dP)) * scale in place of dP, zero above the diagonal */
-HOT static void softmax_causal_backward(float *dP, const float *P, int T, float scale)
+/* items are (b, h) pairs */
+static void att_fwd_range(void *p, int64_t lo, int64_t hi, int tid)
 {
-    for (int i = 0; i < T; i++) {
-        const float *restrict pr = P + (size_t)i * T;
-        float *restrict dr = dP + (size_t)i * T;
-        float dot = dot_f(pr, dr, i + 1);
-        for (int j = 0; j <= i; j++)
-            dr[j] = pr[j] * (dr[j] - dot) * scale;
-        for (int j = i + 1; j < T; j++)
-            dr[j] = 0.0f;
+    att_fwd_ctx *c = p;
+    const attn_shape_t *s = c->s;
+    int T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
+    int ldq = nh * hd, ldk = s->n_kv * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t it = lo; it < hi; it++) {
+        int b = (int)(it / nh), h = (int)(it % nh), kvh = h / group;
+        const float *qb = c->q + (size_t)b * T * ldq + (size_t)h * hd;
+        const float *kb = c->k + (size_t)b * T * ldk + (size_t)kvh * hd;
+        const float *vb = c->v + (size_t)b * T * ldk + (size_t)kvh * hd;
+        float *yb = c->y + (size_t)b * T * ldq + (size_t)h * hd;
+        float *P = c->att + ((size_t)b * nh + h) * (size_t)T * T;
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, bq = i1 - i0;
+            float *Pb = P + (size_t)i0 * T;
+            /* S (bq, i1) = scale * Q[i0:i1] (bq, hd) K[0:i1]^T */
+            cpu_gemm(false, true, bq, i1, hd, scale, qb + (size_t)i0 * ldq, ldq, kb, ldk, 0.0f,
+                     Pb, T);
+            softmax_causal_rows(P, i0, i1, T);
+            /* Y[i0:i1] (bq, hd) = P[i0:i1, 0:i1] V[0:i1] */
+            cpu_gemm(false, false, bq, hd, i1, 1.0f, Pb, T, vb, ldk, 0.0f,
+                     yb + (size_t)i0 * ldq, ldq);
+        }
     }
+    (void)tid;
+}
+
+/* OpenBLAS single-threaded while the pool runs one GEMM chain per item */
+static void par_blas_range(int64_t n, range_fn fn, void *ctx)
+{
+    if (pool.n_workers == 0 || n < 2) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    openblas_set_num_threads(1);
+    par_range(n, 2, fn, ctx);
+    openblas_set_num_threads(blas_threads);
 }
 
 static void cpu_attention_forward(float *y, float *att, const float *q, const float *k,
                                   const float *v, const attn_shape_t *s)
 {
-    int T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
-    int ldq = nh * hd, ldk = s->n_kv * hd;
+    att_fwd_ctx c = {y, att, q, k, v, s};
+    par_blas_range((int64_t)s->B * s->n_heads, att_fwd_range, &c);
+}
+
+typedef struct {
+    float *dq, *dk, *dv;                            /* outputs */
+    const float *dy, *att, *q, *k, *v;              /* inputs */
+    float *scratch0;                                /* (T, T) for thread 0 */
+    const attn_shape_t *s;
+} att_bwd_ctx;
+
+/* rows [i0, i1) of dS = P * (dP - rowsum(P * dP)) * scale in place of dP
+ * (row stride T, only j < i1 meaningful), zero above the diagonal */
+HOT static void softmax_causal_backward_rows(float *dP, const float *P, int i0, int i1, int T,
+                                             float scale)
+{
+    for (int i = i0; i < i1; i++) {
+        const float *restrict pr = P + (size_t)i * T;
+        float *restrict dr = dP + (size_t)(i - i0) * T;
+        float dot = dot_f(pr, dr, i + 1);
+        for (int j = 0; j <= i; j++)
+            dr[j] = pr[j] * (dr[j] - dot) * scale;
+        for (int j = i + 1; j < i1; j++)
+            dr[j] = 0.0f;
+    }
+}
+
+/* items are (b, kv head) pairs, so that the dK, dV sums over the query heads
+ * of a group stay in one thread and in a fixed order */
+static void att_bwd_range(void *p, int64_t lo, int64_t hi, int tid)
+{
+    att_bwd_ctx *c = p;
+    const attn_shape_t *s = c->s;
+    int T = s->T, hd = s->hd, nh = s->n_heads, nkv = s->n_kv, group = nh / nkv;
+    int ldq = nh * hd, ldk = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < s->B; b++) {
-        for (int h = 0; h < nh; h++) {
-            int kvh = h / group;
-            const float *qb = q + (size_t)b * T * ldq + (size_t)h * hd;
-            const float *kb = k + (size_t)b * T * ldk + (size_t)kvh * hd;
-            const float *vb = v + (size_t)b * T * ldk + (size_t)kvh * hd;
-            float *P = att + ((size_t)b * nh + h) * (size_t)T * T;
-            /* S (T,T) = scale * Q (T,hd) K^T */
-            cpu_gemm(false, true, T, T, hd, scale, qb, ldq, kb, ldk, 0.0f, P, T);
-            softmax_causal(P, T);
-            /* Y (T,hd) = P (T,T) V (T,hd) */
-            cpu_gemm(false, false, T, hd, T, 1.0f, P, T, vb, ldk, 0.0f,
-                     y + (size_t)b * T * ldq + (size_t)h * hd, ldq);
+    float *dP = tid == 0 ? c->scratch0 : tls_scratch[tid];
+    for (int64_t it = lo; it < hi; it++) {
+        int b = (int)(it / nkv), kvh = (int)(it % nkv);
+        size_t koff = (size_t)b * T * ldk + (size_t)kvh * hd;
+        for (int t = 0; t < T; t++) {
+            memset(c->dk + koff + (size_t)t * ldk, 0, sizeof(float) * hd);
+            memset(c->dv + koff + (size_t)t * ldk, 0, sizeof(float) * hd);
+        }
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            size_t qoff = (size_t)b * T * ldq + (size_t)h * hd;
+            const float *P = c->att + ((size_t)b * nh + h) * (size_t)T * T;
+            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+                int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, bq = i1 - i0;
+                const float *Pb = P + (size_t)i0 * T;
+                const float *dyb = c->dy + qoff + (size_t)i0 * ldq;
+                /* dP (bq, i1) = dY[i0:i1] V[0:i1]^T */
+                cpu_gemm(false, true, bq, i1, hd, 1.0f, dyb, ldq, c->v + koff, ldk, 0.0f, dP, T);
+                /* dV[0:i1] (i1, hd) += P[i0:i1, 0:i1]^T dY[i0:i1] */
+                cpu_gemm(true, false, i1, hd, bq, 1.0f, Pb, T, dyb, ldq, 1.0f, c->dv + koff, ldk);
+                softmax_causal_backward_rows(dP, P, i0, i1, T, scale);
+                /* dQ[i0:i1] = dS K[0:i1] ; dK[0:i1] += dS^T Q[i0:i1] */
+                cpu_gemm(false, false, bq, hd, i1, 1.0f, dP, T, c->k + koff, ldk, 0.0f,
+                         c->dq + qoff + (size_t)i0 * ldq, ldq);
+                cpu_gemm(true, false, i1, hd, bq, 1.0f, dP, T, c->q + qoff + (size_t)i0 * ldq,
+                         ldq, 1.0f, c->dk + koff, ldk);
+            }
         }
     }
 }
@@ -412,53 +559,60 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
                                    const float *att, const float *q, const float *k,
                                    const float *v, float *scratch, const attn_shape_t *s)
 {
-    int T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
-    int ldq = nh * hd, ldk = s->n_kv * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    memset(dk, 0, sizeof(float) * (size_t)s->B * T * ldk);
-    memset(dv, 0, sizeof(float) * (size_t)s->B * T * ldk);
-    for (int b = 0; b < s->B; b++) {
-        for (int h = 0; h < nh; h++) {
-            int kvh = h / group;
-            size_t qoff = (size_t)b * T * ldq + (size_t)h * hd;
-            size_t koff = (size_t)b * T * ldk + (size_t)kvh * hd;
-            const float *P = att + ((size_t)b * nh + h) * (size_t)T * T;
-            float *dP = scratch;
-            /* dP (T,T) = dY (T,hd) V^T */
-            cpu_gemm(false, true, T, T, hd, 1.0f, dy + qoff, ldq, v + koff, ldk, 0.0f, dP, T);
-            /* dV (T,hd) += P^T dY */
-            cpu_gemm(true, false, T, hd, T, 1.0f, P, T, dy + qoff, ldq, 1.0f, dv + koff, ldk);
-            /* dS = P * (dP - sum_j P dP) * scale, zero above the diagonal */
-            softmax_causal_backward(dP, P, T, scale);
-            /* dQ (T,hd) = dS K ; dK (T,hd) += dS^T Q */
-            cpu_gemm(false, false, T, hd, T, 1.0f, dP, T, k + koff, ldk, 0.0f, dq + qoff, ldq);
-            cpu_gemm(true, false, T, hd, T, 1.0f, dP, T, q + qoff, ldq, 1.0f, dk + koff, ldk);
-        }
-    }
+    att_bwd_ctx c = {dq, dk, dv, dy, att, q, k, v, scratch, s};
+    int64_t items = (int64_t)s->B * s->n_kv;
+    bool ok = true;
+    for (int t = 1; t <= pool.n_workers; t++)
+        ok = ok && scratch_for(t, (size_t)s->T * s->T) != NULL;
+    if (ok)
+        par_blas_range(items, att_bwd_range, &c);
+    else
+        att_bwd_range(&c, 0, items, 0);  /* out of memory for scratch: one thread */
 }
 
-HOT static void cpu_swiglu_forward(float *h, const float *g, const float *u, int64_t n)
+typedef struct {
+    float *h, *dg, *du;              /* outputs (per op) */
+    const float *g, *u, *dh;         /* inputs (per op) */
+} swiglu_ctx;
+
+HOT static void swiglu_fwd_range(void *p, int64_t lo, int64_t hi, int tid)
 {
-    float *restrict ho = h;
-    const float *restrict gi = g, *restrict ui = u;
-    for (int64_t i = 0; i < n; i++) {
+    swiglu_ctx *c = p;
+    float *restrict ho = c->h;
+    const float *restrict gi = c->g, *restrict ui = c->u;
+    (void)tid;
+    for (int64_t i = lo; i < hi; i++) {
         float x = gi[i];
         ho[i] = x / (1.0f + fexp(-x)) * ui[i];
     }
 }
 
-HOT static void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g,
-                                    const float *u, int64_t n)
+HOT static void swiglu_bwd_range(void *p, int64_t lo, int64_t hi, int tid)
 {
-    float *restrict dgo = dg, *restrict duo = du;
-    const float *restrict dhi = dh, *restrict gi = g, *restrict ui = u;
-    for (int64_t i = 0; i < n; i++) {
+    swiglu_ctx *c = p;
+    float *restrict dgo = c->dg, *restrict duo = c->du;
+    const float *restrict dhi = c->dh, *restrict gi = c->g, *restrict ui = c->u;
+    (void)tid;
+    for (int64_t i = lo; i < hi; i++) {
         float x = gi[i];
         float sig = 1.0f / (1.0f + fexp(-x));
         float silu = x * sig;
         duo[i] = dhi[i] * silu;
         dgo[i] = dhi[i] * ui[i] * sig * (1.0f + x * (1.0f - sig));
     }
+}
+
+static void cpu_swiglu_forward(float *h, const float *g, const float *u, int64_t n)
+{
+    swiglu_ctx c = {.h = h, .g = g, .u = u};
+    par_range(n, 65536, swiglu_fwd_range, &c);
+}
+
+static void cpu_swiglu_backward(float *dg, float *du, const float *dh, const float *g,
+                                const float *u, int64_t n)
+{
+    swiglu_ctx c = {.dg = dg, .du = du, .dh = dh, .g = g, .u = u};
+    par_range(n, 65536, swiglu_bwd_range, &c);
 }
 
 /* a[i] = exp(a[i] - mx) in place; returns their sum accumulated in double */
@@ -582,7 +736,9 @@ HOT static void cpu_add(float *y, const float *x, int64_t n)
 
 static void cpu_set_threads(int n)
 {
-    openblas_set_num_threads(n > 0 ? n : 1);
+    blas_threads = n > 0 ? n : 1;
+    openblas_set_num_threads(blas_threads);
+    pool_resize(blas_threads - 1);
 }
 
 static const backend_t cpu_backend = {
