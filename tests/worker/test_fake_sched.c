@@ -623,6 +623,21 @@ int main(int argc, char **argv)
           data ? data : "(none)");
     cJSON_Delete(m);
 
+    /* ---- an over-long event line is skipped up to its newline, the next one counts ---- */
+    send_start(15, 0,
+               "[\"sh\",\"-c\",\"head -c 10000 /dev/zero | tr '\\\\000' x >&3; echo >&3; "
+               "echo '{\\\"event\\\":\\\"progress\\\",\\\"step\\\":7,"
+               "\\\"total_steps\\\":8}' >&3\"]",
+               "");
+    p1 = wait_for("progress", 15, 3000);
+    m = wait_for("rank_exited", 15, 3000);
+    CHECK(p1 && geti(p1, "step") == 7 && m && geti(m, "exit_code") == 0 &&
+              !backlog_has("progress", 15) &&
+              file_has(worker_log, "dropping an event line longer than 4096 bytes"),
+          "job 15: a 10000-byte line was dropped, the line after it forwarded (step 7)");
+    cJSON_Delete(p1);
+    cJSON_Delete(m);
+
     /* ---- stop: SIGTERM ignored -> SIGKILL after grace; SIGTERM obeyed ---- */
     send_start(4, 0, "[\"sh\",\"-c\",\"trap '' TERM; echo ready; sleep 30; echo survived\"]", "");
     m = wait_for("rank_started", 4, 3000);
