@@ -328,6 +328,7 @@ static void h_jobs(sched_t *s, const peer_t *p, cJSON *msg)
     const char *user = NULL;
     int64_t limit = 200;
     int mask = 0, idx = 0;
+    size_t size = 0;
     sqlite3_stmt *st;
     cJSON *r, *arr;
 
@@ -364,9 +365,20 @@ static void h_jobs(sched_t *s, const peer_t *p, cJSON *msg)
     arr = cJSON_AddArrayToObject(r, "jobs");
     while (sqlite3_step(st) == SQLITE_ROW) {
         cJSON *j = job_summary(s, st, &err);
+        char *t;
 
-        if (j)
-            cJSON_AddItemToArray(arr, j);
+        if (!j)
+            continue;
+        /* Stay under the message limit: newest first, then "truncated". */
+        t = ft_json_print(j);
+        size += t ? strlen(t) + 1 : 0;
+        free(t);
+        if (size > FT_MSG_MAX_BYTES - 4096) {
+            cJSON_Delete(j);
+            cJSON_AddBoolToObject(r, "truncated", true);
+            break;
+        }
+        cJSON_AddItemToArray(arr, j);
     }
     sqlite3_reset(st);
     reply(s, p, r);

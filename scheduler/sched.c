@@ -53,6 +53,21 @@ void sched_send(sched_t *s, const void *peer, size_t peer_len, cJSON *msg)
     if (!msg)
         return;
     text = ft_json_print(msg);
+    if (text && strlen(text) > FT_MSG_MAX_BYTES) {
+        /* Peers refuse frames over the limit: say so instead of sending one. */
+        ft_err_t e;
+        const cJSON *re = cJSON_GetObjectItemCaseSensitive(msg, "re");
+        char re_copy[65] = "";
+
+        if (cJSON_IsString(re))
+            ft_strlcpy(re_copy, re->valuestring, sizeof(re_copy));
+        ft_err_set(&e, FT_ETOOLARGE, "the reply (%zu bytes) is over the %d-byte message limit; ask for less",
+                   strlen(text), FT_MSG_MAX_BYTES);
+        free(text);
+        cJSON_Delete(msg);
+        msg = ft_proto_error(re_copy, &e);
+        text = msg ? ft_json_print(msg) : NULL;
+    }
     cJSON_Delete(msg);
     if (!text || peer_len == 0 || peer_len > sizeof(m->peer)) {
         free(text);

@@ -576,6 +576,45 @@ static void test_storage_faults(void)
     done(&s, path);
 }
 
+/* Replies never exceed the message limit: jobs is cut ("truncated"), and a
+ * reply that cannot be cut becomes a too_large error. */
+static void test_reply_limits(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    ft_err_t err;
+    cJSON *r;
+    int64_t n;
+
+    CHECK(db_exec(s->db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 6000)"
+                         " INSERT INTO jobs (name, kind, spec, user, team, state, reason, priority, max_retries, gpus, submit_time)"
+                         " SELECT printf('job-%058d', i), 'exec', '{}', 'ann', 'default', 'FAILED',"
+                         " printf('%0200d', i), 0, 0, 1, 1 FROM c", &err) == 0, "6000 finished jobs in the database");
+    h_send(s, "c", "{\"v\":1,\"type\":\"jobs\",\"limit\":10000}");
+    r = h_reply("c");
+    n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "jobs"));
+    CHECK(r && strcmp(h_type(r), "jobs_reply") == 0 && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "truncated")) &&
+              n > 1000 && n < 6000,
+          "jobs of 6000 long rows: cut to %lld newest, truncated true", (long long)n);
+    {
+        char *t = ft_json_print(r);
+        ft_msg_type_t ty;
+        cJSON *back = ft_proto_decode(t, strlen(t), &ty, NULL, 0, &err);
+        CHECK(back != NULL, "the cut reply (%zu bytes) passes the validator", strlen(t));
+        cJSON_Delete(back);
+        free(t);
+    }
+    CHECK(db_exec(s->db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 19999)"
+                         " INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms, end_ms)"
+                         " SELECT 1, 1 + i / 1000, i % 1000, 'n1', 0, printf('GPU-%036d', i), 'NVIDIA H100 80GB HBM3', 1000, 2000 FROM c", &err) == 0,
+          "20000 allocation rows for job 1");
+    h_send(s, "c", "{\"v\":1,\"type\":\"job\",\"id\":\"big\",\"job_id\":1}");
+    r = h_reply("c");
+    CHECK(r && strcmp(h_str(r, "code"), "too_large") == 0 && strcmp(h_str(r, "re"), "big") == 0,
+          "a job reply over 1 MiB becomes too_large with re: '%s'", h_str(r, "message"));
+    done(&s, path);
+}
+
 int main(void)
 {
     ft_log_init("test_sched", FT_LOG_ERROR);
@@ -589,6 +628,7 @@ int main(void)
     test_logs_relay();
     test_usage();
     test_storage_faults();
+    test_reply_limits();
     h_drop();
     return check_done("test_sched");
 }
