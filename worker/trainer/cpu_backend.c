@@ -642,11 +642,48 @@ HOT static void scale_f(float *restrict a, int n, float k)
         a[i] *= k;
 }
 
+typedef struct {
+    float *logits;              /* (n, V) in: logits; out: dscale * (softmax - onehot) */
+    const int32_t *targets;     /* (n) */
+    double *row_loss;           /* (n) out: -log p(target), 0 for ignored rows */
+    int V;
+    float dscale;
+    bool grad;                  /* write the gradient into logits */
+} xent_ctx;
+
+static void xent_rows(void *p, int64_t lo, int64_t hi, int tid)
+{
+    xent_ctx *c = p;
+    int V = c->V;
+    (void)tid;
+    for (int64_t i = lo; i < hi; i++) {
+        float *row = c->logits + (size_t)i * V;
+        int tgt = c->targets[i];
+        c->row_loss[i] = 0.0;
+        if (tgt < 0) {
+            if (c->grad)
+                memset(row, 0, sizeof(float) * V);
+            continue;
+        }
+        float mx = max_f(row, V);
+        float lt = row[tgt];
+        double sum = exp_sum_d(row, V, mx);
+        c->row_loss[i] = log(sum) - (double)(lt - mx);
+        if (c->grad) {
+            scale_f(row, V, (float)(c->dscale / sum));
+            row[tgt] -= c->dscale;
+        }
+    }
+}
+
 static double cpu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
                        int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok)
 {
     double total = 0.0;
     int64_t count = 0;
+    double *row_loss = malloc(sizeof(double) * (size_t)(chunk > 0 ? chunk : 1));
+    bool parallel = row_loss != NULL;
+    double one;
     for (int r0 = 0; r0 < N; r0 += chunk) {
         int n = N - r0 < chunk ? N - r0 : chunk;
         int live = 0;
@@ -659,29 +696,31 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
         }
         /* logits (n,V) = x (n,C) W^T */
         cpu_gemm(false, true, n, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f, logits, V);
+        xent_ctx c = {logits, targets + r0, parallel ? row_loss : &one, V, dscale, dx != NULL};
+        if (parallel) {
+            par_range(n, 4, xent_rows, &c);
+        } else {
+            /* no memory for the per-row losses: one row at a time */
+            for (int i = 0; i < n; i++) {
+                c.logits = logits + (size_t)i * V;
+                c.targets = targets + r0 + i;
+                xent_rows(&c, 0, 1, 0);
+                total += one;
+            }
+        }
         for (int i = 0; i < n; i++) {
-            float *row = logits + (size_t)i * V;
-            int tgt = targets[r0 + i];
-            if (tgt < 0) {
-                if (dx)
-                    memset(row, 0, sizeof(float) * V);
-                continue;
+            if (targets[r0 + i] >= 0) {
+                count++;
+                if (parallel)
+                    total += row_loss[i];  /* in row order: independent of threads */
             }
-            float mx = max_f(row, V);
-            float lt = row[tgt];
-            double sum = exp_sum_d(row, V, mx);
-            total += log(sum) - (double)(lt - mx);
-            if (dx) {
-                scale_f(row, V, (float)(dscale / sum));
-                row[tgt] -= dscale;
-            }
-            count++;
         }
         /* dx (n,C) = dlogits (n,V) W (V,C) */
         if (dx)
             cpu_gemm(false, false, n, C, V, 1.0f, logits, V, W, C, 0.0f, dx + (size_t)r0 * C,
                      C);
     }
+    free(row_loss);
     *n_tok = count;
     return total;
 }
