@@ -25,6 +25,7 @@ static int test_checks;
         }                                                                                          \
         printf(__VA_ARGS__);                                                                       \
         printf("\n");                                                                              \
+        fflush(stdout);                                                                            \
     } while (0)
 
 static inline void test_tmpdir(char *buf, size_t len, const char *tag)

@@ -1,8 +1,9 @@
 /*
  * tokenizer.h: text to token ids. The byte-level tokenizer of the bundled
  * tiny model maps each UTF-8 byte b to id b + 3 (0 = pad, 1 = bos, 2 = eos),
- * vocabulary 259 and up. Real tokenizers (tokenizer.json BPE) come later;
- * until then real models take pre-tokenized data.
+ * vocabulary 259 and up. Byte-level BPE tokenizers (tokenizer.json of GPT-2,
+ * Llama 3 and kin, see tokenizer.c for what is accepted) are read too; models
+ * with any other tokenizer take pre-tokenized data.
  */
 #ifndef FT_TOKENIZER_H
 #define FT_TOKENIZER_H
@@ -14,8 +15,9 @@
 typedef struct tokenizer tokenizer_t;
 
 /* Loads the tokenizer of a model folder: "byte" when tokenizer_config.json
- * says "tokenizer_class": "FtByteTokenizer"; NULL with err for anything else
- * (data must then be pre-tokenized). */
+ * says "tokenizer_class": "FtByteTokenizer", else byte-level BPE from
+ * tokenizer.json (BOS/EOS ids from config.json); NULL with err naming the
+ * reason for anything else (data must then be pre-tokenized). */
 tokenizer_t *tokenizer_load(const char *model_dir, ft_err_t *err);
 void tokenizer_destroy(tokenizer_t **t);
 /* Appends the ids of text to out (capacity cap); returns the count written or

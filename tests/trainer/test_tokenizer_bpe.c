@@ -1,0 +1,161 @@
+/*
+ * test_tokenizer_bpe.c: ft's byte-level BPE tokenizer against Hugging Face
+ * `tokenizers`: for each fixture folder (tests/trainer/data/bpe-*, made by
+ * make_bpe_fixtures.py: a Llama-3-style and a GPT-2-style tokenizer.json and
+ * the ids the reference library gives for 338 texts), every text must encode
+ * to exactly the reference ids. Then the refusals: tokenizer.json features
+ * ft does not implement must fail loading with a reason, never encode
+ * differently.
+ * Usage: test_tokenizer_bpe DATA_DIR
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ft/json.h"
+#include "testutil.h"
+#include "tokenizer.h"
+
+static void check_fixture(const char *dir, int want_vocab)
+{
+    ft_err_t err = {0};
+    tokenizer_t *t = tokenizer_load(dir, &err);
+    CHECK(t != NULL, "'%s' loads: %s", dir, err.msg);
+    if (!t)
+        return;
+    CHECK(tokenizer_vocab_size(t) == want_vocab && tokenizer_bos(t) == 0 && tokenizer_eos(t) == 1,
+          "vocab %d (want %d), bos 0 and eos 1 from config.json", tokenizer_vocab_size(t),
+          want_vocab);
+    char path[600];
+    snprintf(path, sizeof path, "%s/cases.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL, "cases read");
+    if (!f) {
+        tokenizer_destroy(&t);
+        return;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int n = 0, bad = 0, tokens = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        cJSON *j = ft_json_parse(line, (size_t)len, &err);
+        const cJSON *text = cJSON_GetObjectItem(j, "text"), *ids = cJSON_GetObjectItem(j, "ids");
+        size_t tl = strlen(text->valuestring);
+        int32_t *out = malloc((tl + 1) * sizeof *out);
+        int64_t k = tokenizer_encode(t, text->valuestring, tl, out, (int64_t)tl + 1);
+        bool same = k == cJSON_GetArraySize(ids);
+        for (int64_t i = 0; same && i < k; i++)
+            same = out[i] == cJSON_GetArrayItem(ids, (int)i)->valueint;
+        if (!same && bad++ < 5) {
+            char *want = ft_json_print(ids), *txt = ft_json_print(text);
+            printf("  mismatch on %s\n  want %s\n  got ", txt, want);
+            free(txt);
+            for (int64_t i = 0; i < k; i++)
+                printf("%s%d", i ? "," : "[", out[i]);
+            printf("]\n");
+            fflush(stdout);
+            free(want);
+        }
+        tokens += (int)k;
+        n++;
+        free(out);
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(f);
+    CHECK(n > 300 && bad == 0, "%d texts (%d tokens): %d differ from Hugging Face tokenizers", n,
+          tokens, bad);
+    /* capacity: a text never gives more ids than bytes */
+    int32_t small[2];
+    CHECK(tokenizer_encode(t, "abc", 3, small, 2) == -1, "capacity below the byte count: -1");
+    tokenizer_destroy(&t);
+}
+
+/* Copies the fixture with one change made by edit, expects a load error. */
+static void expect_refusal(const char *src, const char *tmp, const char *what,
+                           void (*edit)(cJSON *), const char *want)
+{
+    ft_err_t err = {0};
+    char p[700];
+    size_t len;
+    snprintf(p, sizeof p, "%s/tokenizer.json", src);
+    char *buf = ft_read_file(p, 1 << 24, &len, &err);
+    cJSON *j = ft_json_parse(buf, len, &err);
+    edit(j);
+    char *out = cJSON_PrintUnformatted(j);
+    snprintf(p, sizeof p, "%s/tokenizer.json", tmp);
+    test_write_text(p, out);
+    snprintf(p, sizeof p, "%s/config.json", src);
+    char *cfg = ft_read_file(p, 1 << 20, &len, &err);
+    snprintf(p, sizeof p, "%s/config.json", tmp);
+    test_write_text(p, cfg);
+    tokenizer_t *t = tokenizer_load(tmp, &err);
+    CHECK(!t && strstr(err.msg, want) && strstr(err.msg, "pre-tokenized"), "%s refused: %s", what,
+          err.msg);
+    tokenizer_destroy(&t);
+    free(cfg);
+    free(out);
+    cJSON_Delete(j);
+    free(buf);
+}
+
+static void set_normalizer(cJSON *j)
+{
+    cJSON *n = cJSON_CreateObject();
+    cJSON_AddStringToObject(n, "type", "NFC");
+    cJSON_ReplaceItemInObject(j, "normalizer", n);
+}
+
+static void set_byte_fallback(cJSON *j)
+{
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(j, "model"), "byte_fallback", cJSON_CreateTrue());
+}
+
+static void set_prefix_space(cJSON *j)
+{
+    cJSON *pre = cJSON_GetObjectItem(j, "pre_tokenizer");
+    cJSON_ReplaceItemInObject(pre, "add_prefix_space", cJSON_CreateTrue());
+}
+
+static void set_other_regex(cJSON *j)
+{
+    cJSON *sp = cJSON_GetArrayItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "pre_tokenizer"), "pretokenizers"), 0);
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(sp, "pattern"), "Regex",
+                              cJSON_CreateString("\\w+|\\s+"));
+}
+
+static void drop_byte(cJSON *j)
+{
+    cJSON_DeleteItemFromObject(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "vocab"), "!");
+}
+
+static void set_lstrip(cJSON *j)
+{
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "added_tokens"), 0),
+                              "lstrip", cJSON_CreateTrue());
+}
+
+int main(int argc, char **argv)
+{
+    char a[600], b[600], tmp[300];
+    ft_err_t err = {0};
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_tokenizer_bpe DATA_DIR\n");
+        return 2;
+    }
+    snprintf(a, sizeof a, "%s/bpe-llama3", argv[1]);
+    snprintf(b, sizeof b, "%s/bpe-gpt2", argv[1]);
+    check_fixture(a, 901);
+    check_fixture(b, 901);
+    test_tmpdir(tmp, sizeof tmp, "bpe");
+    expect_refusal(a, tmp, "a normalizer", set_normalizer, "normalizer is not supported");
+    expect_refusal(a, tmp, "byte_fallback", set_byte_fallback, "byte_fallback");
+    expect_refusal(b, tmp, "add_prefix_space", set_prefix_space, "add_prefix_space");
+    expect_refusal(a, tmp, "another regex", set_other_regex, "neither the GPT-2 nor the Llama-3");
+    expect_refusal(a, tmp, "a byte missing", drop_byte, "no token for byte 0x21");
+    expect_refusal(a, tmp, "lstrip", set_lstrip, "lstrip is not supported");
+    (void)err;
+    return test_finish(tmp);
+}
