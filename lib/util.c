@@ -166,14 +166,18 @@ size_t ft_strlcpy(char *dst, const char *src, size_t len)
 
 const char *ft_sanitize(const char *s, size_t max)
 {
-    static _Thread_local char buf[1024];
+    /* A few buffers in turn, so that one message may sanitize several
+     * arguments: ft_err_set(e, c, "'%s' vs '%s'", ft_sanitize(a), ft_sanitize(b)). */
+    static _Thread_local char bufs[FT_SANITIZE_SLOTS][1024];
+    static _Thread_local unsigned slot;
+    char *buf = bufs[slot++ % FT_SANITIZE_SLOTS];
     size_t n, i;
     bool cut = false;
 
     if (!s)
         return "(null)";
-    if (max > sizeof(buf) - 4)
-        max = sizeof(buf) - 4;
+    if (max > sizeof(bufs[0]) - 4)
+        max = sizeof(bufs[0]) - 4;
     n = strnlen(s, max + 1);
     if (n > max) {
         n = max;

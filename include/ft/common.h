@@ -74,8 +74,10 @@ int ft_parse_time(const char *s, int64_t now_s, int64_t *out);
 /* Copies at most len-1 bytes and always terminates; returns strlen(src). */
 size_t ft_strlcpy(char *dst, const char *src, size_t len);
 /* Copy of s cut to max bytes (ending "..." if cut) with control characters
- * replaced by '?', for echoing untrusted input in error messages. Static buffer
- * per thread; valid until the next call. */
+ * replaced by '?', for echoing untrusted input in error messages. Returns one of
+ * FT_SANITIZE_SLOTS static buffers per thread, used in turn: valid until that
+ * many more calls (so one message may sanitize up to that many arguments). */
+#define FT_SANITIZE_SLOTS 4
 const char *ft_sanitize(const char *s, size_t max);
 /* Heap printf; NULL on allocation failure. */
 char *ft_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
