@@ -62,8 +62,8 @@ static void test_strings(void)
     s = ft_sanitize("abcdefghij", 4);
     CHECK(strcmp(s, "abcd...") == 0, "ft_sanitize cuts long input: '%s'", s);
     {
-        const char *a = ft_sanitize("first", 64), *b = ft_sanitize("second", 64);
-        CHECK(strcmp(a, "first") == 0 && strcmp(b, "second") == 0, "two ft_sanitize results can be used together");
+        const char *s1 = ft_sanitize("first", 64), *s2 = ft_sanitize("second", 64);
+        CHECK(strcmp(s1, "first") == 0 && strcmp(s2, "second") == 0, "two ft_sanitize results can be used together");
     }
     s = ft_sanitize("\xc3\xa9\xc3\xa9", 3);
     CHECK(strcmp(s, "\xc3\xa9...") == 0, "ft_sanitize does not split a UTF-8 sequence");
