@@ -20,8 +20,8 @@
 #include "ft/json.h"
 
 #define CTX "spec"
-#define ARG_MAX_LEN 4096    /* bytes per argv element or env value */
-#define ENV_KEY_MAX 128     /* bytes per env name */
+#define ARG_MAX_LEN 4096 /* bytes per argv element or env value */
+#define ENV_KEY_MAX 128  /* bytes per env name */
 
 typedef enum {
     SK_INT,     /* int field, bounds min..max */
@@ -98,8 +98,8 @@ static bool printable(const char *s)
     return true;
 }
 
-static int parse_enum(const cJSON *spec, const char *key, const char *const *names,
-                      int *out, ft_err_t *err)
+static int parse_enum(const cJSON *spec, const char *key, const char *const *names, int *out,
+                      ft_err_t *err)
 {
     const char *s = NULL;
     int rc = ft_json_get_str(spec, CTX, key, false, 16, &s, err);
@@ -115,8 +115,8 @@ static int parse_enum(const cJSON *spec, const char *key, const char *const *nam
             size_t n = strlen(allowed);
             snprintf(allowed + n, sizeof(allowed) - n, "%s'%s'", k ? ", " : "", names[k]);
         }
-        ft_err_set(err, FT_EBADFIELD, CTX ".%s: '%s' is not one of %s", key,
-                   ft_sanitize(s, 64), allowed);
+        ft_err_set(err, FT_EBADFIELD, CTX ".%s: '%s' is not one of %s", key, ft_sanitize(s, 64),
+                   allowed);
         return -1;
     }
     *out = i;
@@ -187,14 +187,14 @@ static int parse_command(const cJSON *spec, ft_jobspec_t *out, ft_err_t *err)
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         return -1;
     }
-    cJSON_ArrayForEach(e, cmd) {
+    cJSON_ArrayForEach(e, cmd)
+    {
         if (!cJSON_IsString(e)) {
             ft_err_set(err, FT_EBADFIELD, CTX ".command[%d]: expected a string", i);
             return -1;
         }
         if (strlen(e->valuestring) > ARG_MAX_LEN) {
-            ft_err_set(err, FT_ETOOLARGE, CTX ".command[%d]: longer than %d bytes", i,
-                       ARG_MAX_LEN);
+            ft_err_set(err, FT_ETOOLARGE, CTX ".command[%d]: longer than %d bytes", i, ARG_MAX_LEN);
             return -1;
         }
         if (i == 0 && e->valuestring[0] == '\0') {
@@ -243,13 +243,15 @@ static int parse_env(const cJSON *spec, ft_jobspec_t *out, ft_err_t *err)
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         return -1;
     }
-    cJSON_ArrayForEach(e, env) {
+    cJSON_ArrayForEach(e, env)
+    {
         const char *k = e->string ? e->string : "";
 
         if (strlen(k) > ENV_KEY_MAX || !env_name_ok(k)) {
-            ft_err_set(err, FT_EBADFIELD,
-                       CTX ".env: '%s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes)",
-                       ft_sanitize(k, 64), ENV_KEY_MAX);
+            ft_err_set(
+                err, FT_EBADFIELD,
+                CTX ".env: '%s' is not a variable name ([A-Za-z_][A-Za-z0-9_]*, at most %d bytes)",
+                ft_sanitize(k, 64), ENV_KEY_MAX);
             return -1;
         }
         if (strncmp(k, "FT_", 3) == 0 || name_index(reserved_env, k) >= 0) {
@@ -390,8 +392,8 @@ int ft_jobspec_parse(const cJSON *spec, ft_jobspec_t *out, ft_err_t *err)
         switch (k->kind) {
         case SK_INT:
         case SK_INT64:
-            rc = ft_json_get_int(spec, CTX, k->name, false, (int64_t)k->min, (int64_t)k->max,
-                                 &iv, err);
+            rc = ft_json_get_int(spec, CTX, k->name, false, (int64_t)k->min, (int64_t)k->max, &iv,
+                                 err);
             if (rc == 0 && k->kind == SK_INT)
                 *(int *)(base + k->off) = (int)iv;
             else if (rc == 0)

@@ -400,8 +400,8 @@ static int lookup(const cJSON *obj, const char *ctx, const char *name, bool requ
     return 0;
 }
 
-int ft_json_get_int(const cJSON *obj, const char *ctx, const char *name, bool required,
-                    int64_t min, int64_t max, int64_t *out, ft_err_t *err)
+int ft_json_get_int(const cJSON *obj, const char *ctx, const char *name, bool required, int64_t min,
+                    int64_t max, int64_t *out, ft_err_t *err)
 {
     const cJSON *it;
     char fb[160];
@@ -421,8 +421,8 @@ int ft_json_get_int(const cJSON *obj, const char *ctx, const char *name, bool re
     return 0;
 }
 
-int ft_json_get_num(const cJSON *obj, const char *ctx, const char *name, bool required,
-                    double min, double max, double *out, ft_err_t *err)
+int ft_json_get_num(const cJSON *obj, const char *ctx, const char *name, bool required, double min,
+                    double max, double *out, ft_err_t *err)
 {
     const cJSON *it;
     char fb[160];
@@ -440,8 +440,8 @@ int ft_json_get_num(const cJSON *obj, const char *ctx, const char *name, bool re
     return 0;
 }
 
-int ft_json_get_bool(const cJSON *obj, const char *ctx, const char *name, bool required,
-                     bool *out, ft_err_t *err)
+int ft_json_get_bool(const cJSON *obj, const char *ctx, const char *name, bool required, bool *out,
+                     ft_err_t *err)
 {
     const cJSON *it;
     char fb[160];
@@ -472,16 +472,15 @@ int ft_json_get_str(const cJSON *obj, const char *ctx, const char *name, bool re
         return -1;
     }
     if (strlen(it->valuestring) > max_len) {
-        ft_err_set(err, FT_ETOOLARGE, "%s: longer than %zu bytes",
-                   fname(fb, sizeof(fb), ctx, name), max_len);
+        ft_err_set(err, FT_ETOOLARGE, "%s: longer than %zu bytes", fname(fb, sizeof(fb), ctx, name),
+                   max_len);
         return -1;
     }
     *out = it->valuestring;
     return 0;
 }
 
-int ft_json_check_keys(const cJSON *obj, const char *ctx, const char *const *allowed,
-                       ft_err_t *err)
+int ft_json_check_keys(const cJSON *obj, const char *ctx, const char *const *allowed, ft_err_t *err)
 {
     const cJSON *c;
 

@@ -14,8 +14,8 @@
 
 #include "ft/common.h"
 
-static char ft_log_prog[32] = "ft";              /* program name in each record */
-static ft_log_level_t ft_log_min = FT_LOG_INFO;  /* records below this are dropped */
+static char ft_log_prog[32] = "ft";             /* program name in each record */
+static ft_log_level_t ft_log_min = FT_LOG_INFO; /* records below this are dropped */
 
 /* Index = ft_log_level_t. */
 static const char *const ft_log_level_names[] = {"debug", "info", "warn", "error"};

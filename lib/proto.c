@@ -43,6 +43,7 @@ typedef struct {
     field_t fields[MAX_FIELDS]; /* terminated by a row with name == NULL */
 } msg_def_t;
 
+/* clang-format off */
 /* Field shorthands: required/optional integer, string, etc. */
 #define RI(n, lo, hi) {n, JT_INT, true, false, lo, hi, -1}
 #define OI(n, lo, hi) {n, JT_INT, false, false, lo, hi, -1}
@@ -125,6 +126,8 @@ static const msg_def_t msg_table[FT_MSG__COUNT] = {
         {RS("code", 32), RS("message", 1024)}},
 };
 
+/* clang-format on */
+
 /* Fields every message may carry besides its own. */
 static const char *const common_fields[] = {"v", "type", "id", "re"};
 
@@ -154,8 +157,8 @@ int ft_msg_senders(ft_msg_type_t t)
 
 static const char *jtype_name(int t)
 {
-    static const char *const names[] = {"an integer", "a number", "a string", "a boolean",
-                                        "an object", "an array"};
+    static const char *const names[] = {"an integer", "a number",  "a string",
+                                        "a boolean",  "an object", "an array"};
 
     return t >= 0 && t <= JT_ARR ? names[t] : "a value";
 }
@@ -167,12 +170,18 @@ static bool is_jtype(const cJSON *it, int t)
         double v = it->valuedouble;
         return cJSON_IsNumber(it) && v >= (double)-I53 && v <= (double)I53 && v == floor(v);
     }
-    case JT_NUM: return cJSON_IsNumber(it);
-    case JT_STR: return cJSON_IsString(it);
-    case JT_BOOL: return cJSON_IsBool(it);
-    case JT_OBJ: return cJSON_IsObject(it);
-    case JT_ARR: return cJSON_IsArray(it);
-    default: return true;
+    case JT_NUM:
+        return cJSON_IsNumber(it);
+    case JT_STR:
+        return cJSON_IsString(it);
+    case JT_BOOL:
+        return cJSON_IsBool(it);
+    case JT_OBJ:
+        return cJSON_IsObject(it);
+    case JT_ARR:
+        return cJSON_IsArray(it);
+    default:
+        return true;
     }
 }
 
@@ -237,7 +246,8 @@ static int check_field(const cJSON *msg, const field_t *f, ft_err_t *err)
                        (long long)f->min, (long long)f->max, n);
             return -1;
         }
-        cJSON_ArrayForEach(e, it) {
+        cJSON_ArrayForEach(e, it)
+        {
             if (f->elem >= 0 && !is_jtype(e, f->elem)) {
                 ft_err_set(err, FT_EBADFIELD, "field '%s[%d]': expected %s", f->name, idx,
                            jtype_name(f->elem));

@@ -119,8 +119,8 @@ int ft_parse_time(const char *s, int64_t now_s, int64_t *out)
             return 0;
         }
     }
-    if (parse_digits(&p, 4, &y) < 0 || *p++ != '-' || parse_digits(&p, 2, &mo) < 0 ||
-        *p++ != '-' || parse_digits(&p, 2, &d) < 0)
+    if (parse_digits(&p, 4, &y) < 0 || *p++ != '-' || parse_digits(&p, 2, &mo) < 0 || *p++ != '-' ||
+        parse_digits(&p, 2, &d) < 0)
         return -1;
     if (*p == 'T' || *p == ' ') {
         p++;
@@ -269,12 +269,11 @@ int ft_write_file_atomic(const char *path, const void *data, size_t len, ft_err_
     }
     fd = -1;
     if (rename(tmp, path) < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot rename '%s' to '%s': %s", tmp, path,
-                   strerror(errno));
+        ft_err_set(err, FT_EINTERNAL, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
         goto out;
     }
     free(tmp);
-    tmp = NULL;  /* renamed: nothing left to unlink */
+    tmp = NULL; /* renamed: nothing left to unlink */
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || fsync(dfd) < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot sync directory '%s': %s", dir, strerror(errno));
@@ -302,8 +301,8 @@ char *ft_read_file(const char *path, size_t max, size_t *len_out, ft_err_t *err)
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        ft_err_set(err, errno == ENOENT ? FT_ENOTFOUND : FT_EINTERNAL, "cannot open '%s': %s",
-                   path, strerror(errno));
+        ft_err_set(err, errno == ENOENT ? FT_ENOTFOUND : FT_EINTERNAL, "cannot open '%s': %s", path,
+                   strerror(errno));
         return NULL;
     }
     for (;;) {
@@ -374,7 +373,7 @@ int ft_mkdir_p(const char *path, ft_err_t *err)
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         return -1;
     }
-    for (s = p + 1; ; s++) {
+    for (s = p + 1;; s++) {
         if (*s == '/' || *s == '\0') {
             char c = *s;
             struct stat st;

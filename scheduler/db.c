@@ -24,7 +24,7 @@ static const char *const migrations[] = {
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " name TEXT NOT NULL,"
     " kind TEXT NOT NULL CHECK (kind IN ('exec','lora')),"
-    " spec TEXT NOT NULL,"                 /* the spec as submitted (JSON) */
+    " spec TEXT NOT NULL," /* the spec as submitted (JSON) */
     " user TEXT NOT NULL,"
     " team TEXT NOT NULL,"
     " state TEXT NOT NULL CHECK (state IN ('PENDING','RUNNING','COMPLETED','FAILED','CANCELLED')),"
@@ -40,9 +40,9 @@ static const char *const migrations[] = {
     " gpu_model TEXT NOT NULL DEFAULT '',"
     " gpu_mem_mb INTEGER NOT NULL DEFAULT 0,"
     " time_limit_s INTEGER NOT NULL DEFAULT 0,"
-    " submit_time INTEGER NOT NULL,"       /* unix seconds */
-    " start_time INTEGER,"                 /* unix seconds, latest attempt */
-    " end_time INTEGER,"                   /* unix seconds */
+    " submit_time INTEGER NOT NULL," /* unix seconds */
+    " start_time INTEGER,"           /* unix seconds, latest attempt */
+    " end_time INTEGER,"             /* unix seconds */
     " exit_code INTEGER,"
     " request_id TEXT,"
     " UNIQUE (user, request_id));"
@@ -51,7 +51,7 @@ static const char *const migrations[] = {
     " name TEXT PRIMARY KEY,"
     " hostname TEXT NOT NULL DEFAULT '',"
     " state TEXT NOT NULL CHECK (state IN ('ready','lost')),"
-    " last_seen INTEGER NOT NULL,"         /* unix seconds */
+    " last_seen INTEGER NOT NULL," /* unix seconds */
     " pid INTEGER NOT NULL DEFAULT 0,"
     " version TEXT NOT NULL DEFAULT '');"
     "CREATE TABLE devices ("
@@ -71,8 +71,8 @@ static const char *const migrations[] = {
     " device_index INTEGER NOT NULL,"
     " device_uuid TEXT NOT NULL,"
     " device_model TEXT NOT NULL,"
-    " start_ms INTEGER NOT NULL,"          /* unix milliseconds */
-    " end_ms INTEGER,"                     /* NULL while open */
+    " start_ms INTEGER NOT NULL," /* unix milliseconds */
+    " end_ms INTEGER,"            /* NULL while open */
     " CHECK (end_ms IS NULL OR end_ms >= start_ms),"
     " UNIQUE (job_id, attempt, rank));"
     "CREATE UNIQUE INDEX allocations_open ON allocations (node, device_index) WHERE end_ms IS NULL;"
@@ -104,7 +104,7 @@ static const char *const migrations[] = {
     " rank INTEGER NOT NULL,"
     " attempt INTEGER NOT NULL,"
     " time_ms INTEGER NOT NULL,"
-    " data TEXT NOT NULL,"                 /* the progress fields as JSON */
+    " data TEXT NOT NULL," /* the progress fields as JSON */
     " PRIMARY KEY (job_id, rank));",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -158,9 +158,10 @@ static int migrate(db_t *db, ft_err_t *err)
     if (user_version(db, &v, err) < 0)
         return -1;
     if (v > N_MIGRATIONS) {
-        ft_err_set(err, FT_EINTERNAL,
-                   "database schema version %d is newer than this ftsched (%d); refusing to touch it",
-                   v, N_MIGRATIONS);
+        ft_err_set(
+            err, FT_EINTERNAL,
+            "database schema version %d is newer than this ftsched (%d); refusing to touch it", v,
+            N_MIGRATIONS);
         return -1;
     }
     for (; v < N_MIGRATIONS; v++) {
@@ -317,10 +318,9 @@ void db_set_busy_timeout(db_t *db, int ms)
 int db_checkpoint(db_t *db, bool truncate)
 {
     int log = 0, ckpt = 0;
-    int rc = sqlite3_wal_checkpoint_v2(db->conn, NULL,
-                                       truncate ? SQLITE_CHECKPOINT_TRUNCATE
-                                                : SQLITE_CHECKPOINT_PASSIVE,
-                                       &log, &ckpt);
+    int rc = sqlite3_wal_checkpoint_v2(
+        db->conn, NULL, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &log,
+        &ckpt);
 
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         ft_warn("database: checkpoint failed: %s", sqlite3_errmsg(db->conn));

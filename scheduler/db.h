@@ -22,10 +22,10 @@ typedef struct {
 } db_cached_t;
 
 typedef struct {
-    sqlite3 *conn;                      /* the one connection */
-    db_cached_t cache[DB_STMT_CACHE];   /* prepared statements */
-    int ncache;                         /* entries used in cache */
-    bool in_tx;                         /* inside BEGIN IMMEDIATE .. COMMIT */
+    sqlite3 *conn;                    /* the one connection */
+    db_cached_t cache[DB_STMT_CACHE]; /* prepared statements */
+    int ncache;                       /* entries used in cache */
+    bool in_tx;                       /* inside BEGIN IMMEDIATE .. COMMIT */
 } db_t;
 
 /* The schema version this build writes (PRAGMA user_version). */

@@ -19,11 +19,11 @@
 
 /* Who sent the message being handled. */
 typedef struct {
-    const unsigned char *peer; /* routing id */
-    size_t peer_len;           /* bytes in peer */
-    const char *re;            /* request id to echo, "" if none */
-    char node[FT_NAME_MAX + 1];/* worker: node name from the routing id */
-    bool worker;               /* routing id starts with "w/" */
+    const unsigned char *peer;  /* routing id */
+    size_t peer_len;            /* bytes in peer */
+    const char *re;             /* request id to echo, "" if none */
+    char node[FT_NAME_MAX + 1]; /* worker: node name from the routing id */
+    bool worker;                /* routing id starts with "w/" */
 } peer_t;
 
 typedef void (*handler_fn)(sched_t *s, const peer_t *p, cJSON *msg);
@@ -92,7 +92,8 @@ static void h_ping(sched_t *s, const peer_t *p, cJSON *msg)
     int ready = 0;
     cJSON *r;
 
-    if (count_jobs(s, "PENDING", &pending, &err) < 0 || count_jobs(s, "RUNNING", &running, &err) < 0) {
+    if (count_jobs(s, "PENDING", &pending, &err) < 0 ||
+        count_jobs(s, "RUNNING", &running, &err) < 0) {
         reply_error(s, p, &err);
         return;
     }
@@ -111,8 +112,7 @@ static void h_ping(sched_t *s, const peer_t *p, cJSON *msg)
 static const char *const devclass_names[] = {"any", "gpu", "cpu"};
 
 /* Why no set of known nodes can ever hold the request, for the error. */
-static void explain_unsat(sched_t *s, const place_req_t *req, const ft_jobspec_t *js,
-                          ft_err_t *err)
+static void explain_unsat(sched_t *s, const place_req_t *req, const ft_jobspec_t *js, ft_err_t *err)
 {
     int total = 0, most = 0, nodes_with = 0;
     char cons[256] = "";
@@ -131,7 +131,8 @@ static void explain_unsat(sched_t *s, const place_req_t *req, const ft_jobspec_t
     snprintf(cons, sizeof(cons), "device '%s'", devclass_names[js->device]);
     n = strlen(cons);
     if (js->gpu_model[0])
-        n += (size_t)snprintf(cons + n, sizeof(cons) - n, ", gpu_model '%s'", ft_sanitize(js->gpu_model, 64));
+        n += (size_t)snprintf(cons + n, sizeof(cons) - n, ", gpu_model '%s'",
+                              ft_sanitize(js->gpu_model, 64));
     if (js->gpu_mem_gb > 0 && n < sizeof(cons))
         n += (size_t)snprintf(cons + n, sizeof(cons) - n, ", gpu_mem_gb %g", js->gpu_mem_gb);
     if (js->gpus_per_node > 0 && n < sizeof(cons))
@@ -199,8 +200,8 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
     }
 
     {
-        place_req_t req = {js.gpus, js.gpus_per_node, js.nodes, js.device, js.gpu_model,
-                           (int64_t)(js.gpu_mem_gb * 1024.0 + 0.5)};
+        place_req_t req = {js.gpus,   js.gpus_per_node, js.nodes,
+                           js.device, js.gpu_model,     (int64_t)(js.gpu_mem_gb * 1024.0 + 0.5)};
         place_slot_t *slots = calloc((size_t)js.gpus, sizeof(*slots));
         int fits;
 
@@ -223,11 +224,13 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
     }
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db,
+    st = db_stmt(
+        s->db,
         "INSERT INTO jobs (name, kind, spec, user, team, state, reason, priority, max_retries,"
         " requeue_on_failure, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
         " time_limit_s, submit_time, request_id)"
-        " VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", &err);
+        " VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        &err);
     if (!st)
         goto internal;
     db_bind_text(st, 1, js.name);
@@ -251,8 +254,9 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
     if (db_step_done(s->db, st, &err) < 0)
         goto internal;
     id = sqlite3_last_insert_rowid(s->db->conn);
-    if (sched_event(s, id, NULL, "submitted", &err, "submitted by '%s' (team '%s'): %s '%s', %d device%s",
-                    user, team, js.kind == FT_KIND_LORA ? "lora" : "exec", js.name, js.gpus,
+    if (sched_event(s, id, NULL, "submitted", &err,
+                    "submitted by '%s' (team '%s'): %s '%s', %d device%s", user, team,
+                    js.kind == FT_KIND_LORA ? "lora" : "exec", js.name, js.gpus,
                     js.gpus == 1 ? "" : "s") < 0)
         goto internal;
     r = ft_proto_new(FT_MSG_SUBMIT_REPLY, p->re);
@@ -281,8 +285,9 @@ out:
 }
 
 /* Columns every job summary reads, in this order. */
-#define JOB_COLS "id, name, kind, user, team, state, reason, priority, gpus, attempt," \
-                 " submit_time, start_time, end_time, exit_code, spec"
+#define JOB_COLS                                                                                   \
+    "id, name, kind, user, team, state, reason, priority, gpus, attempt,"                          \
+    " submit_time, start_time, end_time, exit_code, spec"
 
 static cJSON *job_summary(sched_t *s, sqlite3_stmt *st, ft_err_t *err)
 {
@@ -305,7 +310,9 @@ static cJSON *job_summary(sched_t *s, sqlite3_stmt *st, ft_err_t *err)
     cJSON_AddItemToObject(j, "start_time", num_or_null(st, 11));
     cJSON_AddItemToObject(j, "end_time", num_or_null(st, 12));
     nodes = cJSON_AddArrayToObject(j, "nodes");
-    q = db_stmt(s->db, "SELECT DISTINCT node FROM ranks WHERE job_id = ? AND attempt = ? ORDER BY node", err);
+    q = db_stmt(s->db,
+                "SELECT DISTINCT node FROM ranks WHERE job_id = ? AND attempt = ? ORDER BY node",
+                err);
     if (!q) {
         cJSON_Delete(j);
         return NULL;
@@ -334,7 +341,8 @@ static void h_jobs(sched_t *s, const peer_t *p, cJSON *msg)
 
     ft_json_get_str(msg, NULL, "user", false, FT_NAME_MAX, &user, &err);
     ft_json_get_int(msg, NULL, "limit", false, 1, 10000, &limit, &err);
-    cJSON_ArrayForEach(e, states) {
+    cJSON_ArrayForEach(e, states)
+    {
         int bit = -1;
 
         for (int k = 0; k < 5; k++)
@@ -351,9 +359,11 @@ static void h_jobs(sched_t *s, const peer_t *p, cJSON *msg)
     }
     if (!mask)
         mask = 31;
-    st = db_stmt(s->db, "SELECT " JOB_COLS " FROM jobs WHERE (? & (CASE state WHEN 'PENDING' THEN 1"
-                        " WHEN 'RUNNING' THEN 2 WHEN 'COMPLETED' THEN 4 WHEN 'FAILED' THEN 8"
-                        " ELSE 16 END)) != 0 AND (?2 IS NULL OR user = ?2) ORDER BY id DESC LIMIT ?3", &err);
+    st = db_stmt(s->db,
+                 "SELECT " JOB_COLS " FROM jobs WHERE (? & (CASE state WHEN 'PENDING' THEN 1"
+                 " WHEN 'RUNNING' THEN 2 WHEN 'COMPLETED' THEN 4 WHEN 'FAILED' THEN 8"
+                 " ELSE 16 END)) != 0 AND (?2 IS NULL OR user = ?2) ORDER BY id DESC LIMIT ?3",
+                 &err);
     if (!st) {
         reply_error(s, p, &err);
         return;
@@ -416,8 +426,10 @@ static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
     sqlite3_reset(st);
 
     arr = cJSON_AddArrayToObject(j, "ranks");
-    st = db_stmt(s->db, "SELECT rank, node, device, pid, state, exit_code, signal, reason FROM ranks"
-                        " WHERE job_id = ? AND attempt = ? ORDER BY rank", &err);
+    st = db_stmt(s->db,
+                 "SELECT rank, node, device, pid, state, exit_code, signal, reason FROM ranks"
+                 " WHERE job_id = ? AND attempt = ? ORDER BY rank",
+                 &err);
     if (!st)
         goto error;
     sqlite3_bind_int64(st, 1, id);
@@ -437,7 +449,8 @@ static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
     }
     sqlite3_reset(st);
 
-    st = db_stmt(s->db, "SELECT data, time_ms, attempt FROM progress WHERE job_id = ? AND rank = 0", &err);
+    st = db_stmt(s->db, "SELECT data, time_ms, attempt FROM progress WHERE job_id = ? AND rank = 0",
+                 &err);
     if (!st)
         goto error;
     sqlite3_bind_int64(st, 1, id);
@@ -451,8 +464,10 @@ static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
     sqlite3_reset(st);
 
     arr = cJSON_AddArrayToObject(j, "allocations");
-    st = db_stmt(s->db, "SELECT attempt, rank, node, device_uuid, device_model, start_ms, end_ms"
-                        " FROM allocations WHERE job_id = ? ORDER BY attempt, rank", &err);
+    st = db_stmt(s->db,
+                 "SELECT attempt, rank, node, device_uuid, device_model, start_ms, end_ms"
+                 " FROM allocations WHERE job_id = ? ORDER BY attempt, rank",
+                 &err);
     if (!st)
         goto error;
     sqlite3_bind_int64(st, 1, id);
@@ -474,8 +489,10 @@ static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
     sqlite3_reset(st);
 
     arr = cJSON_AddArrayToObject(j, "events");
-    st = db_stmt(s->db, "SELECT time_ms, kind, message FROM (SELECT id, time_ms, kind, message FROM"
-                        " events WHERE job_id = ? ORDER BY id DESC LIMIT 50) ORDER BY id", &err);
+    st = db_stmt(s->db,
+                 "SELECT time_ms, kind, message FROM (SELECT id, time_ms, kind, message FROM"
+                 " events WHERE job_id = ? ORDER BY id DESC LIMIT 50) ORDER BY id",
+                 &err);
     if (!st)
         goto error;
     sqlite3_bind_int64(st, 1, id);
@@ -515,7 +532,8 @@ static void h_cancel(sched_t *s, const peer_t *p, cJSON *msg)
     results = cJSON_AddArrayToObject(r, "results");
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    cJSON_ArrayForEach(e, ids) {
+    cJSON_ArrayForEach(e, ids)
+    {
         int64_t id = (int64_t)e->valuedouble;
         cJSON *res = cJSON_CreateObject();
         job_row_t j;
@@ -542,8 +560,10 @@ static void h_cancel(sched_t *s, const peer_t *p, cJSON *msg)
             sched_stop_ranks(s, j.id, j.attempt, reason, &err) < 0)
             goto internal;
         {
-            sqlite3_stmt *st = db_stmt(s->db, "UPDATE jobs SET state = 'CANCELLED', reason = ?,"
-                                              " end_time = ? WHERE id = ?", &err);
+            sqlite3_stmt *st = db_stmt(s->db,
+                                       "UPDATE jobs SET state = 'CANCELLED', reason = ?,"
+                                       " end_time = ? WHERE id = ?",
+                                       &err);
             if (!st)
                 goto internal;
             db_bind_text(st, 1, reason);
@@ -597,8 +617,10 @@ static void h_logs(sched_t *s, const peer_t *p, cJSON *msg)
                    (long long)rank, j.gpus);
         goto error;
     }
-    st = db_stmt(s->db, "SELECT node FROM ranks WHERE job_id = ? AND rank = ? AND pid IS NOT NULL"
-                        " ORDER BY attempt DESC LIMIT 1", &err);
+    st = db_stmt(s->db,
+                 "SELECT node FROM ranks WHERE job_id = ? AND rank = ? AND pid IS NOT NULL"
+                 " ORDER BY attempt DESC LIMIT 1",
+                 &err);
     if (!st)
         goto error;
     sqlite3_bind_int64(st, 1, id);
@@ -663,7 +685,8 @@ void sched_relay_expire(sched_t *s)
 static void h_nodes(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
-    sqlite3_stmt *st = db_stmt(s->db, "SELECT name, hostname, state, last_seen FROM nodes ORDER BY name", &err);
+    sqlite3_stmt *st =
+        db_stmt(s->db, "SELECT name, hostname, state, last_seen FROM nodes ORDER BY name", &err);
     sqlite3_stmt *dv;
     cJSON *r, *arr;
 
@@ -685,9 +708,11 @@ static void h_nodes(sched_t *s, const peer_t *p, cJSON *msg)
         cJSON_AddBoolToObject(n, "connected", v && v->connected);
         cJSON_AddNumberToObject(n, "last_seen", (double)sqlite3_column_int64(st, 3));
         devs = cJSON_AddArrayToObject(n, "devices");
-        dv = db_stmt(s->db, "SELECT d.idx, d.uuid, d.model, d.memory_mb, d.kind, a.job_id FROM devices d"
-                            " LEFT JOIN allocations a ON a.node = d.node AND a.device_index = d.idx"
-                            " AND a.end_ms IS NULL WHERE d.node = ? ORDER BY d.idx", &err);
+        dv = db_stmt(s->db,
+                     "SELECT d.idx, d.uuid, d.model, d.memory_mb, d.kind, a.job_id FROM devices d"
+                     " LEFT JOIN allocations a ON a.node = d.node AND a.device_index = d.idx"
+                     " AND a.end_ms IS NULL WHERE d.node = ? ORDER BY d.idx",
+                     &err);
         if (dv) {
             db_bind_text(dv, 1, db_col_text(st, 0));
             while (sqlite3_step(dv) == SQLITE_ROW) {
@@ -749,11 +774,11 @@ static const char *const run_keys[] = {"job_id", "attempt", "rank", "pid", NULL}
 static const char *const dev_kinds[] = {"gpu", "emulated", "cpu", NULL};
 
 typedef struct {
-    int64_t job;   /* job id */
-    int attempt;   /* attempt */
-    int rank;      /* rank */
-    int64_t pid;   /* pid reported (running) */
-    bool matched;  /* expected rank found in the report */
+    int64_t job;  /* job id */
+    int attempt;  /* attempt */
+    int rank;     /* rank */
+    int64_t pid;  /* pid reported (running) */
+    bool matched; /* expected rank found in the report */
 } rk_t;
 
 static int check_devices(const cJSON *devs, ft_err_t *err)
@@ -762,7 +787,8 @@ static int check_devices(const cJSON *devs, ft_err_t *err)
     int i = 0;
     uint64_t seen = 0;
 
-    cJSON_ArrayForEach(d, devs) {
+    cJSON_ArrayForEach(d, devs)
+    {
         char ctx[32];
         int64_t idx, mem;
         const char *uuid, *model, *kind;
@@ -807,7 +833,8 @@ static int read_running(const cJSON *running, rk_t **out, int *nout, ft_err_t *e
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         return -1;
     }
-    cJSON_ArrayForEach(e, running) {
+    cJSON_ArrayForEach(e, running)
+    {
         char ctx[32];
         int64_t job, attempt, rank, pid;
 
@@ -860,9 +887,11 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
 
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db, "INSERT INTO nodes (name, hostname, state, last_seen, pid, version)"
-                        " VALUES (?1, ?2, 'ready', ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET"
-                        " hostname = ?2, state = 'ready', last_seen = ?3, pid = ?4, version = ?5", &err);
+    st = db_stmt(s->db,
+                 "INSERT INTO nodes (name, hostname, state, last_seen, pid, version)"
+                 " VALUES (?1, ?2, 'ready', ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET"
+                 " hostname = ?2, state = 'ready', last_seen = ?3, pid = ?4, version = ?5",
+                 &err);
     if (!st)
         goto internal;
     db_bind_text(st, 1, name);
@@ -878,22 +907,27 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
     db_bind_text(st, 1, name);
     if (db_step_done(s->db, st, &err) < 0)
         goto internal;
-    cJSON_ArrayForEach(d, devs) {
-        st = db_stmt(s->db, "INSERT INTO devices (node, idx, uuid, model, memory_mb, kind)"
-                            " VALUES (?, ?, ?, ?, ?, ?)", &err);
+    cJSON_ArrayForEach(d, devs)
+    {
+        st = db_stmt(s->db,
+                     "INSERT INTO devices (node, idx, uuid, model, memory_mb, kind)"
+                     " VALUES (?, ?, ?, ?, ?, ?)",
+                     &err);
         if (!st)
             goto internal;
         db_bind_text(st, 1, name);
         sqlite3_bind_int(st, 2, cJSON_GetObjectItemCaseSensitive(d, "index")->valueint);
         db_bind_text(st, 3, cJSON_GetObjectItemCaseSensitive(d, "uuid")->valuestring);
         db_bind_text(st, 4, cJSON_GetObjectItemCaseSensitive(d, "model")->valuestring);
-        sqlite3_bind_int64(st, 5, (int64_t)cJSON_GetObjectItemCaseSensitive(d, "memory_mb")->valuedouble);
+        sqlite3_bind_int64(st, 5,
+                           (int64_t)cJSON_GetObjectItemCaseSensitive(d, "memory_mb")->valuedouble);
         db_bind_text(st, 6, cJSON_GetObjectItemCaseSensitive(d, "kind")->valuestring);
         if (db_step_done(s->db, st, &err) < 0)
             goto internal;
     }
-    if (sched_event(s, 0, name, "node_ready", &err, "node '%s' ready: %d devices, %d ranks reported, worker pid %lld",
-                    name, cJSON_GetArraySize(devs), nrep, (long long)pid) < 0)
+    if (sched_event(s, 0, name, "node_ready", &err,
+                    "node '%s' ready: %d devices, %d ranks reported, worker pid %lld", name,
+                    cJSON_GetArraySize(devs), nrep, (long long)pid) < 0)
         goto internal;
     r = ft_proto_new(FT_MSG_HELLO_REPLY, p->re);
     cJSON_AddNumberToObject(r, "heartbeat_ms", s->cfg.heartbeat_ms);
@@ -901,8 +935,10 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
     reply(s, p, r);
 
     /* Reconcile: what the database expects here against what runs here. */
-    st = db_stmt(s->db, "SELECT job_id, attempt, rank FROM ranks WHERE node = ?"
-                        " AND state IN ('starting', 'running')", &err);
+    st = db_stmt(s->db,
+                 "SELECT job_id, attempt, rank FROM ranks WHERE node = ?"
+                 " AND state IN ('starting', 'running')",
+                 &err);
     if (!st)
         goto internal;
     db_bind_text(st, 1, name);
@@ -926,7 +962,8 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
         bool current;
 
         for (int k = 0; k < nexp && !e; k++)
-            if (exp[k].job == rep[i].job && exp[k].attempt == rep[i].attempt && exp[k].rank == rep[i].rank)
+            if (exp[k].job == rep[i].job && exp[k].attempt == rep[i].attempt &&
+                exp[k].rank == rep[i].rank)
                 e = &exp[k];
         rc = sched_job_load(s, rep[i].job, &j, &err);
         if (rc < 0)
@@ -935,8 +972,10 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
         if (e) {
             /* Ours: adopt it (its allocation stays open until it exits). */
             e->matched = true;
-            st = db_stmt(s->db, "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ?"
-                                " AND attempt = ? AND rank = ?", &err);
+            st = db_stmt(s->db,
+                         "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ?"
+                         " AND attempt = ? AND rank = ?",
+                         &err);
             if (!st)
                 goto internal;
             sqlite3_bind_int64(st, 1, rep[i].pid);
@@ -956,7 +995,8 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
 
                 cJSON_AddNumberToObject(m, "job_id", (double)rep[i].job);
                 cJSON_AddNumberToObject(m, "attempt", rep[i].attempt);
-                cJSON_AddStringToObject(m, "reason", e ? "job no longer running" : "not expected on this node");
+                cJSON_AddStringToObject(m, "reason",
+                                        e ? "job no longer running" : "not expected on this node");
                 cJSON_AddNumberToObject(m, "grace_ms", s->cfg.stop_grace_ms);
                 sched_send(s, p->peer, p->peer_len, m);
             }
@@ -964,7 +1004,8 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
     }
     snprintf(why, sizeof(why), "not running on node '%s' when its worker said hello", name);
     for (int k = 0; k < nexp; k++)
-        if (!exp[k].matched && sched_lose_rank(s, exp[k].job, exp[k].attempt, exp[k].rank, why, &err) < 0)
+        if (!exp[k].matched &&
+            sched_lose_rank(s, exp[k].job, exp[k].attempt, exp[k].rank, why, &err) < 0)
             goto internal;
     if (sched_tx_commit(s, &err) < 0) {
         ft_error("hello from '%s' not recorded: %s", name, err.msg);
@@ -1021,8 +1062,10 @@ static void h_rank_started(sched_t *s, const peer_t *p, cJSON *msg)
     ft_json_get_int(msg, NULL, "pid", true, 1, INT64_MAX, &pid, &err);
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db, "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ? AND attempt = ?"
-                        " AND rank = ? AND node = ? AND state = 'starting'", &err);
+    st = db_stmt(s->db,
+                 "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ? AND attempt = ?"
+                 " AND rank = ? AND node = ? AND state = 'starting'",
+                 &err);
     if (!st)
         goto internal;
     sqlite3_bind_int64(st, 1, pid);
@@ -1038,8 +1081,10 @@ static void h_rank_started(sched_t *s, const peer_t *p, cJSON *msg)
     if (sqlite3_changes(s->db->conn) == 0) {
         /* Not a rank we are waiting for here: a duplicate is harmless, a
          * stranger is stopped. */
-        st = db_stmt(s->db, "SELECT state, pid FROM ranks WHERE job_id = ? AND attempt = ? AND rank = ?"
-                            " AND node = ?", &err);
+        st = db_stmt(s->db,
+                     "SELECT state, pid FROM ranks WHERE job_id = ? AND attempt = ? AND rank = ?"
+                     " AND node = ?",
+                     &err);
         if (!st)
             goto internal;
         sqlite3_bind_int64(st, 1, job);
@@ -1052,8 +1097,9 @@ static void h_rank_started(sched_t *s, const peer_t *p, cJSON *msg)
             send_stop(s, p, job, (int)attempt, "rank not expected on this node");
         sqlite3_reset(st);
     } else {
-        if (sched_event(s, job, p->node, "rank_started", &err, "rank %lld started on '%s' (pid %lld)",
-                        (long long)rank, p->node, (long long)pid) < 0)
+        if (sched_event(s, job, p->node, "rank_started", &err,
+                        "rank %lld started on '%s' (pid %lld)", (long long)rank, p->node,
+                        (long long)pid) < 0)
             goto internal;
         if (strcmp(j.state, "RUNNING") != 0 || j.attempt != attempt)
             send_stop(s, p, job, (int)attempt, "job no longer running");
@@ -1066,7 +1112,8 @@ internal:
 }
 
 /* Fields of a progress message that are its payload (not addressing). */
-static const char *const progress_skip[] = {"v", "type", "id", "re", "job_id", "attempt", "rank", NULL};
+static const char *const progress_skip[] = {"v",      "type",    "id",   "re",
+                                            "job_id", "attempt", "rank", NULL};
 
 static void h_progress(sched_t *s, const peer_t *p, cJSON *msg)
 {
@@ -1105,11 +1152,13 @@ static void h_progress(sched_t *s, const peer_t *p, cJSON *msg)
     db_exec(s->db, "PRAGMA synchronous=NORMAL", &err);
     if (sched_tx_begin(s, &err) < 0)
         goto fail;
-    st = db_stmt(s->db, "INSERT INTO progress (job_id, rank, attempt, time_ms, data)"
-                        " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM ranks WHERE job_id = ?1"
-                        " AND attempt = ?3 AND rank = ?2 AND node = ?6)"
-                        " ON CONFLICT (job_id, rank) DO UPDATE SET attempt = excluded.attempt,"
-                        " time_ms = excluded.time_ms, data = excluded.data", &err);
+    st = db_stmt(s->db,
+                 "INSERT INTO progress (job_id, rank, attempt, time_ms, data)"
+                 " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM ranks WHERE job_id = ?1"
+                 " AND attempt = ?3 AND rank = ?2 AND node = ?6)"
+                 " ON CONFLICT (job_id, rank) DO UPDATE SET attempt = excluded.attempt,"
+                 " time_ms = excluded.time_ms, data = excluded.data",
+                 &err);
     if (!st)
         goto fail;
     sqlite3_bind_int64(st, 1, job);
@@ -1146,9 +1195,11 @@ static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
     ft_json_get_str(msg, NULL, "reason", true, 256, &reason, &err);
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db, "UPDATE ranks SET state = 'exited', exit_code = ?, signal = ?, reason = ?"
-                        " WHERE job_id = ? AND attempt = ? AND rank = ? AND node = ?"
-                        " AND state IN ('starting', 'running')", &err);
+    st = db_stmt(s->db,
+                 "UPDATE ranks SET state = 'exited', exit_code = ?, signal = ?, reason = ?"
+                 " WHERE job_id = ? AND attempt = ? AND rank = ? AND node = ?"
+                 " AND state IN ('starting', 'running')",
+                 &err);
     if (!st)
         goto internal;
     sqlite3_bind_int64(st, 1, code);
@@ -1168,7 +1219,8 @@ static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
         return;
     }
     if (sched_close_alloc(s, job, (int)attempt, (int)rank, &err) < 0 ||
-        sched_event(s, job, p->node, "rank_exited", &err, "rank %lld attempt %lld on '%s': %s, exit code %lld, signal %lld",
+        sched_event(s, job, p->node, "rank_exited", &err,
+                    "rank %lld attempt %lld on '%s': %s, exit code %lld, signal %lld",
                     (long long)rank, (long long)attempt, p->node, ft_sanitize(reason, 200),
                     (long long)code, (long long)sig) < 0 ||
         sched_rank_ended(s, job, (int)attempt, (int)rank, (int)code, (int)sig, reason, &err) < 0)
@@ -1262,7 +1314,8 @@ void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *fra
         size_t nl = peer_len - 2;
 
         if (nl > FT_NAME_MAX || memchr((const char *)peer + 2, '\0', nl)) {
-            ft_err_set(&err, FT_EFORBIDDEN, "worker routing id must be 'w/NAME' with NAME at most %d bytes",
+            ft_err_set(&err, FT_EFORBIDDEN,
+                       "worker routing id must be 'w/NAME' with NAME at most %d bytes",
                        FT_NAME_MAX);
             reply_error(s, &p, &err);
             return;
@@ -1283,7 +1336,8 @@ void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *fra
             reply_error(s, &p, &err);
         return;
     }
-    if (!(ft_msg_senders(type) & (p.worker ? FT_FROM_WORKER : FT_FROM_CLIENT)) || !handlers[type].fn) {
+    if (!(ft_msg_senders(type) & (p.worker ? FT_FROM_WORKER : FT_FROM_CLIENT)) ||
+        !handlers[type].fn) {
         ft_err_set(&err, FT_EUNKNOWNTYPE, "message type '%s' may not be sent by a %s",
                    ft_msg_name(type), p.worker ? "worker" : "client");
         reply_error(s, &p, &err);

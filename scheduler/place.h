@@ -8,12 +8,12 @@
 #include "view.h"
 
 typedef struct {
-    int gpus;            /* ranks, one device each */
-    int gpus_per_node;   /* 0 = any */
-    int nodes;           /* 0 = any */
-    ft_devclass_t device;/* which device kinds qualify */
+    int gpus;              /* ranks, one device each */
+    int gpus_per_node;     /* 0 = any */
+    int nodes;             /* 0 = any */
+    ft_devclass_t device;  /* which device kinds qualify */
     const char *gpu_model; /* "" or NULL = any; else case-insensitive substring */
-    int64_t gpu_mem_mb;  /* minimum device memory in MiB; 0 = any */
+    int64_t gpu_mem_mb;    /* minimum device memory in MiB; 0 = any */
 } place_req_t;
 
 typedef struct {

@@ -61,7 +61,8 @@ void sched_send(sched_t *s, const void *peer, size_t peer_len, cJSON *msg)
 
         if (cJSON_IsString(re))
             ft_strlcpy(re_copy, re->valuestring, sizeof(re_copy));
-        ft_err_set(&e, FT_ETOOLARGE, "the reply (%zu bytes) is over the %d-byte message limit; ask for less",
+        ft_err_set(&e, FT_ETOOLARGE,
+                   "the reply (%zu bytes) is over the %d-byte message limit; ask for less",
                    strlen(text), FT_MSG_MAX_BYTES);
         free(text);
         cJSON_Delete(msg);
@@ -242,14 +243,17 @@ int sched_rebuild(sched_t *s, ft_err_t *err)
     }
     for (int i = 0; i < s->nnodes;) {
         if (s->nodes[i].ndevs < 0) {
-            memmove(&s->nodes[i], &s->nodes[i + 1], (size_t)(s->nnodes - i - 1) * sizeof(view_node_t));
+            memmove(&s->nodes[i], &s->nodes[i + 1],
+                    (size_t)(s->nnodes - i - 1) * sizeof(view_node_t));
             s->nnodes--;
         } else {
             i++;
         }
     }
 
-    st = db_stmt(s->db, "SELECT node, idx, uuid, model, memory_mb, kind FROM devices ORDER BY node, idx", err);
+    st = db_stmt(s->db,
+                 "SELECT node, idx, uuid, model, memory_mb, kind FROM devices ORDER BY node, idx",
+                 err);
     if (!st)
         return -1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -272,7 +276,8 @@ int sched_rebuild(sched_t *s, ft_err_t *err)
         return -1;
     }
 
-    st = db_stmt(s->db, "SELECT node, device_index, job_id FROM allocations WHERE end_ms IS NULL", err);
+    st = db_stmt(s->db, "SELECT node, device_index, job_id FROM allocations WHERE end_ms IS NULL",
+                 err);
     if (!st)
         return -1;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -324,9 +329,11 @@ int sched_event(sched_t *s, int64_t job_id, const char *node, const char *kind, 
 
 int sched_job_load(sched_t *s, int64_t id, job_row_t *j, ft_err_t *err)
 {
-    sqlite3_stmt *st = db_stmt(s->db,
+    sqlite3_stmt *st = db_stmt(
+        s->db,
         "SELECT id, state, kind, user, team, attempt, max_retries, requeue_on_failure, gpus,"
-        " coalesce(start_time, 0), time_limit_s FROM jobs WHERE id = ?", err);
+        " coalesce(start_time, 0), time_limit_s FROM jobs WHERE id = ?",
+        err);
     int rc;
 
     if (!st)
@@ -374,8 +381,9 @@ static cJSON *stop_msg(int64_t job_id, int attempt, const char *reason, int grac
 int sched_stop_ranks(sched_t *s, int64_t job_id, int attempt, const char *reason, ft_err_t *err)
 {
     sqlite3_stmt *st = db_stmt(s->db,
-        "SELECT DISTINCT node FROM ranks WHERE job_id = ? AND attempt = ?"
-        " AND state IN ('starting', 'running') ORDER BY node", err);
+                               "SELECT DISTINCT node FROM ranks WHERE job_id = ? AND attempt = ?"
+                               " AND state IN ('starting', 'running') ORDER BY node",
+                               err);
     int rc;
 
     if (!st)
@@ -400,9 +408,11 @@ int sched_stop_ranks(sched_t *s, int64_t job_id, int attempt, const char *reason
 
 int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_t *err)
 {
-    sqlite3_stmt *st = db_stmt(s->db,
-        "UPDATE allocations SET end_ms = max(?, start_ms) WHERE job_id = ? AND attempt = ?"
-        " AND rank = ? AND end_ms IS NULL RETURNING node, device_index", err);
+    sqlite3_stmt *st =
+        db_stmt(s->db,
+                "UPDATE allocations SET end_ms = max(?, start_ms) WHERE job_id = ? AND attempt = ?"
+                " AND rank = ? AND end_ms IS NULL RETURNING node, device_index",
+                err);
     int rc;
 
     if (!st)
@@ -440,8 +450,10 @@ int sched_attempt_failed(sched_t *s, const job_row_t *j, bool infra, bool nonzer
         return -1;
     if (requeue) {
         snprintf(reason, sizeof(reason), "requeued after attempt %d: %s", j->attempt, why);
-        st = db_stmt(s->db, "UPDATE jobs SET state = 'PENDING', attempt = attempt + 1,"
-                            " reason = ? WHERE id = ? AND state = 'RUNNING'", err);
+        st = db_stmt(s->db,
+                     "UPDATE jobs SET state = 'PENDING', attempt = attempt + 1,"
+                     " reason = ? WHERE id = ? AND state = 'RUNNING'",
+                     err);
         if (!st)
             return -1;
         db_bind_text(st, 1, reason);
@@ -455,8 +467,10 @@ int sched_attempt_failed(sched_t *s, const job_row_t *j, bool infra, bool nonzer
                      j->attempt);
         else
             snprintf(reason, sizeof(reason), "%s", why);
-        st = db_stmt(s->db, "UPDATE jobs SET state = 'FAILED', reason = ?, end_time = ?,"
-                            " exit_code = ? WHERE id = ? AND state = 'RUNNING'", err);
+        st = db_stmt(s->db,
+                     "UPDATE jobs SET state = 'FAILED', reason = ?, end_time = ?,"
+                     " exit_code = ? WHERE id = ? AND state = 'RUNNING'",
+                     err);
         if (!st)
             return -1;
         db_bind_text(st, 1, reason);
@@ -478,8 +492,8 @@ static bool reason_abnormal(const char *reason)
            strcmp(reason, "stopped") == 0;
 }
 
-int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit_code,
-                     int signal, const char *reason, ft_err_t *err)
+int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit_code, int signal,
+                     const char *reason, ft_err_t *err)
 {
     job_row_t j;
     int rc = sched_job_load(s, job_id, &j, err);
@@ -493,8 +507,9 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
 
     if (exit_code == 0 && signal == 0 && !reason_abnormal(reason)) {
         sqlite3_stmt *st = db_stmt(s->db,
-            "SELECT count(*) FROM ranks WHERE job_id = ? AND attempt = ?"
-            " AND NOT (state = 'exited' AND exit_code = 0 AND signal = 0)", err);
+                                   "SELECT count(*) FROM ranks WHERE job_id = ? AND attempt = ?"
+                                   " AND NOT (state = 'exited' AND exit_code = 0 AND signal = 0)",
+                                   err);
         int left;
 
         if (!st)
@@ -510,8 +525,10 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
         sqlite3_reset(st);
         if (left > 0)
             return 0;
-        st = db_stmt(s->db, "UPDATE jobs SET state = 'COMPLETED', reason = ?, end_time = ?,"
-                            " exit_code = 0 WHERE id = ? AND state = 'RUNNING'", err);
+        st = db_stmt(s->db,
+                     "UPDATE jobs SET state = 'COMPLETED', reason = ?, end_time = ?,"
+                     " exit_code = 0 WHERE id = ? AND state = 'RUNNING'",
+                     err);
         if (!st)
             return -1;
         snprintf(why, sizeof(why), "all %d ranks exited 0", j.gpus);
@@ -553,13 +570,18 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
  * transaction. */
 static int lose_ranks_on_node(sched_t *s, const char *node, const char *why, ft_err_t *err)
 {
-    typedef struct { int64_t job; int attempt, rank; } lr_t;
+    typedef struct {
+        int64_t job;
+        int attempt, rank;
+    } lr_t;
     lr_t *v = NULL;
     int n = 0, cap = 0, rc = -1, step;
     char reason[320];
     sqlite3_stmt *st = db_stmt(s->db,
-        "SELECT job_id, attempt, rank FROM ranks WHERE node = ? AND state IN ('starting', 'running')"
-        " ORDER BY job_id, attempt, rank", err);
+                               "SELECT job_id, attempt, rank FROM ranks WHERE node = ? AND state "
+                               "IN ('starting', 'running')"
+                               " ORDER BY job_id, attempt, rank",
+                               err);
 
     if (!st)
         return -1;
@@ -584,8 +606,10 @@ static int lose_ranks_on_node(sched_t *s, const char *node, const char *why, ft_
     }
     snprintf(reason, sizeof(reason), "lost: %s", why);
     for (int i = 0; i < n; i++) {
-        st = db_stmt(s->db, "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
-                            " AND attempt = ? AND rank = ?", err);
+        st = db_stmt(s->db,
+                     "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
+                     " AND attempt = ? AND rank = ?",
+                     err);
         if (!st)
             goto out;
         db_bind_text(st, 1, reason);
@@ -605,12 +629,13 @@ out:
     return rc;
 }
 
-int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
-                    ft_err_t *err)
+int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why, ft_err_t *err)
 {
     char reason[300];
-    sqlite3_stmt *st = db_stmt(s->db, "UPDATE ranks SET state = 'lost', reason = ? WHERE"
-                                      " job_id = ? AND attempt = ? AND rank = ?", err);
+    sqlite3_stmt *st = db_stmt(s->db,
+                               "UPDATE ranks SET state = 'lost', reason = ? WHERE"
+                               " job_id = ? AND attempt = ? AND rank = ?",
+                               err);
 
     if (!st)
         return -1;
@@ -674,8 +699,8 @@ fail_committed:
 /* ---- the scheduling pass ---- */
 
 typedef struct {
-    int64_t id;               /* job id */
-    place_req_t req;          /* its resource request */
+    int64_t id;                      /* job id */
+    place_req_t req;                 /* its resource request */
     char gpu_model[FT_NAME_MAX + 1]; /* storage for req.gpu_model */
 } pending_t;
 
@@ -721,8 +746,10 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         view_node_t *n = &s->nodes[slots[r].node];
         view_dev_t *d = &n->devs[slots[r].dev];
 
-        st = db_stmt(s->db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index,"
-                            " device_uuid, device_model, start_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", &err);
+        st = db_stmt(s->db,
+                     "INSERT INTO allocations (job_id, attempt, rank, node, device_index,"
+                     " device_uuid, device_model, start_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     &err);
         if (!st)
             goto fail;
         sqlite3_bind_int64(st, 1, id);
@@ -735,8 +762,10 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         sqlite3_bind_int64(st, 8, now);
         if (db_step_done(s->db, st, &err) < 0)
             goto fail;
-        st = db_stmt(s->db, "INSERT INTO ranks (job_id, attempt, rank, node, device, state)"
-                            " VALUES (?, ?, ?, ?, ?, 'starting')", &err);
+        st = db_stmt(s->db,
+                     "INSERT INTO ranks (job_id, attempt, rank, node, device, state)"
+                     " VALUES (?, ?, ?, ?, ?, 'starting')",
+                     &err);
         if (!st)
             goto fail;
         sqlite3_bind_int64(st, 1, id);
@@ -752,8 +781,10 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
             snprintf(nodes_txt + len, sizeof(nodes_txt) - len, "%s%s", r ? ", " : "", n->name);
         }
     }
-    st = db_stmt(s->db, "UPDATE jobs SET state = 'RUNNING', start_time = ?, reason = ?"
-                        " WHERE id = ? AND state = 'PENDING'", &err);
+    st = db_stmt(s->db,
+                 "UPDATE jobs SET state = 'RUNNING', start_time = ?, reason = ?"
+                 " WHERE id = ? AND state = 'PENDING'",
+                 &err);
     if (!st)
         goto fail;
     {
@@ -819,8 +850,10 @@ int sched_schedule(sched_t *s)
                 free_devs += s->nodes[i].devs[k].job_id == 0;
     if (free_devs == 0)
         return 0;
-    st = db_stmt(s->db, "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb"
-                        " FROM jobs WHERE state = 'PENDING' ORDER BY priority DESC, id LIMIT 10000", &err);
+    st = db_stmt(s->db,
+                 "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb"
+                 " FROM jobs WHERE state = 'PENDING' ORDER BY priority DESC, id LIMIT 10000",
+                 &err);
     if (!st)
         goto fail;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -883,9 +916,11 @@ static void check_gang_timeouts(sched_t *s)
     int64_t ids[64];
     int n = 0, rc;
     int64_t now_s = sched_now_ms(s) / 1000;
-    sqlite3_stmt *st = db_stmt(s->db,
+    sqlite3_stmt *st = db_stmt(
+        s->db,
         "SELECT DISTINCT j.id FROM jobs j JOIN ranks r ON r.job_id = j.id AND r.attempt = j.attempt"
-        " WHERE j.state = 'RUNNING' AND r.state = 'starting' AND j.start_time <= ? LIMIT 64", &err);
+        " WHERE j.state = 'RUNNING' AND r.state = 'starting' AND j.start_time <= ? LIMIT 64",
+        &err);
 
     if (!st)
         return;
@@ -901,7 +936,8 @@ static void check_gang_timeouts(sched_t *s)
             goto fail;
         if (sched_job_load(s, ids[i], &j, &err) != 0)
             goto fail;
-        snprintf(why, sizeof(why), "gang not fully started within %d s", s->cfg.gang_start_timeout_s);
+        snprintf(why, sizeof(why), "gang not fully started within %d s",
+                 s->cfg.gang_start_timeout_s);
         /* Stop first (the stop reaches every node with a live rank), then
          * write off the ranks that never reported in. */
         if (sched_attempt_failed(s, &j, true, false, -1, why, &err) < 0)
@@ -909,8 +945,10 @@ static void check_gang_timeouts(sched_t *s)
         {
             int ranks[FT_MAX_GPUS_PER_JOB], nr = 0;
 
-            st = db_stmt(s->db, "SELECT rank FROM ranks WHERE job_id = ? AND attempt = ?"
-                                " AND state = 'starting'", &err);
+            st = db_stmt(s->db,
+                         "SELECT rank FROM ranks WHERE job_id = ? AND attempt = ?"
+                         " AND state = 'starting'",
+                         &err);
             if (!st)
                 goto fail;
             sqlite3_bind_int64(st, 1, j.id);
@@ -919,8 +957,10 @@ static void check_gang_timeouts(sched_t *s)
                 ranks[nr++] = sqlite3_column_int(st, 0);
             sqlite3_reset(st);
             for (int k = 0; k < nr; k++) {
-                st = db_stmt(s->db, "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
-                                    " AND attempt = ? AND rank = ?", &err);
+                st = db_stmt(s->db,
+                             "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
+                             " AND attempt = ? AND rank = ?",
+                             &err);
                 if (!st)
                     goto fail;
                 db_bind_text(st, 1, "lost: gang start timeout");
@@ -948,26 +988,33 @@ fail_committed:
 static void sweep_orphan_ranks(sched_t *s)
 {
     ft_err_t err = {0};
-    typedef struct { int64_t job; int attempt, rank; } or_t;
+    typedef struct {
+        int64_t job;
+        int attempt, rank;
+    } or_t;
     or_t v[256];
     int n = 0;
-    sqlite3_stmt *st = db_stmt(s->db,
+    sqlite3_stmt *st = db_stmt(
+        s->db,
         "SELECT r.job_id, r.attempt, r.rank FROM ranks r JOIN allocations a ON a.job_id = r.job_id"
         " AND a.attempt = r.attempt AND a.rank = r.rank WHERE r.state = 'starting'"
-        " AND a.end_ms IS NULL AND a.start_ms <= ? LIMIT 256", &err);
+        " AND a.end_ms IS NULL AND a.start_ms <= ? LIMIT 256",
+        &err);
 
     if (!st)
         return;
     sqlite3_bind_int64(st, 1, sched_now_ms(s) - (int64_t)s->cfg.gang_start_timeout_s * 1000);
     while (sqlite3_step(st) == SQLITE_ROW && n < 256)
-        v[n++] = (or_t){sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1), sqlite3_column_int(st, 2)};
+        v[n++] = (or_t){sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
+                        sqlite3_column_int(st, 2)};
     sqlite3_reset(st);
     if (n == 0)
         return;
     if (sched_tx_begin(s, &err) < 0)
         goto fail;
     for (int i = 0; i < n; i++)
-        if (sched_lose_rank(s, v[i].job, v[i].attempt, v[i].rank, "never reported started", &err) < 0)
+        if (sched_lose_rank(s, v[i].job, v[i].attempt, v[i].rank, "never reported started", &err) <
+            0)
             goto fail;
     if (sched_tx_commit(s, &err) < 0)
         goto fail_committed;
@@ -986,8 +1033,9 @@ static void check_time_limits(sched_t *s)
     int n = 0;
     int64_t now_s = sched_now_ms(s) / 1000;
     sqlite3_stmt *st = db_stmt(s->db,
-        "SELECT id FROM jobs WHERE state = 'RUNNING' AND time_limit_s > 0"
-        " AND start_time + time_limit_s <= ? LIMIT 64", &err);
+                               "SELECT id FROM jobs WHERE state = 'RUNNING' AND time_limit_s > 0"
+                               " AND start_time + time_limit_s <= ? LIMIT 64",
+                               &err);
 
     if (!st)
         return;

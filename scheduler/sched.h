@@ -13,17 +13,17 @@
 #include "ft/jobspec.h"
 
 typedef struct {
-    char db_path[FT_PATH_MAX];   /* SQLite file */
-    char listen[256];            /* ZeroMQ endpoint to bind */
-    int heartbeat_ms;            /* heartbeat interval both ways */
-    int liveness;                /* missed heartbeats before a worker is lost */
-    int gang_start_timeout_s;    /* a gang not fully started by then is requeued */
-    int stop_grace_ms;           /* SIGTERM to SIGKILL delay asked of workers */
-    int relay_timeout_ms;        /* log relay expiry */
-    int checkpoint_interval_s;   /* WAL checkpoint period */
-    int schedule_interval_ms;    /* scheduling pass period when nothing changed */
-    int busy_timeout_ms;         /* SQLite busy handler wait before SQLITE_BUSY */
-    ft_log_level_t log_level;    /* least severe level logged */
+    char db_path[FT_PATH_MAX]; /* SQLite file */
+    char listen[256];          /* ZeroMQ endpoint to bind */
+    int heartbeat_ms;          /* heartbeat interval both ways */
+    int liveness;              /* missed heartbeats before a worker is lost */
+    int gang_start_timeout_s;  /* a gang not fully started by then is requeued */
+    int stop_grace_ms;         /* SIGTERM to SIGKILL delay asked of workers */
+    int relay_timeout_ms;      /* log relay expiry */
+    int checkpoint_interval_s; /* WAL checkpoint period */
+    int schedule_interval_ms;  /* scheduling pass period when nothing changed */
+    int busy_timeout_ms;       /* SQLite busy handler wait before SQLITE_BUSY */
+    ft_log_level_t log_level;  /* least severe level logged */
 } sched_config_t;
 
 void sched_config_defaults(sched_config_t *cfg);

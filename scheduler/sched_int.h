@@ -32,30 +32,30 @@ typedef struct {
     char kind[8];
     char user[FT_NAME_MAX + 1];
     char team[FT_NAME_MAX + 1];
-    int attempt;              /* current attempt, from 1 */
-    int max_retries;          /* requeues allowed */
-    bool requeue_on_failure;  /* a non-zero exit also requeues */
-    int gpus;                 /* ranks */
-    int64_t start_time;       /* unix seconds of the latest start */
-    int64_t time_limit_s;     /* 0 = none */
+    int attempt;             /* current attempt, from 1 */
+    int max_retries;         /* requeues allowed */
+    bool requeue_on_failure; /* a non-zero exit also requeues */
+    int gpus;                /* ranks */
+    int64_t start_time;      /* unix seconds of the latest start */
+    int64_t time_limit_s;    /* 0 = none */
 } job_row_t;
 
 struct sched {
-    sched_config_t cfg;   /* settings */
-    db_t *db;             /* the truth */
-    view_node_t *nodes;   /* the view, sorted by name */
-    int nnodes;           /* entries used in nodes */
-    sched_msg_t *out;     /* outbox */
-    int nout, capout;     /* outbox entries used / allocated */
-    int out_mark;         /* outbox length when the transaction began */
+    sched_config_t cfg;               /* settings */
+    db_t *db;                         /* the truth */
+    view_node_t *nodes;               /* the view, sorted by name */
+    int nnodes;                       /* entries used in nodes */
+    sched_msg_t *out;                 /* outbox */
+    int nout, capout;                 /* outbox entries used / allocated */
+    int out_mark;                     /* outbox length when the transaction began */
     relay_t relays[SCHED_MAX_RELAYS]; /* log reads in flight */
-    int64_t next_relay;   /* next relay id */
-    bool dirty;           /* something changed: run a scheduling pass soon */
-    int64_t fake_ms;      /* tests: fixed clock; 0 = real */
-    int64_t next_schedule;/* monotonic ms of the next periodic pass */
-    int64_t next_checkpoint; /* monotonic ms */
-    int64_t next_seen_flush; /* monotonic ms: write nodes.last_seen */
-    int64_t next_slow;    /* monotonic ms: gang timeout and time limit checks */
+    int64_t next_relay;               /* next relay id */
+    bool dirty;                       /* something changed: run a scheduling pass soon */
+    int64_t fake_ms;                  /* tests: fixed clock; 0 = real */
+    int64_t next_schedule;            /* monotonic ms of the next periodic pass */
+    int64_t next_checkpoint;          /* monotonic ms */
+    int64_t next_seen_flush;          /* monotonic ms: write nodes.last_seen */
+    int64_t next_slow;                /* monotonic ms: gang timeout and time limit checks */
 };
 
 /* Clocks (the fake one in tests). */
@@ -82,8 +82,8 @@ view_node_t *sched_node_find(sched_t *s, const char *name);
 view_node_t *sched_node_add(sched_t *s, const char *name);
 
 /* Appends an event row. job_id 0 and node NULL mean none. */
-int sched_event(sched_t *s, int64_t job_id, const char *node, const char *kind,
-                ft_err_t *err, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+int sched_event(sched_t *s, int64_t job_id, const char *node, const char *kind, ft_err_t *err,
+                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Loads a job: 0 found, 1 not found, -1 error. */
 int sched_job_load(sched_t *s, int64_t id, job_row_t *j, ft_err_t *err);
@@ -100,12 +100,11 @@ int sched_stop_ranks(sched_t *s, int64_t job_id, int attempt, const char *reason
 /* Closes the allocation of one rank at now and frees its device in the view. */
 int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_t *err);
 /* A rank exited (or was lost): completes or fails the attempt when due. */
-int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit_code,
-                     int signal, const char *reason, ft_err_t *err);
+int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit_code, int signal,
+                     const char *reason, ft_err_t *err);
 /* Writes off one rank (state 'lost', allocation closed) and lets the job
  * react as to an abnormal exit. In a transaction. */
-int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why,
-                    ft_err_t *err);
+int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why, ft_err_t *err);
 /* Declares a node lost (own transaction). */
 int sched_node_lost(sched_t *s, view_node_t *n, const char *why);
 

@@ -41,7 +41,8 @@ static void flush_outbox(sched_t *s, void *sock)
                 ft_warn("cannot send to worker '%.*s': %s", (int)m->peer_len - 2,
                         (const char *)m->peer + 2, zmq_strerror(e));
             else
-                ft_debug("cannot send to %s: %s", worker ? "a worker" : "a client", zmq_strerror(e));
+                ft_debug("cannot send to %s: %s", worker ? "a worker" : "a client",
+                         zmq_strerror(e));
         }
     }
     sched_outbox_clear(s);
@@ -92,8 +93,7 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
         return -1;
     }
     sock = zmq_socket(ctx, ZMQ_ROUTER);
-    if (!sock ||
-        zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof(one)) < 0 ||
+    if (!sock || zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof(one)) < 0 ||
         /* A restarted worker reconnects with the same "w/NAME": let it take
          * over the stale pipe instead of being refused. */
         zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &one, sizeof(one)) < 0 ||
@@ -101,11 +101,13 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
         zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger)) < 0 ||
         zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof(hwm)) < 0 ||
         zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof(hwm)) < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot set up the ROUTER socket: %s", zmq_strerror(zmq_errno()));
+        ft_err_set(err, FT_EINTERNAL, "cannot set up the ROUTER socket: %s",
+                   zmq_strerror(zmq_errno()));
         goto out;
     }
     if (zmq_bind(sock, endpoint) < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot listen on '%s': %s", endpoint, zmq_strerror(zmq_errno()));
+        ft_err_set(err, FT_EINTERNAL, "cannot listen on '%s': %s", endpoint,
+                   zmq_strerror(zmq_errno()));
         goto out;
     }
     memset(&sa, 0, sizeof(sa));
@@ -137,9 +139,11 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
             r = recv_one(sock, &peer, &frame, &bad);
             if (r == 0) {
                 if (bad) {
-                    static const char msg[] = "{\"v\":1,\"type\":\"error\",\"code\":\"bad_json\","
-                                              "\"message\":\"a message must be exactly one frame\"}";
-                    zmq_send(sock, zmq_msg_data(&peer), zmq_msg_size(&peer), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+                    static const char msg[] =
+                        "{\"v\":1,\"type\":\"error\",\"code\":\"bad_json\","
+                        "\"message\":\"a message must be exactly one frame\"}";
+                    zmq_send(sock, zmq_msg_data(&peer), zmq_msg_size(&peer),
+                             ZMQ_SNDMORE | ZMQ_DONTWAIT);
                     zmq_send(sock, msg, sizeof(msg) - 1, ZMQ_DONTWAIT);
                 } else {
                     sched_handle(s, zmq_msg_data(&peer), zmq_msg_size(&peer), zmq_msg_data(&frame),

@@ -22,26 +22,26 @@ static const struct {
     const char *name; /* group_by value */
     group_t g;        /* what keys the rows */
 } groups[] = {
-    {"user", G_USER}, {"team", G_TEAM}, {"job", G_JOB}, {"node", G_NODE},
-    {"gpu_model", G_MODEL}, {"day", G_DAY}, {"month", G_MONTH},
+    {"user", G_USER},       {"team", G_TEAM}, {"job", G_JOB},     {"node", G_NODE},
+    {"gpu_model", G_MODEL}, {"day", G_DAY},   {"month", G_MONTH},
 };
 
 typedef struct urow {
-    char *key;           /* group key */
-    int64_t ms;          /* device milliseconds */
-    int64_t jobs;        /* distinct jobs */
-    int64_t intervals;   /* interval pieces counted */
-    int64_t last_job;    /* last job counted (rows arrive ordered by job) */
-    struct urow *next;   /* hash chain */
-    struct urow *order;  /* insertion list */
+    char *key;          /* group key */
+    int64_t ms;         /* device milliseconds */
+    int64_t jobs;       /* distinct jobs */
+    int64_t intervals;  /* interval pieces counted */
+    int64_t last_job;   /* last job counted (rows arrive ordered by job) */
+    struct urow *next;  /* hash chain */
+    struct urow *order; /* insertion list */
 } urow_t;
 
 #define NBUCKETS 1024
 
 typedef struct {
-    urow_t *b[NBUCKETS]; /* hash buckets */
-    urow_t *first, *last;/* insertion order */
-    int n;               /* rows */
+    urow_t *b[NBUCKETS];  /* hash buckets */
+    urow_t *first, *last; /* insertion order */
+    int n;                /* rows */
 } utable_t;
 
 static unsigned hash(const char *s)
@@ -142,16 +142,19 @@ cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64
         if (strcmp(groups[i].name, group_by) == 0)
             gi = (int)i;
     if (gi < 0) {
-        ft_err_set(err, FT_EBADFIELD,
-                   "field 'group_by': '%s' is not one of user, team, job, node, gpu_model, day, month",
-                   ft_sanitize(group_by, 32));
+        ft_err_set(
+            err, FT_EBADFIELD,
+            "field 'group_by': '%s' is not one of user, team, job, node, gpu_model, day, month",
+            ft_sanitize(group_by, 32));
         return NULL;
     }
     memset(&t, 0, sizeof(t));
-    st = db_stmt(s->db, "SELECT a.job_id, j.user, j.team, a.node, a.device_model, a.start_ms,"
-                        " coalesce(a.end_ms, ?1) FROM allocations a JOIN jobs j ON j.id = a.job_id"
-                        " WHERE a.start_ms < ?3 AND coalesce(a.end_ms, ?1) > ?2"
-                        " ORDER BY a.job_id, a.attempt, a.rank", err);
+    st = db_stmt(s->db,
+                 "SELECT a.job_id, j.user, j.team, a.node, a.device_model, a.start_ms,"
+                 " coalesce(a.end_ms, ?1) FROM allocations a JOIN jobs j ON j.id = a.job_id"
+                 " WHERE a.start_ms < ?3 AND coalesce(a.end_ms, ?1) > ?2"
+                 " ORDER BY a.job_id, a.attempt, a.rank",
+                 err);
     if (!st)
         return NULL;
     sqlite3_bind_int64(st, 1, now);
@@ -170,11 +173,21 @@ cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64
         if (b <= a)
             continue;
         switch (groups[gi].g) {
-        case G_USER: k = db_col_text(st, 1); break;
-        case G_TEAM: k = db_col_text(st, 2); break;
-        case G_JOB: snprintf(key, sizeof(key), "%lld", (long long)job); break;
-        case G_NODE: k = db_col_text(st, 3); break;
-        case G_MODEL: k = db_col_text(st, 4); break;
+        case G_USER:
+            k = db_col_text(st, 1);
+            break;
+        case G_TEAM:
+            k = db_col_text(st, 2);
+            break;
+        case G_JOB:
+            snprintf(key, sizeof(key), "%lld", (long long)job);
+            break;
+        case G_NODE:
+            k = db_col_text(st, 3);
+            break;
+        case G_MODEL:
+            k = db_col_text(st, 4);
+            break;
         case G_DAY:
         case G_MONTH:
             while (a < b) {

@@ -20,19 +20,19 @@
  * documented in docs/protocol.md; never renumber or rename one. */
 typedef enum {
     FT_OK = 0,
-    FT_EBADJSON,      /* "bad_json": not parseable JSON, or duplicate keys */
-    FT_EVERSION,      /* "bad_version": protocol version missing or unsupported */
-    FT_EUNKNOWNTYPE,  /* "unknown_type": message type not in the table */
-    FT_EMISSING,      /* "missing_field": a required field is absent */
-    FT_EBADFIELD,     /* "bad_field": wrong type, out of bounds, unknown field */
-    FT_ETOOLARGE,     /* "too_large": message, spec or field over its size limit */
-    FT_ENOTFOUND,     /* "not_found": unknown job id, node, rank */
-    FT_EUNSAT,        /* "unsatisfiable": request can never fit the cluster */
-    FT_EFORBIDDEN,    /* "forbidden": authenticated but not allowed */
-    FT_ESTATE,        /* "bad_state": the object is in a state that forbids this */
-    FT_EUNAVAIL,      /* "unavailable": a node needed for this is not connected */
-    FT_ENOTREG,       /* "not_registered": worker must send hello first */
-    FT_EINTERNAL,     /* "internal": a bug or a storage failure on the server */
+    FT_EBADJSON,     /* "bad_json": not parseable JSON, or duplicate keys */
+    FT_EVERSION,     /* "bad_version": protocol version missing or unsupported */
+    FT_EUNKNOWNTYPE, /* "unknown_type": message type not in the table */
+    FT_EMISSING,     /* "missing_field": a required field is absent */
+    FT_EBADFIELD,    /* "bad_field": wrong type, out of bounds, unknown field */
+    FT_ETOOLARGE,    /* "too_large": message, spec or field over its size limit */
+    FT_ENOTFOUND,    /* "not_found": unknown job id, node, rank */
+    FT_EUNSAT,       /* "unsatisfiable": request can never fit the cluster */
+    FT_EFORBIDDEN,   /* "forbidden": authenticated but not allowed */
+    FT_ESTATE,       /* "bad_state": the object is in a state that forbids this */
+    FT_EUNAVAIL,     /* "unavailable": a node needed for this is not connected */
+    FT_ENOTREG,      /* "not_registered": worker must send hello first */
+    FT_EINTERNAL,    /* "internal": a bug or a storage failure on the server */
     FT_ERR__COUNT
 } ft_errcode_t;
 
@@ -61,9 +61,9 @@ void ft_log(ft_log_level_t level, const char *fmt, ...) __attribute__((format(pr
 #define ft_error(...) ft_log(FT_LOG_ERROR, __VA_ARGS__)
 
 /* ---- time ---- */
-int64_t ft_now_ms(void);      /* CLOCK_REALTIME, milliseconds since the epoch */
-int64_t ft_mono_ms(void);     /* CLOCK_MONOTONIC, milliseconds */
-double ft_now_s(void);        /* CLOCK_REALTIME, seconds with fraction */
+int64_t ft_now_ms(void);  /* CLOCK_REALTIME, milliseconds since the epoch */
+int64_t ft_mono_ms(void); /* CLOCK_MONOTONIC, milliseconds */
+double ft_now_s(void);    /* CLOCK_REALTIME, seconds with fraction */
 /* ISO 8601 UTC ("2026-11-30T06:15:11Z") into buf (at least 21 bytes). */
 void ft_fmt_time(int64_t unix_s, char *buf, size_t len);
 /* Parses "2026-11-30", "2026-11-30T06:15:11Z", "now", "-7d", "-12h" or a unix

@@ -22,12 +22,12 @@ const char *ft_json_find_duplicate(const cJSON *obj);
  * not required (out left unchanged); -1 with err set (FT_EMISSING or
  * FT_EBADFIELD, naming ctx.name) otherwise. ctx is a prefix like "spec.train"
  * used in messages; NULL for top level. */
-int ft_json_get_int(const cJSON *obj, const char *ctx, const char *name, bool required,
-                    int64_t min, int64_t max, int64_t *out, ft_err_t *err);
-int ft_json_get_num(const cJSON *obj, const char *ctx, const char *name, bool required,
-                    double min, double max, double *out, ft_err_t *err);
-int ft_json_get_bool(const cJSON *obj, const char *ctx, const char *name, bool required,
-                     bool *out, ft_err_t *err);
+int ft_json_get_int(const cJSON *obj, const char *ctx, const char *name, bool required, int64_t min,
+                    int64_t max, int64_t *out, ft_err_t *err);
+int ft_json_get_num(const cJSON *obj, const char *ctx, const char *name, bool required, double min,
+                    double max, double *out, ft_err_t *err);
+int ft_json_get_bool(const cJSON *obj, const char *ctx, const char *name, bool required, bool *out,
+                     ft_err_t *err);
 /* *out points into obj (not copied); max_len bounds strlen. */
 int ft_json_get_str(const cJSON *obj, const char *ctx, const char *name, bool required,
                     size_t max_len, const char **out, ft_err_t *err);

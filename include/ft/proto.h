@@ -17,11 +17,11 @@
 #include "ft/common.h"
 
 #define FT_PROTO_VERSION 1
-#define FT_MSG_MAX_BYTES (1024 * 1024)  /* ZMQ_MAXMSGSIZE on the ROUTER */
-#define FT_LOG_CHUNK_MAX (256 * 1024)   /* largest logs/log_read chunk */
+#define FT_MSG_MAX_BYTES (1024 * 1024) /* ZMQ_MAXMSGSIZE on the ROUTER */
+#define FT_LOG_CHUNK_MAX (256 * 1024)  /* largest logs/log_read chunk */
 #define FT_DEFAULT_ENDPOINT "tcp://127.0.0.1:7461"
-#define FT_HEARTBEAT_MS 1000            /* default heartbeat interval */
-#define FT_LIVENESS 5                   /* missed heartbeats before "lost" */
+#define FT_HEARTBEAT_MS 1000 /* default heartbeat interval */
+#define FT_LIVENESS 5        /* missed heartbeats before "lost" */
 
 typedef enum {
     /* client -> scheduler (requests; each gets one reply or an error) */
@@ -44,7 +44,7 @@ typedef enum {
     FT_MSG_USAGE_REPLY,
     /* worker -> scheduler */
     FT_MSG_HELLO,
-    FT_MSG_HEARTBEAT,      /* both directions */
+    FT_MSG_HEARTBEAT, /* both directions */
     FT_MSG_RANK_STARTED,
     FT_MSG_PROGRESS,
     FT_MSG_RANK_EXITED,
@@ -74,8 +74,8 @@ int ft_msg_senders(ft_msg_type_t t); /* FT_FROM_* mask */
  * err set; *type is set when the type was known, else FT_MSG__COUNT, and
  * *req_id (if non-NULL) receives a copy of "id" when it could be read, so that
  * the error reply can carry "re". */
-cJSON *ft_proto_decode(const void *buf, size_t len, ft_msg_type_t *type,
-                       char *req_id, size_t req_id_len, ft_err_t *err);
+cJSON *ft_proto_decode(const void *buf, size_t len, ft_msg_type_t *type, char *req_id,
+                       size_t req_id_len, ft_err_t *err);
 
 /* Validates an already-parsed object (the second half of ft_proto_decode). */
 int ft_proto_validate(const cJSON *msg, ft_msg_type_t *type, ft_err_t *err);

@@ -11,17 +11,17 @@
 static int check_failures; /* checks that failed so far */
 static int check_count;    /* checks run so far */
 
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        check_count++;                                                          \
-        if (cond) {                                                             \
-            printf("ok   ");                                                    \
-        } else {                                                                \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                        \
-            check_failures++;                                                   \
-        }                                                                       \
-        printf(__VA_ARGS__);                                                    \
-        printf("\n");                                                           \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (cond) {                                                                                \
+            printf("ok   ");                                                                       \
+        } else {                                                                                   \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            check_failures++;                                                                      \
+        }                                                                                          \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
     } while (0)
 
 static inline int check_done(const char *name)

@@ -30,7 +30,8 @@ static void test_parse(void)
     char deep[200], deep_ok[200];
     int i;
 
-    expect_good("{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":\"\\u00e9\\ud83d\\ude00\"}", "an ordinary object");
+    expect_good("{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":\"\\u00e9\\ud83d\\ude00\"}",
+                "an ordinary object");
     expect_good("  [ ]  ", "an empty array with whitespace");
     expect_good("-0.5e+3", "a number with exponent");
     expect_good("\"caf\xc3\xa9\"", "a UTF-8 string");
@@ -95,22 +96,32 @@ static void test_getters(void)
           "int out of bounds names the field: '%s'", err.msg);
     CHECK(ft_json_get_int(j, NULL, "f", true, 0, 10, &i, &err) < 0 && strstr(err.msg, "field 'f'"),
           "fraction is not an integer: '%s'", err.msg);
-    CHECK(ft_json_get_int(j, NULL, "big", true, INT64_MIN, INT64_MAX, &i, &err) < 0, "1e300 is not an int64");
+    CHECK(ft_json_get_int(j, NULL, "big", true, INT64_MIN, INT64_MAX, &i, &err) < 0,
+          "1e300 is not an int64");
     CHECK(ft_json_get_int(j, NULL, "s", true, 0, 10, &i, &err) < 0, "a string is not an integer");
     i = 77;
-    CHECK(ft_json_get_int(j, NULL, "absent", false, 0, 10, &i, &err) == 1 && i == 77, "absent optional returns 1, out untouched");
-    CHECK(ft_json_get_int(j, "spec", "absent", true, 0, 10, &i, &err) < 0 && err.code == FT_EMISSING,
+    CHECK(ft_json_get_int(j, NULL, "absent", false, 0, 10, &i, &err) == 1 && i == 77,
+          "absent optional returns 1, out untouched");
+    CHECK(ft_json_get_int(j, "spec", "absent", true, 0, 10, &i, &err) < 0 &&
+              err.code == FT_EMISSING,
           "absent required is missing_field: '%s'", err.msg);
     CHECK(ft_json_get_num(j, NULL, "f", true, 0, 3, &d, &err) == 0 && d == 2.5, "number in bounds");
-    CHECK(ft_json_get_num(j, NULL, "f", true, 0, 2, &d, &err) < 0, "number out of bounds: '%s'", err.msg);
-    CHECK(ft_json_get_num(j, NULL, "n", true, 0, 10, &d, &err) == 0 && d == 5, "an integer is a number");
+    CHECK(ft_json_get_num(j, NULL, "f", true, 0, 2, &d, &err) < 0, "number out of bounds: '%s'",
+          err.msg);
+    CHECK(ft_json_get_num(j, NULL, "n", true, 0, 10, &d, &err) == 0 && d == 5,
+          "an integer is a number");
     CHECK(ft_json_get_bool(j, NULL, "b", true, &b, &err) == 0 && b, "bool");
-    CHECK(ft_json_get_bool(j, NULL, "n", true, &b, &err) < 0, "number is not a bool: '%s'", err.msg);
-    CHECK(ft_json_get_str(j, NULL, "s", true, 3, &s, &err) == 0 && strcmp(s, "hey") == 0, "string within length");
-    CHECK(ft_json_get_str(j, NULL, "s", true, 2, &s, &err) < 0 && err.code == FT_ETOOLARGE, "string too long: '%s'", err.msg);
-    CHECK(ft_json_get_str(j, NULL, "n", true, 2, &s, &err) < 0 && err.code == FT_EBADFIELD, "number is not a string");
+    CHECK(ft_json_get_bool(j, NULL, "n", true, &b, &err) < 0, "number is not a bool: '%s'",
+          err.msg);
+    CHECK(ft_json_get_str(j, NULL, "s", true, 3, &s, &err) == 0 && strcmp(s, "hey") == 0,
+          "string within length");
+    CHECK(ft_json_get_str(j, NULL, "s", true, 2, &s, &err) < 0 && err.code == FT_ETOOLARGE,
+          "string too long: '%s'", err.msg);
+    CHECK(ft_json_get_str(j, NULL, "n", true, 2, &s, &err) < 0 && err.code == FT_EBADFIELD,
+          "number is not a string");
     CHECK(ft_json_check_keys(j, "spec", allowed, &err) == 0, "all keys allowed");
-    CHECK(ft_json_check_keys(j, "spec", fewer, &err) < 0 && strcmp(err.msg, "spec.f: unknown key") == 0,
+    CHECK(ft_json_check_keys(j, "spec", fewer, &err) < 0 &&
+              strcmp(err.msg, "spec.f: unknown key") == 0,
           "unknown key named: '%s'", err.msg);
     {
         char *p = ft_json_print(j);

@@ -30,8 +30,8 @@ static void expect(const char *text, ft_errcode_t want, const char *what)
     ft_msg_type_t t;
     ft_errcode_t got = decode_code(text, id, sizeof(id), &t, msg, sizeof(msg));
 
-    CHECK(got == want, "%s -> %s (got %s: '%s')", what, ft_errcode_name(want),
-          ft_errcode_name(got), msg);
+    CHECK(got == want, "%s -> %s (got %s: '%s')", what, ft_errcode_name(want), ft_errcode_name(got),
+          msg);
 }
 
 static void test_errors(void)
@@ -56,20 +56,29 @@ static void test_errors(void)
     expect("{\"v\":1,\"type\":\"job\",\"job_id\":1,\"jobid\":2}", FT_EBADFIELD, "unknown field");
     expect("{\"v\":1,\"type\":\"ping\",\"id\":5}", FT_EBADFIELD, "id not a string");
     expect("{\"v\":1,\"type\":\"cancel\",\"job_ids\":[]}", FT_EBADFIELD, "empty job_ids");
-    expect("{\"v\":1,\"type\":\"cancel\",\"job_ids\":[1,\"x\"]}", FT_EBADFIELD, "job_ids element not an integer");
-    expect("{\"v\":1,\"type\":\"logs\",\"job_id\":1,\"max_bytes\":300000}", FT_EBADFIELD, "max_bytes over the chunk limit");
-    expect("{\"v\":1,\"type\":\"submit\",\"spec\":[],\"user\":\"a\"}", FT_EBADFIELD, "spec not an object");
-    expect("{\"v\":1,\"type\":\"submit\",\"spec\":{},\"user\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
-           FT_ETOOLARGE, "user over 64 bytes");
-    expect("{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":0,\"signal\":0,\"reason\":true}",
+    expect("{\"v\":1,\"type\":\"cancel\",\"job_ids\":[1,\"x\"]}", FT_EBADFIELD,
+           "job_ids element not an integer");
+    expect("{\"v\":1,\"type\":\"logs\",\"job_id\":1,\"max_bytes\":300000}", FT_EBADFIELD,
+           "max_bytes over the chunk limit");
+    expect("{\"v\":1,\"type\":\"submit\",\"spec\":[],\"user\":\"a\"}", FT_EBADFIELD,
+           "spec not an object");
+    expect(
+        "{\"v\":1,\"type\":\"submit\",\"spec\":{},\"user\":"
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+        FT_ETOOLARGE, "user over 64 bytes");
+    expect("{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":"
+           "0,\"signal\":0,\"reason\":true}",
            FT_EBADFIELD, "reason not a string");
-    expect("{\"v\":1,\"type\":\"heartbeat\",\"extra\":null}", FT_EBADFIELD, "heartbeat with a field");
+    expect("{\"v\":1,\"type\":\"heartbeat\",\"extra\":null}", FT_EBADFIELD,
+           "heartbeat with a field");
 
     /* A spec over 64 KiB printed. */
     big = malloc(70 * 1024);
     strcpy(big, "{\"v\":1,\"type\":\"submit\",\"user\":\"u\",\"spec\":{\"name\":\"");
     memset(big + strlen(big), 'x', 66 * 1024);
-    strcpy(big + strlen("{\"v\":1,\"type\":\"submit\",\"user\":\"u\",\"spec\":{\"name\":\"") + 66 * 1024, "\"}}");
+    strcpy(big + strlen("{\"v\":1,\"type\":\"submit\",\"user\":\"u\",\"spec\":{\"name\":\"") +
+               66 * 1024,
+           "\"}}");
     expect(big, FT_ETOOLARGE, "spec over 64 KiB");
     free(big);
 
@@ -84,10 +93,12 @@ static void test_errors(void)
         free(huge);
     }
     /* The request id survives a validation failure so the error can carry "re". */
-    CHECK(decode_code("{\"v\":1,\"type\":\"job\",\"id\":\"abc\"}", id, sizeof(id), &t, msg, sizeof(msg)) == FT_EMISSING &&
+    CHECK(decode_code("{\"v\":1,\"type\":\"job\",\"id\":\"abc\"}", id, sizeof(id), &t, msg,
+                      sizeof(msg)) == FT_EMISSING &&
               strcmp(id, "abc") == 0 && t == FT_MSG_JOB,
           "id 'abc' and type recovered from a failing message");
-    CHECK(decode_code("{\"v\":1,\"type\":\"nope\",\"id\":\"q\"}", id, sizeof(id), &t, msg, sizeof(msg)) == FT_EUNKNOWNTYPE &&
+    CHECK(decode_code("{\"v\":1,\"type\":\"nope\",\"id\":\"q\"}", id, sizeof(id), &t, msg,
+                      sizeof(msg)) == FT_EUNKNOWNTYPE &&
               t == FT_MSG__COUNT && strcmp(id, "q") == 0,
           "unknown type leaves type FT_MSG__COUNT, id still read");
 }
@@ -131,29 +142,37 @@ static void test_happy(void)
         const char *f;   /* its fields */
     } cases[] = {
         {FT_MSG_PING, "{}"},
-        {FT_MSG_SUBMIT, "{\"spec\":{\"command\":[\"true\"]},\"user\":\"ann\",\"team\":\"nlp\",\"request_id\":\"r-1\"}"},
+        {FT_MSG_SUBMIT, "{\"spec\":{\"command\":[\"true\"]},\"user\":\"ann\",\"team\":\"nlp\","
+                        "\"request_id\":\"r-1\"}"},
         {FT_MSG_JOBS, "{\"states\":[\"PENDING\"],\"user\":\"ann\",\"limit\":10}"},
         {FT_MSG_JOB, "{\"job_id\":3}"},
         {FT_MSG_CANCEL, "{\"job_ids\":[1,2],\"reason\":\"oops\"}"},
         {FT_MSG_LOGS, "{\"job_id\":3,\"rank\":1,\"offset\":0,\"max_bytes\":4096}"},
         {FT_MSG_NODES, "{}"},
         {FT_MSG_USAGE, "{\"group_by\":\"team\",\"since\":0,\"until\":100}"},
-        {FT_MSG_PING_REPLY, "{\"version\":\"0.1.0\",\"proto\":1,\"time\":1,\"jobs_pending\":0,\"jobs_running\":0,\"nodes_ready\":0}"},
+        {FT_MSG_PING_REPLY, "{\"version\":\"0.1.0\",\"proto\":1,\"time\":1,\"jobs_pending\":0,"
+                            "\"jobs_running\":0,\"nodes_ready\":0}"},
         {FT_MSG_SUBMIT_REPLY, "{\"job_id\":1,\"duplicate\":false,\"state\":\"PENDING\"}"},
         {FT_MSG_JOBS_REPLY, "{\"jobs\":[{\"job_id\":1}]}"},
         {FT_MSG_JOB_REPLY, "{\"job\":{\"job_id\":1}}"},
-        {FT_MSG_CANCEL_REPLY, "{\"results\":[{\"job_id\":1,\"state\":\"CANCELLED\",\"error\":null}]}"},
+        {FT_MSG_CANCEL_REPLY,
+         "{\"results\":[{\"job_id\":1,\"state\":\"CANCELLED\",\"error\":null}]}"},
         {FT_MSG_LOGS_REPLY, "{\"data\":\"hello\\n\",\"offset\":6,\"eof\":true}"},
         {FT_MSG_NODES_REPLY, "{\"nodes\":[]}"},
         {FT_MSG_USAGE_REPLY, "{\"rows\":[],\"since\":0,\"until\":10}"},
-        {FT_MSG_HELLO, "{\"name\":\"n1\",\"hostname\":\"h\",\"pid\":10,\"version\":\"0.1.0\",\"devices\":[{\"index\":0}],\"running\":[]}"},
+        {FT_MSG_HELLO, "{\"name\":\"n1\",\"hostname\":\"h\",\"pid\":10,\"version\":\"0.1.0\","
+                       "\"devices\":[{\"index\":0}],\"running\":[]}"},
         {FT_MSG_HEARTBEAT, "{}"},
         {FT_MSG_RANK_STARTED, "{\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":99}"},
-        {FT_MSG_PROGRESS, "{\"job_id\":1,\"attempt\":1,\"rank\":0,\"step\":3,\"total_steps\":10,\"loss\":1.5,\"peak_mem_mb\":100,\"message\":\"hi\"}"},
-        {FT_MSG_RANK_EXITED, "{\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":-1,\"signal\":9,\"reason\":\"killed\"}"},
+        {FT_MSG_PROGRESS, "{\"job_id\":1,\"attempt\":1,\"rank\":0,\"step\":3,\"total_steps\":10,"
+                          "\"loss\":1.5,\"peak_mem_mb\":100,\"message\":\"hi\"}"},
+        {FT_MSG_RANK_EXITED, "{\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":-1,\"signal\":9,"
+                             "\"reason\":\"killed\"}"},
         {FT_MSG_LOG_DATA, "{\"relay\":4,\"data\":\"x\",\"offset\":1,\"eof\":false}"},
         {FT_MSG_HELLO_REPLY, "{\"heartbeat_ms\":1000,\"liveness\":5}"},
-        {FT_MSG_START, "{\"job_id\":1,\"attempt\":1,\"kind\":\"exec\",\"spec\":{},\"user\":\"u\",\"team\":\"t\",\"world_size\":2,\"ranks\":[{\"rank\":0,\"local_rank\":0,\"device\":0}]}"},
+        {FT_MSG_START,
+         "{\"job_id\":1,\"attempt\":1,\"kind\":\"exec\",\"spec\":{},\"user\":\"u\",\"team\":\"t\","
+         "\"world_size\":2,\"ranks\":[{\"rank\":0,\"local_rank\":0,\"device\":0}]}"},
         {FT_MSG_STOP, "{\"job_id\":1,\"attempt\":1,\"reason\":\"cancelled\",\"grace_ms\":5000}"},
         {FT_MSG_LOG_READ, "{\"relay\":4,\"job_id\":1,\"rank\":0,\"offset\":0,\"max_bytes\":100}"},
         {FT_MSG_ERROR, "{\"code\":\"not_found\",\"message\":\"no job 4\"}"},
@@ -175,15 +194,18 @@ static void test_table(void)
     char *s;
 
     for (int t = 0; t < FT_MSG__COUNT; t++)
-        CHECK(ft_msg_from_name(ft_msg_name((ft_msg_type_t)t)) == (ft_msg_type_t)t && ft_msg_senders((ft_msg_type_t)t) != 0,
+        CHECK(ft_msg_from_name(ft_msg_name((ft_msg_type_t)t)) == (ft_msg_type_t)t &&
+                  ft_msg_senders((ft_msg_type_t)t) != 0,
               "type %d '%s' round-trips and has senders", t, ft_msg_name((ft_msg_type_t)t));
     CHECK(ft_msg_senders(FT_MSG_SUBMIT) == FT_FROM_CLIENT, "only clients submit");
-    CHECK(ft_msg_senders(FT_MSG_HEARTBEAT) == (FT_FROM_WORKER | FT_FROM_SCHED), "heartbeats go both ways");
+    CHECK(ft_msg_senders(FT_MSG_HEARTBEAT) == (FT_FROM_WORKER | FT_FROM_SCHED),
+          "heartbeats go both ways");
     CHECK(ft_msg_senders(FT_MSG_START) == FT_FROM_SCHED, "only the scheduler starts ranks");
     ft_err_set(&err, FT_ENOTFOUND, "no job %d", 4);
     e = ft_proto_error("7", &err);
     s = ft_json_print(e);
-    CHECK(s && strcmp(s, "{\"v\":1,\"type\":\"error\",\"re\":\"7\",\"code\":\"not_found\",\"message\":\"no job 4\"}") == 0,
+    CHECK(s && strcmp(s, "{\"v\":1,\"type\":\"error\",\"re\":\"7\",\"code\":\"not_found\","
+                         "\"message\":\"no job 4\"}") == 0,
           "ft_proto_error builds %s", s ? s : "(null)");
     free(s);
     cJSON_Delete(e);

@@ -16,13 +16,15 @@ static void test_errors(void)
 
     for (int i = 0; i < FT_ERR__COUNT; i++) {
         const char *n = ft_errcode_name((ft_errcode_t)i);
-        CHECK(ft_errcode_from_name(n) == (ft_errcode_t)i, "error code %d round-trips as '%s'", i, n);
+        CHECK(ft_errcode_from_name(n) == (ft_errcode_t)i, "error code %d round-trips as '%s'", i,
+              n);
     }
     CHECK(strcmp(ft_errcode_name(FT_EUNSAT), "unsatisfiable") == 0, "FT_EUNSAT is 'unsatisfiable'");
     CHECK(ft_errcode_from_name("nope") == FT_ERR__COUNT, "unknown name gives FT_ERR__COUNT");
     CHECK(ft_errcode_from_name(NULL) == FT_ERR__COUNT, "NULL name gives FT_ERR__COUNT");
     ft_err_set(&err, FT_ENOTFOUND, "no job %d", 42);
-    CHECK(err.code == FT_ENOTFOUND && strcmp(err.msg, "no job 42") == 0, "ft_err_set formats: '%s'", err.msg);
+    CHECK(err.code == FT_ENOTFOUND && strcmp(err.msg, "no job 42") == 0, "ft_err_set formats: '%s'",
+          err.msg);
     ft_err_clear(&err);
     CHECK(err.code == FT_OK && err.msg[0] == '\0', "ft_err_clear empties the error");
 }
@@ -35,7 +37,8 @@ static void test_time(void)
     ft_fmt_time(now, buf, sizeof(buf));
     CHECK(strcmp(buf, "2026-11-30T06:15:11Z") == 0, "ft_fmt_time gives '%s'", buf);
     CHECK(ft_parse_time("2026-11-30T06:15:11Z", now, &t) == 0 && t == now, "parse full ISO time");
-    CHECK(ft_parse_time("2026-11-30", now, &t) == 0 && t == now - (6 * 3600 + 15 * 60 + 11), "parse a date");
+    CHECK(ft_parse_time("2026-11-30", now, &t) == 0 && t == now - (6 * 3600 + 15 * 60 + 11),
+          "parse a date");
     CHECK(ft_parse_time("now", now, &t) == 0 && t == now, "parse 'now'");
     CHECK(ft_parse_time("-7d", now, &t) == 0 && t == now - 7 * 86400, "parse '-7d'");
     CHECK(ft_parse_time("-12h", now, &t) == 0 && t == now - 12 * 3600, "parse '-12h'");
@@ -63,7 +66,8 @@ static void test_strings(void)
     CHECK(strcmp(s, "abcd...") == 0, "ft_sanitize cuts long input: '%s'", s);
     {
         const char *s1 = ft_sanitize("first", 64), *s2 = ft_sanitize("second", 64);
-        CHECK(strcmp(s1, "first") == 0 && strcmp(s2, "second") == 0, "two ft_sanitize results can be used together");
+        CHECK(strcmp(s1, "first") == 0 && strcmp(s2, "second") == 0,
+              "two ft_sanitize results can be used together");
     }
     s = ft_sanitize("\xc3\xa9\xc3\xa9", 3);
     CHECK(strcmp(s, "\xc3\xa9...") == 0, "ft_sanitize does not split a UTF-8 sequence");
@@ -82,7 +86,8 @@ static void test_files(void)
 
     CHECK(mkdtemp(dir) != NULL, "make a temp dir");
     deep = ft_asprintf("%s/a/b/c", dir);
-    CHECK(ft_mkdir_p(deep, &err) == 0 && stat(deep, &st) == 0 && S_ISDIR(st.st_mode), "ft_mkdir_p makes nested dirs");
+    CHECK(ft_mkdir_p(deep, &err) == 0 && stat(deep, &st) == 0 && S_ISDIR(st.st_mode),
+          "ft_mkdir_p makes nested dirs");
     CHECK(ft_mkdir_p(deep, &err) == 0, "ft_mkdir_p on an existing dir succeeds");
     path = ft_asprintf("%s/a/file.json", dir);
     CHECK(ft_write_file_atomic(path, "hello", 5, &err) == 0, "atomic write");
@@ -94,7 +99,8 @@ static void test_files(void)
     CHECK(!buf && err.code == FT_ETOOLARGE, "reading over the limit is too_large: '%s'", err.msg);
     buf = ft_read_file("/nonexistent/x", 100, &len, &err);
     CHECK(!buf && err.code == FT_ENOTFOUND, "missing file is not_found: '%s'", err.msg);
-    CHECK(ft_write_file_atomic("/nonexistent/dir/x", "a", 1, &err) < 0, "write into a missing dir fails: '%s'", err.msg);
+    CHECK(ft_write_file_atomic("/nonexistent/dir/x", "a", 1, &err) < 0,
+          "write into a missing dir fails: '%s'", err.msg);
     {
         char *sub = ft_asprintf("%s/a/file.json/sub", dir);
         CHECK(ft_mkdir_p(sub, &err) < 0, "ft_mkdir_p through a file fails: '%s'", err.msg);

@@ -18,8 +18,8 @@
 #define H_MAX_OUT 4096
 
 typedef struct {
-    char peer[257];  /* routing id as text */
-    cJSON *msg;      /* parsed message */
+    char peer[257]; /* routing id as text */
+    cJSON *msg;     /* parsed message */
 } h_out_t;
 
 static h_out_t h_out[H_MAX_OUT]; /* messages of the last call */
@@ -64,8 +64,8 @@ static inline const char *h_type(const cJSON *m)
 static inline cJSON *h_find(const char *peer, const char *type, int nth)
 {
     for (int i = 0; i < h_nout; i++)
-        if ((!peer || strcmp(h_out[i].peer, peer) == 0) && strcmp(h_type(h_out[i].msg), type) == 0 &&
-            nth-- == 0)
+        if ((!peer || strcmp(h_out[i].peer, peer) == 0) &&
+            strcmp(h_type(h_out[i].msg), type) == 0 && nth-- == 0)
             return h_out[i].msg;
     return NULL;
 }
@@ -137,19 +137,22 @@ static inline void h_rm(const char *path)
 }
 
 /* A worker hello with ndev devices of model/kind/memory. */
-static inline void h_hello(sched_t *s, const char *name, int ndev, const char *model, const char *kind,
-                    int mem_mb, const char *running)
+static inline void h_hello(sched_t *s, const char *name, int ndev, const char *model,
+                           const char *kind, int mem_mb, const char *running)
 {
     char peer[80], buf[16384];
     size_t n;
 
     snprintf(peer, sizeof(peer), "w/%s", name);
-    n = (size_t)snprintf(buf, sizeof(buf),
-                         "{\"v\":1,\"type\":\"hello\",\"name\":\"%s\",\"hostname\":\"h-%s\",\"pid\":100,"
-                         "\"version\":\"0.1.0\",\"devices\":[", name, name);
+    n = (size_t)snprintf(
+        buf, sizeof(buf),
+        "{\"v\":1,\"type\":\"hello\",\"name\":\"%s\",\"hostname\":\"h-%s\",\"pid\":100,"
+        "\"version\":\"0.1.0\",\"devices\":[",
+        name, name);
     for (int i = 0; i < ndev; i++)
         n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-                              "%s{\"index\":%d,\"uuid\":\"%s-%s-%d\",\"model\":\"%s\",\"memory_mb\":%d,\"kind\":\"%s\"}",
+                              "%s{\"index\":%d,\"uuid\":\"%s-%s-%d\",\"model\":\"%s\",\"memory_"
+                              "mb\":%d,\"kind\":\"%s\"}",
                               i ? "," : "", i, kind, name, i, model, mem_mb, kind);
     snprintf(buf + n, sizeof(buf) - n, "],\"running\":%s}", running ? running : "[]");
     h_send(s, peer, buf);
@@ -161,8 +164,9 @@ static inline int64_t h_submit(sched_t *s, const char *spec, const char *user, c
     char buf[8192];
     cJSON *r;
 
-    snprintf(buf, sizeof(buf), "{\"v\":1,\"type\":\"submit\",\"id\":\"s\",\"user\":\"%s\",\"spec\":%s%s}",
-             user, spec, extra ? extra : "");
+    snprintf(buf, sizeof(buf),
+             "{\"v\":1,\"type\":\"submit\",\"id\":\"s\",\"user\":\"%s\",\"spec\":%s%s}", user, spec,
+             extra ? extra : "");
     h_send(s, "client1", buf);
     r = h_reply("client1");
     if (!r || strcmp(h_type(r), "submit_reply") != 0)

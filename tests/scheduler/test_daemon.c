@@ -152,15 +152,18 @@ static void test_cli(void)
 
     {
         char *const a[] = {(char *)ftsched, "-h", NULL};
-        CHECK(run_capture(a, out, sizeof(out), true) == 0 && strstr(out, "usage: ftsched"), "ftsched -h: usage on stdout, exit 0");
+        CHECK(run_capture(a, out, sizeof(out), true) == 0 && strstr(out, "usage: ftsched"),
+              "ftsched -h: usage on stdout, exit 0");
     }
     {
         char *const a[] = {(char *)ftsched, "--bogus", NULL};
-        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "usage"), "unknown option: usage on stderr, exit 2");
+        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "usage"),
+              "unknown option: usage on stderr, exit 2");
     }
     {
         char *const a[] = {(char *)ftsched, "--liveness", "0", NULL};
-        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "liveness"), "--liveness 0: exit 2 naming it: %s", out);
+        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "liveness"),
+              "--liveness 0: exit 2 naming it: %s", out);
     }
     snprintf(cfg, sizeof(cfg), "%s/bad.conf", dir);
     f = fopen(cfg, "w");
@@ -168,12 +171,14 @@ static void test_cli(void)
     fclose(f);
     {
         char *const a[] = {(char *)ftsched, "--config", cfg, NULL};
-        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "line 4") && strstr(out, "hartbeat"),
+        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "line 4") &&
+                  strstr(out, "hartbeat"),
               "config with an unknown key: exit 2 naming line 4: %s", out);
     }
     {
         char *const a[] = {(char *)ftsched, "--config", "/nonexistent.conf", NULL};
-        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "/nonexistent.conf"), "missing config file named: %s", out);
+        CHECK(run_capture(a, out, sizeof(out), false) == 2 && strstr(out, "/nonexistent.conf"),
+              "missing config file named: %s", out);
     }
 }
 
@@ -207,7 +212,8 @@ int main(int argc, char **argv)
     zmq_send(client, "{\"v\":1,", 7, ZMQ_SNDMORE);
     zmq_send(client, "\"type\":\"ping\"}", 14, 0);
     m = recv_type(client, "error", 3000);
-    CHECK(m && strcmp(str(m, "code"), "bad_json") == 0, "a two-frame message: bad_json '%s'", str(m, "message"));
+    CHECK(m && strcmp(str(m, "code"), "bad_json") == 0, "a two-frame message: bad_json '%s'",
+          str(m, "message"));
     cJSON_Delete(m);
     zmq_send(client, "", 0, 0);
     m = recv_type(client, "error", 3000);
@@ -230,8 +236,10 @@ int main(int argc, char **argv)
     }
 
     w = dealer("w/n1");
-    send_text(w, "{\"v\":1,\"type\":\"hello\",\"name\":\"n1\",\"hostname\":\"h\",\"pid\":42,\"version\":\"0.1.0\","
-                 "\"devices\":[{\"index\":0,\"uuid\":\"EMU-0\",\"model\":\"emulated\",\"memory_mb\":1024,\"kind\":\"emulated\"}],"
+    send_text(w, "{\"v\":1,\"type\":\"hello\",\"name\":\"n1\",\"hostname\":\"h\",\"pid\":42,"
+                 "\"version\":\"0.1.0\","
+                 "\"devices\":[{\"index\":0,\"uuid\":\"EMU-0\",\"model\":\"emulated\",\"memory_"
+                 "mb\":1024,\"kind\":\"emulated\"}],"
                  "\"running\":[]}");
     m = recv_type(w, "hello_reply", 3000);
     CHECK(m != NULL, "worker hello -> hello_reply");
@@ -239,15 +247,20 @@ int main(int argc, char **argv)
     m = recv_type(w, "heartbeat", 1000);
     CHECK(m != NULL, "the scheduler heartbeats an idle worker (200 ms interval)");
     cJSON_Delete(m);
-    send_text(client, "{\"v\":1,\"type\":\"submit\",\"id\":\"s\",\"user\":\"ann\",\"spec\":{\"command\":[\"true\"]}}");
+    send_text(client, "{\"v\":1,\"type\":\"submit\",\"id\":\"s\",\"user\":\"ann\",\"spec\":{"
+                      "\"command\":[\"true\"]}}");
     m = recv_type(client, "submit_reply", 3000);
     CHECK(m && cJSON_GetObjectItemCaseSensitive(m, "job_id")->valueint == 1, "submit -> job 1");
     cJSON_Delete(m);
     m = recv_type(w, "start", 3000);
-    CHECK(m && cJSON_GetObjectItemCaseSensitive(m, "job_id")->valueint == 1, "the worker receives start for job 1");
+    CHECK(m && cJSON_GetObjectItemCaseSensitive(m, "job_id")->valueint == 1,
+          "the worker receives start for job 1");
     cJSON_Delete(m);
-    send_text(w, "{\"v\":1,\"type\":\"rank_started\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":4242}");
-    send_text(w, "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}");
+    send_text(
+        w,
+        "{\"v\":1,\"type\":\"rank_started\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":4242}");
+    send_text(w, "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_"
+                 "code\":0,\"signal\":0,\"reason\":\"exited\"}");
     usleep(200000);
     CHECK(strcmp(job_state(client, 1), "COMPLETED") == 0, "job 1 COMPLETED");
 
@@ -255,10 +268,12 @@ int main(int argc, char **argv)
     CHECK(rc == 0 && ms >= 0 && ms < 3000, "SIGTERM: clean exit 0 in %d ms", ms);
 
     pid = start_daemon();
-    CHECK(strcmp(job_state(client, 1), "COMPLETED") == 0, "after a restart job 1 is still COMPLETED");
+    CHECK(strcmp(job_state(client, 1), "COMPLETED") == 0,
+          "after a restart job 1 is still COMPLETED");
     send_text(w, "{\"v\":1,\"type\":\"heartbeat\"}");
     m = recv_type(w, "error", 3000);
-    CHECK(m && strcmp(str(m, "code"), "not_registered") == 0, "the restarted scheduler asks the worker to hello again");
+    CHECK(m && strcmp(str(m, "code"), "not_registered") == 0,
+          "the restarted scheduler asks the worker to hello again");
     cJSON_Delete(m);
     rc = stop_daemon(pid, &ms);
     CHECK(rc == 0, "second SIGTERM: clean exit");

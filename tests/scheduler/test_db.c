@@ -20,46 +20,77 @@ static void test_fresh(const char *path)
           "user_version is the schema version %d", db_schema_version());
     sqlite3_reset(st);
     st = db_stmt(db, "PRAGMA journal_mode", &err);
-    CHECK(st && sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0,
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW &&
+              strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0,
           "journal_mode is wal");
     sqlite3_reset(st);
     st = db_stmt(db, "PRAGMA synchronous", &err);
-    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2, "synchronous is FULL (2)");
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2,
+          "synchronous is FULL (2)");
     sqlite3_reset(st);
     st = db_stmt(db, "PRAGMA foreign_keys", &err);
-    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1, "foreign_keys is on");
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1,
+          "foreign_keys is on");
     sqlite3_reset(st);
     {
-        static const char *const tables[] = {"jobs", "allocations", "nodes", "devices", "ranks", "events", "progress"};
+        static const char *const tables[] = {"jobs",  "allocations", "nodes",   "devices",
+                                             "ranks", "events",      "progress"};
         for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
-            st = db_stmt(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?", &err);
+            st = db_stmt(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                         &err);
             db_bind_text(st, 1, tables[i]);
-            CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1, "table '%s' exists", tables[i]);
+            CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1,
+                  "table '%s' exists", tables[i]);
             sqlite3_reset(st);
         }
     }
     /* The partial unique index: one open allocation per device. */
-    CHECK(db_exec(db, "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, gpus, submit_time)"
-                      " VALUES ('a', 'exec', '{}', 'u', 't', 'RUNNING', 0, 0, 2, 1)", &err) == 0, "insert a job");
-    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
-                      " VALUES (1, 1, 0, 'n1', 0, 'u0', 'm', 1000)", &err) == 0, "open an allocation on n1:0");
-    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
-                      " VALUES (1, 1, 1, 'n1', 0, 'u0', 'm', 1000)", &err) < 0,
+    CHECK(db_exec(db,
+                  "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, "
+                  "gpus, submit_time)"
+                  " VALUES ('a', 'exec', '{}', 'u', 't', 'RUNNING', 0, 0, 2, 1)",
+                  &err) == 0,
+          "insert a job");
+    CHECK(db_exec(db,
+                  "INSERT INTO allocations (job_id, attempt, rank, node, device_index, "
+                  "device_uuid, device_model, start_ms)"
+                  " VALUES (1, 1, 0, 'n1', 0, 'u0', 'm', 1000)",
+                  &err) == 0,
+          "open an allocation on n1:0");
+    CHECK(db_exec(db,
+                  "INSERT INTO allocations (job_id, attempt, rank, node, device_index, "
+                  "device_uuid, device_model, start_ms)"
+                  " VALUES (1, 1, 1, 'n1', 0, 'u0', 'm', 1000)",
+                  &err) < 0,
           "a second open allocation on n1:0 is refused: %s", err.msg);
-    CHECK(db_exec(db, "UPDATE allocations SET end_ms = 2000 WHERE rank = 0", &err) == 0, "close it");
-    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
-                      " VALUES (1, 1, 1, 'n1', 0, 'u0', 'm', 2000)", &err) == 0, "then n1:0 can be allocated again");
+    CHECK(db_exec(db, "UPDATE allocations SET end_ms = 2000 WHERE rank = 0", &err) == 0,
+          "close it");
+    CHECK(db_exec(db,
+                  "INSERT INTO allocations (job_id, attempt, rank, node, device_index, "
+                  "device_uuid, device_model, start_ms)"
+                  " VALUES (1, 1, 1, 'n1', 0, 'u0', 'm', 2000)",
+                  &err) == 0,
+          "then n1:0 can be allocated again");
     CHECK(db_exec(db, "UPDATE allocations SET end_ms = 10 WHERE rank = 1", &err) < 0,
           "an allocation cannot end before it starts: %s", err.msg);
-    CHECK(db_exec(db, "INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms)"
-                      " VALUES (99, 1, 0, 'n1', 1, 'u1', 'm', 1000)", &err) < 0,
+    CHECK(db_exec(db,
+                  "INSERT INTO allocations (job_id, attempt, rank, node, device_index, "
+                  "device_uuid, device_model, start_ms)"
+                  " VALUES (99, 1, 0, 'n1', 1, 'u1', 'm', 1000)",
+                  &err) < 0,
           "an allocation for a job that does not exist is refused: %s", err.msg);
-    CHECK(db_exec(db, "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, gpus, submit_time)"
-                      " VALUES ('a', 'exec', '{}', 'u', 't', 'BOGUS', 0, 0, 1, 1)", &err) < 0,
+    CHECK(db_exec(db,
+                  "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, "
+                  "gpus, submit_time)"
+                  " VALUES ('a', 'exec', '{}', 'u', 't', 'BOGUS', 0, 0, 1, 1)",
+                  &err) < 0,
           "an unknown job state is refused: %s", err.msg);
-    CHECK(db_exec(db, "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, gpus, submit_time, request_id)"
-                      " VALUES ('a', 'exec', '{}', 'u', 't', 'PENDING', 0, 0, 1, 1, 'r1'),"
-                      " ('b', 'exec', '{}', 'u', 't', 'PENDING', 0, 0, 1, 1, 'r1')", &err) < 0,
+    CHECK(db_exec(db,
+                  "INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries, "
+                  "gpus, submit_time, request_id)"
+                  " VALUES ('a', 'exec', '{}', 'u', 't', 'PENDING', 0, 0, 1, 1, 'r1'),"
+                  " ('b', 'exec', '{}', 'u', 't', 'PENDING', 0, 0, 1, 1, 'r1')",
+                  &err) < 0,
           "a repeated (user, request_id) is refused: %s", err.msg);
     /* Transactions: rollback undoes. */
     CHECK(db_begin(db, &err) == 0, "BEGIN IMMEDIATE");
@@ -67,7 +98,8 @@ static void test_fresh(const char *path)
     db_exec(db, "DELETE FROM allocations", &err);
     db_rollback(db);
     st = db_stmt(db, "SELECT count(*) FROM allocations", &err);
-    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2, "rollback kept both allocations");
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2,
+          "rollback kept both allocations");
     sqlite3_reset(st);
     CHECK(db_checkpoint(db, true) == 0, "checkpoint (truncate)");
     db_destroy(&db);
@@ -117,11 +149,13 @@ static void test_restart_rebuild(void)
     CHECK(busy == 3, "the view marks the 3 devices of job 1 busy (got %d)", busy);
     /* The worker reconnects and reports its ranks: they are adopted. */
     h_hello(s, "n1", 4, "H100", "gpu", 81920,
-            "[{\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":11},{\"job_id\":1,\"attempt\":1,\"rank\":1,\"pid\":12},"
+            "[{\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":11},{\"job_id\":1,\"attempt\":1,"
+            "\"rank\":1,\"pid\":12},"
             "{\"job_id\":1,\"attempt\":1,\"rank\":2,\"pid\":13}]");
     CHECK(h_find("w/n1", "hello_reply", 0) != NULL, "hello_reply after the restart");
     CHECK(h_count("w/n1", "stop") == 0, "no stop for adopted ranks");
-    CHECK(h_query_int(s, "SELECT count(*) FROM ranks WHERE job_id = 1 AND state = 'running' AND pid IS NOT NULL") == 3,
+    CHECK(h_query_int(s, "SELECT count(*) FROM ranks WHERE job_id = 1 AND state = 'running' AND "
+                         "pid IS NOT NULL") == 3,
           "the three ranks are running with their pids");
     CHECK(strcmp(h_job_col(s, id, "state"), "RUNNING") == 0, "job 1 is still RUNNING");
     sched_destroy(&s);

@@ -63,10 +63,12 @@ static void test_packing(void)
     CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 2), "c:0,c:1") == 0,
           "2 gpus go to the smallest node that holds them (best fit): %s", show(s, 2));
     r = req(4, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 4), "b:0,b:1,b:2,b:3") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 4), "b:0,b:1,b:2,b:3") == 0,
           "4 gpus fit on b: %s", show(s, 4));
     r = req(10, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 10), "a:0,a:1,a:2,a:3,a:4,a:5,a:6,a:7,b:0,b:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 10), "a:0,a:1,a:2,a:3,a:4,a:5,a:6,a:7,b:0,b:1") == 0,
           "10 gpus take the largest nodes first, ranks in node-name order: %s", show(s, 10));
     r = req(14, 0, 0);
     CHECK(place_find(nodes, nnodes, &r, false, s) == 0, "14 gpus use every node");
@@ -74,13 +76,16 @@ static void test_packing(void)
     CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "15 gpus do not fit 14");
 
     r = req(4, 2, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 4), "b:0,b:1,c:0,c:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 4), "b:0,b:1,c:0,c:1") == 0,
           "gpus_per_node 2 picks the two best-fitting nodes: %s", show(s, 4));
     r = req(6, 2, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 6), "a:0,a:1,b:0,b:1,c:0,c:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 6), "a:0,a:1,b:0,b:1,c:0,c:1") == 0,
           "gpus_per_node 2 on three nodes: %s", show(s, 6));
     r = req(8, 4, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 8), "a:0,a:1,a:2,a:3,b:0,b:1,b:2,b:3") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 8), "a:0,a:1,a:2,a:3,b:0,b:1,b:2,b:3") == 0,
           "gpus_per_node 4: %s", show(s, 8));
     r = req(12, 4, 0);
     CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "gpus_per_node 4 x 3 nodes: c has only 2");
@@ -88,7 +93,8 @@ static void test_packing(void)
     CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 3), "a:0,b:0,c:0") == 0,
           "nodes 3 spreads one per node: %s", show(s, 3));
     r = req(4, 0, 2);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 4), "a:0,a:1,a:2,b:0") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 4), "a:0,a:1,a:2,b:0") == 0,
           "nodes 2 uses the two largest: %s", show(s, 4));
     r = req(2, 0, 4);
     CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "nodes 4 with 3 nodes does not fit");
@@ -132,7 +138,8 @@ static void test_constraints(void)
     CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 2), "e1:0,e1:1") == 0,
           "gpu_mem_gb 80 excludes the A100 40GB and counts emulated GPUs: %s", show(s, 2));
     r.gpus = 4;
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 4), "e1:0,e1:1,g2:0,g2:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+              strcmp(show(s, 4), "e1:0,e1:1,g2:0,g2:1") == 0,
           "4 x 80 GB GPUs over e1 and g2: %s", show(s, 4));
     r.gpus = 5;
     CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "5 x 80 GB GPUs do not exist");
@@ -162,7 +169,8 @@ static void test_random(void)
         int mode = (int)(rand_r(&seed) % 4);
 
         if (mode == 1)
-            r.gpus_per_node = 1 + (int)(rand_r(&seed) % 4), r.gpus = r.gpus_per_node * (1 + (int)(rand_r(&seed) % 3));
+            r.gpus_per_node = 1 + (int)(rand_r(&seed) % 4),
+            r.gpus = r.gpus_per_node * (1 + (int)(rand_r(&seed) % 3));
         else if (mode == 2)
             r.nodes = 1 + (int)(rand_r(&seed) % 3), r.gpus = r.gpus < r.nodes ? r.nodes : r.gpus;
         if (rand_r(&seed) % 5 == 0)
@@ -177,7 +185,8 @@ static void test_random(void)
                         nodes[i].devs[k].job_id = 0;
         }
         if (place_find(nodes, nnodes, &r, false, s) == 0) {
-            if (place_find(nodes, nnodes, &r, false, s2) != 0 || memcmp(s, s2, sizeof(s[0]) * (size_t)r.gpus) != 0)
+            if (place_find(nodes, nnodes, &r, false, s2) != 0 ||
+                memcmp(s, s2, sizeof(s[0]) * (size_t)r.gpus) != 0)
                 nondet++;
             for (int i = 0; i < r.gpus; i++) {
                 view_dev_t *d = &nodes[s[i].node].devs[s[i].dev];
@@ -200,7 +209,8 @@ static void test_random(void)
             refused++;
         }
     }
-    CHECK(placed > 1000 && refused > 100, "random workload exercised both outcomes (%d placed, %d refused)", placed, refused);
+    CHECK(placed > 1000 && refused > 100,
+          "random workload exercised both outcomes (%d placed, %d refused)", placed, refused);
     CHECK(double_alloc == 0, "no device given twice or against its constraints (%d)", double_alloc);
     CHECK(partial == 0, "gpus_per_node always honoured (%d violations)", partial);
     CHECK(nondet == 0, "the same view gives the same placement (%d differences)", nondet);

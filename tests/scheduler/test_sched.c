@@ -19,7 +19,8 @@ static void tick(sched_t *s, int64_t ms)
     h_collect(s);
 }
 
-static void worker(sched_t *s, const char *node, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void worker(sched_t *s, const char *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void worker(sched_t *s, const char *node, const char *fmt, ...)
 {
     char peer[80], buf[4096];
@@ -34,15 +35,18 @@ static void worker(sched_t *s, const char *node, const char *fmt, ...)
 
 static void started(sched_t *s, const char *node, int64_t job, int attempt, int rank)
 {
-    worker(s, node, "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":%d,\"rank\":%d,\"pid\":%d}",
-           (long long)job, attempt, rank, 1000 + rank);
+    worker(
+        s, node,
+        "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":%d,\"rank\":%d,\"pid\":%d}",
+        (long long)job, attempt, rank, 1000 + rank);
 }
 
-static void exited(sched_t *s, const char *node, int64_t job, int attempt, int rank, int code, int sig,
-                   const char *reason)
+static void exited(sched_t *s, const char *node, int64_t job, int attempt, int rank, int code,
+                   int sig, const char *reason)
 {
-    worker(s, node, "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":%d,\"rank\":%d,"
-                    "\"exit_code\":%d,\"signal\":%d,\"reason\":\"%s\"}",
+    worker(s, node,
+           "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":%d,\"rank\":%d,"
+           "\"exit_code\":%d,\"signal\":%d,\"reason\":\"%s\"}",
            (long long)job, attempt, rank, code, sig, reason);
 }
 
@@ -50,7 +54,9 @@ static int64_t open_allocs(sched_t *s, int64_t job)
 {
     char sql[160];
 
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM allocations WHERE job_id = %lld AND end_ms IS NULL", (long long)job);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM allocations WHERE job_id = %lld AND end_ms IS NULL",
+             (long long)job);
     return h_query_int(s, sql);
 }
 
@@ -80,35 +86,44 @@ static void test_happy_path(void)
           "a submit before any node registers is accepted, pending 'waiting for nodes'");
     h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
     m = h_find("w/n1", "hello_reply", 0);
-    CHECK(m && h_num(m, "heartbeat_ms") == 1000 && h_num(m, "liveness") == 5, "hello_reply carries heartbeat 1000 x 5");
+    CHECK(m && h_num(m, "heartbeat_ms") == 1000 && h_num(m, "liveness") == 5,
+          "hello_reply carries heartbeat 1000 x 5");
     h_hello(s, "n2", 2, "H100", "gpu", 81920, NULL);
     tick(s, 10);
     m = h_find("w/n1", "start", 0);
     CHECK(m != NULL && h_find("w/n2", "start", 0) != NULL, "the 3-GPU gang starts on n1 and n2");
     ranks = cJSON_GetObjectItemCaseSensitive(m, "ranks");
-    CHECK(m && cJSON_GetArraySize(ranks) == 2 && h_num(m, "world_size") == 3 && h_num(m, "attempt") == 1 &&
-              strcmp(h_str(m, "user"), "ann") == 0 && strcmp(h_str(m, "team"), "nlp") == 0,
+    CHECK(m && cJSON_GetArraySize(ranks) == 2 && h_num(m, "world_size") == 3 &&
+              h_num(m, "attempt") == 1 && strcmp(h_str(m, "user"), "ann") == 0 &&
+              strcmp(h_str(m, "team"), "nlp") == 0,
           "n1 gets ranks 0 and 1 of world 3, attempt 1, user and team");
-    r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(h_find("w/n2", "start", 0), "ranks"), 0);
-    CHECK(h_num(r, "rank") == 2 && h_num(r, "local_rank") == 0 && h_num(r, "device") == 0, "n2 gets rank 2 as its local rank 0");
+    r = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(h_find("w/n2", "start", 0), "ranks"),
+                           0);
+    CHECK(h_num(r, "rank") == 2 && h_num(r, "local_rank") == 0 && h_num(r, "device") == 0,
+          "n2 gets rank 2 as its local rank 0");
     {
         char *txt = ft_json_print(m);
         ft_err_t err;
         ft_msg_type_t t;
         cJSON *back = ft_proto_decode(txt, strlen(txt), &t, NULL, 0, &err);
-        CHECK(back && t == FT_MSG_START, "the start message passes the protocol validator%s%s", back ? "" : ": ", back ? "" : err.msg);
+        CHECK(back && t == FT_MSG_START, "the start message passes the protocol validator%s%s",
+              back ? "" : ": ", back ? "" : err.msg);
         cJSON_Delete(back);
         free(txt);
     }
-    CHECK(strcmp(h_job_col(s, id, "state"), "RUNNING") == 0 && open_allocs(s, id) == 3, "job RUNNING with 3 open allocations");
+    CHECK(strcmp(h_job_col(s, id, "state"), "RUNNING") == 0 && open_allocs(s, id) == 3,
+          "job RUNNING with 3 open allocations");
     started(s, "n1", id, 1, 0);
     started(s, "n1", id, 1, 1);
     started(s, "n2", id, 1, 2);
-    worker(s, "n1", "{\"v\":1,\"type\":\"progress\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"step\":5,\"total_steps\":10,\"loss\":1.25}");
+    worker(s, "n1",
+           "{\"v\":1,\"type\":\"progress\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"step\":5,"
+           "\"total_steps\":10,\"loss\":1.25}");
     h_send(s, "c2", "{\"v\":1,\"type\":\"job\",\"id\":\"q\",\"job_id\":1}");
     m = cJSON_GetObjectItemCaseSensitive(h_reply("c2"), "job");
     r = cJSON_GetObjectItemCaseSensitive(m, "progress");
-    CHECK(r && h_num(r, "step") == 5 && h_num(r, "loss") == 1.25, "job reply shows rank 0's latest progress");
+    CHECK(r && h_num(r, "step") == 5 && h_num(r, "loss") == 1.25,
+          "job reply shows rank 0's latest progress");
     CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "ranks")) == 3 &&
               cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m, "allocations")) == 3,
           "job reply lists 3 ranks and 3 allocations");
@@ -121,10 +136,13 @@ static void test_happy_path(void)
     exited(s, "n2", id, 1, 2, 0, 0, "exited");
     CHECK(strcmp(h_job_col(s, id, "state"), "COMPLETED") == 0 && open_allocs(s, id) == 0 &&
               strcmp(h_job_col(s, id, "exit_code"), "0") == 0,
-          "all ranks exited 0: COMPLETED, allocations closed, exit code 0 (%s)", h_job_col(s, id, "reason"));
+          "all ranks exited 0: COMPLETED, allocations closed, exit code 0 (%s)",
+          h_job_col(s, id, "reason"));
     exited(s, "n2", id, 1, 2, 0, 0, "exited");
-    CHECK(strcmp(h_job_col(s, id, "state"), "COMPLETED") == 0 && h_nout == 0, "a duplicate rank_exited is ignored");
-    CHECK(h_query_int(s, "SELECT sum(end_ms - start_ms) FROM allocations WHERE job_id = 1") == 3 * 5000,
+    CHECK(strcmp(h_job_col(s, id, "state"), "COMPLETED") == 0 && h_nout == 0,
+          "a duplicate rank_exited is ignored");
+    CHECK(h_query_int(s, "SELECT sum(end_ms - start_ms) FROM allocations WHERE job_id = 1") ==
+              3 * 5000,
           "billed exactly 3 x 5000 ms");
     done(&s, path);
 }
@@ -142,9 +160,11 @@ static void test_failures(void)
     for (int r = 0; r < 4; r++)
         started(s, r < 2 ? "n1" : "n2", a, 1, r);
     exited(s, "n2", a, 1, 3, 3, 0, "exited");
-    CHECK(strcmp(h_job_col(s, a, "state"), "FAILED") == 0 && strstr(h_job_col(s, a, "reason"), "rank 3 exited with code 3"),
+    CHECK(strcmp(h_job_col(s, a, "state"), "FAILED") == 0 &&
+              strstr(h_job_col(s, a, "reason"), "rank 3 exited with code 3"),
           "a non-zero exit fails the job: '%s'", h_job_col(s, a, "reason"));
-    CHECK(h_count("w/n1", "stop") == 1 && h_count("w/n2", "stop") == 1, "the other ranks' workers get stop");
+    CHECK(h_count("w/n1", "stop") == 1 && h_count("w/n2", "stop") == 1,
+          "the other ranks' workers get stop");
     CHECK(open_allocs(s, a) == 3, "allocations of stopping ranks stay open until they exit");
     tick(s, 10);
     CHECK(h_count(NULL, "start") == 0, "nothing new starts on the stopping devices");
@@ -159,26 +179,33 @@ static void test_failures(void)
     started(s, "n1", b, 1, 0);
     started(s, "n1", b, 1, 1);
     exited(s, "n1", b, 1, 0, -1, 9, "killed");
-    CHECK(strcmp(h_job_col(s, b, "state"), "PENDING") == 0 && strcmp(h_job_col(s, b, "attempt"), "2") == 0 &&
+    CHECK(strcmp(h_job_col(s, b, "state"), "PENDING") == 0 &&
+              strcmp(h_job_col(s, b, "attempt"), "2") == 0 &&
               strstr(h_job_col(s, b, "reason"), "killed by signal 9"),
           "killed by signal 9: requeued as attempt 2 ('%s')", h_job_col(s, b, "reason"));
     exited(s, "n1", b, 1, 1, -1, 15, "stopped");
     tick(s, 10);
-    CHECK(h_count("w/n1", "start") == 1 && h_num(h_find("w/n1", "start", 0), "attempt") == 2, "attempt 2 starts");
+    CHECK(h_count("w/n1", "start") == 1 && h_num(h_find("w/n1", "start", 0), "attempt") == 2,
+          "attempt 2 starts");
     started(s, "n1", b, 2, 0);
     exited(s, "n1", b, 1, 0, 0, 0, "exited");
-    CHECK(strcmp(h_job_col(s, b, "state"), "RUNNING") == 0, "a stale rank_exited of attempt 1 does not touch attempt 2");
+    CHECK(strcmp(h_job_col(s, b, "state"), "RUNNING") == 0,
+          "a stale rank_exited of attempt 1 does not touch attempt 2");
     exited(s, "n1", b, 2, 0, 0, 0, "launch_failed: no such file");
-    CHECK(strcmp(h_job_col(s, b, "state"), "FAILED") == 0 && strstr(h_job_col(s, b, "reason"), "no retries left"),
-          "second infrastructure failure with max_retries 1: FAILED ('%s')", h_job_col(s, b, "reason"));
+    CHECK(strcmp(h_job_col(s, b, "state"), "FAILED") == 0 &&
+              strstr(h_job_col(s, b, "reason"), "no retries left"),
+          "second infrastructure failure with max_retries 1: FAILED ('%s')",
+          h_job_col(s, b, "reason"));
     exited(s, "n1", b, 2, 1, -1, 15, "stopped");
 
     /* requeue_on_failure: a non-zero exit is retried too. */
-    c = h_submit(s, "{\"command\":[\"x\"],\"max_retries\":2,\"requeue_on_failure\":true}", "cy", NULL);
+    c = h_submit(s, "{\"command\":[\"x\"],\"max_retries\":2,\"requeue_on_failure\":true}", "cy",
+                 NULL);
     tick(s, 10);
     started(s, "n1", c, 1, 0);
     exited(s, "n1", c, 1, 0, 1, 0, "exited");
-    CHECK(strcmp(h_job_col(s, c, "state"), "PENDING") == 0 && strcmp(h_job_col(s, c, "attempt"), "2") == 0,
+    CHECK(strcmp(h_job_col(s, c, "state"), "PENDING") == 0 &&
+              strcmp(h_job_col(s, c, "attempt"), "2") == 0,
           "requeue_on_failure requeues a non-zero exit");
     done(&s, path);
 }
@@ -207,20 +234,27 @@ static void test_node_lost(void)
     worker(s, "n1", "{\"v\":1,\"type\":\"heartbeat\"}");
     tick(s, 100);
     CHECK(!sched_node_find(s, "n2")->connected, "n2 silent for more than 5 s is lost");
-    CHECK(h_query_int(s, "SELECT count(*) FROM events WHERE kind = 'node_lost' AND message LIKE 'node ''n2'' lost%'") == 1,
+    CHECK(h_query_int(s, "SELECT count(*) FROM events WHERE kind = 'node_lost' AND message LIKE "
+                         "'node ''n2'' lost%'") == 1,
           "event \"node 'n2' lost\" recorded");
-    CHECK(strcmp(h_job_col(s, a, "state"), "PENDING") == 0 && strcmp(h_job_col(s, a, "attempt"), "2") == 0,
+    CHECK(strcmp(h_job_col(s, a, "state"), "PENDING") == 0 &&
+              strcmp(h_job_col(s, a, "attempt"), "2") == 0,
           "its job is requeued: '%s'", h_job_col(s, a, "reason"));
-    CHECK(h_query_int(s, "SELECT count(*) FROM allocations WHERE node = 'n2' AND end_ms IS NULL") == 0,
+    CHECK(h_query_int(s, "SELECT count(*) FROM allocations WHERE node = 'n2' AND end_ms IS NULL") ==
+              0,
           "the lost node's allocation is closed");
-    CHECK(h_query_int(s, "SELECT count(*) FROM allocations WHERE node = 'n1' AND end_ms IS NULL") == 1,
+    CHECK(h_query_int(s, "SELECT count(*) FROM allocations WHERE node = 'n1' AND end_ms IS NULL") ==
+              1,
           "n1's allocation stays open until its rank exits");
     worker(s, "n2", "{\"v\":1,\"type\":\"heartbeat\"}");
-    CHECK(h_find("w/n2", "error", 0) && strcmp(h_str(h_find("w/n2", "error", 0), "code"), "not_registered") == 0,
+    CHECK(h_find("w/n2", "error", 0) &&
+              strcmp(h_str(h_find("w/n2", "error", 0), "code"), "not_registered") == 0,
           "the lost worker's next message gets not_registered");
     /* n2 comes back still running the old rank: it is told to stop. */
-    h_hello(s, "n2", 1, "H100", "gpu", 81920, "[{\"job_id\":1,\"attempt\":1,\"rank\":1,\"pid\":5}]");
-    CHECK(h_find("w/n2", "hello_reply", 0) && h_find("w/n2", "stop", 0) && h_num(h_find("w/n2", "stop", 0), "attempt") == 1,
+    h_hello(s, "n2", 1, "H100", "gpu", 81920,
+            "[{\"job_id\":1,\"attempt\":1,\"rank\":1,\"pid\":5}]");
+    CHECK(h_find("w/n2", "hello_reply", 0) && h_find("w/n2", "stop", 0) &&
+              h_num(h_find("w/n2", "stop", 0), "attempt") == 1,
           "on hello the stale rank of attempt 1 gets stop");
     done(&s, path);
 }
@@ -235,7 +269,8 @@ static void test_cancel_and_idempotence(void)
     h_hello(s, "n1", 1, "H100", "gpu", 81920, NULL);
     a = h_submit(s, "{\"command\":[\"x\"]}", "ann", ",\"request_id\":\"r-1\"");
     dup = h_submit(s, "{\"command\":[\"x\"]}", "ann", ",\"request_id\":\"r-1\"");
-    CHECK(a == dup && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h_reply("client1"), "duplicate")),
+    CHECK(a == dup &&
+              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h_reply("client1"), "duplicate")),
           "the same (user, request_id) returns the same job, duplicate true");
     b = h_submit(s, "{\"command\":[\"x\"]}", "bob", ",\"request_id\":\"r-1\"");
     CHECK(b != a && b > 0, "another user's request_id r-1 is a new job");
@@ -243,7 +278,8 @@ static void test_cancel_and_idempotence(void)
     started(s, "n1", a, 1, 0);
     h_send(s, "c", "{\"v\":1,\"type\":\"cancel\",\"id\":\"k\",\"job_ids\":[1,2,99]}");
     res = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "results");
-    CHECK(cJSON_GetArraySize(res) == 3 && strcmp(h_str(cJSON_GetArrayItem(res, 0), "state"), "CANCELLED") == 0 &&
+    CHECK(cJSON_GetArraySize(res) == 3 &&
+              strcmp(h_str(cJSON_GetArrayItem(res, 0), "state"), "CANCELLED") == 0 &&
               strcmp(h_str(cJSON_GetArrayItem(res, 1), "state"), "CANCELLED") == 0 &&
               strcmp(h_str(cJSON_GetArrayItem(res, 2), "error"), "no such job") == 0,
           "cancel: running and pending cancelled, unknown id reported");
@@ -251,10 +287,12 @@ static void test_cancel_and_idempotence(void)
     CHECK(strcmp(h_job_col(s, a, "state"), "CANCELLED") == 0 && open_allocs(s, a) == 1,
           "RUNNING -> CANCELLED at once; the allocation stays open until the rank exits");
     exited(s, "n1", a, 1, 0, -1, 15, "stopped");
-    CHECK(open_allocs(s, a) == 0 && strcmp(h_job_col(s, a, "state"), "CANCELLED") == 0, "rank exit closes it, still CANCELLED");
+    CHECK(open_allocs(s, a) == 0 && strcmp(h_job_col(s, a, "state"), "CANCELLED") == 0,
+          "rank exit closes it, still CANCELLED");
     h_send(s, "c", "{\"v\":1,\"type\":\"cancel\",\"job_ids\":[1]}");
     res = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "results");
-    CHECK(strstr(h_str(cJSON_GetArrayItem(res, 0), "error"), "already CANCELLED") != NULL, "cancelling twice reports 'already CANCELLED'");
+    CHECK(strstr(h_str(cJSON_GetArrayItem(res, 0), "error"), "already CANCELLED") != NULL,
+          "cancelling twice reports 'already CANCELLED'");
     /* A job cancelled before its rank reported in, on a worker that never
      * answers: the allocation must not leak. */
     {
@@ -269,8 +307,9 @@ static void test_cancel_and_idempotence(void)
             worker(s, "n1", "{\"v\":1,\"type\":\"heartbeat\"}");
             tick(s, 1000);
         }
-        CHECK(open_allocs(s, c) == 0 && strcmp(h_job_col(s, c, "state"), "CANCELLED") == 0,
-              "after the gang start timeout the never-started rank is written off, its device freed");
+        CHECK(
+            open_allocs(s, c) == 0 && strcmp(h_job_col(s, c, "state"), "CANCELLED") == 0,
+            "after the gang start timeout the never-started rank is written off, its device freed");
     }
     done(&s, path);
 }
@@ -293,20 +332,31 @@ static void test_unsat_and_errors(void)
               strstr(h_str(h_reply("client1"), "message"), "spec.gpus"),
           "a bad spec field is named: '%s'", h_str(h_reply("client1"), "message"));
     CHECK(h_submit(s, "{\"command\":[\"x\"]}", "bad user", NULL) < 0 &&
-              strcmp(h_str(h_reply("client1"), "code"), "bad_field") == 0, "a user name with a space is refused");
+              strcmp(h_str(h_reply("client1"), "code"), "bad_field") == 0,
+          "a user name with a space is refused");
     h_send(s, "c", "{\"v\":1,\"type\":\"job\",\"job_id\":42}");
     CHECK(strcmp(h_str(h_reply("c"), "code"), "not_found") == 0, "job 42: not_found");
-    h_send(s, "c", "{\"v\":1,\"type\":\"rank_started\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":1}");
-    CHECK(strcmp(h_str(h_reply("c"), "code"), "unknown_type") == 0, "a client may not send rank_started");
+    h_send(s, "c",
+           "{\"v\":1,\"type\":\"rank_started\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":1}");
+    CHECK(strcmp(h_str(h_reply("c"), "code"), "unknown_type") == 0,
+          "a client may not send rank_started");
     h_send(s, "w/n9", "{\"v\":1,\"type\":\"heartbeat\"}");
-    CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "not_registered") == 0, "a worker that never said hello: not_registered");
+    CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "not_registered") == 0,
+          "a worker that never said hello: not_registered");
     h_send(s, "w/n9", "{\"v\":1,\"type\":\"submit\",\"user\":\"a\",\"spec\":{}}");
     CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "unknown_type") == 0, "a worker may not submit");
-    h_send(s, "w/n9", "{\"v\":1,\"type\":\"hello\",\"name\":\"n8\",\"hostname\":\"h\",\"pid\":1,\"version\":\"x\",\"devices\":[],\"running\":[]}");
-    CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "forbidden") == 0, "hello naming another node than its routing id: forbidden");
-    h_send(s, "w/n9", "{\"v\":1,\"type\":\"hello\",\"name\":\"n9\",\"hostname\":\"h\",\"pid\":1,\"version\":\"x\","
-                      "\"devices\":[{\"index\":0,\"uuid\":\"u\",\"model\":\"m\",\"memory_mb\":1,\"kind\":\"tpu\"}],\"running\":[]}");
-    CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "bad_field") == 0 && strstr(h_str(h_reply("w/n9"), "message"), "devices[0].kind"),
+    h_send(s, "w/n9",
+           "{\"v\":1,\"type\":\"hello\",\"name\":\"n8\",\"hostname\":\"h\",\"pid\":1,\"version\":"
+           "\"x\",\"devices\":[],\"running\":[]}");
+    CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "forbidden") == 0,
+          "hello naming another node than its routing id: forbidden");
+    h_send(s, "w/n9",
+           "{\"v\":1,\"type\":\"hello\",\"name\":\"n9\",\"hostname\":\"h\",\"pid\":1,\"version\":"
+           "\"x\","
+           "\"devices\":[{\"index\":0,\"uuid\":\"u\",\"model\":\"m\",\"memory_mb\":1,\"kind\":"
+           "\"tpu\"}],\"running\":[]}");
+    CHECK(strcmp(h_str(h_reply("w/n9"), "code"), "bad_field") == 0 &&
+              strstr(h_str(h_reply("w/n9"), "message"), "devices[0].kind"),
           "a device of unknown kind is refused: '%s'", h_str(h_reply("w/n9"), "message"));
     h_send(s, "c", "{\"v\":1,\"type\":\"ping\",\"id\":\"p\"");
     CHECK(strcmp(h_str(h_reply("c"), "code"), "bad_json") == 0, "truncated JSON: bad_json");
@@ -316,11 +366,13 @@ static void test_unsat_and_errors(void)
     CHECK(h_nout == 0, "an invalid error message is not answered with an error");
     h_send(s, "c", "{\"v\":1,\"type\":\"ping\",\"id\":\"p\"}");
     r = h_reply("c");
-    CHECK(r && strcmp(h_type(r), "ping_reply") == 0 && h_num(r, "nodes_ready") == 1, "ping still answers after all that");
+    CHECK(r && strcmp(h_type(r), "ping_reply") == 0 && h_num(r, "nodes_ready") == 1,
+          "ping still answers after all that");
     /* Random bytes and mutated messages never crash it. */
     {
         unsigned seed = 7;
-        const char *base = "{\"v\":1,\"type\":\"submit\",\"user\":\"u\",\"spec\":{\"command\":[\"x\"],\"gpus\":2}}";
+        const char *base = "{\"v\":1,\"type\":\"submit\",\"user\":\"u\",\"spec\":{\"command\":["
+                           "\"x\"],\"gpus\":2}}";
         char buf[256];
         int answered = 0;
 
@@ -353,7 +405,8 @@ static void test_priority_backfill_timeouts(void)
     for (int r = 0; r < 4; r++)
         exited(s, "n1", big, 1, r, 0, 0, "exited");
     tick(s, 10);
-    CHECK(strcmp(h_job_col(s, high, "state"), "RUNNING") == 0 && strcmp(h_job_col(s, small, "state"), "PENDING") == 0,
+    CHECK(strcmp(h_job_col(s, high, "state"), "RUNNING") == 0 &&
+              strcmp(h_job_col(s, small, "state"), "PENDING") == 0,
           "the highest priority runs first, though submitted later");
     /* Gang start timeout: high never reports its ranks started. */
     now += 61000;
@@ -362,12 +415,16 @@ static void test_priority_backfill_timeouts(void)
     tick(s, 1000);
     {
         char sql[256];
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE job_id = %lld AND kind = 'requeued'"
-                 " AND message LIKE '%%gang not fully started within 60 s%%'", (long long)high);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM events WHERE job_id = %lld AND kind = 'requeued'"
+                 " AND message LIKE '%%gang not fully started within 60 s%%'",
+                 (long long)high);
         CHECK(h_query_int(s, sql) == 1 && strcmp(h_job_col(s, high, "attempt"), "2") == 0,
               "a gang not started within 60 s is requeued as attempt 2");
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM allocations WHERE job_id = %lld AND attempt = 1"
-                 " AND end_ms IS NULL", (long long)high);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM allocations WHERE job_id = %lld AND attempt = 1"
+                 " AND end_ms IS NULL",
+                 (long long)high);
         CHECK(h_query_int(s, sql) == 0, "the allocations of attempt 1 are closed");
     }
     CHECK(strcmp(h_job_col(s, high, "state"), "RUNNING") == 0 && h_count("w/n1", "start") == 1,
@@ -388,11 +445,14 @@ static void test_priority_backfill_timeouts(void)
     big = h_submit(s, "{\"command\":[\"x\"],\"gpus\":3}", "ann", NULL);
     tick(s, 10);
     {
-        int64_t wide = h_submit(s, "{\"command\":[\"x\"],\"gpus\":2,\"priority\":100}", "ann", NULL);
+        int64_t wide =
+            h_submit(s, "{\"command\":[\"x\"],\"gpus\":2,\"priority\":100}", "ann", NULL);
         int64_t one = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "ann", NULL);
         tick(s, 10);
-        CHECK(strcmp(h_job_col(s, wide, "state"), "PENDING") == 0 && strcmp(h_job_col(s, one, "state"), "RUNNING") == 0,
-              "backfill: a 1-gpu job runs while the 2-gpu head waits (%s / %s)", h_job_col(s, wide, "state"), h_job_col(s, one, "state"));
+        CHECK(strcmp(h_job_col(s, wide, "state"), "PENDING") == 0 &&
+                  strcmp(h_job_col(s, one, "state"), "RUNNING") == 0,
+              "backfill: a 1-gpu job runs while the 2-gpu head waits (%s / %s)",
+              h_job_col(s, wide, "state"), h_job_col(s, one, "state"));
     }
     limited = h_submit(s, "{\"command\":[\"x\"],\"time_limit_s\":30}", "ann", NULL);
     CHECK(limited > 0, "submit a job with a 30 s time limit");
@@ -415,16 +475,21 @@ static void test_time_limit_and_hello_reconcile(void)
         worker(s, "n1", "{\"v\":1,\"type\":\"heartbeat\"}");
         tick(s, 1000);
     }
-    CHECK(strcmp(h_job_col(s, a, "state"), "FAILED") == 0 && strstr(h_job_col(s, a, "reason"), "time limit of 30 s"),
+    CHECK(strcmp(h_job_col(s, a, "state"), "FAILED") == 0 &&
+              strstr(h_job_col(s, a, "reason"), "time limit of 30 s"),
           "past its time limit the job FAILED: '%s'", h_job_col(s, a, "reason"));
     /* The worker restarts: it still runs job a's rank, job b's rank is gone,
      * and it runs something we never asked for. */
     h_hello(s, "n1", 2, "H100", "gpu", 81920,
-            "[{\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":7},{\"job_id\":77,\"attempt\":1,\"rank\":0,\"pid\":8}]");
-    CHECK(h_count("w/n1", "stop") == 2, "stop for the failed job's rank and for the unknown job 77");
-    CHECK(strcmp(h_job_col(s, b, "state"), "PENDING") == 0 && strstr(h_job_col(s, b, "reason"), "not running on node 'n1'"),
+            "[{\"job_id\":1,\"attempt\":1,\"rank\":0,\"pid\":7},{\"job_id\":77,\"attempt\":1,"
+            "\"rank\":0,\"pid\":8}]");
+    CHECK(h_count("w/n1", "stop") == 2,
+          "stop for the failed job's rank and for the unknown job 77");
+    CHECK(strcmp(h_job_col(s, b, "state"), "PENDING") == 0 &&
+              strstr(h_job_col(s, b, "reason"), "not running on node 'n1'"),
           "the missing rank of job b counts as lost: requeued ('%s')", h_job_col(s, b, "reason"));
-    CHECK(open_allocs(s, a) == 1, "job a's rank still runs: its allocation stays open until it exits");
+    CHECK(open_allocs(s, a) == 1,
+          "job a's rank still runs: its allocation stays open until it exits");
     done(&s, path);
 }
 
@@ -438,23 +503,31 @@ static void test_logs_relay(void)
     h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
     a = h_submit(s, "{\"command\":[\"x\"],\"gpus\":2}", "ann", NULL);
     h_send(s, "c", "{\"v\":1,\"type\":\"logs\",\"id\":\"L\",\"job_id\":1}");
-    CHECK(strcmp(h_str(h_reply("c"), "code"), "bad_state") == 0, "logs of a rank that never started: bad_state");
+    CHECK(strcmp(h_str(h_reply("c"), "code"), "bad_state") == 0,
+          "logs of a rank that never started: bad_state");
     tick(s, 10);
     started(s, "n1", a, 1, 0);
     h_send(s, "c", "{\"v\":1,\"type\":\"logs\",\"id\":\"L\",\"job_id\":1,\"rank\":5}");
-    CHECK(strcmp(h_str(h_reply("c"), "code"), "not_found") == 0, "logs of rank 5 of a 2-rank job: not_found");
-    h_send(s, "c", "{\"v\":1,\"type\":\"logs\",\"id\":\"L\",\"job_id\":1,\"offset\":10,\"max_bytes\":100}");
+    CHECK(strcmp(h_str(h_reply("c"), "code"), "not_found") == 0,
+          "logs of rank 5 of a 2-rank job: not_found");
+    h_send(s, "c",
+           "{\"v\":1,\"type\":\"logs\",\"id\":\"L\",\"job_id\":1,\"offset\":10,\"max_bytes\":100}");
     rd = h_find("w/n1", "log_read", 0);
-    CHECK(rd && h_num(rd, "offset") == 10 && h_num(rd, "max_bytes") == 100 && h_num(rd, "rank") == 0,
+    CHECK(rd && h_num(rd, "offset") == 10 && h_num(rd, "max_bytes") == 100 &&
+              h_num(rd, "rank") == 0,
           "the request is relayed to the worker as log_read");
-    worker(s, "n1", "{\"v\":1,\"type\":\"log_data\",\"relay\":%d,\"data\":\"hello\\n\",\"offset\":16,\"eof\":false}",
+    worker(s, "n1",
+           "{\"v\":1,\"type\":\"log_data\",\"relay\":%d,\"data\":\"hello\\n\",\"offset\":16,"
+           "\"eof\":false}",
            (int)h_num(rd, "relay"));
-    CHECK(h_reply("c") && strcmp(h_type(h_reply("c")), "logs_reply") == 0 && strcmp(h_str(h_reply("c"), "data"), "hello\n") == 0 &&
+    CHECK(h_reply("c") && strcmp(h_type(h_reply("c")), "logs_reply") == 0 &&
+              strcmp(h_str(h_reply("c"), "data"), "hello\n") == 0 &&
               h_num(h_reply("c"), "offset") == 16 && strcmp(h_str(h_reply("c"), "re"), "L") == 0,
           "the worker's log_data comes back to the client as logs_reply with re");
     h_send(s, "c", "{\"v\":1,\"type\":\"logs\",\"id\":\"M\",\"job_id\":1}");
     tick(s, 5001);
-    CHECK(h_reply("c") && strcmp(h_str(h_reply("c"), "code"), "unavailable") == 0 && strcmp(h_str(h_reply("c"), "re"), "M") == 0,
+    CHECK(h_reply("c") && strcmp(h_str(h_reply("c"), "code"), "unavailable") == 0 &&
+              strcmp(h_str(h_reply("c"), "re"), "M") == 0,
           "an unanswered relay expires after 5 s with unavailable");
     done(&s, path);
 }
@@ -485,39 +558,46 @@ static void test_usage(void)
     /* b is still running: counted up to now. */
     h_send(s, "c", "{\"v\":1,\"type\":\"usage\",\"group_by\":\"user\"}");
     rows = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "rows");
-    CHECK(cJSON_GetArraySize(rows) == 2 && strcmp(h_str(cJSON_GetArrayItem(rows, 0), "key"), "ann") == 0 &&
+    CHECK(cJSON_GetArraySize(rows) == 2 &&
+              strcmp(h_str(cJSON_GetArrayItem(rows, 0), "key"), "ann") == 0 &&
               h_num(cJSON_GetArrayItem(rows, 0), "gpu_seconds") == 4 * 3600 &&
-              h_num(cJSON_GetArrayItem(rows, 0), "gpu_hours") == 4 && h_num(cJSON_GetArrayItem(rows, 0), "intervals") == 2 &&
+              h_num(cJSON_GetArrayItem(rows, 0), "gpu_hours") == 4 &&
+              h_num(cJSON_GetArrayItem(rows, 0), "intervals") == 2 &&
               h_num(cJSON_GetArrayItem(rows, 1), "gpu_seconds") == 2 * 3600,
           "by user: ann 4 GPU-hours over 2 intervals, bob 2 (open interval up to now)");
     h_send(s, "c", "{\"v\":1,\"type\":\"usage\",\"group_by\":\"day\"}");
     rows = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "rows");
-    CHECK(cJSON_GetArraySize(rows) == 2 && h_num(cJSON_GetArrayItem(rows, 0), "gpu_seconds") == 3 * 3600 &&
-              h_num(cJSON_GetArrayItem(rows, 1), "gpu_seconds") == 3 * 3600 && h_num(cJSON_GetArrayItem(rows, 0), "jobs") == 2,
+    CHECK(cJSON_GetArraySize(rows) == 2 &&
+              h_num(cJSON_GetArrayItem(rows, 0), "gpu_seconds") == 3 * 3600 &&
+              h_num(cJSON_GetArrayItem(rows, 1), "gpu_seconds") == 3 * 3600 &&
+              h_num(cJSON_GetArrayItem(rows, 0), "jobs") == 2,
           "by day: split at midnight, 3 GPU-hours each side, 2 jobs each");
-    snprintf(req, sizeof(req), "{\"v\":1,\"type\":\"usage\",\"group_by\":\"team\",\"since\":%lld,\"until\":%lld}",
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"type\":\"usage\",\"group_by\":\"team\",\"since\":%lld,\"until\":%lld}",
              (long long)(midnight / 1000), (long long)(midnight / 1000 + 1800));
     h_send(s, "c", req);
     rows = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "rows");
-    CHECK(cJSON_GetArraySize(rows) == 1 && strcmp(h_str(cJSON_GetArrayItem(rows, 0), "key"), "nlp") == 0 &&
+    CHECK(cJSON_GetArraySize(rows) == 1 &&
+              strcmp(h_str(cJSON_GetArrayItem(rows, 0), "key"), "nlp") == 0 &&
               h_num(cJSON_GetArrayItem(rows, 0), "gpu_seconds") == 3 * 1800,
           "clipped to half an hour: 3 devices x 1800 s for team nlp");
     h_send(s, "c", "{\"v\":1,\"type\":\"usage\",\"group_by\":\"color\"}");
     CHECK(strcmp(h_str(h_reply("c"), "code"), "bad_field") == 0, "unknown group_by: bad_field");
     h_send(s, "c", "{\"v\":1,\"type\":\"nodes\"}");
     rows = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "nodes");
-    CHECK(cJSON_GetArraySize(rows) == 1 &&
-              cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(rows, 0), "devices")) == 4,
+    CHECK(cJSON_GetArraySize(rows) == 1 && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
+                                               cJSON_GetArrayItem(rows, 0), "devices")) == 4,
           "nodes lists n1 with 4 devices");
     h_send(s, "c", "{\"v\":1,\"type\":\"jobs\",\"states\":[\"RUNNING\"]}");
     rows = cJSON_GetObjectItemCaseSensitive(h_reply("c"), "jobs");
-    CHECK(cJSON_GetArraySize(rows) == 1 && h_num(cJSON_GetArrayItem(rows, 0), "job_id") == (double)b,
+    CHECK(cJSON_GetArraySize(rows) == 1 &&
+              h_num(cJSON_GetArrayItem(rows, 0), "job_id") == (double)b,
           "jobs filtered to RUNNING lists job %lld only", (long long)b);
     h_send(s, "c", "{\"v\":1,\"type\":\"jobs\",\"states\":[\"DONE\"]}");
-    CHECK(strcmp(h_str(h_reply("c"), "code"), "bad_field") == 0, "an unknown state filter: bad_field");
+    CHECK(strcmp(h_str(h_reply("c"), "code"), "bad_field") == 0,
+          "an unknown state filter: bad_field");
     done(&s, path);
 }
-
 
 /* Storage faults: another connection holds the write lock, so every write
  * transaction fails with SQLITE_BUSY. Nothing may change, nothing may be
@@ -542,11 +622,13 @@ static void test_storage_faults(void)
         return;
     sched_set_fake_time(s, now);
     h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
-    CHECK(sqlite3_open(path, &other) == SQLITE_OK && sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK,
+    CHECK(sqlite3_open(path, &other) == SQLITE_OK &&
+              sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK,
           "a second connection takes the write lock");
     id = h_submit(s, "{\"command\":[\"x\"]}", "ann", NULL);
     CHECK(id < 0 && strcmp(h_str(h_reply("client1"), "code"), "internal") == 0 && h_nout == 1,
-          "submit while locked: one 'internal' error, no acknowledgement: '%s'", h_str(h_reply("client1"), "message"));
+          "submit while locked: one 'internal' error, no acknowledgement: '%s'",
+          h_str(h_reply("client1"), "message"));
     CHECK(h_query_int(s, "SELECT count(*) FROM jobs") == 0, "no job row was written");
     sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
     id = h_submit(s, "{\"command\":[\"x\"],\"gpus\":2}", "ann", NULL);
@@ -556,19 +638,25 @@ static void test_storage_faults(void)
     n = sched_node_find(s, "n1");
     CHECK(h_count(NULL, "start") == 0 && strcmp(h_job_col(s, id, "state"), "PENDING") == 0,
           "a placement whose transaction fails sends no start and leaves the job PENDING");
-    CHECK(n && n->devs[0].job_id == 0 && n->devs[1].job_id == 0, "the view was rebuilt: both devices free again");
-    worker(s, "n1", "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}");
-    CHECK(h_nout == 1 && strcmp(h_str(h_reply("w/n1"), "code"), "internal") == 0, "a worker event that cannot be stored is answered 'internal'");
+    CHECK(n && n->devs[0].job_id == 0 && n->devs[1].job_id == 0,
+          "the view was rebuilt: both devices free again");
+    worker(s, "n1",
+           "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":"
+           "0,\"signal\":0,\"reason\":\"exited\"}");
+    CHECK(h_nout == 1 && strcmp(h_str(h_reply("w/n1"), "code"), "internal") == 0,
+          "a worker event that cannot be stored is answered 'internal'");
     sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(other);
     tick(s, 10);
-    CHECK(h_count("w/n1", "start") == 1 && strcmp(h_job_col(s, id, "state"), "RUNNING") == 0 && open_allocs(s, id) == 2,
+    CHECK(h_count("w/n1", "start") == 1 && strcmp(h_job_col(s, id, "state"), "RUNNING") == 0 &&
+              open_allocs(s, id) == 2,
           "with storage back, the next pass starts the job");
     {
         sqlite3_stmt *st;
         int ok = 0;
         if (sqlite3_prepare_v2(s->db->conn, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
-            ok = sqlite3_step(st) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+            ok = sqlite3_step(st) == SQLITE_ROW &&
+                 strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
             sqlite3_finalize(st);
         }
         CHECK(ok, "PRAGMA integrity_check says ok");
@@ -586,15 +674,20 @@ static void test_reply_limits(void)
     cJSON *r;
     int64_t n;
 
-    CHECK(db_exec(s->db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 6000)"
-                         " INSERT INTO jobs (name, kind, spec, user, team, state, reason, priority, max_retries, gpus, submit_time)"
-                         " SELECT printf('job-%058d', i), 'exec', '{}', 'ann', 'default', 'FAILED',"
-                         " printf('%0200d', i), 0, 0, 1, 1 FROM c", &err) == 0, "6000 finished jobs in the database");
+    CHECK(db_exec(s->db,
+                  "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 6000)"
+                  " INSERT INTO jobs (name, kind, spec, user, team, state, reason, priority, "
+                  "max_retries, gpus, submit_time)"
+                  " SELECT printf('job-%058d', i), 'exec', '{}', 'ann', 'default', 'FAILED',"
+                  " printf('%0200d', i), 0, 0, 1, 1 FROM c",
+                  &err) == 0,
+          "6000 finished jobs in the database");
     h_send(s, "c", "{\"v\":1,\"type\":\"jobs\",\"limit\":10000}");
     r = h_reply("c");
     n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "jobs"));
-    CHECK(r && strcmp(h_type(r), "jobs_reply") == 0 && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "truncated")) &&
-              n > 1000 && n < 6000,
+    CHECK(r && strcmp(h_type(r), "jobs_reply") == 0 &&
+              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "truncated")) && n > 1000 &&
+              n < 6000,
           "jobs of 6000 long rows: cut to %lld newest, truncated true", (long long)n);
     {
         char *t = ft_json_print(r);
@@ -604,9 +697,13 @@ static void test_reply_limits(void)
         cJSON_Delete(back);
         free(t);
     }
-    CHECK(db_exec(s->db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 19999)"
-                         " INSERT INTO allocations (job_id, attempt, rank, node, device_index, device_uuid, device_model, start_ms, end_ms)"
-                         " SELECT 1, 1 + i / 1000, i % 1000, 'n1', 0, printf('GPU-%036d', i), 'NVIDIA H100 80GB HBM3', 1000, 2000 FROM c", &err) == 0,
+    CHECK(db_exec(s->db,
+                  "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < 19999)"
+                  " INSERT INTO allocations (job_id, attempt, rank, node, device_index, "
+                  "device_uuid, device_model, start_ms, end_ms)"
+                  " SELECT 1, 1 + i / 1000, i % 1000, 'n1', 0, printf('GPU-%036d', i), 'NVIDIA "
+                  "H100 80GB HBM3', 1000, 2000 FROM c",
+                  &err) == 0,
           "20000 allocation rows for job 1");
     h_send(s, "c", "{\"v\":1,\"type\":\"job\",\"id\":\"big\",\"job_id\":1}");
     r = h_reply("c");
