@@ -7,6 +7,10 @@
  * 1 s, 2 s, ... 32 s before the next try (Paranoid Pirate); hello_reply resets
  * the wait to 1 s. Inbound messages go through ft_proto_decode and then a
  * handler table; outbound ones are sent with ZMQ_DONTWAIT and never block.
+ * Progress lines faster than one per PROGRESS_MIN_INTERVAL_MS per rank are
+ * merged (the newest wins) so that a trainer logging every few milliseconds
+ * does not turn into as many scheduler writes; eval, checkpoint and done
+ * events are always sent.
  * Costs: O(ranks) per loop turn; O(outbox) per confirmation.
  */
 #include <errno.h>
@@ -33,7 +37,8 @@
 #define EVENT_READS_PER_TURN 16 /* 4 KiB reads per rank per loop turn */
 #define BAD_LINE_WARNINGS 5     /* per rank, then debug level */
 #define POLL_MAX_MS 1000
-#define SEND_WARN_EVERY_MS 5000 /* at most one send-failure warning per window */
+#define PROGRESS_MIN_INTERVAL_MS 200 /* per rank; faster progress lines are merged */
+#define SEND_WARN_EVERY_MS 5000      /* at most one send-failure warning per window */
 
 typedef enum { CONN_WAIT = 0, CONN_HELLO, CONN_READY } conn_state_t;
 
@@ -288,6 +293,16 @@ static void request_stop(rank_t *r, int64_t grace_ms)
         r->kill_at_ms = deadline;
 }
 
+/* Sends the rank's coalesced progress, if any. */
+static void flush_progress(agent_t *a, rank_t *r)
+{
+    if (!r->pending_progress)
+        return;
+    send_and_free(a, r->pending_progress);
+    r->pending_progress = NULL;
+    r->progress_sent_ms = ft_mono_ms();
+}
+
 static void handle_event_line(agent_t *a, rank_t *r, char *line, size_t len)
 {
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' '))
@@ -307,9 +322,29 @@ static void handle_event_line(agent_t *a, rank_t *r, char *line, size_t len)
         ft_warn("job %lld rank %d: event key '%s' is not known; ignored", (long long)r->job_id,
                 r->rank, ev.unknown_key);
     }
-    send_and_free(a, event_to_progress(&ev, r->job_id, r->attempt, r->rank, r->last_total));
+    cJSON *m = event_to_progress(&ev, r->job_id, r->attempt, r->rank, r->last_total);
     if (ev.has_total)
         r->last_total = ev.total_steps;
+    if (!m) {
+        ft_error("out of memory building progress");
+        return;
+    }
+    int64_t now = ft_mono_ms();
+    if (ev.kind == EVENT_PROGRESS && now - r->progress_sent_ms < PROGRESS_MIN_INTERVAL_MS) {
+        /* too soon after the last one: keep only the newest, cron sends it */
+        cJSON_Delete(r->pending_progress);
+        r->pending_progress = m;
+        return;
+    }
+    /* eval, checkpoint and done are never merged away; an older pending
+     * progress goes first so that the order of steps holds */
+    if (ev.kind == EVENT_PROGRESS) {
+        cJSON_Delete(r->pending_progress);
+        r->pending_progress = NULL;
+    }
+    flush_progress(a, r);
+    send_and_free(a, m);
+    r->progress_sent_ms = now;
 }
 
 static void feed_events(agent_t *a, rank_t *r, const char *buf, size_t n)
@@ -371,6 +406,7 @@ static void rank_finished(agent_t *a, int idx, int status)
 {
     rank_t *r = a->ranks[idx];
     read_events(a, r, true);
+    flush_progress(a, r);    /* progress always arrives before rank_exited */
     rank_signal(r, SIGKILL); /* whatever the rank left behind in its group */
     int code, sig;
     const char *reason;
@@ -797,6 +833,12 @@ static long cron(agent_t *a)
     }
     for (int i = 0; i < a->nranks; i++) {
         rank_t *r = a->ranks[i];
+        if (r->pending_progress) {
+            if (now - r->progress_sent_ms >= PROGRESS_MIN_INTERVAL_MS)
+                flush_progress(a, r);
+            else
+                next = min64(next, r->progress_sent_ms + PROGRESS_MIN_INTERVAL_MS);
+        }
         if (r->kill_at_ms == 0 || r->kill_sent)
             continue;
         if (now >= r->kill_at_ms) {

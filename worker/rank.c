@@ -459,6 +459,7 @@ void rank_destroy(rank_t **pr)
         return;
     if ((*pr)->event_fd >= 0)
         close((*pr)->event_fd);
+    cJSON_Delete((*pr)->pending_progress);
     free(*pr);
     *pr = NULL;
 }

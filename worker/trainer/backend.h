@@ -21,6 +21,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Query rows per attention block: rows [i0, i0 + 64) meet only keys
+ * [0, i0 + 64), so the masked upper blocks are never computed. FLOP counts
+ * (model_train_flops) follow the same blocking. */
+#define BACKEND_ATT_BLOCK 64
+
 /* Shape of one attention call. */
 typedef struct {
     int B;        /* rows (sequences) in the batch */
@@ -67,7 +72,7 @@ typedef struct backend {
 
     /* Causal softmax attention with GQA. q (B*T, nh*hd), k, v (B*T, nkv*hd);
      * writes att (B, nh, T, T) probabilities (upper triangle zero) and
-     * y (B*T, nh*hd). scale = 1/sqrt(hd). */
+     * y (B*T, nh*hd). scale = 1/sqrt(hd). Blocked by BACKEND_ATT_BLOCK. */
     void (*attention_forward)(float *y, float *att, const float *q, const float *k,
                               const float *v, const attn_shape_t *s);
     /* Writes dq, dk, dv (same shapes as q, k, v) from dy; scratch is

@@ -4,9 +4,10 @@
  * plain single-threaded loops, which stay a few percent of a step because
  * every projection is one large GEMM over the B*T rows.
  *
- * Attention runs one GEMM pair per (batch row, head) on the full (T, T) score
- * matrix; the masked upper triangle is computed and discarded, which costs
- * T*T*hd extra flops per head but keeps the work inside sgemm.
+ * Attention runs GEMMs per (batch row, head) over blocks of 64 query rows,
+ * each against the keys up to its last row, so only the diagonal blocks
+ * compute masked entries; heads run in parallel on the pool with OpenBLAS
+ * single-threaded meanwhile.
  *
  * The loops are written to vectorise: reductions keep VL independent partial
  * sums (a fixed order, so results do not depend on the machine), exp is a
@@ -19,6 +20,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,34 +131,43 @@ static void cpu_free(void *p)
     free(p);
 }
 
-/* ---- a small fork-join pool for the loops OpenBLAS does not run ----
+/* ---- a small fork-join pool: GEMM slices, rows, attention heads ----
  * n_workers threads plus the caller split a range into contiguous chunks.
+ * OpenBLAS itself runs single-threaded: large GEMMs are cut into one slice
+ * of rows (or columns) per thread here, so OpenBLAS's own worker threads,
+ * which spin for a long time after each call, never compete with ours.
  * Results never depend on the split: every item is computed by the same code
  * on its own, and reductions across items are done by the caller in order.
- * A call costs one wake-up of each worker (tens of microseconds), so callers
- * only go parallel above a work threshold. */
+ * Workers spin briefly (about 100 us) for the next job, then sleep on a
+ * condition variable; a call costs well under a microsecond when they spin. */
 #define POOL_MAX 64
+#define POOL_SPIN 2000
 
 typedef void (*range_fn)(void *ctx, int64_t lo, int64_t hi, int tid);
 
 typedef struct {
     pthread_t th[POOL_MAX];   /* workers */
     int n_workers;            /* threads besides the caller */
-    pthread_mutex_t mu;       /* guards everything below */
-    pthread_cond_t start;     /* a new job or stop */
-    pthread_cond_t done;      /* pending reached 0 */
-    uint64_t gen;             /* job generation */
-    int pending;              /* workers still running the job */
-    range_fn fn;              /* the job */
+    pthread_mutex_t mu;       /* for sleeping only */
+    pthread_cond_t wake;      /* a new job or stop */
+    atomic_uint_fast64_t gen; /* job generation; bumped to publish a job */
+    atomic_int pending;       /* workers still running the job */
+    atomic_int sleepers;      /* workers blocked on wake */
+    atomic_bool stop;         /* workers exit */
+    range_fn fn;              /* the job (published by gen) */
     void *ctx;
     int64_t n;                /* items in the job */
-    bool stop;                /* workers exit */
 } pool_t;
 
-static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                      .start = PTHREAD_COND_INITIALIZER,
-                      .done = PTHREAD_COND_INITIALIZER};
-static int blas_threads = 1;   /* what OpenBLAS was last set to */
+static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+static _Thread_local bool in_worker_job; /* inside a job: nested calls run inline */
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 /* chunk w of n items split into parts pieces */
 static void chunk(int64_t n, int parts, int w, int64_t *lo, int64_t *hi)
@@ -168,27 +179,45 @@ static void chunk(int64_t n, int parts, int w, int64_t *lo, int64_t *hi)
 static void *pool_main(void *arg)
 {
     int wid = (int)(intptr_t)arg;   /* 1 .. n_workers */
-    uint64_t seen = 0;
-    pthread_mutex_lock(&pool.mu);
+    uint_fast64_t seen = atomic_load(&pool.gen);
+    in_worker_job = true;
     for (;;) {
-        while (!pool.stop && pool.gen == seen)
-            pthread_cond_wait(&pool.start, &pool.mu);
-        if (pool.stop)
+        uint_fast64_t g;
+        int spins = 0;
+        while ((g = atomic_load(&pool.gen)) == seen) {
+            if (++spins < POOL_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            /* Dekker with par_range: sleepers++ then re-check gen here,
+             * gen++ then read sleepers there (both sequentially consistent) */
+            pthread_mutex_lock(&pool.mu);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while (atomic_load(&pool.gen) == seen)
+                pthread_cond_wait(&pool.wake, &pool.mu);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        seen = g;
+        if (atomic_load(&pool.stop))
             break;
-        seen = pool.gen;
-        range_fn fn = pool.fn;
-        void *ctx = pool.ctx;
         int64_t lo, hi;
         chunk(pool.n, pool.n_workers + 1, wid, &lo, &hi);
-        pthread_mutex_unlock(&pool.mu);
         if (lo < hi)
-            fn(ctx, lo, hi, wid);
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0)
-            pthread_cond_signal(&pool.done);
+            pool.fn(pool.ctx, lo, hi, wid);
+        atomic_fetch_sub(&pool.pending, 1);
     }
-    pthread_mutex_unlock(&pool.mu);
     return NULL;
+}
+
+static void pool_publish(void)
+{
+    atomic_fetch_add(&pool.gen, 1);
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.mu);
+    }
 }
 
 static void pool_resize(int n_workers)
@@ -197,14 +226,14 @@ static void pool_resize(int n_workers)
         n_workers = POOL_MAX;
     if (n_workers == pool.n_workers)
         return;
-    pthread_mutex_lock(&pool.mu);
-    pool.stop = true;
-    pthread_cond_broadcast(&pool.start);
-    pthread_mutex_unlock(&pool.mu);
-    for (int i = 0; i < pool.n_workers; i++)
-        pthread_join(pool.th[i], NULL);
+    if (pool.n_workers > 0) {
+        atomic_store(&pool.stop, true);
+        pool_publish();
+        for (int i = 0; i < pool.n_workers; i++)
+            pthread_join(pool.th[i], NULL);
+    }
     pool.n_workers = 0;
-    pool.stop = false;
+    atomic_store(&pool.stop, false);
     for (int i = 0; i < n_workers; i++) {
         if (pthread_create(&pool.th[i], NULL, pool_main, (void *)(intptr_t)(i + 1)) != 0)
             break;  /* fewer workers: the work still gets done */
@@ -212,28 +241,26 @@ static void pool_resize(int n_workers)
     }
 }
 
-/* Runs fn over [0, n) on the pool when n >= min_par, else inline. */
+/* Runs fn over [0, n) on the pool when n >= min_par, else inline. Not
+ * reentrant: a job never starts another one (it runs inline instead). */
 static void par_range(int64_t n, int64_t min_par, range_fn fn, void *ctx)
 {
-    if (pool.n_workers == 0 || n < min_par || n < 2) {
+    if (pool.n_workers == 0 || n < min_par || n < 2 || in_worker_job) {
         fn(ctx, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&pool.mu);
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
-    pool.pending = pool.n_workers;
-    pool.gen++;
-    pthread_cond_broadcast(&pool.start);
-    pthread_mutex_unlock(&pool.mu);
+    atomic_store(&pool.pending, pool.n_workers);
+    pool_publish();
     int64_t lo, hi;
     chunk(n, pool.n_workers + 1, 0, &lo, &hi);
+    in_worker_job = true;
     fn(ctx, lo, hi, 0);
-    pthread_mutex_lock(&pool.mu);
-    while (pool.pending > 0)
-        pthread_cond_wait(&pool.done, &pool.mu);
-    pthread_mutex_unlock(&pool.mu);
+    in_worker_job = false;
+    while (atomic_load(&pool.pending) > 0)
+        cpu_relax();
 }
 
 /* Per-thread scratch that grows on demand (attention backward). */
@@ -252,15 +279,62 @@ static float *scratch_for(int tid, size_t n)
     return tls_scratch[tid];
 }
 
-static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                     const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                     int ldc)
+/* one single-threaded OpenBLAS call */
+static void gemm1(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M == 0 || N == 0)
         return;
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                 ldc);
+}
+
+typedef struct {
+    bool ta, tb, split_m;       /* transposes; slice rows of C (else columns) */
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int parts;                  /* slices */
+} gemm_ctx;
+
+static void gemm_range(void *p, int64_t lo, int64_t hi, int tid)
+{
+    gemm_ctx *g = p;
+    (void)tid;
+    for (int64_t part = lo; part < hi; part++) {
+        int64_t a, b;
+        chunk(g->split_m ? g->M : g->N, g->parts, (int)part, &a, &b);
+        if (a == b)
+            continue;
+        if (g->split_m) {
+            /* rows [a, b) of C come from rows [a, b) of op(A) */
+            const float *A = g->ta ? g->A + a : g->A + (size_t)a * g->lda;
+            gemm1(g->ta, g->tb, (int)(b - a), g->N, g->K, g->alpha, A, g->lda, g->B, g->ldb,
+                  g->beta, g->C + (size_t)a * g->ldc, g->ldc);
+        } else {
+            /* columns [a, b) of C come from columns [a, b) of op(B) */
+            const float *B = g->tb ? g->B + (size_t)a * g->ldb : g->B + a;
+            gemm1(g->ta, g->tb, g->M, (int)(b - a), g->K, g->alpha, g->A, g->lda, B, g->ldb,
+                  g->beta, g->C + a, g->ldc);
+        }
+    }
+}
+
+/* Splits GEMMs over about 1 MFLOP across the pool along the longer side of C. */
+static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                     const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                     int ldc)
+{
+    int parts = pool.n_workers + 1;
+    double flops = 2.0 * M * (double)N * K;
+    if (parts == 1 || flops < 1e6 || (M < 2 * parts && N < 2 * parts) || in_worker_job) {
+        gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_ctx g = {trans_a, trans_b, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, parts};
+    par_range(parts, 2, gemm_range, &g);
 }
 
 static void cpu_embedding_forward(float *out, const int32_t *tokens, const float *emb, int N,
@@ -422,7 +496,7 @@ static void cpu_rope_backward(float *dx, const float *cos_t, const float *sin_t,
 /* Query rows per block: block [i0, i1) only meets keys [0, i1), so the GEMMs
  * skip the masked upper blocks (5/8 of the full square at T = 4 blocks,
  * tending to 1/2). */
-#define ATT_BLOCK 64
+#define ATT_BLOCK BACKEND_ATT_BLOCK
 
 typedef struct {
     float *y, *att;             /* outputs */
@@ -463,34 +537,22 @@ static void att_fwd_range(void *p, int64_t lo, int64_t hi, int tid)
             int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, bq = i1 - i0;
             float *Pb = P + (size_t)i0 * T;
             /* S (bq, i1) = scale * Q[i0:i1] (bq, hd) K[0:i1]^T */
-            cpu_gemm(false, true, bq, i1, hd, scale, qb + (size_t)i0 * ldq, ldq, kb, ldk, 0.0f,
+            gemm1(false, true, bq, i1, hd, scale, qb + (size_t)i0 * ldq, ldq, kb, ldk, 0.0f,
                      Pb, T);
             softmax_causal_rows(P, i0, i1, T);
             /* Y[i0:i1] (bq, hd) = P[i0:i1, 0:i1] V[0:i1] */
-            cpu_gemm(false, false, bq, hd, i1, 1.0f, Pb, T, vb, ldk, 0.0f,
+            gemm1(false, false, bq, hd, i1, 1.0f, Pb, T, vb, ldk, 0.0f,
                      yb + (size_t)i0 * ldq, ldq);
         }
     }
     (void)tid;
 }
 
-/* OpenBLAS single-threaded while the pool runs one GEMM chain per item */
-static void par_blas_range(int64_t n, range_fn fn, void *ctx)
-{
-    if (pool.n_workers == 0 || n < 2) {
-        fn(ctx, 0, n, 0);
-        return;
-    }
-    openblas_set_num_threads(1);
-    par_range(n, 2, fn, ctx);
-    openblas_set_num_threads(blas_threads);
-}
-
 static void cpu_attention_forward(float *y, float *att, const float *q, const float *k,
                                   const float *v, const attn_shape_t *s)
 {
     att_fwd_ctx c = {y, att, q, k, v, s};
-    par_blas_range((int64_t)s->B * s->n_heads, att_fwd_range, &c);
+    par_range((int64_t)s->B * s->n_heads, 2, att_fwd_range, &c);
 }
 
 typedef struct {
@@ -541,14 +603,14 @@ static void att_bwd_range(void *p, int64_t lo, int64_t hi, int tid)
                 const float *Pb = P + (size_t)i0 * T;
                 const float *dyb = c->dy + qoff + (size_t)i0 * ldq;
                 /* dP (bq, i1) = dY[i0:i1] V[0:i1]^T */
-                cpu_gemm(false, true, bq, i1, hd, 1.0f, dyb, ldq, c->v + koff, ldk, 0.0f, dP, T);
+                gemm1(false, true, bq, i1, hd, 1.0f, dyb, ldq, c->v + koff, ldk, 0.0f, dP, T);
                 /* dV[0:i1] (i1, hd) += P[i0:i1, 0:i1]^T dY[i0:i1] */
-                cpu_gemm(true, false, i1, hd, bq, 1.0f, Pb, T, dyb, ldq, 1.0f, c->dv + koff, ldk);
+                gemm1(true, false, i1, hd, bq, 1.0f, Pb, T, dyb, ldq, 1.0f, c->dv + koff, ldk);
                 softmax_causal_backward_rows(dP, P, i0, i1, T, scale);
                 /* dQ[i0:i1] = dS K[0:i1] ; dK[0:i1] += dS^T Q[i0:i1] */
-                cpu_gemm(false, false, bq, hd, i1, 1.0f, dP, T, c->k + koff, ldk, 0.0f,
+                gemm1(false, false, bq, hd, i1, 1.0f, dP, T, c->k + koff, ldk, 0.0f,
                          c->dq + qoff + (size_t)i0 * ldq, ldq);
-                cpu_gemm(true, false, i1, hd, bq, 1.0f, dP, T, c->q + qoff + (size_t)i0 * ldq,
+                gemm1(true, false, i1, hd, bq, 1.0f, dP, T, c->q + qoff + (size_t)i0 * ldq,
                          ldq, 1.0f, c->dk + koff, ldk);
             }
         }
@@ -565,7 +627,7 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
     for (int t = 1; t <= pool.n_workers; t++)
         ok = ok && scratch_for(t, (size_t)s->T * s->T) != NULL;
     if (ok)
-        par_blas_range(items, att_bwd_range, &c);
+        par_range(items, 2, att_bwd_range, &c);
     else
         att_bwd_range(&c, 0, items, 0);  /* out of memory for scratch: one thread */
 }
@@ -775,9 +837,8 @@ HOT static void cpu_add(float *y, const float *x, int64_t n)
 
 static void cpu_set_threads(int n)
 {
-    blas_threads = n > 0 ? n : 1;
-    openblas_set_num_threads(blas_threads);
-    pool_resize(blas_threads - 1);
+    openblas_set_num_threads(1);  /* threads are ours: see the pool above */
+    pool_resize((n > 0 ? n : 1) - 1);
 }
 
 static const backend_t cpu_backend = {

@@ -190,7 +190,8 @@ typedef struct {
 static int push_text(const rctx_t *c, tokbuf_t *b, const char *s, bool learn)
 {
     size_t len = strlen(s);
-    if (tb_reserve(b, (int64_t)len + 1) < 0)
+    /* a tokenizer gives at most 2 * bytes + 1 ids (tokenizer.c) */
+    if (tb_reserve(b, 2 * (int64_t)len + 2) < 0)
         goto oom;
     int64_t k = tokenizer_encode(c->tok, s, len, b->tok + b->n, b->cap - b->n);
     if (k < 0)

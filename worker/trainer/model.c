@@ -453,19 +453,25 @@ double model_train_flops(const llama_config_t *cfg, int r, uint32_t mask, int B,
 {
     /* Per token: forward base projections 2*(C*Hq + 2*C*Hkv + Hq*C + 3*C*I) per
      * layer plus lm_head 2*C*V; backward computes only dX through them, the
-     * same again. Attention: scores and P*V forward 4*T*Hq per token per
-     * layer (full square), backward 8*T*Hq. LoRA module (in, out): forward
-     * 2*r*(in+out), backward 4*r*(in+out). */
+     * same again. LoRA module (in, out): forward 2*r*(in+out), backward
+     * 4*r*(in+out). Attention per (row, head), blocked causally as the
+     * backend runs it (query block [i0, i1) against keys [0, i1)):
+     * forward 4*hd*sum(bq*i1) (scores, P*V), backward 8*hd*sum(bq*i1). */
     double C = cfg->hidden_size, I = cfg->intermediate_size, V = cfg->vocab_size;
     double Hq = (double)cfg->n_heads * cfg->head_dim, Hkv = (double)cfg->n_kv_heads * cfg->head_dim;
     double base = 2.0 * (C * Hq + 2.0 * C * Hkv + Hq * C + 3.0 * C * I);
-    double attn = 12.0 * T * Hq;
     const double in[FT_N_TARGET_MODULES] = {C, C, C, Hq, C, C, I};
     const double out[FT_N_TARGET_MODULES] = {Hq, Hkv, Hkv, C, I, I, C};
     double lora = 0.0;
     for (int mo = 0; mo < FT_N_TARGET_MODULES; mo++)
         if ((mask >> mo) & 1u)
             lora += 6.0 * r * (in[mo] + out[mo]);
-    double per_tok = cfg->n_layers * (2.0 * base + attn + lora) + 2.0 * (2.0 * C * V);
-    return per_tok * (double)B * T;
+    double blocks = 0.0;  /* sum over query blocks of bq * i1 */
+    for (int i0 = 0; i0 < T; i0 += BACKEND_ATT_BLOCK) {
+        int i1 = i0 + BACKEND_ATT_BLOCK < T ? i0 + BACKEND_ATT_BLOCK : T;
+        blocks += (double)(i1 - i0) * i1;
+    }
+    double attn = 12.0 * cfg->head_dim * blocks * cfg->n_heads * B;  /* per layer */
+    double per_tok = cfg->n_layers * (2.0 * base + lora) + 2.0 * (2.0 * C * V);
+    return per_tok * (double)B * T + cfg->n_layers * attn;
 }

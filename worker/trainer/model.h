@@ -61,7 +61,7 @@ int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool t
 void model_rope_tables(const llama_config_t *cfg, int T, float *cos_t, float *sin_t);
 
 /* Matmul FLOPs of one training step (forward + backward) on (B, T), as the
- * model runs them (full-square attention scores included). */
+ * model runs them (block-causal attention, see BACKEND_ATT_BLOCK). */
 double model_train_flops(const llama_config_t *cfg, int r, uint32_t mask, int B, int T);
 
 /* Per-op-family timing of model_step (process-wide; for benchmarks): enable

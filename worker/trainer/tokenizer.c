@@ -45,7 +45,14 @@ static const char llama3_regex[] =
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 typedef enum { TOK_BYTE = 1, TOK_BPE = 2 } tok_kind_t;
-typedef enum { PRE_GPT2 = 1, PRE_LLAMA3 = 2 } pre_kind_t;
+typedef enum {
+    PRE_GPT2 = 1,   /* byte-level, GPT-2 regex */
+    PRE_LLAMA3 = 2, /* byte-level, Llama-3 regex */
+    PRE_SP_ALL = 3, /* SentencePiece style: normalizer Prepend("▁") + Replace(" ", "▁") */
+    PRE_SP_FIRST = 4, /* SentencePiece style: Metaspace("▁", prepend_scheme first) */
+} pre_kind_t;
+
+#define SP_SPACE "\xe2\x96\x81" /* U+2581, SentencePiece's word mark */
 
 /* string -> id, open addressing */
 typedef struct {
@@ -73,7 +80,8 @@ struct tokenizer {
     tok_kind_t kind;      /* byte or BPE */
     int vocab;            /* ids in use: max id + 1 */
     int bos, eos;         /* from config.json (BPE) or 1, 2 (byte) */
-    pre_kind_t pre;       /* BPE: which pre-tokenizer regex */
+    pre_kind_t pre;       /* BPE: which pre-tokenizer regex or SentencePiece scheme */
+    bool sp;              /* BPE: SentencePiece style (chars, byte fallback, no regex) */
     bool ignore_merges;   /* BPE: a pre-token found whole in the vocab is one id */
     strmap_t vocab_map;   /* BPE: token string (byte-level chars) -> id */
     pairmap_t merges;     /* BPE: merge ranks */
@@ -622,6 +630,40 @@ static int cmp_added(const void *a, const void *b)
     return x->len != y->len ? (x->len > y->len ? -1 : 1) : x->id - y->id;
 }
 
+static bool json_str_is(const cJSON *o, const char *key, const char *want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) && strcmp(v->valuestring, want) == 0;
+}
+
+/* The two SentencePiece-style set-ups transformers writes (Llama 2, Mistral):
+ * the normalizer form (every piece between added tokens gets "▁" prepended)
+ * or Metaspace with prepend_scheme "first" (only a piece at the start of the
+ * text, and only when it does not start with "▁" already). */
+static int sp_scheme(const cJSON *norm, const cJSON *pre, pre_kind_t *out)
+{
+    bool no_norm = !norm || cJSON_IsNull(norm), no_pre = !pre || cJSON_IsNull(pre);
+    if (!no_norm && no_pre && json_str_is(norm, "type", "Sequence")) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+        const cJSON *a = cJSON_GetArrayItem(list, 0), *b = cJSON_GetArrayItem(list, 1);
+        if (cJSON_GetArraySize(list) == 2 && json_str_is(a, "type", "Prepend") &&
+            json_str_is(a, "prepend", SP_SPACE) && json_str_is(b, "type", "Replace") &&
+            json_str_is(cJSON_GetObjectItemCaseSensitive(b, "pattern"), "String", " ") &&
+            json_str_is(b, "content", SP_SPACE)) {
+            *out = PRE_SP_ALL;
+            return 0;
+        }
+        return -1;
+    }
+    if (no_norm && !no_pre && json_str_is(pre, "type", "Metaspace") &&
+        json_str_is(pre, "replacement", SP_SPACE) && json_str_is(pre, "prepend_scheme", "first") &&
+        cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(pre, "split"))) {
+        *out = PRE_SP_FIRST;
+        return 0;
+    }
+    return -1;
+}
+
 static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_err_t *err)
 {
     int rc = -1;
@@ -650,8 +692,6 @@ static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_
         goto out;                                                                                  \
     } while (0)
     const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm))
-        TOK_FAIL("normalizer is not supported (only byte-level BPE without one)");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (!cJSON_IsObject(model) || !cJSON_IsString(mt) || strcmp(mt->valuestring, "BPE") != 0)
@@ -663,16 +703,22 @@ static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_
         if (v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && v->valuestring[0] == '\0'))
             TOK_FAIL("model.%s is not supported", must_be_off[i]);
     }
-    const cJSON *bf = cJSON_GetObjectItemCaseSensitive(model, "byte_fallback");
-    if (cJSON_IsTrue(bf))
-        TOK_FAIL("model.byte_fallback (SentencePiece-style BPE) is not supported yet");
+    t->sp = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
 
-    /* pre-tokenizer */
+    /* normalizer and pre-tokenizer */
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     const cJSON *pty = cJSON_GetObjectItemCaseSensitive(pre, "type");
     const cJSON *bl = NULL;
-    if (cJSON_IsString(pty) && strcmp(pty->valuestring, "ByteLevel") == 0) {
+    if (t->sp) {
+        if (sp_scheme(norm, pre, &t->pre) < 0)
+            TOK_FAIL("SentencePiece-style BPE (byte_fallback) is supported with the normalizer "
+                     "Sequence[Prepend(\"\u2581\"), Replace(\" \", \"\u2581\")] and no "
+                     "pre_tokenizer, or no normalizer and the pre_tokenizer Metaspace(\"\u2581\", "
+                     "prepend_scheme first, split false); this file has another one");
+    } else if (norm && !cJSON_IsNull(norm)) {
+        TOK_FAIL("normalizer is not supported for byte-level BPE");
+    } else if (cJSON_IsString(pty) && strcmp(pty->valuestring, "ByteLevel") == 0) {
         const cJSON *ur = cJSON_GetObjectItemCaseSensitive(pre, "use_regex");
         if (ur && !cJSON_IsTrue(ur))
             TOK_FAIL("pre_tokenizer ByteLevel without use_regex is not supported");
@@ -705,7 +751,7 @@ static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_
     } else {
         TOK_FAIL("pre_tokenizer must be ByteLevel or Sequence[Split, ByteLevel]");
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bl, "add_prefix_space")))
+    if (bl && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(bl, "add_prefix_space")))
         TOK_FAIL("pre_tokenizer ByteLevel add_prefix_space is not supported");
 
     /* vocabulary */
@@ -744,6 +790,9 @@ static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_
         for (int f = 0; f < 3; f++)
             if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, flags[f])))
                 TOK_FAIL("added_tokens[%d]: %s is not supported", t->n_added, flags[f]);
+        if (t->pre == PRE_SP_ALL && !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(e, "normalized")))
+            TOK_FAIL("added_tokens[%d]: tokens matched after the normalizer (normalized true) are "
+                     "not supported", t->n_added);
         added_t *a = &t->added[t->n_added++];
         if (!(a->content = strdup(ct->valuestring)))
             goto oom;
@@ -756,10 +805,11 @@ static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_
     qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
     t->vocab = max_id + 1;
 
-    /* every byte must have its single-character token */
+    /* every byte must have its token: the single byte-level character, or
+     * SentencePiece's <0xXX> */
     for (int b = 0; b < 256; b++) {
-        char s[4];
-        size_t k = utf8_put(byte_char(b), s);
+        char s[8];
+        size_t k = t->sp ? (size_t)snprintf(s, sizeof s, "<0x%02X>", b) : utf8_put(byte_char(b), s);
         t->byte_id[b] = strmap_get(&t->vocab_map, s, k);
         if (t->byte_id[b] < 0)
             TOK_FAIL("model.vocab has no token for byte 0x%02x", b);
@@ -946,6 +996,161 @@ static int64_t bpe_piece(const tokenizer_t *t, const unsigned char *s, size_t le
     return (int64_t)n;
 }
 
+/* A symbol of a SentencePiece-style word during merging. */
+typedef struct {
+    int32_t id;       /* current token */
+    int prev, next;   /* neighbours, -1 at the ends */
+} sym_t;
+
+/* A candidate merge: rank, then the left symbol's position, break ties. */
+typedef struct {
+    int32_t rank;     /* merge rank, lower first */
+    int pos;          /* left symbol index */
+    int32_t left, right, merged; /* ids when the candidate was made */
+} cand_t;
+
+static bool cand_less(const cand_t *a, const cand_t *b)
+{
+    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
+}
+
+static void heap_push(cand_t *h, int *n, cand_t c)
+{
+    int i = (*n)++;
+    h[i] = c;
+    while (i > 0 && cand_less(&h[i], &h[(i - 1) / 2])) {
+        cand_t tmp = h[i];
+        h[i] = h[(i - 1) / 2];
+        h[(i - 1) / 2] = tmp;
+        i = (i - 1) / 2;
+    }
+}
+
+static cand_t heap_pop(cand_t *h, int *n)
+{
+    cand_t top = h[0];
+    h[0] = h[--*n];
+    for (int i = 0;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *n && cand_less(&h[l], &h[m]))
+            m = l;
+        if (r < *n && cand_less(&h[r], &h[m]))
+            m = r;
+        if (m == i)
+            break;
+        cand_t tmp = h[i];
+        h[i] = h[m];
+        h[m] = tmp;
+        i = m;
+    }
+    return top;
+}
+
+static void push_pair(const tokenizer_t *t, const sym_t *sy, int left, cand_t *h, int *nh)
+{
+    int right = left >= 0 ? sy[left].next : -1;
+    int32_t r, m;
+    if (left < 0 || right < 0 || !pairmap_get(&t->merges, sy[left].id, sy[right].id, &r, &m))
+        return;
+    heap_push(h, nh, (cand_t){ r, left, sy[left].id, sy[right].id, m });
+}
+
+/* SentencePiece-style BPE of one piece between added tokens: the piece is
+ * normalized ("▁" for spaces, "▁" prepended per the scheme), split into
+ * characters (a character missing from the vocabulary becomes its UTF-8
+ * bytes' <0xXX> tokens), then merged lowest rank first, leftmost first, with
+ * a heap: O(k log k) for k characters. Returns the count, or -1 when it would
+ * not fit in cap or memory runs out. */
+static int64_t sp_segment(const tokenizer_t *t, const char *s, size_t len, bool at_start,
+                          int32_t *out, int64_t cap)
+{
+    if (len == 0)
+        return 0;
+    int64_t rc = -1;
+    bool prepend = t->pre == PRE_SP_ALL ||
+                   (at_start && s[0] != ' ' && !(len >= 3 && memcmp(s, SP_SPACE, 3) == 0));
+    size_t nl = 0;
+    char *norm = malloc(3 * len + 4);
+    uint32_t *cp = malloc((3 * len + 5) * sizeof *cp);
+    size_t *off = malloc((3 * len + 5) * sizeof *off);
+    sym_t *sy = malloc((3 * len + 5) * sizeof *sy);
+    cand_t *h = malloc((3 * len + 5) * 2 * sizeof *h);
+    if (!norm || !cp || !off || !sy || !h)
+        goto out;
+    if (prepend) {
+        memcpy(norm, SP_SPACE, 3);
+        nl = 3;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == ' ') {
+            memcpy(norm + nl, SP_SPACE, 3);
+            nl += 3;
+        } else {
+            norm[nl++] = s[i];
+        }
+    }
+    int32_t whole;
+    if (t->ignore_merges && (whole = strmap_get(&t->vocab_map, norm, nl)) >= 0) {
+        if (cap < 1)
+            goto out;
+        out[0] = whole;
+        rc = 1;
+        goto out;
+    }
+    size_t nc = utf8_decode(norm, nl, cp, off);
+    int n = 0;
+    for (size_t i = 0; i < nc; i++) {
+        int32_t id = strmap_get(&t->vocab_map, norm + off[i], off[i + 1] - off[i]);
+        if (id >= 0) {
+            sy[n++].id = id;
+            continue;
+        }
+        for (size_t b = off[i]; b < off[i + 1]; b++) /* byte fallback */
+            sy[n++].id = t->byte_id[(unsigned char)norm[b]];
+    }
+    for (int i = 0; i < n; i++) {
+        sy[i].prev = i - 1;
+        sy[i].next = i + 1 < n ? i + 1 : -1;
+    }
+    /* every merge removes a symbol and adds at most two candidates; stale ones
+     * are skipped, so the heap never holds more than 3n entries */
+    int nh = 0;
+    cand_t *hh = realloc(h, ((size_t)3 * (size_t)n + 4) * sizeof *h);
+    if (!hh)
+        goto out;
+    h = hh;
+    for (int i = 0; i + 1 < n; i++)
+        push_pair(t, sy, i, h, &nh);
+    while (nh > 0) {
+        cand_t c = heap_pop(h, &nh);
+        int l = c.pos, r = sy[l].next;
+        if (sy[l].id != c.left || r < 0 || sy[r].id != c.right || sy[l].prev == -2)
+            continue; /* stale */
+        sy[l].id = c.merged;
+        sy[l].next = sy[r].next;
+        if (sy[r].next >= 0)
+            sy[sy[r].next].prev = l;
+        sy[r].prev = -2; /* removed */
+        sy[r].id = -1;
+        push_pair(t, sy, sy[l].prev, h, &nh);
+        push_pair(t, sy, l, h, &nh);
+    }
+    int64_t k = 0;
+    for (int i = 0; i >= 0 && n > 0; i = sy[i].next) {
+        if (k >= cap)
+            goto out;
+        out[k++] = sy[i].id;
+    }
+    rc = k;
+out:
+    free(norm);
+    free(cp);
+    free(off);
+    free(sy);
+    free(h);
+    return rc;
+}
+
 /* Pre-tokenizes and encodes text without added tokens. */
 static int64_t bpe_segment(const tokenizer_t *t, const char *s, size_t len, int32_t *out)
 {
@@ -970,12 +1175,23 @@ out:
     return k;
 }
 
+/* Encodes the piece [s, s+len) between added tokens into out (capacity cap). */
+static int64_t encode_piece(const tokenizer_t *t, const char *s, size_t len, bool at_start,
+                            int32_t *out, int64_t cap)
+{
+    if (t->sp)
+        return sp_segment(t, s, len, at_start, out, cap);
+    if ((int64_t)len > cap) /* byte-level never gives more ids than bytes */
+        return -1;
+    return bpe_segment(t, s, len, out);
+}
+
 int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
                          int64_t cap)
 {
-    if ((int64_t)len > cap)
-        return -1;
     if (t->kind == TOK_BYTE) {
+        if ((int64_t)len > cap)
+            return -1;
         const unsigned char *p = (const unsigned char *)text;
         for (size_t i = 0; i < len; i++)
             out[i] = (int32_t)p[i] + BYTE_OFFSET;
@@ -999,17 +1215,19 @@ int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int
             continue;
         }
         if (i > seg) {
-            int64_t k = bpe_segment(t, text + seg, i - seg, out + n);
+            int64_t k = encode_piece(t, text + seg, i - seg, seg == 0, out + n, cap - n);
             if (k < 0)
                 return -1;
             n += k;
         }
+        if (n >= cap)
+            return -1;
         out[n++] = hit->id;
         i += hit->len;
         seg = i;
     }
     if (len > seg) {
-        int64_t k = bpe_segment(t, text + seg, len - seg, out + n);
+        int64_t k = encode_piece(t, text + seg, len - seg, seg == 0, out + n, cap - n);
         if (k < 0)
             return -1;
         n += k;
