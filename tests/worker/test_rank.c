@@ -1,0 +1,174 @@
+/*
+ * tests/worker/test_rank.c: the rank launcher on its own, without a
+ * scheduler: a rank's environment, log file, event pipe on fd 3, process
+ * group, exit fields; launch failures (missing command, bad cwd) with their
+ * reason in the log; pid files and the clean-up of leftovers.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "rank.h"
+
+static char tmpdir[] = "/tmp/ft-test-rank-XXXXXX";
+
+static char *read_all(const char *path)
+{
+    ft_err_t err = {0};
+    return ft_read_file(path, 1 << 20, NULL, &err);
+}
+
+/* An exec spec with argv; envs are "K=V" strings. */
+static void make_spec(ft_jobspec_t *spec, char **argv, char **env, const char *cwd)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->kind = FT_KIND_EXEC;
+    spec->argv = argv;
+    for (spec->argc = 0; argv[spec->argc]; spec->argc++)
+        ;
+    spec->env = env;
+    for (spec->envc = 0; env && env[spec->envc]; spec->envc++)
+        ;
+    ft_strlcpy(spec->cwd, cwd ? cwd : "", sizeof(spec->cwd));
+}
+
+static int wait_rank(rank_t *r)
+{
+    int status = -1;
+    while (waitpid(r->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return status;
+}
+
+int main(void)
+{
+    ft_log_init("test_rank", FT_LOG_WARN);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    ft_err_t err = {0};
+    wdev_opts_t dopts = {
+        .node_name = "n1", .cpu_devices = 1, .emulate_gpus = 2, .nvml_library = ""};
+    wdev_set_t *devs = wdev_set_new(&dopts, &err);
+    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1"};
+    ft_jobspec_t spec;
+
+    /* a rank on emulated GPU 1: environment, output, event pipe, own group */
+    char *argv1[] = {"sh", "-c",
+                     "echo \"$FT_JOB_ID $FT_ATTEMPT $FT_RANK/$FT_WORLD_SIZE $FT_LOCAL_RANK "
+                     "cvd=$CUDA_VISIBLE_DEVICES kind=$FT_DEVICE_KIND fd=$FT_EVENT_FD y=$Y\"; "
+                     "echo event >&3; ps -o pgid= -p $$ | tr -d ' '; exit 5",
+                     NULL};
+    char *env1[] = {"Y=spec", "FT_RANK=99", NULL};
+    make_spec(&spec, argv1, env1, NULL);
+    rank_req_t req = {42, 2, 1, 0, 4, wdev_get(devs, 1), &spec, NULL};
+    rank_t *r = NULL;
+    CHECK(rank_launch(&ctx, &req, &r, &err) == 0 && r && r->pid > 0 && r->event_fd >= 0,
+          "launch job 42 attempt 2 rank 1 (%s)", err.msg);
+    char buf[64] = "";
+    ssize_t n = 0;
+    int status = r ? wait_rank(r) : -1;
+    if (r)
+        n = read(r->event_fd, buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    CHECK(strcmp(buf, "event\n") == 0, "the rank's fd 3 reaches the event pipe: '%s'", buf);
+    int code = 0, sig = 0;
+    const char *reason = "";
+    if (r)
+        rank_exit_fields(r, status, &code, &sig, &reason);
+    CHECK(code == 5 && sig == 0 && strcmp(reason, "exited") == 0,
+          "exit fields: code %d, signal %d, reason '%s'", code, sig, reason);
+    char path[512], want[256];
+    rank_log_path(tmpdir, 42, 1, path, sizeof(path));
+    char *log = read_all(path);
+    snprintf(want, sizeof(want), "42 2 1/4 0 cvd=1 kind=emulated fd=3 y=spec\n%d\n",
+             r ? (int)r->pid : -1);
+    CHECK(log && strcmp(log, want) == 0,
+          "log has the environment (ours win over the spec's FT_RANK) and pgid == pid: '%s'",
+          log ? log : "(none)");
+    free(log);
+    snprintf(path, sizeof(path), "%s/jobs/42/rank-1.pid", tmpdir);
+    CHECK(r && access(path, F_OK) == 0, "a pid file exists while the rank is known");
+    if (r)
+        rank_forget(r);
+    CHECK(access(path, F_OK) != 0, "rank_forget removes it");
+    rank_destroy(&r);
+    CHECK(r == NULL, "rank_destroy nulls the pointer");
+
+    /* a stop: SIGTERM to the group, reason "stopped" */
+    char *argv2[] = {"sleep", "30", NULL};
+    make_spec(&spec, argv2, NULL, NULL);
+    rank_req_t req2 = {43, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL};
+    CHECK(rank_launch(&ctx, &req2, &r, &err) == 0, "launch 'sleep 30' on the cpu device");
+    if (r) {
+        r->stop_requested = true;
+        rank_signal(r, SIGTERM);
+        status = wait_rank(r);
+        rank_exit_fields(r, status, &code, &sig, &reason);
+        rank_forget(r);
+    }
+    CHECK(code == -1 && sig == SIGTERM && strcmp(reason, "stopped") == 0,
+          "stopped rank: code %d, signal %d, reason '%s'", code, sig, reason);
+    rank_destroy(&r);
+
+    /* launch failures: never started, reason in err and in the log */
+    char *argv3[] = {"/nonexistent/cmd", NULL};
+    make_spec(&spec, argv3, NULL, NULL);
+    rank_req_t req3 = {44, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
+    ft_err_clear(&err);
+    CHECK(rank_launch(&ctx, &req3, &r, &err) == -1 && !r &&
+              strcmp(err.msg, "cannot run '/nonexistent/cmd': No such file or directory") == 0,
+          "missing command: '%s'", err.msg);
+    rank_log_path(tmpdir, 44, 0, path, sizeof(path));
+    log = read_all(path);
+    CHECK(log && strstr(log, "ft: launch failed: cannot run '/nonexistent/cmd'"),
+          "the failure is appended to the rank's log");
+    free(log);
+    char *argv4[] = {"true", NULL};
+    make_spec(&spec, argv4, NULL, "/nonexistent/dir");
+    ft_err_clear(&err);
+    CHECK(rank_launch(&ctx, &req3, &r, &err) == -1 &&
+              strstr(err.msg, "cannot change directory to '/nonexistent/dir'"),
+          "bad cwd: '%s'", err.msg);
+    spec.kind = FT_KIND_LORA;
+    cJSON *sj = cJSON_Parse("{\"kind\":\"lora\"}");
+    req3.spec_json = sj;
+    ft_err_clear(&err);
+    CHECK(rank_launch(&ctx, &req3, &r, &err) == -1 &&
+              strstr(err.msg, "cannot run '/nonexistent/ft-train'"),
+          "lora without a trainer: '%s'", err.msg);
+    snprintf(path, sizeof(path), "%s/jobs/44/rank-0/spec.json", tmpdir);
+    log = read_all(path);
+    CHECK(log && strstr(log, "\"lora\""), "the lora spec was written to the rank's dir");
+    free(log);
+    cJSON_Delete(sj);
+
+    /* leftovers: a rank whose worker vanished, and its background child */
+    char *argv5[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
+    make_spec(&spec, argv5, NULL, NULL);
+    rank_req_t req5 = {45, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
+    CHECK(rank_launch(&ctx, &req5, &r, &err) == 0, "launch a rank with a background child");
+    usleep(300000);
+    int killed = rank_kill_leftovers(tmpdir);
+    CHECK(killed >= 2, "rank_kill_leftovers killed the rank and its child(ren): %d", killed);
+    if (r) {
+        status = wait_rank(r);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the rank died of SIGKILL");
+    }
+    snprintf(path, sizeof(path), "%s/jobs/45/rank-0.pid", tmpdir);
+    CHECK(access(path, F_OK) != 0, "its pid file is gone");
+    CHECK(rank_kill_leftovers(tmpdir) == 0, "a second pass finds nothing");
+    rank_destroy(&r);
+
+    wdev_set_destroy(&devs);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (!check_failures && system(cmd) != 0)
+        printf("# could not remove %s\n", tmpdir);
+    return check_exit();
+}
