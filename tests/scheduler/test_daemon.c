@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "ft/common.h"
@@ -182,6 +183,261 @@ static void test_cli(void)
     }
 }
 
+/* ---- crash test: SIGKILL at random moments, then restart ----
+ * A rank_exited in flight when the scheduler dies is lost; the rank is then
+ * missing from the worker's next hello and its attempt is requeued (at least
+ * once semantics). The jobs allow many retries so that six crashes in a row
+ * cannot exhaust them; the point is that nothing acknowledged is lost, no
+ * device is allocated twice, and everything finishes after the last restart. */
+
+#define MAX_RUN 64
+
+typedef struct {
+    int job, attempt, rank; /* a rank the emulated worker runs */
+    int64_t since;          /* monotonic ms it started */
+} run_t;
+
+static run_t running[MAX_RUN]; /* what the emulated worker runs */
+static int nrunning;
+
+static void run_remove(int i)
+{
+    running[i] = running[--nrunning];
+}
+
+static char *running_json(void)
+{
+    char *out = strdup("[");
+
+    for (int i = 0; i < nrunning; i++) {
+        char *n = ft_asprintf("%s%s{\"job_id\":%d,\"attempt\":%d,\"rank\":%d,\"pid\":%d}", out,
+                              i ? "," : "", running[i].job, running[i].attempt, running[i].rank,
+                              1000 + i);
+        free(out);
+        out = n;
+    }
+    {
+        char *n = ft_asprintf("%s]", out);
+        free(out);
+        out = n;
+    }
+    return out;
+}
+
+static void worker_hello(void *w)
+{
+    char *run = running_json();
+    char *h = ft_asprintf(
+        "{\"v\":1,\"type\":\"hello\",\"name\":\"n1\",\"hostname\":\"h\",\"pid\":42,"
+        "\"version\":\"0.1.0\",\"devices\":[{\"index\":0,\"uuid\":\"EMU-0\",\"model\":"
+        "\"emulated\",\"memory_mb\":1024,\"kind\":\"emulated\"},{\"index\":1,\"uuid\":\"EMU-1\","
+        "\"model\":\"emulated\",\"memory_mb\":1024,\"kind\":\"emulated\"}],\"running\":%s}",
+        run);
+    send_text(w, h);
+    free(h);
+    free(run);
+}
+
+/* Plays the worker for ms: obeys start/stop, finishes ranks after 50 ms. */
+static void worker_play(void *w, int ms)
+{
+    int64_t end = ft_mono_ms() + ms;
+    char buf[65536], out[256];
+
+    while (ft_mono_ms() < end) {
+        zmq_pollitem_t it = {w, 0, ZMQ_POLLIN, 0};
+
+        if (zmq_poll(&it, 1, 10) > 0) {
+            int n = zmq_recv(w, buf, sizeof(buf) - 1, 0);
+            cJSON *m;
+            const char *type;
+
+            if (n < 0)
+                continue;
+            buf[n < (int)sizeof(buf) - 1 ? n : (int)sizeof(buf) - 1] = '\0';
+            m = cJSON_Parse(buf);
+            type = str(m, "type");
+            if (strcmp(type, "start") == 0) {
+                const cJSON *r;
+                int job = cJSON_GetObjectItemCaseSensitive(m, "job_id")->valueint;
+                int att = cJSON_GetObjectItemCaseSensitive(m, "attempt")->valueint;
+
+                cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(m, "ranks"))
+                {
+                    int rank = cJSON_GetObjectItemCaseSensitive(r, "rank")->valueint;
+
+                    if (nrunning < MAX_RUN)
+                        running[nrunning++] = (run_t){job, att, rank, ft_mono_ms()};
+                    snprintf(out, sizeof(out),
+                             "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%d,\"attempt\":%d,"
+                             "\"rank\":%d,\"pid\":%d}",
+                             job, att, rank, 2000 + rank);
+                    send_text(w, out);
+                }
+            } else if (strcmp(type, "stop") == 0) {
+                int job = cJSON_GetObjectItemCaseSensitive(m, "job_id")->valueint;
+                int att = cJSON_GetObjectItemCaseSensitive(m, "attempt")->valueint;
+
+                for (int i = nrunning - 1; i >= 0; i--) {
+                    if (running[i].job == job && running[i].attempt == att) {
+                        snprintf(
+                            out, sizeof(out),
+                            "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%d,\"attempt\":%d,"
+                            "\"rank\":%d,\"exit_code\":-1,\"signal\":15,\"reason\":\"stopped\"}",
+                            job, att, running[i].rank);
+                        send_text(w, out);
+                        run_remove(i);
+                    }
+                }
+            } else if (strcmp(type, "error") == 0 &&
+                       strcmp(str(m, "code"), "not_registered") == 0) {
+                worker_hello(w);
+            }
+            cJSON_Delete(m);
+        }
+        for (int i = nrunning - 1; i >= 0; i--) {
+            if (ft_mono_ms() - running[i].since >= 50) {
+                snprintf(out, sizeof(out),
+                         "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%d,\"attempt\":%d,"
+                         "\"rank\":%d,\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}",
+                         running[i].job, running[i].attempt, running[i].rank);
+                send_text(w, out);
+                run_remove(i);
+            }
+        }
+        send_text(w, "{\"v\":1,\"type\":\"heartbeat\"}");
+    }
+}
+
+static int64_t db_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    int64_t v = -1;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    return v;
+}
+
+static void test_crashes(void)
+{
+    int acked[256], nacked = 0, lost_acks = 0, bad_db = 0, iters = 6;
+    unsigned seed = 4242;
+    sqlite3 *db;
+    void *client, *w;
+    pid_t pid;
+    int ms = 0;
+
+    for (int it = 0; it < iters; it++) {
+        pid = start_daemon();
+        client = dealer(NULL);
+        w = dealer("w/n1");
+        worker_hello(w);
+        for (int j = 0; j < 5; j++) {
+            char req[256];
+            cJSON *r;
+
+            snprintf(req, sizeof(req),
+                     "{\"v\":1,\"type\":\"submit\",\"user\":\"crash\",\"request_id\":\"k%d-%d\","
+                     "\"spec\":{\"command\":[\"true\"],\"max_retries\":20}}",
+                     it, j);
+            send_text(client, req);
+            r = recv_type(client, "submit_reply", 2000);
+            if (r && nacked < 256)
+                acked[nacked++] = cJSON_GetObjectItemCaseSensitive(r, "job_id")->valueint;
+            cJSON_Delete(r);
+            worker_play(w, (int)(rand_r(&seed) % 40));
+        }
+        worker_play(w, (int)(rand_r(&seed) % 200));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        zmq_close(client);
+        zmq_close(w);
+        if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+            char sql[128];
+
+            if (db_int(db, "SELECT count(*) FROM (SELECT 1 FROM allocations WHERE end_ms IS NULL"
+                           " GROUP BY node, device_index HAVING count(*) > 1)") != 0)
+                bad_db++;
+            for (int k = 0; k < nacked; k++) {
+                snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE id = %d", acked[k]);
+                if (db_int(db, sql) != 1)
+                    lost_acks++;
+            }
+            sqlite3_close(db);
+        } else {
+            bad_db++;
+        }
+    }
+    CHECK(nacked >= 20, "%d submits acknowledged across %d SIGKILLed runs", nacked, iters);
+    CHECK(lost_acks == 0, "no acknowledged submit lost to a SIGKILL (%d missing)", lost_acks);
+    CHECK(bad_db == 0, "after each SIGKILL the database opens with no device allocated twice");
+
+    /* Restart once more: the worker reconnects with what it still runs and
+     * every acknowledged job finishes. */
+    pid = start_daemon();
+    client = dealer(NULL);
+    w = dealer("w/n1");
+    worker_hello(w);
+    {
+        int64_t end = ft_mono_ms() + 20000;
+        int64_t left = -1;
+
+        while (ft_mono_ms() < end) {
+            worker_play(w, 200);
+            if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+                left = db_int(
+                    db, "SELECT count(*) FROM jobs WHERE user = 'crash' AND state != 'COMPLETED'");
+                sqlite3_close(db);
+            }
+            if (left == 0)
+                break;
+        }
+        CHECK(left == 0, "after the last restart every crash-test job COMPLETED (%lld left)",
+              (long long)left);
+        if (left != 0 && sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+            sqlite3_stmt *st;
+
+            if (sqlite3_prepare_v2(
+                    db,
+                    "SELECT id, state, attempt, reason FROM jobs WHERE user = 'crash'"
+                    " AND state != 'COMPLETED'",
+                    -1, &st, NULL) == SQLITE_OK) {
+                while (sqlite3_step(st) == SQLITE_ROW)
+                    printf("  job %d %s attempt %d: %s\n", sqlite3_column_int(st, 0),
+                           (const char *)sqlite3_column_text(st, 1), sqlite3_column_int(st, 2),
+                           (const char *)sqlite3_column_text(st, 3));
+                sqlite3_finalize(st);
+            }
+            sqlite3_close(db);
+        }
+    }
+    if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        int ok = 0;
+
+        if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK) {
+            ok = sqlite3_step(st) == SQLITE_ROW &&
+                 strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+            sqlite3_finalize(st);
+        }
+        CHECK(ok, "PRAGMA integrity_check says ok after the crashes");
+        CHECK(db_int(db, "SELECT count(*) FROM allocations WHERE end_ms IS NULL") == 0,
+              "no allocation left open once everything finished");
+        CHECK(db_int(db,
+                     "SELECT count(*) FROM (SELECT user, request_id FROM jobs WHERE request_id IS"
+                     " NOT NULL GROUP BY 1, 2 HAVING count(*) > 1)") == 0,
+              "no request_id was turned into two jobs");
+        sqlite3_close(db);
+    }
+    CHECK(stop_daemon(pid, &ms) == 0, "final SIGTERM: clean exit");
+    zmq_close(client);
+    zmq_close(w);
+}
+
 int main(int argc, char **argv)
 {
     pid_t pid;
@@ -277,6 +533,7 @@ int main(int argc, char **argv)
     cJSON_Delete(m);
     rc = stop_daemon(pid, &ms);
     CHECK(rc == 0, "second SIGTERM: clean exit");
+    test_crashes();
 
     zmq_close(client);
     zmq_close(w);
