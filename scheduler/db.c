@@ -106,6 +106,10 @@ static const char *const migrations[] = {
     " time_ms INTEGER NOT NULL,"
     " data TEXT NOT NULL," /* the progress fields as JSON */
     " PRIMARY KEY (job_id, rank));",
+    /* 1 -> 2: the periodic checks (gang start timeout, orphan sweep, hello
+     * reconciliation) look for live ranks; the ranks table keeps every
+     * attempt ever run, so index just the live ones. */
+    "CREATE INDEX ranks_live ON ranks (state, job_id, attempt) WHERE state IN ('starting', 'running');",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

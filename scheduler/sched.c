@@ -996,8 +996,9 @@ static void sweep_orphan_ranks(sched_t *s)
     int n = 0;
     sqlite3_stmt *st = db_stmt(
         s->db,
-        "SELECT r.job_id, r.attempt, r.rank FROM ranks r JOIN allocations a ON a.job_id = r.job_id"
-        " AND a.attempt = r.attempt AND a.rank = r.rank WHERE r.state = 'starting'"
+        "SELECT r.job_id, r.attempt, r.rank FROM ranks r CROSS JOIN allocations a ON a.job_id = r.job_id"
+        " AND a.attempt = r.attempt AND a.rank = r.rank WHERE r.state IN ('starting', 'running')"
+        " AND r.state = 'starting'"
         " AND a.end_ms IS NULL AND a.start_ms <= ? LIMIT 256",
         &err);
 

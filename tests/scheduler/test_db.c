@@ -124,6 +124,38 @@ static void test_reopen_and_newer(const char *path)
     CHECK(db == NULL, "an unreachable path fails cleanly: '%s'", err.msg);
 }
 
+/* A database left at version 1 is moved forward to the current version. */
+static void test_migration_from_v1(void)
+{
+    char *path = h_tmpdb();
+    ft_err_t err;
+    db_t *db = db_open(path, &err);
+    sqlite3_stmt *st;
+
+    CHECK(db && db_schema_version() >= 2, "schema version is at least 2");
+    if (!db)
+        return;
+    CHECK(db_exec(db, "DROP INDEX ranks_live; PRAGMA user_version=1", &err) == 0,
+          "turn the file back into a version-1 database");
+    db_destroy(&db);
+    db = db_open(path, &err);
+    CHECK(db != NULL, "reopen migrates it%s%s", db ? "" : ": ", db ? "" : err.msg);
+    if (!db)
+        return;
+    st = db_stmt(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'ranks_live'",
+                 &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1,
+          "migration 1 -> 2 created index ranks_live");
+    sqlite3_reset(st);
+    st = db_stmt(db, "PRAGMA user_version", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == db_schema_version(),
+          "user_version is %d after the migration", db_schema_version());
+    sqlite3_reset(st);
+    db_destroy(&db);
+    h_rm(path);
+    free(path);
+}
+
 static void test_restart_rebuild(void)
 {
     char *path = h_tmpdb();
@@ -172,6 +204,7 @@ int main(void)
     test_reopen_and_newer(path);
     h_rm(path);
     free(path);
+    test_migration_from_v1();
     test_restart_rebuild();
     h_drop();
     return check_done("test_db");
