@@ -142,7 +142,8 @@ static void test_migration_from_v1(void)
     CHECK(db != NULL, "reopen migrates it%s%s", db ? "" : ": ", db ? "" : err.msg);
     if (!db)
         return;
-    st = db_stmt(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'ranks_live'",
+    st = db_stmt(db,
+                 "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'ranks_live'",
                  &err);
     CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1,
           "migration 1 -> 2 created index ranks_live");
@@ -154,6 +155,46 @@ static void test_migration_from_v1(void)
     db_destroy(&db);
     h_rm(path);
     free(path);
+}
+
+/* The settings table: file, comments, bounds, unknown keys. */
+static void test_config(void)
+{
+    char path[] = "/tmp/ft-test-config-XXXXXX";
+    sched_config_t cfg;
+    ft_err_t err;
+    int fd = mkstemp(path);
+    static const char good[] = "# ft scheduler\n\nheartbeat_ms = 250   # faster\n  liveness=3\n"
+                               "listen = ipc:///tmp/x.sock\nlog_level = debug\n";
+    static const char bad_int[] = "heartbeat_ms = 5\n";
+    static const char no_eq[] = "liveness 3\n";
+    static const char unknown[] = "\n\nhartbeat_ms = 3\n";
+
+    CHECK(fd >= 0 && write(fd, good, sizeof(good) - 1) == (ssize_t)(sizeof(good) - 1),
+          "write a config file");
+    close(fd);
+    sched_config_defaults(&cfg);
+    CHECK(cfg.heartbeat_ms == 1000 && cfg.liveness == 5 && cfg.gang_start_timeout_s == 60 &&
+              strcmp(cfg.db_path, "ft.db") == 0,
+          "defaults: heartbeat 1000 ms x 5, gang start 60 s, ft.db");
+    CHECK(sched_config_load(&cfg, path, &err) == 0 && cfg.heartbeat_ms == 250 &&
+              cfg.liveness == 3 && strcmp(cfg.listen, "ipc:///tmp/x.sock") == 0 &&
+              cfg.log_level == FT_LOG_DEBUG,
+          "comments, blank lines and spaces around '=' are fine");
+    ft_write_file_atomic(path, bad_int, sizeof(bad_int) - 1, &err);
+    CHECK(sched_config_load(&cfg, path, &err) < 0 && strstr(err.msg, "line 1") &&
+              strstr(err.msg, "heartbeat_ms"),
+          "out of bounds: '%s'", err.msg);
+    ft_write_file_atomic(path, no_eq, sizeof(no_eq) - 1, &err);
+    CHECK(sched_config_load(&cfg, path, &err) < 0 && strstr(err.msg, "expected 'key = value'"),
+          "no '=': '%s'", err.msg);
+    ft_write_file_atomic(path, unknown, sizeof(unknown) - 1, &err);
+    CHECK(sched_config_load(&cfg, path, &err) < 0 && strstr(err.msg, "line 3") &&
+              strstr(err.msg, "unknown key 'hartbeat_ms'"),
+          "unknown key named with its line: '%s'", err.msg);
+    CHECK(sched_config_set(&cfg, "log_level", "loud", &err) < 0, "log_level 'loud' refused: '%s'",
+          err.msg);
+    unlink(path);
 }
 
 static void test_restart_rebuild(void)
@@ -205,6 +246,7 @@ int main(void)
     h_rm(path);
     free(path);
     test_migration_from_v1();
+    test_config();
     test_restart_rebuild();
     h_drop();
     return check_done("test_db");
