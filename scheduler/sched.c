@@ -704,6 +704,45 @@ typedef struct {
     char gpu_model[FT_NAME_MAX + 1]; /* storage for req.gpu_model */
 } pending_t;
 
+#define MAX_SHAPES 64 /* distinct failed requests remembered per pass */
+
+/* Requests that did not fit in this pass, smallest per constraint set.
+ * Devices are only taken during a pass, so a request with the same
+ * constraints and at least as many devices fails too: a long queue of alike
+ * jobs that do not fit costs one placement, not one per job. */
+typedef struct {
+    const pending_t *rows[MAX_SHAPES]; /* representative failed jobs */
+    int n;                             /* entries used */
+} shapes_t;
+
+static bool same_constraints(const pending_t *a, const pending_t *b)
+{
+    return a->req.gpus_per_node == b->req.gpus_per_node && a->req.nodes == b->req.nodes &&
+           a->req.device == b->req.device && a->req.gpu_mem_mb == b->req.gpu_mem_mb &&
+           strcmp(a->gpu_model, b->gpu_model) == 0;
+}
+
+static bool failed_before(const shapes_t *sh, const pending_t *q)
+{
+    for (int k = 0; k < sh->n; k++)
+        if (sh->rows[k]->req.gpus <= q->req.gpus && same_constraints(sh->rows[k], q))
+            return true;
+    return false;
+}
+
+static void remember_failure(shapes_t *sh, const pending_t *q)
+{
+    for (int k = 0; k < sh->n; k++) {
+        if (same_constraints(sh->rows[k], q)) {
+            if (q->req.gpus < sh->rows[k]->req.gpus)
+                sh->rows[k] = q;
+            return;
+        }
+    }
+    if (sh->n < MAX_SHAPES)
+        sh->rows[sh->n++] = q;
+}
+
 static int devclass_from(const char *s)
 {
     return strcmp(s, "gpu") == 0 ? FT_DEV_GPU : strcmp(s, "cpu") == 0 ? FT_DEV_CPU : FT_DEV_ANY;
@@ -842,6 +881,7 @@ int sched_schedule(sched_t *s)
     pending_t *p = NULL;
     place_slot_t *slots = NULL;
     int n = 0, cap = 0, rc, started = 0, free_devs = 0;
+    shapes_t shapes = {{0}, 0};
     sqlite3_stmt *st;
 
     for (int i = 0; i < s->nnodes; i++)
@@ -887,8 +927,12 @@ int sched_schedule(sched_t *s)
         p[i].req.gpu_model = p[i].gpu_model;
         if (p[i].req.gpus > free_devs || p[i].req.gpus > FT_MAX_GPUS_PER_JOB)
             continue;
-        if (place_find(s->nodes, s->nnodes, &p[i].req, false, slots) < 0)
+        if (failed_before(&shapes, &p[i]))
             continue;
+        if (place_find(s->nodes, s->nnodes, &p[i].req, false, slots) < 0) {
+            remember_failure(&shapes, &p[i]);
+            continue;
+        }
         rc = start_job(s, p[i].id, slots, p[i].req.gpus);
         if (rc < 0)
             break; /* the database is failing: try again on the next pass */
@@ -996,7 +1040,8 @@ static void sweep_orphan_ranks(sched_t *s)
     int n = 0;
     sqlite3_stmt *st = db_stmt(
         s->db,
-        "SELECT r.job_id, r.attempt, r.rank FROM ranks r CROSS JOIN allocations a ON a.job_id = r.job_id"
+        "SELECT r.job_id, r.attempt, r.rank FROM ranks r CROSS JOIN allocations a ON a.job_id = "
+        "r.job_id"
         " AND a.attempt = r.attempt AND a.rank = r.rank WHERE r.state IN ('starting', 'running')"
         " AND r.state = 'starting'"
         " AND a.end_ms IS NULL AND a.start_ms <= ? LIMIT 256",

@@ -712,6 +712,35 @@ static void test_reply_limits(void)
     done(&s, path);
 }
 
+/* A long queue of alike jobs that do not fit: one placement decides them all,
+ * and a smaller job behind them still starts. */
+static void test_many_pending(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    ft_err_t err;
+    int64_t small, t0;
+
+    h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
+    h_submit(s, "{\"command\":[\"x\"],\"gpus\":3}", "ann", NULL);
+    tick(s, 10);
+    CHECK(db_exec(s->db,
+                  "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)"
+                  " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
+                  " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
+                  " 'default', 'PENDING', 0, 0, 2, 1 FROM c",
+                  &err) == 0,
+          "5000 pending 2-gpu jobs while 1 device is free");
+    small = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "bob", NULL);
+    t0 = ft_mono_ms();
+    tick(s, 10);
+    CHECK(strcmp(h_job_col(s, small, "state"), "RUNNING") == 0,
+          "the 1-gpu job behind them starts (pass took %lld ms)", (long long)(ft_mono_ms() - t0));
+    CHECK(h_query_int(s, "SELECT count(*) FROM jobs WHERE state = 'PENDING'") == 5000,
+          "the 5000 stay pending");
+    done(&s, path);
+}
+
 int main(void)
 {
     ft_log_init("test_sched", FT_LOG_ERROR);
@@ -726,6 +755,7 @@ int main(void)
     test_usage();
     test_storage_faults();
     test_reply_limits();
+    test_many_pending();
     h_drop();
     return check_done("test_sched");
 }
