@@ -779,6 +779,7 @@ typedef struct {
     int rank;     /* rank */
     int64_t pid;  /* pid reported (running) */
     bool matched; /* expected rank found in the report */
+    bool stopped; /* reported rank: a stop went out for its job and attempt */
 } rk_t;
 
 static int check_devices(const cJSON *devs, ft_err_t *err)
@@ -989,7 +990,9 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
             bool dup = false;
 
             for (int k = 0; k < i; k++)
-                dup |= rep[k].job == rep[i].job && rep[k].attempt == rep[i].attempt;
+                dup |=
+                    rep[k].stopped && rep[k].job == rep[i].job && rep[k].attempt == rep[i].attempt;
+            rep[i].stopped = true;
             if (!dup) {
                 cJSON *m = ft_proto_new(FT_MSG_STOP, NULL);
 
