@@ -848,7 +848,7 @@ static int read_running(const cJSON *running, rk_t **out, int *nout, ft_err_t *e
             free(v);
             return -1;
         }
-        v[i++] = (rk_t){job, (int)attempt, (int)rank, pid, false};
+        v[i++] = (rk_t){job, (int)attempt, (int)rank, pid, false, false};
     }
     *out = v;
     *nout = i;
@@ -954,7 +954,7 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
             exp = g;
         }
         exp[nexp++] = (rk_t){sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
-                             sqlite3_column_int(st, 2), 0, false};
+                             sqlite3_column_int(st, 2), 0, false, false};
     }
     sqlite3_reset(st);
     for (int i = 0; i < nrep; i++) {
