@@ -394,20 +394,22 @@ int ft_jobspec_parse(const cJSON *spec, ft_jobspec_t *out, ft_err_t *err)
         case SK_INT64:
             rc = ft_json_get_int(spec, CTX, k->name, false, (int64_t)k->min, (int64_t)k->max, &iv,
                                  err);
-            if (rc == 0 && k->kind == SK_INT)
-                *(int *)(base + k->off) = (int)iv;
-            else if (rc == 0)
-                *(int64_t *)(base + k->off) = iv;
+            if (rc == 0 && k->kind == SK_INT) {
+                int v = (int)iv;
+                memcpy(base + k->off, &v, sizeof(v));
+            } else if (rc == 0) {
+                memcpy(base + k->off, &iv, sizeof(iv));
+            }
             break;
         case SK_NUM:
             rc = ft_json_get_num(spec, CTX, k->name, false, k->min, k->max, &dv, err);
             if (rc == 0)
-                *(double *)(base + k->off) = dv;
+                memcpy(base + k->off, &dv, sizeof(dv));
             break;
         case SK_BOOL:
             rc = ft_json_get_bool(spec, CTX, k->name, false, &bv, err);
             if (rc == 0)
-                *(bool *)(base + k->off) = bv;
+                memcpy(base + k->off, &bv, sizeof(bv));
             break;
         case SK_NAME:
             rc = ft_json_get_str(spec, CTX, k->name, false, FT_NAME_MAX, &sv, err);

@@ -81,13 +81,17 @@ int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ft
                            key, k->min, k->max, ft_sanitize(value, 64));
                 return -1;
             }
-            *(int *)(base + k->off) = (int)v;
+            {
+                int iv = (int)v;
+                memcpy(base + k->off, &iv, sizeof(iv));
+            }
             return 0;
         }
         case CK_LEVEL:
             for (int l = 0; level_names[l]; l++) {
                 if (strcmp(level_names[l], value) == 0) {
-                    *(ft_log_level_t *)(base + k->off) = (ft_log_level_t)l;
+                    ft_log_level_t lv = (ft_log_level_t)l;
+                    memcpy(base + k->off, &lv, sizeof(lv));
                     return 0;
                 }
             }

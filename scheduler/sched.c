@@ -1127,8 +1127,13 @@ static void flush_last_seen(sched_t *s)
         if (!s->nodes[i].connected)
             continue;
         st = db_stmt(s->db, "UPDATE nodes SET last_seen = ? WHERE name = ?", &err);
-        if (!st || (sqlite3_bind_int64(st, 1, now_s), db_bind_text(st, 2, s->nodes[i].name),
-                    db_step_done(s->db, st, &err)) < 0) {
+        if (!st) {
+            sched_tx_abort(s);
+            goto out;
+        }
+        sqlite3_bind_int64(st, 1, now_s);
+        db_bind_text(st, 2, s->nodes[i].name);
+        if (db_step_done(s->db, st, &err) < 0) {
             sched_tx_abort(s);
             goto out;
         }
