@@ -131,9 +131,65 @@ static void test_getters(void)
     cJSON_Delete(j);
 }
 
+/* Mutated and truncated inputs never crash the parser, and whatever it
+ * accepts prints back to text that it accepts again with the same meaning. */
+static void test_fuzz(void)
+{
+    static const char *const seeds[] = {
+        "{\"v\":1,\"type\":\"submit\",\"spec\":{\"command\":[\"a\",\"b\"],\"gpus\":2,\"env\":{"
+        "\"A\":\"x\"}}}",
+        "[1,-2.5e3,true,false,null,\"\\u00e9\\n\",{\"k\":[[],{}]}]",
+        "\"caf\xc3\xa9 \\ud83d\\ude00\"",
+    };
+    unsigned seed = 99;
+    int accepted = 0, rejected = 0, roundtrip_bad = 0;
+    char buf[512];
+
+    for (int it = 0; it < 30000; it++) {
+        const char *base = seeds[it % 3];
+        size_t n = strlen(base);
+        ft_err_t err;
+        cJSON *j;
+
+        memcpy(buf, base, n + 1);
+        switch (rand_r(&seed) % 3) {
+        case 0:
+            buf[rand_r(&seed) % n] = (char)(rand_r(&seed) % 256);
+            break;
+        case 1:
+            n = rand_r(&seed) % n;
+            break;
+        default:
+            buf[rand_r(&seed) % n] = "{}[],:\"\\0-e."[rand_r(&seed) % 14];
+            break;
+        }
+        j = ft_json_parse(buf, n, &err);
+        if (!j) {
+            rejected++;
+            continue;
+        }
+        accepted++;
+        {
+            char *t = ft_json_print(j);
+            cJSON *k = t ? ft_json_parse(t, strlen(t), &err) : NULL;
+
+            if (!k || !cJSON_Compare(j, k, true))
+                roundtrip_bad++;
+            cJSON_Delete(k);
+            free(t);
+        }
+        cJSON_Delete(j);
+    }
+    CHECK(accepted > 100 && rejected > 1000,
+          "30000 mutated inputs: %d accepted, %d rejected, no crash", accepted, rejected);
+    CHECK(roundtrip_bad == 0, "every accepted input prints and parses back the same (%d did not)",
+          roundtrip_bad);
+}
+
 int main(void)
 {
     test_parse();
     test_getters();
+    test_fuzz();
     return check_done("test_json");
 }
