@@ -867,7 +867,6 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
     sqlite3_stmt *st;
     view_node_t *n;
     cJSON *r;
-    char why[200];
 
     ft_json_get_str(msg, NULL, "name", true, FT_NAME_MAX, &name, &err);
     ft_json_get_str(msg, NULL, "hostname", true, 255, &hostname, &err);
@@ -953,8 +952,12 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
             }
             exp = g;
         }
-        exp[nexp++] = (rk_t){sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
-                             sqlite3_column_int(st, 2), 0, false, false};
+        exp[nexp++] = (rk_t){sqlite3_column_int64(st, 0),
+                             sqlite3_column_int(st, 1),
+                             sqlite3_column_int(st, 2),
+                             0,
+                             false,
+                             false};
     }
     sqlite3_reset(st);
     for (int i = 0; i < nrep; i++) {
@@ -1005,15 +1008,15 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
             }
         }
     }
-    snprintf(why, sizeof(why), "not running on node '%s' when its worker said hello", name);
-    for (int k = 0; k < nexp; k++)
-        if (!exp[k].matched &&
-            sched_lose_rank(s, exp[k].job, exp[k].attempt, exp[k].rank, why, &err) < 0)
-            goto internal;
     if (sched_tx_commit(s, &err) < 0) {
         ft_error("hello from '%s' not recorded: %s", name, err.msg);
         goto out;
     }
+    /* Ranks expected here but not listed: their exits may follow the
+     * hello_reply; written off by sched_cron if none comes in time. */
+    for (int k = 0; k < nexp; k++)
+        if (!exp[k].matched)
+            sched_note_missing(s, exp[k].job, exp[k].attempt, exp[k].rank, name);
     if (sched_rebuild(s, &err) < 0)
         ft_error("cannot rebuild the view: %s", err.msg);
     n = sched_node_find(s, name);

@@ -1071,6 +1071,76 @@ fail_committed:
     ft_error("orphan rank sweep failed: %s", err.msg);
 }
 
+void sched_note_missing(sched_t *s, int64_t job, int attempt, int rank, const char *node)
+{
+    missing_t *m;
+
+    for (int i = 0; i < s->nmissing; i++)
+        if (s->missing[i].job == job && s->missing[i].attempt == attempt &&
+            s->missing[i].rank == rank)
+            return;
+    if (s->nmissing == s->capmissing) {
+        int cap = s->capmissing ? s->capmissing * 2 : 16;
+        missing_t *g = realloc(s->missing, (size_t)cap * sizeof(*g));
+
+        if (!g) {
+            ft_error("out of memory noting a missing rank");
+            return;
+        }
+        s->missing = g;
+        s->capmissing = cap;
+    }
+    m = &s->missing[s->nmissing++];
+    m->job = job;
+    m->attempt = attempt;
+    m->rank = rank;
+    ft_strlcpy(m->node, node, sizeof(m->node));
+    m->deadline = sched_mono_ms(s) + (int64_t)s->cfg.heartbeat_ms * s->cfg.liveness;
+}
+
+/* Ranks a hello did not list and whose exit did not follow in time: lost. */
+static void sweep_missing(sched_t *s)
+{
+    int64_t now = sched_mono_ms(s);
+    ft_err_t err = {0};
+
+    for (int i = 0; i < s->nmissing;) {
+        missing_t m = s->missing[i];
+        sqlite3_stmt *st;
+        bool live;
+        char why[200];
+
+        if (now < m.deadline) {
+            i++;
+            continue;
+        }
+        s->missing[i] = s->missing[--s->nmissing];
+        st = db_stmt(s->db,
+                     "SELECT count(*) FROM ranks WHERE job_id = ? AND attempt = ? AND rank = ?"
+                     " AND node = ? AND state IN ('starting', 'running')",
+                     &err);
+        if (!st)
+            continue;
+        sqlite3_bind_int64(st, 1, m.job);
+        sqlite3_bind_int(st, 2, m.attempt);
+        sqlite3_bind_int(st, 3, m.rank);
+        db_bind_text(st, 4, m.node);
+        live = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0;
+        sqlite3_reset(st);
+        if (!live)
+            continue; /* its exit arrived, or its node was lost meanwhile */
+        snprintf(why, sizeof(why), "not running on node '%s' when its worker said hello", m.node);
+        if (sched_tx_begin(s, &err) < 0 ||
+            sched_lose_rank(s, m.job, m.attempt, m.rank, why, &err) < 0) {
+            sched_tx_abort(s);
+            ft_error("cannot write off job %lld rank %d: %s", (long long)m.job, m.rank, err.msg);
+            continue;
+        }
+        if (sched_tx_commit(s, &err) < 0)
+            ft_error("cannot write off job %lld rank %d: %s", (long long)m.job, m.rank, err.msg);
+    }
+}
+
 /* RUNNING jobs past their time limit: FAILED, ranks stopped. */
 static void check_time_limits(sched_t *s)
 {
@@ -1160,6 +1230,8 @@ void sched_cron(sched_t *s)
         }
     }
     sched_relay_expire(s);
+    if (s->nmissing)
+        sweep_missing(s);
     if (now >= s->next_slow) {
         s->next_slow = now + 1000;
         check_gang_timeouts(s);
@@ -1248,6 +1320,7 @@ void sched_destroy(sched_t **ps)
     sched_outbox_clear(s);
     free(s->out);
     free(s->nodes);
+    free(s->missing);
     if (s->db)
         db_checkpoint(s->db, true);
     db_destroy(&s->db);

@@ -25,6 +25,18 @@ typedef struct {
     int64_t deadline;           /* monotonic ms */
 } relay_t;
 
+/* A rank the database expects on a node whose worker's hello did not list
+ * it. Its rank_exited may still be on the way (the worker sends exits that
+ * happened while it was cut off right after hello_reply), so it is written
+ * off only when a liveness window passes without one. */
+typedef struct {
+    int64_t job;                /* job id */
+    int attempt;                /* attempt */
+    int rank;                   /* rank */
+    char node[FT_NAME_MAX + 1]; /* node whose hello did not list it */
+    int64_t deadline;           /* monotonic ms */
+} missing_t;
+
 /* The job columns the state machine needs. */
 typedef struct {
     int64_t id;
@@ -55,6 +67,8 @@ struct sched {
     int64_t next_schedule;            /* monotonic ms of the next periodic pass */
     int64_t next_checkpoint;          /* monotonic ms */
     int64_t next_seen_flush;          /* monotonic ms: write nodes.last_seen */
+    missing_t *missing;               /* ranks not listed in a hello, awaiting their exit */
+    int nmissing, capmissing;         /* entries used / allocated */
     int64_t next_slow;                /* monotonic ms: gang timeout and time limit checks */
 };
 
@@ -105,6 +119,8 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
 /* Writes off one rank (state 'lost', allocation closed) and lets the job
  * react as to an abnormal exit. In a transaction. */
 int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why, ft_err_t *err);
+/* Notes a rank not listed in its worker's hello (see missing_t). */
+void sched_note_missing(sched_t *s, int64_t job, int attempt, int rank, const char *node);
 /* Declares a node lost (own transaction). */
 int sched_node_lost(sched_t *s, view_node_t *n, const char *why);
 
