@@ -154,6 +154,9 @@ typedef struct {
     atomic_int pending;       /* workers still running the job */
     atomic_int sleepers;      /* workers blocked on wake */
     atomic_bool stop;         /* workers exit */
+    uint_fast64_t start_gen;  /* gen when the workers were created: a job
+                                 published before a worker first runs is
+                                 still seen as new */
     range_fn fn;              /* the job (published by gen) */
     void *ctx;
     int64_t n;                /* items in the job */
@@ -179,7 +182,7 @@ static void chunk(int64_t n, int parts, int w, int64_t *lo, int64_t *hi)
 static void *pool_main(void *arg)
 {
     int wid = (int)(intptr_t)arg;   /* 1 .. n_workers */
-    uint_fast64_t seen = atomic_load(&pool.gen);
+    uint_fast64_t seen = pool.start_gen;
     in_worker_job = true;
     for (;;) {
         uint_fast64_t g;
@@ -234,6 +237,7 @@ static void pool_resize(int n_workers)
     }
     pool.n_workers = 0;
     atomic_store(&pool.stop, false);
+    pool.start_gen = atomic_load(&pool.gen);
     for (int i = 0; i < n_workers; i++) {
         if (pthread_create(&pool.th[i], NULL, pool_main, (void *)(intptr_t)(i + 1)) != 0)
             break;  /* fewer workers: the work still gets done */

@@ -74,7 +74,7 @@ int main(void)
              " \"lora_dropout\": 0.05, \"sequence_len\": 64, \"micro_batch_size\": 8,"
              " \"gradient_accumulation_steps\": 1, \"max_steps\": 150, \"learning_rate\": 0.01,"
              " \"lr_scheduler\": \"cosine\", \"warmup_steps\": 10, \"eval_steps\": 50,"
-             " \"seed\": 5, \"threads\": 1}",
+             " \"seed\": 5, \"threads\": 2}",
              model, train, eval, out);
     cJSON *j = ft_json_parse(spec_json, strlen(spec_json), &err);
     ft_trainspec_t spec;

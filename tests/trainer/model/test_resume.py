@@ -58,7 +58,7 @@ def main():
             "sequence_len": 32, "micro_batch_size": 2, "gradient_accumulation_steps": 2,
             "max_steps": steps, "learning_rate": 0.005, "lr_scheduler": "constant",
             "warmup_steps": 3, "weight_decay": 0.01, "max_grad_norm": 0.5,
-            "eval_steps": 5, "save_steps": 4, "seed": 9, "threads": 1}}
+            "eval_steps": 5, "save_steps": 4, "seed": 9, "threads": 2}}
 
     rc, straight, err = run(spec("a", 20), os.path.join(tmp, "a.json"))
     check(rc == 0, "straight 20-step run exits 0" + ("" if rc == 0 else ": " + err[-500:]))
