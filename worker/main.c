@@ -91,6 +91,10 @@ static void usage(FILE *f)
     }
     fprintf(f, "  %-24s %s\n  %-24s %s\n", "-h, --help", "show this help", "--version",
             "print the version");
+    fprintf(f,
+            "\nenvironment:\n  %-24s %s\n\nSIGTERM or SIGINT stops every rank, reports it and "
+            "exits 0.\nSee docs/operations.md.\n",
+            "FT_NVML_LIBRARY", "NVML library to load (\"\" skips NVML)");
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
