@@ -6,20 +6,25 @@ needs no Python).
 
   make_bpe_fixtures.py OUT_DIR
 
-For each flavour (Llama-3 Split regex + ByteLevel with ignore_merges, merges
-as pairs; GPT-2 ByteLevel regex, merges as "a b" strings) it trains a small
-BPE on a deterministic mixed corpus (English, code, numbers, accents,
-Cyrillic, CJK, emoji, odd whitespace, contractions), adds special and plain
-added tokens, and writes OUT_DIR/bpe-FLAVOUR/{tokenizer.json, config.json,
-cases.jsonl}; cases.jsonl holds {"text", "ids"} with ids from
-Tokenizer.encode(text, add_special_tokens=False).
+For each flavour it trains a small BPE on a deterministic mixed corpus
+(English, code, numbers, accents, Cyrillic, CJK, emoji, odd whitespace,
+contractions), adds special and plain added tokens, and writes
+OUT_DIR/bpe-FLAVOUR/{tokenizer.json, config.json, cases.jsonl}; cases.jsonl
+holds {"text", "ids"} with ids from Tokenizer.encode(text,
+add_special_tokens=False). Flavours:
+  llama3   Split(Llama-3 regex) + ByteLevel, ignore_merges, merges as pairs
+  gpt2     ByteLevel (GPT-2 regex), merges as "a b" strings
+  sp-norm  SentencePiece style as in Llama 2: normalizer Prepend + Replace,
+           byte_fallback with <0xXX> tokens, a restricted alphabet so that
+           the fallback is exercised
+  sp-meta  the same with the Metaspace pre-tokenizer (prepend_scheme first)
 """
 import json
 import os
 import random
 import sys
 
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
           r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -112,10 +117,55 @@ def build(flavour, out_dir, rng):
     print("%s: vocab %d, %d cases" % (d, vocab, len(cases(random.Random(0)))))
 
 
+def build_sp(flavour, out_dir, rng):
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    if flavour == "sp-norm":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                               normalizers.Replace(" ", "\u2581")])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581",
+                                                     prepend_scheme="first", split=False)
+    specials = ["<unk>", "<s>", "</s>"]
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials, show_progress=False,
+                                  limit_alphabet=70)
+    tok.train_from_iterator(corpus(rng, 3000), trainer)
+    d = os.path.join(out_dir, "bpe-" + flavour)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "tokenizer.json")
+    tok.save(path)
+    # Llama 2 keeps its 256 byte tokens in the vocabulary, not as added tokens
+    with open(path) as f:
+        j = json.load(f)
+    vocab = j["model"]["vocab"]
+    nxt = max(vocab.values()) + 1
+    for b in range(256):
+        vocab["<0x%02X>" % b] = nxt
+        nxt += 1
+    with open(path, "w") as f:
+        json.dump(j, f, ensure_ascii=False)
+    tok = Tokenizer.from_file(path)
+    tok.add_tokens([AddedToken("<tool>", normalized=False)])
+    tok.save(path)
+    cfg = {"model_type": "llama", "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+           "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+           "intermediate_size": 128, "bos_token_id": 1, "eos_token_id": 2}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    extra = ["<s>Hello", "Hi</s>there", "<s> spaced", "a  <tool>  b", "<unk>", " lead", "  two",
+             "<tool>x", "x<tool>", "\u2581already", "\u00e9\U0001f600\u03a9"]
+    with open(os.path.join(d, "cases.jsonl"), "w") as f:
+        for t in cases(rng) + extra:
+            ids = tok.encode(t, add_special_tokens=False).ids
+            f.write(json.dumps({"text": t, "ids": ids}, ensure_ascii=False) + "\n")
+    print("%s: vocab %d" % (d, cfg["vocab_size"]))
+
+
 def main():
     out = sys.argv[1]
     for i, flavour in enumerate(["llama3", "gpt2"]):
         build(flavour, out, random.Random(1234 + i))
+    for i, flavour in enumerate(["sp-norm", "sp-meta"]):
+        build_sp(flavour, out, random.Random(555 + i))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
  * test_tokenizer_bpe.c: ft's byte-level BPE tokenizer against Hugging Face
  * `tokenizers`: for each fixture folder (tests/trainer/data/bpe-*, made by
  * make_bpe_fixtures.py: a Llama-3-style and a GPT-2-style tokenizer.json and
- * the ids the reference library gives for 338 texts), every text must encode
+ * the ids the reference library gives for 338 texts; and two SentencePiece-style
+ * ones as Llama 2 and Mistral ship them), every text must encode
  * to exactly the reference ids. Then the refusals: tokenizer.json features
  * ft does not implement must fail loading with a reason, never encode
  * differently.
@@ -16,17 +17,27 @@
 #include "testutil.h"
 #include "tokenizer.h"
 
-static void check_fixture(const char *dir, int want_vocab)
+static void check_fixture(const char *dir)
 {
     ft_err_t err = {0};
+    char path[600];
+    size_t clen;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *ctext = ft_read_file(path, 1 << 20, &clen, &err);
+    cJSON *cfg = ctext ? ft_json_parse(ctext, clen, &err) : NULL;
+    int want_vocab = cJSON_GetObjectItem(cfg, "vocab_size")->valueint;
+    int want_bos = cJSON_GetObjectItem(cfg, "bos_token_id")->valueint;
+    int want_eos = cJSON_GetObjectItem(cfg, "eos_token_id")->valueint;
+    cJSON_Delete(cfg);
+    free(ctext);
     tokenizer_t *t = tokenizer_load(dir, &err);
     CHECK(t != NULL, "'%s' loads: %s", dir, err.msg);
     if (!t)
         return;
-    CHECK(tokenizer_vocab_size(t) == want_vocab && tokenizer_bos(t) == 0 && tokenizer_eos(t) == 1,
-          "vocab %d (want %d), bos 0 and eos 1 from config.json", tokenizer_vocab_size(t),
-          want_vocab);
-    char path[600];
+    CHECK(tokenizer_vocab_size(t) == want_vocab && tokenizer_bos(t) == want_bos &&
+              tokenizer_eos(t) == want_eos,
+          "vocab %d (want %d), bos %d and eos %d from config.json", tokenizer_vocab_size(t),
+          want_vocab, tokenizer_bos(t), tokenizer_eos(t));
     snprintf(path, sizeof path, "%s/cases.jsonl", dir);
     FILE *f = fopen(path, "r");
     CHECK(f != NULL, "cases read");
@@ -42,8 +53,8 @@ static void check_fixture(const char *dir, int want_vocab)
         cJSON *j = ft_json_parse(line, (size_t)len, &err);
         const cJSON *text = cJSON_GetObjectItem(j, "text"), *ids = cJSON_GetObjectItem(j, "ids");
         size_t tl = strlen(text->valuestring);
-        int32_t *out = malloc((tl + 1) * sizeof *out);
-        int64_t k = tokenizer_encode(t, text->valuestring, tl, out, (int64_t)tl + 1);
+        int32_t *out = malloc((2 * tl + 2) * sizeof *out);
+        int64_t k = tokenizer_encode(t, text->valuestring, tl, out, 2 * (int64_t)tl + 2);
         bool same = k == cJSON_GetArraySize(ids);
         for (int64_t i = 0; same && i < k; i++)
             same = out[i] == cJSON_GetArrayItem(ids, (int)i)->valueint;
@@ -66,9 +77,9 @@ static void check_fixture(const char *dir, int want_vocab)
     fclose(f);
     CHECK(n > 300 && bad == 0, "%d texts (%d tokens): %d differ from Hugging Face tokenizers", n,
           tokens, bad);
-    /* capacity: a text never gives more ids than bytes */
-    int32_t small[2];
-    CHECK(tokenizer_encode(t, "abc", 3, small, 2) == -1, "capacity below the byte count: -1");
+    /* capacity too small is an error, never an overflow */
+    int32_t small[1];
+    CHECK(tokenizer_encode(t, "abc xyz", 7, small, 1) == -1, "capacity too small: -1");
     tokenizer_destroy(&t);
 }
 
@@ -139,7 +150,7 @@ static void set_lstrip(cJSON *j)
 
 int main(int argc, char **argv)
 {
-    char a[600], b[600], tmp[300];
+    char a[600], b[600], c[600], tmp[300];
     ft_err_t err = {0};
     if (argc != 2) {
         fprintf(stderr, "usage: test_tokenizer_bpe DATA_DIR\n");
@@ -147,11 +158,16 @@ int main(int argc, char **argv)
     }
     snprintf(a, sizeof a, "%s/bpe-llama3", argv[1]);
     snprintf(b, sizeof b, "%s/bpe-gpt2", argv[1]);
-    check_fixture(a, 901);
-    check_fixture(b, 901);
+    snprintf(c, sizeof c, "%s/bpe-sp-norm", argv[1]);
+    check_fixture(a);
+    check_fixture(b);
+    check_fixture(c);
+    snprintf(c, sizeof c, "%s/bpe-sp-meta", argv[1]);
+    check_fixture(c);
     test_tmpdir(tmp, sizeof tmp, "bpe");
     expect_refusal(a, tmp, "a normalizer", set_normalizer, "normalizer is not supported");
-    expect_refusal(a, tmp, "byte_fallback", set_byte_fallback, "byte_fallback");
+    expect_refusal(a, tmp, "byte_fallback with a byte-level pre-tokenizer", set_byte_fallback,
+                   "SentencePiece-style BPE (byte_fallback) is supported with");
     expect_refusal(b, tmp, "add_prefix_space", set_prefix_space, "add_prefix_space");
     expect_refusal(a, tmp, "another regex", set_other_regex, "neither the GPT-2 nor the Llama-3");
     expect_refusal(a, tmp, "a byte missing", drop_byte, "no token for byte 0x21");

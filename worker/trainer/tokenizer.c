@@ -1,5 +1,5 @@
 /*
- * tokenizer.c: text to token ids (tokenizer.h). Two kinds:
+ * tokenizer.c: text to token ids (tokenizer.h). Three kinds:
  *
  * - the byte tokenizer of ft's tiny models ("tokenizer_class":
  *   "FtByteTokenizer" in tokenizer_config.json): id = byte + 3, with 0 = pad,
@@ -7,22 +7,29 @@
  * - byte-level BPE from a Hugging Face tokenizer.json (GPT-2, Llama 3 and
  *   their kin): no normalizer; pre-tokenizer ByteLevel (GPT-2 regex) or
  *   Split(Llama-3 regex, Isolated) + ByteLevel(use_regex false), never with
- *   add_prefix_space; model BPE with merges as "a b" strings or [a, b] pairs,
- *   ignore_merges honoured. Added tokens found in the text are emitted as
- *   themselves (longest match first), as transformers does by default. Any
- *   other tokenizer.json is refused with the reason: its data must then come
- *   pre-tokenized.
+ *   add_prefix_space; merges as "a b" strings or [a, b] pairs; ignore_merges
+ *   honoured;
+ * - SentencePiece-style BPE from tokenizer.json (Llama 2, Mistral): byte
+ *   fallback to <0xXX> tokens, "▁" for spaces, and either the normalizer
+ *   Prepend("▁") + Replace(" ", "▁") or the Metaspace pre-tokenizer with
+ *   prepend_scheme "first".
  *
- * Neither adds BOS or EOS: data.c places them (ids from config.json for BPE).
- * The two regexes are matched by hand-written code that follows the regex
- * semantics (ordered alternatives, greedy quantifiers with backtracking), with
- * \p{L}, \p{N} and \s from the Unicode tables below.
+ * Added tokens found in the text are emitted as themselves (longest match
+ * first), as transformers does by default. Any other tokenizer.json is refused
+ * with the reason: its data must then come pre-tokenized. None adds BOS or
+ * EOS: data.c places them (ids from config.json for BPE). The two regexes are
+ * matched by hand-written code that follows the regex semantics (ordered
+ * alternatives, greedy quantifiers with backtracking), with \p{L}, \p{N} and
+ * \s from the Unicode tables below. Every kind is checked id for id against
+ * Hugging Face tokenizers (tests/trainer/test_tokenizer_bpe.c).
  *
  * Invariants: every id produced is < tokenizer_vocab_size(); a text of n bytes
- * never gives more than n ids. Costs: loading O(size of tokenizer.json) with
- * hash tables for the vocabulary and the merge ranks; encoding a pre-token of
- * k bytes is O(k^2) (pre-tokens are short), the added-token scan O(n) with a
- * first-byte filter.
+ * gives at most 2n + 1 ids (byte-level at most n; SentencePiece adds one "▁"
+ * per piece between added tokens). Costs: loading O(size of tokenizer.json)
+ * with hash tables for the vocabulary and the merge ranks; byte-level
+ * encoding of a pre-token of k bytes is O(k^2) (pre-tokens are short),
+ * SentencePiece-style O(k log k) per piece (a heap of candidate merges); the
+ * added-token scan is O(n) with a first-byte filter.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,9 +53,9 @@ static const char llama3_regex[] =
 
 typedef enum { TOK_BYTE = 1, TOK_BPE = 2 } tok_kind_t;
 typedef enum {
-    PRE_GPT2 = 1,   /* byte-level, GPT-2 regex */
-    PRE_LLAMA3 = 2, /* byte-level, Llama-3 regex */
-    PRE_SP_ALL = 3, /* SentencePiece style: normalizer Prepend("▁") + Replace(" ", "▁") */
+    PRE_GPT2 = 1,     /* byte-level, GPT-2 regex */
+    PRE_LLAMA3 = 2,   /* byte-level, Llama-3 regex */
+    PRE_SP_ALL = 3,   /* SentencePiece style: normalizer Prepend("▁") + Replace(" ", "▁") */
     PRE_SP_FIRST = 4, /* SentencePiece style: Metaspace("▁", prepend_scheme first) */
 } pre_kind_t;
 
@@ -790,9 +797,11 @@ static int load_bpe(tokenizer_t *t, const char *model_dir, const char *path, ft_
         for (int f = 0; f < 3; f++)
             if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, flags[f])))
                 TOK_FAIL("added_tokens[%d]: %s is not supported", t->n_added, flags[f]);
-        if (t->pre == PRE_SP_ALL && !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(e, "normalized")))
+        if (t->pre == PRE_SP_ALL &&
+            !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(e, "normalized")))
             TOK_FAIL("added_tokens[%d]: tokens matched after the normalizer (normalized true) are "
-                     "not supported", t->n_added);
+                     "not supported",
+                     t->n_added);
         added_t *a = &t->added[t->n_added++];
         if (!(a->content = strdup(ct->valuestring)))
             goto oom;
@@ -998,14 +1007,14 @@ static int64_t bpe_piece(const tokenizer_t *t, const unsigned char *s, size_t le
 
 /* A symbol of a SentencePiece-style word during merging. */
 typedef struct {
-    int32_t id;       /* current token */
-    int prev, next;   /* neighbours, -1 at the ends */
+    int32_t id;     /* current token */
+    int prev, next; /* neighbours, -1 at the ends */
 } sym_t;
 
 /* A candidate merge: rank, then the left symbol's position, break ties. */
 typedef struct {
-    int32_t rank;     /* merge rank, lower first */
-    int pos;          /* left symbol index */
+    int32_t rank;                /* merge rank, lower first */
+    int pos;                     /* left symbol index */
     int32_t left, right, merged; /* ids when the candidate was made */
 } cand_t;
 
@@ -1052,7 +1061,7 @@ static void push_pair(const tokenizer_t *t, const sym_t *sy, int left, cand_t *h
     int32_t r, m;
     if (left < 0 || right < 0 || !pairmap_get(&t->merges, sy[left].id, sy[right].id, &r, &m))
         return;
-    heap_push(h, nh, (cand_t){ r, left, sy[left].id, sy[right].id, m });
+    heap_push(h, nh, (cand_t){r, left, sy[left].id, sy[right].id, m});
 }
 
 /* SentencePiece-style BPE of one piece between added tokens: the piece is

@@ -1,9 +1,10 @@
 /*
  * tokenizer.h: text to token ids. The byte-level tokenizer of the bundled
  * tiny model maps each UTF-8 byte b to id b + 3 (0 = pad, 1 = bos, 2 = eos),
- * vocabulary 259 and up. Byte-level BPE tokenizers (tokenizer.json of GPT-2,
- * Llama 3 and kin, see tokenizer.c for what is accepted) are read too; models
- * with any other tokenizer take pre-tokenized data.
+ * vocabulary 259 and up. BPE tokenizers in tokenizer.json are read too:
+ * byte-level (GPT-2, Llama 3 and kin) and SentencePiece-style (Llama 2,
+ * Mistral); see tokenizer.c for exactly what is accepted. Models with any
+ * other tokenizer take pre-tokenized data.
  */
 #ifndef FT_TOKENIZER_H
 #define FT_TOKENIZER_H
@@ -21,7 +22,7 @@ typedef struct tokenizer tokenizer_t;
 tokenizer_t *tokenizer_load(const char *model_dir, ft_err_t *err);
 void tokenizer_destroy(tokenizer_t **t);
 /* Appends the ids of text to out (capacity cap); returns the count written or
- * -1 when cap is too small. */
+ * -1 when cap is too small (2 * len + 1 is always enough) or memory runs out. */
 int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
                          int64_t cap);
 int tokenizer_bos(const tokenizer_t *t);
