@@ -9,6 +9,7 @@ Exit 0 pass, 1 fail, 77 skip (the daemons are not built).
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -102,6 +103,20 @@ def failing_job():
         job = c.job(k)
         check(r.returncode == 4 and job["state"] == "FAILED",
               "a job whose program does not exist FAILED", json.dumps(job)[:600])
+        print(f"   reason: {job['reason']!r}")
+        # a time limit ends a job that runs too long
+        spec = os.path.join(c.dir, "limit.json")
+        with open(spec, "w") as f:
+            json.dump({"kind": "exec", "command": ["sleep", "60"], "time_limit_s": 1,
+                       "max_retries": 0}, f)
+        t0 = time.monotonic()
+        k = c.submit(spec)
+        r = c.ftctl("wait", "--timeout", "30", str(k), timeout=60)
+        job = c.job(k)
+        dt = time.monotonic() - t0
+        check(r.returncode == 4 and job["state"] == "FAILED" and dt < 20,
+              f"time_limit_s 1 stops a 'sleep 60' ({dt:.1f} s, FAILED)",
+              json.dumps(job)[:800])
         print(f"   reason: {job['reason']!r}")
 
 
@@ -202,6 +217,36 @@ def scheduler_restart():
         k = c.submit("--", "true")
         r = c.ftctl("wait", "--timeout", "30", str(k))
         check(r.returncode == 0, "a new job after the restart completes", r.stderr)
+
+
+def gang_two_nodes():
+    """A 2-GPU job on two 1-GPU workers: one gang, one rank per node, each rank
+    told its rank and the world size; logs of rank 1 come from the other node."""
+    with Cluster("gang") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.start_worker("n2", gpus=1)
+        c.wait_nodes_ready(["n1", "n2"])
+        j = c.submit("--gpus", "2", "--", "sh", "-c",
+                     'echo "rank=$FT_RANK world=$FT_WORLD_SIZE job=$FT_JOB_ID '
+                     'attempt=$FT_ATTEMPT"')
+        r = c.ftctl("wait", "--timeout", "30", str(j))
+        check(r.returncode == 0, "the 2-rank job completes", f"{r.returncode} {r.stderr}")
+        job = c.job(j)
+        check(sorted(job["nodes"]) == ["n1", "n2"], "the gang spans n1 and n2", str(job["nodes"]))
+        ranks = sorted((x["rank"], x["node"]) for x in job["ranks"])
+        check([x[0] for x in ranks] == [0, 1] and ranks[0][1] != ranks[1][1],
+              "ranks 0 and 1 on different nodes", str(ranks))
+        for rank in (0, 1):
+            out = c.ftctl_ok("logs", "--rank", str(rank), str(j)).stdout.strip()
+            check(out == f"rank={rank} world=2 job={j} attempt=1",
+                  f"rank {rank} saw FT_RANK={rank}, FT_WORLD_SIZE=2, its job id and attempt",
+                  repr(out))
+        check(len(job["allocations"]) == 2, "two allocations, one per rank",
+              json.dumps(job["allocations"]))
+        r = c.ftctl("submit", "--gpus", "3", "--", "true")
+        check(r.returncode == 1 and "unsatisfiable" in r.stderr,
+              "3 GPUs on a 2-GPU cluster: unsatisfiable", r.stderr)
 
 
 def bad_inputs():
@@ -342,6 +387,22 @@ def watch_progress():
         check(job["progress"] is not None and job["progress"]["step"] == 5,
               "show: latest progress is step 5", json.dumps(job["progress"]))
         check(job["allocations"][0]["device_model"] is not None, "allocation names the device")
+        # on a terminal: a bar redrawn in place (script(1) gives ftctl a pty)
+        j2 = c.submit("--cpu", "--team", "ml", "--", PY, "-c", WATCH_SCRIPT)
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        cmd = f"{c.ftctl_path} watch {j2}"
+        r = subprocess.run(["script", "-qefc", cmd, "/dev/null"], capture_output=True,
+                           env=env, timeout=60)  # bytes: text mode would turn \r into \n
+        out = r.stdout.decode("utf-8", "replace")
+        check(r.returncode == 0, "watch on a tty exits 0", f"{r.returncode} {out!r}")
+        check("\r" in out and "\033[K" in out and "[" in out and "ETA" in out,
+              "on a tty the progress bar is redrawn in place (\\r, erase line, ETA)",
+              repr(out[-600:]))
+        check(f"job {j2} COMPLETED" in out, "and it ends with the final state", repr(out[-300:]))
+        u = c.ftctl_json("usage", "--by", "team")
+        teams = {row["key"]: row for row in u["rows"]}
+        check("ml" in teams and "default" in teams and teams["ml"]["jobs"] == 1,
+              "usage --by team: 'ml' (1 job) and 'default'", json.dumps(u))
         u = c.ftctl_json("usage", "--by", "user")
         check(len(u["rows"]) >= 1 and u["rows"][0]["gpu_seconds"] > 0,
               "usage: the job's device time is in the ledger", json.dumps(u))
@@ -355,6 +416,7 @@ TESTS = {
     "cancel_running": cancel_running,
     "requeue_worker_killed": requeue_worker_killed,
     "scheduler_restart": scheduler_restart,
+    "gang_two_nodes": gang_two_nodes,
     "bad_inputs": bad_inputs,
     "watch_progress": watch_progress,
 }
