@@ -159,8 +159,8 @@ static int cmd_run(int argc, char **argv)
     }
     t = trainer_new(&spec.train, c, &o, &err);
     if (!t) {
+        /* the spec itself was valid: a model, data or memory problem */
         ft_error("%s", err.msg);
-        rc = err.code == FT_EBADFIELD ? EXIT_USAGE : EXIT_TRAIN;
         goto out;
     }
     if (trainer_run(t, &err) < 0) {

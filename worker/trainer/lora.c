@@ -10,7 +10,6 @@
  * that backward.
  */
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,13 +143,6 @@ void lora_init_params(const lora_layout_t *lay, float *params, uint64_t seed, do
             }
         }
     }
-}
-
-void lora_param_name(char *buf, size_t len, int l, int m, char which)
-{
-    const char *part = m <= FT_TM_O ? "self_attn" : "mlp";
-    snprintf(buf, len, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", l, part,
-             ft_target_module_names[m], which);
 }
 
 int lora_group_width(const lora_layout_t *lay, const lora_group_t *g)

@@ -56,10 +56,6 @@ static inline bool lora_targeted(const lora_layout_t *lay, int mod)
  * Deterministic from seed (xoshiro256** seeded by splitmix64). */
 void lora_init_params(const lora_layout_t *lay, float *params, uint64_t seed, double b_std);
 
-/* PEFT key of layer l, module m, which 'A' or 'B':
- * "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight". */
-void lora_param_name(char *buf, size_t len, int l, int m, char which);
-
 /* Work buffers one group call needs. */
 typedef struct {
     float *xd;    /* (N, max in) dropout scratch */

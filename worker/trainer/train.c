@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,8 +227,13 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
     }
     int threads = spec->threads;
     if (threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
+        /* the CPUs this rank may run on (the worker may pin ranks) */
+        cpu_set_t set;
+        threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+        if (threads <= 0) {
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            threads = n > 0 ? (int)n : 1;
+        }
     }
     t->be->set_threads(threads);
 
@@ -390,7 +396,11 @@ int trainer_eval(trainer_t *t, double *loss, int64_t *n_tok, ft_err_t *err)
         return -1;
     }
     *n_tok = (int64_t)acc[1];
-    *loss = acc[1] > 0 ? acc[0] / acc[1] : NAN;
+    if (acc[1] == 0) {
+        ft_err_set(err, FT_EMISSING, "the eval rows hold no target tokens");
+        return -1;
+    }
+    *loss = acc[0] / acc[1];
     return 0;
 }
 
@@ -525,7 +535,13 @@ int trainer_run(trainer_t *t, ft_err_t *err)
     int64_t tok_per_step = (int64_t)t->B * t->T * t->GA * t->coll->world;
     double eval_loss = NAN;
     bool saved_last = false, evaluated_last = false;
-    bool have_eval = data_n_eval_rows(t->data) > 0;
+    bool have_eval = false;
+    for (int64_t i = 0; i < data_n_eval_rows(t->data) && !have_eval; i++) {
+        data_eval_row(t->data, i, t->inputs, t->targets);
+        have_eval = data_count_targets(t->targets, t->T) > 0;
+    }
+    if (data_n_eval_rows(t->data) > 0 && !have_eval)
+        ft_warn("the eval rows hold no target tokens: no eval loss");
     while (t->step < t->total_steps) {
         double t0 = now_s();
         double loss, gnorm, lr;
