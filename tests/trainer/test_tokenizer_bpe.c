@@ -77,6 +77,14 @@ static void check_fixture(const char *dir)
     fclose(f);
     CHECK(n > 300 && bad == 0, "%d texts (%d tokens): %d differ from Hugging Face tokenizers", n,
           tokens, bad);
+    /* continuation: the same ids for byte-level; no leading word mark for
+     * SentencePiece style */
+    int32_t a[8], b[8];
+    int64_t na = tokenizer_encode(t, "x", 1, a, 8), nb = tokenizer_encode_cont(t, "x", 1, b, 8);
+    if (strstr(dir, "bpe-sp"))
+        CHECK(na == 2 && nb == 1 && b[0] == a[1], "encode(\"x\") is [mark, x], encode_cont is [x]");
+    else
+        CHECK(na == nb && na >= 1 && a[0] == b[0], "encode_cont equals encode for byte-level");
     /* capacity too small is an error, never an overflow */
     int32_t small[1];
     CHECK(tokenizer_encode(t, "abc xyz", 7, small, 1) == -1, "capacity too small: -1");

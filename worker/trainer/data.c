@@ -186,14 +186,16 @@ typedef struct {
         ft_err_set((c)->err, FT_EBADFIELD, "'%s':%lld: %s", (c)->file, (long long)(c)->line, m_);  \
     } while (0)
 
-/* Appends the encoded text with label = id when learn, else -100. */
-static int push_text(const rctx_t *c, tokbuf_t *b, const char *s, bool learn)
+/* Appends the encoded text with label = id when learn, else -100. cont: the
+ * text continues the record's previous text (tokenizer_encode_cont). */
+static int push_text(const rctx_t *c, tokbuf_t *b, const char *s, bool learn, bool cont)
 {
     size_t len = strlen(s);
     /* a tokenizer gives at most 2 * bytes + 1 ids (tokenizer.c) */
     if (tb_reserve(b, 2 * (int64_t)len + 2) < 0)
         goto oom;
-    int64_t k = tokenizer_encode(c->tok, s, len, b->tok + b->n, b->cap - b->n);
+    int64_t k = cont ? tokenizer_encode_cont(c->tok, s, len, b->tok + b->n, b->cap - b->n)
+                     : tokenizer_encode(c->tok, s, len, b->tok + b->n, b->cap - b->n);
     if (k < 0)
         goto oom;
     for (int64_t i = 0; i < k; i++)
@@ -237,7 +239,8 @@ static const char alpaca_no_input[] =
 static int prompt_response(const rctx_t *c, tokbuf_t *b, const char *prompt, const char *resp)
 {
     if (tb_push(b, tokenizer_bos(c->tok), FT_IGNORE_INDEX) < 0 ||
-        push_text(c, b, prompt, c->train_on_inputs) < 0 || push_text(c, b, resp, true) < 0 ||
+        push_text(c, b, prompt, c->train_on_inputs, false) < 0 ||
+        push_text(c, b, resp, true, true) < 0 ||
         tb_push(b, tokenizer_eos(c->tok), tokenizer_eos(c->tok)) < 0)
         return -1;
     return 0;
@@ -249,7 +252,8 @@ static int rec_text(const rctx_t *c, const cJSON *o, tokbuf_t *b)
     const char *t = get_string(c, o, "text", true, &rc);
     if (rc < 0)
         return -1;
-    if (tb_push(b, tokenizer_bos(c->tok), FT_IGNORE_INDEX) < 0 || push_text(c, b, t, true) < 0 ||
+    if (tb_push(b, tokenizer_bos(c->tok), FT_IGNORE_INDEX) < 0 ||
+        push_text(c, b, t, true, false) < 0 ||
         tb_push(b, tokenizer_eos(c->tok), tokenizer_eos(c->tok)) < 0)
         return -1;
     return 0;
@@ -335,9 +339,9 @@ static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
         bool asst = k == 2;
         char head[32];
         snprintf(head, sizeof head, "<|%s|>\n", roles[k]);
-        if (push_text(c, b, head, c->train_on_inputs) < 0 ||
-            push_text(c, b, content->valuestring, asst || c->train_on_inputs) < 0 ||
-            push_text(c, b, "\n", c->train_on_inputs) < 0)
+        if (push_text(c, b, head, c->train_on_inputs, i > 0) < 0 ||
+            push_text(c, b, content->valuestring, asst || c->train_on_inputs, true) < 0 ||
+            push_text(c, b, "\n", c->train_on_inputs, true) < 0)
             return -1;
         any_assistant = any_assistant || asst;
         last_assistant = asst;

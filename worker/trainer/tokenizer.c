@@ -1070,14 +1070,22 @@ static void push_pair(const tokenizer_t *t, const sym_t *sy, int left, cand_t *h
  * bytes' <0xXX> tokens), then merged lowest rank first, leftmost first, with
  * a heap: O(k log k) for k characters. Returns the count, or -1 when it would
  * not fit in cap or memory runs out. */
-static int64_t sp_segment(const tokenizer_t *t, const char *s, size_t len, bool at_start,
+/* Where a piece sits: how SentencePiece-style tokenizers prepend "▁". */
+typedef enum {
+    PIECE_CONT = 0,  /* first piece of a text that continues an earlier one */
+    PIECE_START = 1, /* first piece of a text */
+    PIECE_AFTER = 2, /* a piece after an added token */
+} piece_t;
+
+static int64_t sp_segment(const tokenizer_t *t, const char *s, size_t len, piece_t where,
                           int32_t *out, int64_t cap)
 {
     if (len == 0)
         return 0;
     int64_t rc = -1;
-    bool prepend = t->pre == PRE_SP_ALL ||
-                   (at_start && s[0] != ' ' && !(len >= 3 && memcmp(s, SP_SPACE, 3) == 0));
+    bool prepend = t->pre == PRE_SP_ALL ? where != PIECE_CONT
+                                        : where == PIECE_START && s[0] != ' ' &&
+                                              !(len >= 3 && memcmp(s, SP_SPACE, 3) == 0);
     size_t nl = 0;
     char *norm = malloc(3 * len + 4);
     uint32_t *cp = malloc((3 * len + 5) * sizeof *cp);
@@ -1185,18 +1193,18 @@ out:
 }
 
 /* Encodes the piece [s, s+len) between added tokens into out (capacity cap). */
-static int64_t encode_piece(const tokenizer_t *t, const char *s, size_t len, bool at_start,
+static int64_t encode_piece(const tokenizer_t *t, const char *s, size_t len, piece_t where,
                             int32_t *out, int64_t cap)
 {
     if (t->sp)
-        return sp_segment(t, s, len, at_start, out, cap);
+        return sp_segment(t, s, len, where, out, cap);
     if ((int64_t)len > cap) /* byte-level never gives more ids than bytes */
         return -1;
     return bpe_segment(t, s, len, out);
 }
 
-int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
-                         int64_t cap)
+static int64_t encode_text(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
+                           int64_t cap, bool cont)
 {
     if (t->kind == TOK_BYTE) {
         if ((int64_t)len > cap)
@@ -1224,7 +1232,11 @@ int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int
             continue;
         }
         if (i > seg) {
-            int64_t k = encode_piece(t, text + seg, i - seg, seg == 0, out + n, cap - n);
+            int64_t k = encode_piece(t, text + seg, i - seg,
+                                     seg    ? PIECE_AFTER
+                                     : cont ? PIECE_CONT
+                                            : PIECE_START,
+                                     out + n, cap - n);
             if (k < 0)
                 return -1;
             n += k;
@@ -1236,12 +1248,28 @@ int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int
         seg = i;
     }
     if (len > seg) {
-        int64_t k = encode_piece(t, text + seg, len - seg, seg == 0, out + n, cap - n);
+        int64_t k = encode_piece(t, text + seg, len - seg,
+                                 seg    ? PIECE_AFTER
+                                 : cont ? PIECE_CONT
+                                        : PIECE_START,
+                                 out + n, cap - n);
         if (k < 0)
             return -1;
         n += k;
     }
     return n;
+}
+
+int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
+                         int64_t cap)
+{
+    return encode_text(t, text, len, out, cap, false);
+}
+
+int64_t tokenizer_encode_cont(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
+                              int64_t cap)
+{
+    return encode_text(t, text, len, out, cap, true);
 }
 
 int tokenizer_bos(const tokenizer_t *t)

@@ -25,6 +25,12 @@ void tokenizer_destroy(tokenizer_t **t);
  * -1 when cap is too small (2 * len + 1 is always enough) or memory runs out. */
 int64_t tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
                          int64_t cap);
+/* The same for text that continues the previous call's text in one record
+ * (a response after its prompt): SentencePiece-style tokenizers then do not
+ * start it with a word mark "▁", as if both had been encoded as one string.
+ * Identical to tokenizer_encode for the other kinds. */
+int64_t tokenizer_encode_cont(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
+                              int64_t cap);
 int tokenizer_bos(const tokenizer_t *t);
 int tokenizer_eos(const tokenizer_t *t);
 int tokenizer_vocab_size(const tokenizer_t *t);
