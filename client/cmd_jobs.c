@@ -872,6 +872,10 @@ static int report_jobs(ftctl_t *c, wait_job_t *w, int n)
     cJSON *arr = c->output == FTCTL_OUT_JSON ? cJSON_CreateArray() : NULL;
     for (int i = 0; i < n; i++) {
         const char *state = ftctl_get_str(w[i].job, "state", "?");
+        if (arr)
+            cJSON_AddItemToArray(arr, cJSON_Duplicate(w[i].job, 1));
+        else
+            printf("job %lld %s\n", (long long)w[i].id, state);
         if (strcmp(state, "COMPLETED") != 0) {
             rc = FTCTL_EXIT_INCOMPLETE;
             if (!arr) {
@@ -880,10 +884,6 @@ static int report_jobs(ftctl_t *c, wait_job_t *w, int n)
                               ft_sanitize(reason, 256));
             }
         }
-        if (arr)
-            cJSON_AddItemToArray(arr, cJSON_Duplicate(w[i].job, 1));
-        else
-            printf("job %lld %s\n", (long long)w[i].id, state);
     }
     if (arr) {
         cJSON *o = cJSON_CreateObject();

@@ -129,6 +129,7 @@ int ftctl_usage_error(const char *cmd, const char *fmt, ...)
 void ftctl_die_msg(const char *fmt, ...)
 {
     va_list ap;
+    fflush(stdout); /* keep the order of stdout and stderr lines when both are one file */
     fputs("ftctl: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
