@@ -107,6 +107,17 @@ static void load_spec(const char *path, ft_jobspec_t *spec)
 
 /* ---- run ---- */
 
+/* SIGTERM/SIGINT during run: finish the step, checkpoint, then die of the
+ * same signal so that the worker sees what it sent. */
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig)
+{
+    stop_requested = 1;
+    stop_signal = sig;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *spec_path = NULL, *v;
@@ -153,6 +164,14 @@ static int cmd_run(int argc, char **argv)
     trainer_opts_t o;
     trainer_opts_defaults(&o);
     o.event_fd = event_fd;
+    o.stop = &stop_requested;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop;
+    sa.sa_flags = SA_RESTART;  /* file writes carry on; the loop polls the flag */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     if (!c) {
         ft_error("out of memory");
         goto out;
@@ -163,7 +182,8 @@ static int cmd_run(int argc, char **argv)
         ft_error("%s", err.msg);
         goto out;
     }
-    if (trainer_run(t, &err) < 0) {
+    int r = trainer_run(t, &err);
+    if (r < 0) {
         ft_error("%s", err.msg);
         goto out;
     }
@@ -172,6 +192,10 @@ out:
     trainer_destroy(&t);
     coll_destroy(&c);
     ft_jobspec_free(&spec);
+    if (stop_requested) {
+        signal(stop_signal, SIG_DFL);
+        raise(stop_signal);
+    }
     return rc;
 }
 

@@ -588,6 +588,12 @@ int trainer_run(trainer_t *t, ft_err_t *err)
                 return -1;
             saved_last = true;
         }
+        if (t->opts.stop && *t->opts.stop && t->step < t->total_steps) {
+            ft_info("step %lld: stop requested; saving a checkpoint", (long long)t->step);
+            if (!saved_last && do_checkpoint(t, err) < 0)
+                return -1;
+            return TRAINER_STOPPED;
+        }
     }
     if (have_eval && !evaluated_last && do_eval(t, &eval_loss, err) < 0)
         return -1;

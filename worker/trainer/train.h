@@ -23,6 +23,7 @@
 #ifndef FT_TRAIN_H
 #define FT_TRAIN_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "coll.h"
@@ -39,7 +40,12 @@ typedef struct {
     double adapter_alpha;  /* ...alpha... */
     bool adapter_rslora;   /* ...rsLoRA flag... */
     uint32_t adapter_mask; /* ...and targets (used by eval of a saved adapter) */
+    volatile sig_atomic_t *stop; /* when it becomes non-zero (a signal handler), the
+                              run saves a checkpoint after the current step and
+                              returns TRAINER_STOPPED; NULL = never */
 } trainer_opts_t;
+
+#define TRAINER_STOPPED 1  /* trainer_run: stopped early on request, checkpoint saved */
 
 void trainer_opts_defaults(trainer_opts_t *o);
 
@@ -50,7 +56,8 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
 void trainer_destroy(trainer_t **t);
 
 /* The whole job: resume from the newest checkpoint in output_dir when there
- * is one, train to the last step, eval, save, write the adapter. */
+ * is one, train to the last step, eval, save, write the adapter. Returns 0,
+ * TRAINER_STOPPED (see trainer_opts_t.stop) or -1 with err. */
 int trainer_run(trainer_t *t, ft_err_t *err);
 
 /* Token-weighted mean cross-entropy over every eval row (sharded across

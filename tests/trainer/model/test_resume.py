@@ -6,7 +6,9 @@ step, and byte-identical adapters. The spec uses gradient accumulation,
 LoRA dropout, a data set small enough to wrap epochs, periodic checkpoints,
 and a constant schedule with warmup (a cosine or linear schedule depends on
 max_steps, so runs with different max_steps would differ by design).
-Also: a changed spec (lora_r) refuses to resume from that output_dir.
+Also: SIGTERM mid-run checkpoints and dies of SIGTERM, and the rerun matches
+the straight run; a changed spec (lora_r) refuses to resume from that
+output_dir.
 
 usage: test_resume.py FT_TRAIN
 """
@@ -93,6 +95,30 @@ def main():
     check(ad_a == ad_b, "final adapters byte-identical (%d bytes)" % len(ad_a))
     cks = [e["step"] for e in straight if e["event"] == "checkpoint"]
     check(cks == [4, 8, 12, 16, 20], "checkpoints at 4, 8, 12, 16 and the end: %s" % cks)
+
+    # SIGTERM in the middle: the step finishes, a checkpoint is saved, the
+    # process dies of SIGTERM; running the same spec again completes the job
+    # with the same losses as the straight run
+    path = os.path.join(tmp, "c.json")
+    with open(path, "w") as f:
+        json.dump(spec("c", 20), f)
+    p = subprocess.Popen([FT, "run", "--spec", path], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    stopped = []
+    for line in p.stdout:
+        ev = json.loads(line)
+        stopped.append(ev)
+        if ev["event"] == "progress" and ev["step"] == 2:
+            p.send_signal(15)
+    p.wait()
+    p.stderr.close()
+    ck = [e["step"] for e in stopped if e["event"] == "checkpoint"]
+    last = max([e["step"] for e in stopped if e["event"] == "progress"] or [0])
+    check(p.returncode == -15 and ck and ck[-1] == last and last < 20,
+          "SIGTERM at step 2: exit by SIGTERM (%s) after checkpoint %s at the last step %d" % (p.returncode, ck, last))
+    rc4, rest, err4 = run(spec("c", 20), path)
+    c = [(e["step"], e["loss"], e["grad_norm"], e["lr"]) for e in prog(stopped) + prog(rest)]
+    check(rc4 == 0 and c == a, "stopped + resumed run has the straight run's %d losses bit for bit" % len(c))
 
     rc3, _, err3 = run(spec("b", 30, r=8), os.path.join(tmp, "b3.json"))
     check(rc3 == 1, "a changed spec (lora_r) does not resume: exit %d, %s" % (rc3, err3.strip().splitlines()[-1] if err3.strip() else ""))
