@@ -88,6 +88,33 @@ static const ftctl_cmd_t *find_command(const char *name)
     return NULL;
 }
 
+/* Exact name, else a unique prefix ("sh" for show). NULL when unknown or
+ * ambiguous; the message (naming the candidates) is printed. */
+static const ftctl_cmd_t *lookup_command(const char *name)
+{
+    const ftctl_cmd_t *e = find_command(name);
+    if (e)
+        return e;
+    char cands[256] = "";
+    int n = 0;
+    size_t len = strlen(name);
+    for (size_t i = 0; len && i < N_COMMANDS; i++) {
+        if (strncmp(commands[i].name, name, len) != 0)
+            continue;
+        e = &commands[i];
+        size_t off = strlen(cands);
+        snprintf(cands + off, sizeof(cands) - off, "%s%s", n ? ", " : "", commands[i].name);
+        n++;
+    }
+    if (n == 1)
+        return e;
+    if (n > 1)
+        ftctl_die_msg("ambiguous command '%s', could be: %s", ft_sanitize(name, 64), cands);
+    else
+        ftctl_die_msg("unknown command '%s'; see 'ftctl -h'", ft_sanitize(name, 64));
+    return NULL;
+}
+
 static void print_main_help(FILE *f)
 {
     fprintf(f, "usage: ftctl [--scheduler E] [-o table|json] [--timeout S] [--user U] "
@@ -390,18 +417,14 @@ int main(int argc, char **argv)
             print_main_help(stdout);
             return FTCTL_EXIT_OK;
         }
-        if (!find_command(argv[optind + 1])) {
-            ftctl_die_msg("unknown command '%s'; see 'ftctl -h'",
-                          ft_sanitize(argv[optind + 1], 64));
+        const ftctl_cmd_t *h = lookup_command(argv[optind + 1]);
+        if (!h)
             return FTCTL_EXIT_USAGE;
-        }
-        return ftctl_usage(argv[optind + 1], 0);
+        return ftctl_usage(h->name, 0);
     }
-    const ftctl_cmd_t *cmd = find_command(name);
-    if (!cmd) {
-        ftctl_die_msg("unknown command '%s'; see 'ftctl -h'", ft_sanitize(name, 64));
+    const ftctl_cmd_t *cmd = lookup_command(name);
+    if (!cmd)
         return FTCTL_EXIT_USAGE;
-    }
     /* Handlers parse their own options with getopt_long from a fresh start
      * (optind 0 re-initialises glibc's getopt); argv[0] is the command word. */
     int first = optind;
