@@ -201,6 +201,8 @@ static int send_hello(agent_t *a)
         goto out;
     for (int i = 0; i < a->nranks; i++) {
         const rank_t *r = a->ranks[i];
+        if (r->launch_failed)
+            continue;
         cJSON *o = cJSON_CreateObject();
         if (!o || !cJSON_AddItemToArray(running, o) ||
             !cJSON_AddNumberToObject(o, "job_id", (double)r->job_id) ||
@@ -402,9 +404,50 @@ static void read_events(agent_t *a, rank_t *r, bool final)
     }
 }
 
+static void launch_failed(agent_t *a, int64_t job_id, int64_t attempt, int rank, const char *why)
+{
+    char reason[257];
+    char full[600];
+    snprintf(full, sizeof(full), "launch_failed: %s", why);
+    event_clean_text(reason, sizeof(reason), full);
+    ft_warn("job %lld attempt %lld rank %d: %s", (long long)job_id, (long long)attempt, rank,
+            reason);
+    cJSON *m = rank_msg(FT_MSG_RANK_EXITED, job_id, attempt, rank);
+    if (m &&
+        (!cJSON_AddNumberToObject(m, "exit_code", -1) || !cJSON_AddNumberToObject(m, "signal", 0) ||
+         !cJSON_AddStringToObject(m, "reason", reason))) {
+        cJSON_Delete(m);
+        m = NULL;
+    }
+    outbox_push(a, m);
+}
+
+/* Reports how a rank's exec went, once its report pipe says so. */
+static void settle_exec(agent_t *a, rank_t *r)
+{
+    ft_err_t err = {0};
+    int rc = rank_check_exec(r, &err);
+    if (rc > 0) {
+        ft_info("job %lld attempt %lld rank %d started: pid %d on device %d", (long long)r->job_id,
+                (long long)r->attempt, r->rank, (int)r->pid, r->device);
+        send_rank_started(a, r);
+    } else if (rc < 0) {
+        launch_failed(a, r->job_id, r->attempt, r->rank, err.msg);
+    }
+}
+
 static void rank_finished(agent_t *a, int idx, int status)
 {
     rank_t *r = a->ranks[idx];
+    if (r->report_fd >= 0) /* the child is gone, so its report is complete */
+        settle_exec(a, r);
+    if (r->launch_failed) { /* already reported as launch_failed */
+        rank_forget(r);
+        rank_destroy(&a->ranks[idx]);
+        a->ranks[idx] = a->ranks[--a->nranks];
+        a->ranks[a->nranks] = NULL;
+        return;
+    }
     read_events(a, r, true);
     flush_progress(a, r);    /* progress always arrives before rank_exited */
     rank_signal(r, SIGKILL); /* whatever the rank left behind in its group */
@@ -446,24 +489,6 @@ static void reap_children(agent_t *a)
         else
             rank_finished(a, i, status);
     }
-}
-
-static void launch_failed(agent_t *a, int64_t job_id, int64_t attempt, int rank, const char *why)
-{
-    char reason[257];
-    char full[600];
-    snprintf(full, sizeof(full), "launch_failed: %s", why);
-    event_clean_text(reason, sizeof(reason), full);
-    ft_warn("job %lld attempt %lld rank %d: %s", (long long)job_id, (long long)attempt, rank,
-            reason);
-    cJSON *m = rank_msg(FT_MSG_RANK_EXITED, job_id, attempt, rank);
-    if (m &&
-        (!cJSON_AddNumberToObject(m, "exit_code", -1) || !cJSON_AddNumberToObject(m, "signal", 0) ||
-         !cJSON_AddStringToObject(m, "reason", reason))) {
-        cJSON_Delete(m);
-        m = NULL;
-    }
-    outbox_push(a, m);
 }
 
 /* ---- handlers for scheduler messages ---- */
@@ -578,8 +603,9 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             continue;
         }
         rank_t *same = find_rank(a, job_id, attempt, rank);
-        if (same) { /* a repeated start: answer as before */
-            send_rank_started(a, same);
+        if (same) { /* a repeated start: answer as before (or soon, once it has exec'd) */
+            if (same->started)
+                send_rank_started(a, same);
             continue;
         }
         rank_t *busy = NULL;
@@ -601,10 +627,7 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             launch_failed(a, job_id, attempt, rank, lerr.msg);
             continue;
         }
-        a->ranks[a->nranks++] = r;
-        ft_info("job %lld attempt %lld rank %d started: pid %d on device %d", (long long)job_id,
-                (long long)attempt, rank, (int)r->pid, dev);
-        send_rank_started(a, r);
+        a->ranks[a->nranks++] = r; /* rank_started once its exec is confirmed */
     }
     ft_jobspec_free(&spec);
 }
@@ -856,8 +879,9 @@ static long cron(agent_t *a)
 
 int agent_run(agent_t *a)
 {
-    zmq_pollitem_t items[2 + WDEV_MAX];
-    rank_t *polled[WDEV_MAX];
+    zmq_pollitem_t items[2 + 2 * WDEV_MAX];
+    rank_t *polled[2 * WDEV_MAX]; /* rank of items[first + i] */
+    bool is_report[2 * WDEV_MAX]; /* that item is its exec report pipe */
     while (!(a->stopping && a->nranks == 0)) {
         long timeout = cron(a);
         int n = 0, np = 0;
@@ -866,10 +890,17 @@ int agent_run(agent_t *a)
         int sig_item = n;
         items[n++] = (zmq_pollitem_t){NULL, a->sigfd, ZMQ_POLLIN, 0};
         for (int i = 0; i < a->nranks; i++) {
-            if (a->ranks[i]->event_fd < 0)
-                continue;
-            polled[np++] = a->ranks[i];
-            items[n++] = (zmq_pollitem_t){NULL, a->ranks[i]->event_fd, ZMQ_POLLIN, 0};
+            rank_t *r = a->ranks[i];
+            if (r->report_fd >= 0) {
+                polled[np] = r;
+                is_report[np++] = true;
+                items[n++] = (zmq_pollitem_t){NULL, r->report_fd, ZMQ_POLLIN, 0};
+            }
+            if (r->event_fd >= 0) {
+                polled[np] = r;
+                is_report[np++] = false;
+                items[n++] = (zmq_pollitem_t){NULL, r->event_fd, ZMQ_POLLIN, 0};
+            }
         }
         int rc = zmq_poll(items, n, timeout);
         if (rc < 0) {
@@ -882,10 +913,20 @@ int agent_run(agent_t *a)
             continue;
         if (a->sock && sig_item == 1 && items[0].revents)
             receive_all(a);
-        /* event pipes before reaping: reaping frees ranks */
-        for (int i = 0; i < np; i++)
-            if (items[sig_item + 1 + i].revents)
-                read_events(a, polled[i], false);
+        /* pipes before reaping: reaping frees ranks; an exec report before
+         * the events of the same rank, so that rank_started comes first */
+        for (int i = 0; i < np; i++) {
+            rank_t *r = polled[i];
+            if (!items[sig_item + 1 + i].revents)
+                continue;
+            if (is_report[i] && r->report_fd >= 0)
+                settle_exec(a, r);
+            else if (!is_report[i] && r->event_fd >= 0 && !r->launch_failed) {
+                if (r->report_fd >= 0)
+                    settle_exec(a, r);
+                read_events(a, r, false);
+            }
+        }
         if (items[sig_item].revents)
             read_signals(a);
     }

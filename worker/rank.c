@@ -372,6 +372,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         goto out;
     }
+    r->report_fd = r->log_fd = r->event_fd = -1;
     pid_t self = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -383,25 +384,14 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
     setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
     close(rep[1]);
     rep[1] = -1;
-    child_report_t report;
-    ssize_t got;
-    do
-        got = read(rep[0], &report, sizeof(report));
-    while (got < 0 && errno == EINTR);
-    if (got == (ssize_t)sizeof(report)) {
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        if (report.stage == STAGE_CHDIR)
-            ft_err_set(err, FT_EBADFIELD, "cannot change directory to '%s': %s", cwd,
-                       strerror(report.err));
-        else if (report.stage == STAGE_EXEC)
-            ft_err_set(err, FT_EBADFIELD, "cannot run '%s': %s", argv[0], strerror(report.err));
-        else
-            ft_err_set(err, FT_EINTERNAL, "cannot set up the child's files: %s",
-                       strerror(report.err));
-        goto out;
-    }
+    r->report_fd = rep[0];
+    rep[0] = -1;
+    r->log_fd = log_fd;
+    log_fd = -1;
+    r->argv0 = strdup(argv[0]);
+    r->cwd = strdup(cwd);
+    if (fcntl(r->report_fd, F_SETFL, O_NONBLOCK) < 0)
+        ft_warn("cannot make a report pipe non-blocking: %s", strerror(errno));
     r->job_id = q->job_id;
     r->attempt = q->attempt;
     r->rank = q->rank;
@@ -423,13 +413,48 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
 out:
     if (rc < 0)
         log_failure(log_fd, err->msg);
-    free(r);
+    rank_destroy(&r);
     free(spec_text);
     env_free(&env);
     int fds[] = {log_fd, null_fd, ev[0], ev[1], rep[0], rep[1]};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);
+    return rc;
+}
+
+int rank_check_exec(rank_t *r, ft_err_t *err)
+{
+    if (r->report_fd < 0)
+        return r->launch_failed ? -1 : 1;
+    child_report_t rep;
+    ssize_t n = read(r->report_fd, &rep, sizeof(rep));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return 0;
+    close(r->report_fd);
+    r->report_fd = -1;
+    int rc = 1;
+    if (n == (ssize_t)sizeof(rep)) {
+        const char *a0 = r->argv0 ? r->argv0 : "?", *cwd = r->cwd ? r->cwd : "?";
+        if (rep.stage == STAGE_CHDIR)
+            ft_err_set(err, FT_EBADFIELD, "cannot change directory to '%s': %s", cwd,
+                       strerror(rep.err));
+        else if (rep.stage == STAGE_EXEC)
+            ft_err_set(err, FT_EBADFIELD, "cannot run '%s': %s", a0, strerror(rep.err));
+        else
+            ft_err_set(err, FT_EINTERNAL, "cannot set up the child's files: %s", strerror(rep.err));
+        log_failure(r->log_fd, err->msg);
+        r->launch_failed = true;
+        rc = -1;
+    } else if (n != 0) {
+        ft_warn("job %lld rank %d: unreadable exec report (%zd bytes); assuming it started",
+                (long long)r->job_id, r->rank, n);
+    }
+    if (rc > 0)
+        r->started = true;
+    if (r->log_fd >= 0)
+        close(r->log_fd);
+    r->log_fd = -1;
     return rc;
 }
 
@@ -460,6 +485,12 @@ void rank_destroy(rank_t **pr)
     if ((*pr)->event_fd >= 0)
         close((*pr)->event_fd);
     cJSON_Delete((*pr)->pending_progress);
+    if ((*pr)->report_fd >= 0)
+        close((*pr)->report_fd);
+    if ((*pr)->log_fd >= 0)
+        close((*pr)->log_fd);
+    free((*pr)->argv0);
+    free((*pr)->cwd);
     free(*pr);
     *pr = NULL;
 }

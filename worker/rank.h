@@ -11,8 +11,8 @@
  * read end of a pipe whose write end only the child (and its descendants)
  * hold, as fd 3; exec failures are learnt through a close-on-exec pipe, so a rank that
  * fails to start is never reported as started.
- * Costs: rank_launch forks once and blocks until the child has exec'd or
- * failed (microseconds to milliseconds).
+ * Costs: rank_launch forks once and never waits for the child: an exec stuck
+ * on a dead network mount does not stall the worker's loop.
  */
 #ifndef FT_WORKER_RANK_H
 #define FT_WORKER_RANK_H
@@ -52,6 +52,12 @@ typedef struct {
     cJSON *pending_progress;        /* newest progress not yet sent (coalesced), or NULL */
     int64_t progress_sent_ms;       /* monotonic ms of the last progress sent */
     char pid_path[4096];            /* jobs/J/rank-R.pid while running; "" = none */
+    int report_fd;                  /* exec report pipe until the exec is settled, else -1 */
+    int log_fd;                     /* the rank's log, kept until the exec is settled, else -1 */
+    bool started;                   /* exec succeeded (rank_started may be sent) */
+    bool launch_failed;             /* exec failed: the child's exit is not a rank_exited */
+    char *argv0;                    /* program, for the launch failure message */
+    char *cwd;                      /* working directory, for the same */
 } rank_t;
 
 /* What a launch needs besides the rank itself. */
@@ -73,10 +79,18 @@ typedef struct {
 /* jobs/JOBID/rank-R.log under state_dir into buf. -1 when it does not fit. */
 int rank_log_path(const char *state_dir, int64_t job_id, int rank, char *buf, size_t len);
 
-/* Starts a rank. 0: running, *out filled (caller owns it). -1: not started,
- * err->msg says why (the caller reports "launch_failed: <msg>"); the reason is
- * also appended to the rank's log when the log could be opened. */
+/* Starts a rank: fork, and the child execs. 0: forked, *out filled (caller
+ * owns it) with report_fd open: whether the exec worked is learnt later,
+ * without blocking, from rank_check_exec. -1: not forked (no log, no pipe,
+ * spec not writable...), err->msg says why (the caller reports
+ * "launch_failed: <msg>"); the reason is also appended to the rank's log when
+ * the log could be opened. */
 int rank_launch(const rank_ctx_t *ctx, const rank_req_t *req, rank_t **out, ft_err_t *err);
+
+/* Reads the exec report once report_fd is readable (or the child exited).
+ * 1: the exec succeeded (started = true); 0: not known yet; -1: it failed
+ * (launch_failed = true, err->msg says why, also appended to the log). */
+int rank_check_exec(rank_t *r, ft_err_t *err);
 
 /* Sends sig to the rank's process group. */
 void rank_signal(rank_t *r, int sig);

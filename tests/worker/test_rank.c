@@ -36,6 +36,15 @@ static void make_spec(ft_jobspec_t *spec, char **argv, char **env, const char *c
     ft_strlcpy(spec->cwd, cwd ? cwd : "", sizeof(spec->cwd));
 }
 
+/* Waits until the rank's exec is settled: 1 started, -1 failed. */
+static int settle(rank_t *r, ft_err_t *err)
+{
+    int rc = 0;
+    for (int i = 0; i < 500 && (rc = rank_check_exec(r, err)) == 0; i++)
+        usleep(10000);
+    return rc;
+}
+
 static int wait_rank(rank_t *r)
 {
     int status = -1;
@@ -68,8 +77,11 @@ int main(void)
     make_spec(&spec, argv1, env1, NULL);
     rank_req_t req = {42, 2, 1, 0, 4, wdev_get(devs, 1), &spec, NULL};
     rank_t *r = NULL;
-    CHECK(rank_launch(&ctx, &req, &r, &err) == 0 && r && r->pid > 0 && r->event_fd >= 0,
-          "launch job 42 attempt 2 rank 1 (%s)", err.msg);
+    CHECK(rank_launch(&ctx, &req, &r, &err) == 0 && r && r->pid > 0 && r->event_fd >= 0 &&
+              r->report_fd >= 0,
+          "launch job 42 attempt 2 rank 1: forked, exec not yet settled (%s)", err.msg);
+    CHECK(r && settle(r, &err) == 1 && r->started && r->report_fd < 0 && r->log_fd < 0,
+          "the exec is confirmed through the report pipe (EOF)");
     char buf[64] = "";
     ssize_t n = 0;
     int status = r ? wait_rank(r) : -1;
@@ -104,7 +116,8 @@ int main(void)
     char *argv2[] = {"sleep", "30", NULL};
     make_spec(&spec, argv2, NULL, NULL);
     rank_req_t req2 = {43, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL};
-    CHECK(rank_launch(&ctx, &req2, &r, &err) == 0, "launch 'sleep 30' on the cpu device");
+    CHECK(rank_launch(&ctx, &req2, &r, &err) == 0 && settle(r, &err) == 1,
+          "launch 'sleep 30' on the cpu device");
     if (r) {
         r->stop_requested = true;
         rank_signal(r, SIGTERM);
@@ -121,9 +134,16 @@ int main(void)
     make_spec(&spec, argv3, NULL, NULL);
     rank_req_t req3 = {44, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
     ft_err_clear(&err);
-    CHECK(rank_launch(&ctx, &req3, &r, &err) == -1 && !r &&
+    int rc = rank_launch(&ctx, &req3, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 && r->launch_failed && !r->started &&
               strcmp(err.msg, "cannot run '/nonexistent/cmd': No such file or directory") == 0,
-          "missing command: '%s'", err.msg);
+          "missing command: forked, then the report says '%s'", err.msg);
+    if (r) {
+        status = wait_rank(r);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 127, "the failed child exits 127");
+        rank_forget(r);
+        rank_destroy(&r);
+    }
     rank_log_path(tmpdir, 44, 0, path, sizeof(path));
     log = read_all(path);
     CHECK(log && strstr(log, "ft: launch failed: cannot run '/nonexistent/cmd'"),
@@ -132,27 +152,46 @@ int main(void)
     char *argv4[] = {"true", NULL};
     make_spec(&spec, argv4, NULL, "/nonexistent/dir");
     ft_err_clear(&err);
-    CHECK(rank_launch(&ctx, &req3, &r, &err) == -1 &&
+    rc = rank_launch(&ctx, &req3, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 &&
               strstr(err.msg, "cannot change directory to '/nonexistent/dir'"),
           "bad cwd: '%s'", err.msg);
+    if (r) {
+        wait_rank(r);
+        rank_forget(r);
+        rank_destroy(&r);
+    }
     spec.kind = FT_KIND_LORA;
     cJSON *sj = cJSON_Parse("{\"kind\":\"lora\"}");
     req3.spec_json = sj;
     ft_err_clear(&err);
-    CHECK(rank_launch(&ctx, &req3, &r, &err) == -1 &&
-              strstr(err.msg, "cannot run '/nonexistent/ft-train'"),
+    rc = rank_launch(&ctx, &req3, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 && strstr(err.msg, "cannot run '/nonexistent/ft-train'"),
           "lora without a trainer: '%s'", err.msg);
+    if (r) {
+        wait_rank(r);
+        rank_forget(r);
+        rank_destroy(&r);
+    }
     snprintf(path, sizeof(path), "%s/jobs/44/rank-0/spec.json", tmpdir);
     log = read_all(path);
     CHECK(log && strstr(log, "\"lora\""), "the lora spec was written to the rank's dir");
     free(log);
     cJSON_Delete(sj);
+    char longcwd[5000];
+    memset(longcwd, 'a', sizeof(longcwd) - 1);
+    longcwd[sizeof(longcwd) - 1] = '\0';
+    rank_ctx_t badctx = {longcwd, "ft-train", "n1"};
+    ft_err_clear(&err);
+    CHECK(rank_launch(&badctx, &req3, &r, &err) == -1 && !r && strstr(err.msg, "too long"),
+          "a state dir path too long fails before forking: '%s'", err.msg);
 
     /* leftovers: a rank whose worker vanished, and its background child */
     char *argv5[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
     make_spec(&spec, argv5, NULL, NULL);
     rank_req_t req5 = {45, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
-    CHECK(rank_launch(&ctx, &req5, &r, &err) == 0, "launch a rank with a background child");
+    CHECK(rank_launch(&ctx, &req5, &r, &err) == 0 && settle(r, &err) == 1,
+          "launch a rank with a background child");
     usleep(300000);
     int killed = rank_kill_leftovers(tmpdir);
     CHECK(killed >= 2, "rank_kill_leftovers killed the rank and its child(ren): %d", killed);
