@@ -571,8 +571,8 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
 static int lose_ranks_on_node(sched_t *s, const char *node, const char *why, ft_err_t *err)
 {
     typedef struct {
-        int64_t job;
-        int attempt, rank;
+        int64_t job;       /* job id */
+        int attempt, rank; /* which rank of which attempt */
     } lr_t;
     lr_t *v = NULL;
     int n = 0, cap = 0, rc = -1, step;
@@ -1033,8 +1033,8 @@ static void sweep_orphan_ranks(sched_t *s)
 {
     ft_err_t err = {0};
     typedef struct {
-        int64_t job;
-        int attempt, rank;
+        int64_t job;       /* job id */
+        int attempt, rank; /* which rank of which attempt */
     } or_t;
     or_t v[256];
     int n = 0;

@@ -39,17 +39,17 @@ typedef struct {
 
 /* The job columns the state machine needs. */
 typedef struct {
-    int64_t id;
-    char state[16];
-    char kind[8];
-    char user[FT_NAME_MAX + 1];
-    char team[FT_NAME_MAX + 1];
-    int attempt;             /* current attempt, from 1 */
-    int max_retries;         /* requeues allowed */
-    bool requeue_on_failure; /* a non-zero exit also requeues */
-    int gpus;                /* ranks */
-    int64_t start_time;      /* unix seconds of the latest start */
-    int64_t time_limit_s;    /* 0 = none */
+    int64_t id;                 /* job id */
+    char state[16];             /* PENDING, RUNNING, COMPLETED, FAILED, CANCELLED */
+    char kind[8];               /* exec or lora */
+    char user[FT_NAME_MAX + 1]; /* submitting user */
+    char team[FT_NAME_MAX + 1]; /* submitting team */
+    int attempt;                /* current attempt, from 1 */
+    int max_retries;            /* requeues allowed */
+    bool requeue_on_failure;    /* a non-zero exit also requeues */
+    int gpus;                   /* ranks */
+    int64_t start_time;         /* unix seconds of the latest start */
+    int64_t time_limit_s;       /* 0 = none */
 } job_row_t;
 
 struct sched {
