@@ -483,7 +483,72 @@ static void test_mutations(void)
           refused, bad);
 }
 
-int main(void)
+/* A BPE model (the SentencePiece-style fixture of test_tokenizer_bpe): the
+ * masks of a completion record fall on the tokens of each part, the response
+ * continues the prompt (no word mark), and BOS/EOS come from config.json. */
+static void test_bpe_record(const char *fixtures)
+{
+    ft_err_t err = {0};
+    char mdir[400], p[500];
+    tinymodel_opts_t o;
+    tinymodel_defaults(&o);
+    o.layers = 1;
+    o.vocab = 960;
+    snprintf(mdir, sizeof mdir, "%s/bpe-model", dir);
+    CHECK(tinymodel_write(mdir, &o, &err) == 0, "tiny model with vocab 960");
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", mdir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/bpe-sp-norm/tokenizer.json", fixtures);
+    size_t len;
+    char *tj = ft_read_file(p, 1 << 24, &len, &err);
+    CHECK(tj != NULL, "fixture tokenizer.json read: %s", err.msg);
+    if (!tj)
+        return;
+    snprintf(p, sizeof p, "%s/tokenizer.json", mdir);
+    test_write_text(p, tj);
+    free(tj);
+    tokenizer_t *bt = tokenizer_load(mdir, &err);
+    CHECK(bt != NULL, "SentencePiece-style tokenizer loads: %s", err.msg);
+    if (!bt)
+        return;
+    int32_t pr[64], rs[64];
+    int64_t npr = tokenizer_encode(bt, "Name it:", 8, pr, 64);
+    int64_t nrs = tokenizer_encode_cont(bt, " the way", 8, rs, 64);
+    ft_trainspec_t s;
+    write_data("bpe.jsonl", "{\"prompt\":\"Name it:\",\"completion\":\" the way\"}\n");
+    spec_for(&s, "bpe.jsonl");
+    ft_strlcpy(s.base_model, mdir, sizeof s.base_model);
+    s.sample_packing = false;
+    data_t *d = data_open(&s, bt, 32, &err);
+    CHECK(d != NULL, "data opens with the BPE tokenizer: %s", err.msg);
+    if (d) {
+        int32_t in[32], tg[32];
+        data_pos_t pos = {0, 0};
+        data_next_batch(d, &pos, 1, 0, 1, in, tg);
+        bool same = in[0] == 1;
+        for (int64_t i = 0; i < npr; i++)
+            same = same && in[1 + i] == pr[i];
+        for (int64_t i = 0; i < nrs; i++)
+            same = same && in[1 + npr + i] == rs[i];
+        same = same && in[1 + npr + nrs] == 2;
+        CHECK(same, "row = BOS (1), prompt ids (%lld), response ids continuing it (%lld), EOS (2)",
+              (long long)npr, (long long)nrs);
+        bool mask = true;
+        for (int64_t i = 0; i < 32; i++) {
+            int64_t tok_at = i + 1; /* target i is row position i + 1 */
+            bool learnt = tok_at > npr && tok_at <= npr + nrs + 1;
+            mask = mask && (learnt ? tg[i] == in[i + 1] || tok_at == npr + nrs + 1
+                                   : tg[i] == FT_IGNORE_INDEX);
+        }
+        CHECK(mask && data_count_targets(tg, 32) == nrs + 1,
+              "loss exactly on the response ids and EOS (%lld targets)",
+              (long long)data_count_targets(tg, 32));
+        data_destroy(&d);
+    }
+    tokenizer_destroy(&bt);
+}
+
+int main(int argc, char **argv)
 {
     ft_err_t err = {0};
     tinymodel_opts_t o;
@@ -503,6 +568,8 @@ int main(void)
     test_order_and_shards();
     test_bad_records();
     test_mutations();
+    if (argc > 1)
+        test_bpe_record(argv[1]);
     tokenizer_destroy(&tok);
     return test_finish(dir);
 }
