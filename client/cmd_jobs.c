@@ -604,11 +604,25 @@ int ftctl_cmd_logs(ftctl_t *c, int argc, char **argv)
         cJSON *reply = NULL;
         ftctl_rpc_t r = ftctl_call(c, req, 0, &reply);
         if (r == FTCTL_RPC_ERROR) {
-            /* With -f, a rank that has not started yet is worth waiting for. */
+            /* With -f, a rank that has not started yet is worth waiting for,
+             * unless its job has ended (cancelled while pending, say). */
             if (follow && strcmp(ftctl_get_str(reply, "code", ""), "bad_state") == 0) {
-                cJSON_Delete(reply);
-                sleep_ms(delay);
-                continue;
+                cJSON *jr = NULL;
+                const cJSON *job = NULL;
+                int frc = fetch_job(c, id, &jr, &job);
+                bool ended =
+                    frc == FTCTL_EXIT_OK && ftctl_state_is_final(ftctl_get_str(job, "state", ""));
+                cJSON_Delete(jr);
+                if (frc != FTCTL_EXIT_OK) {
+                    cJSON_Delete(reply);
+                    rc = frc;
+                    goto out;
+                }
+                if (!ended) {
+                    cJSON_Delete(reply);
+                    sleep_ms(delay);
+                    continue;
+                }
             }
             rc = ftctl_print_error_reply(reply);
             cJSON_Delete(reply);

@@ -140,6 +140,22 @@ def cancel_running():
         pid = job["ranks"][0]["pid"]
         check(pid_alive(pid), f"rank 0 runs as pid {pid}")
         queued = c.submit("--", "true")  # waits for the one device
+        # logs -f of a job that is cancelled before it starts must not wait for ever
+        p2 = c.submit("--", "true")
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        follower = subprocess.Popen([c.ftctl_path, "logs", "-f", str(p2)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        c.ftctl_ok("cancel", str(p2))
+        try:
+            out, err = follower.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.communicate()
+            raise TestFailure("logs -f of a job cancelled while pending did not return")
+        check(follower.returncode == 1 and "bad_state" in err,
+              "logs -f of a job cancelled while pending ends with bad_state",
+              f"{follower.returncode} {err}")
         r = c.ftctl("cancel", str(j))
         check(r.returncode == 0 and "CANCELLED" in r.stdout, "cancel exits 0, says CANCELLED",
               f"{r.returncode} {r.stdout} {r.stderr}")
@@ -300,7 +316,7 @@ def bad_inputs():
               f"{r.returncode} {r.stderr}")
 
         # usage errors: exit 2, nothing sent
-        for args in (["bogus"], ["ls", "--state", "DONE"], ["show"], ["show", "x1"],
+        for args in (["bogus"], ["w", "1"], ["ls", "--state", "DONE"], ["show"], ["show", "x1"],
                      ["submit"], ["submit", "--gpus", "0", "--", "true"],
                      ["usage", "--by", "planet"], ["-o", "yaml", "ls"], ["--timeout", "0", "ping"],
                      ["wait"], ["submit", "a.json", "b.json"]):
