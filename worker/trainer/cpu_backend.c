@@ -132,7 +132,8 @@ static void cpu_free(void *p)
 }
 
 /* ---- a small fork-join pool: GEMM slices, rows, attention heads ----
- * n_workers threads plus the caller split a range into contiguous chunks.
+ * n_workers threads plus the caller take contiguous pieces of a range in
+ * turn (about four per thread), so a thread the OS delays holds up little.
  * OpenBLAS itself runs single-threaded: large GEMMs are cut into one slice
  * of rows (or columns) per thread here, so OpenBLAS's own worker threads,
  * which spin for a long time after each call, never compete with ours.
@@ -160,6 +161,8 @@ typedef struct {
     range_fn fn;              /* the job (published by gen) */
     void *ctx;
     int64_t n;                /* items in the job */
+    int64_t n_chunks;         /* pieces the items are cut into */
+    atomic_int_fast64_t next; /* next piece to take */
 } pool_t;
 
 static pool_t pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
@@ -173,10 +176,24 @@ static inline void cpu_relax(void)
 }
 
 /* chunk w of n items split into parts pieces */
-static void chunk(int64_t n, int parts, int w, int64_t *lo, int64_t *hi)
+static void chunk(int64_t n, int64_t parts, int64_t w, int64_t *lo, int64_t *hi)
 {
     *lo = n * w / parts;
     *hi = n * (w + 1) / parts;
+}
+
+/* takes pieces of the published job until none is left */
+static void pool_work(int tid)
+{
+    for (;;) {
+        int64_t c = atomic_fetch_add(&pool.next, 1);
+        if (c >= pool.n_chunks)
+            break;
+        int64_t lo, hi;
+        chunk(pool.n, pool.n_chunks, c, &lo, &hi);
+        if (lo < hi)
+            pool.fn(pool.ctx, lo, hi, tid);
+    }
 }
 
 static void *pool_main(void *arg)
@@ -204,10 +221,7 @@ static void *pool_main(void *arg)
         seen = g;
         if (atomic_load(&pool.stop))
             break;
-        int64_t lo, hi;
-        chunk(pool.n, pool.n_workers + 1, wid, &lo, &hi);
-        if (lo < hi)
-            pool.fn(pool.ctx, lo, hi, wid);
+        pool_work(wid);
         atomic_fetch_sub(&pool.pending, 1);
     }
     return NULL;
@@ -253,15 +267,16 @@ static void par_range(int64_t n, int64_t min_par, range_fn fn, void *ctx)
         fn(ctx, 0, n, 0);
         return;
     }
+    int64_t pieces = 4 * (int64_t)(pool.n_workers + 1);
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
+    pool.n_chunks = n < pieces ? n : pieces;
+    atomic_store(&pool.next, 0);
     atomic_store(&pool.pending, pool.n_workers);
     pool_publish();
-    int64_t lo, hi;
-    chunk(n, pool.n_workers + 1, 0, &lo, &hi);
     in_worker_job = true;
-    fn(ctx, lo, hi, 0);
+    pool_work(0);
     in_worker_job = false;
     while (atomic_load(&pool.pending) > 0)
         cpu_relax();
@@ -326,17 +341,21 @@ static void gemm_range(void *p, int64_t lo, int64_t hi, int tid)
     }
 }
 
-/* Splits GEMMs over about 1 MFLOP across the pool along the longer side of C. */
+/* Splits GEMMs over 1 MFLOP into slices along the longer side of C, run on the pool. */
 static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
                      int ldc)
 {
-    int parts = pool.n_workers + 1;
+    int threads = pool.n_workers + 1;
     double flops = 2.0 * M * (double)N * K;
-    if (parts == 1 || flops < 1e6 || (M < 2 * parts && N < 2 * parts) || in_worker_job) {
+    int side = M >= N ? M : N;
+    if (threads == 1 || flops < 1e6 || side < 2 * threads || in_worker_job) {
         gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    /* slices of at least 64 rows (or columns), up to 4 per thread */
+    int parts = side / 64 < 4 * threads ? side / 64 : 4 * threads;
+    parts = parts < threads ? threads : parts;
     gemm_ctx g = {trans_a, trans_b, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, parts};
     par_range(parts, 2, gemm_range, &g);
 }
