@@ -221,7 +221,11 @@ def scheduler_restart():
             time.sleep(0.05)
         c.kill(c.sched, signal.SIGKILL)
         check(c.sched.returncode == -signal.SIGKILL, "ftsched killed with SIGKILL")
-        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = c.ftctl("--timeout", "1", "ls", timeout=20)
+        dt = time.monotonic() - t0
+        check(r.returncode == 3 and dt < 3, f"while it is down ftctl exits 3 ({dt:.1f} s)",
+              f"{r.returncode} {r.stderr}")
         c.start_sched()
         print("   ftsched restarted on the same database and port")
         j2 = c.job(j)
@@ -268,6 +272,35 @@ def gang_two_nodes():
         r = c.ftctl("submit", "--gpus", "3", "--", "true")
         check(r.returncode == 1 and "unsatisfiable" in r.stderr,
               "3 GPUs on a 2-GPU cluster: unsatisfiable", r.stderr)
+
+
+def priority_order():
+    """With the only device busy, a later job of higher priority starts before
+    an earlier one of lower priority."""
+    with Cluster("prio") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.wait_nodes_ready(["n1"])
+        order = os.path.join(c.dir, "order.txt")
+        hold = c.submit("--", "sleep", "600")
+        c.wait_state(hold, ["RUNNING"])
+        low = c.submit("--priority", "-5", "--name", "low", "--", "sh", "-c",
+                       f"echo low >> {order}")
+        mid = c.submit("--name", "mid", "--", "sh", "-c", f"echo mid >> {order}")
+        high = c.submit("--priority", "10", "--name", "high", "--", "sh", "-c",
+                        f"echo high >> {order}")
+        pend = c.ftctl_json("ls", "--state", "pending")["jobs"]
+        check(sorted(j["job_id"] for j in pend) == [low, mid, high],
+              "three jobs wait for the busy device", str(pend)[:500])
+        c.ftctl_ok("cancel", str(hold))
+        r = c.ftctl("wait", "--timeout", "30", str(low), str(mid), str(high))
+        check(r.returncode == 0, "all three complete", f"{r.returncode} {r.stderr}")
+        with open(order) as f:
+            ran = f.read().split()
+        check(ran == ["high", "mid", "low"], "they ran by priority: high, mid, low", str(ran))
+        prios = {j["job_id"]: j["priority"] for j in c.ftctl_json("ls", "--all")["jobs"]}
+        check(prios[low] == -5 and prios[high] == 10, "priorities recorded as submitted",
+              str(prios))
 
 
 def bad_inputs():
@@ -438,6 +471,7 @@ TESTS = {
     "requeue_worker_killed": requeue_worker_killed,
     "scheduler_restart": scheduler_restart,
     "gang_two_nodes": gang_two_nodes,
+    "priority_order": priority_order,
     "bad_inputs": bad_inputs,
     "watch_progress": watch_progress,
 }
