@@ -235,7 +235,32 @@ static void write_pid_file(rank_t *r, const char *state_dir)
 
 /* Kills every process of group pgid that started no earlier than its leader
  * did (start): those are the rank's, even when the leader itself is gone. */
-static int kill_group_since(pid_t pgid, unsigned long long start)
+/* True when pid's environment holds exactly "FT_JOB_ID=<job>": what every
+ * rank process inherits from the worker. Guards against a recycled pid. */
+static bool has_job_env(pid_t pid, const char *job)
+{
+    char path[64], want[96];
+    static char env[64 * 1024]; /* one process's environment, cut at 64 KiB */
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    int wlen = snprintf(want, sizeof(want), "FT_JOB_ID=%s", job);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || wlen <= 0 || (size_t)wlen >= sizeof(want)) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    ssize_t n = read(fd, env, sizeof(env) - 1);
+    close(fd);
+    for (ssize_t i = 0; n > 0 && i < n;) {
+        size_t len = strnlen(env + i, (size_t)(n - i));
+        if (len == (size_t)wlen && memcmp(env + i, want, len) == 0)
+            return true;
+        i += (ssize_t)len + 1;
+    }
+    return false;
+}
+
+static int kill_group_since(pid_t pgid, unsigned long long start, const char *job)
 {
     DIR *d = opendir("/proc");
     int killed = 0;
@@ -247,7 +272,8 @@ static int kill_group_since(pid_t pgid, unsigned long long start)
         unsigned long long st;
         if (*end || pid <= 1 || proc_stat((pid_t)pid, &pg, &st) < 0)
             continue;
-        if (pg == pgid && st >= start && kill((pid_t)pid, SIGKILL) == 0)
+        if (pg == pgid && st >= start && has_job_env((pid_t)pid, job) &&
+            kill((pid_t)pid, SIGKILL) == 0)
             killed++;
     }
     if (d)
@@ -280,7 +306,7 @@ int rank_kill_leftovers(const char *state_dir)
             int pid = 0;
             unsigned long long start = 0;
             if (f && fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1) {
-                int n = kill_group_since((pid_t)pid, start);
+                int n = kill_group_since((pid_t)pid, start, je->d_name);
                 if (n > 0)
                     ft_warn("killed %d leftover process(es) of job %s %.*s (process group %d) "
                             "from an earlier ftworker",

@@ -103,8 +103,9 @@ void rank_forget(rank_t *r);
 
 /* At start-up: kills what ranks of an earlier ftworker on this state dir left
  * running (found through their pid files; a process counts when it is in the
- * rank's process group and started after the rank did), and removes the pid
- * files. Returns the number of processes killed. */
+ * rank's process group, started after the rank did and still has the job's
+ * FT_JOB_ID in its environment, so a recycled pid is never hit), and removes
+ * the pid files. Returns the number of processes killed. */
 int rank_kill_leftovers(const char *state_dir);
 
 /* Closes the event fd and frees; sets *r to NULL. */

@@ -187,7 +187,11 @@ int main(void)
           "a state dir path too long fails before forking: '%s'", err.msg);
 
     /* leftovers: a rank whose worker vanished, and its background child */
-    char *argv5[] = {"sh", "-c", "sleep 30 & sleep 30", NULL};
+    char bgfile[300], script[600];
+    snprintf(bgfile, sizeof(bgfile), "%s/noenv.pid", tmpdir);
+    snprintf(script, sizeof(script),
+             "sleep 30 & env -u FT_JOB_ID sleep 31 & echo $! > %s; sleep 30", bgfile);
+    char *argv5[] = {"sh", "-c", script, NULL};
     make_spec(&spec, argv5, NULL, NULL);
     rank_req_t req5 = {45, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
     CHECK(rank_launch(&ctx, &req5, &r, &err) == 0 && settle(r, &err) == 1,
@@ -195,6 +199,16 @@ int main(void)
     usleep(300000);
     int killed = rank_kill_leftovers(tmpdir);
     CHECK(killed >= 2, "rank_kill_leftovers killed the rank and its child(ren): %d", killed);
+    FILE *bf = fopen(bgfile, "r");
+    int noenv = 0;
+    if (!bf || fscanf(bf, "%d", &noenv) != 1)
+        noenv = 0;
+    if (bf)
+        fclose(bf);
+    CHECK(noenv > 0 && kill(noenv, 0) == 0,
+          "a process of the group without the job's FT_JOB_ID (pid %d) was spared", noenv);
+    if (noenv > 0)
+        kill(noenv, SIGKILL);
     if (r) {
         status = wait_rank(r);
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the rank died of SIGKILL");

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "llama.h"
+
 /* Query rows per attention block: rows [i0, i0 + 64) meet only keys
  * [0, i0 + 64), so the masked upper blocks are never computed. FLOP counts
  * (model_train_flops) follow the same blocking. */
@@ -115,6 +117,35 @@ typedef struct backend {
     void (*add)(float *y, const float *x, int64_t n);
 
     void (*set_threads)(int n);
+
+    /* ---- Optional members. A backend on host memory with fp32 base weights
+     * (cpu) leaves them NULL and the model falls back to memcpy/memset and
+     * the host weights as given. A device backend (cuda) sets them all.
+     * Token ids (embedding tokens, xent targets) are always HOST arrays: the
+     * backend stages them itself. ---- */
+    /* dst = src, n floats of backend memory */
+    void (*copy)(float *dst, const float *src, int64_t n);
+    /* x = 0 over n floats of backend memory */
+    void (*zero)(float *x, int64_t n);
+    /* bytes from host to backend memory and back; 0 or -1 */
+    int (*upload)(void *dst, const void *src, size_t bytes);
+    int (*download)(void *dst, const void *src, size_t bytes);
+    /* Copies the frozen base weights into backend memory in the backend's
+     * own weight format (cuda: bf16 matrices, fp32 norm vectors) and fills
+     * *dev with pointers of the same layout. The matrices behind dev (embed,
+     * lm_head, q .. down) are opaque: only gemm_w, embedding_forward and
+     * xent_forward_backward read them. Free with weights_free. */
+    int (*weights_upload)(const llama_config_t *cfg, const llama_weights_t *host,
+                          llama_weights_t *dev);
+    void (*weights_free)(llama_weights_t *dev);
+    /* gemm whose B operand is a base weight matrix from weights_upload */
+    void (*gemm_w)(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                   const float *A, int lda, const float *W, int ldw, float beta, float *C,
+                   int ldc);
+    /* waits for all queued work; -1 when the device reported an error */
+    int (*sync)(void);
+    /* high-water mark of backend memory held, bytes */
+    size_t (*peak_bytes)(void);
 } backend_t;
 
 /* The CPU backend (OpenBLAS sgemm, plain C loops for the rest). */

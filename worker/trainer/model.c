@@ -34,12 +34,17 @@ static double pf_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* A device backend queues work: when profiling, wait for it (be->sync) on
+ * both sides so that the time lands in the right family. */
+#define PF_SYNC() ((void)(be->sync ? be->sync() : 0))
 #define PF(cat, stmt)                                                                         \
     do {                                                                                      \
-        double pf_t0_ = pf_on ? pf_now() : 0.0;                                               \
+        double pf_t0_ = pf_on ? (PF_SYNC(), pf_now()) : 0.0;                                  \
         stmt;                                                                                 \
-        if (pf_on)                                                                            \
+        if (pf_on) {                                                                          \
+            PF_SYNC();                                                                        \
             pf_sec[cat] += pf_now() - pf_t0_;                                                 \
+        }                                                                                     \
     } while (0)
 
 void model_profile_enable(bool on)
@@ -96,7 +101,9 @@ enum {
 
 struct model {
     llama_config_t cfg;            /* copy of the base config */
-    const llama_weights_t *w;      /* frozen base weights, borrowed */
+    const llama_weights_t *w;      /* frozen base weights: borrowed, or &wdev */
+    llama_weights_t wdev;          /* backend copy (be->weights_upload), else unused */
+    bool w_uploaded;               /* wdev holds a backend copy to free */
     const backend_t *be;           /* compute */
     lora_layout_t lay;             /* where each adapter lives */
     float *params;                 /* (lay.n_params) LoRA A/B values */
@@ -241,7 +248,35 @@ model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const ba
         p += s[a];
     }
     m->bytes = (total + 2 * m->lay.n_params) * sizeof(float);
-    model_rope_tables(cfg, m->T, m->rope_cos, m->rope_sin);
+    if (be->upload) {
+        /* device backend: tables built on the host, then copied over */
+        size_t tb = T * (size_t)(cfg->head_dim / 2) * sizeof(float);
+        float *hc = malloc(tb), *hs = malloc(tb);
+        int rc = -1;
+        if (hc && hs) {
+            model_rope_tables(cfg, m->T, hc, hs);
+            rc = be->upload(m->rope_cos, hc, tb) < 0 || be->upload(m->rope_sin, hs, tb) < 0
+                     ? -1 : 0;
+        }
+        free(hc);
+        free(hs);
+        if (rc < 0) {
+            ft_err_set(err, FT_EINTERNAL, "cannot copy the rope tables to the '%s' backend",
+                       be->name);
+            goto fail;
+        }
+    } else {
+        model_rope_tables(cfg, m->T, m->rope_cos, m->rope_sin);
+    }
+    if (be->weights_upload) {
+        if (be->weights_upload(cfg, w, &m->wdev) < 0) {
+            ft_err_set(err, FT_EINTERNAL, "cannot copy the base weights to the '%s' backend",
+                       be->name);
+            goto fail;
+        }
+        m->w_uploaded = true;
+        m->w = &m->wdev;
+    }
     return m;
 fail:
     model_destroy(&m);
@@ -259,6 +294,8 @@ void model_destroy(model_t **pm)
         m->be->free(m->grads);
         m->be->free(m->rope_cos);
         m->be->free(m->rope_sin);
+        if (m->w_uploaded)
+            m->be->weights_free(&m->wdev);
     }
     lora_layout_free(&m->lay);
     free(m);
@@ -280,9 +317,26 @@ float *model_lora_grads(model_t *m)
     return m->grads;
 }
 
+/* dst = src / x = 0 on n floats of backend memory */
+static void be_copy(const backend_t *be, float *dst, const float *src, size_t n)
+{
+    if (be->copy)
+        be->copy(dst, src, (int64_t)n);
+    else
+        memcpy(dst, src, n * sizeof(float));
+}
+
+static void be_zero(const backend_t *be, float *x, size_t n)
+{
+    if (be->zero)
+        be->zero(x, (int64_t)n);
+    else
+        memset(x, 0, n * sizeof(float));
+}
+
 void model_zero_grad(model_t *m)
 {
-    memset(m->grads, 0, m->lay.n_params * sizeof(float));
+    be_zero(m->be, m->grads, m->lay.n_params);
 }
 
 size_t model_bytes(const model_t *m)
@@ -299,14 +353,20 @@ static uint64_t layer_key(uint64_t key, int l)
 static void proj(const model_t *m, float *out, const float *x, const float *W, int in, int o,
                  float beta)
 {
-    m->be->gemm(false, true, m->N, o, in, 1.0f, x, in, W, in, beta, out, o);
+    if (m->be->gemm_w)
+        m->be->gemm_w(false, true, m->N, o, in, 1.0f, x, in, W, in, beta, out, o);
+    else
+        m->be->gemm(false, true, m->N, o, in, 1.0f, x, in, W, in, beta, out, o);
 }
 
 /* dx (N, in) (+)= dy (N, o) W (o, in) */
 static void proj_dx(const model_t *m, float *dx, const float *dy, const float *W, int in, int o,
                     float beta)
 {
-    m->be->gemm(false, false, m->N, in, o, 1.0f, dy, o, W, in, beta, dx, in);
+    if (m->be->gemm_w)
+        m->be->gemm_w(false, false, m->N, in, o, 1.0f, dy, o, W, in, beta, dx, in);
+    else
+        m->be->gemm(false, false, m->N, in, o, 1.0f, dy, o, W, in, beta, dx, in);
 }
 
 static void layer_forward(model_t *m, int l, float p, uint64_t key)
@@ -338,7 +398,7 @@ static void layer_forward(model_t *m, int l, float p, uint64_t key)
     PF(PF_OTHER, be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
                      m->cfg.head_dim));
     PF(PF_ATTN, be->attention_forward(y, att, q, k, v, &as));
-    PF(PF_OTHER, memcpy(res_mid, res, sizeof(float) * (size_t)N * C));
+    PF(PF_OTHER, be_copy(be, res_mid, res, (size_t)N * C));
     PF(PF_PROJ, proj(m, res_mid, y, lw->o, Hq, C, 1.0f));
     float *o_out[1] = {res_mid};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[1], o_out, y,
@@ -352,7 +412,7 @@ static void layer_forward(model_t *m, int l, float p, uint64_t key)
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[2], gu, ln2,
                        lu + m->u_group_off[2] * N, N, p, lk, &sc));
     PF(PF_OTHER, be->swiglu_forward(h, g, u, (int64_t)N * I));
-    PF(PF_OTHER, memcpy(res_out, res_mid, sizeof(float) * (size_t)N * C));
+    PF(PF_OTHER, be_copy(be, res_out, res_mid, (size_t)N * C));
     PF(PF_PROJ, proj(m, res_out, h, lw->down, I, C, 1.0f));
     float *d_out[1] = {res_out};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[3], d_out, h,
@@ -441,7 +501,7 @@ int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool t
     if (!train)
         return 0;
     float *dres = m->act[ACT_DRES];
-    memset(dres, 0, sizeof(float) * (size_t)N * C);
+    be_zero(be, dres, (size_t)N * C);
     PF(PF_OTHER, be->rmsnorm_backward(dres, m->act[ACT_DLN], resL, m->w->final_norm, m->act[ACT_RSTDF], N,
                          C));
     for (int l = L - 1; l >= 0; l--)
