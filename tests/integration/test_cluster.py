@@ -185,11 +185,19 @@ def requeue_worker_killed():
         c.wait_nodes_ready(["n1", "n2"])
         j = c.submit("--", "sleep", "3")
         job = c.wait_state(j, ["RUNNING"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (job["ranks"] and job["ranks"][0]["pid"]):
+            time.sleep(0.05)
+            job = c.job(j)
+        pid = job["ranks"][0]["pid"]
         first = job["nodes"][0]
         other = "n2" if first == "n1" else "n1"
-        print(f"   job {j} runs on {first}; killing that worker")
+        print(f"   job {j} runs on {first} as pid {pid}; killing that worker")
         c.kill(c.workers[first], signal.SIGKILL)
         t0 = time.monotonic()
+        while time.monotonic() - t0 < 5 and pid_alive(pid):
+            time.sleep(0.05)
+        check(not pid_alive(pid), "the rank dies with its worker (no orphan keeps the device)")
         job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=45)
         print(f"   ended {time.monotonic() - t0:.1f} s after the kill")
         check(job["state"] == "COMPLETED", "the job completed after the requeue",
@@ -204,6 +212,12 @@ def requeue_worker_killed():
         nodes = c.ftctl_json("nodes")["nodes"]
         state = {n["name"]: n["state"] for n in nodes}
         check(state.get(first) == "lost", f"{first} is marked lost", str(state))
+        c.start_worker(first, gpus=1)
+        c.wait_nodes_ready([first, other])
+        print(f"   {first} restarted and is ready again")
+        k = c.submit("--gpus", "2", "--", "true")
+        r = c.ftctl("wait", "--timeout", "30", str(k))
+        check(r.returncode == 0, "a 2-GPU job uses both nodes again", r.stderr)
 
 
 def scheduler_restart():
