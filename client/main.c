@@ -331,6 +331,40 @@ out:
     return rc;
 }
 
+/* `-o F` / `--output F` may also follow the subcommand (`ftctl nodes -o json`),
+ * as scripts often write it; they are taken out of argv here, up to a "--"
+ * (what follows belongs to a wrapped command). Returns the new argc, or -1. */
+static int take_output_option(ftctl_t *c, int argc, char **argv)
+{
+    int out = 1;
+    bool rest = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        if (!rest && strcmp(a, "--") == 0)
+            rest = true;
+        if (!rest && (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0)) {
+            if (i + 1 >= argc) {
+                ftctl_die_msg("option '%s' needs a value", a);
+                return -1;
+            }
+            val = argv[++i];
+        } else if (!rest && strncmp(a, "--output=", 9) == 0) {
+            val = a + 9;
+        } else if (!rest && (strcmp(a, "-ojson") == 0 || strcmp(a, "-otable") == 0)) {
+            val = a + 2;
+        }
+        if (val) {
+            if (set_output(c, val, a[1] == 'o' ? "-o" : "--output") < 0)
+                return -1;
+            continue;
+        }
+        argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    return out;
+}
+
 /* ---- main ---- */
 
 enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION };
@@ -428,9 +462,12 @@ int main(int argc, char **argv)
     /* Handlers parse their own options with getopt_long from a fresh start
      * (optind 0 re-initialises glibc's getopt); argv[0] is the command word. */
     int first = optind;
+    int sub_argc = take_output_option(&c, argc - first, argv + first);
+    if (sub_argc < 0)
+        return FTCTL_EXIT_USAGE;
     optind = 0;
     opterr = 0;
-    int rc = cmd->run(&c, argc - first, argv + first);
+    int rc = cmd->run(&c, sub_argc, argv + first);
     ftctl_close(&c);
     return rc;
 }

@@ -78,6 +78,9 @@ def submit_complete():
         nodes_txt = c.ftctl_ok("nodes").stdout
         check("n1" in nodes_txt and f"{ndev}/{ndev}" in nodes_txt,
               f"nodes shows n1 with {ndev}/{ndev} free", nodes_txt)
+        r = c.ftctl_ok("nodes", "-o", "json")
+        check(json.loads(r.stdout)["nodes"][0]["name"] == "n1",
+              "-o json may follow the subcommand (ftctl nodes -o json)", r.stdout[:300])
         p = c.ftctl_json("ping")
         check(p["proto"] == 1 and p["nodes_ready"] == 1, "ping: protocol 1, one node ready",
               str(p))
