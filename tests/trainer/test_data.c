@@ -253,6 +253,28 @@ static void test_packing(void)
     CHECK(trunc, "long record cut at T+1 tokens");
     CHECK(padded, "short record padded with pad id 0 and -100");
     data_destroy(&d);
+
+    /* rows without a target are dropped (all labels -100, or the learnt part
+     * cut off by the row length) */
+    d = open1("notarget.jsonl",
+              "{\"input_ids\":[1,5,6],\"labels\":[-100,-100,-100]}\n"
+              "{\"prompt\":\"abcdefgh\",\"completion\":\"z\"}\n"
+              "{\"input_ids\":[1,7],\"labels\":[-100,7]}\n",
+              false, false, T, tok, &err);
+    CHECK(d && data_n_train_rows(d) == 1,
+          "padding: only the record with a target in reach "
+          "makes a row (%lld)",
+          d ? (long long)data_n_train_rows(d) : -1LL);
+    data_destroy(&d);
+    d = open1("notarget2.jsonl",
+              "{\"input_ids\":[1,5,6,7,8,9,10,11,12,13],\"labels\":"
+              "[-100,-100,-100,-100,-100,-100,-100,-100,-100,13]}\n",
+              true, false, T, tok, &err);
+    CHECK(d && data_n_train_rows(d) == 1,
+          "packing: of two rows only the one with the target "
+          "stays (%lld)",
+          d ? (long long)data_n_train_rows(d) : -1LL);
+    data_destroy(&d);
 }
 
 static void test_order_and_shards(void)

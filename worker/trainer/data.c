@@ -529,7 +529,19 @@ static int rows_grow(rows_t *r, int64_t *cap, int T1)
     return 0;
 }
 
-/* Builds rows from the records idx[0..n) of b (in that order). */
+/* Whether row r (T+1 labels) has a target: a label at positions 1..T. */
+static bool row_has_target(const rows_t *r, int64_t i, int T)
+{
+    const int32_t *l = r->lab + i * (T + 1);
+    for (int j = 1; j <= T; j++)
+        if (l[j] != FT_IGNORE_INDEX)
+            return true;
+    return false;
+}
+
+/* Builds rows from the records idx[0..n) of b (in that order). Rows without
+ * any target (a record whose labels are all -100, or that only its cut-off
+ * part would have) are dropped: they cost compute and carry no loss. */
 static int build_rows(const tokbuf_t *b, const reclist_t *recs, const int64_t *idx, int64_t n,
                       bool packing, int T, int32_t pad, rows_t *out)
 {
@@ -549,7 +561,8 @@ static int build_rows(const tokbuf_t *b, const reclist_t *recs, const int64_t *i
                 t[j] = pad;
                 l[j] = FT_IGNORE_INDEX;
             }
-            out->n++;
+            if (row_has_target(out, out->n, T))
+                out->n++;
             continue;
         }
         for (int64_t j = 0; j < r->len; j++) {
@@ -558,18 +571,19 @@ static int build_rows(const tokbuf_t *b, const reclist_t *recs, const int64_t *i
             out->tok[out->n * T1 + fill] = b->tok[r->start + j];
             out->lab[out->n * T1 + fill] = b->lab[r->start + j];
             if (++fill == T1) {
-                out->n++;
+                if (row_has_target(out, out->n, T))
+                    out->n++;
                 fill = 0;
             }
         }
     }
     if (packing && fill > 0) {
-        /* the last, partial row: keep it when it has a target, padded */
+        /* the last, partial row, padded */
         for (int64_t j = fill; j < T1; j++) {
             out->tok[out->n * T1 + j] = pad;
             out->lab[out->n * T1 + j] = FT_IGNORE_INDEX;
         }
-        if (fill >= 2)
+        if (row_has_target(out, out->n, T))
             out->n++;
     }
     return 0;
@@ -687,7 +701,7 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
     }
     if (d->train.n == 0) {
         ft_err_set(err, FT_EBADFIELD,
-                   "the training data gives no row of %d tokens (%lld "
+                   "the training data gives no row of %d tokens with a target (%lld "
                    "tokens in %lld records)",
                    T + 1, (long long)tb.n, (long long)tr.n);
         goto fail;
