@@ -35,6 +35,7 @@ static const ckey_t config_keys[] = {
     {"checkpoint_interval_s", CK_INT, OFF(checkpoint_interval_s), 0, 1, 86400},
     {"schedule_interval_ms", CK_INT, OFF(schedule_interval_ms), 0, 10, 600000},
     {"busy_timeout_ms", CK_INT, OFF(busy_timeout_ms), 0, 0, 600000},
+    {"reserve_after_s", CK_INT, OFF(reserve_after_s), 0, 0, 30 * 86400},
     {"log_level", CK_LEVEL, OFF(log_level), 0, 0, 0},
 };
 
@@ -53,6 +54,7 @@ void sched_config_defaults(sched_config_t *cfg)
     cfg->checkpoint_interval_s = 60;
     cfg->schedule_interval_ms = 1000;
     cfg->busy_timeout_ms = 5000;
+    cfg->reserve_after_s = 1800;
     cfg->log_level = FT_LOG_INFO;
 }
 

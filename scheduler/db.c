@@ -109,7 +109,8 @@ static const char *const migrations[] = {
     /* 1 -> 2: the periodic checks (gang start timeout, orphan sweep, hello
      * reconciliation) look for live ranks; the ranks table keeps every
      * attempt ever run, so index just the live ones. */
-    "CREATE INDEX ranks_live ON ranks (state, job_id, attempt) WHERE state IN ('starting', 'running');",
+    "CREATE INDEX ranks_live ON ranks (state, job_id, attempt) WHERE state IN ('starting', "
+    "'running');",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -209,7 +209,7 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
             ft_err_set(&err, FT_EINTERNAL, "out of memory");
             goto error;
         }
-        fits = s->nnodes == 0 || place_find(s->nodes, s->nnodes, &req, true, slots) == 0;
+        fits = s->nnodes == 0 || place_find(s->nodes, s->nnodes, &req, PLACE_EVER, slots) == 0;
         free(slots);
         if (!fits) {
             explain_unsat(s, &req, &js, &err);

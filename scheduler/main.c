@@ -24,7 +24,7 @@ static const char usage_text[] =
     "  --config FILE        'key = value' settings: db, listen, heartbeat_ms, liveness,\n"
     "                       gang_start_timeout_s, stop_grace_ms, relay_timeout_ms,\n"
     "                       checkpoint_interval_s, schedule_interval_ms,\n"
-    "                       busy_timeout_ms, log_level\n"
+    "                       busy_timeout_ms, reserve_after_s, log_level\n"
     "  --heartbeat-ms N     heartbeat interval (default 1000)\n"
     "  --liveness N         missed heartbeats before a worker is lost (default 5)\n"
     "  --log-level LEVEL    debug, info, warn or error (default info)\n"

@@ -63,7 +63,7 @@ static int by_node(const void *a, const void *b)
     return ((const cand_t *)a)->node - ((const cand_t *)b)->node;
 }
 
-int place_find(const view_node_t *nodes, int nnodes, const place_req_t *req, bool hypothetical,
+int place_find(const view_node_t *nodes, int nnodes, const place_req_t *req, place_mode_t mode,
                place_slot_t *out)
 {
     cand_t *c = NULL;
@@ -77,10 +77,10 @@ int place_find(const view_node_t *nodes, int nnodes, const place_req_t *req, boo
     for (int i = 0; i < nnodes; i++) {
         int usable = 0;
 
-        if (!hypothetical && !(nodes[i].ready && nodes[i].connected))
+        if (mode != PLACE_EVER && !(nodes[i].ready && nodes[i].connected))
             continue;
         for (int k = 0; k < nodes[i].ndevs; k++)
-            if ((hypothetical || nodes[i].devs[k].job_id == 0) &&
+            if ((mode != PLACE_NOW || nodes[i].devs[k].job_id == 0) &&
                 place_dev_matches(&nodes[i].devs[k], req))
                 usable++;
         if (usable > 0)
@@ -151,7 +151,8 @@ int place_find(const view_node_t *nodes, int nnodes, const place_req_t *req, boo
         int got = 0;
 
         for (int k = 0; k < n->ndevs && got < c[i].take; k++) {
-            if ((hypothetical || n->devs[k].job_id == 0) && place_dev_matches(&n->devs[k], req)) {
+            if ((mode != PLACE_NOW || n->devs[k].job_id == 0) &&
+                place_dev_matches(&n->devs[k], req)) {
                 out[r++] = (place_slot_t){c[i].node, k};
                 got++;
             }

@@ -21,15 +21,22 @@ typedef struct {
     int dev;  /* index into that node's devs array */
 } place_slot_t;
 
+/* Which devices placement may use. */
+typedef enum {
+    PLACE_NOW = 0,     /* free devices of ready, connected nodes: can it start now? */
+    PLACE_EVER = 1,    /* every device of every known node: can it ever fit? */
+    PLACE_DRAINED = 2, /* every device of ready, connected nodes: would it fit once
+                        * the running jobs end? */
+} place_mode_t;
+
 /* Whether device d satisfies the request's device constraints. */
 bool place_dev_matches(const view_dev_t *d, const place_req_t *req);
 
 /* Chooses req->gpus devices: out[r] is rank r's device. Ranks are numbered
- * node by node (nodes in name order) then by device index. When
- * hypothetical is true every known node counts and busy devices count as free
- * (can this request EVER fit?); otherwise only ready, connected nodes and free
- * devices. Returns 0 when placed, -1 when it does not fit (out undefined). */
-int place_find(const view_node_t *nodes, int nnodes, const place_req_t *req, bool hypothetical,
+ * node by node (nodes in name order) then by device index. mode says which
+ * devices count (place_mode_t). Returns 0 when placed, -1 when it does not
+ * fit (out undefined). */
+int place_find(const view_node_t *nodes, int nnodes, const place_req_t *req, place_mode_t mode,
                place_slot_t *out);
 
 #endif

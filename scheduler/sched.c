@@ -702,6 +702,7 @@ typedef struct {
     int64_t id;                      /* job id */
     place_req_t req;                 /* its resource request */
     char gpu_model[FT_NAME_MAX + 1]; /* storage for req.gpu_model */
+    int64_t waiting_since;           /* unix s: submitted, or last (re)started */
 } pending_t;
 
 #define MAX_SHAPES 64 /* distinct failed requests remembered per pass */
@@ -882,6 +883,7 @@ int sched_schedule(sched_t *s)
     place_slot_t *slots = NULL;
     int n = 0, cap = 0, rc, started = 0, free_devs = 0;
     shapes_t shapes = {{0}, 0};
+    int64_t now_s = sched_now_ms(s) / 1000;
     sqlite3_stmt *st;
 
     for (int i = 0; i < s->nnodes; i++)
@@ -891,8 +893,9 @@ int sched_schedule(sched_t *s)
     if (free_devs == 0)
         return 0;
     st = db_stmt(s->db,
-                 "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb"
-                 " FROM jobs WHERE state = 'PENDING' ORDER BY priority DESC, id LIMIT 10000",
+                 "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
+                 " max(submit_time, coalesce(start_time, 0)) FROM jobs WHERE state = 'PENDING' "
+                 "ORDER BY priority DESC, id LIMIT 10000",
                  &err);
     if (!st)
         goto fail;
@@ -915,6 +918,7 @@ int sched_schedule(sched_t *s)
         q->req.device = (ft_devclass_t)devclass_from(db_col_text(st, 4));
         ft_strlcpy(q->gpu_model, db_col_text(st, 5), sizeof(q->gpu_model));
         q->req.gpu_mem_mb = sqlite3_column_int64(st, 6);
+        q->waiting_since = sqlite3_column_int64(st, 7);
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
@@ -922,15 +926,27 @@ int sched_schedule(sched_t *s)
     slots = calloc(FT_MAX_GPUS_PER_JOB, sizeof(*slots));
     if (!slots)
         goto fail;
-    /* Backfill: a job that does not fit now is skipped, not waited for. */
+    /* Backfill: a job that does not fit now is skipped, not waited for,
+     * unless it has waited reserve_after_s: then nothing behind it starts,
+     * so the devices it needs drain (when the connected nodes could hold
+     * it at all; else holding back would block the queue for nothing). */
     for (int i = 0; i < n && free_devs > 0; i++) {
+        bool fits = false;
+
         p[i].req.gpu_model = p[i].gpu_model;
-        if (p[i].req.gpus > free_devs || p[i].req.gpus > FT_MAX_GPUS_PER_JOB)
-            continue;
-        if (failed_before(&shapes, &p[i]))
-            continue;
-        if (place_find(s->nodes, s->nnodes, &p[i].req, false, slots) < 0) {
-            remember_failure(&shapes, &p[i]);
+        if (p[i].req.gpus <= free_devs && !failed_before(&shapes, &p[i])) {
+            fits = place_find(s->nodes, s->nnodes, &p[i].req, PLACE_NOW, slots) == 0;
+            if (!fits)
+                remember_failure(&shapes, &p[i]);
+        }
+        if (!fits) {
+            if (s->cfg.reserve_after_s > 0 &&
+                now_s - p[i].waiting_since >= s->cfg.reserve_after_s &&
+                place_find(s->nodes, s->nnodes, &p[i].req, PLACE_DRAINED, slots) == 0) {
+                ft_debug("job %lld has waited %lld s: holding back the jobs behind it",
+                         (long long)p[i].id, (long long)(now_s - p[i].waiting_since));
+                break;
+            }
             continue;
         }
         rc = start_job(s, p[i].id, slots, p[i].req.gpus);

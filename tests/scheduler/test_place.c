@@ -60,57 +60,68 @@ static void test_packing(void)
     add_node("c", 2, "H100", "gpu", 81920);
 
     r = req(2, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 2), "c:0,c:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 && strcmp(show(s, 2), "c:0,c:1") == 0,
           "2 gpus go to the smallest node that holds them (best fit): %s", show(s, 2));
     r = req(4, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 4), "b:0,b:1,b:2,b:3") == 0,
           "4 gpus fit on b: %s", show(s, 4));
     r = req(10, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 10), "a:0,a:1,a:2,a:3,a:4,a:5,a:6,a:7,b:0,b:1") == 0,
           "10 gpus take the largest nodes first, ranks in node-name order: %s", show(s, 10));
     r = req(14, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0, "14 gpus use every node");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0, "14 gpus use every node");
     r = req(15, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "15 gpus do not fit 14");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) < 0, "15 gpus do not fit 14");
 
     r = req(4, 2, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 4), "b:0,b:1,c:0,c:1") == 0,
           "gpus_per_node 2 picks the two best-fitting nodes: %s", show(s, 4));
     r = req(6, 2, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 6), "a:0,a:1,b:0,b:1,c:0,c:1") == 0,
           "gpus_per_node 2 on three nodes: %s", show(s, 6));
     r = req(8, 4, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 8), "a:0,a:1,a:2,a:3,b:0,b:1,b:2,b:3") == 0,
           "gpus_per_node 4: %s", show(s, 8));
     r = req(12, 4, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "gpus_per_node 4 x 3 nodes: c has only 2");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) < 0,
+          "gpus_per_node 4 x 3 nodes: c has only 2");
     r = req(3, 0, 3);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 3), "a:0,b:0,c:0") == 0,
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
+              strcmp(show(s, 3), "a:0,b:0,c:0") == 0,
           "nodes 3 spreads one per node: %s", show(s, 3));
     r = req(4, 0, 2);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 4), "a:0,a:1,a:2,b:0") == 0,
           "nodes 2 uses the two largest: %s", show(s, 4));
     r = req(2, 0, 4);
-    CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "nodes 4 with 3 nodes does not fit");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) < 0, "nodes 4 with 3 nodes does not fit");
 
     /* Busy devices are skipped; "hypothetical" ignores them. */
     for (int i = 0; i < 8; i++)
         nodes[0].devs[i].job_id = 7;
     r = req(8, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "8 gpus do not fit while a is busy");
-    CHECK(place_find(nodes, nnodes, &r, true, s) == 0, "but could fit some day (hypothetical)");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) < 0, "8 gpus do not fit while a is busy");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_EVER, s) == 0, "but could fit some day (PLACE_EVER)");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_DRAINED, s) == 0,
+          "and fits once the running jobs end (PLACE_DRAINED)");
     nodes[1].connected = false;
     r = req(2, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && nodes[s[0].node].name[0] == 'c',
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 && nodes[s[0].node].name[0] == 'c',
           "a disconnected node is not used: %s", show(s, 2));
     r = req(4, 0, 0);
-    CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "4 gpus do not fit without a and b");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) < 0, "4 gpus do not fit without a and b");
+    r = req(8, 0, 0);
+    CHECK(place_find(nodes, nnodes, &r, PLACE_DRAINED, s) == 0,
+          "8 gpus fit on a once drained (b is disconnected)");
+    r = req(11, 0, 0);
+    CHECK(place_find(nodes, nnodes, &r, PLACE_DRAINED, s) < 0 &&
+              place_find(nodes, nnodes, &r, PLACE_EVER, s) == 0,
+          "11 gpus need the disconnected b: not even drained, but some day");
 }
 
 static void test_constraints(void)
@@ -127,26 +138,27 @@ static void test_constraints(void)
 
     r = req(2, 0, 0);
     r.device = FT_DEV_CPU;
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 2), "cpu1:0,cpu1:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
+              strcmp(show(s, 2), "cpu1:0,cpu1:1") == 0,
           "device cpu lands on CPU devices: %s", show(s, 2));
     r.device = FT_DEV_GPU;
     r.gpu_model = "h100";
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 2), "g2:0,g2:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 && strcmp(show(s, 2), "g2:0,g2:1") == 0,
           "gpu_model 'h100' matches case-insensitively: %s", show(s, 2));
     r.gpu_model = "";
     r.gpu_mem_mb = 80 * 1024;
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 && strcmp(show(s, 2), "e1:0,e1:1") == 0,
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 && strcmp(show(s, 2), "e1:0,e1:1") == 0,
           "gpu_mem_gb 80 excludes the A100 40GB and counts emulated GPUs: %s", show(s, 2));
     r.gpus = 4;
-    CHECK(place_find(nodes, nnodes, &r, false, s) == 0 &&
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0 &&
               strcmp(show(s, 4), "e1:0,e1:1,g2:0,g2:1") == 0,
           "4 x 80 GB GPUs over e1 and g2: %s", show(s, 4));
     r.gpus = 5;
-    CHECK(place_find(nodes, nnodes, &r, false, s) < 0, "5 x 80 GB GPUs do not exist");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_NOW, s) < 0, "5 x 80 GB GPUs do not exist");
     r = req(1, 0, 0);
     r.device = FT_DEV_GPU;
     r.gpu_model = "TPU";
-    CHECK(place_find(nodes, nnodes, &r, true, s) < 0, "no TPU even hypothetically");
+    CHECK(place_find(nodes, nnodes, &r, PLACE_EVER, s) < 0, "no TPU even hypothetically");
 }
 
 /* Many random jobs arriving and leaving: never two on one device, every
@@ -184,8 +196,8 @@ static void test_random(void)
                     if (nodes[i].devs[k].job_id == victim)
                         nodes[i].devs[k].job_id = 0;
         }
-        if (place_find(nodes, nnodes, &r, false, s) == 0) {
-            if (place_find(nodes, nnodes, &r, false, s2) != 0 ||
+        if (place_find(nodes, nnodes, &r, PLACE_NOW, s) == 0) {
+            if (place_find(nodes, nnodes, &r, PLACE_NOW, s2) != 0 ||
                 memcmp(s, s2, sizeof(s[0]) * (size_t)r.gpus) != 0)
                 nondet++;
             for (int i = 0; i < r.gpus; i++) {

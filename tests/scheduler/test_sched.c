@@ -765,13 +765,16 @@ static void test_many_pending(void)
     h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
     h_submit(s, "{\"command\":[\"x\"],\"gpus\":3}", "ann", NULL);
     tick(s, 10);
-    CHECK(db_exec(s->db,
-                  "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)"
-                  " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
-                  " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
-                  " 'default', 'PENDING', 0, 0, 2, 1 FROM c",
-                  &err) == 0,
-          "5000 pending 2-gpu jobs while 1 device is free");
+    {
+        char *sql = ft_asprintf(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)"
+            " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
+            " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
+            " 'default', 'PENDING', 0, 0, 2, %lld FROM c",
+            (long long)(now / 1000));
+        CHECK(db_exec(s->db, sql, &err) == 0, "5000 pending 2-gpu jobs while 1 device is free");
+        free(sql);
+    }
     small = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "bob", NULL);
     t0 = ft_mono_ms();
     tick(s, 10);
@@ -779,6 +782,44 @@ static void test_many_pending(void)
           "the 1-gpu job behind them starts (pass took %lld ms)", (long long)(ft_mono_ms() - t0));
     CHECK(h_query_int(s, "SELECT count(*) FROM jobs WHERE state = 'PENDING'") == 5000,
           "the 5000 stay pending");
+    done(&s, path);
+}
+
+/* Anti-starvation: a job that has waited reserve_after_s (30 min) stops the
+ * backfill behind it, so the devices it needs drain; it then starts. */
+static void test_reservation(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    int64_t a, big, small, small2;
+
+    h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
+    a = h_submit(s, "{\"command\":[\"x\"],\"gpus\":3}", "ann", NULL);
+    tick(s, 10);
+    for (int r = 0; r < 3; r++)
+        started(s, "n1", a, 1, r);
+    big = h_submit(s, "{\"command\":[\"x\"],\"gpus\":4}", "bob", NULL);
+    small = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1,\"priority\":-1}", "cy", NULL);
+    tick(s, 10);
+    CHECK(strcmp(h_job_col(s, small, "state"), "RUNNING") == 0,
+          "while the 4-gpu job is young, a 1-gpu job backfills");
+    started(s, "n1", small, 1, 0);
+    exited(s, "n1", small, 1, 0, 0, 0, "exited");
+    /* Half an hour later the 4-gpu job still waits (job a holds 3). */
+    now += 1801 * 1000;
+    sched_set_fake_time(s, now);
+    worker(s, "n1", "{\"v\":1,\"type\":\"heartbeat\"}");
+    small2 = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1,\"priority\":-1}", "cy", NULL);
+    tick(s, 10);
+    CHECK(strcmp(h_job_col(s, small2, "state"), "PENDING") == 0 &&
+              strcmp(h_job_col(s, big, "state"), "PENDING") == 0,
+          "after 30 min the 4-gpu job holds back the 1-gpu job behind it");
+    for (int r = 0; r < 3; r++)
+        exited(s, "n1", a, 1, r, 0, 0, "exited");
+    tick(s, 10);
+    CHECK(strcmp(h_job_col(s, big, "state"), "RUNNING") == 0 &&
+              strcmp(h_job_col(s, small2, "state"), "PENDING") == 0,
+          "when job a ends the 4-gpu job starts first");
     done(&s, path);
 }
 
@@ -798,6 +839,7 @@ int main(void)
     test_storage_faults();
     test_reply_limits();
     test_many_pending();
+    test_reservation();
     h_drop();
     return check_done("test_sched");
 }
