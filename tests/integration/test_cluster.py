@@ -14,7 +14,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ftcluster import Cluster, TestFailure, check, free_port, pid_alive, run_tests  # noqa: E402
+from ftcluster import (Cluster, SkipTest, TestFailure, check, free_port, pid_alive,  # noqa: E402
+                       run_tests)
 
 PY = sys.executable
 
@@ -481,6 +482,51 @@ def watch_progress():
         check("GPU_HOURS" in txt and "TOTAL" in txt, "usage table has a header and a total", txt)
 
 
+def lora_tiny():
+    """A LoRA job end to end: a tiny random Llama written by ft-train, the
+    bundled numbers data, a few steps on a CPU device through ftworker; watch
+    shows the steps with a loss and the adapter lands in output_dir."""
+    trainer = os.environ.get("FTTRAIN", "")
+    if not trainer or not os.access(trainer, os.X_OK):
+        raise SkipTest(f"FTTRAIN={trainer!r} is not built")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with Cluster("lora") as c:
+        model = os.path.join(c.dir, "tiny-llama")
+        subprocess.run([trainer, "make-tiny-model", model, "--seed", "1"], check=True,
+                       stdout=subprocess.DEVNULL)
+        with open(os.path.join(root, "jobs", "demo-lora.json.in")) as f:
+            spec = json.loads(f.read().replace("@RUN@", c.dir).replace("@ROOT@", root))
+        out_dir = os.path.join(c.dir, "out")
+        spec["train"].update({"max_steps": 40, "eval_steps": 20, "save_steps": 20,
+                              "warmup_steps": 1, "output_dir": out_dir})
+        spec_path = os.path.join(c.dir, "job.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        c.start_sched()
+        c.start_worker("n1", cpus=1, extra=["--trainer", trainer])
+        c.wait_nodes_ready(["n1"])
+        j = c.submit(spec_path)
+        r = c.ftctl("watch", str(j), timeout=300)
+        print("   watch output:\n" + "\n".join("   | " + x for x in r.stdout.splitlines()))
+        job = c.job(j)
+        if r.returncode != 0:
+            print(c.ftctl("logs", str(j)).stdout[-3000:])
+        check(r.returncode == 0 and job["state"] == "COMPLETED", "the LoRA job completed",
+              f"{r.returncode} {json.dumps(job)[:1500]}")
+        check(job["kind"] == "lora", "kind lora", job["kind"])
+        p = job["progress"]
+        check(p is not None and p["step"] == 40 and p["total_steps"] == 40,
+              "latest progress is step 40 of 40", json.dumps(p))
+        check(isinstance(p.get("eval_loss"), float) and 0 < p["eval_loss"] < 20,
+              "the last progress carries the final eval loss", json.dumps(p))
+        steps = [x for x in r.stdout.splitlines() if x.startswith("step ")]
+        check(any("  loss " in x for x in steps), "watch showed the training loss",
+              r.stdout)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            check(os.path.exists(os.path.join(out_dir, name)), f"output_dir has {name}",
+                  str(os.listdir(out_dir) if os.path.isdir(out_dir) else "no output_dir"))
+
+
 TESTS = {
     "submit_complete": submit_complete,
     "failing_job": failing_job,
@@ -491,6 +537,7 @@ TESTS = {
     "priority_order": priority_order,
     "bad_inputs": bad_inputs,
     "watch_progress": watch_progress,
+    "lora_tiny": lora_tiny,
 }
 
 if __name__ == "__main__":
