@@ -20,14 +20,14 @@
 
 static int mt_failures;
 
-#define MT_CHECK(cond, ...)                                                                   \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-            printf(__VA_ARGS__);                                                              \
-            printf("\n");                                                                     \
-            mt_failures++;                                                                    \
-        }                                                                                     \
+#define MT_CHECK(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            mt_failures++;                                                                         \
+        }                                                                                          \
     } while (0)
 
 static uint64_t mt_state = 0x1234567ull;
@@ -75,8 +75,8 @@ static inline double mt_compare(const char *label, const float *analytic, const 
         }
     }
     printf("%-34s n=%-6zu grad scale %.3e worst rel err %.3e (at %zu: %.6e vs %.6e) tol %.0e %s\n",
-           label, n, scale, worst, at, n ? (double)analytic[at] : 0.0, n ? numeric[at] : 0.0,
-           tol, worst <= tol ? "ok" : "FAIL");
+           label, n, scale, worst, at, n ? (double)analytic[at] : 0.0, n ? numeric[at] : 0.0, tol,
+           worst <= tol ? "ok" : "FAIL");
     if (!(worst <= tol))
         mt_failures++;
     return worst;
@@ -96,7 +96,11 @@ static inline int mt_random_model(const llama_config_t *cfg, llama_weights_t *w,
         return -1;
     w->n_floats = n;
     float *p = w->mem;
-#define TAKE(dst, cnt) do { dst = p; p += (cnt); } while (0)
+#define TAKE(dst, cnt)                                                                             \
+    do {                                                                                           \
+        dst = p;                                                                                   \
+        p += (cnt);                                                                                \
+    } while (0)
     TAKE(w->embed, V * C);
     mt_fill(w->embed, V * C, std);
     TAKE(w->final_norm, C);

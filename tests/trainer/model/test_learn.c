@@ -129,7 +129,7 @@ int main(void)
            "eval_loss %.6f == final eval %.6f %s\n",
            n_progress, n_eval, n_done, bad, done_eval, after,
            n_progress == 150 && n_eval == 3 && n_done == 1 && !bad && done_eval == after ? "ok"
-                                                                                     : "FAIL");
+                                                                                         : "FAIL");
     MT_CHECK(n_progress == 150 && n_eval == 3 && n_done == 1 && !bad && done_eval == after,
              "events");
     char ad[600];

@@ -39,8 +39,13 @@ static void grad_check(const char *label, llama_config_t *cfg, double dropout, b
         MT_CHECK(0, "model alloc");
         return;
     }
-    model_opts_t o = {.r = 4, .alpha = 8.0, .use_rslora = false, .mask = 0x7f,
-                      .dropout = dropout, .B = B, .T = T};
+    model_opts_t o = {.r = 4,
+                      .alpha = 8.0,
+                      .use_rslora = false,
+                      .mask = 0x7f,
+                      .dropout = dropout,
+                      .B = B,
+                      .T = T};
     ft_err_t err;
     model_t *m = model_new(cfg, &w, backend_cpu(), &o, &err);
     if (!m) {
@@ -194,8 +199,9 @@ static void threads_check(void)
         double d = fabs((double)g1[i] - model_lora_grads(m)[i]);
         worst = d > worst ? d : worst;
     }
-    printf("%-34s loss %.17g vs %.17g, worst grad diff %.3e %s\n", "1 thread == 2 threads (bitwise)",
-           s1, s2, worst, s1 == s2 && worst == 0.0 ? "ok" : "FAIL");
+    printf("%-34s loss %.17g vs %.17g, worst grad diff %.3e %s\n",
+           "1 thread == 2 threads (bitwise)", s1, s2, worst,
+           s1 == s2 && worst == 0.0 ? "ok" : "FAIL");
     MT_CHECK(s1 == s2 && worst == 0.0, "thread count changes results");
     backend_cpu()->set_threads(1);
     free(g1);

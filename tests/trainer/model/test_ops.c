@@ -160,8 +160,8 @@ static void test_rope(const backend_t *be, bool llama3)
             }
         }
     }
-    printf("%-34s worst abs err vs double %.3e tol 1e-5 %s\n", "rope forward (rotate_half)",
-           worst, worst <= 1e-5 ? "ok" : "FAIL");
+    printf("%-34s worst abs err vs double %.3e tol 1e-5 %s\n", "rope forward (rotate_half)", worst,
+           worst <= 1e-5 ? "ok" : "FAIL");
     MT_CHECK(worst <= 1e-5, "rope forward");
     memcpy(dx, R, sizeof(R));
     be->rope_backward(dx, cs, sn, B, T, NH, HD);
@@ -285,8 +285,8 @@ static double ce_loss(void *p)
 {
     ce_ctx *c = p;
     int64_t n;
-    return c->be->xent_forward_backward(NULL, c->x, c->W, c->tg, c->N, c->C, c->V, c->logits,
-                                        4, 1.0f, &n);
+    return c->be->xent_forward_backward(NULL, c->x, c->W, c->tg, c->N, c->C, c->V, c->logits, 4,
+                                        1.0f, &n);
 }
 
 static void test_xent(const backend_t *be)
@@ -371,8 +371,8 @@ static double lora_loss(void *pp)
     double s = 0.0;
     for (int j = 0; j < 3; j++)
         memset(c->out[j], 0, sizeof(float) * (size_t)c->N * c->lay->out_dim[j]);
-    lora_group_forward(c->be, c->lay, c->params, 1, &lora_groups[0], c->out, c->x, c->u, c->N,
-                       c->p, 77, c->sc);
+    lora_group_forward(c->be, c->lay, c->params, 1, &lora_groups[0], c->out, c->x, c->u, c->N, c->p,
+                       77, c->sc);
     for (int j = 0; j < 3; j++)
         s += dot_d(c->out[j], c->R[j], (size_t)c->N * c->lay->out_dim[j]);
     return s;
@@ -406,8 +406,7 @@ static void test_lora(const backend_t *be, float p, uint32_t mask)
     lora_ctx c = {be, &lay, params, x, u, {o0, o1, o2}, {r0, r1, r2}, N, p, &sc};
     lora_loss(&c);
     const float *dout[3] = {r0, r1, r2};
-    lora_group_backward(be, &lay, params, grads, 1, &lora_groups[0], dout, x, u, dx, N, p, 77,
-                        &sc);
+    lora_group_backward(be, &lay, params, grads, 1, &lora_groups[0], dout, x, u, dx, N, p, 77, &sc);
     char label[64];
     /* only layer 1's parameters matter; check all of them (layer 0 grads stay 0) */
     numeric_grad(params, np, lora_loss, &c, num);

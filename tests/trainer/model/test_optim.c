@@ -44,7 +44,8 @@ static void test_adamw(void)
 static void test_schedules(void)
 {
     /* total 10, warmup 2 */
-    expect_close("warmup step 0 (all schedules start at 0)", lr_lambda(FT_LR_COSINE, 0, 2, 10), 0, 0);
+    expect_close("warmup step 0 (all schedules start at 0)", lr_lambda(FT_LR_COSINE, 0, 2, 10), 0,
+                 0);
     expect_close("warmup step 1 = 1/2", lr_lambda(FT_LR_LINEAR, 1, 2, 10), 0.5, 1e-15);
     expect_close("cosine step 2 = 1", lr_lambda(FT_LR_COSINE, 2, 2, 10), 1.0, 1e-15);
     expect_close("cosine step 6 = 0.5 (half way)", lr_lambda(FT_LR_COSINE, 6, 2, 10), 0.5, 1e-15);
