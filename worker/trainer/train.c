@@ -287,6 +287,11 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
     fill_adapter(t, &t->gad, t->gmods, model_lora_grads(t->model));
 
     int64_t n_rows = data_n_train_rows(t->data);
+    if (n_rows == 0) {
+        ft_err_set(err, FT_EMISSING, "spec.train.datasets: no training rows (every record "
+                   "empty, masked or moved to the eval split)");
+        goto fail;
+    }
     int64_t per_step = (int64_t)t->B * coll->world * t->GA;
     t->steps_per_epoch = n_rows / per_step > 0 ? n_rows / per_step : 1;
     if (spec->max_steps > 0)
