@@ -109,6 +109,11 @@ int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
             free_n += ftctl_is_null_or_absent(d, "job_id");
             emulated += strcmp(ftctl_get_str(d, "kind", ""), "emulated") == 0;
         }
+        /* Ready in the database but not yet back after a scheduler restart. */
+        char state[48];
+        const cJSON *conn = cJSON_GetObjectItemCaseSensitive(node, "connected");
+        snprintf(state, sizeof(state), "%s%s", ftctl_get_str(node, "state", "?"),
+                 cJSON_IsFalse(conn) ? ",unconnected" : "");
         char devices[48], models[512], seen[32];
         snprintf(devices, sizeof(devices), "%d/%d", free_n, total);
         models_of(devs, models, sizeof(models));
@@ -119,7 +124,7 @@ int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
             strncat(seen, " ago", sizeof(seen) - strlen(seen) - 1);
         }
         const char *row[] = {ftctl_get_str(node, "name", "?"),
-                             ftctl_get_str(node, "state", "?"),
+                             state,
                              devices,
                              models,
                              emulated == 0 ? "no" : (emulated == total ? "yes" : "partly"),

@@ -97,6 +97,15 @@ static void fmt_time_or_dash(const cJSON *obj, const char *name, char *buf, size
         ft_fmt_time(ftctl_get_int(obj, name, 0), buf, len);
 }
 
+/* An integer field as text; "-" when null or absent (not known yet). */
+static void fmt_int_or_dash(const cJSON *obj, const char *name, char *buf, size_t len)
+{
+    if (ftctl_is_null_or_absent(obj, name))
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%lld", (long long)ftctl_get_int(obj, name, 0));
+}
+
 /* Age of a pending job, run time of a running or finished one. */
 static void fmt_job_time(const cJSON *j, int64_t now, char *buf, size_t len)
 {
@@ -130,7 +139,8 @@ static int state_index(const char *s)
 }
 
 /* One `jobs` request; appends the summaries to out (moved, not copied). */
-static int list_jobs(ftctl_t *c, unsigned state_mask, const char *user, int limit, cJSON *out)
+static int list_jobs(ftctl_t *c, unsigned state_mask, const char *user, int limit,
+                     bool warn_truncated, cJSON *out)
 {
     cJSON *req = ft_proto_new(FT_MSG_JOBS, NULL);
     if (!req)
@@ -153,6 +163,10 @@ static int list_jobs(ftctl_t *c, unsigned state_mask, const char *user, int limi
     if (rc != FTCTL_EXIT_OK)
         return rc;
     cJSON *jobs = cJSON_GetObjectItemCaseSensitive(reply, "jobs");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "truncated")) && warn_truncated)
+        ftctl_die_msg("warning: the scheduler cut the list to %d jobs (newest kept) to fit "
+                      "one reply; narrow it with --state or --user",
+                      cJSON_GetArraySize(jobs));
     while (cJSON_IsArray(jobs) && cJSON_GetArraySize(jobs) > 0)
         cJSON_AddItemToArray(out, cJSON_DetachItemFromArray(jobs, 0));
     cJSON_Delete(reply);
@@ -267,11 +281,11 @@ int ftctl_cmd_ls(ftctl_t *c, int argc, char **argv)
     }
     int rc;
     if (all || mask) {
-        rc = list_jobs(c, mask, user, 10000, jobs);
+        rc = list_jobs(c, mask, user, 10000, true, jobs);
     } else {
-        rc = list_jobs(c, 1u << 0 | 1u << 1, user, 10000, jobs);
+        rc = list_jobs(c, 1u << 0 | 1u << 1, user, 10000, true, jobs);
         if (rc == FTCTL_EXIT_OK)
-            rc = list_jobs(c, 1u << 2 | 1u << 3 | 1u << 4, user, 20, jobs);
+            rc = list_jobs(c, 1u << 2 | 1u << 3 | 1u << 4, user, 20, true, jobs);
     }
     if (rc != FTCTL_EXIT_OK)
         goto out;
@@ -420,26 +434,25 @@ static int print_show(const cJSON *j)
     int rc = FTCTL_EXIT_OK;
     ftctl_table_t *t = NULL;
     const cJSON *it;
-    static const char *const rh[] = {"RANK", "NODE", "DEVICE", "PID", "STATE", "EXIT", "SIGNAL"};
+    static const char *const rh[] = {"RANK",  "NODE", "DEVICE", "PID",
+                                     "STATE", "EXIT", "SIGNAL", "REASON"};
     const cJSON *ranks = cJSON_GetObjectItemCaseSensitive(j, "ranks");
     if (cJSON_GetArraySize(ranks) > 0) {
         printf("\nranks:\n");
-        if (!(t = ftctl_table_new(7, rh)))
+        if (!(t = ftctl_table_new(8, rh)))
             goto oom;
         cJSON_ArrayForEach(it, ranks)
         {
             char r[24], d[24], pid[24], ec[24], sig[24];
             snprintf(r, sizeof(r), "%lld", (long long)ftctl_get_int(it, "rank", 0));
             snprintf(d, sizeof(d), "%lld", (long long)ftctl_get_int(it, "device", 0));
-            snprintf(pid, sizeof(pid), "%lld", (long long)ftctl_get_int(it, "pid", 0));
-            if (ftctl_is_null_or_absent(it, "exit_code"))
-                snprintf(ec, sizeof(ec), "-");
-            else
-                snprintf(ec, sizeof(ec), "%lld", (long long)ftctl_get_int(it, "exit_code", 0));
-            snprintf(sig, sizeof(sig), "%lld", (long long)ftctl_get_int(it, "signal", 0));
+            fmt_int_or_dash(it, "pid", pid, sizeof(pid));
+            fmt_int_or_dash(it, "exit_code", ec, sizeof(ec));
+            fmt_int_or_dash(it, "signal", sig, sizeof(sig));
+            const char *rreason = ftctl_get_str(it, "reason", "");
             const char *row[] = {r,   ftctl_get_str(it, "node", "-"),  d,
                                  pid, ftctl_get_str(it, "state", "-"), ec,
-                                 sig};
+                                 sig, *rreason ? rreason : "-"};
             if (ftctl_table_add(t, row) < 0)
                 goto oom;
         }
@@ -808,7 +821,7 @@ static int unfinished_ids(ftctl_t *c, int64_t **ids_out, int *n_out)
         oom();
         return FTCTL_EXIT_FAILED;
     }
-    int rc = list_jobs(c, 1u << 0 | 1u << 1, NULL, 10000, jobs);
+    int rc = list_jobs(c, 1u << 0 | 1u << 1, NULL, 10000, false, jobs);
     if (rc != FTCTL_EXIT_OK) {
         cJSON_Delete(jobs);
         return rc;
@@ -1027,6 +1040,9 @@ int ftctl_cmd_watch(ftctl_t *c, int argc, char **argv)
         const char *state = ftctl_get_str(job, "state", "?");
         int64_t attempt = ftctl_get_int(job, "attempt", 0);
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(job, "progress");
+        if (cJSON_IsObject(p) && !ftctl_is_null_or_absent(p, "attempt") &&
+            ftctl_get_int(p, "attempt", attempt) != attempt)
+            p = NULL; /* progress of an earlier attempt */
         bool final = ftctl_state_is_final(state);
         bool changed = strcmp(state, last_state) != 0 || attempt != last_attempt;
         if (attempt != last_attempt)
