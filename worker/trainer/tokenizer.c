@@ -1087,12 +1087,15 @@ static int64_t sp_segment(const tokenizer_t *t, const char *s, size_t len, piece
                                         : where == PIECE_START && s[0] != ' ' &&
                                               !(len >= 3 && memcmp(s, SP_SPACE, 3) == 0);
     size_t nl = 0;
+    /* the normalized text has at most len + 1 characters ("▁" for a space is
+     * one character) in at most 3 * len + 3 bytes */
     char *norm = malloc(3 * len + 4);
-    uint32_t *cp = malloc((3 * len + 5) * sizeof *cp);
-    size_t *off = malloc((3 * len + 5) * sizeof *off);
-    sym_t *sy = malloc((3 * len + 5) * sizeof *sy);
-    cand_t *h = malloc((3 * len + 5) * 2 * sizeof *h);
-    if (!norm || !cp || !off || !sy || !h)
+    uint32_t *cp = malloc((len + 2) * sizeof *cp);
+    size_t *off = malloc((len + 2) * sizeof *off);
+    int32_t *cid = malloc((len + 2) * sizeof *cid);
+    sym_t *sy = NULL;
+    cand_t *h = NULL;
+    if (!norm || !cp || !off || !cid)
         goto out;
     if (prepend) {
         memcpy(norm, SP_SPACE, 3);
@@ -1114,12 +1117,21 @@ static int64_t sp_segment(const tokenizer_t *t, const char *s, size_t len, piece
         rc = 1;
         goto out;
     }
-    size_t nc = utf8_decode(norm, nl, cp, off);
+    size_t nc = utf8_decode(norm, nl, cp, off), nsym = 0;
+    for (size_t i = 0; i < nc; i++) {
+        cid[i] = strmap_get(&t->vocab_map, norm + off[i], off[i + 1] - off[i]);
+        nsym += cid[i] >= 0 ? 1 : off[i + 1] - off[i];
+    }
+    /* every merge removes a symbol and adds at most two candidates; stale ones
+     * are skipped, so the heap never holds more than 3n entries */
+    sy = malloc((nsym + 1) * sizeof *sy);
+    h = malloc((3 * nsym + 4) * sizeof *h);
+    if (!sy || !h)
+        goto out;
     int n = 0;
     for (size_t i = 0; i < nc; i++) {
-        int32_t id = strmap_get(&t->vocab_map, norm + off[i], off[i + 1] - off[i]);
-        if (id >= 0) {
-            sy[n++].id = id;
+        if (cid[i] >= 0) {
+            sy[n++].id = cid[i];
             continue;
         }
         for (size_t b = off[i]; b < off[i + 1]; b++) /* byte fallback */
@@ -1129,13 +1141,7 @@ static int64_t sp_segment(const tokenizer_t *t, const char *s, size_t len, piece
         sy[i].prev = i - 1;
         sy[i].next = i + 1 < n ? i + 1 : -1;
     }
-    /* every merge removes a symbol and adds at most two candidates; stale ones
-     * are skipped, so the heap never holds more than 3n entries */
     int nh = 0;
-    cand_t *hh = realloc(h, ((size_t)3 * (size_t)n + 4) * sizeof *h);
-    if (!hh)
-        goto out;
-    h = hh;
     for (int i = 0; i + 1 < n; i++)
         push_pair(t, sy, i, h, &nh);
     while (nh > 0) {
@@ -1163,6 +1169,7 @@ out:
     free(norm);
     free(cp);
     free(off);
+    free(cid);
     free(sy);
     free(h);
     return rc;
