@@ -28,6 +28,16 @@
  * (model_train_flops) follow the same blocking. */
 #define BACKEND_ATT_BLOCK 64
 
+/* Rows per lm_head / cross-entropy chunk: a logits scratch of at most
+ * 32 MiB, and at least 64 rows so that each pass over W (V, C) serves many
+ * rows (every chunk reads all of W twice). */
+static inline int backend_xent_chunk(int N, int V)
+{
+    int64_t rows = ((int64_t)32 << 20) / ((int64_t)sizeof(float) * (V > 0 ? V : 1));
+    rows = rows < 64 ? 64 : rows;
+    return (int)(rows < N ? rows : N);
+}
+
 /* Shape of one attention call. */
 typedef struct {
     int B;        /* rows (sequences) in the batch */

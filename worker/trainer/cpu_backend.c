@@ -721,19 +721,14 @@ HOT static double exp_sum_d(float *restrict a, int n, float mx)
     return s;
 }
 
-HOT static void scale_f(float *restrict a, int n, float k)
-{
-    for (int i = 0; i < n; i++)
-        a[i] *= k;
-}
-
 typedef struct {
-    float *logits;              /* (n, V) in: logits; out: dscale * (softmax - onehot) */
+    float *logits;              /* (n, V) in: logits; out: exp(logit - max) (0 rows ignored) */
     const int32_t *targets;     /* (n) */
     double *row_loss;           /* (n) out: -log p(target), 0 for ignored rows */
+    float *row_k;               /* (n) out: dscale / sum of the row's exps, 0 when ignored */
     int V;
     float dscale;
-    bool grad;                  /* write the gradient into logits */
+    bool grad;                  /* leave the exps for the gradient GEMM */
 } xent_ctx;
 
 static void xent_rows(void *p, int64_t lo, int64_t hi, int tid)
@@ -745,6 +740,7 @@ static void xent_rows(void *p, int64_t lo, int64_t hi, int tid)
         float *row = c->logits + (size_t)i * V;
         int tgt = c->targets[i];
         c->row_loss[i] = 0.0;
+        c->row_k[i] = 0.0f;
         if (tgt < 0) {
             if (c->grad)
                 memset(row, 0, sizeof(float) * V);
@@ -754,21 +750,49 @@ static void xent_rows(void *p, int64_t lo, int64_t hi, int tid)
         float lt = row[tgt];
         double sum = exp_sum_d(row, V, mx);
         c->row_loss[i] = log(sum) - (double)(lt - mx);
-        if (c->grad) {
-            scale_f(row, V, (float)(c->dscale / sum));
-            row[tgt] -= c->dscale;
-        }
+        c->row_k[i] = (float)(c->dscale / sum);
     }
 }
 
+/* The gradient of row i is dscale * (softmax_i - onehot(t_i)) W
+ * = k_i * (e_i W) - dscale * W[t_i], with e_i the row's exps and
+ * k_i = dscale / sum(e_i): the GEMM runs on the exps and the per-row scale
+ * and the target row come after, on (n, C) instead of (n, V). */
 static double cpu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
                        int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok)
 {
     double total = 0.0;
     int64_t count = 0;
-    double *row_loss = malloc(sizeof(double) * (size_t)(chunk > 0 ? chunk : 1));
-    bool parallel = row_loss != NULL;
-    double one;
+    size_t nrow = (size_t)(chunk > 0 ? chunk : 1);
+    double *row_loss = malloc(sizeof(double) * nrow);
+    float *row_k = malloc(sizeof(float) * nrow);
+    if (!row_loss || !row_k) {
+        /* out of memory for two small arrays: use a chunk of one row */
+        free(row_loss);
+        free(row_k);
+        double one_loss;
+        float one_k;
+        row_loss = &one_loss;
+        row_k = &one_k;
+        chunk = 1;
+        total = 0.0;
+        for (int r0 = 0; r0 < N; r0++) {
+            cpu_gemm(false, true, 1, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f, logits, V);
+            xent_ctx c = {logits, targets + r0, row_loss, row_k, V, dscale, dx != NULL};
+            xent_rows(&c, 0, 1, 0);
+            total += one_loss;
+            count += targets[r0] >= 0;
+            if (dx) {
+                cpu_gemm(false, false, 1, C, V, 1.0f, logits, V, W, C, 0.0f,
+                         dx + (size_t)r0 * C, C);
+                for (int j = 0; j < C && targets[r0] >= 0; j++)
+                    dx[(size_t)r0 * C + j] = one_k * dx[(size_t)r0 * C + j] -
+                                             dscale * W[(size_t)targets[r0] * C + j];
+            }
+        }
+        *n_tok = count;
+        return total;
+    }
     for (int r0 = 0; r0 < N; r0 += chunk) {
         int n = N - r0 < chunk ? N - r0 : chunk;
         int live = 0;
@@ -781,31 +805,32 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
         }
         /* logits (n,V) = x (n,C) W^T */
         cpu_gemm(false, true, n, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f, logits, V);
-        xent_ctx c = {logits, targets + r0, parallel ? row_loss : &one, V, dscale, dx != NULL};
-        if (parallel) {
-            par_range(n, 4, xent_rows, &c);
-        } else {
-            /* no memory for the per-row losses: one row at a time */
-            for (int i = 0; i < n; i++) {
-                c.logits = logits + (size_t)i * V;
-                c.targets = targets + r0 + i;
-                xent_rows(&c, 0, 1, 0);
-                total += one;
-            }
-        }
+        xent_ctx c = {logits, targets + r0, row_loss, row_k, V, dscale, dx != NULL};
+        par_range(n, 4, xent_rows, &c);
         for (int i = 0; i < n; i++) {
             if (targets[r0 + i] >= 0) {
                 count++;
-                if (parallel)
-                    total += row_loss[i];  /* in row order: independent of threads */
+                total += row_loss[i];  /* in row order: independent of threads */
             }
         }
-        /* dx (n,C) = dlogits (n,V) W (V,C) */
-        if (dx)
-            cpu_gemm(false, false, n, C, V, 1.0f, logits, V, W, C, 0.0f, dx + (size_t)r0 * C,
-                     C);
+        if (!dx)
+            continue;
+        /* dx (n,C) = exps (n,V) W (V,C), then row i: k_i * dx_i - dscale * W[t_i] */
+        float *d = dx + (size_t)r0 * C;
+        cpu_gemm(false, false, n, C, V, 1.0f, logits, V, W, C, 0.0f, d, C);
+        for (int i = 0; i < n; i++) {
+            int tgt = targets[r0 + i];
+            float *di = d + (size_t)i * C;
+            if (tgt < 0)
+                continue;  /* its exps were zeroed: di is 0 */
+            const float *wt = W + (size_t)tgt * C;
+            float k = row_k[i];
+            for (int j = 0; j < C; j++)
+                di[j] = k * di[j] - dscale * wt[j];
+        }
     }
     free(row_loss);
+    free(row_k);
     *n_tok = count;
     return total;
 }

@@ -181,7 +181,7 @@ model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const ba
     m->V = cfg->vocab_size;
     m->Hq = cfg->n_heads * cfg->head_dim;
     m->Hkv = cfg->n_kv_heads * cfg->head_dim;
-    m->chunk = m->N < 256 ? m->N : 256;
+    m->chunk = backend_xent_chunk(m->N, m->V);
     if (lora_layout_init(&m->lay, cfg, o->r, o->alpha, o->use_rslora, o->mask) < 0) {
         ft_err_set(err, FT_EBADFIELD, "bad LoRA layout (r %d)", o->r);
         goto fail;
