@@ -111,6 +111,8 @@ static const msg_def_t msg_table[FT_MSG__COUNT] = {
     [FT_MSG_LOG_DATA] = {"log_data", FT_FROM_WORKER,
         {RI("relay", 1, I53), OS("data", 4 * FT_LOG_CHUNK_MAX), OI("offset", 0, I53),
          OB("eof"), OS("error", 256)}},
+    [FT_MSG_RENDEZVOUS] = {"rendezvous", FT_FROM_WORKER,
+        {JOB_ID, ATTEMPT, RANK, RS("blob", FT_RDV_BLOB_MAX)}},
 
     [FT_MSG_HELLO_REPLY] = {"hello_reply", FT_FROM_SCHED,
         {RI("heartbeat_ms", 1, 3600000), RI("liveness", 1, 1000)}},
@@ -121,6 +123,8 @@ static const msg_def_t msg_table[FT_MSG__COUNT] = {
         {JOB_ID, ATTEMPT, RS("reason", 256), RI("grace_ms", 0, 3600000)}},
     [FT_MSG_LOG_READ] = {"log_read", FT_FROM_SCHED,
         {RI("relay", 1, I53), JOB_ID, RANK, COUNT("offset"), RI("max_bytes", 1, FT_LOG_CHUNK_MAX)}},
+    [FT_MSG_RENDEZVOUS_REPLY] = {"rendezvous_reply", FT_FROM_SCHED,
+        {JOB_ID, ATTEMPT, RA("blobs", 1, FT_MAX_RANK + 1, JT_STR)}},
 
     [FT_MSG_ERROR] = {"error", FT_FROM_CLIENT | FT_FROM_WORKER | FT_FROM_SCHED,
         {RS("code", 32), RS("message", 1024)}},

@@ -22,6 +22,7 @@
 #define FT_DEFAULT_ENDPOINT "tcp://127.0.0.1:7461"
 #define FT_HEARTBEAT_MS 1000 /* default heartbeat interval */
 #define FT_LIVENESS 5        /* missed heartbeats before "lost" */
+#define FT_RDV_BLOB_MAX 4000 /* bytes of one rendezvous blob (base64 text) */
 
 typedef enum {
     /* client -> scheduler (requests; each gets one reply or an error) */
@@ -49,11 +50,13 @@ typedef enum {
     FT_MSG_PROGRESS,
     FT_MSG_RANK_EXITED,
     FT_MSG_LOG_DATA,
+    FT_MSG_RENDEZVOUS, /* one rank's blob for its gang's exchange */
     /* scheduler -> worker */
     FT_MSG_HELLO_REPLY,
     FT_MSG_START,
     FT_MSG_STOP,
     FT_MSG_LOG_READ,
+    FT_MSG_RENDEZVOUS_REPLY, /* every rank's blob, once all are in */
     /* either direction */
     FT_MSG_ERROR,
     FT_MSG__COUNT

@@ -169,12 +169,14 @@ static void test_happy(void)
         {FT_MSG_RANK_EXITED, "{\"job_id\":1,\"attempt\":1,\"rank\":0,\"exit_code\":-1,\"signal\":9,"
                              "\"reason\":\"killed\"}"},
         {FT_MSG_LOG_DATA, "{\"relay\":4,\"data\":\"x\",\"offset\":1,\"eof\":false}"},
+        {FT_MSG_RENDEZVOUS, "{\"job_id\":1,\"attempt\":2,\"rank\":1,\"blob\":\"MTI3LjAuMC4xOjk=\"}"},
         {FT_MSG_HELLO_REPLY, "{\"heartbeat_ms\":1000,\"liveness\":5}"},
         {FT_MSG_START,
          "{\"job_id\":1,\"attempt\":1,\"kind\":\"exec\",\"spec\":{},\"user\":\"u\",\"team\":\"t\","
          "\"world_size\":2,\"ranks\":[{\"rank\":0,\"local_rank\":0,\"device\":0}]}"},
         {FT_MSG_STOP, "{\"job_id\":1,\"attempt\":1,\"reason\":\"cancelled\",\"grace_ms\":5000}"},
         {FT_MSG_LOG_READ, "{\"relay\":4,\"job_id\":1,\"rank\":0,\"offset\":0,\"max_bytes\":100}"},
+        {FT_MSG_RENDEZVOUS_REPLY, "{\"job_id\":1,\"attempt\":2,\"blobs\":[\"YQ==\",\"Yg==\"]}"},
         {FT_MSG_ERROR, "{\"code\":\"not_found\",\"message\":\"no job 4\"}"},
     };
     int seen[FT_MSG__COUNT] = {0};

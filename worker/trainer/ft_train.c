@@ -19,6 +19,7 @@
 
 #include "backend.h"
 #include "coll.h"
+#include "coll_ring.h"
 #include "ft/json.h"
 #include "ft/jobspec.h"
 #include "llama.h"
@@ -147,20 +148,14 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "ft-train run: '--event-fd' %d is not open\n", event_fd);
         return EXIT_USAGE;
     }
-    if (world != 1) {
-        /* the TCP ring collective comes with issue 4; refusing beats
-         * silently training W unsynchronised replicas */
-        fprintf(stderr, "ft-train run: '--world-size' %d needs a multi-rank collective, "
-                "which this build does not have yet\n", world);
-        return EXIT_USAGE;
-    }
     ft_jobspec_t spec;
     load_spec(spec_path, &spec);
     int rc = EXIT_TRAIN;
     ft_err_t err;
     ft_err_clear(&err);
     trainer_t *t = NULL;
-    coll_t *c = coll_single();
+    /* world > 1: the TCP ring, connected through the rendezvous (coll_ring.h) */
+    coll_t *c = coll_open(event_fd, rank, world, &err);
     trainer_opts_t o;
     trainer_opts_defaults(&o);
     o.event_fd = event_fd;
@@ -173,7 +168,7 @@ static int cmd_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     if (!c) {
-        ft_error("out of memory");
+        ft_error("%s", err.msg);
         goto out;
     }
     t = trainer_new(&spec.train, c, &o, &err);
@@ -183,6 +178,8 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
     int r = trainer_run(t, &err);
+    if (world > 1)
+        ft_info("rank %d: %.3f s in collectives", rank, coll_ring_take_comm_s(c));
     if (r < 0) {
         ft_error("%s", err.msg);
         goto out;
