@@ -36,6 +36,7 @@ static const ckey_t config_keys[] = {
     {"schedule_interval_ms", CK_INT, OFF(schedule_interval_ms), 0, 10, 600000},
     {"busy_timeout_ms", CK_INT, OFF(busy_timeout_ms), 0, 0, 600000},
     {"reserve_after_s", CK_INT, OFF(reserve_after_s), 0, 0, 30 * 86400},
+    {"cost_file", CK_STR, OFF(cost_file), SZ(cost_file), 0, 0},
     {"log_level", CK_LEVEL, OFF(log_level), 0, 0, 0},
 };
 

@@ -111,6 +111,20 @@ static const char *const migrations[] = {
      * attempt ever run, so index just the live ones. */
     "CREATE INDEX ranks_live ON ranks (state, job_id, attempt) WHERE state IN ('starting', "
     "'running');",
+    /* 2 -> 3: what the ledger knows about an interval besides its start and
+     * end (scheduler/ledger.c): the last checkpoint while it was open, time
+     * it spent open while no ftsched ran, device energy a worker measured;
+     * and the teams over their monthly budget. */
+    "CREATE TABLE IF NOT EXISTS ledger_intervals ("
+    " alloc_id INTEGER PRIMARY KEY REFERENCES allocations (id),"
+    " checked_ms INTEGER NOT NULL,"                  /* unix ms of the last checkpoint */
+    " unobserved_ms INTEGER NOT NULL DEFAULT 0,"     /* open while no ftsched ran, ms */
+    " energy_mj INTEGER CHECK (energy_mj >= 0));"    /* measured; NULL = estimated */
+    "CREATE TABLE IF NOT EXISTS budget_state ("
+    " team TEXT PRIMARY KEY,"
+    " held INTEGER NOT NULL,"    /* 1: new jobs wait */
+    " penalty INTEGER NOT NULL," /* subtracted from priority when placing */
+    " reason TEXT NOT NULL);",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -15,6 +15,7 @@
 
 #include "ft/json.h"
 #include "ft/proto.h"
+#include "ledger.h"
 #include "sched_int.h"
 
 /* Who sent the message being handled. */
@@ -751,6 +752,10 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
         return;
     }
     r = sched_usage_report(s, group_by, since, until, &err);
+    if (r && ledger_usage_costs(s, r, group_by, since, until, NULL, &err) < 0) {
+        cJSON_Delete(r);
+        r = NULL;
+    }
     if (!r) {
         reply_error(s, p, &err);
         return;

@@ -28,6 +28,7 @@ static const char usage_text[] =
     "  --heartbeat-ms N     heartbeat interval (default 1000)\n"
     "  --liveness N         missed heartbeats before a worker is lost (default 5)\n"
     "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+    "  --cost FILE          cost model: prices, power, budgets (docs/cost-model.md)\n"
     "  -h, --help           show this help\n"
     "  --version            show the version\n";
 
@@ -42,6 +43,7 @@ static const struct {
     {{"heartbeat-ms", required_argument, NULL, 'b'}, "heartbeat_ms"},
     {{"liveness", required_argument, NULL, 'v'}, "liveness"},
     {{"log-level", required_argument, NULL, 'L'}, "log_level"},
+    {{"cost", required_argument, NULL, 'C'}, "cost_file"},
     {{"help", no_argument, NULL, 'h'}, ""},
     {{"version", no_argument, NULL, 'V'}, ""},
 };

@@ -20,6 +20,7 @@
 
 #include "ft/json.h"
 #include "ft/proto.h"
+#include "ledger.h"
 #include "sched_int.h"
 
 /* ---- clocks ---- */
@@ -895,7 +896,9 @@ int sched_schedule(sched_t *s)
     st = db_stmt(s->db,
                  "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
                  " max(submit_time, coalesce(start_time, 0)) FROM jobs WHERE state = 'PENDING' "
-                 "ORDER BY priority DESC, id LIMIT 10000",
+                 "AND team NOT IN (SELECT team FROM budget_state WHERE held) " /* ledger.c */
+                 "ORDER BY priority - coalesce((SELECT penalty FROM budget_state b "
+                 "WHERE b.team = jobs.team), 0) DESC, id LIMIT 10000",
                  &err);
     if (!st)
         goto fail;
@@ -1259,6 +1262,7 @@ void sched_cron(sched_t *s)
         s->next_schedule = now + s->cfg.schedule_interval_ms;
         sched_schedule(s);
     }
+    ledger_cron(s);
     if (now >= s->next_seen_flush) {
         s->next_seen_flush = now + 10000;
         flush_last_seen(s);
@@ -1334,6 +1338,7 @@ void sched_destroy(sched_t **ps)
     if (!s)
         return;
     sched_outbox_clear(s);
+    ledger_destroy(&s->ledger);
     free(s->out);
     free(s->nodes);
     free(s->missing);

@@ -23,6 +23,7 @@ typedef struct {
     int checkpoint_interval_s; /* WAL checkpoint period */
     int schedule_interval_ms;  /* scheduling pass period when nothing changed */
     int busy_timeout_ms;       /* SQLite busy handler wait before SQLITE_BUSY */
+    char cost_file[FT_PATH_MAX]; /* cost model (docs/cost-model.md); "" = built-in figures */
     int reserve_after_s;       /* a job pending this long stops backfill behind it; 0 = never */
     ft_log_level_t log_level;  /* least severe level logged */
 } sched_config_t;

@@ -70,6 +70,7 @@ struct sched {
     missing_t *missing;               /* ranks not listed in a hello, awaiting their exit */
     int nmissing, capmissing;         /* entries used / allocated */
     int64_t next_slow;                /* monotonic ms: gang timeout and time limit checks */
+    struct ledger *ledger;            /* accounting state (ledger.c); NULL until first use */
 };
 
 /* Clocks (the fake one in tests). */
