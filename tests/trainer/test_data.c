@@ -184,6 +184,21 @@ static void test_formats(void)
     CHECK(strcmp(s, "A1A2<2>") == 0, "chat: loss on assistant contents + final EOS (%s)", s);
     data_destroy(&d);
 
+    /* ShareGPT shape renders the same as the OpenAI one */
+    d = open1("sharegpt.jsonl",
+              "{\"conversations\":[{\"from\":\"system\",\"value\":\"S\"},{\"from\":"
+              "\"human\",\"value\":\"U1\"},{\"from\":\"gpt\",\"value\":\"A1\"},{\"from\":"
+              "\"human\",\"value\":\"U2\"},{\"from\":\"gpt\",\"value\":\"A2\"}]}\n",
+              false, false, 200, tok, &err);
+    CHECK(d != NULL, "ShareGPT conversations load: %s", err.msg);
+    if (d) {
+        int32_t in3[200], tg3[200];
+        first_row(d, 200, in3, tg3);
+        CHECK(memcmp(in3, in, sizeof in3) == 0 && memcmp(tg3, tg, sizeof tg3) == 0,
+              "ShareGPT record gives the same row as the messages record");
+        data_destroy(&d);
+    }
+
     d = open1("tok.jsonl",
               "{\"input_ids\":[1,50,60,70,2],\"labels\":[-100,-100,60,70,2]}\n"
               "{\"input_ids\":[5,263],\"attention_mask\":[1,1]}\n",
@@ -417,6 +432,11 @@ static void test_bad_records(void)
                "1: field 'messages[0].content': expected a string");
     expect_bad("no assistant", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}\n", NULL,
                "1: field 'messages': no assistant message");
+    expect_bad("bad ShareGPT role", "{\"conversations\":[{\"from\":\"bot\",\"value\":\"x\"}]}\n",
+               NULL,
+               "1: field 'conversations[0].from': unknown role 'bot' (system, human, gpt or tool)");
+    expect_bad("ShareGPT value", "{\"conversations\":[{\"from\":\"gpt\",\"text\":\"x\"}]}\n",
+               "chat", "1: field 'conversations[0].value': expected a string");
     expect_bad("empty messages", "{\"messages\":[]}\n", NULL,
                "1: field 'messages': expected a non-empty array");
     expect_bad("id out of vocab", "{\"input_ids\":[1,264]}\n", NULL,

@@ -294,15 +294,41 @@ static int rec_alpaca(const rctx_t *c, const cJSON *o, tokbuf_t *b)
     return rc;
 }
 
+/* The two chat record shapes: OpenAI "messages" [{role, content}] and
+ * ShareGPT "conversations" [{from, value}]. Role names map to the canonical
+ * roles system (0), user (1), assistant (2), tool (3). */
+typedef struct {
+    const char *name; /* as written in records */
+    int role;         /* canonical role */
+} role_name_t;
+
+static const char *const canon_roles[] = {"system", "user", "assistant", "tool"};
+static const role_name_t openai_roles[] = {
+    {"system", 0}, {"user", 1}, {"assistant", 2}, {"tool", 3}, {NULL, 0}};
+static const role_name_t sharegpt_roles[] = {
+    {"system", 0}, {"human", 1}, {"user", 1}, {"gpt", 2}, {"assistant", 2}, {"tool", 3}, {NULL, 0}};
+static const struct {
+    const char *list, *role, *content; /* field names */
+    const role_name_t *roles;          /* accepted role names */
+    const char *role_help;             /* for messages */
+} chat_shapes[] = {
+    {"messages", "role", "content", openai_roles, "system, user, assistant or tool"},
+    {"conversations", "from", "value", sharegpt_roles, "system, human, gpt or tool"},
+};
+
 /* Chat: BOS, then per message "<|role|>\n" content "\n", then EOS. Learnt:
  * assistant contents, and the EOS when the last message is the assistant's
  * (everything but BOS with train_on_inputs). */
 static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
 {
-    static const char *const roles[] = {"system", "user", "assistant", "tool", NULL};
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, "messages");
+    int sh = cJSON_GetObjectItemCaseSensitive(o, "messages")        ? 0
+             : cJSON_GetObjectItemCaseSensitive(o, "conversations") ? 1
+                                                                    : 0;
+    const char *lf = chat_shapes[sh].list, *rf = chat_shapes[sh].role,
+               *cf = chat_shapes[sh].content;
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(o, lf);
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
-        REC_ERR(c, "field 'messages': expected a non-empty array");
+        REC_ERR(c, "field '%s': expected a non-empty array", lf);
         return -1;
     }
     if (tb_push(b, tokenizer_bos(c->tok), FT_IGNORE_INDEX) < 0)
@@ -312,33 +338,32 @@ static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
     const cJSON *m;
     cJSON_ArrayForEach(m, msgs)
     {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, rf);
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, cf);
         if (!cJSON_IsObject(m)) {
-            REC_ERR(c, "field 'messages[%d]': expected an object", i);
+            REC_ERR(c, "field '%s[%d]': expected an object", lf, i);
             return -1;
         }
         if (!cJSON_IsString(role)) {
-            REC_ERR(c, "field 'messages[%d].role': expected a string", i);
+            REC_ERR(c, "field '%s[%d].%s': expected a string", lf, i, rf);
             return -1;
         }
-        int k = 0;
-        while (roles[k] && strcmp(roles[k], role->valuestring) != 0)
-            k++;
-        if (!roles[k]) {
-            REC_ERR(c,
-                    "field 'messages[%d].role': unknown role '%s' (system, user, assistant "
-                    "or tool)",
-                    i, ft_sanitize(role->valuestring, 32));
+        const role_name_t *rn = chat_shapes[sh].roles;
+        while (rn->name && strcmp(rn->name, role->valuestring) != 0)
+            rn++;
+        if (!rn->name) {
+            REC_ERR(c, "field '%s[%d].%s': unknown role '%s' (%s)", lf, i, rf,
+                    ft_sanitize(role->valuestring, 32), chat_shapes[sh].role_help);
             return -1;
         }
+        int k = rn->role;
         if (!cJSON_IsString(content)) {
-            REC_ERR(c, "field 'messages[%d].content': expected a string", i);
+            REC_ERR(c, "field '%s[%d].%s': expected a string", lf, i, cf);
             return -1;
         }
         bool asst = k == 2;
         char head[32];
-        snprintf(head, sizeof head, "<|%s|>\n", roles[k]);
+        snprintf(head, sizeof head, "<|%s|>\n", canon_roles[k]);
         if (push_text(c, b, head, c->train_on_inputs, i > 0) < 0 ||
             push_text(c, b, content->valuestring, asst || c->train_on_inputs, true) < 0 ||
             push_text(c, b, "\n", c->train_on_inputs, true) < 0)
@@ -348,7 +373,7 @@ static int rec_chat(const rctx_t *c, const cJSON *o, tokbuf_t *b)
         i++;
     }
     if (!any_assistant && !c->train_on_inputs) {
-        REC_ERR(c, "field 'messages': no assistant message, nothing to learn");
+        REC_ERR(c, "field '%s': no assistant message, nothing to learn", lf);
         return -1;
     }
     int eos = tokenizer_eos(c->tok);
@@ -420,6 +445,7 @@ static const struct {
 } formats[] = {
     {FT_DATA_TOKENIZED, "input_ids", rec_tokenized, false},
     {FT_DATA_CHAT, "messages", rec_chat, true},
+    {FT_DATA_CHAT, "conversations", rec_chat, true},
     {FT_DATA_ALPACA, "instruction", rec_alpaca, true},
     {FT_DATA_COMPLETION, "prompt", rec_completion, true},
     {FT_DATA_TEXT, "text", rec_text, true},
