@@ -42,7 +42,9 @@ def machine():
                     break
     except OSError:
         pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"load average {load} at the start")
 
 
 def sh_loop(argv, n, env, cwd, out_path=None):
@@ -109,6 +111,7 @@ def main():
         ap.error("--jobs and --gpus must be at least 1")
     k = args.jobs
 
+    where = machine()
     with Cluster("ft-bench") as c:
         c.start_sched()
         c.start_worker("bench-node", gpus=args.gpus)
@@ -140,7 +143,7 @@ def main():
 
         submit_s = t_submitted - t_first
         drain_s = t_drained - t_first
-        print(f"machine:        {machine()}")
+        print(f"machine:        {where}")
         print(f"jobs (K):       {k} one-GPU exec jobs running 'true', 1 worker with "
               f"{args.gpus} emulated GPUs")
         print(f"process start:  {true_ms:.2f} ms for /bin/true, {start_ms:.2f} ms for "
