@@ -521,7 +521,8 @@ static int one_job_id(const char *cmd, int argc, char **argv, int64_t *id)
     return FTCTL_EXIT_OK;
 }
 
-/* Options loop for subcommands whose only option is -h. */
+/* Options loop for subcommands whose only option is -h: 0 to go on, -1 when
+ * the help was shown, else a usage exit code. */
 static int no_options(const char *cmd, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -530,8 +531,10 @@ static int no_options(const char *cmd, int argc, char **argv)
     };
     int opt;
     while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (opt == 'h')
-            return ftctl_usage(cmd, 0) - 1; /* -1: help shown, exit 0 */
+        if (opt == 'h') {
+            ftctl_usage(cmd, 0);
+            return -1; /* help shown: the caller exits 0 */
+        }
         return ftctl_usage_error(cmd, "unknown option '%s'", ft_sanitize(argv[optind - 1], 64));
     }
     return FTCTL_EXIT_OK;
