@@ -786,28 +786,32 @@ static int recover(sched_t *s, ft_err_t *err)
     double worst = 0;
 
     st = db_stmt(s->db,
+                 "SELECT count(*), coalesce(max(?1 - max(a.start_ms, coalesce(l.checked_ms,"
+                 " a.start_ms))), 0) FROM allocations a"
+                 " LEFT JOIN ledger_intervals l ON l.alloc_id = a.id WHERE a.end_ms IS NULL",
+                 err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, now);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int(st, 0);
+        worst = (double)sqlite3_column_int64(st, 1) / 1000.0;
+    }
+    sqlite3_reset(st);
+    st = db_stmt(s->db,
                  "INSERT INTO ledger_intervals (alloc_id, checked_ms, unobserved_ms)"
                  " SELECT a.id, ?1, max(0, ?1 - max(a.start_ms, coalesce(l.checked_ms, a.start_ms)))"
                  " FROM allocations a LEFT JOIN ledger_intervals l ON l.alloc_id = a.id"
                  " WHERE a.end_ms IS NULL"
                  " ON CONFLICT (alloc_id) DO UPDATE SET"
                  " unobserved_ms = unobserved_ms + excluded.unobserved_ms,"
-                 " checked_ms = excluded.checked_ms RETURNING excluded.unobserved_ms",
+                 " checked_ms = excluded.checked_ms",
                  err);
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, now);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        double g = (double)sqlite3_column_int64(st, 0) / 1000.0;
-
-        n++;
-        if (g > worst)
-            worst = g;
-    }
-    if (sqlite3_reset(st) != SQLITE_OK) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_step_done(s->db, st, err) < 0)
         return -1;
-    }
     if (n > 0)
         return sched_event(s, 0, NULL, "ledger", err,
                            "ftsched started with %d open interval(s); up to %.1f s of each was"
@@ -907,7 +911,7 @@ void ledger_cron(sched_t *s)
 
     if (!l)
         return;
-    check = !l->recovered || mono >= l->next_check;
+    check = mono >= l->next_check;
     budget = mono >= l->next_budget;
     if (!check && !budget)
         return;
@@ -932,6 +936,6 @@ void ledger_cron(sched_t *s)
 abort:
     sched_tx_abort(s);
 fail:
-    ft_warn("ledger: %s", err.msg);
-    l->next_check = l->next_budget = mono + LEDGER_CHECK_MS;
+    ft_warn("ledger: %s (next try in %d s)", err.msg, LEDGER_BUDGET_MS / 1000);
+    l->next_check = l->next_budget = mono + LEDGER_BUDGET_MS;
 }
