@@ -10,7 +10,10 @@
  * packed (records concatenated in file order, cut into consecutive rows of
  * T+1 tokens; a final partial row is padded) or padded (one record per row,
  * cut at T+1 tokens, padded with the pad id and -100 labels). Attention is not
- * blocked between records that share a packed row.
+ * blocked between records that share a packed row. Rows without a target are
+ * dropped. A record's parts (prompt, response, chat turns) are tokenized in
+ * turn, the later ones with tokenizer_encode_cont, so masks fall on token
+ * boundaries.
  *
  * Order: epoch e visits the training rows in the Fisher-Yates permutation
  * drawn from xoshiro256** seeded by splitmix64 of (seed + e); the global batch
