@@ -391,6 +391,18 @@ def bad_inputs():
         env = {"FT_CONFIG": cfg, "FT_SCHEDULER": ""}
         j = c.submit("--", "true", env=env)
         check(c.job(j)["user"] == "cfg-user", "config file: scheduler and user are used")
+        with open(cfg, "w") as f:
+            f.write(f"scheduler = {c.endpoint}\nteam = cfg-team\noutput = json\n")
+        r = c.ftctl("ping", env={"FT_CONFIG": cfg, "FT_SCHEDULER": ""})
+        check(r.returncode == 0 and json.loads(r.stdout)["proto"] == 1,
+              "config file: output = json", r.stdout)
+        j = c.submit("-o", "table", "--", "true", env={"FT_CONFIG": cfg, "FT_TEAM": "env-team"})
+        check(c.job(j)["team"] == "env-team", "$FT_TEAM wins over the config file's team")
+        j = c.submit("--team", "flag-team", "--", "true", env={"FT_TEAM": "env-team"})
+        check(c.job(j)["team"] == "flag-team", "--team wins over $FT_TEAM")
+        j = c.submit("-o", "table", "--", "true", env={"FT_CONFIG": cfg, "FT_SCHEDULER": ""})
+        check(c.job(j)["team"] == "cfg-team", "the config file's team is used when nothing "
+              "else says")
 
         # unreachable scheduler: exit 3 within the time-out, never a hang
         dead = f"tcp://127.0.0.1:{free_port()}"
