@@ -16,6 +16,7 @@
 #include "ft/json.h"
 #include "ft/proto.h"
 #include "ledger.h"
+#include "rendezvous.h"
 #include "sched_int.h"
 
 /* Who sent the message being handled. */
@@ -738,13 +739,14 @@ static void h_nodes(sched_t *s, const peer_t *p, cJSON *msg)
 static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
-    const char *group_by = "user";
+    const char *group_by = "user", *cloud = NULL;
     int64_t since = 0, until = sched_now_ms(s) / 1000;
     cJSON *r;
 
     ft_json_get_str(msg, NULL, "group_by", false, 16, &group_by, &err);
     ft_json_get_int(msg, NULL, "since", false, 0, INT64_MAX / 1000, &since, &err);
     ft_json_get_int(msg, NULL, "until", false, 0, INT64_MAX / 1000, &until, &err);
+    ft_json_get_str(msg, NULL, "cloud", false, 64, &cloud, &err);
     if (until < since) {
         ft_err_set(&err, FT_EBADFIELD, "field 'until': %lld is before since (%lld)",
                    (long long)until, (long long)since);
@@ -752,7 +754,7 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
         return;
     }
     r = sched_usage_report(s, group_by, since, until, &err);
-    if (r && ledger_usage_costs(s, r, group_by, since, until, NULL, &err) < 0) {
+    if (r && ledger_usage_costs(s, r, group_by, since, until, cloud, &err) < 0) {
         cJSON_Delete(r);
         r = NULL;
     }
@@ -770,6 +772,35 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
         cJSON_Delete(r);
         reply(s, p, m);
     }
+}
+
+/* The team leads' report (ledger.c); until defaults to now, since to 30 days before. */
+static void h_report(sched_t *s, const peer_t *p, cJSON *msg)
+{
+    ft_err_t err = {0};
+    int64_t until = sched_now_ms(s) / 1000, since;
+    cJSON *r, *m, *c;
+
+    ft_json_get_int(msg, NULL, "until", false, 0, INT64_MAX / 1000, &until, &err);
+    since = until > 30 * 86400 ? until - 30 * 86400 : 0;
+    ft_json_get_int(msg, NULL, "since", false, 0, INT64_MAX / 1000, &since, &err);
+    if (until < since) {
+        ft_err_set(&err, FT_EBADFIELD, "field 'until': %lld is before since (%lld)",
+                   (long long)until, (long long)since);
+        reply_error(s, p, &err);
+        return;
+    }
+    if (!(r = ledger_report(s, since, until, &err))) {
+        reply_error(s, p, &err);
+        return;
+    }
+    m = ft_proto_new(FT_MSG_REPORT_REPLY, p->re);
+    while ((c = r->child)) {
+        cJSON_DetachItemViaPointer(r, c);
+        cJSON_AddItemToObject(m, c->string, c);
+    }
+    cJSON_Delete(r);
+    reply(s, p, m);
 }
 
 /* ---- worker messages ---- */
@@ -1122,6 +1153,28 @@ internal:
     fail_internal(s, p, &err);
 }
 
+/* A rank's blob for its gang's rendezvous (rendezvous.h); a stale or
+ * foreign rank is stopped so that it cannot wait on a gang it is not in. */
+static void h_rendezvous(sched_t *s, const peer_t *p, cJSON *msg)
+{
+    ft_err_t err = {0}, e2 = {0};
+    int64_t job = 0, attempt = 0;
+    int rc = sched_rdv_handle(s, p->node, msg, &err);
+
+    if (rc < 0) {
+        /* read-only so far: nothing to roll back */
+        ft_error("rendezvous failed: %s", err.msg);
+        reply_error(s, p, &err);
+        return;
+    }
+    if (rc > 0) {
+        ft_warn("%s", err.msg);
+        ft_json_get_int(msg, NULL, "job_id", true, 1, INT64_MAX, &job, &e2);
+        ft_json_get_int(msg, NULL, "attempt", true, 1, INT64_MAX, &attempt, &e2);
+        send_stop(s, p, job, (int)attempt, "stale rendezvous: not the job's running attempt");
+    }
+}
+
 /* Fields of a progress message that are its payload (not addressing). */
 static const char *const progress_skip[] = {"v",      "type",    "id",   "re",
                                             "job_id", "attempt", "rank", NULL};
@@ -1194,7 +1247,7 @@ out:
 static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
-    int64_t job = 0, attempt = 0, rank = 0, code = 0, sig = 0;
+    int64_t job = 0, attempt = 0, rank = 0, code = 0, sig = 0, energy_mj = 0;
     const char *reason = "";
     sqlite3_stmt *st;
 
@@ -1229,6 +1282,10 @@ static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
                  (long long)job, (long long)attempt, (long long)rank, p->node);
         return;
     }
+    if (cJSON_GetObjectItemCaseSensitive(msg, "energy_mj") &&
+        ft_json_get_int(msg, NULL, "energy_mj", false, 0, INT64_MAX, &energy_mj, &err) == 0 &&
+        ledger_note_energy(s, job, (int)attempt, (int)rank, energy_mj, &err) < 0)
+        goto internal;
     if (sched_close_alloc(s, job, (int)attempt, (int)rank, &err) < 0 ||
         sched_event(s, job, p->node, "rank_exited", &err,
                     "rank %lld attempt %lld on '%s': %s, exit code %lld, signal %lld",
@@ -1300,12 +1357,14 @@ static const struct {
     [FT_MSG_LOGS] = {h_logs},
     [FT_MSG_NODES] = {h_nodes},
     [FT_MSG_USAGE] = {h_usage},
+    [FT_MSG_REPORT] = {h_report},
     [FT_MSG_HELLO] = {h_hello},
     [FT_MSG_HEARTBEAT] = {h_heartbeat},
     [FT_MSG_RANK_STARTED] = {h_rank_started},
     [FT_MSG_PROGRESS] = {h_progress},
     [FT_MSG_RANK_EXITED] = {h_rank_exited},
     [FT_MSG_LOG_DATA] = {h_log_data},
+    [FT_MSG_RENDEZVOUS] = {h_rendezvous},
     [FT_MSG_ERROR] = {h_error},
 };
 

@@ -34,6 +34,7 @@ typedef enum {
     FT_MSG_LOGS,
     FT_MSG_NODES,
     FT_MSG_USAGE,
+    FT_MSG_REPORT, /* the team leads' report (utilisation, break-even, series) */
     /* scheduler -> client replies */
     FT_MSG_PING_REPLY,
     FT_MSG_SUBMIT_REPLY,
@@ -43,6 +44,7 @@ typedef enum {
     FT_MSG_LOGS_REPLY,
     FT_MSG_NODES_REPLY,
     FT_MSG_USAGE_REPLY,
+    FT_MSG_REPORT_REPLY,
     /* worker -> scheduler */
     FT_MSG_HELLO,
     FT_MSG_HEARTBEAT, /* both directions */

@@ -178,6 +178,11 @@ static void test_happy(void)
         {FT_MSG_LOG_READ, "{\"relay\":4,\"job_id\":1,\"rank\":0,\"offset\":0,\"max_bytes\":100}"},
         {FT_MSG_RENDEZVOUS_REPLY, "{\"job_id\":1,\"attempt\":2,\"blobs\":[\"YQ==\",\"Yg==\"]}"},
         {FT_MSG_ERROR, "{\"code\":\"not_found\",\"message\":\"no job 4\"}"},
+        {FT_MSG_REPORT, "{\"since\":0,\"until\":86400}"},
+        {FT_MSG_REPORT_REPLY,
+         "{\"currency\":\"USD\",\"since\":0,\"until\":86400,\"totals\":{},\"utilisation\":{},"
+         "\"break_even\":[],\"days\":[],\"team_days\":[],\"teams\":[],\"top_jobs\":[],"
+         "\"budgets\":[]}"},
     };
     int seen[FT_MSG__COUNT] = {0};
 
