@@ -56,7 +56,7 @@ static int fetch_job(ftctl_t *c, int64_t id, cJSON **reply, const cJSON **job)
         oom();
         return FTCTL_EXIT_FAILED;
     }
-    int rc = ftctl_request(c, req, 0, reply);
+    int rc = ftctl_request(c, req, c->read_retries, reply);
     if (rc != FTCTL_EXIT_OK)
         return rc;
     *job = cJSON_GetObjectItemCaseSensitive(*reply, "job");
@@ -159,7 +159,7 @@ static int list_jobs(ftctl_t *c, unsigned state_mask, const char *user, int limi
     if (!cJSON_AddNumberToObject(req, "limit", limit))
         goto oom;
     cJSON *reply = NULL;
-    int rc = ftctl_request(c, req, 0, &reply);
+    int rc = ftctl_request(c, req, c->read_retries, &reply);
     if (rc != FTCTL_EXIT_OK)
         return rc;
     cJSON *jobs = cJSON_GetObjectItemCaseSensitive(reply, "jobs");
@@ -601,6 +601,8 @@ int ftctl_cmd_logs(ftctl_t *c, int argc, char **argv)
     if (rc != FTCTL_EXIT_OK)
         return rc;
 
+    if (follow)
+        c->read_retries = FTCTL_POLL_RETRIES;
     bool json = c->output == FTCTL_OUT_JSON;
     char *all = NULL; /* json: everything read, concatenated */
     size_t all_len = 0;
@@ -618,7 +620,7 @@ int ftctl_cmd_logs(ftctl_t *c, int argc, char **argv)
             goto out;
         }
         cJSON *reply = NULL;
-        ftctl_rpc_t r = ftctl_call(c, req, 0, &reply);
+        ftctl_rpc_t r = ftctl_call(c, req, c->read_retries, &reply);
         if (r == FTCTL_RPC_ERROR) {
             /* With -f, a rank that has not started yet is worth waiting for,
              * unless its job has ended (cancelled while pending, say). */
@@ -969,6 +971,7 @@ int ftctl_cmd_wait(ftctl_t *c, int argc, char **argv)
             rc = FTCTL_EXIT_USAGE;
             goto out;
         }
+    c->read_retries = FTCTL_POLL_RETRIES;
     int64_t deadline = timeout_s > 0 ? ft_mono_ms() + (int64_t)(timeout_s * 1000) : 0;
     rc = wait_jobs(c, w, n, deadline);
     if (rc == FTCTL_EXIT_OK)
@@ -1027,6 +1030,7 @@ int ftctl_cmd_watch(ftctl_t *c, int argc, char **argv)
     int64_t id;
     if ((rc = one_job_id("watch", argc, argv, &id)) != FTCTL_EXIT_OK)
         return rc;
+    c->read_retries = FTCTL_POLL_RETRIES;
     bool tty = isatty(STDOUT_FILENO) && c->output != FTCTL_OUT_JSON;
     bool json = c->output == FTCTL_OUT_JSON;
     char last_state[32] = "";

@@ -22,6 +22,10 @@
 #include "ft/jobspec.h"
 #include "ft/proto.h"
 
+/* Polling loops (wait, watch, logs -f) ride out a scheduler restart: each read
+ * is resent this many times before the scheduler counts as unreachable. */
+#define FTCTL_POLL_RETRIES 2
+
 enum {
     FTCTL_EXIT_OK = 0,          /* the request succeeded */
     FTCTL_EXIT_FAILED = 1,      /* an error reply, or a local check of the input failed */
@@ -43,6 +47,7 @@ typedef struct {
     void *sock;                 /* DEALER socket, connected on first request */
     uint64_t seq;               /* request counter, part of each message "id" */
     int tries;                  /* sends of the last call (for the unreachable message) */
+    int read_retries;           /* resends of an idempotent read after a time-out */
 } ftctl_t;
 
 /* Outcome of one call. */

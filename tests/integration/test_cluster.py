@@ -237,6 +237,9 @@ def scheduler_restart():
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not os.path.exists(marker):
             time.sleep(0.05)
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        waiter = subprocess.Popen([c.ftctl_path, "wait", str(j)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         c.kill(c.sched, signal.SIGKILL)
         check(c.sched.returncode == -signal.SIGKILL, "ftsched killed with SIGKILL")
         t0 = time.monotonic()
@@ -252,6 +255,14 @@ def scheduler_restart():
         job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=45)
         check(job["state"] == "COMPLETED", "the job completed", json.dumps(job)[:1500])
         check(job["attempt"] == 1, "still attempt 1 (not run twice)", str(job["attempt"]))
+        try:
+            out, err = waiter.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            waiter.kill()
+            out, err = waiter.communicate()
+        check(waiter.returncode == 0 and f"job {j} COMPLETED" in out,
+              "an 'ftctl wait' started before the kill rode out the restart",
+              f"{waiter.returncode} {out} {err}")
         with open(marker) as f:
             runs = f.read().split()
         check(runs == ["run"], "the command ran exactly once", str(runs))

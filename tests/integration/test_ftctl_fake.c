@@ -382,6 +382,16 @@ static cJSON *s_usage(const cJSON *req, int n, act_t *act, const char **raw)
     return r;
 }
 
+static cJSON *s_job_silent_twice(const cJSON *req, int n, act_t *act, const char **raw)
+{
+    if (n < 2) {
+        *act = ACT_DROP; /* a scheduler restarting */
+        return NULL;
+    }
+    job_polls = 5;
+    return s_job_then(req, "COMPLETED");
+}
+
 /* ---- cases ---- */
 
 int main(int argc, char **argv)
@@ -511,6 +521,18 @@ int main(int argc, char **argv)
     seen_free(&seen);
     run_case(s_job_runs, &seen, &r, "wait", "--timeout", "0.3", "5", NULL);
     check(r.status == 4 && strstr(r.err, "timed out"), "wait --timeout runs out: exit 4", &r);
+    seen_free(&seen);
+
+    /* 8b. wait rides out a short outage: each read is resent twice. */
+    run_case(s_job_silent_twice, &seen, &r, "--timeout", "0.3", "wait", "5", NULL);
+    check(r.status == 0 && seen.n == 3, "wait resends a read twice and then succeeds", &r);
+    seen_free(&seen);
+    run_case(s_silent, &seen, &r, "--timeout", "0.3", "wait", "5", NULL);
+    check(r.status == 3 && seen.n == 3 && strstr(r.err, "3 tries"),
+          "wait gives up after 3 silent tries: exit 3", &r);
+    seen_free(&seen);
+    run_case(s_silent, &seen, &r, "--timeout", "0.3", "show", "5", NULL);
+    check(r.status == 3 && seen.n == 1, "show does not retry", &r);
     seen_free(&seen);
 
     /* 9. cancel: per-job results; one error makes the exit code 1. */
