@@ -247,7 +247,7 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
         double gh = ftctl_get_num(row, "gpu_hours", ftctl_get_num(row, "gpu_seconds", 0) / 3600.0);
         total_h += gh;
         total_iv += ftctl_get_int(row, "intervals", 0);
-        snprintf(h, sizeof(h), "%.3f", gh);
+        snprintf(h, sizeof(h), "%.4f", gh);
         snprintf(jobs, sizeof(jobs), "%lld", (long long)ftctl_get_int(row, "jobs", 0));
         snprintf(iv, sizeof(iv), "%lld", (long long)ftctl_get_int(row, "intervals", 0));
         const char *cells[] = {key, h, jobs, iv};
@@ -258,7 +258,7 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
         }
     }
     char th[32], tiv[24];
-    snprintf(th, sizeof(th), "%.3f", total_h);
+    snprintf(th, sizeof(th), "%.4f", total_h);
     snprintf(tiv, sizeof(tiv), "%lld", (long long)total_iv);
     const char *total_row[] = {"TOTAL", th, "-", tiv};
     if (ftctl_table_add(t, total_row) < 0) {
@@ -267,7 +267,7 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
         return oom();
     }
     char s1[32], s2[32];
-    if (ftctl_is_null_or_absent(reply, "since"))
+    if (ftctl_get_int(reply, "since", 0) <= 0)
         snprintf(s1, sizeof(s1), "the start");
     else
         ft_fmt_time(ftctl_get_int(reply, "since", 0), s1, sizeof(s1));

@@ -34,7 +34,8 @@ enum {
     FTCTL_EXIT_INCOMPLETE = 4,  /* wait/watch: a job ended FAILED or CANCELLED, or time ran out */
 };
 
-typedef enum { FTCTL_OUT_TABLE = 0, FTCTL_OUT_JSON } ftctl_output_t;
+/* csv: comma-separated values (RFC 4180) where a command supports it (usage), else table */
+typedef enum { FTCTL_OUT_TABLE = 0, FTCTL_OUT_JSON, FTCTL_OUT_CSV } ftctl_output_t;
 
 /* The session: settled once from flags, environment and config file. */
 typedef struct {
@@ -81,6 +82,8 @@ ftctl_table_t *ftctl_table_new(int ncols, const char *const *headers);
 int ftctl_table_add(ftctl_table_t *t, const char *const *cells);
 /* Prints the header and rows with columns aligned by two spaces. */
 void ftctl_table_print(const ftctl_table_t *t, FILE *f);
+/* Prints the header and rows as CSV (RFC 4180 quoting). */
+void ftctl_table_print_csv(const ftctl_table_t *t, FILE *f);
 void ftctl_table_destroy(ftctl_table_t **t);
 
 /* "42s", "12m05s", "3h04m", "2d03h"; "-" for a negative value. */
@@ -110,6 +113,9 @@ int ftctl_cmd_wait(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_ping(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_report(ftctl_t *c, int argc, char **argv); /* cmd_report.c */
+/* Writes the team leads' report (a report_reply) as one self-contained HTML page. */
+int ftctl_html_report(const cJSON *reply, FILE *f);
 
 /* Prints the usage of a subcommand to stdout (status 0) or stderr and returns
  * status; used by handlers for -h and for misuse. */

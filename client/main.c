@@ -58,11 +58,17 @@ static const ftctl_cmd_t commands[] = {
      "wait until jobs end; exit 0 only if all COMPLETED, else 4",
      "  --timeout S    give up after S seconds (exit 4; default: wait for ever)\n"},
     {"nodes", ftctl_cmd_nodes, "", "list worker nodes and their devices", NULL},
-    {"usage", ftctl_cmd_usage, "[--by KEY] [--since T] [--until T]",
-     "GPU-hours from the ledger, grouped",
+    {"usage", ftctl_cmd_usage, "[--by KEY] [--since T] [--until T] [--cloud OFFER]",
+     "GPU-hours, energy and cost from the ledger, grouped; -o csv for spreadsheets",
      "  --by KEY       user, team, job, node, gpu_model, day or month (default user)\n"
      "  --since T      start: 2026-11-30, 2026-11-30T06:00:00Z, -7d, -12h, unix seconds\n"
-     "  --until T      end, same forms (default now)\n"},
+     "  --until T      end, same forms (default now)\n"
+     "  --cloud OFFER  cloud offer the difference is computed against (default the first)\n"},
+    {"report", ftctl_cmd_report, "[--since T] [--until T] [--html FILE]",
+     "utilisation, break-even against cloud offers, budgets and top jobs (default 30 days)",
+     "  --since T      start (default 30 days before --until)\n"
+     "  --until T      end (default now)\n"
+     "  --html FILE    write one self-contained page with charts for team leads\n"},
     {"ping", ftctl_cmd_ping, "", "check that the scheduler answers; prints its version", NULL},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -212,8 +218,10 @@ static int set_output(ftctl_t *c, const char *v, const char *origin)
         c->output = FTCTL_OUT_TABLE;
     else if (strcmp(v, "json") == 0)
         c->output = FTCTL_OUT_JSON;
+    else if (strcmp(v, "csv") == 0)
+        c->output = FTCTL_OUT_CSV;
     else {
-        ftctl_die_msg("%s: bad output format '%s': expected table or json", origin,
+        ftctl_die_msg("%s: bad output format '%s': expected table, json or csv", origin,
                       ft_sanitize(v, 64));
         return -1;
     }

@@ -99,6 +99,28 @@ void ftctl_table_print(const ftctl_table_t *t, FILE *f)
     }
 }
 
+void ftctl_table_print_csv(const ftctl_table_t *t, FILE *f)
+{
+    for (int r = 0; r <= t->nrows; r++) {
+        char **row = t->cells + (size_t)r * (size_t)t->ncols;
+        for (int i = 0; i < t->ncols; i++) {
+            const char *c = row[i];
+            if (strpbrk(c, ",\"\n\r")) {
+                fputc('"', f);
+                for (; *c; c++) {
+                    if (*c == '"')
+                        fputc('"', f);
+                    fputc(*c, f);
+                }
+                fputc('"', f);
+            } else {
+                fputs(c, f);
+            }
+            fputs(i == t->ncols - 1 ? "\r\n" : ",", f);
+        }
+    }
+}
+
 void ftctl_table_destroy(ftctl_table_t **tp)
 {
     ftctl_table_t *t = *tp;
