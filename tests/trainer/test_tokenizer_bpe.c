@@ -156,6 +156,50 @@ static void set_lstrip(cJSON *j)
                               "lstrip", cJSON_CreateTrue());
 }
 
+/* Single-byte corruptions of a fixture's tokenizer.json: loading either fails
+ * with a message or gives a tokenizer whose ids stay below its vocabulary
+ * (run under the sanitizer build to catch memory errors). */
+static void test_mutations(const char *src, const char *tmp)
+{
+    ft_err_t err = {0};
+    char p[700];
+    size_t len, clen;
+    snprintf(p, sizeof p, "%s/tokenizer.json", src);
+    char *orig = ft_read_file(p, 1 << 24, &len, &err);
+    snprintf(p, sizeof p, "%s/config.json", src);
+    char *cfg = ft_read_file(p, 1 << 20, &clen, &err);
+    snprintf(p, sizeof p, "%s/config.json", tmp);
+    test_write_text(p, cfg);
+    char *buf = malloc(len + 1);
+    uint64_t x = 7;
+    int loaded = 0, refused = 0, bad = 0;
+    for (int it = 0; it < 150; it++) {
+        memcpy(buf, orig, len + 1);
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        const char *rep = "0123456789\"{}[],: -.aZ\\u";
+        buf[(x >> 20) % len] = rep[(x >> 50) % strlen(rep)];
+        snprintf(p, sizeof p, "%s/tokenizer.json", tmp);
+        test_write_text(p, buf);
+        tokenizer_t *t = tokenizer_load(tmp, &err);
+        if (!t) {
+            refused++;
+            bad += err.msg[0] == '\0';
+            continue;
+        }
+        loaded++;
+        int32_t out[128];
+        int64_t n = tokenizer_encode(t, "Hello world <tool> \xc3\xa9 \n\n 123", 26, out, 128);
+        for (int64_t i = 0; i < n; i++)
+            bad += out[i] < 0 || out[i] >= tokenizer_vocab_size(t);
+        tokenizer_destroy(&t);
+    }
+    CHECK(bad == 0, "150 corrupted copies of '%s': %d loaded, %d refused with a message", src,
+          loaded, refused);
+    free(buf);
+    free(cfg);
+    free(orig);
+}
+
 int main(int argc, char **argv)
 {
     char a[600], b[600], c[600], tmp[300];
@@ -180,6 +224,9 @@ int main(int argc, char **argv)
     expect_refusal(a, tmp, "another regex", set_other_regex, "neither the GPT-2 nor the Llama-3");
     expect_refusal(a, tmp, "a byte missing", drop_byte, "no token for byte 0x21");
     expect_refusal(a, tmp, "lstrip", set_lstrip, "lstrip is not supported");
+    test_mutations(a, tmp);
+    snprintf(c, sizeof c, "%s/bpe-sp-norm", argv[1]);
+    test_mutations(c, tmp);
     (void)err;
     return test_finish(tmp);
 }
