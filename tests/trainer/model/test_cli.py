@@ -9,6 +9,7 @@ usage: test_cli.py FT_TRAIN
 """
 import json
 import math
+import re
 import os
 import shutil
 import struct
@@ -138,6 +139,20 @@ def main():
     n_t = sum(1 for t in dump.get("targets", ("", [], []))[2] if t != -100)
     check(dump and dump["inputs"][1][1] == 24 and n_t == res.get("eval_tokens"),
           "dumped rows (N, 24) hold eval_tokens = %s targets (counted %d)" % (res.get("eval_tokens"), n_t))
+    # num_epochs instead of max_steps: steps = ceil(epochs * floor(rows / (B * GA)))
+    p = ft("run", "--spec", spec(max_steps=0, num_epochs=2.5, gradient_accumulation_steps=2,
+                                 output_dir=os.path.join(tmp, "out-epochs")))
+    m = re.search(r"(\d+) train rows", p.stderr)
+    prog = [json.loads(l) for l in p.stdout.splitlines() if '"progress"' in l]
+    rows = int(m.group(1)) if m else -1
+    want = math.ceil(2.5 * max(1, rows // 6))
+    check(p.returncode == 0 and prog and prog[-1]["total_steps"] == want == prog[-1]["step"],
+          "num_epochs 2.5 over %d rows, 3 x 2 per step: %s steps (want %d)" % (rows, prog[-1]["total_steps"] if prog else None, want))
+    check(prog and 2.0 <= prog[-1]["epoch"] <= 2.6, "final epoch figure %.3f is about 2.5" % (prog[-1]["epoch"] if prog else -1))
+    lrs = [e["lr"] for e in prog]
+    check(len(lrs) > 2 and lrs[0] == 0.01 and all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.01 * 0.2,
+          "default cosine schedule, no warmup: lr falls from 0.01 to %.2e" % (lrs[-1] if lrs else -1))
+
     p = ft("eval", "--spec", sp, "--adapter", os.path.join(tmp, "nowhere"))
     check(p.returncode == 1 and "nowhere" in p.stderr, "eval of a missing adapter: exit 1 naming it")
 
