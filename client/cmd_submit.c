@@ -159,12 +159,15 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     submit_opts_t o = {.team = NULL, .gpus = -1, .name = NULL, .priority = INT64_MIN};
-    const char *last_optarg = NULL;
+    /* Everything after the first "--" is the wrapped command, never parsed
+     * here; options may come in any order before it, or around a spec file. */
+    int dd = -1;
+    for (int i = 1; i < argc && dd < 0; i++)
+        if (strcmp(argv[i], "--") == 0)
+            dd = i;
+    int opt_argc = dd >= 0 ? dd : argc;
     int opt;
-    /* '+': stop at the first word that is not an option, so the wrapped
-     * command's own options are left alone. */
-    while ((opt = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
-        last_optarg = optarg;
+    while ((opt = getopt_long(opt_argc, argv, ":h", opts, NULL)) != -1) {
         switch (opt) {
         case OPT_TEAM:
             o.team = optarg;
@@ -194,8 +197,10 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
                                      ft_sanitize(argv[optind - 1], 64));
         }
     }
-    bool wrapped =
-        optind > 1 && strcmp(argv[optind - 1], "--") == 0 && argv[optind - 1] != last_optarg;
+    bool wrapped = dd >= 0;
+    if (wrapped && optind < opt_argc)
+        return ftctl_usage_error("submit", "unexpected argument '%s' before '--'",
+                                 ft_sanitize(argv[optind], 64));
     const char *team = o.team ? o.team : c->team;
     size_t tl = strlen(team);
     if (tl == 0 || tl > FT_NAME_MAX ||
@@ -205,9 +210,9 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
 
     cJSON *spec = NULL;
     if (wrapped) {
-        if (optind >= argc)
+        if (dd + 1 >= argc)
             return ftctl_usage_error("submit", "no command after '--'");
-        spec = wrap_command(argc - optind, argv + optind);
+        spec = wrap_command(argc - dd - 1, argv + dd + 1);
         if (!spec) {
             ftctl_die_msg("out of memory");
             return FTCTL_EXIT_FAILED;
