@@ -1,0 +1,1093 @@
+/*
+ * cuda_backend.cu: backend.h on one CUDA device: cuBLAS for every GEMM,
+ * small kernels for the rest. Each kernel mirrors the CPU op of the same name
+ * in cpu_backend.c (same formulas, same order of the scalar operations where
+ * it matters), so the two can be compared number for number within the
+ * tolerance of bf16 weights.
+ *
+ * Invariants: all work is queued on one non-blocking stream (g.stream) and
+ * cuBLAS runs on it too, so program order is execution order; host copies
+ * (upload, download, token staging) go through that stream. The first
+ * failing CUDA or cuBLAS call is recorded with its file:line (sticky) and
+ * later ops still queue, so a caller learns of it at the next sync().
+ * Costs: GEMMs as in backend.h; attention materialises the (B, nh, T, T)
+ * probabilities (the model keeps them for backward anyway) with one strided
+ * batched GEMM per head and pass; every other kernel is one pass over its
+ * data (xent: three passes over a row of V logits).
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "cuda_backend.h"
+}
+
+/* ---- state, errors, memory ---- */
+
+typedef struct {
+    void *p;     /* device pointer */
+    size_t n;    /* bytes */
+} dev_alloc_t;
+
+static struct {
+    bool ready;                 /* backend_cuda succeeded */
+    int device;                 /* selected device index */
+    cudaStream_t stream;        /* the training stream */
+    cublasHandle_t blas;        /* bound to stream */
+    bool tf32;                  /* fp32 GEMMs may use TF32 tensor cores */
+    char err[512];              /* first error, "" when none */
+    size_t bytes_now;           /* device bytes held by dev_alloc */
+    size_t bytes_peak;          /* high-water mark of bytes_now */
+    dev_alloc_t *allocs;        /* live allocations (tens of them) */
+    size_t n_allocs, cap_allocs;
+    void *blas_ws;              /* cuBLAS workspace (tracked here, not by cuBLAS) */
+    __nv_bfloat16 *bf_a;        /* activations cast to bf16 for gemm_w, elements */
+    size_t bf_a_n;
+    __nv_bfloat16 *bf_l;        /* xent dlogits cast to bf16, elements */
+    size_t bf_l_n;
+    float *att_scr;             /* (B, T, T) dP / dS of one head */
+    size_t att_scr_n;
+    int32_t *tok;               /* (N) staged embedding tokens */
+    size_t tok_n;
+    int32_t *tgt;               /* (N) staged xent targets */
+    size_t tgt_n;
+    double *row_loss;           /* (N) per-row -log p(target) */
+    size_t row_loss_n;
+    double *part;               /* sumsq block partials + total */
+    size_t part_n;
+    double *host_rl;            /* host copy of row_loss */
+    size_t host_rl_n;
+    float *logits;              /* own (chunk, V) logits when larger chunks pay off */
+    size_t logits_n;
+} g;
+
+#define CUBLAS_WS_BYTES ((size_t)32 << 20)
+#define NT 256          /* threads per block of every kernel */
+#define MAX_BLOCKS 4096 /* grid-stride kernels use at most this many blocks */
+
+static void record_error(const char *fmt, ...)
+{
+    if (g.err[0])
+        return;  /* keep the first one: later errors are usually its echo */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g.err, sizeof(g.err), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "ft-train: cuda: %s\n", g.err);
+}
+
+static bool cu_check(cudaError_t e, const char *what, const char *file, int line)
+{
+    if (e == cudaSuccess)
+        return true;
+    record_error("%s:%d: '%s': %s", file, line, what, cudaGetErrorString(e));
+    return false;
+}
+
+static bool blas_check(cublasStatus_t s, const char *what, const char *file, int line)
+{
+    if (s == CUBLAS_STATUS_SUCCESS)
+        return true;
+    record_error("%s:%d: '%s': %s", file, line, what, cublasGetStatusString(s));
+    return false;
+}
+
+#define CU_CHECK(call) cu_check((call), #call, __FILE__, __LINE__)
+#define BLAS_CHECK(call) blas_check((call), #call, __FILE__, __LINE__)
+#define LAUNCH_CHECK(name) cu_check(cudaGetLastError(), name, __FILE__, __LINE__)
+
+static void *dev_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (bytes == 0)
+        bytes = 16;  /* a valid, distinct pointer for empty tensors */
+    if (g.n_allocs == g.cap_allocs) {
+        size_t cap = g.cap_allocs ? 2 * g.cap_allocs : 64;
+        dev_alloc_t *a = (dev_alloc_t *)realloc(g.allocs, cap * sizeof(*a));
+        if (!a)
+            return NULL;
+        g.allocs = a;
+        g.cap_allocs = cap;
+    }
+    if (!CU_CHECK(cudaMalloc(&p, bytes)))
+        return NULL;
+    if (!CU_CHECK(cudaMemsetAsync(p, 0, bytes, g.stream))) {
+        cudaFree(p);
+        return NULL;
+    }
+    g.allocs[g.n_allocs].p = p;
+    g.allocs[g.n_allocs].n = bytes;
+    g.n_allocs++;
+    g.bytes_now += bytes;
+    if (g.bytes_now > g.bytes_peak)
+        g.bytes_peak = g.bytes_now;
+    return p;
+}
+
+static void dev_free(void *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < g.n_allocs; i++) {
+        if (g.allocs[i].p == p) {
+            g.bytes_now -= g.allocs[i].n;
+            g.allocs[i] = g.allocs[--g.n_allocs];
+            break;
+        }
+    }
+    CU_CHECK(cudaFree(p));
+}
+
+/* Ensures *p holds at least need elements of size elem; false on failure.
+ * Shapes are fixed per run, so this allocates on the first step only. */
+static bool grow(void **p, size_t *have, size_t need, size_t elem)
+{
+    if (*have >= need && *p)
+        return true;
+    dev_free(*p);
+    *p = dev_alloc(need * elem);
+    *have = *p ? need : 0;
+    return *p != NULL;
+}
+#define GROW(ptr, have, need) grow((void **)&(ptr), &(have), (need), sizeof(*(ptr)))
+
+static int grid_for(int64_t n)
+{
+    int64_t b = (n + NT - 1) / NT;
+    return (int)(b < 1 ? 1 : b > MAX_BLOCKS ? MAX_BLOCKS : b);
+}
+
+/* ---- block reductions (blockDim.x == NT, a multiple of 32) ---- */
+
+template <typename F> __device__ F warp_sum(F v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename F> __device__ F warp_max(F v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum (or max) over the block, returned to every thread. The leading
+ * barrier lets the shared slots be reused by back-to-back calls. */
+template <typename F, bool MAX> __device__ F block_reduce(F v)
+{
+    __shared__ F sh[32];
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = MAX ? warp_max(v) : warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[wid] = v;
+    __syncthreads();
+    if (wid == 0) {
+        F x = lane < nw ? sh[lane] : (MAX ? sh[0] : (F)0);
+        x = MAX ? warp_max(x) : warp_sum(x);
+        if (lane == 0)
+            sh[0] = x;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+/* ---- element-wise and row kernels ---- */
+
+__global__ void k_f32_to_bf16(__nv_bfloat16 *out, const float *in, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(in[i]);
+}
+
+/* out (N, C) = emb[tok[i]] (bf16 table) as fp32 */
+__global__ void k_embedding_fwd(float *out, const int32_t *tok, const __nv_bfloat16 *emb,
+                                int N, int C)
+{
+    int64_t n = (int64_t)N * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t row = i / C, c = i % C;
+        out[i] = __bfloat162float(emb[(int64_t)tok[row] * C + c]);
+    }
+}
+
+__global__ void k_embedding_bwd(float *demb, const int32_t *tok, const float *dout, int N,
+                                int C)
+{
+    int64_t n = (int64_t)N * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t row = i / C, c = i % C;
+        atomicAdd(&demb[(int64_t)tok[row] * C + c], dout[i]);
+    }
+}
+
+/* one block per row: out = w * (x * r), r = 1 / sqrt(mean(x^2) + eps) */
+__global__ void k_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int C,
+                              float eps)
+{
+    const float *xi = x + (int64_t)blockIdx.x * C;
+    float *oi = out + (int64_t)blockIdx.x * C;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        ss += xi[c] * xi[c];
+    ss = block_reduce<float, false>(ss);
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (threadIdx.x == 0)
+        rstd[blockIdx.x] = r;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        oi[c] = w[c] * (xi[c] * r);
+}
+
+/* dx += r * w * dy - x * r^3 / C * sum(w * dy * x) */
+__global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
+                              const float *rstd, int C)
+{
+    int64_t off = (int64_t)blockIdx.x * C;
+    const float *xi = x + off, *gi = dout + off;
+    float *di = dx + off;
+    float r = rstd[blockIdx.x];
+    float dot = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        dot += w[c] * gi[c] * xi[c];
+    dot = block_reduce<float, false>(dot);
+    float kk = dot * r * r * r / (float)C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        di[c] += r * w[c] * gi[c] - kk * xi[c];
+}
+
+/* rotate_half on (B*T, nh*hd); sign -1 is the transpose */
+__global__ void k_rope(float *x, const float *cos_t, const float *sin_t, int T, int nh, int hd,
+                       int64_t n_pairs, float sign)
+{
+    int half = hd / 2;
+    for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < n_pairs;
+         p += (int64_t)gridDim.x * blockDim.x) {
+        int64_t bt = p / ((int64_t)nh * half);
+        int rem = (int)(p % ((int64_t)nh * half));
+        int h = rem / half, i = rem % half;
+        int64_t t = bt % T;
+        float *x1 = x + bt * (int64_t)nh * hd + (int64_t)h * hd + i;
+        float *x2 = x1 + half;
+        float ct = cos_t[t * half + i], sn = sign * sin_t[t * half + i];
+        float a = *x1, c = *x2;
+        *x1 = a * ct - c * sn;
+        *x2 = c * ct + a * sn;
+    }
+}
+
+/* one block per row of P (rows = B*nh*T, row i of its (T, T) matrix):
+ * softmax over j <= i, zero above the diagonal. Scores are pre-scaled. */
+__global__ void k_softmax_causal(float *att, int T)
+{
+    int64_t row = blockIdx.x;
+    int i = (int)(row % T);
+    float *p = att + row * T;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j <= i; j += blockDim.x)
+        mx = fmaxf(mx, p[j]);
+    mx = block_reduce<float, true>(mx);
+    float s = 0.0f;
+    for (int j = threadIdx.x; j <= i; j += blockDim.x)
+        s += expf(p[j] - mx);
+    s = block_reduce<float, false>(s);
+    float inv = 1.0f / s;
+    for (int j = threadIdx.x; j < T; j += blockDim.x)
+        p[j] = j <= i ? expf(p[j] - mx) * inv : 0.0f;
+}
+
+/* one block per row (b, i) of head h: dS = P * (dP - rowsum(P * dP)) * scale
+ * in place of dP (scr is (B, T, T)), zero above the diagonal */
+__global__ void k_softmax_causal_bwd(float *scr, const float *att, int h, int nh, int T,
+                                     float scale)
+{
+    int64_t row = blockIdx.x;
+    int64_t b = row / T;
+    int i = (int)(row % T);
+    const float *p = att + ((b * nh + h) * T + i) * (int64_t)T;
+    float *d = scr + row * T;
+    float dot = 0.0f;
+    for (int j = threadIdx.x; j <= i; j += blockDim.x)
+        dot += p[j] * d[j];
+    dot = block_reduce<float, false>(dot);
+    for (int j = threadIdx.x; j < T; j += blockDim.x)
+        d[j] = j <= i ? p[j] * (d[j] - dot) * scale : 0.0f;
+}
+
+__global__ void k_swiglu_fwd(float *h, const float *gt, const float *u, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float x = gt[i];
+        h[i] = x / (1.0f + expf(-x)) * u[i];
+    }
+}
+
+__global__ void k_swiglu_bwd(float *dg, float *du, const float *dh, const float *gt,
+                             const float *u, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float x = gt[i];
+        float sig = 1.0f / (1.0f + expf(-x));
+        float silu = x * sig;
+        du[i] = dh[i] * silu;
+        dg[i] = dh[i] * u[i] * sig * (1.0f + x * (1.0f - sig));
+    }
+}
+
+/* one block per row of logits (n, V): row_loss = log(sum exp(l - mx)) - (l_t - mx);
+ * with grad, the row becomes dscale * (softmax - onehot(t)); ignored rows
+ * (t < 0) get loss 0 and a zero gradient row. */
+__global__ void k_xent_rows(float *logits, const int32_t *tgt, double *row_loss, int V,
+                            float dscale, int grad)
+{
+    int64_t r = blockIdx.x;
+    float *row = logits + r * V;
+    int t = tgt[r];
+    if (t < 0) {
+        if (threadIdx.x == 0)
+            row_loss[r] = 0.0;
+        if (grad)
+            for (int j = threadIdx.x; j < V; j += blockDim.x)
+                row[j] = 0.0f;
+        return;
+    }
+    float lt = row[t];
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < V; j += blockDim.x)
+        mx = fmaxf(mx, row[j]);
+    mx = block_reduce<float, true>(mx);
+    double s = 0.0;
+    for (int j = threadIdx.x; j < V; j += blockDim.x)
+        s += (double)expf(row[j] - mx);
+    s = block_reduce<double, false>(s);
+    if (threadIdx.x == 0)
+        row_loss[r] = log(s) - (double)(lt - mx);
+    if (grad) {
+        float k = (float)(dscale / s);
+        /* every thread read lt and the maxima above; the reductions' barriers
+         * order those reads before these writes */
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            row[j] = expf(row[j] - mx) * k - (j == t ? dscale : 0.0f);
+    }
+}
+
+/* backend_hash_uniform on the device: the same splitmix64 finaliser */
+__device__ double hash_uniform(uint64_t key, uint64_t index)
+{
+    uint64_t z = key + (index + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+__global__ void k_dropout(float *out, const float *x, int64_t n, float p, float keep_scale,
+                          uint64_t key)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = hash_uniform(key, (uint64_t)i) < (double)p ? 0.0f : x[i] * keep_scale;
+}
+
+/* AdamW with the scalars rounded on the host exactly as cpu_adamw does */
+__global__ void k_adamw(float *p, const float *gr, float *m, float *v, int64_t n,
+                        float step_size, float bc2_sqrt, float decay, float w1, float b2,
+                        float w2, float e)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float gi = gr[i];
+        float pi = p[i] * decay;
+        float mi = m[i] + w1 * (gi - m[i]);
+        float vi = v[i] * b2 + w2 * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + e;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step_size * (mi / denom);
+    }
+}
+
+/* per-block double partial sums of x^2; part[blockIdx.x] */
+__global__ void k_sumsq_part(double *part, const float *x, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    s = block_reduce<double, false>(s);
+    if (threadIdx.x == 0)
+        part[blockIdx.x] = s;
+}
+
+/* part[nb] = sum of part[0 .. nb) in a fixed order (deterministic) */
+__global__ void k_sum_parts(double *part, int nb)
+{
+    double s = 0.0;
+    for (int i = threadIdx.x; i < nb; i += blockDim.x)
+        s += part[i];
+    s = block_reduce<double, false>(s);
+    if (threadIdx.x == 0)
+        part[nb] = s;
+}
+
+__global__ void k_scale(float *x, int64_t n, float a)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        x[i] *= a;
+}
+
+__global__ void k_add(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+/* ---- the backend table ---- */
+
+static void *cu_alloc(size_t bytes)
+{
+    return dev_alloc(bytes);
+}
+
+static void cu_free(void *p)
+{
+    dev_free(p);
+}
+
+static cublasComputeType_t f32_compute(void)
+{
+    return g.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
+/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
+ * operands and the M/N roles; the transpose flags keep their meaning. */
+static void cu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                    int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_32F,
+                            ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, f32_compute(),
+                            CUBLAS_GEMM_DEFAULT));
+}
+
+static void gemm_strided(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, long long sa, const float *B, int ldb,
+                         long long sb, float beta, float *C, int ldc, long long sc, int batch)
+{
+    BLAS_CHECK(cublasGemmStridedBatchedEx(
+        g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+        K, &alpha, B, CUDA_R_32F, ldb, sb, A, CUDA_R_32F, lda, sa, &beta, C, CUDA_R_32F, ldc,
+        sc, batch, f32_compute(), CUBLAS_GEMM_DEFAULT));
+}
+
+/* casts the span of a row-major (rows, ld) fp32 matrix to bf16 scratch */
+static const __nv_bfloat16 *to_bf16(const float *A, int rows, int cols, int ld)
+{
+    size_t n = rows > 0 ? (size_t)(rows - 1) * ld + cols : 0;
+    if (!GROW(g.bf_a, g.bf_a_n, n))
+        return NULL;
+    k_f32_to_bf16<<<grid_for((int64_t)n), NT, 0, g.stream>>>(g.bf_a, A, (int64_t)n);
+    LAUNCH_CHECK("k_f32_to_bf16");
+    return g.bf_a;
+}
+
+/* bf16 x bf16 GEMM with fp32 accumulation and fp32 output */
+static void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                      const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                      float beta, float *C, int ldc)
+{
+    BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
+                            CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
+                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+static void cu_gemm_w(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *W, int ldw, float beta, float *C,
+                      int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    const __nv_bfloat16 *Ab = trans_a ? to_bf16(A, K, M, lda) : to_bf16(A, M, K, lda);
+    if (!Ab)
+        return;
+    gemm_bf16(trans_a, trans_b, M, N, K, alpha, Ab, lda, (const __nv_bfloat16 *)W, ldw, beta,
+              C, ldc);
+}
+
+static bool stage_tokens(int32_t **dst, size_t *have, const int32_t *host, int N)
+{
+    if (!grow((void **)dst, have, (size_t)N, sizeof(int32_t)))
+        return false;
+    return CU_CHECK(cudaMemcpyAsync(*dst, host, sizeof(int32_t) * (size_t)N,
+                                    cudaMemcpyHostToDevice, g.stream));
+}
+
+static void cu_embedding_forward(float *out, const int32_t *tokens, const float *emb, int N,
+                                 int C)
+{
+    if (N <= 0 || !stage_tokens(&g.tok, &g.tok_n, tokens, N))
+        return;
+    int64_t n = (int64_t)N * C;
+    k_embedding_fwd<<<grid_for(n), NT, 0, g.stream>>>(out, g.tok,
+                                                      (const __nv_bfloat16 *)emb, N, C);
+    LAUNCH_CHECK("k_embedding_fwd");
+}
+
+static void cu_embedding_backward(float *demb, const int32_t *tokens, const float *dout, int N,
+                                  int C)
+{
+    if (N <= 0 || !stage_tokens(&g.tok, &g.tok_n, tokens, N))
+        return;
+    int64_t n = (int64_t)N * C;
+    k_embedding_bwd<<<grid_for(n), NT, 0, g.stream>>>(demb, g.tok, dout, N, C);
+    LAUNCH_CHECK("k_embedding_bwd");
+}
+
+static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
+                               int C, float eps)
+{
+    if (N <= 0)
+        return;
+    k_rmsnorm_fwd<<<N, NT, 0, g.stream>>>(out, rstd, x, w, C, eps);
+    LAUNCH_CHECK("k_rmsnorm_fwd");
+}
+
+static void cu_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
+                                const float *rstd, int N, int C)
+{
+    if (N <= 0)
+        return;
+    k_rmsnorm_bwd<<<N, NT, 0, g.stream>>>(dx, dout, x, w, rstd, C);
+    LAUNCH_CHECK("k_rmsnorm_bwd");
+}
+
+static void rope(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd,
+                 float sign)
+{
+    int64_t pairs = (int64_t)B * T * nh * (hd / 2);
+    if (pairs <= 0)
+        return;
+    k_rope<<<grid_for(pairs), NT, 0, g.stream>>>(x, cos_t, sin_t, T, nh, hd, pairs, sign);
+    LAUNCH_CHECK("k_rope");
+}
+
+static void cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T,
+                            int nh, int hd)
+{
+    rope(x, cos_t, sin_t, B, T, nh, hd, 1.0f);
+}
+
+static void cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T,
+                             int nh, int hd)
+{
+    rope(dx, cos_t, sin_t, B, T, nh, hd, -1.0f);
+}
+
+/* Per query head h (kv head h / group), batched over the B rows:
+ * S = scale * Q K^T into att, causal softmax of every row at once, Y = P V.
+ * The full (T, T) square is computed; the softmax zeroes the upper part. */
+static void cu_attention_forward(float *y, float *att, const float *q, const float *k,
+                                 const float *v, const attn_shape_t *s)
+{
+    int B = s->B, T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
+    int ldq = nh * hd, ldk = s->n_kv * hd;
+    long long sq = (long long)T * ldq, sk = (long long)T * ldk, sp = (long long)nh * T * T;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < nh; h++) {
+        int kvh = h / group;
+        gemm_strided(false, true, T, T, hd, scale, q + (size_t)h * hd, ldq, sq,
+                     k + (size_t)kvh * hd, ldk, sk, 0.0f, att + (size_t)h * T * T, T, sp, B);
+    }
+    k_softmax_causal<<<(unsigned)((int64_t)B * nh * T), NT, 0, g.stream>>>(att, T);
+    LAUNCH_CHECK("k_softmax_causal");
+    for (int h = 0; h < nh; h++) {
+        int kvh = h / group;
+        gemm_strided(false, false, T, hd, T, 1.0f, att + (size_t)h * T * T, T, sp,
+                     v + (size_t)kvh * hd, ldk, sk, 0.0f, y + (size_t)h * hd, ldq, sq, B);
+    }
+}
+
+/* Per query head h, batched over B: dP = dY V^T, dV (+)= P^T dY, dS in place
+ * of dP, dQ = dS K, dK (+)= dS^T Q. The heads of a kv group are consecutive,
+ * so the first one writes dK, dV (beta 0) and the others add. The model's
+ * (T, T) scratch is too small for a batched head; the backend owns (B, T, T). */
+static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dy,
+                                  const float *att, const float *q, const float *k,
+                                  const float *v, float *scratch, const attn_shape_t *s)
+{
+    (void)scratch;
+    int B = s->B, T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
+    int ldq = nh * hd, ldk = s->n_kv * hd;
+    long long sq = (long long)T * ldq, sk = (long long)T * ldk, sp = (long long)nh * T * T;
+    long long ss = (long long)T * T;
+    float scale = 1.0f / sqrtf((float)hd);
+    if (!GROW(g.att_scr, g.att_scr_n, (size_t)B * T * T))
+        return;
+    float *dP = g.att_scr;
+    for (int h = 0; h < nh; h++) {
+        int kvh = h / group;
+        float beta = h % group == 0 ? 0.0f : 1.0f;
+        const float *P = att + (size_t)h * T * T;
+        const float *dyh = dy + (size_t)h * hd, *qh = q + (size_t)h * hd;
+        const float *kk = k + (size_t)kvh * hd, *vv = v + (size_t)kvh * hd;
+        gemm_strided(false, true, T, T, hd, 1.0f, dyh, ldq, sq, vv, ldk, sk, 0.0f, dP, T, ss, B);
+        gemm_strided(true, false, T, hd, T, 1.0f, P, T, sp, dyh, ldq, sq, beta,
+                     dv + (size_t)kvh * hd, ldk, sk, B);
+        k_softmax_causal_bwd<<<(unsigned)((int64_t)B * T), NT, 0, g.stream>>>(dP, att, h, nh,
+                                                                             T, scale);
+        LAUNCH_CHECK("k_softmax_causal_bwd");
+        gemm_strided(false, false, T, hd, T, 1.0f, dP, T, ss, kk, ldk, sk, 0.0f,
+                     dq + (size_t)h * hd, ldq, sq, B);
+        gemm_strided(true, false, T, hd, T, 1.0f, dP, T, ss, qh, ldq, sq, beta,
+                     dk + (size_t)kvh * hd, ldk, sk, B);
+    }
+}
+
+static void cu_swiglu_forward(float *h, const float *gt, const float *u, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_swiglu_fwd<<<grid_for(n), NT, 0, g.stream>>>(h, gt, u, n);
+    LAUNCH_CHECK("k_swiglu_fwd");
+}
+
+static void cu_swiglu_backward(float *dg, float *du, const float *dh, const float *gt,
+                               const float *u, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_swiglu_bwd<<<grid_for(n), NT, 0, g.stream>>>(dg, du, dh, gt, u, n);
+    LAUNCH_CHECK("k_swiglu_bwd");
+}
+
+/* fp32 logits budget of the device chunks: about 2000 rows at a 128K vocabulary,
+ * so each pass over W (V, C) serves GEMMs big enough to fill the tensor cores */
+#define XENT_LOGITS_BYTES ((int64_t)1 << 30)
+
+/* Chunks of rows as cpu_xent: logits = x W^T (bf16 GEMM, fp32 out), the row
+ * kernel, dx = dlogits W (dlogits cast to bf16). The model's chunk is sized
+ * for host caches; on the device a larger one (own scratch) is used when it
+ * fits the budget above. Row losses stay on the device until the end and are
+ * summed on the host in row order. */
+static double cu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
+                      int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok)
+{
+    *n_tok = 0;
+    if (N <= 0 || chunk <= 0)
+        return 0.0;
+    if (!stage_tokens(&g.tgt, &g.tgt_n, targets, N) || !GROW(g.row_loss, g.row_loss_n, N))
+        return NAN;
+    int64_t big = XENT_LOGITS_BYTES / ((int64_t)sizeof(float) * V);
+    big = big < N ? big : N;
+    if (big > chunk) {
+        if (!GROW(g.logits, g.logits_n, (size_t)big * V))
+            return NAN;
+        logits = g.logits;
+        chunk = (int)big;
+    }
+    if (dx && !GROW(g.bf_l, g.bf_l_n, (size_t)chunk * V))
+        return NAN;
+    const __nv_bfloat16 *Wb = (const __nv_bfloat16 *)W;
+    for (int r0 = 0; r0 < N; r0 += chunk) {
+        int n = N - r0 < chunk ? N - r0 : chunk;
+        int live = 0;
+        for (int i = 0; i < n; i++)
+            live += targets[r0 + i] >= 0;
+        if (live == 0) {
+            if (dx)
+                CU_CHECK(cudaMemsetAsync(dx + (size_t)r0 * C, 0, sizeof(float) * (size_t)n * C,
+                                         g.stream));
+            continue;
+        }
+        const __nv_bfloat16 *xb = to_bf16(x + (size_t)r0 * C, n, C, C);
+        if (!xb)
+            return NAN;
+        gemm_bf16(false, true, n, V, C, 1.0f, xb, C, Wb, C, 0.0f, logits, V);
+        k_xent_rows<<<n, NT, 0, g.stream>>>(logits, g.tgt + r0, g.row_loss + r0, V, dscale,
+                                            dx != NULL);
+        LAUNCH_CHECK("k_xent_rows");
+        if (dx) {
+            int64_t nl = (int64_t)n * V;
+            k_f32_to_bf16<<<grid_for(nl), NT, 0, g.stream>>>(g.bf_l, logits, nl);
+            LAUNCH_CHECK("k_f32_to_bf16");
+            gemm_bf16(false, false, n, C, V, 1.0f, g.bf_l, V, Wb, C, 0.0f,
+                      dx + (size_t)r0 * C, C);
+        }
+    }
+    if (g.host_rl_n < (size_t)N) {
+        double *h = (double *)realloc(g.host_rl, sizeof(double) * (size_t)N);
+        if (!h) {
+            record_error("out of host memory for %d row losses", N);
+            return NAN;
+        }
+        g.host_rl = h;
+        g.host_rl_n = (size_t)N;
+    }
+    if (!CU_CHECK(cudaMemcpyAsync(g.host_rl, g.row_loss, sizeof(double) * (size_t)N,
+                                  cudaMemcpyDeviceToHost, g.stream)) ||
+        !CU_CHECK(cudaStreamSynchronize(g.stream)))
+        return NAN;
+    double total = 0.0;
+    int64_t count = 0;
+    for (int i = 0; i < N; i++) {
+        if (targets[i] >= 0) {
+            total += g.host_rl[i];
+            count++;
+        }
+    }
+    *n_tok = count;
+    return total;
+}
+
+static void cu_dropout_forward(float *out, const float *x, int64_t n, float p, uint64_t key)
+{
+    if (n <= 0)
+        return;
+    k_dropout<<<grid_for(n), NT, 0, g.stream>>>(out, x, n, p, 1.0f / (1.0f - p), key);
+    LAUNCH_CHECK("k_dropout");
+}
+
+static void cu_adamw(float *p, const float *gr, float *m, float *v, int64_t n, double lr,
+                     double beta1, double beta2, double eps, double wd, int64_t t)
+{
+    if (n <= 0)
+        return;
+    float step_size = (float)(lr / (1.0 - pow(beta1, (double)t)));
+    float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t));
+    float decay = (float)(1.0 - lr * wd);
+    float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2);
+    k_adamw<<<grid_for(n), NT, 0, g.stream>>>(p, gr, m, v, n, step_size, bc2_sqrt, decay, w1,
+                                              b2, w2, (float)eps);
+    LAUNCH_CHECK("k_adamw");
+}
+
+static double cu_sumsq(const float *x, int64_t n)
+{
+    if (n <= 0)
+        return 0.0;
+    int nb = grid_for(n);
+    if (!GROW(g.part, g.part_n, (size_t)nb + 1))
+        return NAN;
+    k_sumsq_part<<<nb, NT, 0, g.stream>>>(g.part, x, n);
+    LAUNCH_CHECK("k_sumsq_part");
+    k_sum_parts<<<1, NT, 0, g.stream>>>(g.part, nb);
+    LAUNCH_CHECK("k_sum_parts");
+    double s = NAN;
+    if (!CU_CHECK(cudaMemcpyAsync(&s, g.part + nb, sizeof(double), cudaMemcpyDeviceToHost,
+                                  g.stream)) ||
+        !CU_CHECK(cudaStreamSynchronize(g.stream)))
+        return NAN;
+    return s;
+}
+
+static void cu_scale(float *x, int64_t n, float a)
+{
+    if (n <= 0)
+        return;
+    k_scale<<<grid_for(n), NT, 0, g.stream>>>(x, n, a);
+    LAUNCH_CHECK("k_scale");
+}
+
+static void cu_add(float *y, const float *x, int64_t n)
+{
+    if (n <= 0)
+        return;
+    k_add<<<grid_for(n), NT, 0, g.stream>>>(y, x, n);
+    LAUNCH_CHECK("k_add");
+}
+
+static void cu_set_threads(int n)
+{
+    (void)n;  /* host threads do not matter here */
+}
+
+static void cu_copy(float *dst, const float *src, int64_t n)
+{
+    if (n > 0)
+        CU_CHECK(cudaMemcpyAsync(dst, src, sizeof(float) * (size_t)n, cudaMemcpyDeviceToDevice,
+                                 g.stream));
+}
+
+static void cu_zero(float *x, int64_t n)
+{
+    if (n > 0)
+        CU_CHECK(cudaMemsetAsync(x, 0, sizeof(float) * (size_t)n, g.stream));
+}
+
+static int cu_upload(void *dst, const void *src, size_t bytes)
+{
+    if (bytes == 0)
+        return 0;
+    if (!CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g.stream)) ||
+        !CU_CHECK(cudaStreamSynchronize(g.stream)))
+        return -1;
+    return 0;
+}
+
+static int cu_download(void *dst, const void *src, size_t bytes)
+{
+    if (bytes == 0)
+        return 0;
+    if (!CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream)) ||
+        !CU_CHECK(cudaStreamSynchronize(g.stream)))
+        return -1;
+    return 0;
+}
+
+static int cu_sync(void)
+{
+    CU_CHECK(cudaStreamSynchronize(g.stream));
+    return g.err[0] ? -1 : 0;
+}
+
+static size_t cu_peak_bytes(void)
+{
+    return g.bytes_peak;
+}
+
+/* round-to-nearest-even fp32 -> bf16 on the host (NaN stays a quiet NaN) */
+static uint16_t host_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* converts n floats through a host staging buffer into dst (bf16) */
+static int upload_bf16(__nv_bfloat16 *dst, const float *src, size_t n, uint16_t *stage,
+                       size_t stage_n)
+{
+    for (size_t off = 0; off < n; off += stage_n) {
+        size_t k = n - off < stage_n ? n - off : stage_n;
+        for (size_t i = 0; i < k; i++)
+            stage[i] = host_bf16(src[off + i]);
+        if (cu_upload(dst + off, stage, k * sizeof(uint16_t)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void cu_weights_free(llama_weights_t *dev)
+{
+    dev_free(dev->embed);  /* the start of the bf16 block */
+    dev_free(dev->mem);    /* the fp32 norms */
+    free(dev->layers);
+    memset(dev, 0, sizeof(*dev));
+}
+
+/* Device layout: one bf16 block with embed, per layer q k v o gate up down,
+ * then lm_head unless tied; one fp32 block with the norms (attn, mlp per
+ * layer, then final). dev->mem is the fp32 block, dev->n_floats its size. */
+static int cu_weights_upload(const llama_config_t *cfg, const llama_weights_t *host,
+                             llama_weights_t *dev)
+{
+    size_t C = (size_t)cfg->hidden_size, I = (size_t)cfg->intermediate_size;
+    size_t V = (size_t)cfg->vocab_size, L = (size_t)cfg->n_layers;
+    size_t Hq = (size_t)cfg->n_heads * cfg->head_dim, Hkv = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    bool tied = host->lm_head == host->embed;
+    size_t per_layer = Hq * C + 2 * Hkv * C + C * Hq + 3 * I * C;
+    size_t n_bf = V * C + L * per_layer + (tied ? 0 : V * C);
+    size_t n_norm = C * (2 * L + 1);
+    size_t stage_n = (size_t)1 << 22;
+    uint16_t *stage = (uint16_t *)malloc(stage_n * sizeof(uint16_t));
+    float *nstage = (float *)malloc(n_norm * sizeof(float));
+    __nv_bfloat16 *bf = NULL;
+    float *nf = NULL;
+    int rc = -1;
+    memset(dev, 0, sizeof(*dev));
+    dev->layers = (llama_layer_weights_t *)calloc(L, sizeof(*dev->layers));
+    if (!stage || !nstage || !dev->layers)
+        goto out;
+    bf = (__nv_bfloat16 *)dev_alloc(n_bf * sizeof(*bf));
+    nf = (float *)dev_alloc(n_norm * sizeof(float));
+    if (!bf || !nf)
+        goto out;
+    {
+        __nv_bfloat16 *p = bf;
+        /* (dst slot, source, elements) in device order */
+#define PUT(slot, src, n)                                                                    \
+    do {                                                                                     \
+        if (upload_bf16(p, (src), (n), stage, stage_n) < 0)                                  \
+            goto out;                                                                        \
+        (slot) = (float *)(void *)p;                                                         \
+        p += (n);                                                                            \
+    } while (0)
+        PUT(dev->embed, host->embed, V * C);
+        for (size_t l = 0; l < L; l++) {
+            const llama_layer_weights_t *hl = &host->layers[l];
+            llama_layer_weights_t *dl = &dev->layers[l];
+            PUT(dl->q, hl->q, Hq * C);
+            PUT(dl->k, hl->k, Hkv * C);
+            PUT(dl->v, hl->v, Hkv * C);
+            PUT(dl->o, hl->o, C * Hq);
+            PUT(dl->gate, hl->gate, I * C);
+            PUT(dl->up, hl->up, I * C);
+            PUT(dl->down, hl->down, C * I);
+        }
+        if (tied)
+            dev->lm_head = dev->embed;
+        else
+            PUT(dev->lm_head, host->lm_head, V * C);
+#undef PUT
+    }
+    for (size_t l = 0; l < L; l++) {
+        memcpy(nstage + (2 * l) * C, host->layers[l].attn_norm, C * sizeof(float));
+        memcpy(nstage + (2 * l + 1) * C, host->layers[l].mlp_norm, C * sizeof(float));
+        dev->layers[l].attn_norm = nf + (2 * l) * C;
+        dev->layers[l].mlp_norm = nf + (2 * l + 1) * C;
+    }
+    memcpy(nstage + 2 * L * C, host->final_norm, C * sizeof(float));
+    dev->final_norm = nf + 2 * L * C;
+    if (cu_upload(nf, nstage, n_norm * sizeof(float)) < 0)
+        goto out;
+    dev->mem = nf;
+    dev->n_floats = n_norm;
+    rc = 0;
+out:
+    if (rc < 0) {
+        dev_free(bf);
+        dev_free(nf);
+        free(dev->layers);
+        memset(dev, 0, sizeof(*dev));
+    }
+    free(stage);
+    free(nstage);
+    return rc;
+}
+
+static const backend_t cuda_backend = {
+    /* .name = */ "cuda",
+    /* .alloc = */ cu_alloc,
+    /* .free = */ cu_free,
+    /* .gemm = */ cu_gemm,
+    /* .embedding_forward = */ cu_embedding_forward,
+    /* .embedding_backward = */ cu_embedding_backward,
+    /* .rmsnorm_forward = */ cu_rmsnorm_forward,
+    /* .rmsnorm_backward = */ cu_rmsnorm_backward,
+    /* .rope_forward = */ cu_rope_forward,
+    /* .rope_backward = */ cu_rope_backward,
+    /* .attention_forward = */ cu_attention_forward,
+    /* .attention_backward = */ cu_attention_backward,
+    /* .swiglu_forward = */ cu_swiglu_forward,
+    /* .swiglu_backward = */ cu_swiglu_backward,
+    /* .xent_forward_backward = */ cu_xent,
+    /* .dropout_forward = */ cu_dropout_forward,
+    /* .adamw = */ cu_adamw,
+    /* .sumsq = */ cu_sumsq,
+    /* .scale = */ cu_scale,
+    /* .add = */ cu_add,
+    /* .set_threads = */ cu_set_threads,
+    /* .copy = */ cu_copy,
+    /* .zero = */ cu_zero,
+    /* .upload = */ cu_upload,
+    /* .download = */ cu_download,
+    /* .weights_upload = */ cu_weights_upload,
+    /* .weights_free = */ cu_weights_free,
+    /* .gemm_w = */ cu_gemm_w,
+    /* .sync = */ cu_sync,
+    /* .peak_bytes = */ cu_peak_bytes,
+};
+
+/* ---- public entry points ---- */
+
+extern "C" int cuda_backend_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();  /* clear it: no driver or no device is not an error here */
+        return 0;
+    }
+    return n;
+}
+
+extern "C" const backend_t *backend_cuda(int device, ft_err_t *err)
+{
+    if (g.ready) {
+        if (device != g.device) {
+            ft_err_set(err, FT_EINTERNAL, "cuda backend already bound to device %d, not %d",
+                       g.device, device);
+            return NULL;
+        }
+        return &cuda_backend;
+    }
+    int n = cuda_backend_device_count();
+    if (device < 0 || device >= n) {
+        ft_err_set(err, FT_ENOTFOUND, "no CUDA device %d (%d visible)", device, n);
+        return NULL;
+    }
+    const char *tf = getenv("FT_CUDA_TF32");
+    g.tf32 = !(tf && strcmp(tf, "0") == 0);
+    g.err[0] = '\0';
+    cublasStatus_t bs;
+    if (!CU_CHECK(cudaSetDevice(device)) ||
+        !CU_CHECK(cudaStreamCreateWithFlags(&g.stream, cudaStreamNonBlocking)))
+        goto fail;
+    bs = cublasCreate(&g.blas);
+    if (!BLAS_CHECK(bs))
+        goto fail;
+    if (!BLAS_CHECK(cublasSetStream(g.blas, g.stream)))
+        goto fail;
+    g.blas_ws = dev_alloc(CUBLAS_WS_BYTES);
+    if (!g.blas_ws || !BLAS_CHECK(cublasSetWorkspace(g.blas, g.blas_ws, CUBLAS_WS_BYTES)))
+        goto fail;
+    g.device = device;
+    g.ready = true;
+    return &cuda_backend;
+fail:
+    ft_err_set(err, FT_EINTERNAL, "cannot start the cuda backend on device %d: %s", device,
+               g.err);
+    return NULL;
+}
+
+extern "C" void *cuda_backend_stream(void)
+{
+    return g.ready ? (void *)g.stream : NULL;
+}
+
+extern "C" const char *cuda_backend_error(void)
+{
+    return g.err;
+}
+
+extern "C" size_t cuda_backend_bytes_now(void)
+{
+    return g.bytes_now;
+}
+
+extern "C" int cuda_backend_mem_info(size_t *free_b, size_t *total_b)
+{
+    return cudaMemGetInfo(free_b, total_b) == cudaSuccess ? 0 : -1;
+}
+
+extern "C" int cuda_backend_device_name(char *buf, size_t len, int *major, int *minor)
+{
+    cudaDeviceProp p;
+    int dev = g.ready ? g.device : 0;
+    if (cudaGetDeviceProperties(&p, dev) != cudaSuccess)
+        return -1;
+    snprintf(buf, len, "%s", p.name);
+    *major = p.major;
+    *minor = p.minor;
+    return 0;
+}

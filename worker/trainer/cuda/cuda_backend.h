@@ -1,0 +1,53 @@
+/*
+ * cuda_backend.h: the CUDA implementation of backend.h (cuBLAS GEMMs plus
+ * the kernels of cuda_backend.cu), for one device per process.
+ *
+ * Precision: base weights live on the device in bf16 (weights_upload); the
+ * projections run as bf16 x bf16 GEMMs with fp32 accumulation and fp32
+ * output; activations, LoRA parameters, gradients and AdamW moments are
+ * fp32; attention and LoRA GEMMs run in fp32 storage with TF32 tensor cores
+ * (FT_CUDA_TF32=0 turns TF32 off). Every op is queued on one stream; errors
+ * are sticky: the first failed CUDA/cuBLAS call is kept with its file:line
+ * and reported by sync() and cuda_backend_error().
+ * Memory: plain cudaMalloc (no managed memory); scratch buffers grow only on
+ * the first step of a fixed shape, so the high-water mark is reached at once.
+ */
+#ifndef FT_CUDA_BACKEND_H
+#define FT_CUDA_BACKEND_H
+
+#include "backend.h"
+#include "ft/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of CUDA devices this process sees; 0 when there is no driver, no
+ * device, or CUDA_VISIBLE_DEVICES hides them all (never an error). */
+int cuda_backend_device_count(void);
+
+/* Selects device `device` (an index among the visible ones), creates the
+ * stream and the cuBLAS handle. NULL with err when that fails. Calling it
+ * again returns the same table (one device per process). */
+const backend_t *backend_cuda(int device, ft_err_t *err);
+
+/* The training stream (a cudaStream_t), for the NCCL collectives; NULL
+ * before backend_cuda succeeded. */
+void *cuda_backend_stream(void);
+
+/* The first error the backend met ("" when none). */
+const char *cuda_backend_error(void);
+
+/* Bytes of device memory held by the backend's allocations now, and the
+ * device's free and total memory (cudaMemGetInfo); -1 on failure. */
+size_t cuda_backend_bytes_now(void);
+int cuda_backend_mem_info(size_t *free_b, size_t *total_b);
+
+/* The device's name and compute capability, for reports. */
+int cuda_backend_device_name(char *buf, size_t len, int *major, int *minor);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
