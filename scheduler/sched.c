@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ft/dist.h"
 #include "ft/json.h"
 #include "ft/proto.h"
 #include "ledger.h"
@@ -559,6 +560,10 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
         infra = true;
     } else if (strcmp(reason, "stopped") == 0) {
         snprintf(why, sizeof(why), "rank %d stopped by its worker (exit code %d)", rank, exit_code);
+        infra = true;
+    } else if (exit_code == FT_EXIT_PEER_LOST) {
+        /* its gang broke under it (ft/dist.h): requeue like a lost rank */
+        snprintf(why, sizeof(why), "rank %d lost its gang peers (exit code %d)", rank, exit_code);
         infra = true;
     } else {
         snprintf(why, sizeof(why), "rank %d exited with code %d", rank, exit_code);

@@ -27,6 +27,7 @@
 #include "event.h"
 #include "logread.h"
 #include "rank.h"
+#include "wrdv.h"
 #include "ft/json.h"
 #include "ft/jobspec.h"
 #include "ft/proto.h"
@@ -313,7 +314,14 @@ static void handle_event_line(agent_t *a, rank_t *r, char *line, size_t len)
         return;
     event_t ev;
     ft_err_t err = {0};
-    if (event_parse_line(line, len, &ev, &err) < 0) {
+    char blob[FT_RDV_BLOB_MAX + 1];
+    int rdv = wrdv_event(line, len, blob, sizeof(blob), &err);
+    if (rdv > 0) {
+        /* stamped with the rank's own job, attempt and rank (wrdv.h) */
+        send_and_free(a, wrdv_request(r->job_id, r->attempt, r->rank, blob));
+        return;
+    }
+    if (rdv < 0 || event_parse_line(line, len, &ev, &err) < 0) {
         r->bad_lines++;
         ft_log(r->bad_lines <= BAD_LINE_WARNINGS ? FT_LOG_WARN : FT_LOG_DEBUG,
                "job %lld rank %d: dropping event line: %s", (long long)r->job_id, r->rank, err.msg);
@@ -702,6 +710,36 @@ send:
     send_and_free(a, reply);
 }
 
+/* Every blob of a gang's rendezvous: to each of its ranks here (wrdv.h); a
+ * rank that cannot take it is stopped, which fails the attempt quickly. */
+static void on_rendezvous_reply(agent_t *a, const cJSON *m, const char *re)
+{
+    int64_t job = 0, attempt = 0;
+    ft_err_t err = {0};
+    ft_json_get_int(m, NULL, "job_id", true, 1, INT64_MAX, &job, &err);
+    ft_json_get_int(m, NULL, "attempt", true, 1, INT64_MAX, &attempt, &err);
+    char *line = wrdv_reply_line(m, &err);
+    if (!line) {
+        ft_warn("job %lld attempt %lld: %s", (long long)job, (long long)attempt, err.msg);
+        send_error(a, re, &err);
+        return;
+    }
+    int n = 0;
+    for (int i = 0; i < a->nranks; i++) {
+        rank_t *r = a->ranks[i];
+        if (r->job_id != job || r->attempt != attempt || r->event_fd < 0)
+            continue;
+        n++;
+        if (wrdv_deliver(r->event_fd, line, strlen(line), WRDV_WRITE_TIMEOUT_MS, &err) < 0) {
+            ft_warn("job %lld rank %d: %s; stopping it", (long long)job, r->rank, err.msg);
+            request_stop(r, 0);
+        }
+    }
+    ft_debug("job %lld attempt %lld: rendezvous reply to %d ranks", (long long)job,
+             (long long)attempt, n);
+    free(line);
+}
+
 typedef void (*handler_fn)(agent_t *a, const cJSON *m, const char *re);
 
 static const struct {
@@ -714,6 +752,7 @@ static const struct {
     {FT_MSG_START, on_start, true},
     {FT_MSG_STOP, on_stop, true},
     {FT_MSG_LOG_READ, on_log_read, true},
+    {FT_MSG_RENDEZVOUS_REPLY, on_rendezvous_reply, true},
     {FT_MSG_ERROR, on_error, false},
 };
 

@@ -3,7 +3,7 @@
  *
  * Everything the child needs (argv, envp, fds) is prepared before fork, so the
  * child only calls async-signal-safe functions (libzmq runs threads in this
- * process). A rank starts with fds 0, 1, 2 and 3 (the event pipe) only. The child reports a failed
+ * process). A rank starts with fds 0, 1, 2 and 3 (the event socket) only. The child reports a failed
  * chdir or exec through a close-on-exec pipe: EOF on it means the exec succeeded. Costs:
  * O(environment size) to build envp, one fork per rank.
  */
@@ -16,6 +16,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -360,7 +361,10 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
         goto out;
     }
     null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd < 0 || pipe2(ev, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0) {
+    /* the event channel is a socket pair so that the rendezvous reply can come
+     * back on it (wrdv.h); a rank that only writes sees no difference */
+    if (null_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ev) < 0 ||
+        pipe2(rep, O_CLOEXEC) < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot create pipes: %s", strerror(errno));
         goto out;
     }

@@ -281,6 +281,11 @@ double coll_ring_take_comm_s(coll_t *c)
     return s;
 }
 
+bool coll_ring_broken(const coll_t *c)
+{
+    return c && strcmp(c->name, "ring") == 0 && ((const ring_t *)c->impl)->broken;
+}
+
 /* ---- set-up ---- */
 
 static void pick_host(const char *host, char *out, size_t cap)

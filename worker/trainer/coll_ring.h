@@ -18,6 +18,8 @@
 #ifndef FT_COLL_RING_H
 #define FT_COLL_RING_H
 
+#include <stdbool.h>
+
 #include "coll.h"
 #include "ft/common.h"
 #include "rdv.h"
@@ -27,6 +29,10 @@
 /* Time spent in collectives since the last call (seconds), for the split
  * of a step into compute and communication; 0 for other backends. */
 double coll_ring_take_comm_s(coll_t *c);
+
+/* True when a ring operation failed (a peer died, hung or sent garbage):
+ * the rank should exit FT_EXIT_PEER_LOST (ft/dist.h). False for others. */
+bool coll_ring_broken(const coll_t *c);
 
 /* Connects rank (of world) to its ring neighbours through rdv. host: the
  * address peers reach this rank at ($FT_COLL_HOST, else the first IPv4

@@ -20,6 +20,7 @@
 #include "backend.h"
 #include "coll.h"
 #include "coll_ring.h"
+#include "ft/dist.h"
 #include "ft/json.h"
 #include "ft/jobspec.h"
 #include "llama.h"
@@ -169,6 +170,8 @@ static int cmd_run(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     if (!c) {
         ft_error("%s", err.msg);
+        if (world > 1)
+            rc = FT_EXIT_PEER_LOST; /* the gang never formed (ft/dist.h) */
         goto out;
     }
     t = trainer_new(&spec.train, c, &o, &err);
@@ -182,6 +185,8 @@ static int cmd_run(int argc, char **argv)
         ft_info("rank %d: %.3f s in collectives", rank, coll_ring_take_comm_s(c));
     if (r < 0) {
         ft_error("%s", err.msg);
+        if (coll_ring_broken(c))
+            rc = FT_EXIT_PEER_LOST; /* a peer died or hung, not this rank's fault */
         goto out;
     }
     rc = 0;

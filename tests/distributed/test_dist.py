@@ -1,0 +1,293 @@
+"""Distributed jobs (issue 4) on a throw-away loopback cluster: the real
+ftsched, ftworker and ft-train, driven through ftctl (tests/integration's
+ftcluster). Python standard library only.
+
+  equivalence      1 rank vs 2 ranks on 2 workers, same global batch: same
+                   loss curve (1e-5 relative) and the same adapter
+  sigkill_resume   rank 1 SIGKILLed mid-training: the gang is torn down, the
+                   job requeues, resumes from its checkpoint and completes;
+                   each attempt's GPU-seconds are in the allocations
+  gang_contention  many multi-GPU jobs on a small emulated cluster: never a
+                   partial gang, never a device held twice
+  rendezvous_exec  two exec ranks swap blobs over $FT_EVENT_FD through the
+                   scheduler; a malformed blob is refused naming the field
+"""
+import json
+import os
+import re
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+from ftcluster import Cluster, SkipTest, TestFailure, check, pid_alive, run_tests  # noqa: E402
+
+
+def trainer_path():
+    t = os.environ.get("FTTRAIN", "")
+    if not t or not os.access(t, os.X_OK):
+        raise SkipTest(f"FTTRAIN={t!r} is not built")
+    return t
+
+
+def lora_spec(c, trainer, name, gpus, micro, steps, save, extra=None):
+    """A spec for the tiny model and the bundled numbers data."""
+    model = os.path.join(c.dir, "tiny-llama")
+    if not os.path.isdir(model):
+        subprocess.run([trainer, "make-tiny-model", model, "--seed", "1"], check=True,
+                       stdout=subprocess.DEVNULL)
+    with open(os.path.join(ROOT, "jobs", "demo-lora.json.in")) as f:
+        spec = json.loads(f.read().replace("@RUN@", c.dir).replace("@ROOT@", ROOT))
+    spec["gpus"] = gpus
+    spec["name"] = name
+    spec["train"].update({"max_steps": steps, "eval_steps": 0, "save_steps": save,
+                          "warmup_steps": 1, "micro_batch_size": micro,
+                          "output_dir": os.path.join(c.dir, "out-" + name)})
+    spec.update(extra or {})
+    path = os.path.join(c.dir, name + ".json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return path, spec["train"]["output_dir"]
+
+
+STEP_RE = re.compile(r"step (\d+)/\d+ loss ([0-9.eE+-]+)")
+
+
+def losses(c, j):
+    out = c.ftctl_ok("logs", "--rank", "0", str(j)).stdout
+    return {int(m.group(1)): float(m.group(2)) for m in STEP_RE.finditer(out)}, out
+
+
+def read_safetensors(path):
+    """{name: list of floats} for F32 tensors (the adapter's dtype)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    base = 8 + n
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        check(t["dtype"] == "F32", f"tensor {name} is F32", t["dtype"])
+        a, b = t["data_offsets"]
+        out[name] = struct.unpack(f"<{(b - a) // 4}f", data[base + a:base + b])
+    return out
+
+
+def equivalence():
+    trainer = trainer_path()
+    with Cluster("dist-eq") as c:
+        c.start_sched()
+        for n in ("n1", "n2"):
+            c.start_worker(n, cpus=1, extra=["--trainer", trainer])
+        c.wait_nodes_ready(["n1", "n2"])
+        steps = 8
+        one, out1 = lora_spec(c, trainer, "one", 1, 8, steps, 4)
+        two, out2 = lora_spec(c, trainer, "two", 2, 4, steps, 4)
+        j1 = c.submit(one)
+        r = c.ftctl("wait", "--timeout", "90", str(j1), timeout=120)
+        check(r.returncode == 0, "the 1-rank job completed", r.stdout + r.stderr)
+        j2 = c.submit(two)
+        r = c.ftctl("wait", "--timeout", "90", str(j2), timeout=120)
+        if r.returncode != 0:
+            print(c.ftctl("logs", "--rank", "1", str(j2)).stdout[-3000:])
+        check(r.returncode == 0, "the 2-rank job completed", r.stdout + r.stderr)
+        job = c.job(j2)
+        nodes = sorted(x["node"] for x in job["ranks"])
+        check(nodes == ["n1", "n2"], "its ranks ran on n1 and n2", str(nodes))
+        l1, _ = losses(c, j1)
+        l2, text2 = losses(c, j2)
+        check(sorted(l1) == list(range(1, steps + 1)) and sorted(l2) == sorted(l1),
+              f"both runs logged the loss of steps 1..{steps}", f"{sorted(l1)} {sorted(l2)}")
+        worst = max(abs(l1[k] - l2[k]) / abs(l1[k]) for k in l1)
+        print(f"   losses 1 rank : {[l1[k] for k in sorted(l1)]}")
+        print(f"   losses 2 ranks: {[l2[k] for k in sorted(l2)]}")
+        check(worst <= 1e-5, f"same loss curve within 1e-5 relative (worst {worst:.2e})")
+        log1 = c.ftctl_ok("logs", "--rank", "1", str(j2)).stdout
+        check("ring listens at" in text2 and "ring listens at" in log1,
+              "both ranks joined the TCP ring", log1[-500:])
+        a1 = read_safetensors(os.path.join(out1, "adapter_model.safetensors"))
+        a2 = read_safetensors(os.path.join(out2, "adapter_model.safetensors"))
+        check(sorted(a1) == sorted(a2) and a1, f"the same {len(a1)} adapter tensors")
+        scale = max(max(abs(x) for x in v) for v in a1.values())
+        diff = max(max(abs(x - y) for x, y in zip(a1[k], a2[k])) for k in a1)
+        check(diff <= 1e-4 * scale + 1e-7,
+              f"same adapter: worst difference {diff:.2e} (largest weight {scale:.3e})")
+
+
+def alloc_rows(db, job):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT attempt, rank, node, start_ms, end_ms FROM allocations "
+                           "WHERE job_id = ? ORDER BY attempt, rank", (job,)).fetchall()
+    finally:
+        con.close()
+
+
+def sigkill_resume():
+    trainer = trainer_path()
+    with Cluster("dist-kill") as c:
+        c.start_sched()
+        for n in ("n1", "n2"):
+            c.start_worker(n, cpus=1, extra=["--trainer", trainer])
+        c.wait_nodes_ready(["n1", "n2"])
+        steps, save = 1500, 100
+        spec, out = lora_spec(c, trainer, "kill", 2, 4, steps, save, {"max_retries": 2})
+        j = c.submit(spec)
+        job = c.wait_state(j, ["RUNNING"], timeout=30)
+        deadline = time.monotonic() + 60
+        step = 0
+        while time.monotonic() < deadline:
+            job = c.job(j)
+            p = job.get("progress") or {}
+            step = p.get("step", 0)
+            if step >= 2 * save + 20 or job["state"] != "RUNNING":
+                break
+            time.sleep(0.05)
+        check(job["state"] == "RUNNING" and step >= 2 * save,
+              f"training passed its second checkpoint (step {step})", json.dumps(job)[:800])
+        pids = {x["rank"]: x["pid"] for x in job["ranks"]}
+        print(f"   at step {step}: killing rank 1 (pid {pids[1]}) with SIGKILL")
+        t0 = time.monotonic()
+        os.kill(pids[1], signal.SIGKILL)
+        while time.monotonic() - t0 < 15 and pid_alive(pids[0]):
+            time.sleep(0.05)
+        gone = time.monotonic() - t0
+        check(not pid_alive(pids[0]), f"rank 0 of the broken gang ended {gone:.1f} s after the kill")
+        job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=90)
+        check(job["state"] == "COMPLETED", "the job completed after the requeue",
+              json.dumps(job)[:1500])
+        check(job["attempt"] == 2, "in attempt 2", str(job["attempt"]))
+        log0 = c.ftctl_ok("logs", "--rank", "0", str(j)).stdout
+        m = re.findall(r"resumed from '[^']*checkpoint-(\d+)'", log0)
+        check(m and int(m[-1]) >= 2 * save and int(m[-1]) % save == 0,
+              f"attempt 2 resumed from checkpoint {m[-1] if m else None}", log0[-1500:])
+        log1 = c.ftctl_ok("logs", "--rank", "1", str(j)).stdout
+        check(len(re.findall(r"resumed from '[^']*checkpoint-", log1)) == 1 and
+              re.findall(r"resumed from '[^']*checkpoint-(\d+)'", log1)[-1] == m[-1],
+              "rank 1 resumed from the same checkpoint", log1[-800:])
+        check(os.path.exists(os.path.join(out, "adapter_model.safetensors")),
+              "the adapter was written")
+        rows = alloc_rows(c.db, j)
+        per = {}
+        for att, rank, node, s, e in rows:
+            check(e is not None and e >= s, f"allocation attempt {att} rank {rank} is closed")
+            per.setdefault(att, []).append((e - s) / 1000.0)
+        for att in sorted(per):
+            print(f"   attempt {att}: {len(per[att])} GPUs, {sum(per[att]):.2f} GPU-seconds")
+        check(sorted(per) == [1, 2] and all(len(v) == 2 for v in per.values()) and
+              all(sum(v) > 0 for v in per.values()),
+              "two ranks accounted for each of attempts 1 and 2", str(per))
+        ev = " ".join(e.get("message", "") for e in job.get("events", []))
+        check("requeued after attempt 1" in ev, "the requeue is in the job's events", ev[-600:])
+
+
+def gang_contention():
+    with Cluster("dist-gang") as c:
+        c.start_sched()
+        names = ["n1", "n2", "n3"]
+        for n in names:
+            c.start_worker(n, gpus=2)
+        c.wait_nodes_ready(names)
+        shapes = [2, 3, 4, 6, 2, 5, 3, 4, 2, 6, 3, 2, 4, 5, 2, 3, 6, 2, 4, 3]
+        jobs = {}
+        for i, g in enumerate(shapes):
+            extra = ["--gpus-per-node", "2"] if g % 2 == 0 and i % 3 == 0 else []
+            jobs[c.submit("--gpus", str(g), *extra, "--", "sleep", "0.3")] = g
+        r = c.ftctl("submit", "--gpus", "7", "--", "true")
+        check(r.returncode != 0 and "unsatisfiable" in r.stderr,
+              "7 GPUs on a 6-GPU cluster are refused at submit", r.stderr)
+        seen = 0
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            con = sqlite3.connect(f"file:{c.db}?mode=ro", uri=True, timeout=5)
+            try:
+                rows = con.execute("SELECT job_id, attempt, node, device_index, start_ms, end_ms"
+                                   " FROM allocations").fetchall()
+                states = dict(con.execute("SELECT id, state FROM jobs").fetchall())
+            finally:
+                con.close()
+            held = {}
+            by_attempt = {}
+            for jid, att, node, dev, s, e in rows:
+                by_attempt.setdefault((jid, att), []).append(s)
+                if e is None:
+                    key = (node, dev)
+                    if key in held:
+                        raise TestFailure(f"device {key} held by {held[key]} and {(jid, att)}")
+                    held[key] = (jid, att)
+            for (jid, att), starts in by_attempt.items():
+                if jid in jobs and len(starts) != jobs[jid]:
+                    raise TestFailure(f"job {jid} attempt {att} has {len(starts)} of "
+                                      f"{jobs[jid]} allocations: a partial gang")
+            seen += 1
+            if all(states.get(j) in ("COMPLETED", "FAILED", "CANCELLED") for j in jobs):
+                break
+            time.sleep(0.02)
+        check(seen > 5, f"{seen} snapshots of the allocations: never a device held twice, "
+              "never a partial gang")
+        done = [c.job(j) for j in jobs]
+        check(all(j["state"] == "COMPLETED" for j in done), f"all {len(jobs)} jobs completed",
+              str([(j["job_id"], j["state"]) for j in done if j["state"] != "COMPLETED"]))
+        for j in done:
+            nodes = {a["node"] for a in j["allocations"] if a["attempt"] == j["attempt"]}
+            need = -(-jobs[j["job_id"]] // 2)
+            if len(nodes) != need:
+                raise TestFailure(f"job {j['job_id']} ({jobs[j['job_id']]} GPUs) spread over "
+                                  f"{len(nodes)} nodes, {need} would do")
+        print("   every gang packed onto as few nodes as possible")
+
+
+def rendezvous_exec():
+    """An exec job plays the ranks by hand over $FT_EVENT_FD: each writes a
+    rendezvous line and reads the reply line back from the same fd."""
+    with Cluster("dist-rdv") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=2)
+        c.wait_nodes_ready(["n1"])
+        script = (
+            'import os,sys,json,base64\n'
+            'fd=int(os.environ["FT_EVENT_FD"]); r=os.environ["FT_RANK"]\n'
+            'b=base64.b64encode(("rank"+r).encode()).decode()\n'
+            'os.write(fd,(json.dumps({"event":"rendezvous","blob":b})+"\\n").encode())\n'
+            'buf=b""\n'
+            'while not buf.endswith(b"\\n"):\n'
+            '    d=os.read(fd,65536)\n'
+            '    if not d: sys.exit(3)\n'
+            '    buf+=d\n'
+            'm=json.loads(buf)\n'
+            'print("reply",m["attempt"],[base64.b64decode(x).decode() for x in m["blobs"]])\n')
+        j = c.submit("--gpus", "2", "--", sys.executable, "-c", script)
+        r = c.ftctl("wait", "--timeout", "30", str(j))
+        check(r.returncode == 0, "the 2-rank exchange completed", r.stdout + r.stderr)
+        for rank in (0, 1):
+            out = c.ftctl_ok("logs", "--rank", str(rank), str(j)).stdout.strip()
+            check(out == "reply 1 ['rank0', 'rank1']",
+                  f"rank {rank} got every blob in rank order for attempt 1", repr(out))
+        bad = ('import os,time\n'
+               'fd=int(os.environ["FT_EVENT_FD"])\n'
+               'os.write(fd,b\'{"event":"rendezvous","blob":"not base64!"}\\n\')\n'
+               'time.sleep(1)\n')
+        k = c.submit("--", sys.executable, "-c", bad)
+        c.ftctl("wait", "--timeout", "30", str(k))
+        wlog = open(os.path.join(c.dir, "ftworker-n1.log")).read()
+        check("field 'blob': expected base64" in wlog,
+              "a malformed blob is refused by the worker with the field named")
+
+
+TESTS = {
+    "equivalence": equivalence,
+    "sigkill_resume": sigkill_resume,
+    "gang_contention": gang_contention,
+    "rendezvous_exec": rendezvous_exec,
+}
+
+if __name__ == "__main__":
+    sys.exit(run_tests(TESTS, sys.argv))
