@@ -47,7 +47,7 @@ typedef enum { FT_LR_CONSTANT = 0, FT_LR_LINEAR, FT_LR_COSINE } ft_lr_sched_t;
 
 typedef struct {
     char path[FT_PATH_MAX];      /* JSONL file */
-    ft_data_format_t format;     /* "type" in the spec; auto-detected per file */
+    ft_data_format_t format;     /* "type" in the spec; "auto" detects it per record */
 } ft_dataset_t;
 
 /* The "train" section of a lora job. Defaults are set by ft_trainspec_defaults. */
