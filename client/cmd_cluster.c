@@ -146,7 +146,94 @@ int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv)
 static const char *const group_keys[] = {"user",      "team", "job",  "node",
                                          "gpu_model", "day",  "month"};
 
-enum { OPT_BY = 256, OPT_SINCE, OPT_UNTIL };
+enum { OPT_BY = 256, OPT_SINCE, OPT_UNTIL, OPT_CLOUD };
+
+/* The usage rows with their cost columns, and a TOTAL row. NULL when out of
+ * memory. The cost columns are "-" when the scheduler sent none. */
+static ftctl_table_t *usage_table(const cJSON *reply, const char *key_hdr)
+{
+    const char *hdr[] = {key_hdr,   "GPU_HOURS", "JOBS",      "INTERVALS", "ENERGY_KWH", "SRC",
+                         "COST",    "CAPITAL",   "MAINT",     "ENERGY",    "CLOUD",      "CLOUD_COST",
+                         "DIFF",    "UNOBSERVED_S"};
+    enum { NC = sizeof(hdr) / sizeof(hdr[0]) };
+    static const char *const num_cols[] = {"energy_kwh",       "cost",       "cost_capital",
+                                           "cost_maintenance", "cost_energy", NULL};
+    double sum[NC] = {0};
+    int64_t total_iv = 0;
+    const cJSON *row;
+    ftctl_table_t *t = ftctl_table_new(NC, hdr);
+
+    if (!t)
+        return NULL;
+    cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(reply, "rows"))
+    {
+        char cell[NC][64];
+        const char *cells[NC];
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(row, "key");
+        const char *src = ftctl_get_str(row, "energy_source", "");
+        bool costed = !ftctl_is_null_or_absent(row, "cost");
+
+        if (cJSON_IsString(k))
+            ft_strlcpy(cell[0], k->valuestring, sizeof(cell[0]));
+        else if (cJSON_IsNumber(k))
+            snprintf(cell[0], sizeof(cell[0]), "%lld", (long long)k->valuedouble);
+        else
+            snprintf(cell[0], sizeof(cell[0]), "-");
+        double gh = ftctl_get_num(row, "gpu_hours", ftctl_get_num(row, "gpu_seconds", 0) / 3600.0);
+        sum[1] += gh;
+        total_iv += ftctl_get_int(row, "intervals", 0);
+        snprintf(cell[1], sizeof(cell[1]), "%.4f", gh);
+        snprintf(cell[2], sizeof(cell[2]), "%lld", (long long)ftctl_get_int(row, "jobs", 0));
+        snprintf(cell[3], sizeof(cell[3]), "%lld", (long long)ftctl_get_int(row, "intervals", 0));
+        for (int i = 0; num_cols[i]; i++) {
+            int col = i == 0 ? 4 : 5 + i;
+            double v = ftctl_get_num(row, num_cols[i], 0);
+
+            sum[col] += v;
+            snprintf(cell[col], sizeof(cell[col]), costed ? "%.2f" : "-", v);
+        }
+        snprintf(cell[5], sizeof(cell[5]), "%s",
+                 strcmp(src, "measured") == 0   ? "m"
+                 : strcmp(src, "estimated") == 0 ? "e"
+                 : strcmp(src, "mixed") == 0     ? "m+e"
+                                                 : "-");
+        ft_strlcpy(cell[10], ft_sanitize(ftctl_get_str(row, "cloud_offer", "-"), 60),
+                   sizeof(cell[10]));
+        sum[11] += ftctl_get_num(row, "cloud_cost", 0);
+        sum[12] += ftctl_get_num(row, "difference", 0);
+        sum[13] += ftctl_get_num(row, "unobserved_seconds", 0);
+        snprintf(cell[11], sizeof(cell[11]), costed ? "%.2f" : "-",
+                 ftctl_get_num(row, "cloud_cost", 0));
+        snprintf(cell[12], sizeof(cell[12]), costed ? "%+.2f" : "-",
+                 ftctl_get_num(row, "difference", 0));
+        snprintf(cell[13], sizeof(cell[13]), costed ? "%.1f" : "-",
+                 ftctl_get_num(row, "unobserved_seconds", 0));
+        for (int i = 0; i < NC; i++)
+            cells[i] = cell[i];
+        if (ftctl_table_add(t, cells) < 0) {
+            ftctl_table_destroy(&t);
+            return NULL;
+        }
+    }
+    {
+        char cell[NC][64];
+        const char *cells[NC];
+
+        for (int i = 0; i < NC; i++) {
+            snprintf(cell[i], sizeof(cell[i]), i == 1 ? "%.4f" : i == 12 ? "%+.2f" : "%.2f", sum[i]);
+            cells[i] = cell[i];
+        }
+        snprintf(cell[0], sizeof(cell[0]), "TOTAL");
+        snprintf(cell[2], sizeof(cell[2]), "-");
+        snprintf(cell[3], sizeof(cell[3]), "%lld", (long long)total_iv);
+        snprintf(cell[5], sizeof(cell[5]), "-");
+        snprintf(cell[10], sizeof(cell[10]), "-");
+        snprintf(cell[13], sizeof(cell[13]), "%.1f", sum[13]);
+        if (ftctl_table_add(t, cells) < 0)
+            ftctl_table_destroy(&t);
+    }
+    return t;
+}
 
 int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
 {
@@ -154,10 +241,11 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
         {"by", required_argument, NULL, OPT_BY},
         {"since", required_argument, NULL, OPT_SINCE},
         {"until", required_argument, NULL, OPT_UNTIL},
+        {"cloud", required_argument, NULL, OPT_CLOUD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *by = "user";
+    const char *by = "user", *cloud = NULL;
     int64_t since = -1, until = -1, now = (int64_t)time(NULL);
     int opt;
     while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
@@ -189,6 +277,12 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
                 until = v;
             break;
         }
+        case OPT_CLOUD:
+            if (!*optarg || strlen(optarg) > 64)
+                return ftctl_usage_error("usage", "bad --cloud '%s': expected 1 to 64 bytes",
+                                         ft_sanitize(optarg, 32));
+            cloud = optarg;
+            break;
         case 'h':
             return ftctl_usage("usage", 0);
         case ':':
@@ -207,7 +301,8 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
     cJSON *req = ft_proto_new(FT_MSG_USAGE, NULL);
     if (!req || !cJSON_AddStringToObject(req, "group_by", by) ||
         (since >= 0 && !cJSON_AddNumberToObject(req, "since", (double)since)) ||
-        (until >= 0 && !cJSON_AddNumberToObject(req, "until", (double)until))) {
+        (until >= 0 && !cJSON_AddNumberToObject(req, "until", (double)until)) ||
+        (cloud && !cJSON_AddStringToObject(req, "cloud", cloud))) {
         cJSON_Delete(req);
         return oom();
     }
@@ -225,44 +320,8 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
     for (; by[i] && i + 1 < sizeof(key_hdr); i++)
         key_hdr[i] = (char)(by[i] >= 'a' && by[i] <= 'z' ? by[i] - 'a' + 'A' : by[i]);
     key_hdr[i] = '\0';
-    const char *hdr[] = {key_hdr, "GPU_HOURS", "JOBS", "INTERVALS"};
-    ftctl_table_t *t = ftctl_table_new(4, hdr);
+    ftctl_table_t *t = usage_table(reply, key_hdr);
     if (!t) {
-        cJSON_Delete(reply);
-        return oom();
-    }
-    double total_h = 0;
-    int64_t total_iv = 0;
-    const cJSON *row;
-    cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(reply, "rows"))
-    {
-        char key[128], h[32], jobs[24], iv[24];
-        const cJSON *k = cJSON_GetObjectItemCaseSensitive(row, "key");
-        if (cJSON_IsString(k))
-            ft_strlcpy(key, k->valuestring, sizeof(key));
-        else if (cJSON_IsNumber(k))
-            snprintf(key, sizeof(key), "%lld", (long long)k->valuedouble);
-        else
-            snprintf(key, sizeof(key), "-");
-        double gh = ftctl_get_num(row, "gpu_hours", ftctl_get_num(row, "gpu_seconds", 0) / 3600.0);
-        total_h += gh;
-        total_iv += ftctl_get_int(row, "intervals", 0);
-        snprintf(h, sizeof(h), "%.4f", gh);
-        snprintf(jobs, sizeof(jobs), "%lld", (long long)ftctl_get_int(row, "jobs", 0));
-        snprintf(iv, sizeof(iv), "%lld", (long long)ftctl_get_int(row, "intervals", 0));
-        const char *cells[] = {key, h, jobs, iv};
-        if (ftctl_table_add(t, cells) < 0) {
-            ftctl_table_destroy(&t);
-            cJSON_Delete(reply);
-            return oom();
-        }
-    }
-    char th[32], tiv[24];
-    snprintf(th, sizeof(th), "%.4f", total_h);
-    snprintf(tiv, sizeof(tiv), "%lld", (long long)total_iv);
-    const char *total_row[] = {"TOTAL", th, "-", tiv};
-    if (ftctl_table_add(t, total_row) < 0) {
-        ftctl_table_destroy(&t);
         cJSON_Delete(reply);
         return oom();
     }
@@ -275,8 +334,14 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
         snprintf(s2, sizeof(s2), "now");
     else
         ft_fmt_time(ftctl_get_int(reply, "until", 0), s2, sizeof(s2));
-    printf("GPU-hours by %s, from %s to %s\n", by, s1, s2);
-    ftctl_table_print(t, stdout);
+    if (c->output == FTCTL_OUT_CSV) {
+        ftctl_table_print_csv(t, stdout);
+    } else {
+        printf("GPU-hours by %s, from %s to %s; money in %s, energy measured (m), estimated (e)"
+               " or mixed (m+e)\n",
+               by, s1, s2, ft_sanitize(ftctl_get_str(reply, "currency", "?"), 16));
+        ftctl_table_print(t, stdout);
+    }
     ftctl_table_destroy(&t);
     cJSON_Delete(reply);
     return FTCTL_EXIT_OK;

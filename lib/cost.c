@@ -152,6 +152,7 @@ typedef struct {
     void *obj;                  /* cost_gpu_t / cost_group_t / cost_cloud_t / cost_budget_t */
     char seen[64][COST_NAME_MAX + 16]; /* keys set in this section */
     int nseen;                  /* entries used in seen */
+    bool had_cloud;             /* a [cloud] section was read: the built-in offers are gone */
     ft_err_t *err;              /* where problems go */
 } parse_t;
 
@@ -267,10 +268,15 @@ static int section(parse_t *p, char *s)
         }
         break;
     case SEC_CLOUD: {
-        cost_cloud_t *c = cloud_get(m, name, true);
+        cost_cloud_t *c;
 
-        if (c)
-            c->n = 0; /* a file's offer replaces a built-in one of the same name */
+        if (!p->had_cloud) { /* the file's offers replace the built-in list */
+            m->nclouds = 0;
+            p->had_cloud = true;
+        }
+        c = cloud_get(m, name, true);
+        if (c && c->n > 0)
+            FAIL(p, "cloud offer '%s' is defined twice", name);
         p->obj = c;
         break;
     }

@@ -85,6 +85,9 @@ static void worked_example(void)
             CHECK(NEAR(u, 0.1429623028941149), "break-even vs 12.29: %.12f = 0.142962302894", u);
             CHECK(aws->n == 1, "a file's offer replaces the built-in one (%d models)", aws->n);
             CHECK(cost_cloud_price(aws, "H200") < 0, "replaced offer no longer rents H200");
+            CHECK(m.nclouds == 2 && strcmp(m.clouds[0].name, "test-cloud") == 0,
+                  "a file with [cloud] sections lists only its own offers, in file order (%d)",
+                  m.nclouds);
             CHECK(cost_break_even(r.fixed, r.energy, 0.05) == -1,
                   "a cloud price below energy never breaks even");
             CHECK(cost_break_even(r.fixed, r.energy, 1.5) == -1,
@@ -167,5 +170,6 @@ int main(void)
     bad("[budget \"t\"]\npriority_penalty = 1.5\n", "not an integer");
     bad("[site]\njust words\n", "c.ini:2: expected 'key = value'");
     bad("[site]\nelectricity_per_kwh =\n", "'electricity_per_kwh' has no value");
+    bad("[cloud \"c\"]\nH100 = 1\n[cloud \"c\"]\n", "cloud offer 'c' is defined twice");
     return check_done("test_cost");
 }
