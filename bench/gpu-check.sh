@@ -75,7 +75,7 @@ timeout 240 "$BUILD/bench/gpu/ft-gpu-bench" "$@" 2>&1 | tee "$LOG/bench.txt" ||
     bench_rc=${PIPESTATUS[0]}
 if [ "$bench_rc" -ne 0 ]; then
     fail "ft-gpu-bench exited $bench_rc"
-    if [ $# -eq 0 ]; then
+    if [ $# -eq 0 ] && [ "$bench_rc" -ne 77 ] && [ "$bench_rc" -ne 124 ]; then
         step "benchmark again with --batch 1 (after a failure at the default batch)"
         timeout 120 "$BUILD/bench/gpu/ft-gpu-bench" --batch 1 2>&1 | tee "$LOG/bench-b1.txt" ||
             fail "ft-gpu-bench --batch 1"

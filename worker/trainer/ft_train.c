@@ -120,13 +120,27 @@ static void on_stop(int sig)
     stop_signal = sig;
 }
 
+/* --backend auto|cpu|cuda (trainer_backend_t) */
+static int parse_backend(const char *s)
+{
+    int b = trainer_backend_parse(s);
+    if (b < 0) {
+        fprintf(stderr, "ft-train: option '--backend': expected auto, cpu or cuda, got '%s'\n",
+                ft_sanitize(s, 40));
+        exit(EXIT_USAGE);
+    }
+    return b;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *spec_path = NULL, *v;
-    int rank = 0, world = 1, event_fd = STDOUT_FILENO;
+    int rank = 0, world = 1, event_fd = STDOUT_FILENO, backend = TRAINER_BACKEND_AUTO;
     for (int i = 1; i < argc; i++) {
         if ((v = flag_value(argc, argv, &i, "--spec")))
             spec_path = v;
+        else if ((v = flag_value(argc, argv, &i, "--backend")))
+            backend = parse_backend(v);
         else if ((v = flag_value(argc, argv, &i, "--rank")))
             rank = (int)parse_int("--rank", v, 0, FT_MAX_GPUS_PER_JOB - 1);
         else if ((v = flag_value(argc, argv, &i, "--world-size")))
@@ -160,6 +174,7 @@ static int cmd_run(int argc, char **argv)
     trainer_opts_t o;
     trainer_opts_defaults(&o);
     o.event_fd = event_fd;
+    o.backend = backend;
     o.stop = &stop_requested;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -207,9 +222,12 @@ static int cmd_check(int argc, char **argv)
 {
     const char *spec_path = NULL, *out_path = NULL, *v;
     double b_std = 0.02;
+    int backend = TRAINER_BACKEND_AUTO;
     for (int i = 1; i < argc; i++) {
         if ((v = flag_value(argc, argv, &i, "--spec")))
             spec_path = v;
+        else if ((v = flag_value(argc, argv, &i, "--backend")))
+            backend = parse_backend(v);
         else if ((v = flag_value(argc, argv, &i, "--out")))
             out_path = v;
         else if ((v = flag_value(argc, argv, &i, "--init-b-std")))
@@ -231,6 +249,7 @@ static int cmd_check(int argc, char **argv)
     trainer_opts_defaults(&o);
     o.dropout = 0.0;
     o.init_b_std = b_std;
+    o.backend = backend;
     trainer_t *t = c ? trainer_new(&spec.train, c, &o, &err) : NULL;
     if (!t || trainer_check(t, out_path, &err) < 0)
         ft_error("%s", err.msg);
@@ -299,9 +318,12 @@ out:
 static int cmd_eval(int argc, char **argv)
 {
     const char *spec_path = NULL, *dir = NULL, *dump = NULL, *v;
+    int backend = TRAINER_BACKEND_AUTO;
     for (int i = 1; i < argc; i++) {
         if ((v = flag_value(argc, argv, &i, "--spec")))
             spec_path = v;
+        else if ((v = flag_value(argc, argv, &i, "--backend")))
+            backend = parse_backend(v);
         else if ((v = flag_value(argc, argv, &i, "--adapter")))
             dir = v;
         else if ((v = flag_value(argc, argv, &i, "--dump-rows")))
@@ -323,6 +345,7 @@ static int cmd_eval(int argc, char **argv)
     trainer_opts_t o;
     trainer_opts_defaults(&o);
     o.dropout = 0.0;
+    o.backend = backend;
     double loss;
     int64_t n;
     if (!c || read_adapter_shape(dir, &o, &err) < 0 ||
@@ -569,9 +592,12 @@ typedef struct {
 } subcmd_t;
 
 static const subcmd_t subcmds[] = {
-    {"run", cmd_run, "run --spec SPEC.json [--rank R --world-size W] [--event-fd N]"},
-    {"check", cmd_check, "check --spec SPEC.json --out OUT.safetensors [--init-b-std S]"},
-    {"eval", cmd_eval, "eval --spec SPEC.json --adapter DIR [--dump-rows ROWS.safetensors]"},
+    {"run", cmd_run, "run --spec SPEC.json [--rank R --world-size W] [--event-fd N] "
+     "[--backend auto|cpu|cuda]"},
+    {"check", cmd_check, "check --spec SPEC.json --out OUT.safetensors [--init-b-std S] "
+     "[--backend auto|cpu|cuda]"},
+    {"eval", cmd_eval, "eval --spec SPEC.json --adapter DIR [--dump-rows ROWS.safetensors] "
+     "[--backend auto|cpu|cuda]"},
     {"make-tiny-model", cmd_make_tiny,
      "make-tiny-model DIR [--hidden H --layers L --heads N --kv-heads K --intermediate I "
      "--vocab V --max-pos P --dtype f32|bf16|f16 --seed S --tie]"},

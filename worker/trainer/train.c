@@ -30,6 +30,9 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 #include "train.h"
+#ifdef FT_HAVE_CUDA
+#include "cuda_backend.h"
+#endif
 
 #define KEEP_CHECKPOINTS 2
 
@@ -61,6 +64,10 @@ struct trainer {
     int64_t n_loss, cap_loss;     /* entries, capacity */
     uint64_t spec_hash;           /* checkpoint_spec_hash(spec) */
     double t_start;               /* run start, monotonic seconds */
+    /* host mirrors of the device buffers (device backends only, else NULL):
+     * what checkpoints, adapters and the ring collective read and write */
+    float *h_params, *h_grads;    /* (n_params) LoRA values, gradients */
+    float *h_m, *h_v;             /* (n_params) Adam moments */
 };
 
 void trainer_opts_defaults(trainer_opts_t *o)
@@ -169,12 +176,95 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static double peak_mem_mb(void)
+/* device backends report their own high-water mark (device memory) */
+static double peak_mem_mb(const backend_t *be)
 {
+    if (be->peak_bytes)
+        return (double)be->peak_bytes() / 1048576.0;
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) < 0)
         return 0.0;
     return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* ---- backend and host mirrors ---- */
+
+int trainer_backend_parse(const char *s)
+{
+    static const char *const names[] = {"auto", "cpu", "cuda"};  /* trainer_backend_t order */
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static const backend_t *pick_backend(int which, ft_err_t *err)
+{
+#ifdef FT_HAVE_CUDA
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    bool want = which == TRAINER_BACKEND_CUDA ||
+                (which == TRAINER_BACKEND_AUTO && (!cvd || cvd[0] != '\0') &&
+                 cuda_backend_device_count() > 0);
+    if (want) {
+        const backend_t *be = backend_cuda(0, err);
+        if (be)
+            ft_info("compute: cuda backend (bf16 base weights)");
+        return be;
+    }
+#else
+    if (which == TRAINER_BACKEND_CUDA) {
+        ft_err_set(err, FT_EBADFIELD, "'--backend cuda': ft-train was built without CUDA");
+        return NULL;
+    }
+#endif
+    return backend_cpu();
+}
+
+/* where checkpoints and adapters read the LoRA values and Adam moments */
+static float *host_params(trainer_t *t)
+{
+    return t->h_params ? t->h_params : model_lora_params(t->model);
+}
+
+static float *host_m(trainer_t *t)
+{
+    return t->h_m ? t->h_m : t->opt->m;
+}
+
+static float *host_v(trainer_t *t)
+{
+    return t->h_v ? t->h_v : t->opt->v;
+}
+
+/* device -> host mirrors (params, grads, moments); no-op on the cpu backend */
+static int mirror_down(trainer_t *t, ft_err_t *err)
+{
+    if (!t->h_params)
+        return 0;
+    size_t b = model_lora_layout(t->model)->n_params * sizeof(float);
+    if (t->be->sync() < 0 || t->be->download(t->h_params, model_lora_params(t->model), b) < 0 ||
+        t->be->download(t->h_grads, model_lora_grads(t->model), b) < 0 ||
+        t->be->download(t->h_m, t->opt->m, b) < 0 || t->be->download(t->h_v, t->opt->v, b) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot copy the LoRA state from the '%s' backend",
+                   t->be->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* host mirrors -> device (params, moments) */
+static int mirror_up(trainer_t *t, ft_err_t *err)
+{
+    if (!t->h_params)
+        return 0;
+    size_t b = model_lora_layout(t->model)->n_params * sizeof(float);
+    if (t->be->upload(model_lora_params(t->model), t->h_params, b) < 0 ||
+        t->be->upload(t->opt->m, t->h_m, b) < 0 || t->be->upload(t->opt->v, t->h_v, b) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot copy the LoRA state to the '%s' backend",
+                   t->be->name);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- set-up ---- */
@@ -212,7 +302,9 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
     t->spec = *spec;
     t->opts = *o;
     t->coll = coll;
-    t->be = backend_cpu();
+    t->be = pick_backend(o->backend, err);
+    if (!t->be)
+        goto fail;
     t->B = spec->micro_batch_size;
     t->T = spec->sequence_len;
     t->GA = spec->gradient_accumulation_steps;
@@ -270,9 +362,21 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
     if (!t->model)
         goto fail;
     const lora_layout_t *lay = model_lora_layout(t->model);
-    lora_init_params(lay, model_lora_params(t->model), spec->seed, o->init_b_std);
     t->opt = adamw_new(t->be, lay->n_params, spec->adam_beta1, spec->adam_beta2,
                        spec->adam_epsilon, spec->weight_decay);
+    if (t->be->download) {
+        t->h_params = calloc(lay->n_params, sizeof(float));
+        t->h_grads = calloc(lay->n_params, sizeof(float));
+        t->h_m = calloc(lay->n_params, sizeof(float));
+        t->h_v = calloc(lay->n_params, sizeof(float));
+        if (!t->h_params || !t->h_grads || !t->h_m || !t->h_v) {
+            ft_err_set(err, FT_EINTERNAL, "out of memory");
+            goto fail;
+        }
+    }
+    lora_init_params(lay, host_params(t), spec->seed, o->init_b_std);
+    if (t->opt && mirror_up(t, err) < 0)
+        goto fail;
     size_t nm = (size_t)t->cfg.n_layers * FT_N_TARGET_MODULES;
     t->mods = calloc(nm, sizeof(*t->mods));
     t->gmods = calloc(nm, sizeof(*t->gmods));
@@ -283,8 +387,8 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         goto fail;
     }
-    fill_adapter(t, &t->ad, t->mods, model_lora_params(t->model));
-    fill_adapter(t, &t->gad, t->gmods, model_lora_grads(t->model));
+    fill_adapter(t, &t->ad, t->mods, host_params(t));
+    fill_adapter(t, &t->gad, t->gmods, t->h_grads ? t->h_grads : model_lora_grads(t->model));
 
     int64_t n_rows = data_n_train_rows(t->data);
     if (n_rows == 0) {
@@ -331,6 +435,10 @@ void trainer_destroy(trainer_t **pt)
     free(t->inputs);
     free(t->targets);
     free(t->loss_hist);
+    free(t->h_params);
+    free(t->h_grads);
+    free(t->h_m);
+    free(t->h_v);
     free(t);
     *pt = NULL;
 }
@@ -439,7 +547,9 @@ static int do_checkpoint(trainer_t *t, ft_err_t *err)
     st.loss_history = t->loss_hist;
     st.n_loss = t->n_loss;
     char path[FT_PATH_MAX + 64];
-    if (checkpoint_save(t->spec.output_dir, &t->ad, t->opt->m, t->opt->v, t->opt->n, &st,
+    if (mirror_down(t, err) < 0)
+        return -1;
+    if (checkpoint_save(t->spec.output_dir, &t->ad, host_m(t), host_v(t), t->opt->n, &st,
                         KEEP_CHECKPOINTS, path, sizeof(path), err) < 0)
         return -1;
     ft_info("step %lld: checkpoint '%s'", (long long)t->step, path);
@@ -455,10 +565,14 @@ static int resume(trainer_t *t, ft_err_t *err)
     checkpoint_state_t st;
     memset(&st, 0, sizeof(st));
     char path[FT_PATH_MAX + 64];
-    int rc = checkpoint_load_latest(t->spec.output_dir, &t->ad, t->opt->m, t->opt->v,
+    int rc = checkpoint_load_latest(t->spec.output_dir, &t->ad, host_m(t), host_v(t),
                                     t->opt->n, t->spec_hash, &st, path, sizeof(path), err);
     if (rc <= 0)
         return rc;
+    if (mirror_up(t, err) < 0) {
+        checkpoint_state_free(&st);
+        return -1;
+    }
     t->step = st.step;
     t->opt->t = st.step;
     t->pos = st.pos;
@@ -504,7 +618,11 @@ static int train_step(trainer_t *t, double *loss_out, double *gnorm_out, double 
     }
     const lora_layout_t *lay = model_lora_layout(t->model);
     float *grads = model_lora_grads(t->model);
-    if (c->allreduce_sum_f32(c, grads, lay->n_params) < 0 ||
+    /* a host collective (ring) on a device backend goes through the mirror */
+    bool staged = t->h_grads && c->world > 1 && strcmp(c->name, "nccl") != 0;
+    if ((staged && t->be->download(t->h_grads, grads, lay->n_params * sizeof(float)) < 0) ||
+        c->allreduce_sum_f32(c, staged ? t->h_grads : grads, lay->n_params) < 0 ||
+        (staged && t->be->upload(grads, t->h_grads, lay->n_params * sizeof(float)) < 0) ||
         c->allreduce_sum_f64(c, local, 1) < 0) {
         ft_err_set(err, FT_EINTERNAL, "all-reduce of the gradients failed");
         return -1;
@@ -578,7 +696,7 @@ int trainer_run(trainer_t *t, ft_err_t *err)
                 ev_num(&ev, "epoch", epoch);
                 ev_num(&ev, "elapsed_s", elapsed);
                 ev_num(&ev, "eta_s", per * (double)(t->total_steps - t->step));
-                ev_num(&ev, "peak_mem_mb", peak_mem_mb());
+                ev_num(&ev, "peak_mem_mb", peak_mem_mb(t->be));
                 emit(t, &ev);
             }
         }
@@ -607,7 +725,7 @@ int trainer_run(trainer_t *t, ft_err_t *err)
     if (!saved_last && (ran || !resumed) && do_checkpoint(t, err) < 0)
         return -1;
     if (t->coll->rank == 0) {
-        if (adapter_write(t->spec.output_dir, &t->ad, err) < 0)
+        if (mirror_down(t, err) < 0 || adapter_write(t->spec.output_dir, &t->ad, err) < 0)
             return -1;
         ft_info("adapter written to '%s'", t->spec.output_dir);
         event_t ev;
@@ -641,6 +759,8 @@ int trainer_check(trainer_t *t, const char *out_path, ft_err_t *err)
         return -1;
     float loss = (float)(s / (double)n);
     float scaling = model_lora_layout(t->model)->scaling;
+    if (mirror_down(t, err) < 0)
+        return -1;
     int64_t shape2[2] = {t->B, t->T}, shape1[1] = {1};
     w = st_writer_new();
     if (!w) {
@@ -688,6 +808,8 @@ int trainer_load_adapter(trainer_t *t, const char *dir, ft_err_t *err)
             memcpy(t->mods[i].b, a.ad.mods[i].b, sizeof(float) * (size_t)lay->r * o);
         }
     }
+    if (mirror_up(t, err) < 0)
+        goto out;
     rc = 0;
 out:
     adapter_loaded_free(&a);

@@ -43,7 +43,20 @@ typedef struct {
     volatile sig_atomic_t *stop; /* when it becomes non-zero (a signal handler), the
                               run saves a checkpoint after the current step and
                               returns TRAINER_STOPPED; NULL = never */
+    int backend;           /* trainer_backend_t: where the model runs */
 } trainer_opts_t;
+
+/* Compute backend of a trainer. AUTO picks CUDA when ft-train was built with
+ * it, CUDA_VISIBLE_DEVICES is unset or not empty (the worker sets it empty
+ * for CPU ranks) and a device is found; CPU otherwise. */
+typedef enum {
+    TRAINER_BACKEND_AUTO = 0,
+    TRAINER_BACKEND_CPU = 1,
+    TRAINER_BACKEND_CUDA = 2,
+} trainer_backend_t;
+
+/* "auto", "cpu", "cuda" -> the enum; -1 for anything else. */
+int trainer_backend_parse(const char *s);
 
 #define TRAINER_STOPPED 1  /* trainer_run: stopped early on request, checkpoint saved */
 
