@@ -740,7 +740,8 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
     const char *group_by = "user", *cloud = NULL;
-    int64_t since = 0, until = sched_now_ms(s) / 1000;
+    /* rounded up: an interval closed in the current second is counted whole */
+    int64_t since = 0, until = (sched_now_ms(s) + 999) / 1000;
     cJSON *r;
 
     ft_json_get_str(msg, NULL, "group_by", false, 16, &group_by, &err);
