@@ -4,8 +4,8 @@
  * Checks: all-reduce sums (f32 against a double reference, f64 exactly on
  * integers) for 2, 3 and 4 ranks and sizes smaller than the world; every
  * rank ends with the same bits; broadcast from every root; barrier; a dead
- * peer fails the next operation at once and a hung one within the
- * time-out; base64 round trips; a non-socket event fd is refused.
+ * peer fails the next operation at once, a hung one within the
+ * operation time-out and a stopped one within the heartbeat time-out; base64 round trips; a non-socket event fd is refused.
  */
 #include <math.h>
 #include <signal.h>
@@ -140,12 +140,16 @@ static void test_sums(int world, size_t n)
     CHECK(same, "world %d, %zu elements: every rank holds the same bits", world, n);
 }
 
-/* mode 0: rank 1 exits after connecting; mode 1: rank 1 hangs. */
+/* mode 0: rank 1 exits after connecting; mode 1: its main thread hangs
+ * (caught by the 1 s operation time-out); mode 2: the whole process is
+ * stopped (caught by the 1 s heartbeat while the operation time-out is 60 s). */
 static void test_peer_failure(int mode)
 {
+    static const char *const what[] = {"dead", "hung", "stopped"};
     char dir[300];
     snprintf(dir, sizeof(dir), "%s/fail-%d", tmpdir, mode);
-    setenv("FT_COLL_TIMEOUT_S", "1", 1);
+    setenv("FT_COLL_TIMEOUT_S", mode == 2 ? "60" : "1", 1);
+    setenv("FT_COLL_HEARTBEAT_S", mode == 2 ? "1" : "30", 1);
     pid_t peer = fork();
     if (peer == 0) {
         coll_t *c = join(dir, 1, 2);
@@ -153,6 +157,8 @@ static void test_peer_failure(int mode)
             _exit(10);
         if (mode == 1)
             pause();
+        if (mode == 2)
+            raise(SIGSTOP);
         _exit(0);
     }
     coll_t *c = join(dir, 0, 2);
@@ -161,16 +167,22 @@ static void test_peer_failure(int mode)
     int rc = c ? c->allreduce_sum_f32(c, buf, 1000) : 0;
     int64_t took = ft_mono_ms() - t0;
     CHECK(c && rc < 0 && coll_ring_broken(c),
-          "a %s peer fails the all-reduce (took %lld ms) and marks the ring broken",
-          mode ? "hung" : "dead", (long long)took);
-    CHECK(mode ? took >= 900 && took < 5000 : took < 900,
-          "%s", mode ? "a hung peer is given up on after the 1 s time-out"
-                     : "a dead peer is noticed at once, not after the time-out");
+          "a %s peer fails the all-reduce (took %lld ms) and marks the ring broken", what[mode],
+          (long long)took);
+    if (mode == 0)
+        CHECK(took < 900, "a dead peer is noticed at once, not after the time-out");
+    else if (mode == 1)
+        CHECK(took >= 900 && took < 5000, "a hung peer is given up on after the 1 s time-out");
+    else
+        CHECK(took >= 900 && took < 5000,
+              "a stopped peer is given up on after 1 s without heartbeat, long before the "
+              "60 s operation time-out");
     CHECK(c && c->barrier(c) < 0, "a broken ring fails every later operation at once");
     coll_destroy(&c);
     kill(peer, SIGKILL);
     waitpid(peer, NULL, 0);
     unsetenv("FT_COLL_TIMEOUT_S");
+    unsetenv("FT_COLL_HEARTBEAT_S");
 }
 
 static void test_b64(void)
@@ -239,6 +251,7 @@ int main(void)
     test_sums(2, 1 << 20);
     test_peer_failure(0);
     test_peer_failure(1);
+    test_peer_failure(2);
     test_rdv_refusals();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);

@@ -26,21 +26,33 @@
 #include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "coll_ring.h"
 #include "ft/proto.h"
 
-#define RING_MAGIC "FTRING01"
-#define HDR_BYTES 32 /* magic 8, job 8, attempt 8, rank 4, world 4 */
+#define RING_MAGIC "FTRING01" /* data connection */
+#define HB_MAGIC "FTRINGHB"   /* heartbeat connection */
+#define HDR_BYTES 32          /* magic 8, job 8, attempt 8, rank 4, world 4 */
+#define HB_EVERY_MS 500       /* heartbeat byte period */
+#define COLL_RING_DEFAULT_HEARTBEAT_S 10
 
 typedef struct {
-    int next_fd;       /* connection to rank+1 (we send), -1 when closed */
-    int prev_fd;       /* connection from rank-1 (we receive), -1 when closed */
-    int timeout_ms;    /* per operation */
-    bool broken;       /* an operation failed: later ones fail at once */
-    char *tmp;         /* receive buffer for reduce-scatter chunks */
-    size_t tmp_cap;    /* bytes allocated in tmp */
-    double comm_s;     /* seconds spent in operations since the last take */
+    int next_fd;           /* connection to rank+1 (we send), -1 when closed */
+    int prev_fd;           /* connection from rank-1 (we receive), -1 when closed */
+    int hb_next, hb_prev;  /* heartbeat connections, same directions; -1 when closed */
+    int timeout_ms;        /* per operation */
+    int hb_timeout_ms;     /* silence of the predecessor's heartbeat that breaks the ring */
+    bool broken;           /* an operation failed: later ones fail at once */
+    char *tmp;             /* receive buffer for reduce-scatter chunks */
+    size_t tmp_cap;        /* bytes allocated in tmp */
+    double comm_s;         /* seconds spent in operations since the last take */
+    pthread_t hb_thread;   /* sends and watches heartbeats */
+    bool hb_running;       /* hb_thread was started */
+    atomic_int hb_stop;    /* 1: hb_thread should return */
+    atomic_int hb_dead;    /* 1: predecessor silent, 2: its heartbeat connection closed */
+    int prev_rank;         /* for messages */
 } ring_t;
 
 static double mono_s(void)
@@ -56,9 +68,10 @@ static void put64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
-static void make_hdr(unsigned char *h, int64_t job, int64_t attempt, int rank, int world)
+static void make_hdr(unsigned char *h, const char *magic, int64_t job, int64_t attempt, int rank,
+                     int world)
 {
-    memcpy(h, RING_MAGIC, 8);
+    memcpy(h, magic, 8);
     put64(h + 8, (uint64_t)job);
     put64(h + 16, (uint64_t)attempt);
     put64(h + 24, (uint64_t)(uint32_t)rank | (uint64_t)(uint32_t)world << 32);
@@ -120,8 +133,15 @@ static int xfer(ring_t *g, int sfd, const char *sbuf, size_t slen, int rfd, char
         if (ri >= 0 && p[ri].revents) {
             ssize_t n = recv(rfd, rbuf, rlen, 0);
             if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-                ft_err_set(err, FT_EUNAVAIL, "collective: rank %d %s", prev,
-                           n == 0 ? "closed its connection (it died or gave up)" : strerror(errno));
+                if (atomic_load(&g->hb_dead))
+                    ft_err_set(err, FT_EUNAVAIL, "collective: rank %d %s", prev,
+                               atomic_load(&g->hb_dead) == 1
+                                   ? "sent no heartbeat in time (hung, stopped or cut off)"
+                                   : "closed its heartbeat connection (it died)");
+                else
+                    ft_err_set(err, FT_EUNAVAIL, "collective: rank %d %s", prev,
+                               n == 0 ? "closed its connection (it died or gave up)"
+                                      : strerror(errno));
                 return -1;
             }
             if (n > 0) {
@@ -261,10 +281,14 @@ static void ring_destroy(coll_t *c)
 {
     ring_t *g = c->impl;
     if (g) {
-        if (g->next_fd >= 0)
-            close(g->next_fd);
-        if (g->prev_fd >= 0)
-            close(g->prev_fd);
+        if (g->hb_running) {
+            atomic_store(&g->hb_stop, 1);
+            pthread_join(g->hb_thread, NULL);
+        }
+        int fds[] = {g->next_fd, g->prev_fd, g->hb_next, g->hb_prev};
+        for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
         free(g->tmp);
         free(g);
     }
@@ -284,6 +308,48 @@ double coll_ring_take_comm_s(coll_t *c)
 bool coll_ring_broken(const coll_t *c)
 {
     return c && strcmp(c->name, "ring") == 0 && ((const ring_t *)c->impl)->broken;
+}
+
+/* ---- heartbeat ---- */
+
+/* Sends a byte to the successor every HB_EVERY_MS and watches the
+ * predecessor's: a process that is stopped, frozen or cut off goes silent
+ * even while its peers would wait out a long compute step. On silence or EOF
+ * the data sockets are shut down, so a collective in progress returns at
+ * once with the reason (hb_dead). */
+static void *hb_main(void *arg)
+{
+    ring_t *g = arg;
+    int64_t last_heard = ft_mono_ms(), last_sent = 0;
+    while (!atomic_load(&g->hb_stop)) {
+        int64_t now = ft_mono_ms();
+        if (now - last_sent >= HB_EVERY_MS) {
+            char b = 'h';
+            if (send(g->hb_next, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1 || errno == EAGAIN)
+                last_sent = now;
+        }
+        struct pollfd p = {g->hb_prev, POLLIN, 0};
+        int r = poll(&p, 1, HB_EVERY_MS / 2);
+        now = ft_mono_ms();
+        int dead = 0;
+        if (r > 0) {
+            char buf[64];
+            ssize_t n = recv(g->hb_prev, buf, sizeof(buf), MSG_DONTWAIT);
+            if (n > 0)
+                last_heard = now;
+            else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+                dead = 2;
+        }
+        if (!dead && now - last_heard > g->hb_timeout_ms)
+            dead = 1;
+        if (dead) {
+            atomic_store(&g->hb_dead, dead);
+            shutdown(g->prev_fd, SHUT_RDWR);
+            shutdown(g->next_fd, SHUT_RDWR);
+            return NULL;
+        }
+    }
+    return NULL;
 }
 
 /* ---- set-up ---- */
@@ -408,6 +474,55 @@ static int write_all_fd(int fd, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* One connection each way with the ring neighbours, of the kind magic names:
+ * connect and greet the successor, accept the predecessor of this job and
+ * attempt (turning others away), answer it, check the successor's answer. */
+static int link_pair(int lfd, char **blobs, const char *magic, const rdv_t *rdv, int rank,
+                     int world, int64_t deadline, int *next_fd, int *prev_fd, ft_err_t *err)
+{
+    int next = (rank + 1) % world, prev = (rank + world - 1) % world;
+    int64_t job = rdv_job(rdv), att = rdv_attempt(rdv);
+    unsigned char mine[HDR_BYTES], theirs[HDR_BYTES], want[HDR_BYTES];
+    make_hdr(mine, magic, job, att, rank, world);
+    *next_fd = connect_next(blobs[next], next, deadline, err);
+    if (*next_fd < 0)
+        return -1;
+    if (write_all_fd(*next_fd, mine, HDR_BYTES) < 0) {
+        ft_err_set(err, FT_EUNAVAIL, "ring: cannot greet rank %d: %s", next, strerror(errno));
+        return -1;
+    }
+    make_hdr(want, magic, job, att, prev, world);
+    while (*prev_fd < 0) {
+        if (wait_fd(lfd, POLLIN, deadline) <= 0) {
+            ft_err_set(err, FT_EUNAVAIL, "ring: rank %d did not connect within %lld s", prev,
+                       (long long)(deadline - ft_mono_ms() + 999) / 1000);
+            return -1;
+        }
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (read_hdr(fd, theirs, deadline) < 0 || memcmp(theirs, want, HDR_BYTES) != 0) {
+            ft_warn("rank %d: turned away a ring connection that is not rank %d of this attempt",
+                    rank, prev);
+            close(fd);
+            continue;
+        }
+        *prev_fd = fd;
+    }
+    /* the answer tells our successor it reached the right rank */
+    if (write_all_fd(*prev_fd, mine, HDR_BYTES) < 0) {
+        ft_err_set(err, FT_EUNAVAIL, "ring: cannot answer rank %d: %s", prev, strerror(errno));
+        return -1;
+    }
+    make_hdr(want, magic, job, att, next, world);
+    if (read_hdr(*next_fd, theirs, deadline) < 0 || memcmp(theirs, want, HDR_BYTES) != 0) {
+        ft_err_set(err, FT_EUNAVAIL, "ring: the peer at rank %d's address is not rank %d of this "
+                   "attempt", next, next);
+        return -1;
+    }
+    return 0;
+}
+
 coll_t *coll_ring_new(rdv_t *rdv, int rank, int world, const char *host, ft_err_t *err)
 {
     coll_t *c = calloc(1, sizeof(*c));
@@ -419,7 +534,7 @@ coll_t *coll_ring_new(rdv_t *rdv, int rank, int world, const char *host, ft_err_
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         goto fail;
     }
-    g->next_fd = g->prev_fd = -1;
+    g->next_fd = g->prev_fd = g->hb_next = g->hb_prev = -1;
     c->name = "ring";
     c->rank = rank;
     c->world = world;
@@ -440,6 +555,18 @@ coll_t *coll_ring_new(rdv_t *rdv, int rank, int world, const char *host, ft_err_
         }
     }
     g->timeout_ms = (int)(tmo * 1000);
+    const char *hv = getenv("FT_COLL_HEARTBEAT_S");
+    int64_t hb = COLL_RING_DEFAULT_HEARTBEAT_S;
+    if (hv && *hv) {
+        char *end;
+        hb = strtol(hv, &end, 10);
+        if (*end || hb < 1 || hb > 86400) {
+            ft_err_set(err, FT_EBADFIELD, "environment 'FT_COLL_HEARTBEAT_S': expected seconds "
+                       "in [1, 86400], got '%s'", ft_sanitize(hv, 32));
+            goto fail;
+        }
+    }
+    g->hb_timeout_ms = (int)(hb * 1000);
     if (rank < 0 || world < 2 || rank >= world) {
         ft_err_set(err, FT_EBADFIELD, "ring: rank %d of world %d (a ring needs 2 or more ranks)",
                    rank, world);
@@ -468,53 +595,23 @@ coll_t *coll_ring_new(rdv_t *rdv, int rank, int world, const char *host, ft_err_
     if (rdv_exchange(rdv, blob, &blobs, err) < 0)
         goto fail;
 
-    int next = (rank + 1) % world, prev = (rank + world - 1) % world;
     int64_t deadline = ft_mono_ms() + g->timeout_ms;
-    int64_t job = rdv_job(rdv), att = rdv_attempt(rdv);
-    unsigned char mine[HDR_BYTES], theirs[HDR_BYTES], want[HDR_BYTES];
-    make_hdr(mine, job, att, rank, world);
-    g->next_fd = connect_next(blobs[next], next, deadline, err);
-    if (g->next_fd < 0)
+    g->prev_rank = (rank + world - 1) % world;
+    if (link_pair(lfd, blobs, RING_MAGIC, rdv, rank, world, deadline, &g->next_fd, &g->prev_fd,
+                  err) < 0 ||
+        link_pair(lfd, blobs, HB_MAGIC, rdv, rank, world, deadline, &g->hb_next, &g->hb_prev,
+                  err) < 0)
         goto fail;
-    if (write_all_fd(g->next_fd, mine, HDR_BYTES) < 0) {
-        ft_err_set(err, FT_EUNAVAIL, "ring: cannot greet rank %d: %s", next, strerror(errno));
-        goto fail;
-    }
-    /* accept until the predecessor of this job and attempt shows up */
-    make_hdr(want, job, att, prev, world);
-    while (g->prev_fd < 0) {
-        if (wait_fd(lfd, POLLIN, deadline) <= 0) {
-            ft_err_set(err, FT_EUNAVAIL, "ring: rank %d did not connect within %d s", prev,
-                       g->timeout_ms / 1000);
-            goto fail;
-        }
-        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        if (read_hdr(fd, theirs, deadline) < 0 || memcmp(theirs, want, HDR_BYTES) != 0) {
-            ft_warn("rank %d: turned away a ring connection that is not rank %d of this attempt",
-                    rank, prev);
-            close(fd);
-            continue;
-        }
-        g->prev_fd = fd;
-    }
-    /* the answer tells our successor it reached the right rank */
-    if (write_all_fd(g->prev_fd, mine, HDR_BYTES) < 0) {
-        ft_err_set(err, FT_EUNAVAIL, "ring: cannot answer rank %d: %s", prev, strerror(errno));
-        goto fail;
-    }
-    make_hdr(want, job, att, next, world);
-    if (read_hdr(g->next_fd, theirs, deadline) < 0 || memcmp(theirs, want, HDR_BYTES) != 0) {
-        ft_err_set(err, FT_EUNAVAIL, "ring: the peer at rank %d's address is not rank %d of this "
-                   "attempt", next, next);
-        goto fail;
-    }
     if (set_nonblock(g->next_fd) < 0 || set_nonblock(g->prev_fd) < 0) {
         ft_err_set(err, FT_EINTERNAL, "ring: cannot make sockets non-blocking: %s",
                    strerror(errno));
         goto fail;
     }
+    if (pthread_create(&g->hb_thread, NULL, hb_main, g) != 0) {
+        ft_err_set(err, FT_EINTERNAL, "ring: cannot start the heartbeat thread");
+        goto fail;
+    }
+    g->hb_running = true;
     close(lfd);
     rdv_blobs_free(&blobs, world);
     return c;
