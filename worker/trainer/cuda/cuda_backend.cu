@@ -141,6 +141,8 @@ static void dev_free(void *p)
             break;
         }
     }
+    /* queued kernels may still read p (a scratch buffer being grown) */
+    CU_CHECK(cudaStreamSynchronize(g.stream));
     CU_CHECK(cudaFree(p));
 }
 
