@@ -12,7 +12,10 @@
  * rank ends with the same bits. Broadcast: relayed along the ring.
  * Time-outs: each operation has one deadline (FT_COLL_TIMEOUT_S, default
  * 300 s, from the operation's start); a dead peer (EOF, reset) fails the
- * operation at once, a hung one when the deadline passes.
+ * operation at once. A second connection per neighbour carries a heartbeat
+ * byte every 0.5 s from a thread of its own; a predecessor silent for
+ * FT_COLL_HEARTBEAT_S (default 10 s: stopped, frozen, cut off) breaks the
+ * ring at once, even while waiting out a slow peer's compute.
  * Cost: all-reduce of n elements sends 2 (W-1)/W n elements per rank.
  */
 #ifndef FT_COLL_RING_H
