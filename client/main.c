@@ -80,7 +80,7 @@ static const char exit_codes_text[] =
 static const char global_options_text[] =
     "  --scheduler E  scheduler endpoint (default: $FT_SCHEDULER, config 'scheduler',\n"
     "                 else " FT_DEFAULT_ENDPOINT ")\n"
-    "  -o, --output F table or json (default table; config 'output')\n"
+    "  -o, --output F table, json or csv (default table; config 'output')\n"
     "  --timeout S    seconds to wait for each reply (default 5)\n"
     "  --user U       user name (default: config 'user', else $USER)\n"
     "  -h, --help     this help; `ftctl help CMD` for one subcommand\n"

@@ -33,6 +33,7 @@ static const struct {
     {FT_MSG_JOBS, FT_MSG_JOBS_REPLY},     {FT_MSG_JOB, FT_MSG_JOB_REPLY},
     {FT_MSG_CANCEL, FT_MSG_CANCEL_REPLY}, {FT_MSG_LOGS, FT_MSG_LOGS_REPLY},
     {FT_MSG_NODES, FT_MSG_NODES_REPLY},   {FT_MSG_USAGE, FT_MSG_USAGE_REPLY},
+    {FT_MSG_REPORT, FT_MSG_REPORT_REPLY},
 };
 
 static ft_msg_type_t reply_type_of(const cJSON *req)
