@@ -125,6 +125,13 @@ static const char *const migrations[] = {
     " held INTEGER NOT NULL,"    /* 1: new jobs wait */
     " penalty INTEGER NOT NULL," /* subtracted from priority when placing */
     " reason TEXT NOT NULL);",
+    /* 3 -> 4: when ftsched first saw each device, so available capacity is
+     * counted from then, not from before the device existed. */
+    "CREATE TABLE IF NOT EXISTS ledger_devices ("
+    " node TEXT NOT NULL,"
+    " idx INTEGER NOT NULL,"
+    " first_ms INTEGER NOT NULL," /* unix ms of the first checkpoint that saw it */
+    " PRIMARY KEY (node, idx));",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -511,6 +511,8 @@ static int64_t month_start_ms(int64_t now_ms)
  * break-even sums per offer (sum of fixed, sum of cloud - energy). */
 typedef struct {
     int devices;                     /* registered devices */
+    int64_t *first_ms;               /* (devices) when each was first seen, unix ms */
+    double *rate;                    /* (devices) fixed cost per hour of each */
     double fixed;                    /* sum of fixed rates, per hour */
     double be_fixed[COST_MAX_CLOUDS]; /* sum of fixed over devices the offer prices */
     double be_margin[COST_MAX_CLOUDS]; /* sum of (cloud - energy) over them */
@@ -525,14 +527,31 @@ static int capacity(sched_t *s, const cost_model_t *m, capacity_t *cap, ft_err_t
     memset(cap, 0, sizeof(*cap));
     if (n < 0)
         return -1;
-    st = db_stmt(s->db, "SELECT node, model FROM devices ORDER BY node, idx", err);
+    cap->first_ms = calloc((size_t)n + 1, sizeof(*cap->first_ms));
+    cap->rate = calloc((size_t)n + 1, sizeof(*cap->rate));
+    if (!cap->first_ms || !cap->rate) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        return -1;
+    }
+    st = db_stmt(s->db,
+                 "SELECT d.node, d.model, coalesce(l.first_ms, ?1) FROM devices d"
+                 " LEFT JOIN ledger_devices l ON l.node = d.node AND l.idx = d.idx"
+                 " ORDER BY d.node, d.idx",
+                 err);
     if (!st)
         return -1;
+    sqlite3_bind_int64(st, 1, sched_now_ms(s));
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         cost_rates_t r;
         const char *model = db_col_text(st, 1);
 
+        if (cap->devices >= n) { /* a device registered since the count: next time */
+            rc = SQLITE_DONE;
+            break;
+        }
         cost_rates(m, db_col_text(st, 0), model, n, &r);
+        cap->first_ms[cap->devices] = sqlite3_column_int64(st, 2);
+        cap->rate[cap->devices] = r.fixed;
         cap->devices++;
         cap->fixed += r.fixed;
         for (int i = 0; i < m->nclouds; i++) {
@@ -551,6 +570,32 @@ static int capacity(sched_t *s, const cost_model_t *m, capacity_t *cap, ft_err_t
         return -1;
     }
     return 0;
+}
+
+/* Device-hours available in [a, b) (each device from when it was first seen)
+ * and their fixed cost. */
+static double available(const capacity_t *cap, int64_t a, int64_t b, double *fixed)
+{
+    double h = 0;
+
+    *fixed = 0;
+    for (int i = 0; i < cap->devices; i++) {
+        int64_t s0 = a > cap->first_ms[i] ? a : cap->first_ms[i];
+
+        if (b > s0) {
+            h += (double)(b - s0) / 3600000.0;
+            *fixed += cap->rate[i] * (double)(b - s0) / 3600000.0;
+        }
+    }
+    return h;
+}
+
+static void capacity_free(capacity_t *cap)
+{
+    free(cap->first_ms);
+    free(cap->rate);
+    cap->first_ms = NULL;
+    cap->rate = NULL;
 }
 
 static cJSON *budgets_json(const cost_model_t *m, const aggtab_t *month, int64_t month_ms)
@@ -599,7 +644,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
     int64_t now = sched_now_ms(s), lo = since * 1000, hi = until * 1000, mstart;
     cJSON *out = NULL, *o, *arr;
     agg_t **v = NULL;
-    double avail_h, alloc_h, alloc_fixed;
+    double avail_h, alloc_h, alloc_fixed, avail_fixed, day_fixed;
 
     if (!m)
         return NULL;
@@ -613,6 +658,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
         return NULL;
     }
     c->days.m = c->team_days.m = c->teams.m = c->jobs.m = c->total.m = c->month.m = m;
+    memset(&cap, 0, sizeof(cap));
     mstart = month_start_ms(now);
     if (capacity(s, m, &cap, err) < 0 ||
         each_piece(s, m, lo, hi, SPLIT_DAY, report_piece, c, err) < 0 ||
@@ -633,7 +679,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
         alloc_h = t->hours;
         alloc_fixed = t->capital + t->maintenance;
     }
-    avail_h = (double)cap.devices * (double)(hi - lo) / 3600000.0;
+    avail_h = available(&cap, lo, hi, &avail_fixed);
     o = cJSON_AddObjectToObject(out, "utilisation");
     cJSON_AddNumberToObject(o, "devices", cap.devices);
     cJSON_AddNumberToObject(o, "available_gpu_hours", avail_h);
@@ -641,7 +687,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
     cJSON_AddNumberToObject(o, "utilisation", avail_h > 0 ? alloc_h / avail_h : 0);
     cJSON_AddNumberToObject(o, "idle_gpu_hours", avail_h > alloc_h ? avail_h - alloc_h : 0);
     {
-        double idle = cap.fixed * (double)(hi - lo) / 3600000.0 - alloc_fixed;
+        double idle = avail_fixed - alloc_fixed;
 
         cJSON_AddNumberToObject(o, "idle_cost", idle > 0 ? idle : 0);
     }
@@ -679,7 +725,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
         cJSON_AddStringToObject(d, "day", r->key);
         cJSON_AddNumberToObject(d, "gpu_hours", r->hours);
         cJSON_AddNumberToObject(d, "available_gpu_hours",
-                                (double)cap.devices * (double)(d1 - d0) / 3600000.0);
+                                available(&cap, d0, d1, &day_fixed));
         cJSON_AddNumberToObject(d, "cost", cost_of(r));
         cJSON_AddItemToArray(arr, d);
     }
@@ -742,6 +788,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
     cJSON_AddItemToObject(out, "budgets", budgets_json(m, &c->month, now));
 out:
     free(v);
+    capacity_free(&cap);
     if (c) {
         agg_free(&c->days);
         agg_free(&c->team_days);
@@ -831,6 +878,18 @@ static int checkpoint(sched_t *s, ft_err_t *err)
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, sched_now_ms(s));
+    if (db_step_done(s->db, st, err) < 0)
+        return -1;
+    /* Capacity counts from when a device was first seen (an allocation on it
+     * may be older, e.g. from before this table existed). */
+    st = db_stmt(s->db,
+                 "INSERT OR IGNORE INTO ledger_devices (node, idx, first_ms)"
+                 " SELECT d.node, d.idx, min(?1, coalesce((SELECT min(a.start_ms) FROM allocations a"
+                 " WHERE a.node = d.node AND a.device_index = d.idx), ?1)) FROM devices d",
+                 err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, sched_now_ms(s));
     return db_step_done(s->db, st, err);
 }
 
@@ -862,10 +921,10 @@ static int budgets(sched_t *s, ft_err_t *err)
                 money = cost_of(r);
             }
         if (b->gpu_hours > 0 && h >= b->gpu_hours)
-            snprintf(why, sizeof(why), "team '%s' used %.2f of %.2f GPU-hours this month",
+            snprintf(why, sizeof(why), "team '%s' used %.4g of %.4g GPU-hours this month",
                      b->team, h, b->gpu_hours);
         else if (b->money > 0 && money >= b->money)
-            snprintf(why, sizeof(why), "team '%s' spent %.2f of %.2f %s this month", b->team,
+            snprintf(why, sizeof(why), "team '%s' spent %.4g of %.4g %s this month", b->team,
                      money, b->money, m->currency);
         else
             continue;
