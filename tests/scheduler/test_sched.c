@@ -823,6 +823,75 @@ static void test_reservation(void)
     done(&s, path);
 }
 
+/* The rendezvous relay (scheduler/rendezvous.c): blobs from every rank, then
+ * all of them in rank order to every node of the gang; only live ranks of the
+ * running attempt, only from their own node; anything else is told to stop. */
+static void rdv(sched_t *s, const char *node, int64_t job, int attempt, int rank, const char *blob)
+{
+    worker(s, node,
+           "{\"v\":1,\"type\":\"rendezvous\",\"id\":\"r%d\",\"job_id\":%lld,\"attempt\":%d,"
+           "\"rank\":%d,\"blob\":\"%s\"}",
+           rank, (long long)job, attempt, rank, blob);
+}
+
+static void test_rendezvous(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    int64_t a;
+    cJSON *m, *blobs;
+
+    h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
+    h_hello(s, "n2", 1, "H100", "gpu", 81920, NULL);
+    a = h_submit(s, "{\"command\":[\"x\"],\"gpus\":3}", "ann", NULL);
+    tick(s, 10);
+    for (int r = 0; r < 3; r++)
+        started(s, r < 2 ? "n1" : "n2", a, 1, r);
+    rdv(s, "n2", a, 1, 0, "QUFB");
+    CHECK(h_find("w/n2", "stop", 0) && h_count(NULL, "rendezvous_reply") == 0,
+          "a blob for rank 0 from n2 (rank 0 is on n1) is refused with a stop");
+    rdv(s, "n1", a, 2, 0, "QUFB");
+    CHECK(h_find("w/n1", "stop", 0) && h_num(h_find("w/n1", "stop", 0), "attempt") == 2,
+          "a blob for attempt 2 while attempt 1 runs: that attempt is told to stop");
+    rdv(s, "n1", a, 1, 1, "QkJC");
+    CHECK(h_nout == 0, "rank 1's blob: nothing sent yet");
+    rdv(s, "n2", a, 1, 2, "Q0ND");
+    CHECK(h_nout == 0, "rank 2's blob: nothing sent yet");
+    rdv(s, "n1", a, 1, 0, "QUFB");
+    m = h_find("w/n1", "rendezvous_reply", 0);
+    blobs = cJSON_GetObjectItemCaseSensitive(m, "blobs");
+    CHECK(m && h_find("w/n2", "rendezvous_reply", 0) && h_count(NULL, "rendezvous_reply") == 2 &&
+              cJSON_GetArraySize(blobs) == 3 &&
+              strcmp(cJSON_GetArrayItem(blobs, 0)->valuestring, "QUFB") == 0 &&
+              strcmp(cJSON_GetArrayItem(blobs, 2)->valuestring, "Q0ND") == 0 &&
+              h_num(m, "attempt") == 1,
+          "the last blob completes it: one rendezvous_reply per node, blobs in rank order");
+    {
+        char *t = ft_json_print(m);
+        ft_err_t err;
+        ft_msg_type_t ty;
+        cJSON *back = ft_proto_decode(t, strlen(t), &ty, NULL, 0, &err);
+        CHECK(back && ty == FT_MSG_RENDEZVOUS_REPLY, "the reply passes the validator");
+        cJSON_Delete(back);
+        free(t);
+    }
+    rdv(s, "n2", a, 1, 2, "Q0ND");
+    CHECK(h_nout == 0, "a blob sent after completion opens a new exchange: nothing sent");
+    /* The attempt fails and is requeued: the old gang is forgotten. */
+    exited(s, "n2", a, 1, 2, -1, 9, "killed");
+    for (int r = 0; r < 2; r++)
+        exited(s, "n1", a, 1, r, -1, 15, "stopped");
+    tick(s, 10);
+    for (int r = 0; r < 3; r++)
+        started(s, r < 2 ? "n1" : "n2", a, 2, r);
+    rdv(s, "n1", a, 1, 0, "QUFB");
+    CHECK(h_find("w/n1", "stop", 0) && h_num(h_find("w/n1", "stop", 0), "attempt") == 1,
+          "after the requeue, a blob for attempt 1 is stale: stop");
+    rdv(s, "n1", a, 2, 0, "WFhY");
+    CHECK(h_nout == 0, "attempt 2 starts a fresh rendezvous");
+    done(&s, path);
+}
+
 int main(void)
 {
     ft_log_init("test_sched", FT_LOG_ERROR);
@@ -840,6 +909,7 @@ int main(void)
     test_reply_limits();
     test_many_pending();
     test_reservation();
+    test_rendezvous();
     h_drop();
     return check_done("test_sched");
 }
