@@ -9,6 +9,8 @@ ftcluster). Python standard library only.
                    each attempt's GPU-seconds are in the allocations
   gang_contention  many multi-GPU jobs on a small emulated cluster: never a
                    partial gang, never a device held twice
+  repeated_failure a gang failing the same way in every attempt ends FAILED
+                   with the reason after max_retries, not in a loop
   rendezvous_exec  two exec ranks swap blobs over $FT_EVENT_FD through the
                    scheduler; a malformed blob is refused naming the field
 """
@@ -310,11 +312,42 @@ def rendezvous_exec():
               "a malformed blob is refused by the worker with the field named")
 
 
+def repeated_failure():
+    """A 2-rank gang whose rank 1 is SIGKILLed in every attempt: each attempt
+    stops rank 0 at once and requeues, and after max_retries the job ends
+    FAILED with the reason instead of looping."""
+    with Cluster("dist-repeat") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.start_worker("n2", gpus=1)
+        c.wait_nodes_ready(["n1", "n2"])
+        spec = {"command": ["sh", "-c", 'if [ "$FT_RANK" = 1 ]; then sleep 0.5; kill -9 $$; fi; '
+                            'exec sleep 60'], "gpus": 2, "max_retries": 2}
+        path = os.path.join(c.dir, "repeat.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        t0 = time.monotonic()
+        j = c.submit(path)
+        job = c.wait_state(j, ["FAILED", "COMPLETED", "CANCELLED"], timeout=60)
+        took = time.monotonic() - t0
+        check(job["state"] == "FAILED", f"the job ended FAILED after {took:.1f} s",
+              json.dumps(job)[:1000])
+        check(job["attempt"] == 3, "after 3 attempts (max_retries 2)", str(job["attempt"]))
+        reason = job.get("reason") or ""
+        check("killed by signal 9" in reason and "no retries left" in reason,
+              f"the reason says why: '{reason}'")
+        rows = alloc_rows(c.db, j)
+        check(len(rows) == 6 and all(r[4] is not None for r in rows),
+              "6 allocations (2 ranks x 3 attempts), all closed", str(rows))
+        check(took < 40, "rank 0 (sleeping 60 s) was stopped each time, not waited for")
+
+
 TESTS = {
     "equivalence": equivalence,
     "sigkill_resume": sigkill_resume,
     "gang_contention": gang_contention,
     "rendezvous_exec": rendezvous_exec,
+    "repeated_failure": repeated_failure,
 }
 
 if __name__ == "__main__":
