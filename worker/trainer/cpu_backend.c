@@ -341,7 +341,8 @@ static void gemm_range(void *p, int64_t lo, int64_t hi, int tid)
     }
 }
 
-/* Splits GEMMs over 1 MFLOP into slices along the longer side of C, run on the pool. */
+/* Splits GEMMs over 1 MFLOP into one slice per thread along the longer side of C
+ * (so the operand packed again by every slice is the smaller one). */
 static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
                      int ldc)
@@ -353,9 +354,10 @@ static void cpu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alph
         gemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    /* slices of at least 64 rows (or columns), up to 4 per thread */
-    int parts = side / 64 < 4 * threads ? side / 64 : 4 * threads;
-    parts = parts < threads ? threads : parts;
+    /* one slice per thread: each slice packs all of the other operand
+     * again, so more slices would cost more packing than they save in
+     * balance */
+    int parts = threads;
     gemm_ctx g = {trans_a, trans_b, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, parts};
     par_range(parts, 2, gemm_range, &g);
 }
