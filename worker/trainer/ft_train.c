@@ -20,6 +20,9 @@
 #include "backend.h"
 #include "coll.h"
 #include "coll_ring.h"
+#ifdef FT_HAVE_CUDA
+#include "coll_nccl.h"
+#endif
 #include "ft/dist.h"
 #include "ft/json.h"
 #include "ft/jobspec.h"
@@ -169,8 +172,16 @@ static int cmd_run(int argc, char **argv)
     ft_err_t err;
     ft_err_clear(&err);
     trainer_t *t = NULL;
-    /* world > 1: the TCP ring, connected through the rendezvous (coll_ring.h) */
-    coll_t *c = coll_open(event_fd, rank, world, &err);
+    /* world > 1: the TCP ring, connected through the rendezvous (coll_ring.h);
+     * NCCL instead on CUDA ranks, its unique id carried by the same rendezvous */
+    coll_t *c = NULL;
+#ifdef FT_HAVE_CUDA
+    int resolved = trainer_backend_resolve(backend, &err);
+    if (resolved == TRAINER_BACKEND_CUDA && world > 1)
+        c = coll_nccl_open(event_fd, rank, world, 0, &err);
+    else
+#endif
+        c = coll_open(event_fd, rank, world, &err);
     trainer_opts_t o;
     trainer_opts_defaults(&o);
     o.event_fd = event_fd;
@@ -200,7 +211,11 @@ static int cmd_run(int argc, char **argv)
         ft_info("rank %d: %.3f s in collectives", rank, coll_ring_take_comm_s(c));
     if (r < 0) {
         ft_error("%s", err.msg);
-        if (coll_ring_broken(c))
+        bool lost = coll_ring_broken(c);
+#ifdef FT_HAVE_CUDA
+        lost = lost || coll_nccl_broken(c);
+#endif
+        if (lost)
             rc = FT_EXIT_PEER_LOST; /* a peer died or hung, not this rank's fault */
         goto out;
     }

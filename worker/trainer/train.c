@@ -198,23 +198,35 @@ int trainer_backend_parse(const char *s)
     return -1;
 }
 
-static const backend_t *pick_backend(int which, ft_err_t *err)
+int trainer_backend_resolve(int requested, ft_err_t *err)
 {
 #ifdef FT_HAVE_CUDA
     const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
-    bool want = which == TRAINER_BACKEND_CUDA ||
-                (which == TRAINER_BACKEND_AUTO && (!cvd || cvd[0] != '\0') &&
-                 cuda_backend_device_count() > 0);
-    if (want) {
+    if (requested == TRAINER_BACKEND_CUDA ||
+        (requested == TRAINER_BACKEND_AUTO && (!cvd || cvd[0] != '\0') &&
+         cuda_backend_device_count() > 0))
+        return TRAINER_BACKEND_CUDA;
+#else
+    if (requested == TRAINER_BACKEND_CUDA) {
+        ft_err_set(err, FT_EBADFIELD, "'--backend cuda': ft-train was built without CUDA");
+        return -1;
+    }
+#endif
+    return TRAINER_BACKEND_CPU;
+}
+
+static const backend_t *pick_backend(int which, ft_err_t *err)
+{
+    int b = trainer_backend_resolve(which, err);
+    if (b < 0)
+        return NULL;
+#ifdef FT_HAVE_CUDA
+    if (b == TRAINER_BACKEND_CUDA) {
+        /* device 0 of the visible ones: ftworker hands each rank its GPU alone */
         const backend_t *be = backend_cuda(0, err);
         if (be)
             ft_info("compute: cuda backend (bf16 base weights)");
         return be;
-    }
-#else
-    if (which == TRAINER_BACKEND_CUDA) {
-        ft_err_set(err, FT_EBADFIELD, "'--backend cuda': ft-train was built without CUDA");
-        return NULL;
     }
 #endif
     return backend_cpu();

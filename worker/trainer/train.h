@@ -57,6 +57,10 @@ typedef enum {
 
 /* "auto", "cpu", "cuda" -> the enum; -1 for anything else. */
 int trainer_backend_parse(const char *s);
+/* What AUTO/CPU/CUDA comes to on this process: TRAINER_BACKEND_CPU or
+ * TRAINER_BACKEND_CUDA (chosen before the collective, which depends on it);
+ * -1 with err for CUDA on a build without it. */
+int trainer_backend_resolve(int requested, ft_err_t *err);
 
 #define TRAINER_STOPPED 1  /* trainer_run: stopped early on request, checkpoint saved */
 

@@ -20,6 +20,7 @@
 #include "coll_nccl.h"
 #include "cuda_backend.h"
 #include "nccl_wait.h"
+#include "rdv.h"
 
 typedef struct {
     ncclComm_t comm;        /* NULL before init or after abort */
@@ -348,4 +349,65 @@ const char *coll_nccl_error(const coll_t *c)
 {
     const nccl_impl_t *im = c->impl;
     return im ? im->err.msg : "";
+}
+
+bool coll_nccl_broken(const coll_t *c)
+{
+    return c && strcmp(c->name, "nccl") == 0 && ((const nccl_impl_t *)c->impl)->dead;
+}
+
+coll_t *coll_nccl_open(int event_fd, int rank, int world, int device, ft_err_t *err)
+{
+    if (world == 1) {
+        coll_t *c = coll_single();
+        if (!c)
+            ft_err_set(err, FT_EINTERNAL, "out of memory");
+        return c;
+    }
+    double timeout = COLL_NCCL_DEFAULT_TIMEOUT_S;
+    const char *tv = getenv("FT_NCCL_TIMEOUT_S");
+    if (tv) {
+        char *end;
+        timeout = strtod(tv, &end);
+        if (*tv == '\0' || *end != '\0' || !(timeout > 0.0 && timeout <= 86400.0)) {
+            ft_err_set(err, FT_EBADFIELD, "'FT_NCCL_TIMEOUT_S': expected seconds in (0, 86400], "
+                       "got '%.40s'", tv);
+            return NULL;
+        }
+    }
+    coll_t *c = NULL;
+    char **blobs = NULL;
+    char hex[COLL_NCCL_ID_HEX + 1], b64[COLL_NCCL_ID_HEX];  /* base64 of 128 bytes: 172 chars */
+    unsigned char raw[COLL_NCCL_ID_HEX / 2];
+    snprintf(b64, sizeof(b64), "AA==");  /* ranks > 0: a placeholder byte */
+    rdv_t *r = rdv_new(event_fd, rank, world, err);
+    if (!r)
+        return NULL;
+    if (rank == 0) {
+        if (coll_nccl_make_id(hex, sizeof(hex), err) < 0)
+            goto out;
+        for (size_t i = 0; i < sizeof(raw); i++)
+            raw[i] = (unsigned char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
+        if (rdv_b64_encode(raw, sizeof(raw), b64, sizeof(b64)) < 0) {
+            ft_err_set(err, FT_EINTERNAL, "cannot encode the nccl id");
+            goto out;
+        }
+    }
+    if (rdv_exchange(r, b64, &blobs, err) < 0)
+        goto out;
+    if (rdv_b64_decode(blobs[0], raw, sizeof(raw)) != (long)sizeof(raw)) {
+        ft_err_set(err, FT_EBADFIELD, "rendezvous: rank 0's blob is not an nccl id (%zu "
+                   "base64 characters)", strlen(blobs[0]));
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    coll_nccl_opts_t o = {.rank = rank, .world = world, .device = device, .id_hex = hex,
+                          .timeout_s = timeout};
+    c = coll_nccl_new(&o, err);
+out:
+    if (blobs)
+        rdv_blobs_free(&blobs, world);
+    rdv_destroy(&r);
+    return c;
 }

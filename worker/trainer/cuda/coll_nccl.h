@@ -16,6 +16,7 @@
 #ifndef FT_COLL_NCCL_H
 #define FT_COLL_NCCL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "coll.h"
@@ -41,5 +42,17 @@ coll_t *coll_nccl_new(const coll_nccl_opts_t *o, ft_err_t *err);
 
 /* The last error of c's collectives ("" when none). */
 const char *coll_nccl_error(const coll_t *c);
+
+/* true when c is an NCCL collective that was aborted (a peer failed or hung):
+ * the rank should exit as "peer lost", not as a training error */
+bool coll_nccl_broken(const coll_t *c);
+
+#define COLL_NCCL_DEFAULT_TIMEOUT_S 600  /* per operation; FT_NCCL_TIMEOUT_S overrides */
+
+/* The collective of a CUDA rank in ft-train run: coll_single() for a world of
+ * one; otherwise the rendezvous (rdv.h, over event_fd or $FT_RDV_DIR) carries
+ * rank 0's unique id, as base64 of its 128 bytes (the other ranks hand in
+ * "AA==", one placeholder byte), then coll_nccl_new on `device`. NULL with err. */
+coll_t *coll_nccl_open(int event_fd, int rank, int world, int device, ft_err_t *err);
 
 #endif
