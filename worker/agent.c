@@ -467,9 +467,15 @@ static void rank_finished(agent_t *a, int idx, int status)
             (long long)r->job_id, (long long)r->attempt, r->rank, (int)r->pid, reason, code, sig,
             (double)(ft_mono_ms() - r->started_ms) / 1000.0);
     cJSON *m = rank_msg(FT_MSG_RANK_EXITED, r->job_id, r->attempt, r->rank);
+    uint64_t e1 = 0;
+    ft_err_t eerr = {0};
+    /* energy_mj only when both readings worked and the counter did not restart */
+    bool energy = r->energy_ok && wdev_energy_mj(a->devs, r->device, &e1, &eerr) == 0 &&
+                  e1 >= r->energy0_mj;
     if (m && (!cJSON_AddNumberToObject(m, "exit_code", code) ||
               !cJSON_AddNumberToObject(m, "signal", sig) ||
-              !cJSON_AddStringToObject(m, "reason", reason))) {
+              !cJSON_AddStringToObject(m, "reason", reason) ||
+              (energy && !cJSON_AddNumberToObject(m, "energy_mj", (double)(e1 - r->energy0_mj))))) {
         cJSON_Delete(m);
         m = NULL;
     }
@@ -635,6 +641,9 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             launch_failed(a, job_id, attempt, rank, lerr.msg);
             continue;
         }
+        /* Billing: the device's energy counter at launch (NVML or RAPL); none
+         * for emulated GPUs, and then the ledger estimates. */
+        r->energy_ok = wdev_energy_mj(a->devs, dev, &r->energy0_mj, &lerr) == 0;
         a->ranks[a->nranks++] = r; /* rank_started once its exec is confirmed */
     }
     ft_jobspec_free(&spec);

@@ -328,6 +328,36 @@ void wdev_log(const wdev_set_t *set)
     }
 }
 
+/* CPU devices: the package's RAPL counter (FT_RAPL_ENERGY overrides the
+ * path, for tests), shared equally by the node's CPU devices. 1 when it is
+ * missing or unreadable (often root-only): the ledger then estimates. */
+static int rapl_energy_mj(const wdev_set_t *set, uint64_t *mj)
+{
+    const char *path = getenv("FT_RAPL_ENERGY");
+    char buf[64];
+    unsigned long long uj;
+    int ncpu = 0;
+    char *end;
+    FILE *f;
+
+    if (!path || !*path)
+        path = "/sys/class/powercap/intel-rapl:0/energy_uj";
+    if (!(f = fopen(path, "r")))
+        return 1;
+    if (!fgets(buf, sizeof(buf), f)) {
+        fclose(f);
+        return 1;
+    }
+    fclose(f);
+    uj = strtoull(buf, &end, 10);
+    if (end == buf || (*end && *end != '\n'))
+        return 1;
+    for (int i = 0; i < set->n; i++)
+        ncpu += set->devs[i].kind == WDEV_CPU;
+    *mj = uj / 1000 / (unsigned long long)(ncpu > 0 ? ncpu : 1);
+    return 0;
+}
+
 int wdev_energy_mj(const wdev_set_t *set, int index, uint64_t *mj, ft_err_t *err)
 {
     const wdev_t *d = wdev_get(set, index);
@@ -335,6 +365,8 @@ int wdev_energy_mj(const wdev_set_t *set, int index, uint64_t *mj, ft_err_t *err
         ft_err_set(err, FT_ENOTFOUND, "no device %d", index);
         return -1;
     }
+    if (d->kind == WDEV_CPU)
+        return rapl_energy_mj(set, mj);
     if (d->kind != WDEV_GPU || !set->nvml.get_energy)
         return 1;
     unsigned long long v = 0;

@@ -69,8 +69,9 @@ cJSON *wdev_to_json(const wdev_set_t *set);
 void wdev_log(const wdev_set_t *set);
 
 /* Energy hook for billing (a later issue): total energy the device has used
- * since its driver loaded, in millijoules. Returns 0 and sets *mj; 1 when the
- * device cannot report energy (cpu, emulated, pre-Volta GPU); -1 on an NVML
+ * since its driver loaded, in millijoules (CPU devices: the package's RAPL
+ * counter divided by the node's CPU devices). Returns 0 and sets *mj; 1 when the
+ * device cannot report energy (emulated, pre-Volta GPU, RAPL unreadable); -1 on an NVML
  * error (err set). Callers take deltas and treat a decrease as a new epoch. */
 int wdev_energy_mj(const wdev_set_t *set, int index, uint64_t *mj, ft_err_t *err);
 

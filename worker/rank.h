@@ -49,6 +49,8 @@ typedef struct {
     bool kill_sent;                 /* SIGKILL already sent to the group */
     int64_t kill_at_ms;             /* monotonic ms for SIGKILL; 0 = none scheduled */
     int64_t started_ms;             /* monotonic ms at launch */
+    uint64_t energy0_mj;            /* device energy counter at launch, mJ (energy_ok) */
+    bool energy_ok;                 /* energy0_mj was read: rank_exited carries energy_mj */
     cJSON *pending_progress;        /* newest progress not yet sent (coalesced), or NULL */
     int64_t progress_sent_ms;       /* monotonic ms of the last progress sent */
     char pid_path[4096];            /* jobs/J/rank-R.pid while running; "" = none */

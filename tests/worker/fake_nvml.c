@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct {
     unsigned long long total, free, used; /* bytes */
@@ -77,10 +78,23 @@ int nvmlDeviceGetMemoryInfo(void *h, fake_memory_t *m)
     return 0;
 }
 
+/* 123456789 mJ, plus FAKE_NVML_POWER_W watts (W = mJ per ms) since the first
+ * call when that is set, so billing tests see a known delta. */
 int nvmlDeviceGetTotalEnergyConsumption(void *h, unsigned long long *mj)
 {
+    static struct timespec t0;
+    const char *w = getenv("FAKE_NVML_POWER_W");
+    struct timespec t;
+
     if ((uintptr_t)h != 1)
         return 3;
     *mj = 123456789ULL;
+    if (w && *w) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t0.tv_sec == 0)
+            t0 = t;
+        *mj += (unsigned long long)(atof(w) * ((double)(t.tv_sec - t0.tv_sec) * 1000.0 +
+                                               (double)(t.tv_nsec - t0.tv_nsec) / 1e6));
+    }
     return 0;
 }

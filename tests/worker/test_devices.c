@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "devices.h"
@@ -31,7 +32,24 @@ int main(int argc, char **argv)
           d ? (long long)d->memory_mb : -1LL);
     CHECK(s && !wdev_nvml_loaded(s), "NVML skipped when the library name is empty");
     uint64_t mj = 0;
-    CHECK(s && wdev_energy_mj(s, 0, &mj, &err) == 1, "energy hook: cpu devices report none");
+    setenv("FT_RAPL_ENERGY", "/nonexistent/energy_uj", 1);
+    CHECK(s && wdev_energy_mj(s, 0, &mj, &err) == 1,
+          "energy hook: cpu devices report none without a readable RAPL counter");
+    {
+        char path[] = "/tmp/ft-rapl-XXXXXX";
+        int fd = mkstemp(path);
+
+        if (fd >= 0) {
+            CHECK(write(fd, "5000000\n", 8) == 8, "fake RAPL counter written");
+            close(fd);
+            setenv("FT_RAPL_ENERGY", path, 1);
+            CHECK(s && wdev_energy_mj(s, 0, &mj, &err) == 0 && mj == 5000,
+                  "energy hook: a cpu device reads RAPL 5000000 uJ as %llu mJ (one CPU device)",
+                  (unsigned long long)mj);
+            unlink(path);
+        }
+        setenv("FT_RAPL_ENERGY", "/nonexistent/energy_uj", 1);
+    }
     CHECK(s && wdev_energy_mj(s, 5, &mj, &err) == -1 && err.code == FT_ENOTFOUND,
           "energy hook: unknown device index is not_found (%s)", err.msg);
     wdev_set_destroy(&s);
