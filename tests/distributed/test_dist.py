@@ -11,17 +11,21 @@ ftcluster). Python standard library only.
                    partial gang, never a device held twice
   repeated_failure a gang failing the same way in every attempt ends FAILED
                    with the reason after max_retries, not in a loop
+  stop_together    SIGTERM to one rank: the whole gang stops after the same
+                   step and rank 0 saves it
   rendezvous_exec  two exec ranks swap blobs over $FT_EVENT_FD through the
                    scheduler; a malformed blob is refused naming the field
 """
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -342,12 +346,57 @@ def repeated_failure():
         check(took < 40, "rank 0 (sleeping 60 s) was stopped each time, not waited for")
 
 
+def stop_together():
+    """Two ft-train ranks by hand (rendezvous through FT_RDV_DIR); SIGTERM to
+    rank 1 only: both stop after the same step, rank 0 saves that step's
+    checkpoint and exits 75 (stopped with its gang), rank 1 dies of SIGTERM."""
+    trainer = trainer_path()
+    d = tempfile.mkdtemp(prefix="dist-stop-")
+    class C:  # what lora_spec needs of a cluster
+        dir = d
+    spec, out = lora_spec(C, trainer, "stop", 2, 4, 100000, 0)
+    env = dict(os.environ, FT_RDV_DIR=os.path.join(d, "rdv"), FT_COLL_TIMEOUT_S="30")
+    logs = [open(os.path.join(d, f"rank{r}.log"), "w+") for r in (0, 1)]
+    procs = [subprocess.Popen([trainer, "run", "--spec", spec, "--rank", str(r),
+                               "--world-size", "2", "--event-fd", "2"],
+                              stdout=subprocess.DEVNULL, stderr=logs[r], env=env)
+             for r in (0, 1)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            logs[0].seek(0)
+            if len(STEP_RE.findall(logs[0].read())) >= 20:
+                break
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+        rc = [p.wait(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    text = []
+    for f in logs:
+        f.seek(0)
+        text.append(f.read())
+        f.close()
+    check(rc[1] == -signal.SIGTERM, f"rank 1 died of its SIGTERM (status {rc[1]})", text[1][-800:])
+    check(rc[0] == 75, f"rank 0 exited 75, stopped with its gang (status {rc[0]})", text[0][-800:])
+    s0 = re.findall(r"step (\d+): stop requested", text[0])
+    s1 = re.findall(r"step (\d+): stop requested", text[1])
+    check(s0 and s1 and s0 == s1, f"both ranks stopped after step {s0[-1] if s0 else None}",
+          f"{s0} {s1}")
+    check(os.path.isdir(os.path.join(out, f"checkpoint-{s0[-1]}")),
+          f"rank 0 saved checkpoint-{s0[-1]}", str(os.listdir(out) if os.path.isdir(out) else ""))
+    shutil.rmtree(d, ignore_errors=True)
+
+
 TESTS = {
     "equivalence": equivalence,
     "sigkill_resume": sigkill_resume,
     "gang_contention": gang_contention,
     "rendezvous_exec": rendezvous_exec,
     "repeated_failure": repeated_failure,
+    "stop_together": stop_together,
 }
 
 if __name__ == "__main__":

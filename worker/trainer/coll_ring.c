@@ -31,9 +31,6 @@
 
 #include "coll_ring.h"
 #include "ft/proto.h"
-#ifdef FT_HAVE_CUDA
-#include "coll_nccl.h"
-#endif
 
 #define RING_MAGIC "FTRING01" /* data connection */
 #define HB_MAGIC "FTRINGHB"   /* heartbeat connection */
@@ -647,32 +644,3 @@ coll_t *coll_open(int event_fd, int rank, int world, ft_err_t *err)
     return c;
 }
 
-#ifdef FT_HAVE_CUDA
-coll_t *coll_open_nccl(int event_fd, int rank, int world, int device, double timeout_s,
-                       ft_err_t *err)
-{
-    char id[COLL_NCCL_ID_HEX + 1] = "";
-    char **blobs = NULL;
-    coll_t *c = NULL;
-    rdv_t *r = rdv_new(event_fd, rank, world, err);
-    if (!r)
-        return NULL;
-    /* rank 0's id travels as the rendezvous blob: hex is valid base64 text */
-    if (rank == 0 && coll_nccl_make_id(id, sizeof(id), err) < 0)
-        goto out;
-    if (rdv_exchange(r, id, &blobs, err) < 0)
-        goto out;
-    if (strlen(blobs[0]) != COLL_NCCL_ID_HEX ||
-        strspn(blobs[0], "0123456789abcdefABCDEF") != COLL_NCCL_ID_HEX) {
-        ft_err_set(err, FT_EBADFIELD, "rendezvous: rank 0's blob is not an NCCL id of %d hex "
-                   "characters", COLL_NCCL_ID_HEX);
-        goto out;
-    }
-    coll_nccl_opts_t o = {rank, world, device, blobs[0], timeout_s};
-    c = coll_nccl_new(&o, err);
-out:
-    rdv_blobs_free(&blobs, world);
-    rdv_destroy(&r);
-    return c;
-}
-#endif

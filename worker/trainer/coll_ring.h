@@ -46,14 +46,4 @@ coll_t *coll_ring_new(rdv_t *rdv, int rank, int world, const char *host, ft_err_
  * ring over a rendezvous on event_fd (rdv_new). NULL with err. */
 coll_t *coll_open(int event_fd, int rank, int world, ft_err_t *err);
 
-#ifdef FT_HAVE_CUDA
-/* The NCCL collective for a CUDA rank (cuda/coll_nccl.h), its communicator
- * set up through the rendezvous on event_fd: rank 0 makes the unique id and
- * sends it as its blob (the other ranks send an empty one), every rank joins
- * with it. device: the CUDA device index of this rank; timeout_s: NCCL's
- * deadline for init and every collective. NULL with err. */
-coll_t *coll_open_nccl(int event_fd, int rank, int world, int device, double timeout_s,
-                       ft_err_t *err);
-#endif
-
 #endif

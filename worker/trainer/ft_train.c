@@ -219,6 +219,12 @@ static int cmd_run(int argc, char **argv)
             rc = FT_EXIT_PEER_LOST; /* a peer died or hung, not this rank's fault */
         goto out;
     }
+    if (r == TRAINER_STOPPED && !stop_requested) {
+        /* a peer was asked to stop and the gang stopped with it: not done */
+        ft_info("rank %d: stopped with the gang; checkpoint saved", rank);
+        rc = FT_EXIT_PEER_LOST;
+        goto out;
+    }
     rc = 0;
 out:
     trainer_destroy(&t);

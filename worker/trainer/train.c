@@ -545,6 +545,19 @@ static int do_eval(trainer_t *t, double *out, ft_err_t *err)
     return 0;
 }
 
+/* 1 when this step is the last before a requested stop. A stop seen by any
+ * rank counts for all: ranks get their SIGTERM at slightly different moments,
+ * and one rank stopping alone would leave the others waiting in the next
+ * all-reduce (and rank 0, which saves, might be one of them). -1 when the
+ * collective fails. */
+static int stop_agreed(trainer_t *t)
+{
+    double f = t->opts.stop && *t->opts.stop ? 1.0 : 0.0;
+    if (t->coll->world > 1 && t->coll->allreduce_sum_f64(t->coll, &f, 1) < 0)
+        return -1;
+    return f > 0;
+}
+
 static int do_checkpoint(trainer_t *t, ft_err_t *err)
 {
     if (t->coll->rank != 0)
@@ -723,7 +736,12 @@ int trainer_run(trainer_t *t, ft_err_t *err)
                 return -1;
             saved_last = true;
         }
-        if (t->opts.stop && *t->opts.stop && t->step < t->total_steps) {
+        int stop = stop_agreed(t);
+        if (stop < 0) {
+            ft_err_set(err, FT_EINTERNAL, "all-reduce of the stop flag failed");
+            return -1;
+        }
+        if (stop && t->step < t->total_steps) {
             ft_info("step %lld: stop requested; saving a checkpoint", (long long)t->step);
             if (!saved_last && do_checkpoint(t, err) < 0)
                 return -1;
