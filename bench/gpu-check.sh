@@ -9,7 +9,8 @@
 #      as a failure here, since this script only runs where a GPU should be;
 #   4. ft-gpu-bench on the ~1B Llama shape (hidden 2048, 16 layers, 32/8
 #      heads, intermediate 8192, seq 2048, LoRA r 16 on all seven
-#      projections): tokens/s, step split, peak memory, MFU of 989 TFLOP/s.
+#      projections): tokens/s, step split, peak memory, MFU of 989 TFLOP/s;
+#      once with the materialised attention, once with the fused kernels.
 # Every step runs even when an earlier one failed (the point is to learn as
 # much as possible from one run); the exit status is 1 when any failed.
 # Logs are also copied to $OUT when that is set (the device runner's folder).
@@ -81,6 +82,10 @@ if [ "$bench_rc" -ne 0 ]; then
             fail "ft-gpu-bench --batch 1"
     fi
 fi
+
+step "benchmark with fused attention (ft-gpu-bench --attn flash $*)"
+timeout 240 "$BUILD/bench/gpu/ft-gpu-bench" --attn flash "$@" 2>&1 | tee "$LOG/bench-flash.txt" ||
+    fail "ft-gpu-bench --attn flash"
 
 step "done"
 nvidia-smi --query-gpu=memory.used,temperature.gpu,power.draw --format=csv || true

@@ -63,7 +63,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: ft-gpu-bench [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
                "                    [--intermediate 8192] [--vocab 128256] [--seq 2048]\n"
                "                    [--batch 4] [--r 16] [--steps 8] [--warmup 2] [--device 0]\n"
-               "                    [--peak-tflops 989]\n");
+               "                    [--peak-tflops 989] [--attn materialised|flash]\n");
 }
 
 int main(int argc, char **argv)
@@ -79,10 +79,20 @@ int main(int argc, char **argv)
         {"warmup", &warmup, 0, 1000},       {"device", &device, 0, 1024},
         {"peak-tflops", &peak_tflops, 1, 1000000},
     };
+    const char *attn = "materialised";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(argv[i], "--attn") == 0) {
+            if (i + 1 >= argc || (strcmp(argv[i + 1], "materialised") != 0 &&
+                                  strcmp(argv[i + 1], "flash") != 0)) {
+                fprintf(stderr, "ft-gpu-bench: '--attn': expected materialised or flash\n");
+                return 2;
+            }
+            attn = argv[++i];
+            continue;
         }
         const int_flag_t *f = NULL;
         for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++)
@@ -122,6 +132,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ft-gpu-bench: %s\n", err.msg);
         return 1;
     }
+    cuda_backend_set_attention(attn);
     char dname[128] = "?";
     int major = 0, minor = 0;
     cuda_backend_device_name(dname, sizeof(dname), &major, &minor);
@@ -189,8 +200,8 @@ int main(int argc, char **argv)
     }
     printf("device: %s (sm_%d%d); set-up %.1f s\n", dname, major, minor, now_s() - t_init);
     printf("shape: hidden %d, layers %d, heads %d/%d, intermediate %d, vocab %d, seq %d, "
-           "batch %d; LoRA r %d on all 7 projections (%zu parameters)\n",
-           hidden, layers, heads, kv, inter, vocab, seq, batch, r, lay->n_params);
+           "batch %d; LoRA r %d on all 7 projections (%zu parameters); attention %s\n",
+           hidden, layers, heads, kv, inter, vocab, seq, batch, r, lay->n_params, attn);
 
     double loss = 0.0;
     for (int k = 0; k < warmup + steps; k++) {
@@ -257,12 +268,12 @@ int main(int argc, char **argv)
            "device now\n",
            peak_mb, (double)(tot - fr) / 1048576.0, (double)tot / 1048576.0);
     printf("profiled step, seconds per op family: %s\n", prof);
-    printf("{\"device\": \"%s\", \"hidden\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
+    printf("{\"device\": \"%s\", \"attn\": \"%s\", \"hidden\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
            "\"intermediate\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"r\": %d, "
            "\"step_ms\": %.2f, \"fwd_bwd_ms\": %.2f, \"optim_ms\": %.2f, \"tokens_per_s\": %.0f, "
            "\"tflop_per_step\": %.4f, \"mfu\": %.4f, \"peak_tflops\": %d, \"peak_mem_mb\": %.0f, "
            "\"profile\": {%s}}\n",
-           dname, hidden, layers, heads, kv, inter, vocab, seq, batch, r, median * 1e3,
+           dname, attn, hidden, layers, heads, kv, inter, vocab, seq, batch, r, median * 1e3,
            fb_mean * 1e3, (mean - fb_mean) * 1e3, tps, flops / 1e12, mfu, peak_tflops, peak_mb,
            prof);
     rc = isfinite(loss) ? 0 : 1;

@@ -5,7 +5,9 @@
  * partial): the summed loss, every LoRA gradient tensor (A and B of every
  * module of every layer), the same with dropout (masks regenerated from the
  * same hash on both), and a 40-step AdamW run with gradient clipping whose
- * loss curve must follow the CPU one.
+ * loss curve must follow the CPU one; then the same loss, gradient and
+ * training checks on a wider model (head_dim 64, T 160) with the fused
+ * attention kernels.
  *
  * The host weights are rounded to bf16 first, so both backends use the same
  * weights and what differs is the device's arithmetic: activations cast to
@@ -26,7 +28,8 @@
 #include "optim.h"
 #include "tinymodel.h"
 
-enum { B_ = 2, T_ = 96, R_ = 4 };
+enum { R_ = 4 };
+static int B_ = 2, T_ = 96;  /* the shape of the current pass */
 
 typedef struct {
     const backend_t *be;   /* cpu or cuda */
@@ -231,8 +234,8 @@ int main(void)
     if (lora_layout_init(&lay, &cfg, R_, 8.0, false, 0x7f) < 0)
         return 1;
     float *params0 = malloc(lay.n_params * sizeof(float));
-    int32_t in[B_ * T_], tg[B_ * T_];
-    if (!params0)
+    int32_t *in = malloc(sizeof(int32_t) * 2 * 160), *tg = malloc(sizeof(int32_t) * 2 * 160);
+    if (!params0 || !in || !tg)
         return 1;
     lora_init_params(&lay, params0, 5, 0.05);  /* B != 0, so every gradient is live */
     int live = 0;
@@ -249,10 +252,48 @@ int main(void)
     lora_init_params(&lay, params0, 5, 0.0);
     check_training(cuda, &cfg, &w, params0, in, tg, dscale);
 
-    printf("device peak memory %.1f MiB\n", (double)cuda->peak_bytes() / 1048576.0);
     free(params0);
     lora_layout_free(&lay);
     llama_weights_free(&w);
+
+    /* the fused attention path needs head_dim 64 or 128 and T >= 2 head_dim:
+     * hidden 256 over 4 heads, T 160 (not a multiple of its 64-row tiles) */
+    if (cuda_backend_set_attention("flash") == 0) {
+        to.hidden = 256;
+        to.intermediate = 512;
+        if (tinymodel_config(&to, &cfg, &err) < 0 || llama_weights_alloc(&cfg, &w) < 0 ||
+            lora_layout_init(&lay, &cfg, R_, 8.0, false, 0x7f) < 0) {
+            printf("FAIL second tiny model: %s\n", err.msg);
+            return 1;
+        }
+        tinymodel_fill(&cfg, &w, 12, to.init_std);
+        gt_round_bf16(w.mem, w.n_floats);
+        B_ = 2;
+        T_ = 160;
+        printf("fused attention: C %d, heads %d/%d (head_dim %d), B %d T %d\n", cfg.hidden_size,
+               cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, B_, T_);
+        params0 = malloc(lay.n_params * sizeof(float));
+        if (!params0)
+            return 1;
+        lora_init_params(&lay, params0, 6, 0.05);
+        live = 0;
+        for (int i = 0; i < B_ * T_; i++) {
+            in[i] = 3 + (int)(gt_next() % 250);
+            tg[i] = i % 5 == 1 ? -100 : 3 + (int)(gt_next() % 250);
+            live += tg[i] != -100;
+        }
+        dscale = 1.0f / (float)live;
+        check_step("flash", cuda, &cfg, &w, 0.0, params0, in, tg, dscale);
+        lora_init_params(&lay, params0, 6, 0.0);
+        check_training(cuda, &cfg, &w, params0, in, tg, dscale);
+        cuda_backend_set_attention("materialised");
+        free(params0);
+        lora_layout_free(&lay);
+        llama_weights_free(&w);
+    }
+    printf("device peak memory %.1f MiB\n", (double)cuda->peak_bytes() / 1048576.0);
+    free(in);
+    free(tg);
     if (gt_failures) {
         printf("%d check(s) failed\n", gt_failures);
         return 1;

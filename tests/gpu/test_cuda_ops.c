@@ -4,10 +4,12 @@
  * dimensions wider than the rows, GQA, T not a multiple of the CPU's
  * attention block), so that a failure of the model test can be traced to
  * one kernel. The bf16 weight ops (gemm_w, embedding_forward, xent) are
- * covered by test_cuda_model.c.
+ * covered by test_cuda_model.c. Attention runs on both device paths
+ * (materialised, and the fused "flash" kernels with bf16 tensor cores).
  *
  * Bounds: GEMM-based ops (TF32 tensor cores, 10-bit significand) max|d| /
- * max|cpu| <= 5e-3; element-wise and row kernels <= 1e-5 (only the order of
+ * max|cpu| <= 5e-3; fused attention (bf16 inputs, 8-bit significand) 3e-2;
+ * element-wise and row kernels <= 1e-5 (only the order of
  * float sums and expf differ); dropout masks must match exactly; AdamW
  * <= 1e-5; sumsq (double accumulation) relative <= 1e-9.
  * Skips (77) without a CUDA device.
@@ -125,9 +127,16 @@ static void test_rope(void)
     cu->free(x_d), cu->free(ct_d), cu->free(st_d);
 }
 
-static void test_attention(void)
+/* attention on shape s with the device's path `mode` against the CPU; the
+ * probabilities are compared only on the materialised path (the fused one
+ * keeps the log-sum-exp in att instead) */
+static void test_attention(attn_shape_t s, const char *mode, double tol)
 {
-    attn_shape_t s = {.B = 2, .T = 80, .n_heads = 4, .n_kv = 2, .hd = 16};
+    if (cuda_backend_set_attention(mode) < 0) {
+        printf("FAIL attention mode '%s' unknown\n", mode);
+        gt_failures++;
+        return;
+    }
     size_t nq = (size_t)s.B * s.T * s.n_heads * s.hd, nk = (size_t)s.B * s.T * s.n_kv * s.hd;
     size_t na = (size_t)s.B * s.n_heads * s.T * s.T;
     float *q = hrand(nq, 1.0), *k = hrand(nk, 1.0), *v = hrand(nk, 1.0), *dy = hrand(nq, 1.0);
@@ -138,19 +147,32 @@ static void test_attention(void)
     /* garbage in the outputs: every op here writes, none adds */
     float *y_d = dev(dy, nq), *att_d = cu->alloc(na * sizeof(float));
     float *dq_d = dev(q, nq), *dk_d = dev(k, nk), *dv_d = dev(v, nk);
+    char what[96];
     cpu->attention_forward(y, att, q, k, v, &s);
     cu->attention_forward(y_d, att_d, q_d, k_d, v_d, &s);
-    expect_dev("attention_forward att (probabilities)", att_d, att, na, 5e-3);
-    expect_dev("attention_forward y", y_d, y, nq, 5e-3);
+#define ATT_WHAT(name)                                                                        \
+    snprintf(what, sizeof(what), "attention %s B%d T%d h%d/%d hd%d %s", name, s.B, s.T,        \
+             s.n_heads, s.n_kv, s.hd, mode)
+    if (strcmp(mode, "materialised") == 0) {
+        ATT_WHAT("probabilities");
+        expect_dev(what, att_d, att, na, tol);
+    }
+    ATT_WHAT("y");
+    expect_dev(what, y_d, y, nq, tol);
     cpu->attention_backward(dq, dk, dv, dy, att, q, k, v, scr, &s);
     cu->attention_backward(dq_d, dk_d, dv_d, dy_d, att_d, q_d, k_d, v_d, NULL, &s);
-    expect_dev("attention_backward dq", dq_d, dq, nq, 5e-3);
-    expect_dev("attention_backward dk", dk_d, dk, nk, 5e-3);
-    expect_dev("attention_backward dv", dv_d, dv, nk, 5e-3);
+    ATT_WHAT("dq");
+    expect_dev(what, dq_d, dq, nq, tol);
+    ATT_WHAT("dk");
+    expect_dev(what, dk_d, dk, nk, tol);
+    ATT_WHAT("dv");
+    expect_dev(what, dv_d, dv, nk, tol);
+#undef ATT_WHAT
     free(q), free(k), free(v), free(dy), free(y), free(att), free(dq), free(dk), free(dv),
         free(scr);
     cu->free(q_d), cu->free(k_d), cu->free(v_d), cu->free(dy_d), cu->free(y_d),
         cu->free(att_d), cu->free(dq_d), cu->free(dk_d), cu->free(dv_d);
+    cuda_backend_set_attention("materialised");
 }
 
 static void test_elementwise(void)
@@ -266,7 +288,17 @@ int main(void)
     test_gemm();
     test_rmsnorm();
     test_rope();
-    test_attention();
+    /* materialised: TF32; hd 16 is never fused, so "flash" must fall back */
+    attn_shape_t small = {.B = 2, .T = 80, .n_heads = 4, .n_kv = 2, .hd = 16};
+    test_attention(small, "materialised", 5e-3);
+    test_attention(small, "flash", 5e-3);
+    /* fused: bf16 inputs to the tensor cores (a relative step of 2^-8), T not
+     * a multiple of the 64-row tile, GQA 4/2 and 2/1 */
+    attn_shape_t h64 = {.B = 2, .T = 160, .n_heads = 4, .n_kv = 2, .hd = 64};
+    attn_shape_t h128 = {.B = 1, .T = 300, .n_heads = 2, .n_kv = 1, .hd = 128};
+    test_attention(h64, "materialised", 5e-3);
+    test_attention(h64, "flash", 3e-2);
+    test_attention(h128, "flash", 3e-2);
     test_elementwise();
     test_adamw();
     test_embedding_backward();

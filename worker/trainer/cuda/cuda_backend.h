@@ -43,6 +43,14 @@ const char *cuda_backend_error(void);
 size_t cuda_backend_bytes_now(void);
 int cuda_backend_mem_info(size_t *free_b, size_t *total_b);
 
+/* Attention path: "materialised" (default: cuBLAS GEMMs over the stored
+ * (B, nh, T, T) probabilities, TF32) or "flash" (fused bf16 tensor-core
+ * kernels, online softmax, nothing of size T x T stored; used where head_dim
+ * is 64 or 128 and T >= 2 head_dim, else the materialised path runs). The
+ * environment variable FT_CUDA_ATTN sets it at start. Must not change
+ * between a forward and its backward. -1 for an unknown name. */
+int cuda_backend_set_attention(const char *mode);
+
 /* The device's name and compute capability, for reports. */
 int cuda_backend_device_name(char *buf, size_t len, int *major, int *minor);
 
