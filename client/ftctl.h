@@ -113,6 +113,7 @@ int ftctl_cmd_wait(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_ping(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_keygen(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_report(ftctl_t *c, int argc, char **argv); /* cmd_report.c */
 /* Writes the team leads' report (a report_reply) as one self-contained HTML page. */
 int ftctl_html_report(const cJSON *reply, FILE *f);

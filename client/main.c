@@ -70,6 +70,8 @@ static const ftctl_cmd_t commands[] = {
      "  --until T      end (default now)\n"
      "  --html FILE    write one self-contained page with charts for team leads\n"},
     {"ping", ftctl_cmd_ping, "", "check that the scheduler answers; prints its version", NULL},
+    {"keygen", ftctl_cmd_keygen, "FILE [USER TEAM ROLE]",
+     "make a CURVE key pair (0600) and print its keys-file line", NULL},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "ft/curve.h"
 #include "ft/json.h"
 #include "ftctl.h"
 
@@ -80,6 +81,14 @@ static int open_socket(ftctl_t *c)
         zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg)) != 0) {
         ftctl_die_msg("cannot set socket options: %s", zmq_strerror(errno));
         goto fail;
+    }
+    {
+        ft_err_t cerr = {0};
+
+        if (ft_curve_client_apply(c->sock, &cerr) < 0) {
+            ftctl_die_msg("%s", cerr.msg);
+            goto fail;
+        }
     }
     if (zmq_connect(c->sock, c->endpoint) != 0) {
         ftctl_die_msg("cannot connect to '%s': %s", ft_sanitize(c->endpoint, 64),

@@ -38,6 +38,10 @@ static const ckey_t config_keys[] = {
     {"reserve_after_s", CK_INT, OFF(reserve_after_s), 0, 0, 30 * 86400},
     {"cost_file", CK_STR, OFF(cost_file), SZ(cost_file), 0, 0},
     {"log_level", CK_LEVEL, OFF(log_level), 0, 0, 0},
+    {"keys_file", CK_STR, OFF(keys_file), SZ(keys_file), 0, 0},
+    {"server_key", CK_STR, OFF(server_key), SZ(server_key), 0, 0},
+    {"insecure", CK_INT, OFF(insecure), 0, 0, 1},
+    {"path_roots", CK_STR, OFF(path_roots), SZ(path_roots), 0, 0},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};

@@ -8,11 +8,14 @@
 #include <string.h>
 
 #include "ft/common.h"
+#include "keys_init.h"
 #include "server.h"
 
 static const char usage_text[] =
     "usage: ftsched [--db PATH] [--listen ENDPOINT] [--config FILE]\n"
     "               [--heartbeat-ms N] [--liveness N] [--log-level LEVEL]\n"
+    "               (--keys FILE --server-key FILE | --insecure)\n"
+    "       ftsched init DIR [ADMIN_USER [TEAM]]\n"
     "\n"
     "The ft scheduler: keeps the job queue, allocations and ledger in SQLite and\n"
     "serves ftctl and ftworker over ZeroMQ.\n"
@@ -29,6 +32,11 @@ static const char usage_text[] =
     "  --liveness N         missed heartbeats before a worker is lost (default 5)\n"
     "  --log-level LEVEL    debug, info, warn or error (default info)\n"
     "  --cost FILE          cost model: prices, power, budgets (docs/cost-model.md)\n"
+    "  --keys FILE          authorised keys: 'PUBLIC USER TEAM ROLE' lines\n"
+    "  --server-key FILE    the server's CURVE key pair (from 'ftsched init')\n"
+    "  --insecure           no CURVE, no authentication (loopback experiments only)\n"
+    "  --path-roots DIRS    ':'-separated roots that spec paths must lie under\n"
+    "  init DIR             create DIR/server.key, server.pub, admin.key and keys\n"
     "  -h, --help           show this help\n"
     "  --version            show the version\n";
 
@@ -44,6 +52,10 @@ static const struct {
     {{"liveness", required_argument, NULL, 'v'}, "liveness"},
     {{"log-level", required_argument, NULL, 'L'}, "log_level"},
     {{"cost", required_argument, NULL, 'C'}, "cost_file"},
+    {{"keys", required_argument, NULL, 'K'}, "keys_file"},
+    {{"server-key", required_argument, NULL, 'S'}, "server_key"},
+    {{"insecure", no_argument, NULL, 'I'}, "insecure"},
+    {{"path-roots", required_argument, NULL, 'P'}, "path_roots"},
     {{"help", no_argument, NULL, 'h'}, ""},
     {{"version", no_argument, NULL, 'V'}, ""},
 };
@@ -71,6 +83,19 @@ int main(int argc, char **argv)
     memset(&longopts[N_OPTIONS], 0, sizeof(longopts[0]));
     sched_config_defaults(&cfg);
     ft_log_init("ftsched", FT_LOG_INFO);
+    if (argc >= 3 && argc <= 5 && strcmp(argv[1], "init") == 0) {
+        const char *admin = argc > 3 ? argv[3] : "admin", *team = argc > 4 ? argv[4] : "admins";
+
+        if (sched_keys_init(argv[2], admin, team, &err) < 0) {
+            fprintf(stderr, "ftsched: init: %s\n", err.msg);
+            return 1;
+        }
+        printf("created %s/server.key (keep secret), %s/server.pub (give to workers and users),\n"
+               "%s/admin.key (user '%s', team '%s', role admin) and %s/keys\n"
+               "start: ftsched --keys %s/keys --server-key %s/server.key\n",
+               argv[2], argv[2], argv[2], admin, team, argv[2], argv[2], argv[2]);
+        return 0;
+    }
     /* First pass: collect; the config file is read before options apply. */
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -91,7 +116,7 @@ int main(int argc, char **argv)
         }
         for (size_t i = 0; i < N_OPTIONS; i++)
             if (options[i].opt.val == c && options[i].key[0] && nset < 16)
-                set[nset++] = (opt_set_t){options[i].key, optarg};
+                set[nset++] = (opt_set_t){options[i].key, optarg ? optarg : "1"};
     }
     if (optind < argc) {
         fprintf(stderr, "ftsched: unexpected argument '%s'\n", ft_sanitize(argv[optind], 64));

@@ -26,6 +26,10 @@ typedef struct {
     char cost_file[FT_PATH_MAX]; /* cost model (docs/cost-model.md); "" = built-in figures */
     int reserve_after_s;       /* a job pending this long stops backfill behind it; 0 = never */
     ft_log_level_t log_level;  /* least severe level logged */
+    char keys_file[FT_PATH_MAX];   /* authorised keys (docs/operations.md); "" = none */
+    char server_key[FT_PATH_MAX];  /* the server's CURVE key pair file */
+    int insecure;                  /* 1 = no CURVE, by explicit choice only */
+    char path_roots[4096];         /* ':'-separated roots for spec paths; "" = unchecked */
 } sched_config_t;
 
 void sched_config_defaults(sched_config_t *cfg);

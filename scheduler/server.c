@@ -15,7 +15,14 @@
 #include <zmq.h>
 
 #include "ft/proto.h"
+#include "sched_int.h"
 #include "server.h"
+#include "zap.h"
+
+/* A draft option in libzmq 4.3 (no header entry unless built with drafts). */
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
 
 static volatile sig_atomic_t stop_requested; /* set by SIGTERM/SIGINT */
 
@@ -81,9 +88,82 @@ static int recv_one(void *sock, zmq_msg_t *peer, zmq_msg_t *frame, bool *bad_sha
     return 0;
 }
 
+/* CURVE server side (zap.c admits the keys) or, by explicit choice only,
+ * none. 0, or -1 with err set: no keys and no --insecure is refused. */
+static int setup_security(sched_t *s, void *ctx, void *sock, zap_t **zap, ft_err_t *err)
+{
+    ft_keypair_t kp;
+    int one = 1;
+
+    if (s->cfg.insecure || (!s->cfg.keys_file[0] && getenv("FT_INSECURE") &&
+                            strcmp(getenv("FT_INSECURE"), "1") == 0)) {
+        ft_warn("*** INSECURE MODE: no CURVE encryption, no authentication; any process that "
+                "reaches %s can submit, cancel and pose as a worker ***", s->cfg.listen);
+        return 0;
+    }
+    if (!s->cfg.keys_file[0] || !s->cfg.server_key[0]) {
+        ft_err_set(err, FT_EMISSING,
+                   "no keys: pass --keys FILE and --server-key FILE (see 'ftsched init'), "
+                   "or --insecure to run without authentication");
+        return -1;
+    }
+    if (ft_keypair_load(s->cfg.server_key, true, &kp, err) < 0)
+        return -1;
+    if (!(*zap = zap_new(ctx, s->cfg.keys_file, err)))
+        return -1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof(one)) < 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, kp.secret, FT_Z85_KEY_LEN) < 0 ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "ft", 2) < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot set up CURVE: %s", zmq_strerror(zmq_errno()));
+        memset(&kp, 0, sizeof(kp));
+        return -1;
+    }
+    /* A libzmq without draft options refuses this one; the handler checks
+     * the domain itself, and with a handler bound every CURVE handshake
+     * goes through it, so nothing is admitted unchecked either way. */
+    if (zmq_setsockopt(sock, ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof(one)) < 0)
+        ft_debug("ZMQ_ZAP_ENFORCE_DOMAIN not supported by this libzmq: the ZAP handler checks the domain");
+    memset(&kp, 0, sizeof(kp));
+    return 0;
+}
+
+/* A message from an authenticated peer: authorise, handle, trim replies. */
+static void handle_secure(sched_t *s, zap_t *zap, void *sock, zmq_msg_t *peer, zmq_msg_t *frame)
+{
+    const char *uid = zmq_msg_gets(frame, "User-Id");
+    const ft_identity_t *who = uid ? zap_identity(zap, uid) : NULL;
+    const void *data = zmq_msg_data(frame);
+    size_t len = zmq_msg_size(frame), plen = zmq_msg_size(peer);
+    const char *pd = zmq_msg_data(peer);
+    bool worker = plen > 2 && memcmp(pd, "w/", 2) == 0;
+    char node[FT_NAME_MAX + 1] = "", re[65] = "";
+    char *owned = NULL;
+    ft_err_t err = {0};
+    int mark;
+
+    if (worker && plen - 2 <= FT_NAME_MAX) {
+        memcpy(node, pd + 2, plen - 2);
+        node[plen - 2] = '\0';
+    }
+    if (!who)
+        ft_err_set(&err, FT_EFORBIDDEN, "this key is no longer listed");
+    if (!who || authz_request(s, who, worker, node, &data, &len, &owned, re, sizeof(re), &err) < 0) {
+        ft_info("refused a request from %s: %s", who ? who->user : "an unlisted key", err.msg);
+        sched_send(s, pd, plen, ft_proto_error(re[0] ? re : NULL, &err));
+        flush_outbox(s, sock);
+        return;
+    }
+    mark = sched_outbox_count(s);
+    sched_handle(s, pd, plen, data, len);
+    authz_filter_replies(s, who, mark);
+    flush_outbox(s, sock);
+    free(owned);
+}
+
 int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
 {
     void *ctx = zmq_ctx_new(), *sock = NULL;
+    zap_t *zap = NULL;
     int one = 1, linger = 200, rc = -1, hwm = 10000;
     int64_t maxmsg = FT_MSG_MAX_BYTES;
     struct sigaction sa;
@@ -105,6 +185,8 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
                    zmq_strerror(zmq_errno()));
         goto out;
     }
+    if (setup_security(s, ctx, sock, &zap, err) < 0)
+        goto out;
     if (zmq_bind(sock, endpoint) < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot listen on '%s': %s", endpoint,
                    zmq_strerror(zmq_errno()));
@@ -119,14 +201,22 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
     ft_info("listening on %s", endpoint);
 
     while (!stop_requested) {
-        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&item, 1, sched_next_timeout_ms(s));
+        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0},
+                                   {zap ? zap_socket(zap) : NULL, 0, ZMQ_POLLIN, 0}};
+        int timeout = sched_next_timeout_ms(s);
+        int n = zmq_poll(items, zap ? 2 : 1, zap && timeout > 1000 ? 1000 : timeout);
 
         if (n < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             ft_err_set(err, FT_EINTERNAL, "poll failed: %s", zmq_strerror(zmq_errno()));
             goto out;
+        }
+        if (zap) {
+            if (items[1].revents & ZMQ_POLLIN)
+                zap_serve(zap);
+            zap_maybe_reload(zap);
+            n = items[0].revents & ZMQ_POLLIN ? n : 0;
         }
         /* Drain what is waiting, in bounded batches so cron keeps its pace. */
         for (int batch = 0; n > 0 && batch < 1000 && !stop_requested; batch++) {
@@ -145,6 +235,8 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
                     zmq_send(sock, zmq_msg_data(&peer), zmq_msg_size(&peer),
                              ZMQ_SNDMORE | ZMQ_DONTWAIT);
                     zmq_send(sock, msg, sizeof(msg) - 1, ZMQ_DONTWAIT);
+                } else if (zap) {
+                    handle_secure(s, zap, sock, &peer, &frame);
                 } else {
                     sched_handle(s, zmq_msg_data(&peer), zmq_msg_size(&peer), zmq_msg_data(&frame),
                                  zmq_msg_size(&frame));
@@ -164,6 +256,7 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
 out:
     if (sock)
         zmq_close(sock);
+    zap_destroy(&zap);
     zmq_ctx_term(ctx);
     return rc;
 }

@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "agent.h"
+#include "ft/curve.h"
 #include "event.h"
 #include "logread.h"
 #include "rank.h"
@@ -254,13 +255,14 @@ static int conn_open(agent_t *a)
 {
     int linger = 0;
     int64_t maxmsg = FT_MSG_MAX_BYTES;
+    ft_err_t cerr = {0};
     a->sock = zmq_socket(a->zctx, ZMQ_DEALER);
     if (!a->sock ||
         zmq_setsockopt(a->sock, ZMQ_ROUTING_ID, a->routing_id, strlen(a->routing_id)) < 0 ||
         zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof(linger)) < 0 ||
         zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg)) < 0 ||
-        zmq_connect(a->sock, a->o.endpoint) < 0) {
-        ft_error("cannot connect to '%s': %s", a->o.endpoint, zmq_strerror(errno));
+        ft_curve_client_apply(a->sock, &cerr) < 0 || zmq_connect(a->sock, a->o.endpoint) < 0) {
+        ft_error("cannot connect to '%s': %s", a->o.endpoint, cerr.msg[0] ? cerr.msg : zmq_strerror(errno));
         if (a->sock)
             zmq_close(a->sock);
         a->sock = NULL;
@@ -1033,6 +1035,14 @@ agent_t *agent_new(const agent_opts_t *opts, wdev_set_t *devs, ft_err_t *err)
         goto fail;
     }
     zmq_close(probe);
+    /* Key files are checked at start, not on every reconnection. */
+    probe = zmq_socket(a->zctx, ZMQ_DEALER);
+    if (probe && ft_curve_client_apply(probe, err) < 0) {
+        zmq_close(probe);
+        goto fail;
+    }
+    if (probe)
+        zmq_close(probe);
     a->conn = CONN_WAIT;
     a->reconnect_at_ms = 0; /* connect on the first turn */
     return a;

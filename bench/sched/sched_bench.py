@@ -116,7 +116,7 @@ def main():
         c.start_sched()
         c.start_worker("bench-node", gpus=args.gpus)
         c.wait_nodes_ready(["bench-node"])
-        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
         ftctl = c.ftctl_path
 
         start_ms = sh_loop([ftctl, "--version"], 200, env, c.dir) * 1000 / 200

@@ -54,7 +54,7 @@ def check(cond, what, detail=""):
 class Cluster:
     """One scheduler and its workers. Use as a context manager."""
 
-    def __init__(self, name="ft-it"):
+    def __init__(self, name="ft-it", insecure=False):
         self.ftsched = program("FTSCHED")
         self.ftworker = program("FTWORKER")
         self.ftctl_path = program("FTCTL")
@@ -66,6 +66,34 @@ class Cluster:
         self.workers = {}  # name -> Popen
         self.logs = []     # daemon log files, shown on failure
         self.ok = False
+        # Secure by default: CURVE keys made by `ftsched init`, ftctl acting as
+        # the admin, one worker key per node; insecure=True runs --insecure.
+        self.insecure = insecure
+        self.keys = os.path.join(self.dir, "keys")
+        if not insecure:
+            r = subprocess.run([self.ftsched, "init", self.keys, "admin", "admins"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise TestFailure(f"ftsched init failed: {r.stderr}")
+
+    def key_env(self, key="admin.key"):
+        """Environment for a client or worker using keys/KEY (none if insecure)."""
+        if self.insecure:
+            return {}
+        return {"FT_KEY": os.path.join(self.keys, key),
+                "FT_SERVER_KEY": os.path.join(self.keys, "server.pub")}
+
+    def add_key(self, name, user, team, role):
+        """Makes keys/NAME.key for (user, team, role) and lists it; returns its env."""
+        path = os.path.join(self.keys, name + ".key")
+        if not os.path.exists(path):
+            r = subprocess.run([self.ftctl_path, "keygen", path, user, team, role],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise TestFailure(f"ftctl keygen failed: {r.stderr}")
+            with open(os.path.join(self.keys, "keys"), "a") as f:
+                f.write(r.stdout)
+        return self.key_env(name + ".key")
 
     # ---- lifecycle ----
     def __enter__(self):
@@ -79,18 +107,28 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
         return False
 
-    def _spawn(self, argv, logname):
+    def _spawn(self, argv, logname, env=None):
         log_path = os.path.join(self.dir, logname)
         self.logs.append(log_path)
         log = open(log_path, "ab")
+        e = dict(os.environ)
+        for k in ("FT_INSECURE", "FT_KEY", "FT_SERVER_KEY"):
+            e.pop(k, None)
+        e.update(env or {})
         try:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=self.dir)
+                                    stderr=subprocess.STDOUT, cwd=self.dir, env=e)
         finally:
             log.close()
 
     def start_sched(self, extra=()):
-        argv = [self.ftsched, "--db", self.db, "--listen", self.endpoint, *extra]
+        argv = [self.ftsched, "--db", self.db, "--listen", self.endpoint]
+        if self.insecure:
+            argv += ["--insecure"]
+        else:
+            argv += ["--keys", os.path.join(self.keys, "keys"),
+                     "--server-key", os.path.join(self.keys, "server.key")]
+        argv += list(extra)
         self.sched = self._spawn(argv, "ftsched.log")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -113,7 +151,8 @@ class Cluster:
         if cpus:
             argv += ["--cpu-devices", str(cpus)]
         argv += list(extra)
-        self.workers[name] = self._spawn(argv, f"ftworker-{name}.log")
+        env = {} if self.insecure else self.add_key("node-" + name, name, "nodes", "worker")
+        self.workers[name] = self._spawn(argv, f"ftworker-{name}.log", env)
         return self.workers[name]
 
     def wait_nodes_ready(self, names, timeout=15):
@@ -173,6 +212,9 @@ class Cluster:
         e["FT_SCHEDULER"] = self.endpoint
         e["FT_CONFIG"] = os.devnull  # no user config leaks into tests
         e.pop("FT_TEAM", None)
+        for k in ("FT_KEY", "FT_SERVER_KEY"):
+            e.pop(k, None)
+        e.update(self.key_env())
         if env:
             e.update(env)
         return subprocess.run([self.ftctl_path, *args], capture_output=True, text=True,

@@ -146,7 +146,7 @@ def cancel_running():
         queued = c.submit("--", "true")  # waits for the one device
         # logs -f of a job that is cancelled before it starts must not wait for ever
         p2 = c.submit("--", "true")
-        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
         follower = subprocess.Popen([c.ftctl_path, "logs", "-f", str(p2)], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)
@@ -237,7 +237,7 @@ def scheduler_restart():
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not os.path.exists(marker):
             time.sleep(0.05)
-        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
         waiter = subprocess.Popen([c.ftctl_path, "wait", str(j)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         c.kill(c.sched, signal.SIGKILL)
@@ -484,7 +484,7 @@ def watch_progress():
         check(job["allocations"][0]["device_model"] is not None, "allocation names the device")
         # on a terminal: a bar redrawn in place (script(1) gives ftctl a pty)
         j2 = c.submit("--cpu", "--team", "ml", "--", PY, "-c", WATCH_SCRIPT)
-        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull)
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
         cmd = f"{c.ftctl_path} watch {j2}"
         r = subprocess.run(["script", "-qefc", cmd, "/dev/null"], capture_output=True,
                            env=env, timeout=60)  # bytes: text mode would turn \r into \n
