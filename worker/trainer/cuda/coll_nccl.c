@@ -24,8 +24,7 @@
 
 typedef struct {
     ncclComm_t comm;        /* NULL before init or after abort */
-    cudaStream_t stream;    /* the training stream, or own_stream */
-    bool own_stream;        /* stream created here (no cuda backend yet) */
+    cudaStream_t stream;    /* the cuda backend's training stream (borrowed) */
     double timeout_s;       /* per call */
     bool dead;              /* aborted: every call fails */
     void *stage;            /* device staging for host buffers */
@@ -231,8 +230,6 @@ static void nccl_destroy(coll_t *c)
                 comm_abort(im);
         }
         cudaFree(im->stage);
-        if (im->own_stream)
-            cudaStreamDestroy(im->stream);
         free(im);
     }
     free(c);
@@ -305,15 +302,12 @@ coll_t *coll_nccl_new(const coll_nccl_opts_t *o, ft_err_t *err)
                    cudaGetErrorString(cudaGetLastError()));
         goto fail;
     }
+    /* the collectives must run on the training stream, so that an all-reduce
+     * is ordered after the backward pass: start the backend now if the
+     * collective comes first (ft-train run opens it before the trainer) */
+    if (!cuda_backend_stream() && !backend_cuda(o->device, err))
+        goto fail;
     im->stream = (cudaStream_t)cuda_backend_stream();
-    if (!im->stream) {
-        if (cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking) != cudaSuccess) {
-            ft_err_set(err, FT_EINTERNAL, "cannot create a CUDA stream: %s",
-                       cudaGetErrorString(cudaGetLastError()));
-            goto fail;
-        }
-        im->own_stream = true;
-    }
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
     ncclResult_t r = ncclCommInitRankConfig(&im->comm, o->world, id, o->rank, &cfg);
@@ -338,8 +332,6 @@ coll_t *coll_nccl_new(const coll_nccl_opts_t *o, ft_err_t *err)
     c->destroy = nccl_destroy;
     return c;
 fail:
-    if (im && im->own_stream)
-        cudaStreamDestroy(im->stream);
     free(im);
     free(c);
     return NULL;
