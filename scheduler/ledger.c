@@ -732,21 +732,16 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
     arr = cJSON_AddArrayToObject(out, "team_days");
     for (const agg_t *r = c->team_days.first; r; r = r->order) {
         cJSON *d = cJSON_CreateObject();
-        const char *tab = strchr(r->key, '\t');
+        const char *tab = strchr(r->key, '\t'); /* keys are "team\tday" */
+        char team[FT_NAME_MAX + 1];
+        size_t n = tab ? (size_t)(tab - r->key) : strlen(r->key);
 
-        cJSON_AddItemToObject(d, "team",
-                              cJSON_CreateString(tab ? "" : r->key)); /* replaced below */
-        if (tab) {
-            char team[FT_NAME_MAX + 1];
-            size_t n = (size_t)(tab - r->key);
-
-            if (n > FT_NAME_MAX)
-                n = FT_NAME_MAX;
-            memcpy(team, r->key, n);
-            team[n] = '\0';
-            cJSON_ReplaceItemInObject(d, "team", cJSON_CreateString(team));
-            cJSON_AddStringToObject(d, "day", tab + 1);
-        }
+        if (n > FT_NAME_MAX)
+            n = FT_NAME_MAX;
+        memcpy(team, r->key, n);
+        team[n] = '\0';
+        cJSON_AddStringToObject(d, "team", team);
+        cJSON_AddStringToObject(d, "day", tab ? tab + 1 : "");
         cJSON_AddNumberToObject(d, "gpu_hours", r->hours);
         cJSON_AddNumberToObject(d, "cost", cost_of(r));
         cJSON_AddItemToArray(arr, d);
@@ -906,7 +901,9 @@ static int budgets(sched_t *s, ft_err_t *err)
         return -1;
     memset(&month, 0, sizeof(month));
     month.m = m;
-    if (each_piece(s, m, month_start_ms(now), now, SPLIT_NONE, month_piece, &month, err) < 0)
+    /* the month's pass only when some team has a budget */
+    if (m->nbudgets > 0 &&
+        each_piece(s, m, month_start_ms(now), now, SPLIT_NONE, month_piece, &month, err) < 0)
         goto out;
     if (db_exec(s->db, "DELETE FROM budget_state", err) < 0)
         goto out;

@@ -6,6 +6,9 @@ accounting_exact  every interval billed in the ledger matches the time its rank 
                   completed job, a failure, a requeue, a cancellation and a scheduler
                   SIGKILL + restart; usage sums the ledger to the millisecond; the
                   restart gap is reported as unobserved.
+measured_energy   a GPU with an energy counter (fake NVML at a known power) and a CPU
+                  device with a RAPL counter (a file the job itself advances) bill
+                  measured energy; an emulated GPU's is estimated; report rows say which.
 cost_columns      usage by team / gpu_model / day carries cost, energy and cloud figures
                   equal to the cost file's formulas worked here by hand; csv and json.
 budget_hold       a team over its monthly GPU-hour budget has its new jobs held with a
@@ -224,6 +227,72 @@ def test_cost_columns():
               f"a bad cost file edit is reported with file, line and key: {r.stderr.strip()}")
 
 
+def test_measured_energy():
+    fake = os.environ.get("FAKE_NVML", "")
+    if not fake or not os.path.exists(fake):
+        raise SkipTest("the fake NVML library is not built")
+    with Cluster("ft-energy") as c:
+        cost = os.path.join(c.dir, "cost.ini")
+        with open(cost, "w") as f:
+            f.write(COST_FILE + '[gpu "cpu"]\nprice = 0\npower_w = 100\n')
+        rapl = os.path.join(c.dir, "energy_uj")
+        with open(rapl, "w") as f:
+            f.write("1000000\n")
+        c.start_sched(extra=("--cost", cost))
+        saved = dict(os.environ)
+        try:
+            os.environ.update({"FT_NVML_LIBRARY": fake, "FAKE_NVML_POWER_W": "500"})
+            c.start_worker("g1")
+            os.environ.pop("FT_NVML_LIBRARY")
+            os.environ.pop("FAKE_NVML_POWER_W")
+            os.environ["FT_RAPL_ENERGY"] = rapl
+            c.start_worker("c1", cpus=1)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        c.start_worker("e1", gpus=1, extra=("--gpu-model", MODEL))
+        nodes = c.wait_nodes_ready(["g1", "c1", "e1"])
+        devs = {n["name"]: n["devices"] for n in nodes["nodes"]}
+        print("devices:", json.dumps(devs))
+        gpu_model = devs["g1"][0]["model"]
+        # a GPU job on g1's counter-bearing device 0 (the fake's only one), 2 s
+        jg = submit_spec(c, {"name": "gpu", "kind": "exec", "gpus": 1, "gpu_model": gpu_model,
+                             "command": ["sleep", "2"]}, team="g")
+        jc = submit_spec(c, {"name": "cpu", "kind": "exec", "gpus": 1, "device": "cpu",
+                             "command": ["sh", "-c", f"sleep 0.5; echo 4000000 > {rapl}"]},
+                         team="c")
+        je = submit_spec(c, {"name": "emu", "kind": "exec", "gpus": 1, "gpu_model": MODEL,
+                             "command": ["sleep", "1"]}, team="e")
+        for j in (jg, jc, je):
+            c.wait_state(j, ["COMPLETED"], timeout=30)
+        con = sqlite3.connect(f"file:{c.db}?mode=ro", uri=True)
+        rows = {r[0]: r[1:] for r in con.execute(
+            "SELECT a.job_id, a.node, a.device_index, a.start_ms, a.end_ms, l.energy_mj"
+            " FROM allocations a LEFT JOIN ledger_intervals l ON l.alloc_id = a.id")}
+        con.close()
+        print("ledger:", rows)
+        node, dev, a, b, mj = rows[jg]
+        secs = (b - a) / 1000.0
+        check(node == "g1" and mj is not None, f"the GPU job's energy was measured ({mj} mJ)")
+        if dev == 0:
+            # 500 W = 500 mJ/ms over the rank's life, a little less than the interval
+            check(0.8 * 500 * secs * 1000 <= mj <= 500 * secs * 1000 * 1.02,
+                  f"measured {mj} mJ is about 500 W x {secs:.2f} s")
+        node, dev, a, b, mj = rows[jc]
+        check(node == "c1" and mj == 3000, f"the CPU job billed the RAPL delta: {mj} mJ = 3000")
+        check(rows[je][4] is None, "the emulated GPU has no measurement (estimated)")
+        u = {r["key"]: r for r in c.ftctl_json("usage", "--by", "team")["rows"]}
+        print({k: (v["energy_kwh"], v["energy_source"]) for k, v in u.items()})
+        check(u["c"]["energy_source"] == "measured" and abs(u["c"]["energy_kwh"] - 3000 / 3.6e9) < 1e-15,
+              f"usage: team c measured {u['c']['energy_kwh']} kWh = 3000 mJ")
+        check(u["g"]["energy_source"] == "measured", "usage: team g measured")
+        check(u["e"]["energy_source"] == "estimated" and
+              abs(u["e"]["energy_kwh"] - u["e"]["gpu_hours"] * KWH_PER_H) < 1e-12,
+              "usage: team e estimated at the configured 1000 W")
+        check(abs(u["c"]["cost_energy"] - 3000 / 3.6e9 * 1.5 * 0.20) < 1e-15,
+              "measured energy is priced at PUE x tariff")
+
+
 def test_budget_hold():
     budget = "[budget \"vision\"]\ngpu_hours = 0.0004\nover = hold\n"
     with Cluster("ft-budget") as c:
@@ -376,6 +445,7 @@ def test_html_report():
 TESTS = {
     "accounting_exact": test_accounting_exact,
     "cost_columns": test_cost_columns,
+    "measured_energy": test_measured_energy,
     "budget_hold": test_budget_hold,
     "html_report": test_html_report,
 }
