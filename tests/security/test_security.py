@@ -89,10 +89,10 @@ def roles_and_teams():
         refused(("cancel", str(d), str(a)), dave, "a cancel list with one foreign job is refused")
         check(c.job(d)["state"] in ("PENDING", "RUNNING"), "...and cancelled nothing")
         ls = json.loads(c.ftctl_ok("-o", "json", "ls", "--all", env=dave).stdout)
-        ids = {j["id"] for j in ls["jobs"]}
+        ids = {j["job_id"] for j in ls["jobs"]}
         check(d in ids and a not in ids, "dave's job list shows his job only", str(ids))
         ls = json.loads(c.ftctl_ok("-o", "json", "ls", "--all", env=bob).stdout)
-        ids = {j["id"] for j in ls["jobs"]}
+        ids = {j["job_id"] for j in ls["jobs"]}
         check(a in ids and d not in ids, "bob (lead of ml) lists ml's jobs only", str(ids))
         refused(("usage", "--by", "node"), dave, "a user cannot group usage by node")
         refused(("report",), alice, "the report needs the lead role")
@@ -160,8 +160,11 @@ def path_roots():
         os.symlink(outside, os.path.join(root, "escape"))
         c.start_sched(extra=["--path-roots", root])
 
+        made = []
+
         def spec(model, data, out):
-            p = os.path.join(c.dir, "spec.json")
+            made.append(1)
+            p = os.path.join(c.dir, f"spec{len(made)}.json")
             with open(p, "w") as f:
                 json.dump({"name": "p", "kind": "lora", "gpus": 1, "device": "any",
                            "train": {"base_model": model, "datasets": [{"path": data}],
