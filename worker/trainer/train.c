@@ -373,6 +373,11 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
     t->model = model_new(&t->cfg, &t->w, t->be, &mo, err);
     if (!t->model)
         goto fail;
+    if (t->be->weights_upload) {
+        /* the model holds its own device copy: the host one is not read again */
+        llama_weights_free(&t->w);
+        t->w_loaded = false;
+    }
     const lora_layout_t *lay = model_lora_layout(t->model);
     t->opt = adamw_new(t->be, lay->n_params, spec->adam_beta1, spec->adam_beta2,
                        spec->adam_epsilon, spec->weight_decay);
