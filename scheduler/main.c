@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ft/common.h"
+#include "ft/cost.h"
 #include "keys_init.h"
 #include "server.h"
 
@@ -134,6 +135,18 @@ int main(int argc, char **argv)
         }
     }
     ft_log_init("ftsched", cfg.log_level);
+    if (cfg.cost_file[0]) { /* a bad cost model stops start-up, like a bad setting */
+        cost_model_t *cm = malloc(sizeof(*cm));
+
+        if (cm)
+            cost_model_defaults(cm);
+        if (!cm || cost_model_load(cm, cfg.cost_file, &err) < 0) {
+            fprintf(stderr, "ftsched: cost model: %s\n", cm ? err.msg : "out of memory");
+            free(cm);
+            return 2;
+        }
+        free(cm);
+    }
     s = sched_new(&cfg, &err);
     if (!s) {
         ft_error("%s", err.msg);
