@@ -27,9 +27,9 @@
 #include "optim.h"
 
 typedef struct {
-    const char *name;   /* flag without "--" */
-    int *dst;           /* where the value goes */
-    int lo, hi;         /* accepted range */
+    const char *name; /* flag without "--" */
+    int *dst;         /* where the value goes */
+    int lo, hi;       /* accepted range */
 } int_flag_t;
 
 static double now_s(void)
@@ -48,7 +48,7 @@ static int cmp_double(const void *a, const void *b)
 /* uniform(-a, a) with std 0.02, fast enough for a billion floats */
 static void fill_uniform(float *x, size_t n, uint64_t seed)
 {
-    const float a = 0.02f * 1.7320508f;  /* std of U(-a, a) is a / sqrt(3) */
+    const float a = 0.02f * 1.7320508f; /* std of U(-a, a) is a / sqrt(3) */
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     for (size_t i = 0; i < n; i++) {
         s ^= s << 13;
@@ -71,12 +71,18 @@ int main(int argc, char **argv)
     int hidden = 2048, layers = 16, heads = 32, kv = 8, inter = 8192, vocab = 128256;
     int seq = 2048, batch = 4, r = 16, steps = 8, warmup = 2, device = 0, peak_tflops = 989;
     const int_flag_t flags[] = {
-        {"hidden", &hidden, 2, 65536},      {"layers", &layers, 1, 1024},
-        {"heads", &heads, 1, 1024},         {"kv-heads", &kv, 1, 1024},
-        {"intermediate", &inter, 1, 1 << 20}, {"vocab", &vocab, 2, 1 << 22},
-        {"seq", &seq, 1, 1 << 16},          {"batch", &batch, 1, 4096},
-        {"r", &r, 1, 1024},                 {"steps", &steps, 1, 100000},
-        {"warmup", &warmup, 0, 1000},       {"device", &device, 0, 1024},
+        {"hidden", &hidden, 2, 65536},
+        {"layers", &layers, 1, 1024},
+        {"heads", &heads, 1, 1024},
+        {"kv-heads", &kv, 1, 1024},
+        {"intermediate", &inter, 1, 1 << 20},
+        {"vocab", &vocab, 2, 1 << 22},
+        {"seq", &seq, 1, 1 << 16},
+        {"batch", &batch, 1, 4096},
+        {"r", &r, 1, 1024},
+        {"steps", &steps, 1, 100000},
+        {"warmup", &warmup, 0, 1000},
+        {"device", &device, 0, 1024},
         {"peak-tflops", &peak_tflops, 1, 1000000},
     };
     const char *attn = "materialised";
@@ -86,8 +92,8 @@ int main(int argc, char **argv)
             return 0;
         }
         if (strcmp(argv[i], "--attn") == 0) {
-            if (i + 1 >= argc || (strcmp(argv[i + 1], "materialised") != 0 &&
-                                  strcmp(argv[i + 1], "flash") != 0)) {
+            if (i + 1 >= argc ||
+                (strcmp(argv[i + 1], "materialised") != 0 && strcmp(argv[i + 1], "flash") != 0)) {
                 fprintf(stderr, "ft-gpu-bench: '--attn': expected materialised or flash\n");
                 return 2;
             }
@@ -225,9 +231,8 @@ int main(int argc, char **argv)
             step_s[k - warmup] = t2 - t0;
             fb_s[k - warmup] = t1 - t0;
         }
-        printf("step %d: %.1f ms (forward + backward %.1f ms), loss %.4f%s\n", k,
-               (t2 - t0) * 1e3, (t1 - t0) * 1e3, loss / (double)ntok,
-               k < warmup ? " (warm-up)" : "");
+        printf("step %d: %.1f ms (forward + backward %.1f ms), loss %.4f%s\n", k, (t2 - t0) * 1e3,
+               (t1 - t0) * 1e3, loss / (double)ntok, k < warmup ? " (warm-up)" : "");
     }
     /* one more step with per-family timing (synchronising: slower overall) */
     model_profile_enable(true);
@@ -268,7 +273,8 @@ int main(int argc, char **argv)
            "device now\n",
            peak_mb, (double)(tot - fr) / 1048576.0, (double)tot / 1048576.0);
     printf("profiled step, seconds per op family: %s\n", prof);
-    printf("{\"device\": \"%s\", \"attn\": \"%s\", \"hidden\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
+    printf("{\"device\": \"%s\", \"attn\": \"%s\", \"hidden\": %d, \"layers\": %d, \"heads\": %d, "
+           "\"kv_heads\": %d, "
            "\"intermediate\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"r\": %d, "
            "\"step_ms\": %.2f, \"fwd_bwd_ms\": %.2f, \"optim_ms\": %.2f, \"tokens_per_s\": %.0f, "
            "\"tflop_per_step\": %.4f, \"mfu\": %.4f, \"peak_tflops\": %d, \"peak_mem_mb\": %.0f, "

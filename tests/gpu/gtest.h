@@ -20,14 +20,14 @@
 
 static int gt_failures;
 
-#define GT_CHECK(cond, ...)                                                                   \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-            printf(__VA_ARGS__);                                                              \
-            printf("\n");                                                                     \
-            gt_failures++;                                                                    \
-        }                                                                                     \
+#define GT_CHECK(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            gt_failures++;                                                                         \
+        }                                                                                          \
     } while (0)
 
 static uint64_t gt_state = 0x5eed0fc0dau;
@@ -66,8 +66,8 @@ static inline void gt_round_bf16(float *x, size_t n)
 }
 
 typedef struct {
-    double rel_max;   /* max |a - b| / max |b| */
-    double cosine;    /* <a, b> / (|a| |b|); 1 when both are zero */
+    double rel_max; /* max |a - b| / max |b| */
+    double cosine;  /* <a, b> / (|a| |b|); 1 when both are zero */
 } gt_cmp_t;
 
 static inline gt_cmp_t gt_compare(const float *gpu, const float *cpu, size_t n)

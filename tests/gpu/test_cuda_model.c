@@ -29,12 +29,12 @@
 #include "tinymodel.h"
 
 enum { R_ = 4 };
-static int B_ = 2, T_ = 96;  /* the shape of the current pass */
+static int B_ = 2, T_ = 96; /* the shape of the current pass */
 
 typedef struct {
-    const backend_t *be;   /* cpu or cuda */
-    model_t *m;            /* the model on that backend */
-    float *host_grads;     /* (n_params) host copy of the gradients */
+    const backend_t *be; /* cpu or cuda */
+    model_t *m;          /* the model on that backend */
+    float *host_grads;   /* (n_params) host copy of the gradients */
 } side_t;
 
 static int side_init(side_t *s, const backend_t *be, const llama_config_t *cfg,
@@ -42,8 +42,13 @@ static int side_init(side_t *s, const backend_t *be, const llama_config_t *cfg,
 {
     ft_err_t err;
     ft_err_clear(&err);
-    model_opts_t o = {.r = R_, .alpha = 8.0, .use_rslora = false, .mask = 0x7f,
-                      .dropout = dropout, .B = B_, .T = T_};
+    model_opts_t o = {.r = R_,
+                      .alpha = 8.0,
+                      .use_rslora = false,
+                      .mask = 0x7f,
+                      .dropout = dropout,
+                      .B = B_,
+                      .T = T_};
     s->be = be;
     s->m = model_new(cfg, w, be, &o, &err);
     if (!s->m) {
@@ -91,7 +96,7 @@ static int side_step(side_t *s, const int32_t *in, const int32_t *tg, float dsca
     return 0;
 }
 
-static const char *const mod_names[FT_N_TARGET_MODULES] = {"q", "k", "v", "o",
+static const char *const mod_names[FT_N_TARGET_MODULES] = {"q",    "k",  "v",   "o",
                                                            "gate", "up", "down"};
 
 static void compare_grads(const char *tag, const side_t *gpu, const side_t *cpu)
@@ -190,8 +195,8 @@ static void check_training(const backend_t *cuda, const llama_config_t *cfg,
              loss[0][0], loss[0][STEPS - 1]);
     GT_CHECK(loss[1][STEPS - 1] < 0.8 * loss[1][0], "gpu loss did not fall: %.4f -> %.4f",
              loss[1][0], loss[1][STEPS - 1]);
-    printf("training: loss %.4f -> %.4f (cpu), %.4f -> %.4f (gpu), worst |d| %.3e\n",
-           loss[0][0], loss[0][STEPS - 1], loss[1][0], loss[1][STEPS - 1], worst);
+    printf("training: loss %.4f -> %.4f (cpu), %.4f -> %.4f (gpu), worst |d| %.3e\n", loss[0][0],
+           loss[0][STEPS - 1], loss[1][0], loss[1][STEPS - 1], worst);
 out:
     for (int k = 0; k < 2; k++) {
         if (opt[k])
@@ -217,7 +222,7 @@ int main(void)
 
     tinymodel_opts_t to;
     tinymodel_defaults(&to);
-    to.init_std = 0.1;  /* confident logits, so gradients are not all tiny */
+    to.init_std = 0.1; /* confident logits, so gradients are not all tiny */
     llama_config_t cfg;
     llama_weights_t w;
     if (tinymodel_config(&to, &cfg, &err) < 0 || llama_weights_alloc(&cfg, &w) < 0) {
@@ -227,8 +232,8 @@ int main(void)
     tinymodel_fill(&cfg, &w, 11, to.init_std);
     gt_round_bf16(w.mem, w.n_floats);
     printf("tiny model: C %d, L %d, heads %d/%d, I %d, V %d; B %d T %d r %d\n", cfg.hidden_size,
-           cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.intermediate_size, cfg.vocab_size, B_,
-           T_, R_);
+           cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.intermediate_size, cfg.vocab_size, B_, T_,
+           R_);
 
     lora_layout_t lay;
     if (lora_layout_init(&lay, &cfg, R_, 8.0, false, 0x7f) < 0)
@@ -237,7 +242,7 @@ int main(void)
     int32_t *in = malloc(sizeof(int32_t) * 2 * 160), *tg = malloc(sizeof(int32_t) * 2 * 160);
     if (!params0 || !in || !tg)
         return 1;
-    lora_init_params(&lay, params0, 5, 0.05);  /* B != 0, so every gradient is live */
+    lora_init_params(&lay, params0, 5, 0.05); /* B != 0, so every gradient is live */
     int live = 0;
     for (int i = 0; i < B_ * T_; i++) {
         in[i] = 3 + (int)(gt_next() % 250);

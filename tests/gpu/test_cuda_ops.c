@@ -56,8 +56,7 @@ static float *back(const float *d, size_t n)
     return h;
 }
 
-static void expect_dev(const char *what, const float *d, const float *ref, size_t n,
-                       double max_rel)
+static void expect_dev(const char *what, const float *d, const float *ref, size_t n, double max_rel)
 {
     float *h = back(d, n);
     gt_expect(what, h, ref, n, max_rel, 1.0 - fmax(max_rel, 1e-9));
@@ -101,8 +100,7 @@ static void test_rmsnorm(void)
     cu->rmsnorm_backward(dx_d, dy_d, x_d, w_d, rstd_d, N, C);
     expect_dev("rmsnorm_backward dx (adds)", dx_d, dx, n, 1e-5);
     free(x), free(w), free(dy), free(dx), free(out), free(rstd);
-    cu->free(dx_d), cu->free(x_d), cu->free(w_d), cu->free(dy_d), cu->free(out_d),
-        cu->free(rstd_d);
+    cu->free(dx_d), cu->free(x_d), cu->free(w_d), cu->free(dy_d), cu->free(out_d), cu->free(rstd_d);
 }
 
 static void test_rope(void)
@@ -150,9 +148,9 @@ static void test_attention(attn_shape_t s, const char *mode, double tol)
     char what[96];
     cpu->attention_forward(y, att, q, k, v, &s);
     cu->attention_forward(y_d, att_d, q_d, k_d, v_d, &s);
-#define ATT_WHAT(name)                                                                        \
-    snprintf(what, sizeof(what), "attention %s B%d T%d h%d/%d hd%d %s", name, s.B, s.T,        \
-             s.n_heads, s.n_kv, s.hd, mode)
+#define ATT_WHAT(name)                                                                             \
+    snprintf(what, sizeof(what), "attention %s B%d T%d h%d/%d hd%d %s", name, s.B, s.T, s.n_heads, \
+             s.n_kv, s.hd, mode)
     if (strcmp(mode, "materialised") == 0) {
         ATT_WHAT("probabilities");
         expect_dev(what, att_d, att, na, tol);
@@ -170,8 +168,8 @@ static void test_attention(attn_shape_t s, const char *mode, double tol)
 #undef ATT_WHAT
     free(q), free(k), free(v), free(dy), free(y), free(att), free(dq), free(dk), free(dv),
         free(scr);
-    cu->free(q_d), cu->free(k_d), cu->free(v_d), cu->free(dy_d), cu->free(y_d),
-        cu->free(att_d), cu->free(dq_d), cu->free(dk_d), cu->free(dv_d);
+    cu->free(q_d), cu->free(k_d), cu->free(v_d), cu->free(dy_d), cu->free(y_d), cu->free(att_d),
+        cu->free(dq_d), cu->free(dk_d), cu->free(dv_d);
     cuda_backend_set_attention("materialised");
 }
 
@@ -230,8 +228,7 @@ static void test_elementwise(void)
     printf("%-4s zero\n", zmax == 0.0f ? "ok" : "FAIL");
     free(z);
     free(g), free(u), free(dh), free(h), free(dg), free(du);
-    cu->free(g_d), cu->free(u_d), cu->free(dh_d), cu->free(h_d), cu->free(dg_d),
-        cu->free(du_d);
+    cu->free(g_d), cu->free(u_d), cu->free(dh_d), cu->free(h_d), cu->free(dg_d), cu->free(du_d);
 }
 
 static void test_adamw(void)

@@ -47,16 +47,16 @@ int main(void)
     coll_t *c = coll_nccl_new(&bad, &err);
     GT_CHECK(!c && strstr(err.msg, "'rank'"), "rank 2 of 2 accepted (%s)", err.msg);
     printf("%-4s rank outside world: %s\n", !c ? "ok" : "FAIL", err.msg);
-    coll_nccl_opts_t shortid = {.rank = 0, .world = 1, .device = 0, .id_hex = "abcd",
-                                .timeout_s = 5};
+    coll_nccl_opts_t shortid = {
+        .rank = 0, .world = 1, .device = 0, .id_hex = "abcd", .timeout_s = 5};
     c = coll_nccl_new(&shortid, &err);
     GT_CHECK(!c && strstr(err.msg, "'nccl_id'"), "short id accepted (%s)", err.msg);
     printf("%-4s short id: %s\n", !c ? "ok" : "FAIL", err.msg);
     char badhex[COLL_NCCL_ID_HEX + 1];
     memcpy(badhex, id, sizeof(badhex));
     badhex[17] = 'g';
-    coll_nccl_opts_t nonhex = {.rank = 0, .world = 1, .device = 0, .id_hex = badhex,
-                               .timeout_s = 5};
+    coll_nccl_opts_t nonhex = {
+        .rank = 0, .world = 1, .device = 0, .id_hex = badhex, .timeout_s = 5};
     c = coll_nccl_new(&nonhex, &err);
     GT_CHECK(!c && strstr(err.msg, "character 17"), "non-hex id accepted (%s)", err.msg);
     printf("%-4s non-hex id: %s\n", !c ? "ok" : "FAIL", err.msg);
@@ -100,14 +100,13 @@ int main(void)
         printf("FAIL %s\n", err.msg);
         return 1;
     }
-    coll_nccl_opts_t lonely = {.rank = 0, .world = 2, .device = 0, .id_hex = id2,
-                               .timeout_s = 2.0};
+    coll_nccl_opts_t lonely = {.rank = 0, .world = 2, .device = 0, .id_hex = id2, .timeout_s = 2.0};
     double t0 = now_s();
     c = coll_nccl_new(&lonely, &err);
     double dt = now_s() - t0;
     int ok = !c && dt >= 2.0 && dt < 20.0 && strstr(err.msg, "timed out");
-    printf("%-4s missing peer: gave up after %.2f s (deadline 2 s): %s\n", ok ? "ok" : "FAIL",
-           dt, err.msg);
+    printf("%-4s missing peer: gave up after %.2f s (deadline 2 s): %s\n", ok ? "ok" : "FAIL", dt,
+           err.msg);
     GT_CHECK(ok, "missing peer not detected in time");
     if (c)
         coll_destroy(&c);

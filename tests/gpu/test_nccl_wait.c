@@ -15,26 +15,26 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                       \
-            printf(__VA_ARGS__);                                                              \
-            printf("\n");                                                                     \
-            failures++;                                                                       \
-        }                                                                                     \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* A scripted communicator: ready after comm_ready polls, or failing at poll
  * comm_fail_at; work done after work_done polls of the stream, or failing at
  * work_fail_at; a fake clock advancing `tick` seconds per pause. */
 typedef struct {
-    int comm_ready, comm_fail_at;   /* poll numbers (1-based); 0 = never */
-    int work_done, work_fail_at;    /* poll numbers of work_state; 0 = never */
-    double tick;                    /* seconds per pause */
-    int comm_polls, work_polls;     /* counters */
-    int aborts;                     /* abort calls */
-    double clock;                   /* fake time */
+    int comm_ready, comm_fail_at; /* poll numbers (1-based); 0 = never */
+    int work_done, work_fail_at;  /* poll numbers of work_state; 0 = never */
+    double tick;                  /* seconds per pause */
+    int comm_polls, work_polls;   /* counters */
+    int aborts;                   /* abort calls */
+    double clock;                 /* fake time */
 } stub_t;
 
 static int stub_comm(void *ctx, char *msg, size_t len)
@@ -75,15 +75,13 @@ static void stub_pause(void *ctx)
     s->clock += s->tick;
 }
 
-static const nccl_wait_ops_t with_work = {stub_comm, stub_work, stub_abort, stub_now,
-                                          stub_pause};
+static const nccl_wait_ops_t with_work = {stub_comm, stub_work, stub_abort, stub_now, stub_pause};
 static const nccl_wait_ops_t comm_only = {stub_comm, NULL, stub_abort, stub_now, stub_pause};
 
 static void report(const char *name, int ok, const stub_t *s, const ft_err_t *e)
 {
-    printf("%-4s %-44s comm polls %d, work polls %d, aborts %d, t %.2f s%s%s\n",
-           ok ? "ok" : "FAIL", name, s->comm_polls, s->work_polls, s->aborts, s->clock,
-           e->msg[0] ? ": " : "", e->msg);
+    printf("%-4s %-44s comm polls %d, work polls %d, aborts %d, t %.2f s%s%s\n", ok ? "ok" : "FAIL",
+           name, s->comm_polls, s->work_polls, s->aborts, s->clock, e->msg[0] ? ": " : "", e->msg);
 }
 
 int main(void)

@@ -23,13 +23,13 @@
 #include "rdv.h"
 
 typedef struct {
-    ncclComm_t comm;        /* NULL before init or after abort */
-    cudaStream_t stream;    /* the cuda backend's training stream (borrowed) */
-    double timeout_s;       /* per call */
-    bool dead;              /* aborted: every call fails */
-    void *stage;            /* device staging for host buffers */
-    size_t stage_bytes;     /* its size */
-    ft_err_t err;           /* last failure */
+    ncclComm_t comm;     /* NULL before init or after abort */
+    cudaStream_t stream; /* the cuda backend's training stream (borrowed) */
+    double timeout_s;    /* per call */
+    bool dead;           /* aborted: every call fails */
+    void *stage;         /* device staging for host buffers */
+    size_t stage_bytes;  /* its size */
+    ft_err_t err;        /* last failure */
 } nccl_impl_t;
 
 /* ---- nccl_wait glue ---- */
@@ -83,7 +83,7 @@ static double mono_now(void *ctx)
 
 static void short_pause(void *ctx)
 {
-    struct timespec ts = {0, 50 * 1000};  /* 50 us: far below a step, cheap on a core */
+    struct timespec ts = {0, 50 * 1000}; /* 50 us: far below a step, cheap on a core */
     (void)ctx;
     nanosleep(&ts, NULL);
 }
@@ -140,8 +140,10 @@ static int run_op(nccl_impl_t *im, void *buf, size_t bytes, nccl_op_fn op, void 
             im->stage_bytes = 0;
             if (cudaMalloc(&im->stage, bytes) != cudaSuccess) {
                 cudaGetLastError();
-                ft_err_set(&im->err, FT_EINTERNAL, "nccl: '%s': no device memory for %zu "
-                           "staging bytes", what, bytes);
+                ft_err_set(&im->err, FT_EINTERNAL,
+                           "nccl: '%s': no device memory for %zu "
+                           "staging bytes",
+                           what, bytes);
                 return -1;
             }
             im->stage_bytes = bytes;
@@ -167,9 +169,9 @@ static int run_op(nccl_impl_t *im, void *buf, size_t bytes, nccl_op_fn op, void 
 }
 
 typedef struct {
-    size_t n;              /* elements */
-    ncclDataType_t type;   /* element type */
-    int root;              /* broadcast root */
+    size_t n;            /* elements */
+    ncclDataType_t type; /* element type */
+    int root;            /* broadcast root */
 } op_arg_t;
 
 static ncclResult_t op_allreduce(nccl_impl_t *im, void *d, void *arg)
@@ -362,16 +364,18 @@ coll_t *coll_nccl_open(int event_fd, int rank, int world, int device, ft_err_t *
         char *end;
         timeout = strtod(tv, &end);
         if (*tv == '\0' || *end != '\0' || !(timeout > 0.0 && timeout <= 86400.0)) {
-            ft_err_set(err, FT_EBADFIELD, "'FT_NCCL_TIMEOUT_S': expected seconds in (0, 86400], "
-                       "got '%.40s'", tv);
+            ft_err_set(err, FT_EBADFIELD,
+                       "'FT_NCCL_TIMEOUT_S': expected seconds in (0, 86400], "
+                       "got '%.40s'",
+                       tv);
             return NULL;
         }
     }
     coll_t *c = NULL;
     char **blobs = NULL;
-    char hex[COLL_NCCL_ID_HEX + 1], b64[COLL_NCCL_ID_HEX];  /* base64 of 128 bytes: 172 chars */
+    char hex[COLL_NCCL_ID_HEX + 1], b64[COLL_NCCL_ID_HEX]; /* base64 of 128 bytes: 172 chars */
     unsigned char raw[COLL_NCCL_ID_HEX / 2];
-    snprintf(b64, sizeof(b64), "AA==");  /* ranks > 0: a placeholder byte */
+    snprintf(b64, sizeof(b64), "AA=="); /* ranks > 0: a placeholder byte */
     rdv_t *r = rdv_new(event_fd, rank, world, err);
     if (!r)
         return NULL;
@@ -388,14 +392,16 @@ coll_t *coll_nccl_open(int event_fd, int rank, int world, int device, ft_err_t *
     if (rdv_exchange(r, b64, &blobs, err) < 0)
         goto out;
     if (rdv_b64_decode(blobs[0], raw, sizeof(raw)) != (long)sizeof(raw)) {
-        ft_err_set(err, FT_EBADFIELD, "rendezvous: rank 0's blob is not an nccl id (%zu "
-                   "base64 characters)", strlen(blobs[0]));
+        ft_err_set(err, FT_EBADFIELD,
+                   "rendezvous: rank 0's blob is not an nccl id (%zu "
+                   "base64 characters)",
+                   strlen(blobs[0]));
         goto out;
     }
     for (size_t i = 0; i < sizeof(raw); i++)
         snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-    coll_nccl_opts_t o = {.rank = rank, .world = world, .device = device, .id_hex = hex,
-                          .timeout_s = timeout};
+    coll_nccl_opts_t o = {
+        .rank = rank, .world = world, .device = device, .id_hex = hex, .timeout_s = timeout};
     c = coll_nccl_new(&o, err);
 out:
     if (blobs)

@@ -22,14 +22,14 @@
 #include "coll.h"
 #include "ft/common.h"
 
-#define COLL_NCCL_ID_HEX 256  /* hex characters of an ncclUniqueId (128 bytes) */
+#define COLL_NCCL_ID_HEX 256 /* hex characters of an ncclUniqueId (128 bytes) */
 
 typedef struct {
-    int rank;            /* 0 .. world-1 */
-    int world;           /* ranks in the job */
-    int device;          /* CUDA device index of this rank (visible devices) */
-    const char *id_hex;  /* rank 0's unique id, COLL_NCCL_ID_HEX hex characters */
-    double timeout_s;    /* deadline of init and of every collective; <= 0: none */
+    int rank;           /* 0 .. world-1 */
+    int world;          /* ranks in the job */
+    int device;         /* CUDA device index of this rank (visible devices) */
+    const char *id_hex; /* rank 0's unique id, COLL_NCCL_ID_HEX hex characters */
+    double timeout_s;   /* deadline of init and of every collective; <= 0: none */
 } coll_nccl_opts_t;
 
 /* Writes a new unique id as hex into buf (len > COLL_NCCL_ID_HEX); rank 0
@@ -47,7 +47,7 @@ const char *coll_nccl_error(const coll_t *c);
  * the rank should exit as "peer lost", not as a training error */
 bool coll_nccl_broken(const coll_t *c);
 
-#define COLL_NCCL_DEFAULT_TIMEOUT_S 600  /* per operation; FT_NCCL_TIMEOUT_S overrides */
+#define COLL_NCCL_DEFAULT_TIMEOUT_S 600 /* per operation; FT_NCCL_TIMEOUT_S overrides */
 
 /* The collective of a CUDA rank in ft-train run: coll_single() for a world of
  * one; otherwise the rendezvous (rdv.h, over event_fd or $FT_RDV_DIR) carries

@@ -33,40 +33,40 @@ extern "C" {
 /* ---- state, errors, memory ---- */
 
 typedef struct {
-    void *p;     /* device pointer */
-    size_t n;    /* bytes */
+    void *p;  /* device pointer */
+    size_t n; /* bytes */
 } dev_alloc_t;
 
 static struct {
-    bool ready;                 /* backend_cuda succeeded */
-    int device;                 /* selected device index */
-    cudaStream_t stream;        /* the training stream */
-    cublasHandle_t blas;        /* bound to stream */
-    bool tf32;                  /* fp32 GEMMs may use TF32 tensor cores */
-    bool flash;                 /* fused attention (FT_CUDA_ATTN=flash) */
-    char err[512];              /* first error, "" when none */
-    size_t bytes_now;           /* device bytes held by dev_alloc */
-    size_t bytes_peak;          /* high-water mark of bytes_now */
-    dev_alloc_t *allocs;        /* live allocations (tens of them) */
+    bool ready;          /* backend_cuda succeeded */
+    int device;          /* selected device index */
+    cudaStream_t stream; /* the training stream */
+    cublasHandle_t blas; /* bound to stream */
+    bool tf32;           /* fp32 GEMMs may use TF32 tensor cores */
+    bool flash;          /* fused attention (FT_CUDA_ATTN=flash) */
+    char err[512];       /* first error, "" when none */
+    size_t bytes_now;    /* device bytes held by dev_alloc */
+    size_t bytes_peak;   /* high-water mark of bytes_now */
+    dev_alloc_t *allocs; /* live allocations (tens of them) */
     size_t n_allocs, cap_allocs;
-    void *blas_ws;              /* cuBLAS workspace (tracked here, not by cuBLAS) */
-    __nv_bfloat16 *bf_a;        /* activations cast to bf16 for gemm_w, elements */
+    void *blas_ws;       /* cuBLAS workspace (tracked here, not by cuBLAS) */
+    __nv_bfloat16 *bf_a; /* activations cast to bf16 for gemm_w, elements */
     size_t bf_a_n;
-    __nv_bfloat16 *bf_l;        /* xent dlogits cast to bf16, elements */
+    __nv_bfloat16 *bf_l; /* xent dlogits cast to bf16, elements */
     size_t bf_l_n;
-    float *att_scr;             /* (B, T, T) dP / dS of one head */
+    float *att_scr; /* (B, T, T) dP / dS of one head */
     size_t att_scr_n;
-    int32_t *tok;               /* (N) staged embedding tokens */
+    int32_t *tok; /* (N) staged embedding tokens */
     size_t tok_n;
-    int32_t *tgt;               /* (N) staged xent targets */
+    int32_t *tgt; /* (N) staged xent targets */
     size_t tgt_n;
-    double *row_loss;           /* (N) per-row -log p(target) */
+    double *row_loss; /* (N) per-row -log p(target) */
     size_t row_loss_n;
-    double *part;               /* sumsq block partials + total */
+    double *part; /* sumsq block partials + total */
     size_t part_n;
-    double *host_rl;            /* host copy of row_loss */
+    double *host_rl; /* host copy of row_loss */
     size_t host_rl_n;
-    float *logits;              /* own (chunk, V) logits when larger chunks pay off */
+    float *logits; /* own (chunk, V) logits when larger chunks pay off */
     size_t logits_n;
 } g;
 
@@ -77,7 +77,7 @@ static struct {
 static void record_error(const char *fmt, ...)
 {
     if (g.err[0])
-        return;  /* keep the first one: later errors are usually its echo */
+        return; /* keep the first one: later errors are usually its echo */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(g.err, sizeof(g.err), fmt, ap);
@@ -109,7 +109,7 @@ static void *dev_alloc(size_t bytes)
 {
     void *p = NULL;
     if (bytes == 0)
-        bytes = 16;  /* a valid, distinct pointer for empty tensors */
+        bytes = 16; /* a valid, distinct pointer for empty tensors */
     if (g.n_allocs == g.cap_allocs) {
         size_t cap = g.cap_allocs ? 2 * g.cap_allocs : 64;
         dev_alloc_t *a = (dev_alloc_t *)realloc(g.allocs, cap * sizeof(*a));
@@ -215,8 +215,8 @@ __global__ void k_f32_to_bf16(__nv_bfloat16 *out, const float *in, int64_t n)
 }
 
 /* out (N, C) = emb[tok[i]] (bf16 table) as fp32 */
-__global__ void k_embedding_fwd(float *out, const int32_t *tok, const __nv_bfloat16 *emb,
-                                int N, int C)
+__global__ void k_embedding_fwd(float *out, const int32_t *tok, const __nv_bfloat16 *emb, int N,
+                                int C)
 {
     int64_t n = (int64_t)N * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -226,8 +226,7 @@ __global__ void k_embedding_fwd(float *out, const int32_t *tok, const __nv_bfloa
     }
 }
 
-__global__ void k_embedding_bwd(float *demb, const int32_t *tok, const float *dout, int N,
-                                int C)
+__global__ void k_embedding_bwd(float *demb, const int32_t *tok, const float *dout, int N, int C)
 {
     int64_t n = (int64_t)N * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -338,8 +337,8 @@ __global__ void k_swiglu_fwd(float *h, const float *gt, const float *u, int64_t 
     }
 }
 
-__global__ void k_swiglu_bwd(float *dg, float *du, const float *dh, const float *gt,
-                             const float *u, int64_t n)
+__global__ void k_swiglu_bwd(float *dg, float *du, const float *dh, const float *gt, const float *u,
+                             int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -407,9 +406,8 @@ __global__ void k_dropout(float *out, const float *x, int64_t n, float p, float 
 }
 
 /* AdamW with the scalars rounded on the host exactly as cpu_adamw does */
-__global__ void k_adamw(float *p, const float *gr, float *m, float *v, int64_t n,
-                        float step_size, float bc2_sqrt, float decay, float w1, float b2,
-                        float w2, float e)
+__global__ void k_adamw(float *p, const float *gr, float *m, float *v, int64_t n, float step_size,
+                        float bc2_sqrt, float decay, float w1, float b2, float w2, float e)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -480,9 +478,8 @@ static cublasComputeType_t f32_compute(void)
 
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
  * operands and the M/N roles; the transpose flags keep their meaning. */
-static void cu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                    const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                    int ldc)
+static void cu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0)
         return;
@@ -497,9 +494,9 @@ static void gemm_strided(bool trans_a, bool trans_b, int M, int N, int K, float 
                          long long sb, float beta, float *C, int ldc, long long sc, int batch)
 {
     BLAS_CHECK(cublasGemmStridedBatchedEx(
-        g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
-        K, &alpha, B, CUDA_R_32F, ldb, sb, A, CUDA_R_32F, lda, sa, &beta, C, CUDA_R_32F, ldc,
-        sc, batch, f32_compute(), CUBLAS_GEMM_DEFAULT));
+        g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+        &alpha, B, CUDA_R_32F, ldb, sb, A, CUDA_R_32F, lda, sa, &beta, C, CUDA_R_32F, ldc, sc,
+        batch, f32_compute(), CUBLAS_GEMM_DEFAULT));
 }
 
 /* casts the span of a row-major (rows, ld) fp32 matrix to bf16 scratch */
@@ -515,44 +512,41 @@ static const __nv_bfloat16 *to_bf16(const float *A, int rows, int cols, int ld)
 
 /* bf16 x bf16 GEMM with fp32 accumulation and fp32 output */
 static void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                      const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
-                      float beta, float *C, int ldc)
+                      const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta,
+                      float *C, int ldc)
 {
     BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
-                            CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
+                            ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
 }
 
-static void cu_gemm_w(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                      const float *A, int lda, const float *W, int ldw, float beta, float *C,
-                      int ldc)
+static void cu_gemm_w(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *W, int ldw, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0)
         return;
     const __nv_bfloat16 *Ab = trans_a ? to_bf16(A, K, M, lda) : to_bf16(A, M, K, lda);
     if (!Ab)
         return;
-    gemm_bf16(trans_a, trans_b, M, N, K, alpha, Ab, lda, (const __nv_bfloat16 *)W, ldw, beta,
-              C, ldc);
+    gemm_bf16(trans_a, trans_b, M, N, K, alpha, Ab, lda, (const __nv_bfloat16 *)W, ldw, beta, C,
+              ldc);
 }
 
 static bool stage_tokens(int32_t **dst, size_t *have, const int32_t *host, int N)
 {
     if (!grow((void **)dst, have, (size_t)N, sizeof(int32_t)))
         return false;
-    return CU_CHECK(cudaMemcpyAsync(*dst, host, sizeof(int32_t) * (size_t)N,
-                                    cudaMemcpyHostToDevice, g.stream));
+    return CU_CHECK(
+        cudaMemcpyAsync(*dst, host, sizeof(int32_t) * (size_t)N, cudaMemcpyHostToDevice, g.stream));
 }
 
-static void cu_embedding_forward(float *out, const int32_t *tokens, const float *emb, int N,
-                                 int C)
+static void cu_embedding_forward(float *out, const int32_t *tokens, const float *emb, int N, int C)
 {
     if (N <= 0 || !stage_tokens(&g.tok, &g.tok_n, tokens, N))
         return;
     int64_t n = (int64_t)N * C;
-    k_embedding_fwd<<<grid_for(n), NT, 0, g.stream>>>(out, g.tok,
-                                                      (const __nv_bfloat16 *)emb, N, C);
+    k_embedding_fwd<<<grid_for(n), NT, 0, g.stream>>>(out, g.tok, (const __nv_bfloat16 *)emb, N, C);
     LAUNCH_CHECK("k_embedding_fwd");
 }
 
@@ -594,8 +588,8 @@ static void rope(float *x, const float *cos_t, const float *sin_t, int B, int T,
     LAUNCH_CHECK("k_rope");
 }
 
-static void cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T,
-                            int nh, int hd)
+static void cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh,
+                            int hd)
 {
     rope(x, cos_t, sin_t, B, T, nh, hd, 1.0f);
 }
@@ -619,7 +613,7 @@ static void cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, 
  * Used when hd is 64 or 128, T >= 2 hd (so lse and Y fit in att) and the
  * device grants the shared memory; otherwise the materialised path runs. */
 #define FL_TILE 64
-#define FL_THREADS 128  /* 4 warps; warp w owns rows [16w, 16w + 16) of a tile */
+#define FL_THREADS 128 /* 4 warps; warp w owns rows [16w, 16w + 16) of a tile */
 
 template <int HD> struct flash_smem {
     /* forward: Q, K, V (bf16), P (bf16), S (fp32), O (fp32), m, l (fp32) */
@@ -647,8 +641,8 @@ __device__ void fl_load(__nv_bfloat16 *dst, const float *src, int ld, int r0, in
  * of a row-major (K x 64) matrix; B is row-major (K x N, ldb) or, with
  * B_COL, the transpose of a row-major (N x K) matrix. */
 template <int N, int K, bool A_COL, bool B_COL, bool ACC>
-__device__ void fl_mma(float *C, int ldc, const __nv_bfloat16 *A, int lda,
-                       const __nv_bfloat16 *B, int ldb)
+__device__ void fl_mma(float *C, int ldc, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B,
+                       int ldb)
 {
     using namespace nvcuda;
     int w = threadIdx.x / 32;
@@ -664,11 +658,11 @@ __device__ void fl_mma(float *C, int ldc, const __nv_bfloat16 *A, int lda,
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, la> a;
             wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, lb> b;
             /* A(m, k): row-major at A[m*lda + k]; col-major at A[k*lda + m] */
-            wmma::load_matrix_sync(a, A_COL ? A + (size_t)kk * lda + 16 * w
-                                            : A + (size_t)(16 * w) * lda + kk, lda);
+            wmma::load_matrix_sync(
+                a, A_COL ? A + (size_t)kk * lda + 16 * w : A + (size_t)(16 * w) * lda + kk, lda);
             /* B(k, n): row-major at B[k*ldb + n]; col-major at B[n*ldb + k] */
-            wmma::load_matrix_sync(b, B_COL ? B + (size_t)n * ldb + kk
-                                            : B + (size_t)kk * ldb + n, ldb);
+            wmma::load_matrix_sync(b, B_COL ? B + (size_t)n * ldb + kk : B + (size_t)kk * ldb + n,
+                                   ldb);
             wmma::mma_sync(acc, a, b, acc);
         }
         wmma::store_matrix_sync(C + (size_t)(16 * w) * ldc + n, acc, ldc, wmma::mem_row_major);
@@ -678,8 +672,8 @@ __device__ void fl_mma(float *C, int ldc, const __nv_bfloat16 *A, int lda,
 /* grid (query tiles, nh, B) */
 template <int HD>
 __global__ void __launch_bounds__(FL_THREADS)
-    k_flash_fwd(float *y, float *lse, float *ysave, const float *q, const float *k,
-                const float *v, int T, int nh, int nkv, float scale)
+    k_flash_fwd(float *y, float *lse, float *ysave, const float *q, const float *k, const float *v,
+                int T, int nh, int nkv, float scale)
 {
     extern __shared__ __align__(128) unsigned char fl_smem[];
     __nv_bfloat16 *sQ = (__nv_bfloat16 *)fl_smem, *sK = sQ + FL_TILE * HD;
@@ -699,13 +693,13 @@ __global__ void __launch_bounds__(FL_THREADS)
         sM[threadIdx.x] = -INFINITY;
         sL[threadIdx.x] = 0.0f;
     }
-    for (int kt = 0; kt <= qt; kt++) {  /* causal: key tiles up to the diagonal one */
+    for (int kt = 0; kt <= qt; kt++) { /* causal: key tiles up to the diagonal one */
         int k0 = kt * FL_TILE;
-        __syncthreads();  /* the previous P V is done with sK, sV */
+        __syncthreads(); /* the previous P V is done with sK, sV */
         fl_load<HD>(sK, kb, ldk, k0, T);
         fl_load<HD>(sV, vb, ldk, k0, T);
         __syncthreads();
-        fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sQ, HD, sK, HD);  /* S = Q K^T */
+        fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sQ, HD, sK, HD); /* S = Q K^T */
         __syncthreads();
         for (int rr = 0; rr < 16; rr++) {
             int r = 16 * w + rr, t = q0 + r, j0 = k0 + lane, j1 = j0 + 32;
@@ -713,7 +707,7 @@ __global__ void __launch_bounds__(FL_THREADS)
             float s0 = ok0 ? sS[r * FL_TILE + lane] * scale : -INFINITY;
             float s1 = ok1 ? sS[r * FL_TILE + lane + 32] * scale : -INFINITY;
             float m_old = sM[r], m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
-            float m_use = m_new == -INFINITY ? 0.0f : m_new;  /* a fully masked row */
+            float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a fully masked row */
             float p0 = ok0 ? expf(s0 - m_use) : 0.0f, p1 = ok1 ? expf(s1 - m_use) : 0.0f;
             sP[r * FL_TILE + lane] = __float2bfloat16_rn(p0);
             sP[r * FL_TILE + lane + 32] = __float2bfloat16_rn(p1);
@@ -729,7 +723,7 @@ __global__ void __launch_bounds__(FL_THREADS)
             __syncwarp();
         }
         __syncthreads();
-        fl_mma<HD, FL_TILE, false, false, true>(sO, HD, sP, FL_TILE, sV, HD);  /* O += P V */
+        fl_mma<HD, FL_TILE, false, false, true>(sO, HD, sP, FL_TILE, sV, HD); /* O += P V */
     }
     __syncthreads();
     for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x) {
@@ -769,9 +763,8 @@ __global__ void k_flash_dot(float *D, const float *dy, const float *ysave, int B
 /* grid (key tiles, nkv, B); dq must be zero on entry */
 template <int HD>
 __global__ void __launch_bounds__(FL_THREADS)
-    k_flash_bwd(float *dq, float *dk, float *dv, const float *dy, const float *lse,
-                const float *D, const float *q, const float *k, const float *v, int T, int nh,
-                int nkv, float scale)
+    k_flash_bwd(float *dq, float *dk, float *dv, const float *dy, const float *lse, const float *D,
+                const float *q, const float *k, const float *v, int T, int nh, int nkv, float scale)
 {
     extern __shared__ __align__(128) unsigned char fl_smem[];
     __nv_bfloat16 *sK = (__nv_bfloat16 *)fl_smem, *sV = sK + FL_TILE * HD;
@@ -792,9 +785,9 @@ __global__ void __launch_bounds__(FL_THREADS)
         const float *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
         const float *dyb = dy + (size_t)b * T * ldq + (size_t)h * HD;
         const float *lb = lse + ((size_t)b * nh + h) * T, *db = D + ((size_t)b * nh + h) * T;
-        for (int qt = kt; qt < n_qt; qt++) {  /* causal: query tiles at or after the key tile */
+        for (int qt = kt; qt < n_qt; qt++) { /* causal: query tiles at or after the key tile */
             int q0 = qt * FL_TILE;
-            __syncthreads();  /* the previous round is done with every tile */
+            __syncthreads(); /* the previous round is done with every tile */
             fl_load<HD>(sQ, qb, ldq, q0, T);
             fl_load<HD>(sdY, dyb, ldq, q0, T);
             if (threadIdx.x < FL_TILE) {
@@ -803,7 +796,7 @@ __global__ void __launch_bounds__(FL_THREADS)
                 sD[threadIdx.x] = t < T ? db[t] : 0.0f;
             }
             __syncthreads();
-            fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sQ, HD, sK, HD);  /* S = Q K^T */
+            fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sQ, HD, sK, HD); /* S = Q K^T */
             __syncthreads();
             for (int e = threadIdx.x; e < FL_TILE * FL_TILE; e += blockDim.x) {
                 int r = e / FL_TILE, c = e % FL_TILE, t = q0 + r, j = k0 + c;
@@ -844,7 +837,7 @@ __global__ void __launch_bounds__(FL_THREADS)
 }
 
 /* mode and shared-memory grants, decided once per head size */
-static int flash_ok_hd[2] = {-1, -1};  /* [hd 64, hd 128]: -1 unknown, 0 no, 1 yes */
+static int flash_ok_hd[2] = {-1, -1}; /* [hd 64, hd 128]: -1 unknown, 0 no, 1 yes */
 
 template <int HD> static bool flash_grant(int slot)
 {
@@ -854,9 +847,11 @@ template <int HD> static bool flash_grant(int slot)
                   cudaFuncSetAttribute(k_flash_bwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)flash_smem<HD>::bwd) == cudaSuccess;
         if (!ok) {
-            cudaGetLastError();  /* not an error: the materialised path runs instead */
-            fprintf(stderr, "ft-train: cuda: no shared memory for fused attention at head size "
-                            "%d; using the materialised path\n", HD);
+            cudaGetLastError(); /* not an error: the materialised path runs instead */
+            fprintf(stderr,
+                    "ft-train: cuda: no shared memory for fused attention at head size "
+                    "%d; using the materialised path\n",
+                    HD);
         }
         flash_ok_hd[slot] = ok;
     }
@@ -890,8 +885,7 @@ static void flash_forward(float *y, float *att, const float *q, const float *k, 
 }
 
 static void flash_backward(float *dq, float *dk, float *dv, const float *dy, const float *att,
-                           const float *q, const float *k, const float *v,
-                           const attn_shape_t *s)
+                           const float *q, const float *k, const float *v, const attn_shape_t *s)
 {
     size_t rows = (size_t)s->B * s->n_heads * s->T;
     const float *lse = att, *ysave = att + rows;
@@ -902,8 +896,8 @@ static void flash_backward(float *dq, float *dk, float *dv, const float *dy, con
     k_flash_dot<<<(unsigned)((rows * 32 + NT - 1) / NT), NT, 0, g.stream>>>(
         D, dy, ysave, s->B, s->T, s->n_heads, s->hd);
     LAUNCH_CHECK("k_flash_dot");
-    CU_CHECK(cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)s->B * s->T * s->n_heads * s->hd,
-                             g.stream));
+    CU_CHECK(
+        cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)s->B * s->T * s->n_heads * s->hd, g.stream));
     dim3 grid((unsigned)((s->T + FL_TILE - 1) / FL_TILE), (unsigned)s->n_kv, (unsigned)s->B);
     if (s->hd == 64)
         k_flash_bwd<64><<<grid, FL_THREADS, flash_smem<64>::bwd, g.stream>>>(
@@ -947,8 +941,8 @@ static void cu_attention_forward(float *y, float *att, const float *q, const flo
  * so the first one writes dK, dV (beta 0) and the others add. The model's
  * (T, T) scratch is too small for a batched head; the backend owns (B, T, T). */
 static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dy,
-                                  const float *att, const float *q, const float *k,
-                                  const float *v, float *scratch, const attn_shape_t *s)
+                                  const float *att, const float *q, const float *k, const float *v,
+                                  float *scratch, const attn_shape_t *s)
 {
     (void)scratch;
     if (use_flash(s)) {
@@ -972,8 +966,8 @@ static void cu_attention_backward(float *dq, float *dk, float *dv, const float *
         gemm_strided(false, true, T, T, hd, 1.0f, dyh, ldq, sq, vv, ldk, sk, 0.0f, dP, T, ss, B);
         gemm_strided(true, false, T, hd, T, 1.0f, P, T, sp, dyh, ldq, sq, beta,
                      dv + (size_t)kvh * hd, ldk, sk, B);
-        k_softmax_causal_bwd<<<(unsigned)((int64_t)B * T), NT, 0, g.stream>>>(dP, att, h, nh,
-                                                                             T, scale);
+        k_softmax_causal_bwd<<<(unsigned)((int64_t)B * T), NT, 0, g.stream>>>(dP, att, h, nh, T,
+                                                                              scale);
         LAUNCH_CHECK("k_softmax_causal_bwd");
         gemm_strided(false, false, T, hd, T, 1.0f, dP, T, ss, kk, ldk, sk, 0.0f,
                      dq + (size_t)h * hd, ldq, sq, B);
@@ -1049,8 +1043,7 @@ static double cu_xent(float *dx, const float *x, const float *W, const int32_t *
             int64_t nl = (int64_t)n * V;
             k_f32_to_bf16<<<grid_for(nl), NT, 0, g.stream>>>(g.bf_l, logits, nl);
             LAUNCH_CHECK("k_f32_to_bf16");
-            gemm_bf16(false, false, n, C, V, 1.0f, g.bf_l, V, Wb, C, 0.0f,
-                      dx + (size_t)r0 * C, C);
+            gemm_bf16(false, false, n, C, V, 1.0f, g.bf_l, V, Wb, C, 0.0f, dx + (size_t)r0 * C, C);
         }
     }
     if (g.host_rl_n < (size_t)N) {
@@ -1095,8 +1088,8 @@ static void cu_adamw(float *p, const float *gr, float *m, float *v, int64_t n, d
     float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)t));
     float decay = (float)(1.0 - lr * wd);
     float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2);
-    k_adamw<<<grid_for(n), NT, 0, g.stream>>>(p, gr, m, v, n, step_size, bc2_sqrt, decay, w1,
-                                              b2, w2, (float)eps);
+    k_adamw<<<grid_for(n), NT, 0, g.stream>>>(p, gr, m, v, n, step_size, bc2_sqrt, decay, w1, b2,
+                                              w2, (float)eps);
     LAUNCH_CHECK("k_adamw");
 }
 
@@ -1112,8 +1105,8 @@ static double cu_sumsq(const float *x, int64_t n)
     k_sum_parts<<<1, NT, 0, g.stream>>>(g.part, nb);
     LAUNCH_CHECK("k_sum_parts");
     double s = NAN;
-    if (!CU_CHECK(cudaMemcpyAsync(&s, g.part + nb, sizeof(double), cudaMemcpyDeviceToHost,
-                                  g.stream)) ||
+    if (!CU_CHECK(
+            cudaMemcpyAsync(&s, g.part + nb, sizeof(double), cudaMemcpyDeviceToHost, g.stream)) ||
         !CU_CHECK(cudaStreamSynchronize(g.stream)))
         return NAN;
     return s;
@@ -1137,7 +1130,7 @@ static void cu_add(float *y, const float *x, int64_t n)
 
 static void cu_set_threads(int n)
 {
-    (void)n;  /* host threads do not matter here */
+    (void)n; /* host threads do not matter here */
 }
 
 static void cu_copy(float *dst, const float *src, int64_t n)
@@ -1211,8 +1204,8 @@ static int upload_bf16(__nv_bfloat16 *dst, const float *src, size_t n, uint16_t 
 
 static void cu_weights_free(llama_weights_t *dev)
 {
-    dev_free(dev->embed);  /* the start of the bf16 block */
-    dev_free(dev->mem);    /* the fp32 norms */
+    dev_free(dev->embed); /* the start of the bf16 block */
+    dev_free(dev->mem);   /* the fp32 norms */
     free(dev->layers);
     memset(dev, 0, sizeof(*dev));
 }
@@ -1247,12 +1240,12 @@ static int cu_weights_upload(const llama_config_t *cfg, const llama_weights_t *h
     {
         __nv_bfloat16 *p = bf;
         /* (dst slot, source, elements) in device order */
-#define PUT(slot, src, n)                                                                    \
-    do {                                                                                     \
-        if (upload_bf16(p, (src), (n), stage, stage_n) < 0)                                  \
-            goto out;                                                                        \
-        (slot) = (float *)(void *)p;                                                         \
-        p += (n);                                                                            \
+#define PUT(slot, src, n)                                                                          \
+    do {                                                                                           \
+        if (upload_bf16(p, (src), (n), stage, stage_n) < 0)                                        \
+            goto out;                                                                              \
+        (slot) = (float *)(void *)p;                                                               \
+        p += (n);                                                                                  \
     } while (0)
         PUT(dev->embed, host->embed, V * C);
         for (size_t l = 0; l < L; l++) {
@@ -1336,7 +1329,7 @@ extern "C" int cuda_backend_device_count(void)
 {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();  /* clear it: no driver or no device is not an error here */
+        cudaGetLastError(); /* clear it: no driver or no device is not an error here */
         return 0;
     }
     return n;
@@ -1361,8 +1354,10 @@ extern "C" const backend_t *backend_cuda(int device, ft_err_t *err)
     g.tf32 = !(tf && strcmp(tf, "0") == 0);
     const char *am = getenv("FT_CUDA_ATTN");
     if (am && cuda_backend_set_attention(am) < 0)
-        fprintf(stderr, "ft-train: cuda: 'FT_CUDA_ATTN': expected flash or materialised, got "
-                        "'%.40s'; using materialised\n", am);
+        fprintf(stderr,
+                "ft-train: cuda: 'FT_CUDA_ATTN': expected flash or materialised, got "
+                "'%.40s'; using materialised\n",
+                am);
     g.err[0] = '\0';
     cublasStatus_t bs;
     if (!CU_CHECK(cudaSetDevice(device)) ||
@@ -1380,8 +1375,7 @@ extern "C" const backend_t *backend_cuda(int device, ft_err_t *err)
     g.ready = true;
     return &cuda_backend;
 fail:
-    ft_err_set(err, FT_EINTERNAL, "cannot start the cuda backend on device %d: %s", device,
-               g.err);
+    ft_err_set(err, FT_EINTERNAL, "cannot start the cuda backend on device %d: %s", device, g.err);
     return NULL;
 }
 

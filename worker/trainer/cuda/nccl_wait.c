@@ -35,8 +35,10 @@ nccl_wait_result_t nccl_wait(const nccl_wait_ops_t *ops, void *ctx, const char *
         double waited = ops->now(ctx) - t0;
         if (timeout_s > 0.0 && waited > timeout_s) {
             ops->abort(ctx);
-            ft_err_set(err, FT_EUNAVAIL, "nccl: '%s' timed out after %.1f s (a peer is gone "
-                       "or stuck); communicator aborted", what, waited);
+            ft_err_set(err, FT_EUNAVAIL,
+                       "nccl: '%s' timed out after %.1f s (a peer is gone "
+                       "or stuck); communicator aborted",
+                       what, waited);
             return NCCL_WAIT_TIMEOUT;
         }
         ops->pause(ctx);

@@ -36,9 +36,9 @@ typedef struct {
 } nccl_wait_ops_t;
 
 typedef enum {
-    NCCL_WAIT_DONE = 0,      /* communicator ready and work done */
-    NCCL_WAIT_FAILED = -1,   /* an error was reported; aborted */
-    NCCL_WAIT_TIMEOUT = -2,  /* the deadline passed; aborted */
+    NCCL_WAIT_DONE = 0,     /* communicator ready and work done */
+    NCCL_WAIT_FAILED = -1,  /* an error was reported; aborted */
+    NCCL_WAIT_TIMEOUT = -2, /* the deadline passed; aborted */
 } nccl_wait_result_t;
 
 /* Polls until done or failed; `what` names the operation in err (e.g.
