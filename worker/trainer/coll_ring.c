@@ -314,9 +314,9 @@ bool coll_ring_broken(const coll_t *c)
 
 /* Sends a byte to the successor every HB_EVERY_MS and watches the
  * predecessor's: a process that is stopped, frozen or cut off goes silent
- * even while its peers would wait out a long compute step. On silence or EOF
- * the data sockets are shut down, so a collective in progress returns at
- * once with the reason (hb_dead). */
+ * even while its peers would wait out a long compute step. On silence the
+ * data sockets are shut down, so a collective in progress returns at once
+ * with the reason (hb_dead). */
 static void *hb_main(void *arg)
 {
     ring_t *g = arg;
@@ -344,8 +344,14 @@ static void *hb_main(void *arg)
             dead = 1;
         if (dead) {
             atomic_store(&g->hb_dead, dead);
-            shutdown(g->prev_fd, SHUT_RDWR);
-            shutdown(g->next_fd, SHUT_RDWR);
+            /* only silence needs the data sockets cut: a peer that closed its
+             * heartbeat (it died, or ended normally after its last operation)
+             * closes its data connection too, and data it sent before that
+             * must stay readable */
+            if (dead == 1) {
+                shutdown(g->prev_fd, SHUT_RDWR);
+                shutdown(g->next_fd, SHUT_RDWR);
+            }
             return NULL;
         }
     }
