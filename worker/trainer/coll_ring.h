@@ -11,7 +11,8 @@
  * summed on one rank in a fixed order and copied to the others, so every
  * rank ends with the same bits. Broadcast: relayed along the ring.
  * Time-outs: each operation has one deadline (FT_COLL_TIMEOUT_S, default
- * 300 s, from the operation's start); a dead peer (EOF, reset) fails the
+ * 1800 s from the operation's start: long enough for the slowest rank to
+ * load a large model or write a checkpoint); a dead peer (EOF, reset) fails the
  * operation at once. A second connection per neighbour carries a heartbeat
  * byte every 0.5 s from a thread of its own; a predecessor silent for
  * FT_COLL_HEARTBEAT_S (default 10 s: stopped, frozen, cut off) breaks the
@@ -27,7 +28,7 @@
 #include "ft/common.h"
 #include "rdv.h"
 
-#define COLL_RING_DEFAULT_TIMEOUT_S 300
+#define COLL_RING_DEFAULT_TIMEOUT_S 1800
 
 /* Time spent in collectives since the last call (seconds), for the split
  * of a step into compute and communication; 0 for other backends. */
