@@ -35,6 +35,7 @@
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 32000
+#define POWER_SAMPLE_MS 500     /* power sampling period for GPUs without an energy counter */
 #define OUTBOX_MAX 4096         /* unconfirmed rank_exited kept at most */
 #define EVENT_READS_PER_TURN 16 /* 4 KiB reads per rank per loop turn */
 #define BAD_LINE_WARNINGS 5     /* per rank, then debug level */
@@ -446,6 +447,25 @@ static void settle_exec(agent_t *a, rank_t *r)
     }
 }
 
+/* Adds the energy since the last power sample (trapezoid) and takes a new
+ * sample; a failed read ends the integration (the ledger then estimates). */
+static void sample_power(agent_t *a, rank_t *r, int64_t now)
+{
+    uint64_t mw = 0;
+    ft_err_t err = {0};
+
+    if (!r->power_ok)
+        return;
+    if (wdev_power_mw(a->devs, r->device, &mw, &err) != 0) {
+        r->power_ok = false;
+        return;
+    }
+    /* mW x ms = uJ */
+    r->power_mj += (double)(r->power_last_mw + mw) / 2.0 * (double)(now - r->power_last_ms) / 1000.0;
+    r->power_last_mw = mw;
+    r->power_last_ms = now;
+}
+
 static void rank_finished(agent_t *a, int idx, int status)
 {
     rank_t *r = a->ranks[idx];
@@ -474,6 +494,12 @@ static void rank_finished(agent_t *a, int idx, int status)
     /* energy_mj only when both readings worked and the counter did not restart */
     bool energy = r->energy_ok && wdev_energy_mj(a->devs, r->device, &e1, &eerr) == 0 &&
                   e1 >= r->energy0_mj;
+    sample_power(a, r, ft_mono_ms());
+    if (!energy && r->power_ok) {
+        energy = true;
+        e1 = (uint64_t)r->power_mj;
+        r->energy0_mj = 0;
+    }
     if (m && (!cJSON_AddNumberToObject(m, "exit_code", code) ||
               !cJSON_AddNumberToObject(m, "signal", sig) ||
               !cJSON_AddStringToObject(m, "reason", reason) ||
@@ -646,6 +672,9 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
         /* Billing: the device's energy counter at launch (NVML or RAPL); none
          * for emulated GPUs, and then the ledger estimates. */
         r->energy_ok = wdev_energy_mj(a->devs, dev, &r->energy0_mj, &lerr) == 0;
+        /* no counter: integrate NVML power samples (every POWER_SAMPLE_MS) */
+        r->power_ok = !r->energy_ok && wdev_power_mw(a->devs, dev, &r->power_last_mw, &lerr) == 0;
+        r->power_last_ms = ft_mono_ms();
         a->ranks[a->nranks++] = r; /* rank_started once its exec is confirmed */
     }
     ft_jobspec_free(&spec);
@@ -911,6 +940,11 @@ static long cron(agent_t *a)
                 flush_progress(a, r);
             else
                 next = min64(next, r->progress_sent_ms + PROGRESS_MIN_INTERVAL_MS);
+        }
+        if (r->power_ok) {
+            if (now - r->power_last_ms >= POWER_SAMPLE_MS)
+                sample_power(a, r, now);
+            next = min64(next, r->power_last_ms + POWER_SAMPLE_MS);
         }
         if (r->kill_at_ms == 0 || r->kill_sent)
             continue;

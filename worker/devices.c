@@ -38,6 +38,7 @@ typedef struct {
     nvml_return_t (*get_name)(nvml_device_t, char *, unsigned int);
     nvml_return_t (*get_memory)(nvml_device_t, nvml_memory_t *);
     nvml_return_t (*get_energy)(nvml_device_t, unsigned long long *); /* optional */
+    nvml_return_t (*get_power)(nvml_device_t, unsigned int *);        /* optional, mW */
 } nvml_api_t;
 
 /* Symbol table: offset of the pointer in nvml_api_t, names to try in order. */
@@ -57,6 +58,7 @@ static const struct {
     {offsetof(nvml_api_t, get_name), {"nvmlDeviceGetName", NULL}, true},
     {offsetof(nvml_api_t, get_memory), {"nvmlDeviceGetMemoryInfo", NULL}, true},
     {offsetof(nvml_api_t, get_energy), {"nvmlDeviceGetTotalEnergyConsumption", NULL}, false},
+    {offsetof(nvml_api_t, get_power), {"nvmlDeviceGetPowerUsage", NULL}, false},
 };
 
 struct wdev_set {
@@ -378,5 +380,26 @@ int wdev_energy_mj(const wdev_set_t *set, int index, uint64_t *mj, ft_err_t *err
         return -1;
     }
     *mj = v;
+    return 0;
+}
+
+int wdev_power_mw(const wdev_set_t *set, int index, uint64_t *mw, ft_err_t *err)
+{
+    const wdev_t *d = wdev_get(set, index);
+    if (!d) {
+        ft_err_set(err, FT_ENOTFOUND, "no device %d", index);
+        return -1;
+    }
+    if (d->kind != WDEV_GPU || !set->nvml.get_power)
+        return 1;
+    unsigned int v = 0;
+    nvml_return_t rc = set->nvml.get_power((nvml_device_t)d->nvml_handle, &v);
+    if (rc == NVML_ERROR_NOT_SUPPORTED)
+        return 1;
+    if (rc != NVML_SUCCESS) {
+        ft_err_set(err, FT_EINTERNAL, "power of GPU %d: %s", index, nvml_err(set, rc));
+        return -1;
+    }
+    *mw = v;
     return 0;
 }

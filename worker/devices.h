@@ -74,5 +74,8 @@ void wdev_log(const wdev_set_t *set);
  * device cannot report energy (emulated, pre-Volta GPU, RAPL unreadable); -1 on an NVML
  * error (err set). Callers take deltas and treat a decrease as a new epoch. */
 int wdev_energy_mj(const wdev_set_t *set, int index, uint64_t *mj, ft_err_t *err);
+/* Power draw now, milliwatts (NVML), for GPUs without the energy counter: the
+ * caller integrates samples. 0, 1 (cannot report) or -1 as wdev_energy_mj. */
+int wdev_power_mw(const wdev_set_t *set, int index, uint64_t *mw, ft_err_t *err);
 
 #endif

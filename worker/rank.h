@@ -51,6 +51,10 @@ typedef struct {
     int64_t started_ms;             /* monotonic ms at launch */
     uint64_t energy0_mj;            /* device energy counter at launch, mJ (energy_ok) */
     bool energy_ok;                 /* energy0_mj was read: rank_exited carries energy_mj */
+    bool power_ok;                  /* no counter but power readable: energy is integrated */
+    double power_mj;                /* integrated power samples so far, mJ (power_ok) */
+    uint64_t power_last_mw;         /* last power sample, mW */
+    int64_t power_last_ms;          /* monotonic ms of that sample */
     cJSON *pending_progress;        /* newest progress not yet sent (coalesced), or NULL */
     int64_t progress_sent_ms;       /* monotonic ms of the last progress sent */
     char pid_path[4096];            /* jobs/J/rank-R.pid while running; "" = none */

@@ -6,7 +6,8 @@ accounting_exact  every interval billed in the ledger matches the time its rank 
                   completed job, a failure, a requeue, a cancellation and a scheduler
                   SIGKILL + restart; usage sums the ledger to the millisecond; the
                   restart gap is reported as unobserved.
-measured_energy   a GPU with an energy counter (fake NVML at a known power) and a CPU
+measured_energy   a GPU with an energy counter (fake NVML at a known power), one with
+                  only power readings (integrated by the worker), and a CPU
                   device with a RAPL counter (a file the job itself advances) bill
                   measured energy; an emulated GPU's is estimated; report rows say which.
 cost_columns      usage by team / gpu_model / day carries cost, energy and cloud figures
@@ -255,8 +256,9 @@ def test_measured_energy():
         devs = {n["name"]: n["devices"] for n in nodes["nodes"]}
         print("devices:", json.dumps(devs))
         gpu_model = devs["g1"][0]["model"]
-        # a GPU job on g1's counter-bearing device 0 (the fake's only one), 2 s
-        jg = submit_spec(c, {"name": "gpu", "kind": "exec", "gpus": 1, "gpu_model": gpu_model,
+        # a 2-GPU job on g1: device 0 has the energy counter, device 1 only power
+        # readings (integrated by the worker), both at 500 W
+        jg = submit_spec(c, {"name": "gpu", "kind": "exec", "gpus": 2, "gpu_model": gpu_model,
                              "command": ["sleep", "2"]}, team="g")
         jc = submit_spec(c, {"name": "cpu", "kind": "exec", "gpus": 1, "device": "cpu",
                              "command": ["sh", "-c", f"sleep 0.5; echo 4000000 > {rapl}"]},
@@ -266,18 +268,21 @@ def test_measured_energy():
         for j in (jg, jc, je):
             c.wait_state(j, ["COMPLETED"], timeout=30)
         con = sqlite3.connect(f"file:{c.db}?mode=ro", uri=True)
-        rows = {r[0]: r[1:] for r in con.execute(
+        all_rows = con.execute(
             "SELECT a.job_id, a.node, a.device_index, a.start_ms, a.end_ms, l.energy_mj"
-            " FROM allocations a LEFT JOIN ledger_intervals l ON l.alloc_id = a.id")}
+            " FROM allocations a LEFT JOIN ledger_intervals l ON l.alloc_id = a.id").fetchall()
         con.close()
-        print("ledger:", rows)
-        node, dev, a, b, mj = rows[jg]
-        secs = (b - a) / 1000.0
-        check(node == "g1" and mj is not None, f"the GPU job's energy was measured ({mj} mJ)")
-        if dev == 0:
+        print("ledger:", all_rows)
+        rows = {r[0]: r[1:] for r in all_rows}
+        gpu_rows = sorted(r[1:] for r in all_rows if r[0] == jg)
+        check(len(gpu_rows) == 2 and all(r[0] == "g1" for r in gpu_rows), "two GPU intervals on g1")
+        for node, dev, a, b, mj in gpu_rows:
+            secs = (b - a) / 1000.0
+            how = "energy counter" if dev == 0 else "integrated power samples"
+            check(mj is not None, f"device {dev}: energy measured from its {how} ({mj} mJ)")
             # 500 W = 500 mJ/ms over the rank's life, a little less than the interval
-            check(0.8 * 500 * secs * 1000 <= mj <= 500 * secs * 1000 * 1.02,
-                  f"measured {mj} mJ is about 500 W x {secs:.2f} s")
+            check(mj is not None and 0.8 * 500 * secs * 1000 <= mj <= 500 * secs * 1000 * 1.02,
+                  f"device {dev}: {mj} mJ is about 500 W x {secs:.2f} s ({how})")
         node, dev, a, b, mj = rows[jc]
         check(node == "c1" and mj == 3000, f"the CPU job billed the RAPL delta: {mj} mJ = 3000")
         check(rows[je][4] is None, "the emulated GPU has no measurement (estimated)")

@@ -23,6 +23,7 @@ int nvmlDeviceGetUUID(void *h, char *buf, unsigned int len);
 int nvmlDeviceGetName(void *h, char *buf, unsigned int len);
 int nvmlDeviceGetMemoryInfo(void *h, fake_memory_t *m);
 int nvmlDeviceGetTotalEnergyConsumption(void *h, unsigned long long *mj);
+int nvmlDeviceGetPowerUsage(void *h, unsigned int *mw);
 
 static int init_count; /* nvmlInit minus nvmlShutdown */
 
@@ -96,5 +97,17 @@ int nvmlDeviceGetTotalEnergyConsumption(void *h, unsigned long long *mj)
         *mj += (unsigned long long)(atof(w) * ((double)(t.tv_sec - t0.tv_sec) * 1000.0 +
                                                (double)(t.tv_nsec - t0.tv_nsec) / 1e6));
     }
+    return 0;
+}
+
+/* Every device draws FAKE_NVML_POWER_W when that is set; else NOT_SUPPORTED. */
+int nvmlDeviceGetPowerUsage(void *h, unsigned int *mw)
+{
+    const char *w = getenv("FAKE_NVML_POWER_W");
+
+    (void)h;
+    if (!w || !*w)
+        return 3;
+    *mw = (unsigned int)(atof(w) * 1000.0);
     return 0;
 }
