@@ -22,6 +22,7 @@
 #include "coll_ring.h"
 #ifdef FT_HAVE_CUDA
 #include "coll_nccl.h"
+#include "cuda_backend.h"
 #endif
 #include "ft/dist.h"
 #include "ft/json.h"
@@ -478,10 +479,12 @@ static double gemm_rate(const backend_t *be, int n)
 static int cmd_bench(int argc, char **argv)
 {
     int hidden = 512, layers = 8, heads = 8, kv = 8, inter = 1376, vocab = 8192, seq = 256;
-    int batch = 4, r = 16, steps = 3, threads = 2;
+    int batch = 4, r = 16, steps = 3, threads = 2, backend = TRAINER_BACKEND_CPU;
     const char *v;
     for (int i = 1; i < argc; i++) {
-        if ((v = flag_value(argc, argv, &i, "--hidden")))
+        if ((v = flag_value(argc, argv, &i, "--backend")))
+            backend = parse_backend(v);
+        else if ((v = flag_value(argc, argv, &i, "--hidden")))
             hidden = (int)parse_int("--hidden", v, 2, 65536);
         else if ((v = flag_value(argc, argv, &i, "--layers")))
             layers = (int)parse_int("--layers", v, 1, 1024);
@@ -511,7 +514,20 @@ static int cmd_bench(int argc, char **argv)
                 "even head size, and '--heads' a multiple of '--kv-heads'\n");
         return EXIT_USAGE;
     }
+    ft_err_t berr;
+    ft_err_clear(&berr);
     const backend_t *be = backend_cpu();
+    int resolved = trainer_backend_resolve(backend, &berr);
+    if (resolved < 0) {
+        fprintf(stderr, "ft-train bench: %s\n", berr.msg);
+        return EXIT_USAGE;
+    }
+#ifdef FT_HAVE_CUDA
+    if (resolved == TRAINER_BACKEND_CUDA && !(be = backend_cuda(0, &berr))) {
+        fprintf(stderr, "ft-train bench: %s\n", berr.msg);
+        return EXIT_TRAIN;
+    }
+#endif
     be->set_threads(threads);
     llama_config_t cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -547,7 +563,25 @@ static int cmd_bench(int argc, char **argv)
         fprintf(stderr, "ft-train bench: %s\n", m ? "out of memory" : err.msg);
         goto out;
     }
-    lora_init_params(model_lora_layout(m), model_lora_params(m), 1, 0.0);
+    if (be->upload) {
+        /* a device backend: initialise on the host, then copy over */
+        size_t np = model_lora_layout(m)->n_params;
+        float *hp = malloc(np * sizeof(float));
+        if (!hp) {
+            fprintf(stderr, "ft-train bench: out of memory\n");
+            goto out;
+        }
+        lora_init_params(model_lora_layout(m), hp, 1, 0.0);
+        int up = be->upload(model_lora_params(m), hp, np * sizeof(float));
+        free(hp);
+        if (up < 0) {
+            fprintf(stderr, "ft-train bench: cannot copy the LoRA parameters to '%s'\n",
+                    be->name);
+            goto out;
+        }
+    } else {
+        lora_init_params(model_lora_layout(m), model_lora_params(m), 1, 0.0);
+    }
     uint64_t s = 12345;
     for (size_t i = 0; i < n; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -577,12 +611,16 @@ static int cmd_bench(int argc, char **argv)
         }
         clip_grad_norm(be, model_lora_grads(m), model_lora_layout(m)->n_params, 1.0);
         adamw_step(opt, model_lora_params(m), model_lora_grads(m), 1e-4);
+        if (be->sync && be->sync() < 0) {
+            fprintf(stderr, "ft-train bench: the '%s' backend failed\n", be->name);
+            goto out;
+        }
     }
     if (ft_mono_ms() - ts < best)
         best = ft_mono_ms() - ts;
     double secs = (double)(ft_mono_ms() - t0) / 1000.0 / steps;
     double flops = model_train_flops(&cfg, r, mo.mask, batch, seq);
-    double gg = gemm_rate(be, 2048);
+    double gg = be->upload ? 0.0 : gemm_rate(be, 2048);  /* host sgemm only (cuda: ft-gpu-bench) */
     char pbuf[512] = "";
     if (prof) {
         pbuf[0] = ',';
@@ -624,7 +662,7 @@ static const subcmd_t subcmds[] = {
      "--vocab V --max-pos P --dtype f32|bf16|f16 --seed S --tie]"},
     {"bench", cmd_bench,
      "bench [--hidden 512 --layers 8 --heads 8 --kv-heads 8 --intermediate 1376 --vocab 8192 "
-     "--seq 256 --batch 4 --r 16 --steps N --threads 2]"},
+     "--seq 256 --batch 4 --r 16 --steps N --threads 2 --backend cpu|cuda|auto]"},
 };
 
 static void usage(FILE *f)
