@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chaos: kill ftsched or a worker at random moments, or cut a worker off
 (SIGSTOP past the liveness window, then SIGCONT), while multi-rank jobs run.
-Seeded (argv[1] or $FT_CHAOS_SEED) and bounded ($FT_CHAOS_CYCLES, default 14).
+Seeded (argv[1] or $FT_CHAOS_SEED) and bounded ($FT_CHAOS_CYCLES, default 24).
 
 At the end, with everything healthy again:
 - every submitted job exists once (submits retried through a scheduler kill
@@ -90,7 +90,7 @@ def restart_sched(c):
 
 def main():
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("FT_CHAOS_SEED", "7"))
-    cycles = int(os.environ.get("FT_CHAOS_CYCLES", "14"))
+    cycles = int(os.environ.get("FT_CHAOS_CYCLES", "24"))
     rng = random.Random(seed)
     print(f"chaos: seed {seed}, {cycles} cycles", flush=True)
     figures = {"sched_kills": 0, "worker_kills": 0, "partitions": 0, "detect": []}
