@@ -7,7 +7,7 @@
 #      libraries (libzmq, sqlite3, cJSON, OpenBLAS through pkg-config);
 #      otherwise the prebuilt ones of .gpucarry/gpu-prebuilt.tar.xz (see
 #      --pack below), run with the shared libraries packed beside them;
-#   3. the gpu tests (CUDA ops and the whole model against the CPU backend,
+#   3. the gpu tests (meson test --suite gpu where it built; CUDA ops and the whole model against the CPU backend,
 #      both attention paths, a short training run, NCCL incl. its fail-fast
 #      deadline, ft-train check/run/eval/resume on --backend cuda) and the
 #      unit test of the NCCL wait state machine; a skipped GPU test counts as
@@ -137,6 +137,7 @@ declare -A P
 if have_libs && [ -z "${FT_GPU_CHECK_PREBUILT:-}" ]; then
     step "build ($BUILD, -Dcuda=enabled)"
     build || { fail "build"; exit 1; }
+    built=1
     P[cuda_ops]=$BUILD/tests/gpu/test_cuda_ops
     P[cuda_model]=$BUILD/tests/gpu/test_cuda_model
     P[nccl]=$BUILD/tests/gpu/test_nccl
@@ -186,11 +187,21 @@ run_test() {
 
 step "gpu tests"
 : >"$LOG/tests.txt"
-run_test nccl_wait "${P[nccl_wait]}"
-run_test cuda_ops "${P[cuda_ops]}"
-run_test cuda_model "${P[cuda_model]}"
-run_test nccl "${P[nccl]}"
-run_test ft_train_cuda python3 "${P[pytest]}" "${P[ft_train]}"
+if [ -n "${built:-}" ]; then
+    meson test -C "$BUILD" --no-rebuild --suite gpu --print-errorlogs -v >>"$LOG/tests.txt" 2>&1 ||
+        fail "meson test --suite gpu"
+    meson test -C "$BUILD" --no-rebuild nccl_wait >>"$LOG/tests.txt" 2>&1 || fail "nccl_wait"
+    cat "$LOG/tests.txt"
+    if grep -E "^ *[0-9]+/[0-9]+ .*gpu / .* SKIP" "$LOG/tests.txt"; then
+        fail "a gpu test was skipped: no CUDA device seen by the tests"
+    fi
+else
+    run_test nccl_wait "${P[nccl_wait]}"
+    run_test cuda_ops "${P[cuda_ops]}"
+    run_test cuda_model "${P[cuda_model]}"
+    run_test nccl "${P[nccl]}"
+    run_test ft_train_cuda python3 "${P[pytest]}" "${P[ft_train]}"
+fi
 
 step "benchmark (ft-gpu-bench $*)"
 bench_rc=0
