@@ -410,6 +410,8 @@ static int cmd_make_tiny(int argc, char **argv)
             o.max_pos = (int)parse_int("--max-pos", v, 1, 1 << 24);
         else if ((v = flag_value(argc, argv, &i, "--seed")))
             o.seed = (uint64_t)parse_int("--seed", v, 0, INT64_MAX);
+        else if ((v = flag_value(argc, argv, &i, "--init-std")))
+            o.init_std = parse_num("--init-std", v, 1e-6, 10.0);
         else if ((v = flag_value(argc, argv, &i, "--dtype"))) {
             if (strcmp(v, "f32") == 0)
                 o.dtype = ST_F32;
@@ -659,7 +661,7 @@ static const subcmd_t subcmds[] = {
      "[--backend auto|cpu|cuda]"},
     {"make-tiny-model", cmd_make_tiny,
      "make-tiny-model DIR [--hidden H --layers L --heads N --kv-heads K --intermediate I "
-     "--vocab V --max-pos P --dtype f32|bf16|f16 --seed S --tie]"},
+     "--vocab V --max-pos P --dtype f32|bf16|f16 --seed S --init-std X --tie]"},
     {"bench", cmd_bench,
      "bench [--hidden 512 --layers 8 --heads 8 --kv-heads 8 --intermediate 1376 --vocab 8192 "
      "--seq 256 --batch 4 --r 16 --steps N --threads 2 --backend cpu|cuda|auto]"},
