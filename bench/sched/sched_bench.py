@@ -106,13 +106,15 @@ def main():
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("FT_BENCH_JOBS", "2000")),
                     help="jobs to submit (default 2000)")
     ap.add_argument("--gpus", type=int, default=8, help="emulated GPUs on the worker (default 8)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="run without CURVE (to see what the handshake costs per ftctl)")
     args = ap.parse_args()
     if args.jobs < 1 or args.gpus < 1:
         ap.error("--jobs and --gpus must be at least 1")
     k = args.jobs
 
     where = machine()
-    with Cluster("ft-bench") as c:
+    with Cluster("ft-bench", insecure=args.insecure) as c:
         c.start_sched()
         c.start_worker("bench-node", gpus=args.gpus)
         c.wait_nodes_ready(["bench-node"])
@@ -145,7 +147,7 @@ def main():
         drain_s = t_drained - t_first
         print(f"machine:        {where}")
         print(f"jobs (K):       {k} one-GPU exec jobs running 'true', 1 worker with "
-              f"{args.gpus} emulated GPUs")
+              f"{args.gpus} emulated GPUs, {'no CURVE' if args.insecure else 'CURVE on'}")
         print(f"process start:  {true_ms:.2f} ms for /bin/true, {start_ms:.2f} ms for "
               f"ftctl --version (libzmq and its libraries loaded), from a sh loop")
         print(f"ftctl ping:     {ping_ms:.2f} ms per process incl. one round trip")
