@@ -7,8 +7,9 @@ ftcluster). Python standard library only.
   sigkill_resume   rank 1 SIGKILLed mid-training: the gang is torn down, the
                    job requeues, resumes from its checkpoint and completes;
                    each attempt's GPU-seconds are in the allocations
-  gang_contention  many multi-GPU jobs on a small emulated cluster: never a
-                   partial gang, never a device held twice
+  gang_contention  many multi-GPU jobs on a small emulated cluster, one node
+                   killed and restarted under them: never a partial gang, never
+                   a device held twice, lost gangs requeued and released
   repeated_failure a gang failing the same way in every attempt ends FAILED
                    with the reason after max_retries, not in a loop
   stop_together    SIGTERM to one rank: the whole gang stops after the same
@@ -206,7 +207,7 @@ def gang_contention():
         shapes = [2, 3, 4, 6, 2, 5, 3, 4, 2, 6, 3, 2, 4, 5, 2, 3, 6, 2, 4, 3]
         jobs = {}
         for i, g in enumerate(shapes):
-            spec = {"command": ["sleep", "0.3"], "gpus": g}
+            spec = {"command": ["sleep", "1"], "gpus": g}
             if g % 2 == 0 and i % 3 == 0:
                 spec["gpus_per_node"] = 2
             path = os.path.join(c.dir, f"gang-{i}.json")
@@ -217,8 +218,19 @@ def gang_contention():
         check(r.returncode != 0 and "unsatisfiable" in r.stderr,
               "7 GPUs on a 6-GPU cluster are refused at submit", r.stderr)
         seen = 0
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
+        t_start = time.monotonic()
+        killed = restarted = n3_busy = False
         while time.monotonic() < deadline:
+            # a node vanishes under running gangs, and comes back
+            if not killed and n3_busy and time.monotonic() - t_start > 0.5:
+                print("   killing worker n3 (SIGKILL) under running gangs")
+                c.kill(c.workers["n3"])
+                killed, t_kill, kill_ms = True, time.monotonic(), time.time() * 1000
+            if killed and not restarted and time.monotonic() - t_kill > 7.0:
+                print("   restarting worker n3")
+                c.start_worker("n3", gpus=2)
+                restarted, back_ms = True, time.time() * 1000
             con = sqlite3.connect(f"file:{c.db}?mode=ro", uri=True, timeout=5)
             try:
                 rows = con.execute("SELECT job_id, attempt, node, device_index, start_ms, end_ms"
@@ -240,7 +252,9 @@ def gang_contention():
                     raise TestFailure(f"job {jid} attempt {att} has {len(starts)} of "
                                       f"{jobs[jid]} allocations: a partial gang")
             seen += 1
-            if all(states.get(j) in ("COMPLETED", "FAILED", "CANCELLED") for j in jobs):
+            n3_busy = any(node == "n3" for node, _ in held)
+            if restarted and all(states.get(j) in ("COMPLETED", "FAILED", "CANCELLED")
+                                 for j in jobs):
                 break
             time.sleep(0.02)
         check(seen > 5, f"{seen} snapshots of the allocations: never a device held twice, "
@@ -248,6 +262,11 @@ def gang_contention():
         done = [c.job(j) for j in jobs]
         check(all(j["state"] == "COMPLETED" for j in done), f"all {len(jobs)} jobs completed",
               str([(j["job_id"], j["state"]) for j in done if j["state"] != "COMPLETED"]))
+        requeued = [j["job_id"] for j in done if j["attempt"] > 1]
+        check(requeued, f"jobs {requeued} were requeued when n3 vanished")
+        open_left = [a for j in done for a in j["allocations"] if a["end"] is None]
+        check(not open_left, "no allocation is left open (the lost gangs released every GPU)",
+              str(open_left))
         # packing: at the moment a gang started, could fewer nodes have held it?
         # Gangs started in the same pass count as busy, so the bound is safe.
         con = sqlite3.connect(f"file:{c.db}?mode=ro", uri=True, timeout=5)
@@ -262,6 +281,8 @@ def gang_contention():
             t = min(m[2] for m in members)
             mine = {(m[0], m[1]) for m in members}
             free = {n: 2 for n in names}
+            if kill_ms - 1000 <= t <= back_ms + 5000:
+                free["n3"] = 0  # gone (or not yet known back): no room to count on
             for ojid, oatt, node, dev, st, en in rows:
                 if (ojid, oatt) != (jid, att) and st <= t and (en is None or en > t) and \
                         (node, dev) not in mine:
