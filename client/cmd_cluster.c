@@ -148,6 +148,38 @@ static const char *const group_keys[] = {"user",      "team", "job",  "node",
 
 enum { OPT_BY = 256, OPT_SINCE, OPT_UNTIL, OPT_CLOUD };
 
+/* "Budgets this month: vision 12.5/100 GPU-h (12%), ..." when the reply has them. */
+static void print_budgets(const cJSON *reply)
+{
+    const cJSON *b, *arr = cJSON_GetObjectItemCaseSensitive(reply, "budgets");
+
+    if (!cJSON_IsArray(arr) || !arr->child)
+        return;
+    printf("Budgets this month (%s):", ft_sanitize(ftctl_get_str(arr->child, "month", "?"), 16));
+    cJSON_ArrayForEach(b, arr)
+    {
+        const char *team = ft_sanitize(ftctl_get_str(b, "team", "?"), 64);
+        bool over = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "over"));
+
+        if (!ftctl_is_null_or_absent(b, "budget_gpu_hours")) {
+            double lim = ftctl_get_num(b, "budget_gpu_hours", 0);
+            double used = ftctl_get_num(b, "used_gpu_hours", 0);
+            printf(" %s %.4g/%.4g GPU-h (%.0f%%)", team, used, lim, lim > 0 ? 100 * used / lim : 0);
+        }
+        if (!ftctl_is_null_or_absent(b, "budget_money")) {
+            double lim = ftctl_get_num(b, "budget_money", 0);
+            double used = ftctl_get_num(b, "used_money", 0);
+            printf(" %s %.2f/%.2f (%.0f%%)", team, used, lim, lim > 0 ? 100 * used / lim : 0);
+        }
+        if (over)
+            printf(" OVER: %s",
+                   strcmp(ftctl_get_str(b, "action", ""), "hold") == 0 ? "new jobs held"
+                                                                       : "lower priority");
+        printf(";");
+    }
+    printf("\n");
+}
+
 /* The usage rows with their cost columns, and a TOTAL row. NULL when out of
  * memory. The cost columns are "-" when the scheduler sent none. */
 static ftctl_table_t *usage_table(const cJSON *reply, const char *key_hdr)
@@ -337,6 +369,7 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
     if (c->output == FTCTL_OUT_CSV) {
         ftctl_table_print_csv(t, stdout);
     } else {
+        print_budgets(reply);
         printf("GPU-hours by %s, from %s to %s; money in %s, energy measured (m), estimated (e)"
                " or mixed (m+e)\n",
                by, s1, s2, ft_sanitize(ftctl_get_str(reply, "currency", "?"), 16));

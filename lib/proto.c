@@ -95,7 +95,7 @@ static const msg_def_t msg_table[FT_MSG__COUNT] = {
     [FT_MSG_NODES_REPLY] = {"nodes_reply", FT_FROM_SCHED, {RA("nodes", 0, 100000, JT_OBJ)}},
     [FT_MSG_USAGE_REPLY] = {"usage_reply", FT_FROM_SCHED,
         {RA("rows", 0, 1000000, JT_OBJ), COUNT("since"), COUNT("until"), OS("currency", 16),
-         OA("clouds", 0, 64, JT_STR)}},
+         OA("clouds", 0, 64, JT_STR), OA("budgets", 0, 1000, JT_OBJ)}},
     [FT_MSG_REPORT_REPLY] = {"report_reply", FT_FROM_SCHED,
         {RS("currency", 16), COUNT("since"), COUNT("until"), RO("totals", 0),
          RO("utilisation", 0), RA("break_even", 0, 64, JT_OBJ), RA("days", 0, 100000, JT_OBJ),

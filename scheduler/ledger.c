@@ -346,6 +346,10 @@ static int find_offer(const cost_model_t *m, const char *cloud, ft_err_t *err)
     return -2;
 }
 
+static cJSON *budgets_json(const cost_model_t *m, const aggtab_t *month, int64_t month_ms);
+static int month_piece(void *vctx, const piece_t *p);
+static int64_t month_start_ms(int64_t now_ms);
+
 /* ---- usage columns ---- */
 
 typedef struct {
@@ -427,6 +431,19 @@ int ledger_usage_costs(sched_t *s, cJSON *report, const char *group_by, int64_t 
 
         if (r)
             agg_columns(&c->t, r, ref, row);
+    }
+    if (m->nbudgets > 0) { /* the burn of every budget this month */
+        aggtab_t month;
+        int64_t now = sched_now_ms(s);
+
+        memset(&month, 0, sizeof(month));
+        month.m = m;
+        if (each_piece(s, m, month_start_ms(now), now, SPLIT_NONE, month_piece, &month, err) < 0) {
+            agg_free(&month);
+            goto out;
+        }
+        cJSON_AddItemToObject(report, "budgets", budgets_json(m, &month, now));
+        agg_free(&month);
     }
     cJSON_AddStringToObject(report, "currency", m->currency);
     names = cJSON_AddArrayToObject(report, "clouds");

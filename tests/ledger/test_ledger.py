@@ -333,6 +333,14 @@ def test_budget_hold():
         t = c.ftctl_ok("report").stdout
         print(t)
         check("OVER: held" in t, "ftctl report shows the held team")
+        t = c.ftctl_ok("usage", "--by", "team").stdout
+        print(t)
+        check("Budgets this month" in t and "vision" in t and "OVER: new jobs held" in t,
+              "ftctl usage shows the budget burn")
+        u = c.ftctl_json("usage", "--by", "team")
+        b = u["budgets"][0]
+        check(b["team"] == "vision" and b["over"] and b["used_gpu_hours"] > b["budget_gpu_hours"],
+              f"usage -o json carries the burn: {b}")
 
 
 PROBE = """<script>
