@@ -320,7 +320,11 @@ static void handle_event_line(agent_t *a, rank_t *r, char *line, size_t len)
     char blob[FT_RDV_BLOB_MAX + 1];
     int rdv = wrdv_event(line, len, blob, sizeof(blob), &err);
     if (rdv > 0) {
-        /* stamped with the rank's own job, attempt and rank (wrdv.h) */
+        /* stamped with the rank's own job, attempt and rank (wrdv.h); kept
+         * until answered, so that a reconnect (or a restarted scheduler,
+         * which forgot the exchange) gets it again */
+        free(r->rdv_blob);
+        r->rdv_blob = strdup(blob);
         send_and_free(a, wrdv_request(r->job_id, r->attempt, r->rank, blob));
         return;
     }
@@ -550,6 +554,11 @@ static void on_hello_reply(agent_t *a, const cJSON *m, const char *re)
             a->heartbeat_ms, a->liveness);
     for (int i = 0; i < a->nout; i++)
         outbox_send(a, &a->outbox[i]);
+    for (int i = 0; i < a->nranks; i++) {
+        rank_t *r = a->ranks[i];
+        if (r->rdv_blob)
+            send_and_free(a, wrdv_request(r->job_id, r->attempt, r->rank, r->rdv_blob));
+    }
 }
 
 static void on_heartbeat(agent_t *a, const cJSON *m, const char *re)
@@ -770,6 +779,8 @@ static void on_rendezvous_reply(agent_t *a, const cJSON *m, const char *re)
         if (r->job_id != job || r->attempt != attempt || r->event_fd < 0)
             continue;
         n++;
+        free(r->rdv_blob);
+        r->rdv_blob = NULL;
         if (wrdv_deliver(r->event_fd, line, strlen(line), WRDV_WRITE_TIMEOUT_MS, &err) < 0) {
             ft_warn("job %lld rank %d: %s; stopping it", (long long)job, r->rank, err.msg);
             request_stop(r, 0);

@@ -521,6 +521,7 @@ void rank_destroy(rank_t **pr)
         close((*pr)->log_fd);
     free((*pr)->argv0);
     free((*pr)->cwd);
+    free((*pr)->rdv_blob);
     free(*pr);
     *pr = NULL;
 }

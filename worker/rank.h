@@ -64,6 +64,8 @@ typedef struct {
     bool launch_failed;             /* exec failed: the child's exit is not a rank_exited */
     char *argv0;                    /* program, for the launch failure message */
     char *cwd;                      /* working directory, for the same */
+    char *rdv_blob;                 /* rendezvous blob not answered yet (resent after a
+                                       reconnect, see wrdv.h), or NULL */
 } rank_t;
 
 /* What a launch needs besides the rank itself. */

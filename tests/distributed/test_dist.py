@@ -14,6 +14,7 @@ ftcluster). Python standard library only.
                    with the reason after max_retries, not in a loop
   stop_together    SIGTERM to one rank: the whole gang stops after the same
                    step and rank 0 saves it
+  rendezvous_sched_restart  the exchange survives an ftsched restart
   rendezvous_exec  two exec ranks swap blobs over $FT_EVENT_FD through the
                    scheduler; a malformed blob is refused naming the field
 """
@@ -307,19 +308,7 @@ def rendezvous_exec():
         c.start_sched()
         c.start_worker("n1", gpus=2)
         c.wait_nodes_ready(["n1"])
-        script = (
-            'import os,sys,json,base64\n'
-            'fd=int(os.environ["FT_EVENT_FD"]); r=os.environ["FT_RANK"]\n'
-            'b=base64.b64encode(("rank"+r).encode()).decode()\n'
-            'os.write(fd,(json.dumps({"event":"rendezvous","blob":b})+"\\n").encode())\n'
-            'buf=b""\n'
-            'while not buf.endswith(b"\\n"):\n'
-            '    d=os.read(fd,65536)\n'
-            '    if not d: sys.exit(3)\n'
-            '    buf+=d\n'
-            'm=json.loads(buf)\n'
-            'print("reply",m["attempt"],[base64.b64decode(x).decode() for x in m["blobs"]])\n')
-        j = c.submit("--gpus", "2", "--", sys.executable, "-c", script)
+        j = c.submit("--gpus", "2", "--", sys.executable, "-c", RDV_SCRIPT)
         r = c.ftctl("wait", "--timeout", "30", str(j))
         check(r.returncode == 0, "the 2-rank exchange completed", r.stdout + r.stderr)
         for rank in (0, 1):
@@ -335,6 +324,53 @@ def rendezvous_exec():
         wlog = open(os.path.join(c.dir, "ftworker-n1.log")).read()
         check("field 'blob': expected base64" in wlog,
               "a malformed blob is refused by the worker with the field named")
+
+
+RDV_SCRIPT = (
+    'import os,sys,json,base64,time\n'
+    'fd=int(os.environ["FT_EVENT_FD"]); r=os.environ["FT_RANK"]\n'
+    'time.sleep(float(os.environ.get("DELAY_" + r, "0")))\n'
+    'b=base64.b64encode(("rank"+r).encode()).decode()\n'
+    'os.write(fd,(json.dumps({"event":"rendezvous","blob":b})+"\\n").encode())\n'
+    'buf=b""\n'
+    'while not buf.endswith(b"\\n"):\n'
+    '    d=os.read(fd,65536)\n'
+    '    if not d: sys.exit(3)\n'
+    '    buf+=d\n'
+    'm=json.loads(buf)\n'
+    'print("reply",m["attempt"],[base64.b64decode(x).decode() for x in m["blobs"]])\n')
+
+
+def rendezvous_sched_restart():
+    """ftsched SIGKILLed and restarted in the middle of an exchange: rank 0's
+    blob was in (and is forgotten), rank 1's comes while the scheduler is
+    down; the workers send both again after their new hello, and both ranks
+    get the full set in the same attempt."""
+    with Cluster("dist-rdv-restart") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.start_worker("n2", gpus=1)
+        c.wait_nodes_ready(["n1", "n2"])
+        spec = {"command": [sys.executable, "-c", RDV_SCRIPT], "gpus": 2,
+                "env": {"DELAY_1": "2"}}
+        path = os.path.join(c.dir, "rdv.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        j = c.submit(path)
+        c.wait_state(j, ["RUNNING"])
+        time.sleep(0.5)
+        c.kill(c.sched, signal.SIGKILL)
+        print("   ftsched killed with rank 0's blob in and rank 1's not yet sent")
+        time.sleep(2.5)
+        c.start_sched()
+        print("   ftsched restarted")
+        job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=60)
+        check(job["state"] == "COMPLETED" and job["attempt"] == 1,
+              "the job completed in attempt 1", json.dumps(job)[:1200])
+        for rank in (0, 1):
+            out = c.ftctl_ok("logs", "--rank", str(rank), str(j)).stdout.strip()
+            check(out == "reply 1 ['rank0', 'rank1']",
+                  f"rank {rank} got both blobs after the restart", repr(out))
 
 
 def repeated_failure():
@@ -418,6 +454,7 @@ TESTS = {
     "rendezvous_exec": rendezvous_exec,
     "repeated_failure": repeated_failure,
     "stop_together": stop_together,
+    "rendezvous_sched_restart": rendezvous_sched_restart,
 }
 
 if __name__ == "__main__":
