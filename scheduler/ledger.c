@@ -28,6 +28,8 @@ struct ledger {
     char path[FT_PATH_MAX];    /* file model was read from, "" = built-in */
     struct timespec mtime;     /* its modification time when read */
     bool recovered;            /* the restart gap was recorded */
+    int64_t *open_ids;         /* allocations open when this process started */
+    int nopen;                 /* entries in open_ids */
     int64_t next_check;        /* monotonic ms of the next checkpoint */
     int64_t next_budget;       /* monotonic ms of the next budget evaluation */
 };
@@ -35,6 +37,7 @@ struct ledger {
 void ledger_destroy(ledger_t **l)
 {
     if (l && *l) {
+        free((*l)->open_ids);
         free(*l);
         *l = NULL;
     }
@@ -45,6 +48,40 @@ static ledger_t *ledger_get(sched_t *s)
     if (!s->ledger)
         s->ledger = calloc(1, sizeof(*s->ledger));
     return s->ledger;
+}
+
+int ledger_start(sched_t *s, ft_err_t *err)
+{
+    ledger_t *l = ledger_get(s);
+    sqlite3_stmt *st;
+    int cap = 0, rc;
+
+    if (!l) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory");
+        return -1;
+    }
+    st = db_stmt(s->db, "SELECT id FROM allocations WHERE end_ms IS NULL", err);
+    if (!st)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (l->nopen == cap) {
+            int64_t *g = realloc(l->open_ids, (size_t)(cap = cap ? 2 * cap : 64) * sizeof(*g));
+
+            if (!g) {
+                sqlite3_reset(st);
+                ft_err_set(err, FT_EINTERNAL, "out of memory");
+                return -1;
+            }
+            l->open_ids = g;
+        }
+        l->open_ids[l->nopen++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+        return -1;
+    }
+    return 0;
 }
 
 const cost_model_t *ledger_model(sched_t *s, ft_err_t *err)
@@ -835,42 +872,45 @@ int ledger_note_energy(sched_t *s, int64_t job, int attempt, int rank, int64_t e
     return db_step_done(s->db, st, err);
 }
 
-/* After a restart: every open interval was not observed from its last
- * checkpoint (or start) until now. Recorded once per process. */
-static int recover(sched_t *s, ft_err_t *err)
+/* After a restart: each interval open when this process started was not
+ * observed from its last checkpoint (or start) until now, or until it closed
+ * if that came first (a hello reconciliation may close it before this runs).
+ * Recorded once per process. */
+static int recover(sched_t *s, ledger_t *l, ft_err_t *err)
 {
     int64_t now = sched_now_ms(s);
     sqlite3_stmt *st;
     int n = 0;
     double worst = 0;
 
-    st = db_stmt(s->db,
-                 "SELECT count(*), coalesce(max(?1 - max(a.start_ms, coalesce(l.checked_ms,"
-                 " a.start_ms))), 0) FROM allocations a"
-                 " LEFT JOIN ledger_intervals l ON l.alloc_id = a.id WHERE a.end_ms IS NULL",
-                 err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, now);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        n = sqlite3_column_int(st, 0);
-        worst = (double)sqlite3_column_int64(st, 1) / 1000.0;
+    for (int i = 0; i < l->nopen; i++) {
+        st = db_stmt(s->db,
+                     "INSERT INTO ledger_intervals (alloc_id, checked_ms, unobserved_ms)"
+                     " SELECT a.id, ?1, max(0, min(coalesce(a.end_ms, ?1), ?1)"
+                     " - max(a.start_ms, coalesce(l.checked_ms, a.start_ms)))"
+                     " FROM allocations a LEFT JOIN ledger_intervals l ON l.alloc_id = a.id"
+                     " WHERE a.id = ?2"
+                     " ON CONFLICT (alloc_id) DO UPDATE SET"
+                     " unobserved_ms = unobserved_ms + excluded.unobserved_ms,"
+                     " checked_ms = excluded.checked_ms"
+                     " RETURNING unobserved_ms",
+                     err);
+        if (!st)
+            return -1;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, l->open_ids[i]);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            double g = (double)sqlite3_column_int64(st, 0) / 1000.0;
+
+            n++;
+            if (g > worst)
+                worst = g;
+        }
+        if (sqlite3_reset(st) != SQLITE_OK) {
+            ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+            return -1;
+        }
     }
-    sqlite3_reset(st);
-    st = db_stmt(s->db,
-                 "INSERT INTO ledger_intervals (alloc_id, checked_ms, unobserved_ms)"
-                 " SELECT a.id, ?1, max(0, ?1 - max(a.start_ms, coalesce(l.checked_ms, a.start_ms)))"
-                 " FROM allocations a LEFT JOIN ledger_intervals l ON l.alloc_id = a.id"
-                 " WHERE a.end_ms IS NULL"
-                 " ON CONFLICT (alloc_id) DO UPDATE SET"
-                 " unobserved_ms = unobserved_ms + excluded.unobserved_ms,"
-                 " checked_ms = excluded.checked_ms",
-                 err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, now);
-    if (db_step_done(s->db, st, err) < 0)
-        return -1;
     if (n > 0)
         return sched_event(s, 0, NULL, "ledger", err,
                            "ftsched started with %d open interval(s); up to %.1f s of each was"
@@ -990,7 +1030,7 @@ void ledger_cron(sched_t *s)
         return;
     if (sched_tx_begin(s, &err) < 0)
         goto fail;
-    if (!l->recovered && recover(s, &err) < 0)
+    if (!l->recovered && recover(s, l, &err) < 0)
         goto abort;
     if (check && checkpoint(s, &err) < 0)
         goto abort;
@@ -998,7 +1038,12 @@ void ledger_cron(sched_t *s)
         goto abort;
     if (sched_tx_commit(s, &err) < 0)
         goto fail;
-    l->recovered = true;
+    if (!l->recovered) {
+        l->recovered = true;
+        free(l->open_ids);
+        l->open_ids = NULL;
+        l->nopen = 0;
+    }
     if (check)
         l->next_check = mono + LEDGER_CHECK_MS;
     if (budget) {

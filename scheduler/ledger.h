@@ -23,6 +23,11 @@ typedef struct ledger ledger_t;
 
 void ledger_destroy(ledger_t **l);
 
+/* At scheduler start, before any message: notes the intervals still open
+ * from the previous process, whose unobserved time the first ledger_cron
+ * records (even if some close before it runs). */
+int ledger_start(sched_t *s, ft_err_t *err);
+
 /* Periodic work (own transactions): after a restart, records the unobserved
  * time of every open interval (once); checkpoints open intervals; evaluates
  * team budgets. Cheap when nothing is due. */

@@ -1323,7 +1323,7 @@ sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
     if (!s->db)
         goto fail;
     db_set_busy_timeout(s->db, cfg->busy_timeout_ms);
-    if (sched_rebuild(s, err) < 0)
+    if (sched_rebuild(s, err) < 0 || ledger_start(s, err) < 0)
         goto fail;
     now = sched_mono_ms(s);
     /* Nodes the database calls ready get one liveness window to say hello. */
