@@ -49,6 +49,9 @@ typedef struct {
     uint64_t seq;               /* request counter, part of each message "id" */
     int tries;                  /* sends of the last call (for the unreachable message) */
     int read_retries;           /* resends of an idempotent read after a time-out */
+    void *mon;                  /* PAIR socket receiving sock's handshake failures, or NULL */
+    char handshake[256];        /* why the last handshake failed, for messages; "" = none */
+    bool refused;               /* the scheduler refused our security settings: do not resend */
 } ftctl_t;
 
 /* Outcome of one call. */

@@ -49,16 +49,104 @@ static ft_msg_type_t reply_type_of(const cJSON *req)
     return FT_MSG__COUNT;
 }
 
-void ftctl_close(ftctl_t *c)
+/* Closes the data socket and its monitor (both have ZMQ_LINGER 0). */
+static void close_socket(ftctl_t *c)
 {
     if (c->sock) {
+        if (c->mon)
+            zmq_socket_monitor(c->sock, NULL, 0);
         zmq_close(c->sock);
         c->sock = NULL;
     }
+    if (c->mon) {
+        zmq_close(c->mon);
+        c->mon = NULL;
+    }
+}
+
+void ftctl_close(ftctl_t *c)
+{
+    close_socket(c);
     if (c->zctx) {
         zmq_ctx_term(c->zctx);
         c->zctx = NULL;
     }
+}
+
+/* Watches the data socket's handshakes, so that a refused key or a CURVE
+ * mismatch is reported as such instead of as silence. Best effort: without a
+ * monitor the messages are only less precise. */
+static void open_monitor(ftctl_t *c)
+{
+    static unsigned n_monitors;
+    char ep[64];
+    int linger = 0;
+
+    snprintf(ep, sizeof(ep), "inproc://ftctl-monitor-%u", ++n_monitors);
+    if (zmq_socket_monitor(c->sock, ep,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0)
+        return;
+    c->mon = zmq_socket(c->zctx, ZMQ_PAIR);
+    if (c->mon && (zmq_setsockopt(c->mon, ZMQ_LINGER, &linger, sizeof(linger)) != 0 ||
+                   zmq_connect(c->mon, ep) != 0)) {
+        zmq_close(c->mon);
+        c->mon = NULL;
+    }
+    if (!c->mon)
+        zmq_socket_monitor(c->sock, NULL, 0);
+}
+
+/* Reads one monitor event into c->handshake. Returns true when it means the
+ * scheduler will never accept this connection as configured (a refused key,
+ * CURVE on one side only), false for a failure that may pass. */
+static bool read_monitor_event(ftctl_t *c)
+{
+    zmq_msg_t m;
+    uint16_t event = 0;
+    uint32_t value = 0;
+    bool fatal = false;
+
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, c->mon, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return false;
+    }
+    if (zmq_msg_size(&m) >= 6) {
+        memcpy(&event, zmq_msg_data(&m), 2);
+        memcpy(&value, (char *)zmq_msg_data(&m) + 2, 4);
+    }
+    while (zmq_msg_more(&m)) { /* the second frame: the endpoint */
+        zmq_msg_close(&m);
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, c->mon, ZMQ_DONTWAIT) < 0)
+            break;
+    }
+    zmq_msg_close(&m);
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        snprintf(c->handshake, sizeof(c->handshake),
+                 "the scheduler refused this key (ZAP status %u): is its public key in "
+                 "ftsched's keys file, and FT_KEY the right file?",
+                 (unsigned)value);
+        fatal = value != 300; /* 300: temporary */
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+               value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+        snprintf(c->handshake, sizeof(c->handshake),
+                 "security mismatch: set FT_KEY and FT_SERVER_KEY for a scheduler with CURVE, "
+                 "neither for an --insecure one");
+        fatal = true;
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        snprintf(c->handshake, sizeof(c->handshake),
+                 "the CURVE handshake failed (protocol error 0x%08x): is FT_SERVER_KEY the "
+                 "scheduler's public key?",
+                 (unsigned)value);
+        fatal = (value & 0xff000000u) == 0x11000000u; /* cryptographic */
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        snprintf(c->handshake, sizeof(c->handshake),
+                 "the handshake failed: is FT_SERVER_KEY the scheduler's public key?");
+    }
+    return fatal;
 }
 
 static int open_socket(ftctl_t *c)
@@ -90,6 +178,7 @@ static int open_socket(ftctl_t *c)
             goto fail;
         }
     }
+    open_monitor(c);
     if (zmq_connect(c->sock, c->endpoint) != 0) {
         ftctl_die_msg("cannot connect to '%s': %s", ft_sanitize(c->endpoint, 64),
                       zmq_strerror(errno));
@@ -97,27 +186,31 @@ static int open_socket(ftctl_t *c)
     }
     return 0;
 fail:
-    zmq_close(c->sock);
-    c->sock = NULL;
+    close_socket(c);
     return -1;
 }
 
 /* Waits for events on the socket until deadline (monotonic ms); 1 when ready,
- * 0 on time-out, -1 on error. */
-static int wait_socket(void *sock, short events, int64_t deadline)
+ * 0 on time-out or when the handshake was refused (c->refused), -1 on error. */
+static int wait_socket(ftctl_t *c, short events, int64_t deadline)
 {
     for (;;) {
         int64_t left = deadline - ft_mono_ms();
         if (left <= 0)
             return 0;
-        zmq_pollitem_t it = {.socket = sock, .events = events};
-        int n = zmq_poll(&it, 1, (long)left);
+        zmq_pollitem_t it[2] = {{.socket = c->sock, .events = events},
+                                {.socket = c->mon, .events = ZMQ_POLLIN}};
+        int n = zmq_poll(it, c->mon ? 2 : 1, (long)left);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
         }
-        if (n > 0 && (it.revents & events))
+        if (c->mon && (it[1].revents & ZMQ_POLLIN) && read_monitor_event(c)) {
+            c->refused = true;
+            return 0;
+        }
+        if (it[0].revents & events)
             return 1;
     }
 }
@@ -130,7 +223,7 @@ static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *
     int64_t deadline = ft_mono_ms() + c->timeout_ms;
     if (!c->sock && open_socket(c) < 0)
         return FTCTL_RPC_BROKEN;
-    int w = wait_socket(c->sock, ZMQ_POLLOUT, deadline);
+    int w = wait_socket(c, ZMQ_POLLOUT, deadline);
     if (w <= 0)
         return w == 0 ? FTCTL_RPC_TIMEOUT : FTCTL_RPC_BROKEN;
     if (zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0) {
@@ -140,7 +233,7 @@ static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *
         return FTCTL_RPC_BROKEN;
     }
     for (;;) {
-        w = wait_socket(c->sock, ZMQ_POLLIN, deadline);
+        w = wait_socket(c, ZMQ_POLLIN, deadline);
         if (w <= 0)
             return w == 0 ? FTCTL_RPC_TIMEOUT : FTCTL_RPC_BROKEN;
         zmq_msg_t msg;
@@ -226,10 +319,9 @@ ftctl_rpc_t ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
         if (rc != FTCTL_RPC_TIMEOUT)
             goto out;
         /* Lazy Pirate: the old socket may hold a half-sent request; drop it. */
-        if (c->sock) {
-            zmq_close(c->sock);
-            c->sock = NULL;
-        }
+        close_socket(c);
+        if (c->refused)
+            break; /* resending cannot help */
     }
     goto out;
 oom:
@@ -250,12 +342,17 @@ int ftctl_print_error_reply(const cJSON *reply)
 
 int ftctl_print_unreachable(const ftctl_t *c)
 {
-    if (c->tries > 1)
-        ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s, %d tries",
-                      ft_sanitize(c->endpoint, 64), c->timeout_ms / 1000.0, c->tries);
+    if (c->refused)
+        ftctl_die_msg("scheduler unreachable: '%s': %s", ft_sanitize(c->endpoint, 64),
+                      c->handshake);
+    else if (c->tries > 1)
+        ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s, %d tries%s%s",
+                      ft_sanitize(c->endpoint, 64), c->timeout_ms / 1000.0, c->tries,
+                      *c->handshake ? "; " : "", c->handshake);
     else
-        ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s",
-                      ft_sanitize(c->endpoint, 64), c->timeout_ms / 1000.0);
+        ftctl_die_msg("scheduler unreachable: no reply from '%s' within %.1f s%s%s",
+                      ft_sanitize(c->endpoint, 64), c->timeout_ms / 1000.0,
+                      *c->handshake ? "; " : "", c->handshake);
     return FTCTL_EXIT_UNREACHABLE;
 }
 
