@@ -25,7 +25,11 @@ static const char cost_text[] = "[site]\n"
                                 "[cloud \"c\"]\n"
                                 "H100 = 12\n"
                                 "[budget \"vision\"]\n"
-                                "gpu_hours = 0.5\n";
+                                "gpu_hours = 0.5\n"
+                                "[budget \"ops\"]\n"
+                                "money = 1.0\n"
+                                "over = lower_priority\n"
+                                "priority_penalty = 100\n";
 /* By hand: capital 87660 / 35064 = 2.5, maintenance 8766 / 8766 = 1.0 per hour,
  * energy rate 1 kW x 1.5 x 0.20 = 0.3 per busy hour; break-even 3.5 / (12 - 0.3). */
 
@@ -87,6 +91,45 @@ static const cJSON *row_of(const cJSON *reply, const char *key)
 }
 
 #define NEAR(a, b) (fabs((a) - (b)) < 1e-9)
+
+/* A team over a money budget with lower_priority: its job of priority 50 is
+ * placed after another team's job of priority 0 (penalty 100), not held. */
+static void test_lower_priority(const char *cost)
+{
+    char *db = h_tmpdb();
+    sched_t *s = open_sched(db, cost, T0);
+    int64_t j1, jo, jn;
+
+    h_hello(s, "n1", 1, "NVIDIA H100 80GB HBM3", "gpu", 81920, NULL);
+    at(s, T0);
+    j1 = h_submit(s, "{\"name\":\"a\",\"kind\":\"exec\",\"gpus\":1,\"command\":[\"true\"]}", "u",
+                  ",\"team\":\"ops\"");
+    at(s, T0);
+    worker(s, "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
+              "\"pid\":10}",
+           (long long)j1);
+    at(s, T0 + HOUR); /* 3.5 + 0.3 = 3.8 spent of a 1.0 budget */
+    jo = h_submit(s,
+                  "{\"name\":\"o\",\"kind\":\"exec\",\"gpus\":1,\"priority\":50,"
+                  "\"command\":[\"true\"]}",
+                  "u", ",\"team\":\"ops\"");
+    jn = h_submit(s, "{\"name\":\"n\",\"kind\":\"exec\",\"gpus\":1,\"command\":[\"true\"]}",
+                  "v", ",\"team\":\"nlp\"");
+    at(s, T0 + HOUR + 20000); /* budgets evaluated */
+    worker(s, "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
+              "\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}",
+           (long long)j1);
+    at(s, T0 + HOUR + 21000); /* the one device is free: one pass places one job */
+    CHECK(strcmp(h_job_col(s, jn, "state"), "RUNNING") == 0 &&
+              strcmp(h_job_col(s, jo, "state"), "PENDING") == 0,
+          "over its money budget, ops' priority-50 job waits behind nlp's priority-0 job");
+    CHECK(strncmp(h_job_col(s, jo, "reason"), "waiting at lower priority: over budget: team 'ops'",
+                  50) == 0,
+          "its reason says so: '%s'", h_job_col(s, jo, "reason"));
+    sched_destroy(&s);
+    h_rm(db);
+    free(db);
+}
 
 int main(void)
 {
@@ -190,6 +233,7 @@ int main(void)
     }
     (void)j4;
     sched_destroy(&s);
+    test_lower_priority(cost);
     if (getenv("KEEP"))
         printf("kept %s\n", db);
     else
