@@ -433,6 +433,19 @@ def bad_inputs():
         check(r.returncode == 3 and dt < 8, f"unreachable, default time-out: exit 3 in {dt:.1f} s",
               f"{r.returncode} {r.stderr}")
 
+        # wrong security settings are named, not reported as plain silence
+        if not c.insecure:
+            t0 = time.monotonic()
+            r = c.ftctl("ping", env={"FT_KEY": "", "FT_SERVER_KEY": ""})
+            dt = time.monotonic() - t0
+            check(r.returncode == 3 and "FT_KEY" in r.stderr and dt < 3,
+                  f"no CURVE keys: exit 3 in {dt:.1f} s, saying to set FT_KEY", r.stderr)
+            stranger = os.path.join(c.dir, "stranger.key")
+            subprocess.run([c.ftctl_path, "keygen", stranger], capture_output=True, check=True)
+            r = c.ftctl("ping", env={"FT_KEY": stranger})
+            check(r.returncode == 3 and "refused this key" in r.stderr,
+                  "a key not in the keys file: exit 3, 'refused this key'", r.stderr)
+
         # and the daemons are still fine
         check(c.sched.poll() is None and c.workers["n1"].poll() is None,
               "ftsched and ftworker still running")
