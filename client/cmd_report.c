@@ -92,8 +92,8 @@ static void print_text(const cJSON *r)
         ftctl_table_destroy(&t);
     }
 
-    const char *gh[] = {"TEAM", "MONTH", "USED_GPU_H", "BUDGET_GPU_H", "USED_MONEY",
-                        "BUDGET_MONEY", "STATE"};
+    const char *gh[] = {"TEAM",       "MONTH",        "USED_GPU_H", "BUDGET_GPU_H",
+                        "USED_MONEY", "BUDGET_MONEY", "STATE"};
     t = ftctl_table_new(7, gh);
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "budgets"))
     {
@@ -107,11 +107,12 @@ static void print_text(const cJSON *r)
             snprintf(bm, sizeof(bm), "%.2f", ftctl_get_num(e, "budget_money", 0));
         snprintf(st, sizeof(st), "%s",
                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "over"))
-                     ? (strcmp(ftctl_get_str(e, "action", ""), "hold") == 0 ? "OVER: held"
-                                                                             : "OVER: lower priority")
+                     ? (strcmp(ftctl_get_str(e, "action", ""), "hold") == 0
+                            ? "OVER: held"
+                            : "OVER: lower priority")
                      : "within");
-        const char *cells[] = {ftctl_get_str(e, "team", ""), ftctl_get_str(e, "month", ""),
-                               uh, bhv, um, bm, st};
+        const char *cells[] = {
+            ftctl_get_str(e, "team", ""), ftctl_get_str(e, "month", ""), uh, bhv, um, bm, st};
         if (t)
             ftctl_table_add(t, cells);
     }

@@ -98,10 +98,10 @@ static void axis(FILE *f, double ymax, const char *unit)
     for (int i = 0; i <= 4; i++) {
         double y = MT + (H - MT - MB) * (1 - i / 4.0);
 
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>", ML, y, W - 10,
-                y);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" class=\"yl\">%.3g%s</text>", ML - 6, y + 4, ymax * i / 4,
-                unit);
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>", ML, y,
+                W - 10, y);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" class=\"yl\">%.3g%s</text>", ML - 6, y + 4,
+                ymax * i / 4, unit);
     }
 }
 
@@ -123,8 +123,9 @@ static void chart_team_days(FILE *f, const cJSON *r)
             ymax = sum;
     }
     ymax = nice_max(ymax);
-    fprintf(f, "<svg id=\"chart-team-days\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-               "role=\"img\"><title>GPU-hours per team per day</title>",
+    fprintf(f,
+            "<svg id=\"chart-team-days\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+            "role=\"img\"><title>GPU-hours per team per day</title>",
             W, H, W, H);
     axis(f, ymax, "");
     for (int d = 0; d < nd; d++) {
@@ -175,8 +176,9 @@ static void chart_cost(FILE *f, const cJSON *r, const char *cur)
     int n = cJSON_GetArraySize(teams) + 1, i = 0, h = 40 + n * 34;
     double xmax = nice_max(ftctl_get_num(tot, "cost", 0));
 
-    fprintf(f, "<svg id=\"chart-cost\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-               "role=\"img\"><title>Cost breakdown (%s)</title>",
+    fprintf(f,
+            "<svg id=\"chart-cost\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+            "role=\"img\"><title>Cost breakdown (%s)</title>",
             W, h, W, h, "capital, maintenance, energy");
     for (const cJSON *row = tot; row; row = (i == 1 ? (teams ? teams->child : NULL) : row->next)) {
         double x = 160;
@@ -224,14 +226,16 @@ static void chart_util(FILE *f, const cJSON *r)
             ymax = ftctl_get_num(e, "gpu_hours", 0);
     }
     ymax = nice_max(ymax);
-    fprintf(f, "<svg id=\"chart-util\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-               "role=\"img\"><title>Utilisation per day</title>",
+    fprintf(f,
+            "<svg id=\"chart-util\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+            "role=\"img\"><title>Utilisation per day</title>",
             W, H, W, H);
     axis(f, ymax, "");
     cJSON_ArrayForEach(e, days)
     {
         double slot = (double)(W - 10 - ML) / (nd ? nd : 1), x = ML + slot * d + slot * 0.15;
-        double av = ftctl_get_num(e, "available_gpu_hours", 0), al = ftctl_get_num(e, "gpu_hours", 0);
+        double av = ftctl_get_num(e, "available_gpu_hours", 0),
+               al = ftctl_get_num(e, "gpu_hours", 0);
         double ha = av / ymax * (H - MT - MB), hl = al / ymax * (H - MT - MB);
 
         fprintf(f,
@@ -249,8 +253,9 @@ static void chart_util(FILE *f, const cJSON *r)
         fputs("</text>", f);
         d++;
     }
-    fprintf(f, "</svg><p class=\"legend\"><span><i style=\"background:#d7dde5\"></i>available"
-               "</span> <span><i style=\"background:%s\"></i>allocated</span></p>\n",
+    fprintf(f,
+            "</svg><p class=\"legend\"><span><i style=\"background:#d7dde5\"></i>available"
+            "</span> <span><i style=\"background:%s\"></i>allocated</span></p>\n",
             palette[0]);
 }
 
@@ -261,8 +266,9 @@ static void chart_top_jobs(FILE *f, const cJSON *r)
     int n = cJSON_GetArraySize(jobs), i = 0, h = 20 + (n ? n : 1) * 28;
     double xmax = nice_max(jobs && jobs->child ? ftctl_get_num(jobs->child, "gpu_hours", 0) : 0);
 
-    fprintf(f, "<svg id=\"chart-top-jobs\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-               "role=\"img\"><title>Top jobs by GPU-hours</title>",
+    fprintf(f,
+            "<svg id=\"chart-top-jobs\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+            "role=\"img\"><title>Top jobs by GPU-hours</title>",
             W, h, W, h);
     cJSON_ArrayForEach(e, jobs)
     {
@@ -346,8 +352,8 @@ int ftctl_html_report(const cJSON *r, FILE *f)
         double cc = 0;
 
         cJSON_ArrayForEach(c, arr(tot, "cloud")) if (strcmp(ftctl_get_str(c, "offer", ""),
-                                                            ftctl_get_str(e, "offer", "")) == 0) cc =
-            ftctl_get_num(c, "cost", 0);
+                                                            ftctl_get_str(e, "offer", "")) == 0)
+            cc = ftctl_get_num(c, "cost", 0);
         fmt_util(buf, sizeof(buf), cJSON_GetObjectItemCaseSensitive(e, "utilisation"));
         fputs("<tr><td>", f);
         esc(f, ftctl_get_str(e, "offer", ""));

@@ -94,8 +94,8 @@ static const struct {
     sec_t sec;        /* kind */
     bool named;       /* takes a quoted name */
 } sections[] = {
-    {"site", SEC_SITE, false},   {"gpu", SEC_GPU, true},       {"group", SEC_GROUP, true},
-    {"cloud", SEC_CLOUD, true},  {"budget", SEC_BUDGET, true},
+    {"site", SEC_SITE, false},  {"gpu", SEC_GPU, true},       {"group", SEC_GROUP, true},
+    {"cloud", SEC_CLOUD, true}, {"budget", SEC_BUDGET, true},
 };
 
 typedef enum { K_NUM, K_INT, K_CURRENCY, K_NODES, K_OVER, K_BOOL } kkind_t;
@@ -145,22 +145,22 @@ static const ckey_t *key_find(const ckey_t *t, size_t n, const char *name)
 
 /* Parse state for one file. */
 typedef struct {
-    cost_model_t *m;            /* model being filled */
-    const char *file;           /* name for messages */
-    int line;                   /* current line, from 1 */
-    sec_t sec;                  /* current section */
-    void *obj;                  /* cost_gpu_t / cost_group_t / cost_cloud_t / cost_budget_t */
+    cost_model_t *m;  /* model being filled */
+    const char *file; /* name for messages */
+    int line;         /* current line, from 1 */
+    sec_t sec;        /* current section */
+    void *obj;        /* cost_gpu_t / cost_group_t / cost_cloud_t / cost_budget_t */
     char seen[64][COST_NAME_MAX + 16]; /* keys set in this section */
-    int nseen;                  /* entries used in seen */
-    bool had_cloud;             /* a [cloud] section was read: the built-in offers are gone */
-    ft_err_t *err;              /* where problems go */
+    int nseen;                         /* entries used in seen */
+    bool had_cloud; /* a [cloud] section was read: the built-in offers are gone */
+    ft_err_t *err;  /* where problems go */
 } parse_t;
 
 #define FAIL(p, ...)                                                                               \
     do {                                                                                           \
         char msg_[256];                                                                            \
         snprintf(msg_, sizeof(msg_), __VA_ARGS__);                                                 \
-        ft_err_set((p)->err, FT_EBADFIELD, "%s:%d: %s", (p)->file, (p)->line, msg_);              \
+        ft_err_set((p)->err, FT_EBADFIELD, "%s:%d: %s", (p)->file, (p)->line, msg_);               \
         return -1;                                                                                 \
     } while (0)
 
@@ -242,7 +242,8 @@ static int section(parse_t *p, char *s)
         FAIL(p, "unknown section '%s' (expected site, gpu, group, cloud or budget)",
              ft_sanitize(word, 40));
     if (sections[i].named != (name != NULL))
-        FAIL(p, sections[i].named ? "section '%s' needs a quoted name" : "section '%s' takes no name",
+        FAIL(p,
+             sections[i].named ? "section '%s' needs a quoted name" : "section '%s' takes no name",
              word);
     if (name && !name_ok(name))
         FAIL(p, "'%s': name must be 1 to %d printable bytes", word, COST_NAME_MAX - 1);

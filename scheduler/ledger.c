@@ -23,15 +23,15 @@
 #include "sched_int.h"
 
 struct ledger {
-    cost_model_t model;        /* the model in force */
-    bool loaded;               /* model holds the file's (or built-in) figures */
-    char path[FT_PATH_MAX];    /* file model was read from, "" = built-in */
-    struct timespec mtime;     /* its modification time when read */
-    bool recovered;            /* the restart gap was recorded */
-    int64_t *open_ids;         /* allocations open when this process started */
-    int nopen;                 /* entries in open_ids */
-    int64_t next_check;        /* monotonic ms of the next checkpoint */
-    int64_t next_budget;       /* monotonic ms of the next budget evaluation */
+    cost_model_t model;     /* the model in force */
+    bool loaded;            /* model holds the file's (or built-in) figures */
+    char path[FT_PATH_MAX]; /* file model was read from, "" = built-in */
+    struct timespec mtime;  /* its modification time when read */
+    bool recovered;         /* the restart gap was recorded */
+    int64_t *open_ids;      /* allocations open when this process started */
+    int nopen;              /* entries in open_ids */
+    int64_t next_check;     /* monotonic ms of the next checkpoint */
+    int64_t next_budget;    /* monotonic ms of the next budget evaluation */
 };
 
 void ledger_destroy(ledger_t **l)
@@ -125,20 +125,20 @@ typedef enum { SPLIT_NONE, SPLIT_DAY, SPLIT_MONTH } split_t;
 
 /* One piece of one interval, with everything a report needs. */
 typedef struct {
-    int64_t job;              /* job id */
-    const char *job_name;     /* job name */
-    const char *user, *team;  /* owner */
-    const char *node;         /* node */
-    const char *model;        /* device model */
-    char period[16];          /* "YYYY-MM-DD" or "YYYY-MM" (split), else "" */
-    double hours;             /* device hours in the piece */
-    double kwh;               /* energy at the device in the piece */
-    bool measured;            /* kwh came from the worker's counter */
-    double unobserved_s;      /* seconds of the piece not observed by a running ftsched */
-    cost_rates_t r;           /* rates of this device */
-    double capital;           /* hours x r.capital */
-    double maintenance;       /* hours x r.maintenance */
-    double energy_cost;       /* kwh x PUE x price */
+    int64_t job;             /* job id */
+    const char *job_name;    /* job name */
+    const char *user, *team; /* owner */
+    const char *node;        /* node */
+    const char *model;       /* device model */
+    char period[16];         /* "YYYY-MM-DD" or "YYYY-MM" (split), else "" */
+    double hours;            /* device hours in the piece */
+    double kwh;              /* energy at the device in the piece */
+    bool measured;           /* kwh came from the worker's counter */
+    double unobserved_s;     /* seconds of the piece not observed by a running ftsched */
+    cost_rates_t r;          /* rates of this device */
+    double capital;          /* hours x r.capital */
+    double maintenance;      /* hours x r.maintenance */
+    double energy_cost;      /* kwh x PUE x price */
 } piece_t;
 
 typedef int (*piece_fn)(void *ctx, const piece_t *p);
@@ -248,18 +248,18 @@ static int each_piece(sched_t *s, const cost_model_t *m, int64_t lo, int64_t hi,
 /* ---- sums by key ---- */
 
 typedef struct agg {
-    char *key;                     /* group key */
-    double hours;                  /* device hours */
-    double kwh, kwh_measured;      /* energy, of which measured */
-    double capital, maintenance;   /* cost parts */
-    double energy_cost;            /* cost part */
-    double unobserved_s;           /* seconds not observed */
-    double cloud[COST_MAX_CLOUDS]; /* cloud-equivalent cost per offer */
+    char *key;                        /* group key */
+    double hours;                     /* device hours */
+    double kwh, kwh_measured;         /* energy, of which measured */
+    double capital, maintenance;      /* cost parts */
+    double energy_cost;               /* cost part */
+    double unobserved_s;              /* seconds not observed */
+    double cloud[COST_MAX_CLOUDS];    /* cloud-equivalent cost per offer */
     double unpriced[COST_MAX_CLOUDS]; /* hours the offer does not price */
-    char *label;                   /* extra text (job name, team) */
-    char *label2;                  /* more extra text (user) */
-    struct agg *next;              /* hash chain */
-    struct agg *order;             /* insertion list */
+    char *label;                      /* extra text (job name, team) */
+    char *label2;                     /* more extra text (user) */
+    struct agg *next;                 /* hash chain */
+    struct agg *order;                /* insertion list */
 } agg_t;
 
 #define AGG_BUCKETS 1024
@@ -345,7 +345,7 @@ static void agg_columns(const aggtab_t *t, const agg_t *r, int ref, cJSON *o)
     cJSON_AddNumberToObject(o, "energy_kwh", r->kwh);
     cJSON_AddNumberToObject(o, "energy_measured_kwh", r->kwh_measured);
     cJSON_AddStringToObject(o, "energy_source",
-                            r->kwh_measured <= 0 ? "estimated"
+                            r->kwh_measured <= 0        ? "estimated"
                             : r->kwh_measured >= r->kwh ? "measured"
                                                         : "mixed");
     cJSON_AddNumberToObject(o, "cost", cost_of(r));
@@ -390,12 +390,12 @@ static int64_t month_start_ms(int64_t now_ms);
 /* ---- usage columns ---- */
 
 typedef struct {
-    aggtab_t t;   /* sums */
-    int by;       /* index in usage_keys */
+    aggtab_t t; /* sums */
+    int by;     /* index in usage_keys */
 } usage_ctx_t;
 
-static const char *const usage_keys[] = {"user", "team", "job", "node", "gpu_model",
-                                         "day",  "month", NULL};
+static const char *const usage_keys[] = {"user",      "team", "job",   "node",
+                                         "gpu_model", "day",  "month", NULL};
 
 static int usage_piece(void *vctx, const piece_t *p)
 {
@@ -564,13 +564,13 @@ static int64_t month_start_ms(int64_t now_ms)
 /* Device capacity: fixed cost per hour of every registered device, and the
  * break-even sums per offer (sum of fixed, sum of cloud - energy). */
 typedef struct {
-    int devices;                     /* registered devices */
-    int64_t *first_ms;               /* (devices) when each was first seen, unix ms */
-    double *rate;                    /* (devices) fixed cost per hour of each */
-    double fixed;                    /* sum of fixed rates, per hour */
-    double be_fixed[COST_MAX_CLOUDS]; /* sum of fixed over devices the offer prices */
+    int devices;                       /* registered devices */
+    int64_t *first_ms;                 /* (devices) when each was first seen, unix ms */
+    double *rate;                      /* (devices) fixed cost per hour of each */
+    double fixed;                      /* sum of fixed rates, per hour */
+    double be_fixed[COST_MAX_CLOUDS];  /* sum of fixed over devices the offer prices */
     double be_margin[COST_MAX_CLOUDS]; /* sum of (cloud - energy) over them */
-    int be_devices[COST_MAX_CLOUDS];  /* devices the offer prices */
+    int be_devices[COST_MAX_CLOUDS];   /* devices the offer prices */
 } capacity_t;
 
 static int capacity(sched_t *s, const cost_model_t *m, capacity_t *cap, ft_err_t *err)
@@ -683,8 +683,7 @@ static cJSON *budgets_json(const cost_model_t *m, const aggtab_t *month, int64_t
         cJSON_AddNumberToObject(o, "used_gpu_hours", h);
         cJSON_AddNumberToObject(o, "used_money", money);
         cJSON_AddBoolToObject(o, "over", over);
-        cJSON_AddStringToObject(o, "action",
-                                b->over == COST_OVER_HOLD ? "hold" : "lower_priority");
+        cJSON_AddStringToObject(o, "action", b->over == COST_OVER_HOLD ? "hold" : "lower_priority");
         cJSON_AddItemToArray(arr, o);
     }
     return arr;
@@ -778,8 +777,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
             d1 = hi;
         cJSON_AddStringToObject(d, "day", r->key);
         cJSON_AddNumberToObject(d, "gpu_hours", r->hours);
-        cJSON_AddNumberToObject(d, "available_gpu_hours",
-                                available(&cap, d0, d1, &day_fixed));
+        cJSON_AddNumberToObject(d, "available_gpu_hours", available(&cap, d0, d1, &day_fixed));
         cJSON_AddNumberToObject(d, "cost", cost_of(r));
         cJSON_AddItemToArray(arr, d);
     }
@@ -934,11 +932,12 @@ static int checkpoint(sched_t *s, ft_err_t *err)
         return -1;
     /* Capacity counts from when a device was first seen (an allocation on it
      * may be older, e.g. from before this table existed). */
-    st = db_stmt(s->db,
-                 "INSERT OR IGNORE INTO ledger_devices (node, idx, first_ms)"
-                 " SELECT d.node, d.idx, min(?1, coalesce((SELECT min(a.start_ms) FROM allocations a"
-                 " WHERE a.node = d.node AND a.device_index = d.idx), ?1)) FROM devices d",
-                 err);
+    st =
+        db_stmt(s->db,
+                "INSERT OR IGNORE INTO ledger_devices (node, idx, first_ms)"
+                " SELECT d.node, d.idx, min(?1, coalesce((SELECT min(a.start_ms) FROM allocations a"
+                " WHERE a.node = d.node AND a.device_index = d.idx), ?1)) FROM devices d",
+                err);
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, sched_now_ms(s));
@@ -975,11 +974,11 @@ static int budgets(sched_t *s, ft_err_t *err)
                 money = cost_of(r);
             }
         if (b->gpu_hours > 0 && h >= b->gpu_hours)
-            snprintf(why, sizeof(why), "team '%s' used %.4g of %.4g GPU-hours this month",
-                     b->team, h, b->gpu_hours);
+            snprintf(why, sizeof(why), "team '%s' used %.4g of %.4g GPU-hours this month", b->team,
+                     h, b->gpu_hours);
         else if (b->money > 0 && money >= b->money)
-            snprintf(why, sizeof(why), "team '%s' spent %.4g of %.4g %s this month", b->team,
-                     money, b->money, m->currency);
+            snprintf(why, sizeof(why), "team '%s' spent %.4g of %.4g %s this month", b->team, money,
+                     b->money, m->currency);
         else
             continue;
         st = db_stmt(s->db,
@@ -1003,10 +1002,11 @@ static int budgets(sched_t *s, ft_err_t *err)
                  err);
     if (!st || db_step_done(s->db, st, err) < 0)
         goto out;
-    st = db_stmt(s->db,
-                 "UPDATE jobs SET reason = '' WHERE state = 'PENDING' AND reason LIKE '%over budget: %'"
-                 " AND team NOT IN (SELECT team FROM budget_state)",
-                 err);
+    st = db_stmt(
+        s->db,
+        "UPDATE jobs SET reason = '' WHERE state = 'PENDING' AND reason LIKE '%over budget: %'"
+        " AND team NOT IN (SELECT team FROM budget_state)",
+        err);
     if (!st || db_step_done(s->db, st, err) < 0)
         goto out;
     rc = 0;

@@ -18,21 +18,21 @@
 
 #include "ft/common.h"
 
-#define COST_NAME_MAX 64      /* bytes in a model, group, offer or team name */
-#define COST_MAX_GPUS 32      /* GPU entries */
-#define COST_MAX_GROUPS 32    /* node groups */
-#define COST_MAX_PATTERNS 16  /* node name patterns per group */
-#define COST_MAX_CLOUDS 16    /* cloud offers */
-#define COST_MAX_BUDGETS 64   /* team budgets */
+#define COST_NAME_MAX 64           /* bytes in a model, group, offer or team name */
+#define COST_MAX_GPUS 32           /* GPU entries */
+#define COST_MAX_GROUPS 32         /* node groups */
+#define COST_MAX_PATTERNS 16       /* node name patterns per group */
+#define COST_MAX_CLOUDS 16         /* cloud offers */
+#define COST_MAX_BUDGETS 64        /* team budgets */
 #define COST_HOURS_PER_YEAR 8766.0 /* 365.25 days */
 
 /* One GPU model's purchase and power figures. NAN = not set (groups). */
 typedef struct {
-    char name[COST_NAME_MAX];   /* matched as a case-insensitive substring of the device model */
-    double price;               /* purchase price of one GPU, currency */
-    double server_overhead;     /* whole-server cost / GPU cost (>= 1) */
-    double years;               /* amortisation period, years */
-    double power_w;             /* average draw while allocated, W (GPU plus its server share) */
+    char name[COST_NAME_MAX]; /* matched as a case-insensitive substring of the device model */
+    double price;             /* purchase price of one GPU, currency */
+    double server_overhead;   /* whole-server cost / GPU cost (>= 1) */
+    double years;             /* amortisation period, years */
+    double power_w;           /* average draw while allocated, W (GPU plus its server share) */
 } cost_gpu_t;
 
 /* Site-wide figures (a group may override each). NAN = not set (groups). */
@@ -45,20 +45,20 @@ typedef struct {
 
 /* A node group: nodes matching any pattern use its overrides. */
 typedef struct {
-    char name[COST_NAME_MAX];                           /* group name */
-    char patterns[COST_MAX_PATTERNS][COST_NAME_MAX];    /* fnmatch patterns of node names */
-    int npatterns;                                      /* entries used in patterns */
-    cost_site_t site;                                   /* overrides; NAN = site value */
-    cost_gpu_t gpus[COST_MAX_GPUS];                     /* per-model overrides; NAN = not set */
-    int ngpus;                                          /* entries used in gpus */
+    char name[COST_NAME_MAX];                        /* group name */
+    char patterns[COST_MAX_PATTERNS][COST_NAME_MAX]; /* fnmatch patterns of node names */
+    int npatterns;                                   /* entries used in patterns */
+    cost_site_t site;                                /* overrides; NAN = site value */
+    cost_gpu_t gpus[COST_MAX_GPUS];                  /* per-model overrides; NAN = not set */
+    int ngpus;                                       /* entries used in gpus */
 } cost_group_t;
 
 /* A cloud offer: a price per GPU-hour for each model it rents. */
 typedef struct {
-    char name[COST_NAME_MAX];                 /* e.g. "aws-on-demand" */
+    char name[COST_NAME_MAX];                  /* e.g. "aws-on-demand" */
     char models[COST_MAX_GPUS][COST_NAME_MAX]; /* model names, matched like cost_gpu_t.name */
-    double price[COST_MAX_GPUS];              /* currency per GPU-hour */
-    int n;                                    /* entries used */
+    double price[COST_MAX_GPUS];               /* currency per GPU-hour */
+    int n;                                     /* entries used */
 } cost_cloud_t;
 
 typedef enum { COST_OVER_HOLD, COST_OVER_LOWER_PRIORITY } cost_over_t;
@@ -83,20 +83,20 @@ typedef struct {
     cost_cloud_t clouds[COST_MAX_CLOUDS]; /* cloud offers, in file order */
     int nclouds;                          /* entries used */
     cost_budget_t budgets[COST_MAX_BUDGETS]; /* team budgets */
-    int nbudgets;                         /* entries used */
+    int nbudgets;                            /* entries used */
 } cost_model_t;
 
 /* The rates for one device: currency per GPU-hour unless said otherwise. */
 typedef struct {
-    const char *gpu;       /* the GPU entry used (its name) */
-    const char *group;     /* the node group used, "" for none */
-    double capital;        /* amortised purchase, per hour allocated or not */
-    double maintenance;    /* support plus share of other yearly costs, per hour */
-    double energy;         /* electricity of one busy hour at the configured draw */
-    double fixed;          /* capital + maintenance */
-    double power_w;        /* configured draw, W */
-    double pue;            /* effective PUE */
-    double electricity;    /* effective price of one kWh */
+    const char *gpu;    /* the GPU entry used (its name) */
+    const char *group;  /* the node group used, "" for none */
+    double capital;     /* amortised purchase, per hour allocated or not */
+    double maintenance; /* support plus share of other yearly costs, per hour */
+    double energy;      /* electricity of one busy hour at the configured draw */
+    double fixed;       /* capital + maintenance */
+    double power_w;     /* configured draw, W */
+    double pue;         /* effective PUE */
+    double electricity; /* effective price of one kWh */
 } cost_rates_t;
 
 /* The built-in defaults (reference figures, docs/cost-model.md). */

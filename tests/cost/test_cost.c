@@ -9,32 +9,31 @@
 #include "../lib/check.h"
 #include "ft/cost.h"
 
-static const char example[] =
-    "# the worked example of docs/cost-model.md\n"
-    "[site]\n"
-    "currency = EUR\n"
-    "electricity_per_kwh = 0.10\n"
-    "pue = 1.25\n"
-    "maintenance_per_year = 0.12\n"
-    "other_per_year = 87660   # staff and space, whole site\n"
-    "site_gpus = 100\n"
-    "[gpu \"H100\"]\n"
-    "price = 30000\n"
-    "server_overhead = 1.5\n"
-    "years = 5\n"
-    "power_w = 800\n"
-    "[group \"east\"]\n"
-    "nodes = east-*, spare\n"
-    "pue = 1.1\n"
-    "H100.price = 20000\n"
-    "[cloud \"test-cloud\"]\n"
-    "H100 = 3.0\n"
-    "[cloud \"aws-on-demand\"]\n"
-    "H100 = 12.29\n"
-    "[budget \"vision\"]\n"
-    "gpu_hours = 100\n"
-    "over = lower_priority\n"
-    "priority_penalty = 50\n";
+static const char example[] = "# the worked example of docs/cost-model.md\n"
+                              "[site]\n"
+                              "currency = EUR\n"
+                              "electricity_per_kwh = 0.10\n"
+                              "pue = 1.25\n"
+                              "maintenance_per_year = 0.12\n"
+                              "other_per_year = 87660   # staff and space, whole site\n"
+                              "site_gpus = 100\n"
+                              "[gpu \"H100\"]\n"
+                              "price = 30000\n"
+                              "server_overhead = 1.5\n"
+                              "years = 5\n"
+                              "power_w = 800\n"
+                              "[group \"east\"]\n"
+                              "nodes = east-*, spare\n"
+                              "pue = 1.1\n"
+                              "H100.price = 20000\n"
+                              "[cloud \"test-cloud\"]\n"
+                              "H100 = 3.0\n"
+                              "[cloud \"aws-on-demand\"]\n"
+                              "H100 = 12.29\n"
+                              "[budget \"vision\"]\n"
+                              "gpu_hours = 100\n"
+                              "over = lower_priority\n"
+                              "priority_penalty = 50\n";
 
 #define NEAR(a, b) (fabs((a) - (b)) < 1e-9)
 
@@ -45,16 +44,15 @@ static void worked_example(void)
     ft_err_t err = {0};
 
     cost_model_defaults(&m);
-    CHECK(cost_model_parse(&m, example, "example.ini", &err) == 0, "example parses (%s)",
-          err.msg);
+    CHECK(cost_model_parse(&m, example, "example.ini", &err) == 0, "example parses (%s)", err.msg);
     CHECK(strcmp(m.currency, "EUR") == 0, "currency EUR");
 
     /* By hand: capital = 30000 x 1.5 / (5 x 8766) = 45000 / 43830 = 1.02669404517...
      * maintenance = 45000 x 0.12 / 8766 + 87660 / (100 x 8766) = 0.61601642710 + 0.1
      * energy = 0.8 kW x 1.25 x 0.10 = 0.1 per busy hour */
     cost_rates(&m, "west-1", "NVIDIA H100 80GB HBM3", 7, &r);
-    CHECK(strcmp(r.gpu, "H100") == 0 && r.group[0] == '\0', "H100 entry, no group: %s '%s'",
-          r.gpu, r.group);
+    CHECK(strcmp(r.gpu, "H100") == 0 && r.group[0] == '\0', "H100 entry, no group: %s '%s'", r.gpu,
+          r.group);
     CHECK(NEAR(r.capital, 1.0266940451745379), "capital %.12f = 1.026694045175", r.capital);
     CHECK(NEAR(r.maintenance, 0.7160164271047228), "maintenance %.12f = 0.716016427105",
           r.maintenance);
@@ -132,8 +130,7 @@ static void defaults(void)
     cost_rates(&m, "n1", "NVIDIA H200", 8, &r);
     CHECK(strcmp(r.gpu, "H200") == 0, "H200 matched");
     cost_rates(&m, "n1", "cpu", 8, &r);
-    CHECK(strcmp(r.gpu, "cpu") == 0 && r.fixed == 0, "cpu device: no capital, fixed %.3f",
-          r.fixed);
+    CHECK(strcmp(r.gpu, "cpu") == 0 && r.fixed == 0, "cpu device: no capital, fixed %.3f", r.fixed);
     CHECK(m.nclouds >= 3, "built-in cloud offers: %d", m.nclouds);
 }
 

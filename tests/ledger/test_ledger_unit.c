@@ -105,19 +105,21 @@ static void test_lower_priority(const char *cost)
     j1 = h_submit(s, "{\"name\":\"a\",\"kind\":\"exec\",\"gpus\":1,\"command\":[\"true\"]}", "u",
                   ",\"team\":\"ops\"");
     at(s, T0);
-    worker(s, "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
-              "\"pid\":10}",
+    worker(s,
+           "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
+           "\"pid\":10}",
            (long long)j1);
     at(s, T0 + HOUR); /* 3.5 + 0.3 = 3.8 spent of a 1.0 budget */
     jo = h_submit(s,
                   "{\"name\":\"o\",\"kind\":\"exec\",\"gpus\":1,\"priority\":50,"
                   "\"command\":[\"true\"]}",
                   "u", ",\"team\":\"ops\"");
-    jn = h_submit(s, "{\"name\":\"n\",\"kind\":\"exec\",\"gpus\":1,\"command\":[\"true\"]}",
-                  "v", ",\"team\":\"nlp\"");
+    jn = h_submit(s, "{\"name\":\"n\",\"kind\":\"exec\",\"gpus\":1,\"command\":[\"true\"]}", "v",
+                  ",\"team\":\"nlp\"");
     at(s, T0 + HOUR + 20000); /* budgets evaluated */
-    worker(s, "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
-              "\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}",
+    worker(s,
+           "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
+           "\"exit_code\":0,\"signal\":0,\"reason\":\"exited\"}",
            (long long)j1);
     at(s, T0 + HOUR + 21000); /* the one device is free: one pass places one job */
     CHECK(strcmp(h_job_col(s, jn, "state"), "RUNNING") == 0 &&
@@ -152,12 +154,14 @@ int main(void)
                   ",\"team\":\"vision\"");
     at(s, T0);
     CHECK(h_count("w/n1", "start") == 1, "job %lld started on n1", (long long)j1);
-    worker(s, "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
-              "\"pid\":10}",
+    worker(s,
+           "{\"v\":1,\"type\":\"rank_started\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
+           "\"pid\":10}",
            (long long)j1);
     at(s, T0 + HOUR);
-    worker(s, "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
-              "\"exit_code\":0,\"signal\":0,\"reason\":\"exited\",\"energy_mj\":1800000000}",
+    worker(s,
+           "{\"v\":1,\"type\":\"rank_exited\",\"job_id\":%lld,\"attempt\":1,\"rank\":0,"
+           "\"exit_code\":0,\"signal\":0,\"reason\":\"exited\",\"energy_mj\":1800000000}",
            (long long)j1);
     CHECK(strcmp(h_job_col(s, j1, "state"), "COMPLETED") == 0, "job 1 COMPLETED");
     CHECK(h_query_int(s, "SELECT energy_mj FROM ledger_intervals") == 1800000000LL,
@@ -167,8 +171,8 @@ int main(void)
         const cJSON *v = row_of(r, "vision");
 
         CHECK(v && NEAR(h_num(v, "gpu_hours"), 1.0), "vision: 1 GPU-hour");
-        CHECK(v && NEAR(h_num(v, "energy_kwh"), 0.5) && strcmp(h_str(v, "energy_source"),
-                                                              "measured") == 0,
+        CHECK(v && NEAR(h_num(v, "energy_kwh"), 0.5) &&
+                  strcmp(h_str(v, "energy_source"), "measured") == 0,
               "vision: 0.5 kWh, measured");
         /* 2.5 + 1.0 + 0.5 kWh x 1.5 x 0.20 = 3.65; cloud 12; difference 8.35 */
         CHECK(v && NEAR(h_num(v, "cost"), 3.65) && NEAR(h_num(v, "cost_energy"), 0.15),
@@ -222,8 +226,8 @@ int main(void)
 
         CHECK(u && NEAR(h_num(u, "available_gpu_hours"), 4.0), "available 4 GPU-hours (%.6f)",
               u ? h_num(u, "available_gpu_hours") : -1);
-        CHECK(u && NEAR(h_num(u, "allocated_gpu_hours"), alloc),
-              "allocated %.6f GPU-hours = %.6f", u ? h_num(u, "allocated_gpu_hours") : -1, alloc);
+        CHECK(u && NEAR(h_num(u, "allocated_gpu_hours"), alloc), "allocated %.6f GPU-hours = %.6f",
+              u ? h_num(u, "allocated_gpu_hours") : -1, alloc);
         CHECK(u && NEAR(h_num(u, "utilisation"), alloc / 4.0), "utilisation %.6f",
               u ? h_num(u, "utilisation") : -1);
         CHECK(u && NEAR(h_num(u, "idle_cost"), (4.0 - alloc) * 3.5), "idle cost %.6f = %.6f",
