@@ -117,8 +117,11 @@ static void chart_team_days(FILE *f, const cJSON *r)
     for (int d = 0; d < nd; d++) {
         double sum = 0;
 
-        cJSON_ArrayForEach(e, td) if (strcmp(ftctl_get_str(e, "day", ""), days[d]) == 0) sum +=
-            ftctl_get_num(e, "gpu_hours", 0);
+        cJSON_ArrayForEach(e, td)
+        {
+            if (strcmp(ftctl_get_str(e, "day", ""), days[d]) == 0)
+                sum += ftctl_get_num(e, "gpu_hours", 0);
+        }
         if (sum > ymax)
             ymax = sum;
     }
@@ -180,6 +183,7 @@ static void chart_cost(FILE *f, const cJSON *r, const char *cur)
             "<svg id=\"chart-cost\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
             "role=\"img\"><title>Cost breakdown (%s)</title>",
             W, h, W, h, "capital, maintenance, energy");
+    /* the cluster total first, then each team */
     for (const cJSON *row = tot; row; row = (i == 1 ? (teams ? teams->child : NULL) : row->next)) {
         double x = 160;
         const char *name = i == 0 ? "cluster" : ftctl_get_str(row, "team", "");
@@ -351,9 +355,11 @@ int ftctl_html_report(const cJSON *r, FILE *f)
         const cJSON *c;
         double cc = 0;
 
-        cJSON_ArrayForEach(c, arr(tot, "cloud")) if (strcmp(ftctl_get_str(c, "offer", ""),
-                                                            ftctl_get_str(e, "offer", "")) == 0)
-            cc = ftctl_get_num(c, "cost", 0);
+        cJSON_ArrayForEach(c, arr(tot, "cloud"))
+        {
+            if (strcmp(ftctl_get_str(c, "offer", ""), ftctl_get_str(e, "offer", "")) == 0)
+                cc = ftctl_get_num(c, "cost", 0);
+        }
         fmt_util(buf, sizeof(buf), cJSON_GetObjectItemCaseSensitive(e, "utilisation"));
         fputs("<tr><td>", f);
         esc(f, ftctl_get_str(e, "offer", ""));
