@@ -99,10 +99,10 @@ static void print_text(const cJSON *r)
     {
         char uh[32], bhv[32] = "-", um[32], bm[32] = "-", st[48];
 
-        snprintf(uh, sizeof(uh), "%.2f", ftctl_get_num(e, "used_gpu_hours", 0));
+        snprintf(uh, sizeof(uh), "%.4g", ftctl_get_num(e, "used_gpu_hours", 0));
         snprintf(um, sizeof(um), "%.2f", ftctl_get_num(e, "used_money", 0));
         if (!ftctl_is_null_or_absent(e, "budget_gpu_hours"))
-            snprintf(bhv, sizeof(bhv), "%.2f", ftctl_get_num(e, "budget_gpu_hours", 0));
+            snprintf(bhv, sizeof(bhv), "%.4g", ftctl_get_num(e, "budget_gpu_hours", 0));
         if (!ftctl_is_null_or_absent(e, "budget_money"))
             snprintf(bm, sizeof(bm), "%.2f", ftctl_get_num(e, "budget_money", 0));
         snprintf(st, sizeof(st), "%s",
@@ -129,7 +129,7 @@ static void print_text(const cJSON *r)
         char id[24], h[32], c[32];
 
         snprintf(id, sizeof(id), "%lld", (long long)ftctl_get_int(e, "job_id", 0));
-        snprintf(h, sizeof(h), "%.3f", ftctl_get_num(e, "gpu_hours", 0));
+        snprintf(h, sizeof(h), "%.4f", ftctl_get_num(e, "gpu_hours", 0));
         snprintf(c, sizeof(c), "%.2f", ftctl_get_num(e, "cost", 0));
         const char *cells[] = {id, ftctl_get_str(e, "name", ""), ftctl_get_str(e, "user", ""), h,
                                c};
