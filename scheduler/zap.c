@@ -457,6 +457,17 @@ static bool trim(sched_t *s, const ft_identity_t *who, cJSON *m, const char *typ
                 changed = true;
             }
         }
+        /* Team budgets (ledger.c lists every budgeted team's burn): own team only. */
+        rows = cJSON_GetObjectItemCaseSensitive(m, "budgets");
+        for (r = rows ? rows->child : NULL; r; r = next) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "team");
+
+            next = r->next;
+            if (!cJSON_IsString(t) || strcmp(t->valuestring, who->team) != 0) {
+                cJSON_Delete(cJSON_DetachItemViaPointer(rows, r));
+                changed = true;
+            }
+        }
         /* Cluster-wide totals would show what the other teams used. */
         for (c = m->child; c; c = cn) {
             cn = c->next;

@@ -341,6 +341,15 @@ def test_budget_hold():
         b = u["budgets"][0]
         check(b["team"] == "vision" and b["over"] and b["used_gpu_hours"] > b["budget_gpu_hours"],
               f"usage -o json carries the burn: {b}")
+        if hasattr(c, "add_key") and not getattr(c, "insecure", True):
+            bob = c.add_key("bob", "bob", "nlp", "user")
+            carol = c.add_key("carol", "carol", "vision", "user")
+            time.sleep(1.5)  # ftsched reloads its keys file within a second
+            u = c.ftctl_json("usage", "--by", "team", env=bob)
+            check(not u.get("budgets"), f"a user of team nlp does not see vision's budget: {u.get('budgets')}")
+            u = c.ftctl_json("usage", "--by", "team", env=carol)
+            check([x["team"] for x in u.get("budgets", [])] == ["vision"],
+                  "a user of team vision sees her own team's budget")
 
 
 PROBE = """<script>
