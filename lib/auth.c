@@ -278,7 +278,8 @@ int ft_keys_parse(ft_keys_t *k, const char *text, const char *what, ft_err_t *er
     }
     if (each_line(copy, keys_line, &c, err) < 0)
         goto out;
-    qsort(k->ids, k->n, sizeof(*k->ids), id_cmp);
+    if (k->n) /* qsort on NULL is undefined even for 0 entries */
+        qsort(k->ids, k->n, sizeof(*k->ids), id_cmp);
     for (size_t i = 1; i < k->n; i++)
         if (strcmp(k->ids[i - 1].pub, k->ids[i].pub) == 0) {
             ft_err_set(err, FT_EBADFIELD, "'%s': key '%s' is listed twice", ft_sanitize(what, 200),

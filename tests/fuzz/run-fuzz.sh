@@ -24,7 +24,8 @@ rc=0
 for t in proto jobspec keys; do
     work=$(mktemp -d)
     # new inputs land in $work (first dir); the repo corpus is only read
-    out=$("$dir/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    out=$(UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$dir/tests/fuzz/fuzz_$t" \
+        -artifact_prefix="$build/fuzz-crash-$t-" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 "$work" "$src/tests/fuzz/corpus/$t" 2>&1)
     r=$?
     execs=$(printf '%s\n' "$out" | sed -n 's/^stat::number_of_executed_units: *//p')
@@ -35,6 +36,7 @@ for t in proto jobspec keys; do
     else
         echo "FAIL: fuzz_$t exited $r"
         printf '%s\n' "$out" | tail -40
+        echo "the failing input is kept as $build/fuzz-crash-$t-*; add it to tests/fuzz/corpus/$t once fixed"
         rc=1
     fi
     rm -rf "$work"
