@@ -9,7 +9,8 @@ and the speed-up of 2 ranks over 1. Python standard library only.
 
 Settings (environment): FT_BENCH_STEPS (default 30), FT_BENCH_THREADS (CPU
 threads per rank, default 1, so that 2 ranks use the 2 cores 1 rank x 2
-threads would), FT_BENCH_HIDDEN (default 256), FT_BENCH_LAYERS (default 4).
+threads would), FT_BENCH_HIDDEN (default 256), FT_BENCH_LAYERS (default 4),
+FT_BENCH_REPEAT (runs of each, alternated, the best kept; default 2).
 """
 import json
 import os
@@ -39,16 +40,16 @@ def env_int(name, default):
     return int(v)
 
 
-def run(c, trainer, model, ranks, steps, threads, global_batch, seq):
+def run(c, trainer, model, ranks, steps, threads, global_batch, seq, k):
     with open(os.path.join(ROOT, "jobs", "demo-lora.json.in")) as f:
         spec = json.loads(f.read().replace("@RUN@", c.dir).replace("@ROOT@", ROOT))
     spec["gpus"] = ranks
-    spec["name"] = f"dp{ranks}"
+    spec["name"] = f"dp{ranks}-{k}"
     spec["train"].update({"base_model": model, "max_steps": steps, "eval_steps": 0,
                           "save_steps": 0, "warmup_steps": 1, "sequence_len": seq,
                           "micro_batch_size": global_batch // ranks, "threads": threads,
-                          "output_dir": os.path.join(c.dir, f"out-{ranks}")})
-    path = os.path.join(c.dir, f"dp{ranks}.json")
+                          "output_dir": os.path.join(c.dir, f"out-{ranks}-{k}")})
+    path = os.path.join(c.dir, f"dp{ranks}-{k}.json")
     with open(path, "w") as f:
         json.dump(spec, f)
     j = c.submit(path)
@@ -84,6 +85,7 @@ def main():
     threads = env_int("FT_BENCH_THREADS", 1)
     hidden = env_int("FT_BENCH_HIDDEN", 256)
     layers = env_int("FT_BENCH_LAYERS", 4)
+    repeat = env_int("FT_BENCH_REPEAT", 2)
     seq, global_batch = 128, 8
     try:
         with Cluster("dp-bench") as c:
@@ -97,9 +99,18 @@ def main():
                 c.start_worker(n, cpus=1, extra=["--trainer", trainer])
             c.wait_nodes_ready(["n1", "n2"])
             print(f"model: hidden {hidden}, {layers} layers; seq {seq}, global batch "
-                  f"{global_batch} rows, {steps} steps, {threads} thread(s) per rank; "
+                  f"{global_batch} rows, {steps} steps, {threads} thread(s) per rank, "
+                  f"best of {repeat}; "
                   f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-            res = [run(c, trainer, model, r, steps, threads, global_batch, seq) for r in (1, 2)]
+            # alternate 1 and 2 ranks and keep each one's best run: on a shared
+            # machine the load changes between runs
+            best = {}
+            for k in range(repeat):
+                for r in (1, 2):
+                    x = run(c, trainer, model, r, steps, threads, global_batch, seq, k)
+                    if r not in best or x["tokens_per_s"] > best[r]["tokens_per_s"]:
+                        best[r] = x
+            res = [best[1], best[2]]
     except SkipTest as e:
         print(f"skip: {e}")
         return 77
