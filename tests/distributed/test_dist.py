@@ -129,6 +129,24 @@ def equivalence():
         diff = max(max(abs(x - y) for x, y in zip(a1[k], a2[k])) for k in a1)
         check(diff <= 1e-4 * scale + 1e-7,
               f"same adapter: worst difference {diff:.2e} (largest weight {scale:.3e})")
+        # the same global batch as 2 ranks x 2 rows x 2 accumulation steps
+        ga, out3 = lora_spec(c, trainer, "two-ga", 2, 2, steps, 4)
+        with open(ga) as f:
+            spec = json.load(f)
+        spec["train"]["gradient_accumulation_steps"] = 2
+        with open(ga, "w") as f:
+            json.dump(spec, f)
+        j3 = c.submit(ga)
+        r = c.ftctl("wait", "--timeout", "90", str(j3), timeout=120)
+        check(r.returncode == 0, "the 2-rank job with gradient accumulation 2 completed",
+              r.stdout + r.stderr)
+        l3, _ = losses(c, j3)
+        worst = max(abs(l1[k] - l3.get(k, float("inf"))) / abs(l1[k]) for k in l1)
+        check(worst <= 1e-5, f"2 ranks x 2 rows x 2 micro-steps: same loss curve (worst "
+              f"{worst:.2e})")
+        a3 = read_safetensors(os.path.join(out3, "adapter_model.safetensors"))
+        diff = max(max(abs(x - y) for x, y in zip(a1[k], a3[k])) for k in a1)
+        check(diff <= 1e-4 * scale + 1e-7, f"and the same adapter (worst difference {diff:.2e})")
 
 
 def alloc_rows(db, job):
