@@ -476,6 +476,38 @@ static bool trim(sched_t *s, const ft_identity_t *who, cJSON *m, const char *typ
                 changed = true;
             }
         }
+    } else if (strcmp(type, "report_reply") == 0) {
+        /* A lead's report: cluster utilisation, break-even and totals stay
+         * (they name no team, and the reply needs them); per-team rows and
+         * top jobs only of its team. */
+        static const char *const by_team[] = {"team_days", "teams", "budgets"};
+        cJSON *arr, *r, *next;
+
+        for (size_t i = 0; i < sizeof(by_team) / sizeof(by_team[0]); i++) {
+            arr = cJSON_GetObjectItemCaseSensitive(m, by_team[i]);
+            for (r = arr ? arr->child : NULL; r; r = next) {
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(r, "team");
+
+                next = r->next;
+                if (!cJSON_IsString(t) || strcmp(t->valuestring, who->team) != 0) {
+                    cJSON_Delete(cJSON_DetachItemViaPointer(arr, r));
+                    changed = true;
+                }
+            }
+        }
+        arr = cJSON_GetObjectItemCaseSensitive(m, "top_jobs");
+        for (r = arr ? arr->child : NULL; r; r = next) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(r, "job_id");
+            ft_err_t err = {0};
+            job_row_t j;
+
+            next = r->next;
+            if (!cJSON_IsNumber(id) || sched_job_load(s, (int64_t)id->valuedouble, &j, &err) != 0 ||
+                !ft_auth_may_touch(who, j.user, j.team)) {
+                cJSON_Delete(cJSON_DetachItemViaPointer(arr, r));
+                changed = true;
+            }
+        }
     }
     return changed;
 }
@@ -491,7 +523,8 @@ void authz_filter_replies(sched_t *s, const ft_identity_t *who, int from)
         const cJSON *t;
         char *text;
 
-        if (!strstr(p, "\"jobs_reply\"") && !strstr(p, "\"usage_reply\""))
+        if (!strstr(p, "\"jobs_reply\"") && !strstr(p, "\"usage_reply\"") &&
+            !strstr(p, "\"report_reply\""))
             continue;
         if (!(m = cJSON_Parse(p)))
             continue;

@@ -96,13 +96,22 @@ def roles_and_teams():
         check(a in ids and d not in ids, "bob (lead of ml) lists ml's jobs only", str(ids))
         refused(("usage", "--by", "node"), dave, "a user cannot group usage by node")
         refused(("report",), alice, "the report needs the lead role")
-        r = c.ftctl("-o", "json", "report", env=bob)
-        check(r.returncode == 0, "a lead may read the report", r.stderr)
         c.ftctl_ok("cancel", str(a), env=bob)
         check(c.wait_state(a, ["CANCELLED"])["state"] == "CANCELLED", "bob (lead) cancels alice's job")
         c.ftctl_ok("cancel", str(d), env=dave)
         c.wait_state(d, ["CANCELLED"])
         check(True, "dave cancels his own job")
+        time.sleep(1.5)  # the report's window ends at the current whole second
+        rep = json.loads(c.ftctl_ok("-o", "json", "report").stdout)
+        teams = {t["team"] for t in rep.get("teams") or []}
+        check("vision" in teams, "the admin's report has vision's rows", str(teams))
+        r = c.ftctl("-o", "json", "report", env=bob)
+        check(r.returncode == 0, "a lead may read the report", r.stderr)
+        rep = json.loads(r.stdout)
+        teams = {t["team"] for k in ("teams", "team_days", "budgets") for t in rep.get(k) or []}
+        tops = {t["job_id"] for t in rep.get("top_jobs") or []}
+        check(teams <= {"ml"} and d not in tops,
+              "the lead's report shows ml's rows only", f"{teams} {tops}")
         u = json.loads(c.ftctl_ok("-o", "json", "usage", "--by", "team", env=dave).stdout)
         keys = {row["key"] for row in u["rows"]}
         check(keys <= {"vision"}, "dave's usage by team shows vision only", str(keys))
