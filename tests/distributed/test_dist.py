@@ -4,6 +4,8 @@ ftcluster). Python standard library only.
 
   equivalence      1 rank vs 2 ranks on 2 workers, same global batch: same
                    loss curve (1e-5 relative) and the same adapter
+  sigstop_resume   the same with rank 1 SIGSTOPped (a hang): caught by the
+                   ring's heartbeat within seconds
   sigkill_resume   rank 1 SIGKILLed mid-training: the gang is torn down, the
                    job requeues, resumes from its checkpoint and completes;
                    each attempt's GPU-seconds are in the allocations
@@ -159,8 +161,21 @@ def alloc_rows(db, job):
 
 
 def sigkill_resume():
+    kill_resume(signal.SIGKILL)
+
+
+def sigstop_resume():
+    kill_resume(signal.SIGSTOP)
+
+
+def kill_resume(sig):
+    """Rank 1 of a 2-rank LoRA job gets sig mid-training (SIGKILL: it dies;
+    SIGSTOP: it hangs, caught by the ring's heartbeat, set to 2 s here)."""
     trainer = trainer_path()
-    with Cluster("dist-kill") as c:
+    name = signal.Signals(sig).name
+    # FT_* names are the worker's to set: the ranks inherit it from ftworker
+    os.environ["FT_COLL_HEARTBEAT_S"] = "2"
+    with Cluster("dist-" + name.lower()) as c:
         c.start_sched()
         for n in ("n1", "n2"):
             c.start_worker(n, cpus=1, extra=["--trainer", trainer])
@@ -181,13 +196,20 @@ def sigkill_resume():
         check(job["state"] == "RUNNING" and step >= 2 * save,
               f"training passed its second checkpoint (step {step})", json.dumps(job)[:800])
         pids = {x["rank"]: x["pid"] for x in job["ranks"]}
-        print(f"   at step {step}: killing rank 1 (pid {pids[1]}) with SIGKILL")
+        print(f"   at step {step}: sending {name} to rank 1 (pid {pids[1]})")
         t0 = time.monotonic()
-        os.kill(pids[1], signal.SIGKILL)
+        os.kill(pids[1], sig)
         while time.monotonic() - t0 < 15 and pid_alive(pids[0]):
             time.sleep(0.05)
         gone = time.monotonic() - t0
-        check(not pid_alive(pids[0]), f"rank 0 of the broken gang ended {gone:.1f} s after the kill")
+        check(not pid_alive(pids[0]), f"rank 0 of the broken gang ended {gone:.1f} s after {name}")
+        if sig == signal.SIGSTOP:
+            log0 = c.ftctl_ok("logs", "--rank", "0", str(j)).stdout
+            check("sent no heartbeat" in log0, "rank 0 says its peer stopped sending heartbeats",
+                  log0[-600:])
+            while time.monotonic() - t0 < 15 and pid_alive(pids[1]):
+                time.sleep(0.05)
+            check(not pid_alive(pids[1]), "the stopped rank was killed by its worker")
         job = c.wait_state(j, ["COMPLETED", "FAILED", "CANCELLED"], timeout=90)
         check(job["state"] == "COMPLETED", "the job completed after the requeue",
               json.dumps(job)[:1500])
@@ -468,6 +490,7 @@ def stop_together():
 TESTS = {
     "equivalence": equivalence,
     "sigkill_resume": sigkill_resume,
+    "sigstop_resume": sigstop_resume,
     "gang_contention": gang_contention,
     "rendezvous_exec": rendezvous_exec,
     "repeated_failure": repeated_failure,
