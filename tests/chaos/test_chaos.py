@@ -3,6 +3,8 @@
 (SIGSTOP past the liveness window, then SIGCONT), while multi-rank jobs run.
 Seeded (argv[1] or $FT_CHAOS_SEED) and bounded ($FT_CHAOS_CYCLES, default 24).
 
+After each ftsched kill and restart: no job was requeued (ranks kept
+running, workers reported them, the scheduler adopted them).
 At the end, with everything healthy again:
 - every submitted job exists once (submits retried through a scheduler kill
   carry one request id) and has COMPLETED;
@@ -80,6 +82,13 @@ def wait_lost(c, name, t0, limit=10):
     raise TestFailure(f"worker {name} not declared lost within {limit} s")
 
 
+def attempts(c):
+    r = c.ftctl("-o", "json", "ls", "--all")
+    if r.returncode != 0:
+        raise TestFailure(f"ls failed: {r.stderr.strip()}")
+    return {j["job_id"]: j["attempt"] for j in json.loads(r.stdout)["jobs"]}
+
+
 def start_worker(c, name):
     c.start_worker(name, gpus=2)
 
@@ -111,9 +120,15 @@ def main():
             action = rng.choice(["sched", "sched", "worker", "worker", "partition"])
             if action == "sched":
                 figures["sched_kills"] += 1
+                before = attempts(c)
                 c.kill(c.sched, signal.SIGKILL)
                 time.sleep(rng.uniform(0, 1.0))
                 restart_sched(c)
+                time.sleep(1.0)  # workers reconnect and report their ranks
+                after = attempts(c)
+                moved = [j for j in before if after.get(j, 0) != before[j]]
+                check(not moved, f"cycle {cyc}: ranks kept running through the ftsched kill "
+                      f"(no job requeued)", str(moved))
                 # a submit right after the restart: the retry must not duplicate
                 submit(c, rng, n_sub, submitted)
                 n_sub += 1
