@@ -37,6 +37,8 @@ typedef struct {
     int64_t emulate_gpus;  /* --emulate-gpus */
     double gpu_mem_gb;     /* --gpu-mem-gb */
     int64_t stop_grace_ms; /* --stop-grace-ms */
+    const char *key;        /* --key: this node's CURVE key pair file; NULL = $FT_KEY */
+    const char *server_key; /* --server-key: ftsched's public key file; NULL = $FT_SERVER_KEY */
 } cli_t;
 
 typedef enum { ARG_STR, ARG_INT, ARG_NUM } arg_type_t;
@@ -75,6 +77,10 @@ static const struct {
     {"stop-grace-ms", ARG_INT, &cli.stop_grace_ms, 0, 3600000, "MS",
      "SIGTERM to SIGKILL for ranks when ftworker stops (default 10000)"},
     {"log-level", ARG_STR, &cli.log_level, 0, 0, "L", "debug, info, warn or error (default info)"},
+    {"key", ARG_STR, &cli.key, 0, 0, "FILE",
+     "this node's CURVE key pair (ftctl keygen FILE NODE nodes worker; default $FT_KEY)"},
+    {"server-key", ARG_STR, &cli.server_key, 0, 0, "FILE",
+     "ftsched's public key, server.pub (default $FT_SERVER_KEY)"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -245,6 +251,10 @@ int main(int argc, char **argv)
     int p = parse_args(argc, argv);
     if (p != 0)
         return p > 0 ? 0 : EXIT_USAGE;
+    /* The agent reads its CURVE settings from these (include/ft/curve.h). */
+    if ((cli.key && setenv("FT_KEY", cli.key, 1) < 0) ||
+        (cli.server_key && setenv("FT_SERVER_KEY", cli.server_key, 1) < 0))
+        return EXIT_USAGE;
     size_t lvl = 0;
     while (lvl < 4 && strcmp(level_names[lvl], cli.log_level) != 0)
         lvl++;

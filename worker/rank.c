@@ -100,9 +100,13 @@ int rank_log_path(const char *state_dir, int64_t job_id, int rank, char *buf, si
 /* The process environment, then the spec's env, then ours (ours win). */
 static int build_env(const rank_req_t *q, int event_fd, envlist_t *e)
 {
-    for (char **p = environ; p && *p; p++)
+    for (char **p = environ; p && *p; p++) {
+        /* The node's CURVE key is the worker's, not the job's to know of. */
+        if (strncmp(*p, "FT_KEY=", 7) == 0 || strncmp(*p, "FT_SERVER_KEY=", 14) == 0)
+            continue;
         if (env_set(e, *p) < 0)
             return -1;
+    }
     for (int i = 0; i < q->spec->envc; i++)
         if (env_set(e, q->spec->env[i]) < 0)
             return -1;
