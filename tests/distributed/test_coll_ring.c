@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,6 +239,48 @@ static void test_rdv_refusals(void)
     unsetenv("FT_RDV_DIR");
 }
 
+/* The rank side over ftworker's event socket: the request line, a stale
+ * reply skipped, the reply of this attempt taken; the socket wins over a
+ * stray FT_RDV_DIR. */
+static void test_rdv_socket(void)
+{
+    ft_err_t err = {0};
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0)
+        exit(1);
+    setenv("FT_RDV_DIR", tmpdir, 1);
+    setenv("FT_ATTEMPT", "2", 1);
+    const char *replies = "{\"event\":\"rendezvous_reply\",\"attempt\":1,\"blobs\":[\"AA==\","
+                          "\"AA==\"]}\n{\"event\":\"rendezvous_reply\",\"attempt\":2,"
+                          "\"blobs\":[\"QUFB\",\"QkJC\"]}\n";
+    if (write(sp[1], replies, strlen(replies)) != (ssize_t)strlen(replies))
+        exit(1);
+    rdv_t *r = rdv_new(sp[0], 1, 2, &err);
+    char **blobs = NULL;
+    int rc = r ? rdv_exchange(r, "QkJC", &blobs, &err) : -1;
+    char line[256] = "";
+    ssize_t n = read(sp[1], line, sizeof(line) - 1);
+    CHECK(n > 0 && strcmp(line, "{\"event\":\"rendezvous\",\"blob\":\"QkJC\"}\n") == 0,
+          "the rank writes its request line on the event socket, not into FT_RDV_DIR: %s", line);
+    CHECK(rc == 0 && blobs && strcmp(blobs[0], "QUFB") == 0 && strcmp(blobs[1], "QkJC") == 0,
+          "the reply of attempt 1 is skipped, attempt 2's blobs come back in rank order%s%s",
+          rc ? ": " : "", rc ? err.msg : "");
+    rdv_blobs_free(&blobs, 2);
+    const char *bad = "{\"event\":\"rendezvous_reply\",\"attempt\":2,\"blobs\":[\"QUFB\"]}\n";
+    if (write(sp[1], bad, strlen(bad)) != (ssize_t)strlen(bad))
+        exit(1);
+    rc = rdv_exchange(r, "QkJC", &blobs, &err);
+    CHECK(rc < 0 && strstr(err.msg, "'blobs'"), "a reply with the wrong number of blobs is "
+          "refused: '%s'", err.msg);
+    close(sp[1]);
+    rc = rdv_exchange(r, "QkJC", &blobs, &err);
+    CHECK(rc < 0, "a closed event socket ends the wait at once: '%s'", err.msg);
+    rdv_destroy(&r);
+    close(sp[0]);
+    unsetenv("FT_RDV_DIR");
+    unsetenv("FT_ATTEMPT");
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/ft-coll-ring-XXXXXX");
@@ -253,6 +296,7 @@ int main(void)
     test_peer_failure(1);
     test_peer_failure(2);
     test_rdv_refusals();
+    test_rdv_socket();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)

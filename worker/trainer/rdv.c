@@ -144,6 +144,15 @@ rdv_t *rdv_new(int event_fd, int rank, int world, ft_err_t *err)
         env_int("FT_RDV_TIMEOUT_S", 1, 86400, RDV_DEFAULT_TIMEOUT_S, &tmo, err) < 0)
         goto fail;
     r->timeout_ms = (int)(tmo * 1000);
+    /* ftworker's event socket wins: an FT_RDV_DIR left in the worker's
+     * environment must not make every job share one directory */
+    int type = 0;
+    socklen_t tl = sizeof(type);
+    if (event_fd >= 0 && getsockopt(event_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 &&
+        type == SOCK_STREAM) {
+        r->fd = event_fd;
+        return r;
+    }
     const char *dir = getenv("FT_RDV_DIR");
     if (dir && *dir) {
         if (strlen(dir) + 32 >= sizeof(r->dir)) {
@@ -153,18 +162,10 @@ rdv_t *rdv_new(int event_fd, int rank, int world, ft_err_t *err)
         ft_strlcpy(r->dir, dir, sizeof(r->dir));
         return r;
     }
-    int type = 0;
-    socklen_t tl = sizeof(type);
-    if (event_fd < 0 || getsockopt(event_fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
-        type != SOCK_STREAM) {
-        ft_err_set(err, FT_EBADFIELD,
-                   "event fd %d is not a stream socket: a multi-rank run needs ftworker's event "
-                   "socket or 'FT_RDV_DIR'",
-                   event_fd);
-        goto fail;
-    }
-    r->fd = event_fd;
-    return r;
+    ft_err_set(err, FT_EBADFIELD,
+               "event fd %d is not a stream socket: a multi-rank run needs ftworker's event "
+               "socket or 'FT_RDV_DIR'",
+               event_fd);
 fail:
     free(r);
     return NULL;
@@ -202,7 +203,7 @@ void rdv_blobs_free(char ***pb, int n)
 static int write_all(int fd, const char *p, size_t n, ft_err_t *err)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL); /* a gone worker is an error, not SIGPIPE */
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {

@@ -14,8 +14,9 @@
  *    (docs/protocol.md, "Rendezvous"). The scheduler scopes the exchange to
  *    (job, attempt), so a stale rank never joins a newer attempt.
  *  - a directory ($FT_RDV_DIR, for runs without a scheduler: benchmarks,
- *    tests): rank R writes DIR/blob-R atomically and waits for all the
- *    others. The directory must be fresh for every run.
+ *    tests), used only when the event fd is not a socket: rank R writes
+ *    DIR/blob-R atomically and waits for all the others. The directory must
+ *    be fresh for every run.
  * Settings from the environment: FT_ATTEMPT (checked against the reply),
  * FT_RDV_TIMEOUT_S (default 120 s).
  * Cost: one line out and one line of O(world x blob) bytes in.
@@ -32,7 +33,8 @@
 
 typedef struct rdv rdv_t;
 
-/* A rendezvous for rank of world over event_fd (or $FT_RDV_DIR when set).
+/* A rendezvous for rank of world over event_fd when it is a stream socket,
+ * else through $FT_RDV_DIR.
  * NULL with err when neither transport is usable (the fd is not a socket
  * and no directory is given) or a setting is malformed. */
 rdv_t *rdv_new(int event_fd, int rank, int world, ft_err_t *err);
