@@ -567,7 +567,6 @@ typedef struct {
     int devices;                       /* registered devices */
     int64_t *first_ms;                 /* (devices) when each was first seen, unix ms */
     double *rate;                      /* (devices) fixed cost per hour of each */
-    double fixed;                      /* sum of fixed rates, per hour */
     double be_fixed[COST_MAX_CLOUDS];  /* sum of fixed over devices the offer prices */
     double be_margin[COST_MAX_CLOUDS]; /* sum of (cloud - energy) over them */
     int be_devices[COST_MAX_CLOUDS];   /* devices the offer prices */
@@ -607,7 +606,6 @@ static int capacity(sched_t *s, const cost_model_t *m, capacity_t *cap, ft_err_t
         cap->first_ms[cap->devices] = sqlite3_column_int64(st, 2);
         cap->rate[cap->devices] = r.fixed;
         cap->devices++;
-        cap->fixed += r.fixed;
         for (int i = 0; i < m->nclouds; i++) {
             double price = cost_cloud_price(&m->clouds[i], model);
 
