@@ -1326,9 +1326,12 @@ sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
     if (sched_rebuild(s, err) < 0 || ledger_start(s, err) < 0)
         goto fail;
     now = sched_mono_ms(s);
-    /* Nodes the database calls ready get one liveness window to say hello. */
+    /* Nodes the database calls ready get time to say hello: a worker notices
+     * the silence only after its own liveness window, then redials after its
+     * back-off (1 s at first), so they get two windows and a second before
+     * they are written off (tests/chaos found one window too short). */
     for (int i = 0; i < s->nnodes; i++)
-        s->nodes[i].last_recv = now;
+        s->nodes[i].last_recv = now + (int64_t)cfg->heartbeat_ms * cfg->liveness + 1000;
     s->dirty = true;
     return s;
 fail:
