@@ -20,6 +20,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,8 +279,14 @@ static void par_range(int64_t n, int64_t min_par, range_fn fn, void *ctx)
     in_worker_job = true;
     pool_work(0);
     in_worker_job = false;
-    while (atomic_load(&pool.pending) > 0)
-        cpu_relax();
+    /* spin while the others finish; yield once that takes long, so that a
+     * worker the OS has descheduled (a busy machine) gets the core back */
+    for (int spins = 0; atomic_load(&pool.pending) > 0; spins++) {
+        if (spins < POOL_SPIN)
+            cpu_relax();
+        else
+            sched_yield();
+    }
 }
 
 /* Per-thread scratch that grows on demand (attention backward). */
