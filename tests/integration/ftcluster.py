@@ -91,9 +91,25 @@ class Cluster:
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise TestFailure(f"ftctl keygen failed: {r.stderr}")
+            reloads = self._sched_log_count("reloaded")
             with open(os.path.join(self.keys, "keys"), "a") as f:
                 f.write(r.stdout)
+            # A running ftsched rereads the keys file within a second; a worker
+            # started before that is refused and retries only seconds later.
+            if self.sched and self.sched.poll() is None:
+                deadline = time.monotonic() + 5
+                while (time.monotonic() < deadline and
+                       self._sched_log_count("reloaded") <= reloads):
+                    time.sleep(0.05)
         return self.key_env(name + ".key")
+
+    def _sched_log_count(self, word):
+        """Lines of ftsched's log that contain word (0 before it starts)."""
+        try:
+            with open(os.path.join(self.dir, "ftsched.log"), "rb") as f:
+                return sum(1 for line in f if word.encode() in line)
+        except OSError:
+            return 0
 
     # ---- lifecycle ----
     def __enter__(self):
