@@ -551,7 +551,12 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
             detail++;
         snprintf(why, sizeof(why), "rank %d launch failed%s%s", rank, *detail ? ": " : "",
                  ft_sanitize(detail, 200));
-        infra = true;
+        /* A command or working directory that does not exist is the job's own
+         * fault, as a non-zero exit is: retrying it elsewhere cannot help
+         * (Slurm fails such a job at once too). Other launch failures (a busy
+         * device, the worker shutting down) are the node's. */
+        infra = strncmp(detail, "cannot run ", 11) != 0 &&
+                strncmp(detail, "cannot change directory", 23) != 0;
     } else if (strncmp(reason, "lost", 4) == 0) {
         snprintf(why, sizeof(why), "rank %d %s", rank, ft_sanitize(reason, 200));
         infra = true;

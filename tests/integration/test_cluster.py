@@ -112,6 +112,8 @@ def failing_job():
         job = c.job(k)
         check(r.returncode == 4 and job["state"] == "FAILED",
               "a job whose program does not exist FAILED", json.dumps(job)[:600])
+        check(job["attempt"] == 1 and "cannot run" in job["reason"],
+              "a missing program is the job's fault: no retries", json.dumps(job)[:600])
         print(f"   reason: {job['reason']!r}")
         # a time limit ends a job that runs too long
         spec = os.path.join(c.dir, "limit.json")
