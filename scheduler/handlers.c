@@ -1222,7 +1222,12 @@ static void h_progress(sched_t *s, const peer_t *p, cJSON *msg)
                  " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM ranks WHERE job_id = ?1"
                  " AND attempt = ?3 AND rank = ?2 AND node = ?6)"
                  " ON CONFLICT (job_id, rank) DO UPDATE SET attempt = excluded.attempt,"
-                 " time_ms = excluded.time_ms, data = excluded.data",
+                 " time_ms = excluded.time_ms,"
+                 /* merge within an attempt, so an eval event keeps the last
+                  * training loss beside eval_loss; a message is not kept */
+                 " data = CASE WHEN progress.attempt = excluded.attempt"
+                 " THEN json_patch(json_remove(progress.data, '$.message'), excluded.data)"
+                 " ELSE excluded.data END",
                  &err);
     if (!st)
         goto fail;

@@ -557,6 +557,9 @@ def lora_tiny():
               "latest progress is step 40 of 40", json.dumps(p))
         check(isinstance(p.get("eval_loss"), float) and 0 < p["eval_loss"] < 20,
               "the last progress carries the final eval loss", json.dumps(p))
+        check(isinstance(p.get("loss"), float) and isinstance(p.get("tokens_per_s"), float),
+              "and still the last training loss and speed (progress merges within an attempt)",
+              json.dumps(p))
         steps = [x for x in r.stdout.splitlines() if x.startswith("step ")]
         check(any("  loss " in x for x in steps), "watch showed the training loss",
               r.stdout)
