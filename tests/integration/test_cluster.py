@@ -535,6 +535,7 @@ def lora_tiny():
         with open(os.path.join(root, "jobs", "demo-lora.json.in")) as f:
             spec = json.loads(f.read().replace("@RUN@", c.dir).replace("@ROOT@", root))
         out_dir = os.path.join(c.dir, "out")
+        spec["gpus"] = 1  # the demo runs 2 ranks on 2 workers; here one CPU device
         spec["train"].update({"max_steps": 40, "eval_steps": 20, "save_steps": 20,
                               "warmup_steps": 1, "output_dir": out_dir})
         spec_path = os.path.join(c.dir, "job.json")
