@@ -736,6 +736,32 @@ static void h_nodes(sched_t *s, const peer_t *p, cJSON *msg)
     reply(s, p, r);
 }
 
+/* Answers "bad field" when a [since, until] window runs backwards; true if it did. */
+static bool window_bad(sched_t *s, const peer_t *p, int64_t since, int64_t until)
+{
+    ft_err_t err;
+
+    if (until >= since)
+        return false;
+    ft_err_set(&err, FT_EBADFIELD, "field 'until': %lld is before since (%lld)", (long long)until,
+               (long long)since);
+    reply_error(s, p, &err);
+    return true;
+}
+
+/* Replies a message of this type carrying every field of body (consumed). */
+static void reply_fields(sched_t *s, const peer_t *p, ft_msg_type_t type, cJSON *body)
+{
+    cJSON *m = ft_proto_new(type, p->re), *c;
+
+    while ((c = body->child)) {
+        cJSON_DetachItemViaPointer(body, c);
+        cJSON_AddItemToObject(m, c->string, c);
+    }
+    cJSON_Delete(body);
+    reply(s, p, m);
+}
+
 static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
@@ -748,12 +774,8 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
     ft_json_get_int(msg, NULL, "since", false, 0, INT64_MAX / 1000, &since, &err);
     ft_json_get_int(msg, NULL, "until", false, 0, INT64_MAX / 1000, &until, &err);
     ft_json_get_str(msg, NULL, "cloud", false, 64, &cloud, &err);
-    if (until < since) {
-        ft_err_set(&err, FT_EBADFIELD, "field 'until': %lld is before since (%lld)",
-                   (long long)until, (long long)since);
-        reply_error(s, p, &err);
+    if (window_bad(s, p, since, until))
         return;
-    }
     r = sched_usage_report(s, group_by, since, until, &err);
     if (r && ledger_usage_costs(s, r, group_by, since, until, cloud, &err) < 0) {
         cJSON_Delete(r);
@@ -763,16 +785,7 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
         reply_error(s, p, &err);
         return;
     }
-    {
-        cJSON *m = ft_proto_new(FT_MSG_USAGE_REPLY, p->re), *c;
-
-        while ((c = r->child)) {
-            cJSON_DetachItemViaPointer(r, c);
-            cJSON_AddItemToObject(m, c->string, c);
-        }
-        cJSON_Delete(r);
-        reply(s, p, m);
-    }
+    reply_fields(s, p, FT_MSG_USAGE_REPLY, r);
 }
 
 /* The team leads' report (ledger.c); until defaults to now, since to 30 days before. */
@@ -780,28 +793,18 @@ static void h_report(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
     int64_t until = sched_now_ms(s) / 1000, since;
-    cJSON *r, *m, *c;
+    cJSON *r;
 
     ft_json_get_int(msg, NULL, "until", false, 0, INT64_MAX / 1000, &until, &err);
     since = until > 30 * 86400 ? until - 30 * 86400 : 0;
     ft_json_get_int(msg, NULL, "since", false, 0, INT64_MAX / 1000, &since, &err);
-    if (until < since) {
-        ft_err_set(&err, FT_EBADFIELD, "field 'until': %lld is before since (%lld)",
-                   (long long)until, (long long)since);
-        reply_error(s, p, &err);
+    if (window_bad(s, p, since, until))
         return;
-    }
     if (!(r = ledger_report(s, since, until, &err))) {
         reply_error(s, p, &err);
         return;
     }
-    m = ft_proto_new(FT_MSG_REPORT_REPLY, p->re);
-    while ((c = r->child)) {
-        cJSON_DetachItemViaPointer(r, c);
-        cJSON_AddItemToObject(m, c->string, c);
-    }
-    cJSON_Delete(r);
-    reply(s, p, m);
+    reply_fields(s, p, FT_MSG_REPORT_REPLY, r);
 }
 
 /* ---- worker messages ---- */
