@@ -143,23 +143,6 @@ typedef struct {
 
 typedef int (*piece_fn)(void *ctx, const piece_t *p);
 
-static int64_t period_end(int64_t t_ms, split_t sp, char *key, size_t len)
-{
-    time_t t = (time_t)(t_ms / 1000);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(key, len, sp == SPLIT_MONTH ? "%Y-%m" : "%Y-%m-%d", &tm);
-    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-    if (sp == SPLIT_MONTH) {
-        tm.tm_mday = 1;
-        tm.tm_mon += 1;
-    } else {
-        tm.tm_mday += 1;
-    }
-    return (int64_t)timegm(&tm) * 1000;
-}
-
 static int count_devices(sched_t *s, ft_err_t *err)
 {
     sqlite3_stmt *st = db_stmt(s->db, "SELECT count(*) FROM devices", err);
@@ -217,7 +200,7 @@ static int each_piece(sched_t *s, const cost_model_t *m, int64_t lo, int64_t hi,
             double frac = b0 > a0 ? (double)(e - a) / (double)(b0 - a0) : 0;
 
             if (sp != SPLIT_NONE) {
-                e = period_end(a, sp, p.period, sizeof(p.period));
+                e = sched_period_end(a, sp == SPLIT_MONTH, p.period, sizeof(p.period));
                 if (e > b)
                     e = b;
                 frac = b0 > a0 ? (double)(e - a) / (double)(b0 - a0) : 0;
@@ -273,12 +256,9 @@ typedef struct {
 
 static agg_t *agg_get(aggtab_t *t, const char *key)
 {
-    unsigned h = 2166136261u;
+    unsigned h = sched_key_hash(key) % AGG_BUCKETS;
     agg_t *r;
 
-    for (const char *c = key; *c; c++)
-        h = (h ^ (unsigned char)*c) * 16777619u;
-    h %= AGG_BUCKETS;
     for (r = t->b[h]; r; r = r->next)
         if (strcmp(r->key, key) == 0)
             return r;
@@ -655,7 +635,7 @@ static cJSON *budgets_json(const cost_model_t *m, const aggtab_t *month, int64_t
     cJSON *arr = cJSON_CreateArray();
     char key[16];
 
-    period_end(month_ms, SPLIT_MONTH, key, sizeof(key));
+    sched_period_end(month_ms, true, key, sizeof(key));
     for (int i = 0; i < m->nbudgets; i++) {
         const cost_budget_t *b = &m->budgets[i];
         cJSON *o = cJSON_CreateObject();
@@ -768,7 +748,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
         tm.tm_year -= 1900;
         tm.tm_mon -= 1;
         d0 = (int64_t)timegm(&tm) * 1000;
-        d1 = period_end(d0, SPLIT_DAY, key, sizeof(key));
+        d1 = sched_period_end(d0, false, key, sizeof(key));
         if (d0 < lo)
             d0 = lo;
         if (d1 > hi)

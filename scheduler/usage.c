@@ -44,7 +44,7 @@ typedef struct {
     int n;                /* rows */
 } utable_t;
 
-static unsigned hash(const char *s)
+unsigned sched_key_hash(const char *s)
 {
     unsigned h = 2166136261u;
 
@@ -55,7 +55,7 @@ static unsigned hash(const char *s)
 
 static urow_t *row_get(utable_t *t, const char *key)
 {
-    unsigned h = hash(key) % NBUCKETS;
+    unsigned h = sched_key_hash(key) % NBUCKETS;
     urow_t *r;
 
     for (r = t->b[h]; r; r = r->next)
@@ -91,7 +91,7 @@ static void table_free(utable_t *t)
 }
 
 /* Start of the next UTC day or month after t_ms, and the key of t_ms's. */
-static int64_t period_end(int64_t t_ms, bool month, char *key, size_t len)
+int64_t sched_period_end(int64_t t_ms, bool month, char *key, size_t len)
 {
     time_t t = (time_t)(t_ms / 1000);
     struct tm tm;
@@ -191,7 +191,7 @@ cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64
         case G_DAY:
         case G_MONTH:
             while (a < b) {
-                int64_t e = period_end(a, groups[gi].g == G_MONTH, key, sizeof(key));
+                int64_t e = sched_period_end(a, groups[gi].g == G_MONTH, key, sizeof(key));
 
                 if (e > b)
                     e = b;
