@@ -22,18 +22,9 @@ static int oom(void)
 /* Options loop for subcommands without options; >0 exit code, -1 help shown. */
 static int only_help(const char *cmd, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (opt == 'h') {
-            ftctl_usage(cmd, 0);
-            return -1;
-        }
-        return ftctl_usage_error(cmd, "unknown option '%s'", ft_sanitize(argv[optind - 1], 64));
-    }
+    int rc = ftctl_only_help_opt(cmd, argc, argv);
+    if (rc != FTCTL_EXIT_OK)
+        return rc;
     if (optind < argc)
         return ftctl_usage_error(cmd, "unexpected argument '%s'", ft_sanitize(argv[optind], 64));
     return FTCTL_EXIT_OK;
@@ -296,17 +287,10 @@ int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv)
         }
         case OPT_SINCE:
         case OPT_UNTIL: {
-            int64_t v;
-            if (ft_parse_time(optarg, now, &v) < 0 || v < 0)
-                return ftctl_usage_error("usage",
-                                         "bad %s '%s': expected 2026-11-30, "
-                                         "2026-11-30T06:00:00Z, now, -7d, -12h or unix seconds",
-                                         opt == OPT_SINCE ? "--since" : "--until",
-                                         ft_sanitize(optarg, 32));
-            if (opt == OPT_SINCE)
-                since = v;
-            else
-                until = v;
+            int trc = ftctl_time_opt("usage", opt == OPT_SINCE ? "--since" : "--until", optarg,
+                                     now, opt == OPT_SINCE ? &since : &until);
+            if (trc != FTCTL_EXIT_OK)
+                return trc;
             break;
         }
         case OPT_CLOUD:

@@ -521,28 +521,9 @@ static int one_job_id(const char *cmd, int argc, char **argv, int64_t *id)
     return FTCTL_EXIT_OK;
 }
 
-/* Options loop for subcommands whose only option is -h: 0 to go on, -1 when
- * the help was shown, else a usage exit code. */
-static int no_options(const char *cmd, int argc, char **argv)
-{
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        if (opt == 'h') {
-            ftctl_usage(cmd, 0);
-            return -1; /* help shown: the caller exits 0 */
-        }
-        return ftctl_usage_error(cmd, "unknown option '%s'", ft_sanitize(argv[optind - 1], 64));
-    }
-    return FTCTL_EXIT_OK;
-}
-
 int ftctl_cmd_show(ftctl_t *c, int argc, char **argv)
 {
-    int rc = no_options("show", argc, argv);
+    int rc = ftctl_only_help_opt("show", argc, argv);
     if (rc != FTCTL_EXIT_OK)
         return rc < 0 ? FTCTL_EXIT_OK : rc;
     int64_t id;
@@ -1024,7 +1005,7 @@ static bool print_state_line(const cJSON *job, int64_t id, bool bar_drawn)
 
 int ftctl_cmd_watch(ftctl_t *c, int argc, char **argv)
 {
-    int rc = no_options("watch", argc, argv);
+    int rc = ftctl_only_help_opt("watch", argc, argv);
     if (rc != FTCTL_EXIT_OK)
         return rc < 0 ? FTCTL_EXIT_OK : rc;
     int64_t id;

@@ -44,6 +44,17 @@ out:
     return rc < 0 ? FTCTL_EXIT_FAILED : FTCTL_EXIT_OK;
 }
 
+/* Prints one table of the text report after a blank line and frees it; an
+ * allocation failure (NULL) leaves the section out. */
+static void print_section(ftctl_table_t **t)
+{
+    if (!*t)
+        return;
+    printf("\n");
+    ftctl_table_print(*t, stdout);
+    ftctl_table_destroy(t);
+}
+
 static void print_text(const cJSON *r)
 {
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "utilisation");
@@ -86,11 +97,7 @@ static void print_text(const cJSON *r)
         if (t)
             ftctl_table_add(t, cells);
     }
-    if (t) {
-        printf("\n");
-        ftctl_table_print(t, stdout);
-        ftctl_table_destroy(&t);
-    }
+    print_section(&t);
 
     const char *gh[] = {"TEAM",       "MONTH",        "USED_GPU_H", "BUDGET_GPU_H",
                         "USED_MONEY", "BUDGET_MONEY", "STATE"};
@@ -116,11 +123,7 @@ static void print_text(const cJSON *r)
         if (t)
             ftctl_table_add(t, cells);
     }
-    if (t) {
-        printf("\n");
-        ftctl_table_print(t, stdout);
-        ftctl_table_destroy(&t);
-    }
+    print_section(&t);
 
     const char *jh[] = {"JOB", "NAME", "USER", "GPU_HOURS", "COST"};
     t = ftctl_table_new(5, jh);
@@ -136,11 +139,7 @@ static void print_text(const cJSON *r)
         if (t)
             ftctl_table_add(t, cells);
     }
-    if (t) {
-        printf("\n");
-        ftctl_table_print(t, stdout);
-        ftctl_table_destroy(&t);
-    }
+    print_section(&t);
 }
 
 int ftctl_cmd_report(ftctl_t *c, int argc, char **argv)
@@ -160,21 +159,11 @@ int ftctl_cmd_report(ftctl_t *c, int argc, char **argv)
     while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (opt) {
         case OPT_SINCE:
-        case OPT_UNTIL: {
-            int64_t v;
-
-            if (ft_parse_time(optarg, now, &v) < 0 || v < 0)
-                return ftctl_usage_error("report",
-                                         "bad %s '%s': expected 2026-11-30, "
-                                         "2026-11-30T06:00:00Z, now, -7d, -12h or unix seconds",
-                                         opt == OPT_SINCE ? "--since" : "--until",
-                                         ft_sanitize(optarg, 32));
-            if (opt == OPT_SINCE)
-                since = v;
-            else
-                until = v;
+        case OPT_UNTIL:
+            if ((rc = ftctl_time_opt("report", opt == OPT_SINCE ? "--since" : "--until", optarg,
+                                     now, opt == OPT_SINCE ? &since : &until)) != FTCTL_EXIT_OK)
+                return rc;
             break;
-        }
         case OPT_HTML:
             if (!*optarg)
                 return ftctl_usage_error("report", "--html needs a file name");

@@ -126,5 +126,12 @@ int ftctl_html_report(const cJSON *reply, FILE *f);
 int ftctl_usage(const char *cmd, int status);
 /* Usage error: "ftctl CMD: <message>" and the usage line on stderr; returns 2. */
 int ftctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Options loop for subcommands whose only option is -h: 0 to go on, -1 when
+ * the help was shown (the caller exits 0), else a usage exit code. Positional
+ * arguments are left to the caller (from optind). */
+int ftctl_only_help_opt(const char *cmd, int argc, char **argv);
+/* Parses a --since/--until value (opt names it) against now into *out (>= 0):
+ * 0, or the usage exit code after saying why. */
+int ftctl_time_opt(const char *cmd, const char *opt, const char *arg, int64_t now, int64_t *out);
 
 #endif

@@ -161,6 +161,36 @@ int ftctl_usage_error(const char *cmd, const char *fmt, ...)
     return ftctl_usage(cmd, FTCTL_EXIT_USAGE);
 }
 
+int ftctl_only_help_opt(const char *cmd, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (opt == 'h') {
+            ftctl_usage(cmd, 0);
+            return -1;
+        }
+        return ftctl_usage_error(cmd, "unknown option '%s'", ft_sanitize(argv[optind - 1], 64));
+    }
+    return FTCTL_EXIT_OK;
+}
+
+int ftctl_time_opt(const char *cmd, const char *opt, const char *arg, int64_t now, int64_t *out)
+{
+    int64_t v;
+
+    if (ft_parse_time(arg, now, &v) < 0 || v < 0)
+        return ftctl_usage_error(cmd,
+                                 "bad %s '%s': expected 2026-11-30, "
+                                 "2026-11-30T06:00:00Z, now, -7d, -12h or unix seconds",
+                                 opt, ft_sanitize(arg, 32));
+    *out = v;
+    return FTCTL_EXIT_OK;
+}
+
 void ftctl_die_msg(const char *fmt, ...)
 {
     va_list ap;
