@@ -336,6 +336,16 @@ int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err)
     return 0;
 }
 
+int db_rows_done(db_t *db, sqlite3_stmt *st, int rc, ft_err_t *err)
+{
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(db->conn));
+        return -1;
+    }
+    return 0;
+}
+
 void db_set_busy_timeout(db_t *db, int ms)
 {
     sqlite3_busy_timeout(db->conn, ms);

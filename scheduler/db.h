@@ -52,6 +52,10 @@ void db_rollback(db_t *db);
 /* Steps a statement that returns no rows (INSERT/UPDATE/DELETE). */
 int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err);
 
+/* Ends a loop of sqlite3_step over rows: resets st, then 0 when rc (the last
+ * step's result) is SQLITE_DONE, else -1 with err set from the connection. */
+int db_rows_done(db_t *db, sqlite3_stmt *st, int rc, ft_err_t *err);
+
 /* Sets how long a locked database is waited for before SQLITE_BUSY. */
 void db_set_busy_timeout(db_t *db, int ms);
 

@@ -76,11 +76,8 @@ int ledger_start(sched_t *s, ft_err_t *err)
         }
         l->open_ids[l->nopen++] = sqlite3_column_int64(st, 0);
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     return 0;
 }
 
@@ -220,11 +217,8 @@ static int each_piece(sched_t *s, const cost_model_t *m, int64_t lo, int64_t hi,
             a = e;
         }
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     return 0;
 }
 
@@ -596,11 +590,8 @@ static int capacity(sched_t *s, const cost_model_t *m, capacity_t *cap, ft_err_t
             }
         }
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     return 0;
 }
 

@@ -165,11 +165,8 @@ static int send_reply(sched_t *s, const rdv_entry_t *e, ft_err_t *err)
         sched_send_node(s, db_col_text(st, 0), m);
         nodes++;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     ft_info("job %lld attempt %d: rendezvous of %d ranks complete, sent to %d nodes",
             (long long)e->job, e->attempt, e->world, nodes);
     return 0;

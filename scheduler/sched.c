@@ -238,11 +238,8 @@ int sched_rebuild(sched_t *s, ft_err_t *err)
             n->connected = false;
         n->ndevs = 0;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     for (int i = 0; i < s->nnodes;) {
         if (s->nodes[i].ndevs < 0) {
             memmove(&s->nodes[i], &s->nodes[i + 1],
@@ -272,11 +269,8 @@ int sched_rebuild(sched_t *s, ft_err_t *err)
         d->memory_mb = sqlite3_column_int64(st, 4);
         ft_strlcpy(d->kind, db_col_text(st, 5), sizeof(d->kind));
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
 
     st = db_stmt(s->db, "SELECT node, device_index, job_id FROM allocations WHERE end_ms IS NULL",
                  err);
@@ -290,11 +284,8 @@ int sched_rebuild(sched_t *s, ft_err_t *err)
             if (n->devs[k].index == idx)
                 n->devs[k].job_id = sqlite3_column_int64(st, 2);
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     s->dirty = true;
     return 0;
 }
@@ -400,11 +391,8 @@ int sched_stop_ranks(sched_t *s, int64_t job_id, int attempt, const char *reason
         if (n && n->connected)
             sched_send_node(s, node, stop_msg(job_id, attempt, reason, s->cfg.stop_grace_ms));
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     return 0;
 }
 
@@ -432,11 +420,8 @@ int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_
                 n->devs[k].job_id = 0;
         s->dirty = true;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         return -1;
-    }
     return 0;
 }
 

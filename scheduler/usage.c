@@ -204,11 +204,8 @@ cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64
         if (add(&t, k, job, b - a) < 0)
             goto oom;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
+    if (db_rows_done(s->db, st, rc, err) < 0)
         goto out;
-    }
     sorted = calloc((size_t)t.n + 1, sizeof(*sorted));
     if (!sorted)
         goto oom;
