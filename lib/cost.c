@@ -164,18 +164,6 @@ typedef struct {
         return -1;                                                                                 \
     } while (0)
 
-static char *trim(char *s)
-{
-    char *e;
-
-    while (isspace((unsigned char)*s))
-        s++;
-    e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
 static bool name_ok(const char *s)
 {
     if (!*s || strlen(s) >= COST_NAME_MAX)
@@ -220,20 +208,20 @@ static int section(parse_t *p, char *s)
     char *close = strrchr(s, ']'), *word = s + 1, *name = NULL;
     size_t i;
 
-    if (!close || trim(close + 1)[0])
+    if (!close || ft_trim(close + 1)[0])
         FAIL(p, "section header '%s' does not end with ']'", ft_sanitize(s, 60));
     *close = '\0';
-    word = trim(word);
+    word = ft_trim(word);
     char *q = strchr(word, '"');
     if (q) {
         char *q2 = strrchr(q + 1, '"');
 
-        if (!q2 || trim(q2 + 1)[0])
+        if (!q2 || ft_trim(q2 + 1)[0])
             FAIL(p, "section name in '[%s]' must be one quoted string", ft_sanitize(word, 60));
         *q2 = '\0';
         name = q + 1;
         *q = '\0';
-        word = trim(word);
+        word = ft_trim(word);
     }
     for (i = 0; i < NKEYS(sections); i++)
         if (strcmp(sections[i].name, word) == 0)
@@ -348,7 +336,7 @@ static int set_nodes(parse_t *p, cost_group_t *g, char *v)
     char *save = NULL;
 
     for (char *tok = strtok_r(v, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        tok = trim(tok);
+        tok = ft_trim(tok);
         if (!name_ok(tok))
             FAIL(p, "'nodes': pattern '%s' must be 1 to %d printable bytes", ft_sanitize(tok, 40),
                  COST_NAME_MAX - 1);
@@ -467,7 +455,7 @@ int cost_model_parse(cost_model_t *m, const char *text, const char *name, ft_err
             }
         if ((hash = strchr(buf, '#')))
             *hash = '\0';
-        line = trim(buf);
+        line = ft_trim(buf);
         if (!*line)
             continue;
         if (*line == '[') {
@@ -481,7 +469,7 @@ int cost_model_parse(cost_model_t *m, const char *text, const char *name, ft_err
             return -1;
         }
         *eq = '\0';
-        if (keyval(&p, trim(line), trim(eq + 1)) < 0)
+        if (keyval(&p, ft_trim(line), ft_trim(eq + 1)) < 0)
             return -1;
     }
     return 0;

@@ -151,6 +151,18 @@ int ft_parse_time(const char *s, int64_t now_s, int64_t *out)
 
 /* ---- strings ---- */
 
+char *ft_trim(char *s)
+{
+    char *e;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
 size_t ft_strlcpy(char *dst, const char *src, size_t len)
 {
     size_t n = strlen(src);

@@ -111,19 +111,6 @@ int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ft
     return -1;
 }
 
-/* Trims leading and trailing blanks in place. */
-static char *trim(char *s)
-{
-    char *e;
-
-    while (isspace((unsigned char)*s))
-        s++;
-    e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
-
 int sched_config_load(sched_config_t *cfg, const char *path, ft_err_t *err)
 {
     size_t len = 0;
@@ -148,7 +135,7 @@ int sched_config_load(sched_config_t *cfg, const char *path, ft_err_t *err)
         lineno++;
         if (strchr(line, '#'))
             *strchr(line, '#') = '\0';
-        line = trim(line);
+        line = ft_trim(line);
         if (!*line)
             continue;
         eq = strchr(line, '=');
@@ -158,8 +145,8 @@ int sched_config_load(sched_config_t *cfg, const char *path, ft_err_t *err)
             goto out;
         }
         *eq = '\0';
-        key = trim(line);
-        val = trim(eq + 1);
+        key = ft_trim(line);
+        val = ft_trim(eq + 1);
         if (sched_config_set(cfg, key, val, &kerr) < 0) {
             ft_err_set(err, FT_EBADFIELD, "config '%s' line %d: %s", path, lineno, kerr.msg);
             goto out;

@@ -73,6 +73,9 @@ int ft_parse_time(const char *s, int64_t now_s, int64_t *out);
 /* ---- strings ---- */
 /* Copies at most len-1 bytes and always terminates; returns strlen(src). */
 size_t ft_strlcpy(char *dst, const char *src, size_t len);
+/* Trims leading and trailing isspace() characters of s in place; returns the
+ * first kept character. */
+char *ft_trim(char *s);
 /* Copy of s cut to max bytes (ending "..." if cut) with control characters
  * replaced by '?', for echoing untrusted input in error messages. Returns one of
  * FT_SANITIZE_SLOTS static buffers per thread, used in turn: valid until that
