@@ -632,6 +632,7 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
     reclist_t tr = {0}, er = {0};
     int64_t *idx = NULL, *eidx = NULL;
     llama_config_t cfg;
+    bool ok = false; /* every step done: keep d */
 
     if (T < 1 || T > (1 << 24)) {
         ft_err_set(err, FT_EBADFIELD, "sequence length %d out of range", T);
@@ -738,18 +739,12 @@ data_t *data_open(const ft_trainspec_t *spec, const tokenizer_t *tok, int T, ft_
     d->perm = malloc((size_t)d->train.n * sizeof *d->perm);
     if (!d->perm)
         goto oom;
-    free(idx);
-    free(eidx);
-    free(tb.tok);
-    free(tb.lab);
-    free(eb.tok);
-    free(eb.lab);
-    free(tr.r);
-    free(er.r);
-    return d;
+    ok = true;
+    goto out;
 oom:
     ft_err_set(err, FT_EINTERNAL, "out of memory building the training rows");
 fail:
+out:
     free(idx);
     free(eidx);
     free(tb.tok);
@@ -758,8 +753,9 @@ fail:
     free(eb.lab);
     free(tr.r);
     free(er.r);
-    data_destroy(&d);
-    return NULL;
+    if (!ok)
+        data_destroy(&d);
+    return d;
 }
 
 void data_destroy(data_t **pd)
