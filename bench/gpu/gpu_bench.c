@@ -25,6 +25,7 @@
 #include "ft/common.h"
 #include "model.h"
 #include "optim.h"
+#include "tinymodel.h"
 
 typedef struct {
     const char *name; /* flag without "--" */
@@ -144,19 +145,7 @@ int main(int argc, char **argv)
     cuda_backend_device_name(dname, sizeof(dname), &major, &minor);
 
     llama_config_t cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.vocab_size = vocab;
-    cfg.hidden_size = hidden;
-    cfg.intermediate_size = inter;
-    cfg.n_layers = layers;
-    cfg.n_heads = heads;
-    cfg.n_kv_heads = kv;
-    cfg.head_dim = hidden / heads;
-    cfg.max_position_embeddings = seq;
-    cfg.rms_norm_eps = 1e-5;
-    cfg.rope_theta = 500000.0;
-    cfg.bos_token_id = cfg.eos_token_id = cfg.pad_token_id = -1;
-    snprintf(cfg.model_type, sizeof(cfg.model_type), "llama");
+    tinymodel_bench_config(&cfg, vocab, hidden, inter, layers, heads, kv, seq, 500000.0);
     llama_weights_t w;
     double t_init = now_s();
     if (llama_weights_alloc(&cfg, &w) < 0) {

@@ -532,19 +532,7 @@ static int cmd_bench(int argc, char **argv)
 #endif
     be->set_threads(threads);
     llama_config_t cfg;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.vocab_size = vocab;
-    cfg.hidden_size = hidden;
-    cfg.intermediate_size = inter;
-    cfg.n_layers = layers;
-    cfg.n_heads = heads;
-    cfg.n_kv_heads = kv;
-    cfg.head_dim = hidden / heads;
-    cfg.max_position_embeddings = seq;
-    cfg.rms_norm_eps = 1e-5;
-    cfg.rope_theta = 10000.0;
-    cfg.bos_token_id = cfg.eos_token_id = cfg.pad_token_id = -1;
-    ft_strlcpy(cfg.model_type, "llama", sizeof(cfg.model_type));
+    tinymodel_bench_config(&cfg, vocab, hidden, inter, layers, heads, kv, seq, 10000.0);
     llama_weights_t w;
     if (llama_weights_alloc(&cfg, &w) < 0) {
         fprintf(stderr, "ft-train bench: out of memory for the weights\n");

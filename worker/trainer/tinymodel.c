@@ -129,6 +129,24 @@ static void fill_normal(float *x, size_t n, double std, uint64_t *s)
     }
 }
 
+void tinymodel_bench_config(llama_config_t *cfg, int vocab, int hidden, int inter, int layers,
+                            int heads, int kv_heads, int seq, double rope_theta)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->vocab_size = vocab;
+    cfg->hidden_size = hidden;
+    cfg->intermediate_size = inter;
+    cfg->n_layers = layers;
+    cfg->n_heads = heads;
+    cfg->n_kv_heads = kv_heads;
+    cfg->head_dim = hidden / heads;
+    cfg->max_position_embeddings = seq;
+    cfg->rms_norm_eps = 1e-5;
+    cfg->rope_theta = rope_theta;
+    cfg->bos_token_id = cfg->eos_token_id = cfg->pad_token_id = -1;
+    ft_strlcpy(cfg->model_type, "llama", sizeof(cfg->model_type));
+}
+
 void tinymodel_fill(const llama_config_t *c, llama_weights_t *w, uint64_t seed, double init_std)
 {
     uint64_t s = seed;

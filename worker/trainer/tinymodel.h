@@ -43,6 +43,11 @@ typedef struct {
 void tinymodel_defaults(tinymodel_opts_t *o);
 /* Checks o (every field named on error) and fills the config it describes. */
 int tinymodel_config(const tinymodel_opts_t *o, llama_config_t *cfg, ft_err_t *err);
+/* A bare Llama config of this shape for benchmarks (no checks): head_dim
+ * hidden/heads, max_position_embeddings seq, rms_norm_eps 1e-5, no special
+ * tokens (ids -1), untied, model_type "llama". */
+void tinymodel_bench_config(llama_config_t *cfg, int vocab, int hidden, int inter, int layers,
+                            int heads, int kv_heads, int seq, double rope_theta);
 /* Fills w (allocated for cfg) with the deterministic random weights. */
 void tinymodel_fill(const llama_config_t *cfg, llama_weights_t *w, uint64_t seed, double init_std);
 /* Writes the model folder dir (created when missing; files replaced atomically). */
