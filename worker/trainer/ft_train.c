@@ -240,6 +240,18 @@ out:
 
 /* ---- check ---- */
 
+/* What check and eval share: the spec (a bad one exits), a one-rank collective
+ * (NULL when out of memory) and trainer options without dropout on backend. */
+static coll_t *single_rank_setup(const char *spec_path, int backend, ft_jobspec_t *spec,
+                                 trainer_opts_t *o)
+{
+    load_spec(spec_path, spec);
+    trainer_opts_defaults(o);
+    o->dropout = 0.0;
+    o->backend = backend;
+    return coll_single();
+}
+
 static int cmd_check(int argc, char **argv)
 {
     const char *spec_path = NULL, *out_path = NULL, *v;
@@ -262,16 +274,12 @@ static int cmd_check(int argc, char **argv)
         return EXIT_USAGE;
     }
     ft_jobspec_t spec;
-    load_spec(spec_path, &spec);
+    trainer_opts_t o;
+    coll_t *c = single_rank_setup(spec_path, backend, &spec, &o);
     ft_err_t err;
     ft_err_clear(&err);
     int rc = EXIT_TRAIN;
-    coll_t *c = coll_single();
-    trainer_opts_t o;
-    trainer_opts_defaults(&o);
-    o.dropout = 0.0;
     o.init_b_std = b_std;
-    o.backend = backend;
     trainer_t *t = c ? trainer_new(&spec.train, c, &o, &err) : NULL;
     if (!t || trainer_check(t, out_path, &err) < 0)
         ft_error("%s", err.msg);
@@ -358,16 +366,12 @@ static int cmd_eval(int argc, char **argv)
         return EXIT_USAGE;
     }
     ft_jobspec_t spec;
-    load_spec(spec_path, &spec);
+    trainer_opts_t o;
+    coll_t *c = single_rank_setup(spec_path, backend, &spec, &o);
     ft_err_t err;
     ft_err_clear(&err);
     int rc = EXIT_TRAIN;
     trainer_t *t = NULL;
-    coll_t *c = coll_single();
-    trainer_opts_t o;
-    trainer_opts_defaults(&o);
-    o.dropout = 0.0;
-    o.backend = backend;
     double loss;
     int64_t n;
     if (!c || read_adapter_shape(dir, &o, &err) < 0 ||
