@@ -15,40 +15,15 @@ import json
 import math
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "trainer", "model"))
+from ft_train_testlib import Checks, read_safetensors, runner  # noqa: E402
+
 FT = sys.argv[1]
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures += 1
-
-
-def ft(*args):
-    return subprocess.run([FT] + list(args), capture_output=True, text=True)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    fmt = {"F32": "f", "I32": "i"}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        data = raw[8 + n + b:8 + n + e]
-        out[name] = struct.unpack("<%d%s" % (len(data) // 4, fmt[info["dtype"]]), data)
-    return out
+check = Checks()
+ft = runner(FT)
 
 
 def compare(gpu, cpu):
@@ -108,8 +83,8 @@ def main():
            "--backend", "cpu")
     check(q.returncode == 0, "check --backend cpu exits 0")
     if p.returncode == 0 and q.returncode == 0:
-        g = read_safetensors(os.path.join(tmp, "gpu.safetensors"))
-        c = read_safetensors(os.path.join(tmp, "cpu.safetensors"))
+        g = {k: v[2] for k, v in read_safetensors(os.path.join(tmp, "gpu.safetensors")).items()}
+        c = {k: v[2] for k, v in read_safetensors(os.path.join(tmp, "cpu.safetensors")).items()}
         lg, lc = g["loss"][0], c["loss"][0]
         check(abs(lg - lc) / abs(lc) <= 5e-3, "check loss cpu %.6f gpu %.6f (rel <= 5e-3)" % (lc, lg))
         worst, worst_cos, n_grads, n_same, n_vals = 0.0, 1.0, 0, 0, 0
@@ -173,8 +148,8 @@ def main():
         check(abs(a - b) <= bound, "resumed step %d loss cpu %.5f gpu %.5f (|d| <= %.2e)" % (9 + k, a, b, bound))
 
     shutil.rmtree(tmp, ignore_errors=True)
-    print("all checks passed" if failures == 0 else "%d check(s) failed" % failures)
-    return 1 if failures else 0
+    print("all checks passed" if check.failures == 0 else "%d check(s) failed" % check.failures)
+    return 1 if check.failures else 0
 
 
 if __name__ == "__main__":

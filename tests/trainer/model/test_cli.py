@@ -12,41 +12,14 @@ import math
 import re
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 
+from ft_train_testlib import Checks, read_safetensors, runner
+
 FT = sys.argv[1]
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures += 1
-
-
-def ft(*args):
-    return subprocess.run([FT] + list(args), capture_output=True, text=True)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    out = {}
-    fmt = {"F32": "f", "I32": "i"}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        data = raw[8 + n + b:8 + n + e]
-        vals = struct.unpack("<%d%s" % (len(data) // 4, fmt[info["dtype"]]), data)
-        out[name] = (info["dtype"], info["shape"], vals)
-    return out
+check = Checks()
+ft = runner(FT)
 
 
 def main():
@@ -156,12 +129,12 @@ def main():
     p = ft("eval", "--spec", sp, "--adapter", os.path.join(tmp, "nowhere"))
     check(p.returncode == 1 and "nowhere" in p.stderr, "eval of a missing adapter: exit 1 naming it")
 
-    if failures == 0:
+    if check.failures == 0:
         shutil.rmtree(tmp)
     else:
         print("kept", tmp)
-    print("PASS" if failures == 0 else "FAIL: %d failure(s)" % failures)
-    return 1 if failures else 0
+    print("PASS" if check.failures == 0 else "FAIL: %d failure(s)" % check.failures)
+    return 1 if check.failures else 0
 
 
 if __name__ == "__main__":

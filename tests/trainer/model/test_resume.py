@@ -19,15 +19,10 @@ import subprocess
 import sys
 import tempfile
 
+from ft_train_testlib import Checks
+
 FT = sys.argv[1]
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures += 1
+check = Checks()
 
 
 def run(spec, path):
@@ -123,12 +118,12 @@ def main():
     rc3, _, err3 = run(spec("b", 30, r=8), os.path.join(tmp, "b3.json"))
     check(rc3 == 1, "a changed spec (lora_r) does not resume: exit %d, %s" % (rc3, err3.strip().splitlines()[-1] if err3.strip() else ""))
 
-    if failures == 0:
+    if check.failures == 0:
         shutil.rmtree(tmp)
     else:
         print("kept", tmp)
-    print("PASS" if failures == 0 else "FAIL: %d failure(s)" % failures)
-    return 1 if failures else 0
+    print("PASS" if check.failures == 0 else "FAIL: %d failure(s)" % check.failures)
+    return 1 if check.failures else 0
 
 
 if __name__ == "__main__":
