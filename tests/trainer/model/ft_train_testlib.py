@@ -4,6 +4,7 @@ count, running ft-train, and reading a safetensors file of F32/I32 tensors.
 stdlib only.
 """
 import json
+import shutil
 import struct
 import subprocess
 
@@ -18,6 +19,16 @@ class Checks:
         print(("ok   " if cond else "FAIL ") + what)
         if not cond:
             self.failures += 1
+
+    def finish(self, tmp):
+        """Removes tmp when all passed (else says it is kept), prints PASS or
+        the failure count, and returns the exit status."""
+        if self.failures == 0:
+            shutil.rmtree(tmp)
+        else:
+            print("kept", tmp)
+        print("PASS" if self.failures == 0 else "FAIL: %d failure(s)" % self.failures)
+        return 1 if self.failures else 0
 
 
 def runner(ft_train):

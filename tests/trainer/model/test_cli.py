@@ -11,7 +11,6 @@ import json
 import math
 import re
 import os
-import shutil
 import sys
 import tempfile
 
@@ -129,12 +128,7 @@ def main():
     p = ft("eval", "--spec", sp, "--adapter", os.path.join(tmp, "nowhere"))
     check(p.returncode == 1 and "nowhere" in p.stderr, "eval of a missing adapter: exit 1 naming it")
 
-    if check.failures == 0:
-        shutil.rmtree(tmp)
-    else:
-        print("kept", tmp)
-    print("PASS" if check.failures == 0 else "FAIL: %d failure(s)" % check.failures)
-    return 1 if check.failures else 0
+    return check.finish(tmp)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ usage: test_resume.py FT_TRAIN
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,12 +117,7 @@ def main():
     rc3, _, err3 = run(spec("b", 30, r=8), os.path.join(tmp, "b3.json"))
     check(rc3 == 1, "a changed spec (lora_r) does not resume: exit %d, %s" % (rc3, err3.strip().splitlines()[-1] if err3.strip() else ""))
 
-    if check.failures == 0:
-        shutil.rmtree(tmp)
-    else:
-        print("kept", tmp)
-    print("PASS" if check.failures == 0 else "FAIL: %d failure(s)" % check.failures)
-    return 1 if check.failures else 0
+    return check.finish(tmp)
 
 
 if __name__ == "__main__":
