@@ -967,69 +967,41 @@ fail:
 
 /* ---- periodic checks ---- */
 
-/* Jobs whose gang has not fully started within the timeout: requeue. */
-static void check_gang_timeouts(sched_t *s)
+/* Up to 64 job ids that sql (one integer parameter, arg) selects; -1 when it
+ * cannot be prepared. */
+static int select_job_ids(sched_t *s, const char *sql, int64_t arg, int64_t ids[64])
 {
     ft_err_t err;
-    int64_t ids[64];
-    int n = 0, rc;
-    int64_t now_s = sched_now_ms(s) / 1000;
-    sqlite3_stmt *st = db_stmt(
-        s->db,
-        "SELECT DISTINCT j.id FROM jobs j JOIN ranks r ON r.job_id = j.id AND r.attempt = j.attempt"
-        " WHERE j.state = 'RUNNING' AND r.state = 'starting' AND j.start_time <= ? LIMIT 64",
-        &err);
+    int n = 0;
+    sqlite3_stmt *st = db_stmt(s->db, sql, &err);
 
     if (!st)
-        return;
-    sqlite3_bind_int64(st, 1, now_s - s->cfg.gang_start_timeout_s);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < 64)
+        return -1;
+    sqlite3_bind_int64(st, 1, arg);
+    while (sqlite3_step(st) == SQLITE_ROW && n < 64)
         ids[n++] = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
+    return n;
+}
+
+/* Changes one loaded job inside the caller's transaction; 0 or -1 (err set). */
+typedef int (*job_fix_fn)(sched_t *s, job_row_t *j, ft_err_t *err);
+
+/* Runs fix on each job of ids, one transaction each; the first failure undoes
+ * its transaction, ends the pass and logs "<what> check failed: ...". */
+static void fix_jobs(sched_t *s, const int64_t *ids, int n, job_fix_fn fix, const char *what)
+{
+    ft_err_t err;
+
     for (int i = 0; i < n; i++) {
         job_row_t j;
-        char why[200];
 
         if (sched_tx_begin(s, &err) < 0)
             goto fail;
         if (sched_job_load(s, ids[i], &j, &err) != 0)
             goto fail;
-        snprintf(why, sizeof(why), "gang not fully started within %d s",
-                 s->cfg.gang_start_timeout_s);
-        /* Stop first (the stop reaches every node with a live rank), then
-         * write off the ranks that never reported in. */
-        if (sched_attempt_failed(s, &j, true, false, -1, why, &err) < 0)
+        if (fix(s, &j, &err) < 0)
             goto fail;
-        {
-            int ranks[FT_MAX_GPUS_PER_JOB], nr = 0;
-
-            st = db_stmt(s->db,
-                         "SELECT rank FROM ranks WHERE job_id = ? AND attempt = ?"
-                         " AND state = 'starting'",
-                         &err);
-            if (!st)
-                goto fail;
-            sqlite3_bind_int64(st, 1, j.id);
-            sqlite3_bind_int(st, 2, j.attempt);
-            while (sqlite3_step(st) == SQLITE_ROW && nr < FT_MAX_GPUS_PER_JOB)
-                ranks[nr++] = sqlite3_column_int(st, 0);
-            sqlite3_reset(st);
-            for (int k = 0; k < nr; k++) {
-                st = db_stmt(s->db,
-                             "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
-                             " AND attempt = ? AND rank = ?",
-                             &err);
-                if (!st)
-                    goto fail;
-                db_bind_text(st, 1, "lost: gang start timeout");
-                sqlite3_bind_int64(st, 2, j.id);
-                sqlite3_bind_int(st, 3, j.attempt);
-                sqlite3_bind_int(st, 4, ranks[k]);
-                if (db_step_done(s->db, st, &err) < 0 ||
-                    sched_close_alloc(s, j.id, j.attempt, ranks[k], &err) < 0)
-                    goto fail;
-            }
-        }
         if (sched_tx_commit(s, &err) < 0)
             goto fail_committed;
     }
@@ -1037,7 +1009,63 @@ static void check_gang_timeouts(sched_t *s)
 fail:
     sched_tx_abort(s);
 fail_committed:
-    ft_error("gang start timeout check failed: %s", err.msg);
+    ft_error("%s check failed: %s", what, err.msg);
+}
+
+/* Stops a gang that did not fully start, then writes off its ranks that
+ * never reported in. */
+static int fail_gang_start(sched_t *s, job_row_t *j, ft_err_t *err)
+{
+    int ranks[FT_MAX_GPUS_PER_JOB], nr = 0;
+    char why[200];
+    sqlite3_stmt *st;
+
+    snprintf(why, sizeof(why), "gang not fully started within %d s", s->cfg.gang_start_timeout_s);
+    /* Stop first (the stop reaches every node with a live rank), then
+     * write off the ranks that never reported in. */
+    if (sched_attempt_failed(s, j, true, false, -1, why, err) < 0)
+        return -1;
+    st = db_stmt(s->db,
+                 "SELECT rank FROM ranks WHERE job_id = ? AND attempt = ?"
+                 " AND state = 'starting'",
+                 err);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, j->id);
+    sqlite3_bind_int(st, 2, j->attempt);
+    while (sqlite3_step(st) == SQLITE_ROW && nr < FT_MAX_GPUS_PER_JOB)
+        ranks[nr++] = sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    for (int k = 0; k < nr; k++) {
+        st = db_stmt(s->db,
+                     "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
+                     " AND attempt = ? AND rank = ?",
+                     err);
+        if (!st)
+            return -1;
+        db_bind_text(st, 1, "lost: gang start timeout");
+        sqlite3_bind_int64(st, 2, j->id);
+        sqlite3_bind_int(st, 3, j->attempt);
+        sqlite3_bind_int(st, 4, ranks[k]);
+        if (db_step_done(s->db, st, err) < 0 ||
+            sched_close_alloc(s, j->id, j->attempt, ranks[k], err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Jobs whose gang has not fully started within the timeout: requeue. */
+static void check_gang_timeouts(sched_t *s)
+{
+    int64_t ids[64];
+    int64_t now_s = sched_now_ms(s) / 1000;
+    int n = select_job_ids(
+        s,
+        "SELECT DISTINCT j.id FROM jobs j JOIN ranks r ON r.job_id = j.id AND r.attempt = j.attempt"
+        " WHERE j.state = 'RUNNING' AND r.state = 'starting' AND j.start_time <= ? LIMIT 64",
+        now_s - s->cfg.gang_start_timeout_s, ids);
+
+    fix_jobs(s, ids, n, fail_gang_start, "gang start timeout");
 }
 
 /* Ranks of finished or superseded attempts that never reported in: a worker
@@ -1155,46 +1183,29 @@ static void sweep_missing(sched_t *s)
     }
 }
 
+/* Fails a job past its time limit, for good. */
+static int fail_time_limit(sched_t *s, job_row_t *j, ft_err_t *err)
+{
+    char why[200];
+
+    snprintf(why, sizeof(why), "time limit of %lld s reached", (long long)j->time_limit_s);
+    /* Not a retryable failure: max_retries does not apply. */
+    j->max_retries = 0;
+    j->requeue_on_failure = false;
+    return sched_attempt_failed(s, j, false, false, -1, why, err) < 0 ? -1 : 0;
+}
+
 /* RUNNING jobs past their time limit: FAILED, ranks stopped. */
 static void check_time_limits(sched_t *s)
 {
-    ft_err_t err;
     int64_t ids[64];
-    int n = 0;
     int64_t now_s = sched_now_ms(s) / 1000;
-    sqlite3_stmt *st = db_stmt(s->db,
-                               "SELECT id FROM jobs WHERE state = 'RUNNING' AND time_limit_s > 0"
-                               " AND start_time + time_limit_s <= ? LIMIT 64",
-                               &err);
+    int n = select_job_ids(s,
+                           "SELECT id FROM jobs WHERE state = 'RUNNING' AND time_limit_s > 0"
+                           " AND start_time + time_limit_s <= ? LIMIT 64",
+                           now_s, ids);
 
-    if (!st)
-        return;
-    sqlite3_bind_int64(st, 1, now_s);
-    while (sqlite3_step(st) == SQLITE_ROW && n < 64)
-        ids[n++] = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    for (int i = 0; i < n; i++) {
-        job_row_t j;
-        char why[200];
-
-        if (sched_tx_begin(s, &err) < 0)
-            goto fail;
-        if (sched_job_load(s, ids[i], &j, &err) != 0)
-            goto fail;
-        snprintf(why, sizeof(why), "time limit of %lld s reached", (long long)j.time_limit_s);
-        /* Not a retryable failure: max_retries does not apply. */
-        j.max_retries = 0;
-        j.requeue_on_failure = false;
-        if (sched_attempt_failed(s, &j, false, false, -1, why, &err) < 0)
-            goto fail;
-        if (sched_tx_commit(s, &err) < 0)
-            goto fail_committed;
-    }
-    return;
-fail:
-    sched_tx_abort(s);
-fail_committed:
-    ft_error("time limit check failed: %s", err.msg);
+    fix_jobs(s, ids, n, fail_time_limit, "time limit");
 }
 
 /* Writes last_seen of connected nodes (not a state transition: relaxed sync). */
