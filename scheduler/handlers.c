@@ -396,12 +396,76 @@ static void h_jobs(sched_t *s, const peer_t *p, cJSON *msg)
     reply(s, p, r);
 }
 
+/* One row of a query as a JSON object (h_job's lists). */
+typedef cJSON *(*row_fn)(sqlite3_stmt *st);
+
+static cJSON *rank_row(sqlite3_stmt *st)
+{
+    cJSON *e = cJSON_CreateObject();
+
+    cJSON_AddNumberToObject(e, "rank", sqlite3_column_int(st, 0));
+    cJSON_AddStringToObject(e, "node", db_col_text(st, 1));
+    cJSON_AddNumberToObject(e, "device", sqlite3_column_int(st, 2));
+    cJSON_AddItemToObject(e, "pid", num_or_null(st, 3));
+    cJSON_AddStringToObject(e, "state", db_col_text(st, 4));
+    cJSON_AddItemToObject(e, "exit_code", num_or_null(st, 5));
+    cJSON_AddItemToObject(e, "signal", num_or_null(st, 6));
+    cJSON_AddStringToObject(e, "reason", db_col_text(st, 7));
+    return e;
+}
+
+static cJSON *alloc_row(sqlite3_stmt *st)
+{
+    cJSON *e = cJSON_CreateObject();
+
+    cJSON_AddNumberToObject(e, "attempt", sqlite3_column_int(st, 0));
+    cJSON_AddNumberToObject(e, "rank", sqlite3_column_int(st, 1));
+    cJSON_AddStringToObject(e, "node", db_col_text(st, 2));
+    cJSON_AddStringToObject(e, "device_uuid", db_col_text(st, 3));
+    cJSON_AddStringToObject(e, "device_model", db_col_text(st, 4));
+    cJSON_AddNumberToObject(e, "start", (double)(sqlite3_column_int64(st, 5) / 1000));
+    if (sqlite3_column_type(st, 6) == SQLITE_NULL)
+        cJSON_AddNullToObject(e, "end");
+    else
+        cJSON_AddNumberToObject(e, "end", (double)(sqlite3_column_int64(st, 6) / 1000));
+    return e;
+}
+
+static cJSON *event_row(sqlite3_stmt *st)
+{
+    cJSON *e = cJSON_CreateObject();
+
+    cJSON_AddNumberToObject(e, "time", (double)(sqlite3_column_int64(st, 0) / 1000));
+    cJSON_AddStringToObject(e, "kind", db_col_text(st, 1));
+    cJSON_AddStringToObject(e, "message", db_col_text(st, 2));
+    return e;
+}
+
+/* Adds key: [row(r) for each row r of sql] to j. sql's first parameter is the
+ * job id, its second (when it has one) the attempt. */
+static int add_rows(sched_t *s, cJSON *j, const char *key, const char *sql, int64_t id,
+                    int attempt, row_fn row, ft_err_t *err)
+{
+    cJSON *arr = cJSON_AddArrayToObject(j, key);
+    sqlite3_stmt *st = db_stmt(s->db, sql, err);
+
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int(st, 2, attempt);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        cJSON_AddItemToArray(arr, row(st));
+    sqlite3_reset(st);
+    return 0;
+}
+
 static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
     int64_t id = 0;
     sqlite3_stmt *st;
-    cJSON *r, *j = NULL, *arr, *spec;
+    cJSON *r, *j = NULL, *spec;
     int attempt;
     const char *text;
 
@@ -427,29 +491,11 @@ static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
     cJSON_AddItemToObject(j, "exit_code", num_or_null(st, 13));
     sqlite3_reset(st);
 
-    arr = cJSON_AddArrayToObject(j, "ranks");
-    st = db_stmt(s->db,
+    if (add_rows(s, j, "ranks",
                  "SELECT rank, node, device, pid, state, exit_code, signal, reason FROM ranks"
                  " WHERE job_id = ? AND attempt = ? ORDER BY rank",
-                 &err);
-    if (!st)
+                 id, attempt, rank_row, &err) < 0)
         goto error;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int(st, 2, attempt);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        cJSON *e = cJSON_CreateObject();
-
-        cJSON_AddNumberToObject(e, "rank", sqlite3_column_int(st, 0));
-        cJSON_AddStringToObject(e, "node", db_col_text(st, 1));
-        cJSON_AddNumberToObject(e, "device", sqlite3_column_int(st, 2));
-        cJSON_AddItemToObject(e, "pid", num_or_null(st, 3));
-        cJSON_AddStringToObject(e, "state", db_col_text(st, 4));
-        cJSON_AddItemToObject(e, "exit_code", num_or_null(st, 5));
-        cJSON_AddItemToObject(e, "signal", num_or_null(st, 6));
-        cJSON_AddStringToObject(e, "reason", db_col_text(st, 7));
-        cJSON_AddItemToArray(arr, e);
-    }
-    sqlite3_reset(st);
 
     st = db_stmt(s->db, "SELECT data, time_ms, attempt FROM progress WHERE job_id = ? AND rank = 0",
                  &err);
@@ -465,48 +511,15 @@ static void h_job(sched_t *s, const peer_t *p, cJSON *msg)
     }
     sqlite3_reset(st);
 
-    arr = cJSON_AddArrayToObject(j, "allocations");
-    st = db_stmt(s->db,
+    if (add_rows(s, j, "allocations",
                  "SELECT attempt, rank, node, device_uuid, device_model, start_ms, end_ms"
                  " FROM allocations WHERE job_id = ? ORDER BY attempt, rank",
-                 &err);
-    if (!st)
-        goto error;
-    sqlite3_bind_int64(st, 1, id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        cJSON *e = cJSON_CreateObject();
-
-        cJSON_AddNumberToObject(e, "attempt", sqlite3_column_int(st, 0));
-        cJSON_AddNumberToObject(e, "rank", sqlite3_column_int(st, 1));
-        cJSON_AddStringToObject(e, "node", db_col_text(st, 2));
-        cJSON_AddStringToObject(e, "device_uuid", db_col_text(st, 3));
-        cJSON_AddStringToObject(e, "device_model", db_col_text(st, 4));
-        cJSON_AddNumberToObject(e, "start", (double)(sqlite3_column_int64(st, 5) / 1000));
-        if (sqlite3_column_type(st, 6) == SQLITE_NULL)
-            cJSON_AddNullToObject(e, "end");
-        else
-            cJSON_AddNumberToObject(e, "end", (double)(sqlite3_column_int64(st, 6) / 1000));
-        cJSON_AddItemToArray(arr, e);
-    }
-    sqlite3_reset(st);
-
-    arr = cJSON_AddArrayToObject(j, "events");
-    st = db_stmt(s->db,
+                 id, attempt, alloc_row, &err) < 0 ||
+        add_rows(s, j, "events",
                  "SELECT time_ms, kind, message FROM (SELECT id, time_ms, kind, message FROM"
                  " events WHERE job_id = ? ORDER BY id DESC LIMIT 50) ORDER BY id",
-                 &err);
-    if (!st)
+                 id, attempt, event_row, &err) < 0)
         goto error;
-    sqlite3_bind_int64(st, 1, id);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        cJSON *e = cJSON_CreateObject();
-
-        cJSON_AddNumberToObject(e, "time", (double)(sqlite3_column_int64(st, 0) / 1000));
-        cJSON_AddStringToObject(e, "kind", db_col_text(st, 1));
-        cJSON_AddStringToObject(e, "message", db_col_text(st, 2));
-        cJSON_AddItemToArray(arr, e);
-    }
-    sqlite3_reset(st);
 
     r = ft_proto_new(FT_MSG_JOB_REPLY, p->re);
     cJSON_AddItemToObject(r, "job", j);
