@@ -1096,6 +1096,15 @@ static void h_heartbeat(sched_t *s, const peer_t *p, cJSON *msg)
     /* Liveness was refreshed before dispatch: any message counts. */
 }
 
+/* Reads job_id, attempt and rank, the fields naming one rank in a worker's message. */
+static void get_rank_id(const cJSON *msg, int64_t *job, int64_t *attempt, int64_t *rank,
+                        ft_err_t *err)
+{
+    ft_json_get_int(msg, NULL, "job_id", true, 1, INT64_MAX, job, err);
+    ft_json_get_int(msg, NULL, "attempt", true, 1, INT64_MAX, attempt, err);
+    ft_json_get_int(msg, NULL, "rank", true, 0, INT64_MAX, rank, err);
+}
+
 static void send_stop(sched_t *s, const peer_t *p, int64_t job, int attempt, const char *why)
 {
     cJSON *m = ft_proto_new(FT_MSG_STOP, NULL);
@@ -1115,9 +1124,7 @@ static void h_rank_started(sched_t *s, const peer_t *p, cJSON *msg)
     job_row_t j;
     int rc;
 
-    ft_json_get_int(msg, NULL, "job_id", true, 1, INT64_MAX, &job, &err);
-    ft_json_get_int(msg, NULL, "attempt", true, 1, INT64_MAX, &attempt, &err);
-    ft_json_get_int(msg, NULL, "rank", true, 0, INT64_MAX, &rank, &err);
+    get_rank_id(msg, &job, &attempt, &rank, &err);
     ft_json_get_int(msg, NULL, "pid", true, 1, INT64_MAX, &pid, &err);
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
@@ -1206,9 +1213,7 @@ static void h_progress(sched_t *s, const peer_t *p, cJSON *msg)
     char *text = NULL;
     int rc;
 
-    ft_json_get_int(msg, NULL, "job_id", true, 1, INT64_MAX, &job, &err);
-    ft_json_get_int(msg, NULL, "attempt", true, 1, INT64_MAX, &attempt, &err);
-    ft_json_get_int(msg, NULL, "rank", true, 0, INT64_MAX, &rank, &err);
+    get_rank_id(msg, &job, &attempt, &rank, &err);
     rc = sched_job_load(s, job, &j, &err);
     if (rc != 0 || strcmp(j.state, "RUNNING") != 0 || j.attempt != attempt) {
         ft_debug("progress of job %lld attempt %lld ignored: not the running attempt",
@@ -1273,9 +1278,7 @@ static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
     const char *reason = "";
     sqlite3_stmt *st;
 
-    ft_json_get_int(msg, NULL, "job_id", true, 1, INT64_MAX, &job, &err);
-    ft_json_get_int(msg, NULL, "attempt", true, 1, INT64_MAX, &attempt, &err);
-    ft_json_get_int(msg, NULL, "rank", true, 0, INT64_MAX, &rank, &err);
+    get_rank_id(msg, &job, &attempt, &rank, &err);
     ft_json_get_int(msg, NULL, "exit_code", true, -1, 255, &code, &err);
     ft_json_get_int(msg, NULL, "signal", true, 0, 128, &sig, &err);
     ft_json_get_str(msg, NULL, "reason", true, 256, &reason, &err);
