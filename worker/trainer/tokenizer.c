@@ -1210,6 +1210,21 @@ static int64_t encode_piece(const tokenizer_t *t, const char *s, size_t len, pie
     return bpe_segment(t, s, len, out);
 }
 
+/* Encodes text[a, b), a piece between added tokens, after the n ids already in
+ * out (capacity cap); the new count of ids, or -1. cont: text continues a
+ * previous call (only matters for a piece at the start). */
+static int64_t encode_span(const tokenizer_t *t, const char *text, size_t a, size_t b, bool cont,
+                           int32_t *out, int64_t n, int64_t cap)
+{
+    int64_t k = encode_piece(t, text + a, b - a,
+                             a      ? PIECE_AFTER
+                             : cont ? PIECE_CONT
+                                    : PIECE_START,
+                             out + n, cap - n);
+
+    return k < 0 ? -1 : n + k;
+}
+
 static int64_t encode_text(const tokenizer_t *t, const char *text, size_t len, int32_t *out,
                            int64_t cap, bool cont)
 {
@@ -1238,32 +1253,16 @@ static int64_t encode_text(const tokenizer_t *t, const char *text, size_t len, i
             i++;
             continue;
         }
-        if (i > seg) {
-            int64_t k = encode_piece(t, text + seg, i - seg,
-                                     seg    ? PIECE_AFTER
-                                     : cont ? PIECE_CONT
-                                            : PIECE_START,
-                                     out + n, cap - n);
-            if (k < 0)
-                return -1;
-            n += k;
-        }
+        if (i > seg && (n = encode_span(t, text, seg, i, cont, out, n, cap)) < 0)
+            return -1;
         if (n >= cap)
             return -1;
         out[n++] = hit->id;
         i += hit->len;
         seg = i;
     }
-    if (len > seg) {
-        int64_t k = encode_piece(t, text + seg, len - seg,
-                                 seg    ? PIECE_AFTER
-                                 : cont ? PIECE_CONT
-                                        : PIECE_START,
-                                 out + n, cap - n);
-        if (k < 0)
-            return -1;
-        n += k;
-    }
+    if (len > seg && (n = encode_span(t, text, seg, len, cont, out, n, cap)) < 0)
+        return -1;
     return n;
 }
 
