@@ -31,68 +31,32 @@
 #include "data.h"
 #include "ft/json.h"
 #include "llama.h"
+#include "rng.h"
 #include "tokenizer.h"
 
 #define LINE_MAX_BYTES (64 * 1024 * 1024)
 
-/* ---- PRNG: splitmix64 to seed xoshiro256** (Blackman, Vigna 2018) ---- */
-typedef struct {
-    uint64_t s[4]; /* xoshiro256** state, never all zero */
-} xrng_t;
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static void xrng_seed(xrng_t *r, uint64_t seed)
-{
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xrng_next(xrng_t *r)
-{
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
+/* ---- PRNG: xoshiro256** seeded by splitmix64 (rng.h) ---- */
 
 /* Uniform in [0, n) without modulo bias (rejection). */
-static uint64_t xrng_below(xrng_t *r, uint64_t n)
+static uint64_t rng_below(rng_t *r, uint64_t n)
 {
     uint64_t lim = UINT64_MAX - UINT64_MAX % n;
     uint64_t x;
     do
-        x = xrng_next(r);
+        x = rng_next(r);
     while (x >= lim);
     return x % n;
 }
 
 static void permute(int64_t *perm, int64_t n, uint64_t seed)
 {
-    xrng_t r;
-    xrng_seed(&r, seed);
+    rng_t r;
+    rng_seed(&r, seed);
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)xrng_below(&r, (uint64_t)i + 1);
+        int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
         int64_t t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "lora.h"
+#include "rng.h"
 
 const lora_group_t lora_groups[LORA_N_GROUPS] = {
     {FT_TM_Q, 3},     /* input: ln1 */
@@ -75,43 +76,7 @@ void lora_layout_free(lora_layout_t *lay)
     lay->a_off = lay->b_off = NULL;
 }
 
-/* xoshiro256** seeded through splitmix64: small, fast, well documented. */
-typedef struct {
-    uint64_t s[4];
-} rng_t;
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(rng_t *r, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(rng_t *r)
-{
-    uint64_t *s = r->s;
-    uint64_t res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return res;
-}
-
+/* xoshiro256** seeded through splitmix64 (rng.h): uniform in [0, 1). */
 static double rng_uniform(rng_t *r)
 {
     return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ft/json.h"
+#include "rng.h"
 #include "tinymodel.h"
 
 #define BYTE_VOCAB 259 /* 3 specials + 256 bytes */
@@ -104,18 +105,10 @@ int tinymodel_config(const tinymodel_opts_t *o, llama_config_t *cfg, ft_err_t *e
     return 0;
 }
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in (0, 1]. */
 static double uniform01(uint64_t *s)
 {
-    return ((double)(splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    return ((double)(rng_splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
 }
 
 static void fill_normal(float *x, size_t n, double std, uint64_t *s)
