@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_backend.h"
+
 static int gt_failures;
 
 #define GT_CHECK(cond, ...)                                                                        \
@@ -100,6 +102,26 @@ static inline gt_cmp_t gt_expect(const char *what, const float *gpu, const float
     if (!ok)
         gt_failures++;
     return c;
+}
+
+/* The skip rule: 0 with *out the CUDA backend of device 0; 77 (said) when no
+ * CUDA device is visible; 1 (FAIL printed) when it cannot be opened. main
+ * returns any non-zero value as its exit status. */
+static inline int gt_open_cuda(const backend_t **out)
+{
+    ft_err_t err;
+
+    if (cuda_backend_device_count() < 1) {
+        printf("no CUDA device visible: skipped\n");
+        return 77;
+    }
+    ft_err_clear(&err);
+    *out = backend_cuda(0, &err);
+    if (!*out) {
+        printf("FAIL %s\n", err.msg);
+        return 1;
+    }
+    return 0;
 }
 
 #endif

@@ -207,17 +207,12 @@ out:
 
 int main(void)
 {
-    if (cuda_backend_device_count() < 1) {
-        printf("no CUDA device visible: skipped\n");
-        return 77;
-    }
+    const backend_t *cuda;
+    int open_rc = gt_open_cuda(&cuda);
+    if (open_rc)
+        return open_rc;
     ft_err_t err;
     ft_err_clear(&err);
-    const backend_t *cuda = backend_cuda(0, &err);
-    if (!cuda) {
-        printf("FAIL %s\n", err.msg);
-        return 1;
-    }
     backend_cpu()->set_threads(2);
 
     tinymodel_opts_t to;

@@ -265,17 +265,9 @@ static void test_embedding_backward(void)
 
 int main(void)
 {
-    if (cuda_backend_device_count() < 1) {
-        printf("no CUDA device visible: skipped\n");
-        return 77;
-    }
-    ft_err_t err;
-    ft_err_clear(&err);
-    cu = backend_cuda(0, &err);
-    if (!cu) {
-        printf("FAIL %s\n", err.msg);
-        return 1;
-    }
+    int open_rc = gt_open_cuda(&cu);
+    if (open_rc)
+        return open_rc;
     cpu = backend_cpu();
     cpu->set_threads(2);
     char name[128];

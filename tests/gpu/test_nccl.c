@@ -24,17 +24,12 @@ static double now_s(void)
 
 int main(void)
 {
-    if (cuda_backend_device_count() < 1) {
-        printf("no CUDA device visible: skipped\n");
-        return 77;
-    }
+    const backend_t *cu;
+    int open_rc = gt_open_cuda(&cu);
+    if (open_rc)
+        return open_rc;
     ft_err_t err;
     ft_err_clear(&err);
-    const backend_t *cu = backend_cuda(0, &err);
-    if (!cu) {
-        printf("FAIL %s\n", err.msg);
-        return 1;
-    }
     char id[COLL_NCCL_ID_HEX + 1];
     if (coll_nccl_make_id(id, sizeof(id), &err) < 0) {
         printf("FAIL %s\n", err.msg);
