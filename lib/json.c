@@ -514,3 +514,34 @@ char *ft_json_print(const cJSON *obj)
 {
     return obj ? cJSON_PrintUnformatted(obj) : NULL;
 }
+
+int ft_json_write_file(const char *dir, const char *name, const cJSON *obj, bool newline,
+                       ft_err_t *err)
+{
+    int rc = -1;
+    char *path = ft_asprintf("%s/%s", dir, name);
+    char *text = obj ? cJSON_Print(obj) : NULL;
+    size_t n;
+
+    if (!path || !text) {
+        ft_err_set(err, FT_EINTERNAL, "out of memory writing '%s/%s'", dir, name);
+        goto out;
+    }
+    n = strlen(text);
+    if (newline) {
+        char *nl = realloc(text, n + 2);
+
+        if (!nl) {
+            ft_err_set(err, FT_EINTERNAL, "out of memory writing '%s'", path);
+            goto out;
+        }
+        text = nl;
+        text[n++] = '\n';
+        text[n] = '\0';
+    }
+    rc = ft_write_file_atomic(path, text, n, err);
+out:
+    free(path);
+    free(text);
+    return rc;
+}

@@ -37,5 +37,10 @@ int ft_json_check_keys(const cJSON *obj, const char *ctx, const char *const *all
 
 /* Prints compactly into a malloc'd string (cJSON_PrintUnformatted). */
 char *ft_json_print(const cJSON *obj);
+/* Writes obj, printed formatted (plus a final newline when newline), to the
+ * file dir/name atomically; 0, or -1 with err set (a NULL obj counts as out
+ * of memory, so a failed build can be passed straight in). */
+int ft_json_write_file(const char *dir, const char *name, const cJSON *obj, bool newline,
+                       ft_err_t *err);
 
 #endif

@@ -128,22 +128,6 @@ static cJSON *adapter_config_json(const adapter_t *ad)
     return j;
 }
 
-static int write_json_file(const char *dir, const char *name, const cJSON *obj, ft_err_t *err)
-{
-    int rc = -1;
-    char *path = ft_asprintf("%s/%s", dir, name);
-    char *text = obj ? cJSON_Print(obj) : NULL;
-    if (!path || !text) {
-        ft_err_set(err, FT_EINTERNAL, "out of memory writing '%s/%s'", dir, name);
-        goto out;
-    }
-    rc = ft_write_file_atomic(path, text, strlen(text), err);
-out:
-    free(path);
-    free(text);
-    return rc;
-}
-
 int adapter_write(const char *dir, const adapter_t *ad, ft_err_t *err)
 {
     int rc = -1;
@@ -167,7 +151,7 @@ int adapter_write(const char *dir, const adapter_t *ad, ft_err_t *err)
     }
     if (adapter_add_tensors(w, ad, "", err) < 0 || st_writer_save(w, path, err) < 0)
         goto out;
-    if (write_json_file(dir, ADAPTER_CONFIG_NAME, cfg, err) < 0)
+    if (ft_json_write_file(dir, ADAPTER_CONFIG_NAME, cfg, false, err) < 0)
         goto out;
     rc = 0;
 out:
@@ -576,7 +560,7 @@ int checkpoint_save(const char *output_dir, const adapter_t *ad, const float *ad
         goto out;
     if (!(sj = state_json(st)))
         goto oom;
-    if (write_json_file(tmp, STATE_NAME, sj, err) < 0)
+    if (ft_json_write_file(tmp, STATE_NAME, sj, false, err) < 0)
         goto out;
     if (fsync_path(tmp) < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot sync '%s': %s", tmp, strerror(errno));

@@ -165,31 +165,6 @@ void tinymodel_fill(const llama_config_t *c, llama_weights_t *w, uint64_t seed, 
         fill_normal(w->lm_head, V * C, init_std, &s);
 }
 
-static int write_json(const char *dir, const char *name, cJSON *obj, ft_err_t *err)
-{
-    int rc = -1;
-    char *path = ft_asprintf("%s/%s", dir, name);
-    char *text = obj ? cJSON_Print(obj) : NULL;
-    if (!path || !text) {
-        ft_err_set(err, FT_EINTERNAL, "out of memory writing '%s/%s'", dir, name);
-        goto out;
-    }
-    size_t n = strlen(text);
-    char *nl = realloc(text, n + 2);
-    if (!nl) {
-        ft_err_set(err, FT_EINTERNAL, "out of memory writing '%s'", path);
-        goto out;
-    }
-    text = nl;
-    text[n] = '\n';
-    text[n + 1] = '\0';
-    rc = ft_write_file_atomic(path, text, n + 1, err);
-out:
-    free(path);
-    free(text);
-    return rc;
-}
-
 static const char *torch_dtype(st_dtype_t d)
 {
     return d == ST_BF16 ? "bfloat16" : d == ST_F16 ? "float16" : "float32";
@@ -254,9 +229,9 @@ static int write_tokenizer_files(const char *dir, const tinymodel_opts_t *o, ft_
     cJSON_AddNumberToObject(gc, "bos_token_id", 1);
     cJSON_AddNumberToObject(gc, "eos_token_id", 2);
     cJSON_AddNumberToObject(gc, "pad_token_id", 0);
-    if (write_json(dir, "tokenizer_config.json", tc, err) < 0 ||
-        write_json(dir, "special_tokens_map.json", sm, err) < 0 ||
-        write_json(dir, "generation_config.json", gc, err) < 0)
+    if (ft_json_write_file(dir, "tokenizer_config.json", tc, true, err) < 0 ||
+        ft_json_write_file(dir, "special_tokens_map.json", sm, true, err) < 0 ||
+        ft_json_write_file(dir, "generation_config.json", gc, true, err) < 0)
         goto out;
     rc = 0;
 out:
@@ -332,7 +307,7 @@ int tinymodel_write(const char *dir, const tinymodel_opts_t *o, ft_err_t *err)
     if (st_writer_save(sw, path, err) < 0)
         goto out;
     cj = config_json(o, &c);
-    if (write_json(dir, "config.json", cj, err) < 0)
+    if (ft_json_write_file(dir, "config.json", cj, true, err) < 0)
         goto out;
     if (write_tokenizer_files(dir, o, err) < 0)
         goto out;
