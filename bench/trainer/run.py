@@ -32,20 +32,13 @@ import os
 import subprocess
 import sys
 
+from bench_args import MODEL_FLAGS, positive
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SETUP = os.path.join(ROOT, "tests", "reference", "setup-python.sh")
 TORCH_SCRIPT = os.path.join(HERE, "torch_lora_step.py")
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-MODEL_FLAGS = (("hidden", 512), ("layers", 8), ("heads", 8), ("kv-heads", 8),
-               ("intermediate", 1376), ("vocab", 8192), ("seq", 256), ("batch", 4), ("r", 16))
-
-
-def positive(s):
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("expected a positive integer, got '%s'" % s)
-    return v
 
 
 def parse_args(argv):

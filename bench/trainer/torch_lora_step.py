@@ -18,28 +18,16 @@ import os
 import sys
 import time
 
+from bench_args import MODEL_FLAGS, positive
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def positive(s):
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError("expected a positive integer, got '%s'" % s)
-    return v
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=positive, default=512)
-    p.add_argument("--layers", type=positive, default=8)
-    p.add_argument("--heads", type=positive, default=8)
-    p.add_argument("--kv-heads", type=positive, default=8)
-    p.add_argument("--intermediate", type=positive, default=1376)
-    p.add_argument("--vocab", type=positive, default=8192)
-    p.add_argument("--seq", type=positive, default=256)
-    p.add_argument("--batch", type=positive, default=4)
-    p.add_argument("--r", type=positive, default=16)
+    for name, default in MODEL_FLAGS:
+        p.add_argument("--" + name, type=positive, default=default)
     p.add_argument("--alpha", type=float, default=32.0)
     p.add_argument("--steps", type=positive, default=5)
     p.add_argument("--warmup", type=int, default=1)
