@@ -173,6 +173,8 @@ static void print_budgets(const cJSON *reply)
 
 /* The usage rows with their cost columns, and a TOTAL row. NULL when out of
  * memory. The cost columns are "-" when the scheduler sent none. */
+
+
 static ftctl_table_t *usage_table(const cJSON *reply, const char *key_hdr)
 {
     const char *hdr[] = {key_hdr,   "GPU_HOURS", "JOBS",      "INTERVALS", "ENERGY_KWH", "SRC",
@@ -213,7 +215,7 @@ static ftctl_table_t *usage_table(const cJSON *reply, const char *key_hdr)
             double v = ftctl_get_num(row, num_cols[i], 0);
 
             sum[col] += v;
-            snprintf(cell[col], sizeof(cell[col]), costed ? "%.2f" : "-", v);
+            ftctl_fmt_amount(cell[col], sizeof(cell[col]), v, costed, false);
         }
         snprintf(cell[5], sizeof(cell[5]), "%s",
                  strcmp(src, "measured") == 0   ? "m"
@@ -225,10 +227,10 @@ static ftctl_table_t *usage_table(const cJSON *reply, const char *key_hdr)
         sum[11] += ftctl_get_num(row, "cloud_cost", 0);
         sum[12] += ftctl_get_num(row, "difference", 0);
         sum[13] += ftctl_get_num(row, "unobserved_seconds", 0);
-        snprintf(cell[11], sizeof(cell[11]), costed ? "%.2f" : "-",
-                 ftctl_get_num(row, "cloud_cost", 0));
-        snprintf(cell[12], sizeof(cell[12]), costed ? "%+.2f" : "-",
-                 ftctl_get_num(row, "difference", 0));
+        ftctl_fmt_amount(cell[11], sizeof(cell[11]), ftctl_get_num(row, "cloud_cost", 0), costed,
+                   false);
+        ftctl_fmt_amount(cell[12], sizeof(cell[12]), ftctl_get_num(row, "difference", 0), costed,
+                   true);
         snprintf(cell[13], sizeof(cell[13]), costed ? "%.1f" : "-",
                  ftctl_get_num(row, "unobserved_seconds", 0));
         for (int i = 0; i < NC; i++)
@@ -243,7 +245,10 @@ static ftctl_table_t *usage_table(const cJSON *reply, const char *key_hdr)
         const char *cells[NC];
 
         for (int i = 0; i < NC; i++) {
-            snprintf(cell[i], sizeof(cell[i]), i == 1 ? "%.4f" : i == 12 ? "%+.2f" : "%.2f", sum[i]);
+            if (i == 1)
+                snprintf(cell[i], sizeof(cell[i]), "%.4f", sum[i]);
+            else
+                ftctl_fmt_amount(cell[i], sizeof(cell[i]), sum[i], true, i == 12);
             cells[i] = cell[i];
         }
         snprintf(cell[0], sizeof(cell[0]), "TOTAL");

@@ -68,13 +68,19 @@ static void print_text(const cJSON *r)
     printf("  devices %lld, available %.2f GPU-h, allocated %.2f GPU-h, utilisation %.1f%%\n",
            (long long)ftctl_get_int(u, "devices", 0), ftctl_get_num(u, "available_gpu_hours", 0),
            ftctl_get_num(u, "allocated_gpu_hours", 0), 100 * ftctl_get_num(u, "utilisation", 0));
-    printf("  cost %.2f = capital %.2f + maintenance %.2f + energy %.2f (%.2f kWh, %s)\n",
-           ftctl_get_num(tot, "cost", 0), ftctl_get_num(tot, "cost_capital", 0),
-           ftctl_get_num(tot, "cost_maintenance", 0), ftctl_get_num(tot, "cost_energy", 0),
-           ftctl_get_num(tot, "energy_kwh", 0),
-           ft_sanitize(ftctl_get_str(tot, "energy_source", "?"), 16));
-    printf("  idle capacity cost %.2f over %.2f idle GPU-h\n", ftctl_get_num(u, "idle_cost", 0),
-           ftctl_get_num(u, "idle_gpu_hours", 0));
+    {
+        static const char *const keys[] = {"cost", "cost_capital", "cost_maintenance",
+                                           "cost_energy", "energy_kwh"};
+        char a[5][32], idle[32];
+
+        for (int i = 0; i < 5; i++)
+            ftctl_fmt_amount(a[i], sizeof(a[i]), ftctl_get_num(tot, keys[i], 0), true, false);
+        printf("  cost %s = capital %s + maintenance %s + energy %s (%s kWh, %s)\n", a[0], a[1],
+               a[2], a[3], a[4], ft_sanitize(ftctl_get_str(tot, "energy_source", "?"), 16));
+        ftctl_fmt_amount(idle, sizeof(idle), ftctl_get_num(u, "idle_cost", 0), true, false);
+        printf("  idle capacity cost %s over %.2f idle GPU-h\n", idle,
+               ftctl_get_num(u, "idle_gpu_hours", 0));
+    }
     if (ftctl_get_num(tot, "unobserved_seconds", 0) > 0)
         printf("  %.1f GPU-s were billed while ftsched was not running (restart)\n",
                ftctl_get_num(tot, "unobserved_seconds", 0));
@@ -89,7 +95,7 @@ static void print_text(const cJSON *r)
         cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(tot, "cloud"))
         {
             if (strcmp(ftctl_get_str(c, "offer", ""), ftctl_get_str(e, "offer", "")) == 0)
-                snprintf(cc, sizeof(cc), "%.2f", ftctl_get_num(c, "cost", 0));
+                ftctl_fmt_amount(cc, sizeof(cc), ftctl_get_num(c, "cost", 0), true, false);
         }
         if (cJSON_IsNumber(v))
             snprintf(be, sizeof(be), "%.1f%%", 100 * v->valuedouble);
@@ -133,7 +139,7 @@ static void print_text(const cJSON *r)
 
         snprintf(id, sizeof(id), "%lld", (long long)ftctl_get_int(e, "job_id", 0));
         snprintf(h, sizeof(h), "%.4f", ftctl_get_num(e, "gpu_hours", 0));
-        snprintf(c, sizeof(c), "%.2f", ftctl_get_num(e, "cost", 0));
+        ftctl_fmt_amount(c, sizeof(c), ftctl_get_num(e, "cost", 0), true, false);
         const char *cells[] = {id, ftctl_get_str(e, "name", ""), ftctl_get_str(e, "user", ""), h,
                                c};
         if (t)

@@ -83,6 +83,9 @@ typedef struct ftctl_table ftctl_table_t;
 ftctl_table_t *ftctl_table_new(int ncols, const char *const *headers);
 /* Adds a row of ncols cells (copied; control characters shown as '?'). */
 int ftctl_table_add(ftctl_table_t *t, const char *const *cells);
+/* Money or energy for people: "%.2f" from 1 up (and 0), six decimals below,
+ * "-" when !costed; sign prints "+" on positives. */
+void ftctl_fmt_amount(char *buf, size_t len, double v, bool costed, bool sign);
 /* Prints the header and rows with columns aligned by two spaces. */
 void ftctl_table_print(const ftctl_table_t *t, FILE *f);
 /* Prints the header and rows as CSV (RFC 4180 quoting). */

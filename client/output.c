@@ -228,3 +228,16 @@ int ftctl_parse_seconds(const char *s, double max, double *out)
     *out = v;
     return 0;
 }
+
+/* Money and energy for people: cents (or 0.01 kWh) for amounts of 1 and up,
+ * six decimals below that, so that a short job's cost reads
+ * "0.000213" rather than "0.00"; "-" when the row has no cost model. */
+void ftctl_fmt_amount(char *buf, size_t len, double v, bool costed, bool sign)
+{
+    if (!costed)
+        snprintf(buf, len, "-");
+    else if (v == 0 || fabs(v) >= 1)
+        snprintf(buf, len, sign ? "%+.2f" : "%.2f", v);
+    else
+        snprintf(buf, len, sign ? "%+.6f" : "%.6f", v);
+}

@@ -805,7 +805,7 @@ static void h_usage(sched_t *s, const peer_t *p, cJSON *msg)
 static void h_report(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
-    int64_t until = sched_now_ms(s) / 1000, since;
+    int64_t until = (sched_now_ms(s) + 999) / 1000, since; /* as usage: the current second counts */
     cJSON *r;
 
     ft_json_get_int(msg, NULL, "until", false, 0, INT64_MAX / 1000, &until, &err);
