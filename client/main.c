@@ -85,6 +85,9 @@ static const char global_options_text[] =
     "  -o, --output F table, json or csv (default table; config 'output')\n"
     "  --timeout S    seconds to wait for each reply (default 5)\n"
     "  --user U       user name (default: config 'user', else $USER)\n"
+    "  --key FILE     own CURVE key file (default: $FT_KEY, config 'key')\n"
+    "  --server-key K the scheduler's public key, a file or its 40-character text\n"
+    "                 (default: $FT_SERVER_KEY, config 'server_key')\n"
     "  -h, --help     this help; `ftctl help CMD` for one subcommand\n"
     "  --version      print ftctl's version\n";
 
@@ -125,8 +128,8 @@ static const ftctl_cmd_t *lookup_command(const char *name)
 
 static void print_main_help(FILE *f)
 {
-    fprintf(f, "usage: ftctl [--scheduler E] [-o table|json] [--timeout S] [--user U] "
-               "COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(f, "usage: ftctl [--scheduler E] [-o table|json|csv] [--timeout S] [--user U]\n"
+               "             [--key FILE] [--server-key K] COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\noptions:\n%s\n%s", global_options_text, exit_codes_text);
@@ -274,6 +277,38 @@ static int set_timeout(ftctl_t *c, const char *v, const char *origin)
     return 0;
 }
 
+/* CURVE settings travel in $FT_KEY and $FT_SERVER_KEY, which the shared
+ * client code (ft_curve_client_env) reads; a flag overrides the environment,
+ * a config file line only fills it in. */
+static int set_curve_env(const char *name, const char *v, const char *origin, bool override)
+{
+    if (!*v || strlen(v) >= FT_PATH_MAX) {
+        ftctl_die_msg("%s: expected a key file or key text of 1 to %d characters", origin,
+                      FT_PATH_MAX - 1);
+        return -1;
+    }
+    const char *cur = getenv(name);
+    if (!override && cur && *cur)
+        return 0; /* the environment wins over the config file */
+    if (setenv(name, v, 1) < 0) {
+        ftctl_die_msg("%s: cannot set %s: %s", origin, name, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int conf_key(ftctl_t *c, const char *v, const char *origin)
+{
+    (void)c;
+    return set_curve_env("FT_KEY", v, origin, false);
+}
+
+static int conf_server_key(ftctl_t *c, const char *v, const char *origin)
+{
+    (void)c;
+    return set_curve_env("FT_SERVER_KEY", v, origin, false);
+}
+
 /* The config keys: one row each. */
 typedef struct {
     const char *key;                                           /* name in the file */
@@ -283,6 +318,7 @@ typedef struct {
 static const ftctl_conf_key_t conf_keys[] = {
     {"scheduler", set_endpoint}, {"user", set_user},       {"team", set_team},
     {"output", set_output},      {"timeout", set_timeout},
+    {"key", conf_key},           {"server_key", conf_server_key},
 };
 
 static char *trim(char *s)
@@ -407,7 +443,7 @@ static int take_output_option(ftctl_t *c, int argc, char **argv)
 
 /* ---- main ---- */
 
-enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION };
+enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION, OPT_KEY, OPT_SERVER_KEY };
 
 int main(int argc, char **argv)
 {
@@ -440,6 +476,8 @@ int main(int argc, char **argv)
         {"output", required_argument, NULL, 'o'},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"user", required_argument, NULL, OPT_USER},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"server-key", required_argument, NULL, OPT_SERVER_KEY},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -460,6 +498,12 @@ int main(int argc, char **argv)
             break;
         case OPT_USER:
             rc = set_user(&c, optarg, "--user");
+            break;
+        case OPT_KEY:
+            rc = set_curve_env("FT_KEY", optarg, "--key", true);
+            break;
+        case OPT_SERVER_KEY:
+            rc = set_curve_env("FT_SERVER_KEY", optarg, "--server-key", true);
             break;
         case 'h':
             print_main_help(stdout);

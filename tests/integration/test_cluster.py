@@ -26,6 +26,22 @@ def submit_complete():
         c.start_sched()
         c.start_worker("n1", gpus=2)
         nodes = c.wait_nodes_ready(["n1"])
+        # CURVE settings from flags and from the config file, not only $FT_KEY
+        kf, sp = c.key_env().get("FT_KEY"), c.key_env().get("FT_SERVER_KEY")
+        if kf:
+            no_env = {"FT_KEY": "", "FT_SERVER_KEY": ""}
+            r = c.ftctl("--key", kf, "--server-key", sp, "ping", env=no_env)
+            check(r.returncode == 0, "--key and --server-key flags reach the scheduler",
+                  r.stdout + r.stderr)
+            r = c.ftctl("ping", env=no_env)
+            check(r.returncode == 3, "without any key a secure scheduler is unreachable (3)",
+                  f"{r.returncode} {r.stderr}")
+            conf = os.path.join(c.dir, "ftctl.conf")
+            with open(conf, "w") as f:
+                f.write(f"key = {kf}\nserver_key = {sp}\n")
+            r = c.ftctl("ping", env=dict(no_env, FT_CONFIG=conf))
+            check(r.returncode == 0, "config keys 'key' and 'server_key' work",
+                  r.stdout + r.stderr)
         n1 = [n for n in nodes["nodes"] if n["name"] == "n1"][0]
         ndev = len(n1["devices"])
         if any(d["kind"] == "gpu" for d in n1["devices"]):
