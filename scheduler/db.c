@@ -10,6 +10,7 @@
  * migration at a time, each in its own transaction.
  * Costs: db_stmt is a linear search over at most DB_STMT_CACHE entries.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,79 @@ int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err)
     }
     sqlite3_reset(st);
     return 0;
+}
+
+/* Binds the parameters described by types (see db.h) from ap to st. */
+static void bind_va(sqlite3_stmt *st, const char *types, va_list ap)
+{
+    for (int i = 0; types[i]; i++) {
+        switch (types[i]) {
+        case 'l':
+            sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+            break;
+        case 'd':
+            sqlite3_bind_int(st, i + 1, va_arg(ap, int));
+            break;
+        case 'f':
+            sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+            break;
+        case 't':
+            db_bind_text(st, i + 1, va_arg(ap, const char *));
+            break;
+        default: /* a programmer error: the type strings are literals */
+            abort();
+        }
+    }
+}
+
+sqlite3_stmt *db_query(db_t *db, ft_err_t *err, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st = db_stmt(db, sql, err);
+    va_list ap;
+
+    if (!st)
+        return NULL;
+    va_start(ap, types);
+    bind_va(st, types, ap);
+    va_end(ap);
+    return st;
+}
+
+int db_run(db_t *db, ft_err_t *err, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st = db_stmt(db, sql, err);
+    va_list ap;
+
+    if (!st)
+        return -1;
+    va_start(ap, types);
+    bind_va(st, types, ap);
+    va_end(ap);
+    return db_step_done(db, st, err);
+}
+
+int db_int(db_t *db, ft_err_t *err, int64_t *out, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st = db_stmt(db, sql, err);
+    va_list ap;
+    int rc;
+
+    if (!st)
+        return -1;
+    va_start(ap, types);
+    bind_va(st, types, ap);
+    va_end(ap);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        return 0;
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return 1;
+    ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(db->conn));
+    return -1;
 }
 
 int db_rows_done(db_t *db, sqlite3_stmt *st, int rc, ft_err_t *err)

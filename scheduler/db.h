@@ -56,6 +56,19 @@ int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err);
  * step's result) is SQLITE_DONE, else -1 with err set from the connection. */
 int db_rows_done(db_t *db, sqlite3_stmt *st, int rc, ft_err_t *err);
 
+/* Statements with their parameters in one call. types has one letter per
+ * parameter, in order: 'l' int64_t, 'd' int, 'f' double, 't' text (NULL binds
+ * NULL). Prepare, bind and (db_run, db_int) step in one place so that callers
+ * do not repeat the sequence, nor forget a reset on an error path.
+ *   db_query: the bound statement, for a loop over its rows (end it with
+ *             db_rows_done); NULL with err set.
+ *   db_run:   runs a statement that returns no rows; 0 or -1.
+ *   db_int:   the first column of the first row into *out: 0; 1 when there
+ *             is no row (*out unchanged); -1 with err set. */
+sqlite3_stmt *db_query(db_t *db, ft_err_t *err, const char *sql, const char *types, ...);
+int db_run(db_t *db, ft_err_t *err, const char *sql, const char *types, ...);
+int db_int(db_t *db, ft_err_t *err, int64_t *out, const char *sql, const char *types, ...);
+
 /* Sets how long a locked database is waited for before SQLITE_BUSY. */
 void db_set_busy_timeout(db_t *db, int ms);
 

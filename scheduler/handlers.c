@@ -940,19 +940,11 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
 
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db,
-                 "INSERT INTO nodes (name, hostname, state, last_seen, pid, version)"
-                 " VALUES (?1, ?2, 'ready', ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET"
-                 " hostname = ?2, state = 'ready', last_seen = ?3, pid = ?4, version = ?5",
-                 &err);
-    if (!st)
-        goto internal;
-    db_bind_text(st, 1, name);
-    db_bind_text(st, 2, hostname);
-    sqlite3_bind_int64(st, 3, sched_now_ms(s) / 1000);
-    sqlite3_bind_int64(st, 4, pid);
-    db_bind_text(st, 5, version);
-    if (db_step_done(s->db, st, &err) < 0)
+    if (db_run(s->db, &err,
+               "INSERT INTO nodes (name, hostname, state, last_seen, pid, version)"
+               " VALUES (?1, ?2, 'ready', ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET"
+               " hostname = ?2, state = 'ready', last_seen = ?3, pid = ?4, version = ?5",
+               "ttllt", name, hostname, sched_now_ms(s) / 1000, pid, version) < 0)
         goto internal;
     st = db_stmt(s->db, "DELETE FROM devices WHERE node = ?", &err);
     if (!st)
@@ -1029,17 +1021,10 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
         if (e) {
             /* Ours: adopt it (its allocation stays open until it exits). */
             e->matched = true;
-            st = db_stmt(s->db,
-                         "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ?"
-                         " AND attempt = ? AND rank = ?",
-                         &err);
-            if (!st)
-                goto internal;
-            sqlite3_bind_int64(st, 1, rep[i].pid);
-            sqlite3_bind_int64(st, 2, rep[i].job);
-            sqlite3_bind_int(st, 3, rep[i].attempt);
-            sqlite3_bind_int(st, 4, rep[i].rank);
-            if (db_step_done(s->db, st, &err) < 0)
+            if (db_run(s->db, &err,
+                       "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ?"
+                       " AND attempt = ? AND rank = ?",
+                       "lldd", rep[i].pid, rep[i].job, rep[i].attempt, rep[i].rank) < 0)
                 goto internal;
         }
         if (!e || !current) {
@@ -1128,18 +1113,10 @@ static void h_rank_started(sched_t *s, const peer_t *p, cJSON *msg)
     ft_json_get_int(msg, NULL, "pid", true, 1, INT64_MAX, &pid, &err);
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db,
-                 "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ? AND attempt = ?"
-                 " AND rank = ? AND node = ? AND state = 'starting'",
-                 &err);
-    if (!st)
-        goto internal;
-    sqlite3_bind_int64(st, 1, pid);
-    sqlite3_bind_int64(st, 2, job);
-    sqlite3_bind_int64(st, 3, attempt);
-    sqlite3_bind_int64(st, 4, rank);
-    db_bind_text(st, 5, p->node);
-    if (db_step_done(s->db, st, &err) < 0)
+    if (db_run(s->db, &err,
+               "UPDATE ranks SET pid = ?, state = 'running' WHERE job_id = ? AND attempt = ?"
+               " AND rank = ? AND node = ? AND state = 'starting'",
+               "llllt", pid, job, attempt, rank, p->node) < 0)
         goto internal;
     rc = sched_job_load(s, job, &j, &err);
     if (rc < 0)
@@ -1276,7 +1253,6 @@ static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
     ft_err_t err = {0};
     int64_t job = 0, attempt = 0, rank = 0, code = 0, sig = 0, energy_mj = 0;
     const char *reason = "";
-    sqlite3_stmt *st;
 
     get_rank_id(msg, &job, &attempt, &rank, &err);
     ft_json_get_int(msg, NULL, "exit_code", true, -1, 255, &code, &err);
@@ -1284,21 +1260,11 @@ static void h_rank_exited(sched_t *s, const peer_t *p, cJSON *msg)
     ft_json_get_str(msg, NULL, "reason", true, 256, &reason, &err);
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(s->db,
-                 "UPDATE ranks SET state = 'exited', exit_code = ?, signal = ?, reason = ?"
-                 " WHERE job_id = ? AND attempt = ? AND rank = ? AND node = ?"
-                 " AND state IN ('starting', 'running')",
-                 &err);
-    if (!st)
-        goto internal;
-    sqlite3_bind_int64(st, 1, code);
-    sqlite3_bind_int64(st, 2, sig);
-    db_bind_text(st, 3, reason);
-    sqlite3_bind_int64(st, 4, job);
-    sqlite3_bind_int64(st, 5, attempt);
-    sqlite3_bind_int64(st, 6, rank);
-    db_bind_text(st, 7, p->node);
-    if (db_step_done(s->db, st, &err) < 0)
+    if (db_run(s->db, &err,
+               "UPDATE ranks SET state = 'exited', exit_code = ?, signal = ?, reason = ?"
+               " WHERE job_id = ? AND attempt = ? AND rank = ? AND node = ?"
+               " AND state IN ('starting', 'running')",
+               "lltlllt", code, sig, reason, job, attempt, rank, p->node) < 0)
         goto internal;
     if (sqlite3_changes(s->db->conn) == 0) {
         /* A duplicate, or a rank already written off: nothing to do. */

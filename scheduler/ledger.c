@@ -950,16 +950,10 @@ static int budgets(sched_t *s, ft_err_t *err)
                      b->money, m->currency);
         else
             continue;
-        st = db_stmt(s->db,
-                     "INSERT INTO budget_state (team, held, penalty, reason) VALUES (?, ?, ?, ?)",
-                     err);
-        if (!st)
-            goto out;
-        db_bind_text(st, 1, b->team);
-        sqlite3_bind_int(st, 2, b->over == COST_OVER_HOLD);
-        sqlite3_bind_int(st, 3, b->over == COST_OVER_HOLD ? 0 : b->priority_penalty);
-        db_bind_text(st, 4, why);
-        if (db_step_done(s->db, st, err) < 0)
+        if (db_run(s->db, err,
+                   "INSERT INTO budget_state (team, held, penalty, reason) VALUES (?, ?, ?, ?)",
+                   "tddt", b->team, (int)(b->over == COST_OVER_HOLD),
+                   (int)(b->over == COST_OVER_HOLD ? 0 : b->priority_penalty), why) < 0)
             goto out;
     }
     /* The visible reason on pending jobs: set for held teams, cleared when

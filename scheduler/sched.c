@@ -493,36 +493,20 @@ int sched_rank_ended(sched_t *s, int64_t job_id, int attempt, int rank, int exit
         return 0; /* a stale attempt or a finished job: nothing more to decide */
 
     if (exit_code == 0 && signal == 0 && !reason_abnormal(reason)) {
-        sqlite3_stmt *st = db_stmt(s->db,
-                                   "SELECT count(*) FROM ranks WHERE job_id = ? AND attempt = ?"
-                                   " AND NOT (state = 'exited' AND exit_code = 0 AND signal = 0)",
-                                   err);
-        int left;
+        int64_t left = 0;
 
-        if (!st)
+        if (db_int(s->db, err, &left,
+                   "SELECT count(*) FROM ranks WHERE job_id = ? AND attempt = ?"
+                   " AND NOT (state = 'exited' AND exit_code = 0 AND signal = 0)",
+                   "ld", job_id, attempt) < 0)
             return -1;
-        sqlite3_bind_int64(st, 1, job_id);
-        sqlite3_bind_int(st, 2, attempt);
-        if (sqlite3_step(st) != SQLITE_ROW) {
-            ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(s->db->conn));
-            sqlite3_reset(st);
-            return -1;
-        }
-        left = sqlite3_column_int(st, 0);
-        sqlite3_reset(st);
         if (left > 0)
             return 0;
-        st = db_stmt(s->db,
-                     "UPDATE jobs SET state = 'COMPLETED', reason = ?, end_time = ?,"
-                     " exit_code = 0 WHERE id = ? AND state = 'RUNNING'",
-                     err);
-        if (!st)
-            return -1;
         snprintf(why, sizeof(why), "all %d ranks exited 0", j.gpus);
-        db_bind_text(st, 1, why);
-        sqlite3_bind_int64(st, 2, sched_now_ms(s) / 1000);
-        sqlite3_bind_int64(st, 3, job_id);
-        if (db_step_done(s->db, st, err) < 0 ||
+        if (db_run(s->db, err,
+                   "UPDATE jobs SET state = 'COMPLETED', reason = ?, end_time = ?,"
+                   " exit_code = 0 WHERE id = ? AND state = 'RUNNING'",
+                   "tll", why, sched_now_ms(s) / 1000, job_id) < 0 ||
             sched_event(s, job_id, NULL, "completed", err, "completed: %s", why) < 0)
             return -1;
         s->dirty = true;
@@ -782,34 +766,15 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         view_node_t *n = &s->nodes[slots[r].node];
         view_dev_t *d = &n->devs[slots[r].dev];
 
-        st = db_stmt(s->db,
-                     "INSERT INTO allocations (job_id, attempt, rank, node, device_index,"
-                     " device_uuid, device_model, start_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     &err);
-        if (!st)
+        if (db_run(s->db, &err,
+                   "INSERT INTO allocations (job_id, attempt, rank, node, device_index,"
+                   " device_uuid, device_model, start_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   "lddtdttl", id, j.attempt, r, n->name, d->index, d->uuid, d->model, now) < 0)
             goto fail;
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int(st, 2, j.attempt);
-        sqlite3_bind_int(st, 3, r);
-        db_bind_text(st, 4, n->name);
-        sqlite3_bind_int(st, 5, d->index);
-        db_bind_text(st, 6, d->uuid);
-        db_bind_text(st, 7, d->model);
-        sqlite3_bind_int64(st, 8, now);
-        if (db_step_done(s->db, st, &err) < 0)
-            goto fail;
-        st = db_stmt(s->db,
-                     "INSERT INTO ranks (job_id, attempt, rank, node, device, state)"
-                     " VALUES (?, ?, ?, ?, ?, 'starting')",
-                     &err);
-        if (!st)
-            goto fail;
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_bind_int(st, 2, j.attempt);
-        sqlite3_bind_int(st, 3, r);
-        db_bind_text(st, 4, n->name);
-        sqlite3_bind_int(st, 5, d->index);
-        if (db_step_done(s->db, st, &err) < 0)
+        if (db_run(s->db, &err,
+                   "INSERT INTO ranks (job_id, attempt, rank, node, device, state)"
+                   " VALUES (?, ?, ?, ?, ?, 'starting')",
+                   "lddtd", id, j.attempt, r, n->name, d->index) < 0)
             goto fail;
         d->job_id = id;
         if (r == 0 || slots[r].node != slots[r - 1].node) {

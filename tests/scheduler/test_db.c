@@ -101,6 +101,24 @@ static void test_fresh(const char *path)
     CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2,
           "rollback kept both allocations");
     sqlite3_reset(st);
+    /* One-call statements: db_run binds by type letters, db_int reads one value. */
+    {
+        int64_t v = -1, big = (int64_t)1 << 40;
+
+        CHECK(db_run(db, &err, "INSERT INTO events (time_ms, job_id, node, kind, message)"
+                     " VALUES (?, ?, ?, ?, ?)", "ldttt", big, 7, NULL, "test", "x") == 0,
+              "db_run inserts with int64, int, NULL and text parameters");
+        CHECK(db_int(db, &err, &v, "SELECT time_ms FROM events WHERE kind = ? AND job_id = ?"
+                     " AND node IS NULL", "td", "test", 7) == 0 && v == big,
+              "db_int reads back the 64-bit value (%lld)", (long long)v);
+        v = -1;
+        CHECK(db_int(db, &err, &v, "SELECT time_ms FROM events WHERE kind = ?", "t", "none") == 1 &&
+                  v == -1,
+              "db_int: no row is 1 and leaves *out alone");
+        CHECK(db_run(db, &err, "INSERT INTO no_such_table VALUES (?)", "d", 1) < 0 &&
+                  strstr(err.msg, "no_such_table"),
+              "db_run reports a bad statement: %s", err.msg);
+    }
     CHECK(db_checkpoint(db, true) == 0, "checkpoint (truncate)");
     db_destroy(&db);
     CHECK(db == NULL, "db_destroy nulls the pointer");
