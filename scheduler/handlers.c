@@ -946,11 +946,7 @@ static void h_hello(sched_t *s, const peer_t *p, cJSON *msg)
                " hostname = ?2, state = 'ready', last_seen = ?3, pid = ?4, version = ?5",
                "ttllt", name, hostname, sched_now_ms(s) / 1000, pid, version) < 0)
         goto internal;
-    st = db_stmt(s->db, "DELETE FROM devices WHERE node = ?", &err);
-    if (!st)
-        goto internal;
-    db_bind_text(st, 1, name);
-    if (db_step_done(s->db, st, &err) < 0)
+    if (db_run(s->db, &err, "DELETE FROM devices WHERE node = ?", "t", name) < 0)
         goto internal;
     cJSON_ArrayForEach(d, devs)
     {

@@ -297,7 +297,6 @@ int sched_event(sched_t *s, int64_t job_id, const char *node, const char *kind, 
 {
     char msg[1024];
     va_list ap;
-    sqlite3_stmt *st;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -306,18 +305,11 @@ int sched_event(sched_t *s, int64_t job_id, const char *node, const char *kind, 
         ft_info("job %lld: %s", (long long)job_id, msg);
     else
         ft_info("%s", msg);
-    st = db_stmt(s->db,
-                 "INSERT INTO events (time_ms, job_id, node, kind, message) VALUES (?, ?, ?, ?, ?)",
-                 err);
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, sched_now_ms(s));
-    if (job_id)
-        sqlite3_bind_int64(st, 2, job_id);
-    db_bind_text(st, 3, node);
-    db_bind_text(st, 4, kind);
-    db_bind_text(st, 5, msg);
-    return db_step_done(s->db, st, err);
+    /* job_id 0 is "no job": NULLIF stores NULL */
+    return db_run(s->db, err,
+                  "INSERT INTO events (time_ms, job_id, node, kind, message)"
+                  " VALUES (?, NULLIF(?, 0), ?, ?, ?)",
+                  "llttt", sched_now_ms(s), job_id, node, kind, msg);
 }
 
 int sched_job_load(sched_t *s, int64_t id, job_row_t *j, ft_err_t *err)
@@ -399,18 +391,14 @@ int sched_stop_ranks(sched_t *s, int64_t job_id, int attempt, const char *reason
 int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_t *err)
 {
     sqlite3_stmt *st =
-        db_stmt(s->db,
-                "UPDATE allocations SET end_ms = max(?, start_ms) WHERE job_id = ? AND attempt = ?"
-                " AND rank = ? AND end_ms IS NULL RETURNING node, device_index",
-                err);
+        db_query(s->db, err,
+                 "UPDATE allocations SET end_ms = max(?, start_ms) WHERE job_id = ? AND attempt = ?"
+                 " AND rank = ? AND end_ms IS NULL RETURNING node, device_index",
+                 "lldd", sched_now_ms(s), job_id, attempt, rank);
     int rc;
 
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, sched_now_ms(s));
-    sqlite3_bind_int64(st, 2, job_id);
-    sqlite3_bind_int(st, 3, attempt);
-    sqlite3_bind_int(st, 4, rank);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         view_node_t *n = sched_node_find(s, db_col_text(st, 0));
         int idx = sqlite3_column_int(st, 1);
@@ -425,27 +413,34 @@ int sched_close_alloc(sched_t *s, int64_t job_id, int attempt, int rank, ft_err_
     return 0;
 }
 
+/* Marks one rank of an attempt lost (reason as given) and closes its
+ * allocation; the caller decides what the loss means for the job. */
+static int mark_rank_lost(sched_t *s, int64_t job, int attempt, int rank, const char *reason,
+                          ft_err_t *err)
+{
+    if (db_run(s->db, err,
+               "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
+               " AND attempt = ? AND rank = ?",
+               "tldd", reason, job, attempt, rank) < 0)
+        return -1;
+    return sched_close_alloc(s, job, attempt, rank, err);
+}
+
 int sched_attempt_failed(sched_t *s, const job_row_t *j, bool infra, bool nonzero_exit,
                          int exit_code, const char *why, ft_err_t *err)
 {
     bool retries_left = j->attempt - 1 < j->max_retries;
     bool requeue = retries_left && (infra || (j->requeue_on_failure && nonzero_exit));
     char reason[600];
-    sqlite3_stmt *st;
 
     if (sched_stop_ranks(s, j->id, j->attempt, why, err) < 0)
         return -1;
     if (requeue) {
         snprintf(reason, sizeof(reason), "requeued after attempt %d: %s", j->attempt, why);
-        st = db_stmt(s->db,
-                     "UPDATE jobs SET state = 'PENDING', attempt = attempt + 1,"
-                     " reason = ? WHERE id = ? AND state = 'RUNNING'",
-                     err);
-        if (!st)
-            return -1;
-        db_bind_text(st, 1, reason);
-        sqlite3_bind_int64(st, 2, j->id);
-        if (db_step_done(s->db, st, err) < 0 ||
+        if (db_run(s->db, err,
+                   "UPDATE jobs SET state = 'PENDING', attempt = attempt + 1,"
+                   " reason = ? WHERE id = ? AND state = 'RUNNING'",
+                   "tl", reason, j->id) < 0 ||
             sched_event(s, j->id, NULL, "requeued", err, "%s", reason) < 0)
             return -1;
     } else {
@@ -454,17 +449,10 @@ int sched_attempt_failed(sched_t *s, const job_row_t *j, bool infra, bool nonzer
                      j->attempt);
         else
             snprintf(reason, sizeof(reason), "%s", why);
-        st = db_stmt(s->db,
-                     "UPDATE jobs SET state = 'FAILED', reason = ?, end_time = ?,"
-                     " exit_code = ? WHERE id = ? AND state = 'RUNNING'",
-                     err);
-        if (!st)
-            return -1;
-        db_bind_text(st, 1, reason);
-        sqlite3_bind_int64(st, 2, sched_now_ms(s) / 1000);
-        sqlite3_bind_int(st, 3, exit_code);
-        sqlite3_bind_int64(st, 4, j->id);
-        if (db_step_done(s->db, st, err) < 0 ||
+        if (db_run(s->db, err,
+                   "UPDATE jobs SET state = 'FAILED', reason = ?, end_time = ?,"
+                   " exit_code = ? WHERE id = ? AND state = 'RUNNING'",
+                   "tldl", reason, sched_now_ms(s) / 1000, exit_code, j->id) < 0 ||
             sched_event(s, j->id, NULL, "failed", err, "failed: %s", reason) < 0)
             return -1;
     }
@@ -586,18 +574,7 @@ static int lose_ranks_on_node(sched_t *s, const char *node, const char *why, ft_
     }
     snprintf(reason, sizeof(reason), "lost: %s", why);
     for (int i = 0; i < n; i++) {
-        st = db_stmt(s->db,
-                     "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
-                     " AND attempt = ? AND rank = ?",
-                     err);
-        if (!st)
-            goto out;
-        db_bind_text(st, 1, reason);
-        sqlite3_bind_int64(st, 2, v[i].job);
-        sqlite3_bind_int(st, 3, v[i].attempt);
-        sqlite3_bind_int(st, 4, v[i].rank);
-        if (db_step_done(s->db, st, err) < 0 ||
-            sched_close_alloc(s, v[i].job, v[i].attempt, v[i].rank, err) < 0)
+        if (mark_rank_lost(s, v[i].job, v[i].attempt, v[i].rank, reason, err) < 0)
             goto out;
     }
     for (int i = 0; i < n; i++)
@@ -612,19 +589,9 @@ out:
 int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *why, ft_err_t *err)
 {
     char reason[300];
-    sqlite3_stmt *st = db_stmt(s->db,
-                               "UPDATE ranks SET state = 'lost', reason = ? WHERE"
-                               " job_id = ? AND attempt = ? AND rank = ?",
-                               err);
 
-    if (!st)
-        return -1;
     snprintf(reason, sizeof(reason), "lost: %s", why);
-    db_bind_text(st, 1, reason);
-    sqlite3_bind_int64(st, 2, job);
-    sqlite3_bind_int(st, 3, attempt);
-    sqlite3_bind_int(st, 4, rank);
-    if (db_step_done(s->db, st, err) < 0 || sched_close_alloc(s, job, attempt, rank, err) < 0)
+    if (mark_rank_lost(s, job, attempt, rank, reason, err) < 0)
         return -1;
     return sched_rank_ended(s, job, attempt, rank, -1, 0, reason, err);
 }
@@ -632,19 +599,14 @@ int sched_lose_rank(sched_t *s, int64_t job, int attempt, int rank, const char *
 int sched_node_lost(sched_t *s, view_node_t *n, const char *why)
 {
     ft_err_t err;
-    sqlite3_stmt *st;
     char name[FT_NAME_MAX + 1], what[300];
 
     ft_strlcpy(name, n->name, sizeof(name));
     snprintf(what, sizeof(what), "node '%s' lost", name);
     if (sched_tx_begin(s, &err) < 0)
         goto fail;
-    st = db_stmt(s->db, "UPDATE nodes SET state = 'lost', last_seen = ? WHERE name = ?", &err);
-    if (!st)
-        goto fail;
-    sqlite3_bind_int64(st, 1, sched_now_ms(s) / 1000);
-    db_bind_text(st, 2, name);
-    if (db_step_done(s->db, st, &err) < 0 ||
+    if (db_run(s->db, &err, "UPDATE nodes SET state = 'lost', last_seen = ? WHERE name = ?", "lt",
+               sched_now_ms(s) / 1000, name) < 0 ||
         sched_event(s, 0, name, "node_lost", &err, "node '%s' lost: %s", name, why) < 0 ||
         lose_ranks_on_node(s, name, what, &err) < 0)
         goto fail;
@@ -1002,18 +964,7 @@ static int fail_gang_start(sched_t *s, job_row_t *j, ft_err_t *err)
         ranks[nr++] = sqlite3_column_int(st, 0);
     sqlite3_reset(st);
     for (int k = 0; k < nr; k++) {
-        st = db_stmt(s->db,
-                     "UPDATE ranks SET state = 'lost', reason = ? WHERE job_id = ?"
-                     " AND attempt = ? AND rank = ?",
-                     err);
-        if (!st)
-            return -1;
-        db_bind_text(st, 1, "lost: gang start timeout");
-        sqlite3_bind_int64(st, 2, j->id);
-        sqlite3_bind_int(st, 3, j->attempt);
-        sqlite3_bind_int(st, 4, ranks[k]);
-        if (db_step_done(s->db, st, err) < 0 ||
-            sched_close_alloc(s, j->id, j->attempt, ranks[k], err) < 0)
+        if (mark_rank_lost(s, j->id, j->attempt, ranks[k], "lost: gang start timeout", err) < 0)
             return -1;
     }
     return 0;
