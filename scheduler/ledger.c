@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ledger.h"
+#include "keytab.h"
 #include "sched_int.h"
 
 struct ledger {
@@ -224,8 +225,8 @@ static int each_piece(sched_t *s, const cost_model_t *m, int64_t lo, int64_t hi,
 
 /* ---- sums by key ---- */
 
-typedef struct agg {
-    char *key;                        /* group key */
+typedef struct {
+    keytab_entry_t e;                 /* group key, chain, order: keytab.h */
     double hours;                     /* device hours */
     double kwh, kwh_measured;         /* energy, of which measured */
     double capital, maintenance;      /* cost parts */
@@ -235,55 +236,39 @@ typedef struct agg {
     double unpriced[COST_MAX_CLOUDS]; /* hours the offer does not price */
     char *label;                      /* extra text (job name, team) */
     char *label2;                     /* more extra text (user) */
-    struct agg *next;                 /* hash chain */
-    struct agg *order;                /* insertion list */
 } agg_t;
 
-#define AGG_BUCKETS 1024
-
 typedef struct {
-    agg_t *b[AGG_BUCKETS]; /* buckets */
-    agg_t *first, *last;   /* insertion order */
-    int n;                 /* entries */
+    keytab_t tab;          /* the rows */
     const cost_model_t *m; /* for cloud prices */
 } aggtab_t;
 
 static agg_t *agg_get(aggtab_t *t, const char *key)
 {
-    unsigned h = sched_key_hash(key) % AGG_BUCKETS;
-    agg_t *r;
+    return keytab_get(&t->tab, key, sizeof(agg_t));
+}
 
-    for (r = t->b[h]; r; r = r->next)
-        if (strcmp(r->key, key) == 0)
-            return r;
-    r = calloc(1, sizeof(*r));
-    if (!r || !(r->key = strdup(key))) {
-        free(r);
-        return NULL;
-    }
-    r->next = t->b[h];
-    t->b[h] = r;
-    if (t->last)
-        t->last->order = r;
-    else
-        t->first = r;
-    t->last = r;
-    t->n++;
-    return r;
+static agg_t *agg_first(const aggtab_t *t)
+{
+    return (agg_t *)t->tab.first;
+}
+
+static agg_t *agg_next(const agg_t *r)
+{
+    return (agg_t *)r->e.order;
+}
+
+static void agg_fields_free(void *row)
+{
+    agg_t *r = row;
+
+    free(r->label);
+    free(r->label2);
 }
 
 static void agg_free(aggtab_t *t)
 {
-    for (agg_t *r = t->first, *n; r; r = n) {
-        n = r->order;
-        free(r->key);
-        free(r->label);
-        free(r->label2);
-        free(r);
-    }
-    memset(t->b, 0, sizeof(t->b));
-    t->first = t->last = NULL;
-    t->n = 0;
+    keytab_clear(&t->tab, agg_fields_free);
 }
 
 static void agg_add(aggtab_t *t, agg_t *r, const piece_t *p)
@@ -521,7 +506,7 @@ static int cmp_hours_desc(const void *a, const void *b)
 {
     double x = (*(agg_t *const *)a)->hours, y = (*(agg_t *const *)b)->hours;
 
-    return x < y ? 1 : x > y ? -1 : strcmp((*(agg_t *const *)a)->key, (*(agg_t *const *)b)->key);
+    return x < y ? 1 : x > y ? -1 : strcmp((*(agg_t *const *)a)->e.key, (*(agg_t *const *)b)->e.key);
 }
 
 static int64_t month_start_ms(int64_t now_ms)
@@ -633,8 +618,8 @@ static cJSON *budgets_json(const cost_model_t *m, const aggtab_t *month, int64_t
         double h = 0, money = 0;
         bool over;
 
-        for (const agg_t *r = month->first; r; r = r->order)
-            if (strcmp(r->key, b->team) == 0) {
+        for (const agg_t *r = agg_first(month); r; r = agg_next(r))
+            if (strcmp(r->e.key, b->team) == 0) {
                 h = r->hours;
                 money = cost_of(r);
             }
@@ -692,7 +677,7 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
     cJSON_AddNumberToObject(out, "since", (double)since);
     cJSON_AddNumberToObject(out, "until", (double)(hi / 1000));
     {
-        agg_t zero, *t = c->total.first ? c->total.first : &zero;
+        agg_t zero, *t = agg_first(&c->total) ? agg_first(&c->total) : &zero;
 
         memset(&zero, 0, sizeof(zero));
         o = cJSON_AddObjectToObject(out, "totals");
@@ -727,14 +712,14 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
         cJSON_AddItemToArray(arr, b);
     }
     arr = cJSON_AddArrayToObject(out, "days");
-    for (const agg_t *r = c->days.first; r; r = r->order) {
+    for (const agg_t *r = agg_first(&c->days); r; r = agg_next(r)) {
         cJSON *d = cJSON_CreateObject();
         char key[16];
         struct tm tm;
         int64_t d0, d1;
 
         memset(&tm, 0, sizeof(tm));
-        if (sscanf(r->key, "%d-%d-%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
+        if (sscanf(r->e.key, "%d-%d-%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3)
             continue;
         tm.tm_year -= 1900;
         tm.tm_mon -= 1;
@@ -744,22 +729,22 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
             d0 = lo;
         if (d1 > hi)
             d1 = hi;
-        cJSON_AddStringToObject(d, "day", r->key);
+        cJSON_AddStringToObject(d, "day", r->e.key);
         cJSON_AddNumberToObject(d, "gpu_hours", r->hours);
         cJSON_AddNumberToObject(d, "available_gpu_hours", available(&cap, d0, d1, &day_fixed));
         cJSON_AddNumberToObject(d, "cost", cost_of(r));
         cJSON_AddItemToArray(arr, d);
     }
     arr = cJSON_AddArrayToObject(out, "team_days");
-    for (const agg_t *r = c->team_days.first; r; r = r->order) {
+    for (const agg_t *r = agg_first(&c->team_days); r; r = agg_next(r)) {
         cJSON *d = cJSON_CreateObject();
-        const char *tab = strchr(r->key, '\t'); /* keys are "team\tday" */
+        const char *tab = strchr(r->e.key, '\t'); /* keys are "team\tday" */
         char team[FT_NAME_MAX + 1];
-        size_t n = tab ? (size_t)(tab - r->key) : strlen(r->key);
+        size_t n = tab ? (size_t)(tab - r->e.key) : strlen(r->e.key);
 
         if (n > FT_NAME_MAX)
             n = FT_NAME_MAX;
-        memcpy(team, r->key, n);
+        memcpy(team, r->e.key, n);
         team[n] = '\0';
         cJSON_AddStringToObject(d, "team", team);
         cJSON_AddStringToObject(d, "day", tab ? tab + 1 : "");
@@ -768,15 +753,15 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
         cJSON_AddItemToArray(arr, d);
     }
     arr = cJSON_AddArrayToObject(out, "teams");
-    for (const agg_t *r = c->teams.first; r; r = r->order) {
+    for (const agg_t *r = agg_first(&c->teams); r; r = agg_next(r)) {
         cJSON *d = cJSON_CreateObject();
 
-        cJSON_AddStringToObject(d, "team", r->key);
+        cJSON_AddStringToObject(d, "team", r->e.key);
         cJSON_AddNumberToObject(d, "gpu_hours", r->hours);
         agg_columns(&c->teams, r, m->nclouds ? 0 : -1, d);
         cJSON_AddItemToArray(arr, d);
     }
-    v = calloc((size_t)c->jobs.n + 1, sizeof(*v));
+    v = calloc((size_t)c->jobs.tab.n + 1, sizeof(*v));
     if (!v) {
         cJSON_Delete(out);
         out = NULL;
@@ -786,14 +771,14 @@ cJSON *ledger_report(sched_t *s, int64_t since, int64_t until, ft_err_t *err)
     {
         int n = 0;
 
-        for (agg_t *r = c->jobs.first; r; r = r->order)
+        for (agg_t *r = agg_first(&c->jobs); r; r = agg_next(r))
             v[n++] = r;
         qsort(v, (size_t)n, sizeof(*v), cmp_hours_desc);
         arr = cJSON_AddArrayToObject(out, "top_jobs");
         for (int i = 0; i < n && i < 10; i++) {
             cJSON *d = cJSON_CreateObject();
 
-            cJSON_AddNumberToObject(d, "job_id", strtod(v[i]->key, NULL));
+            cJSON_AddNumberToObject(d, "job_id", strtod(v[i]->e.key, NULL));
             cJSON_AddStringToObject(d, "name", v[i]->label ? v[i]->label : "");
             cJSON_AddStringToObject(d, "user", v[i]->label2 ? v[i]->label2 : "");
             cJSON_AddNumberToObject(d, "gpu_hours", v[i]->hours);
@@ -937,8 +922,8 @@ static int budgets(sched_t *s, ft_err_t *err)
         double h = 0, money = 0;
         char why[256];
 
-        for (const agg_t *r = month.first; r; r = r->order)
-            if (strcmp(r->key, b->team) == 0) {
+        for (const agg_t *r = agg_first(&month); r; r = agg_next(r))
+            if (strcmp(r->e.key, b->team) == 0) {
                 h = r->hours;
                 money = cost_of(r);
             }

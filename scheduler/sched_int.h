@@ -126,10 +126,8 @@ void sched_note_missing(sched_t *s, int64_t job, int attempt, int rank, const ch
 int sched_node_lost(sched_t *s, view_node_t *n, const char *why);
 
 /* Request handlers live in handlers.c; the usage report in usage.c. */
-/* usage.c, shared with ledger.c: FNV-1a hash of a group key; and the start of
- * the UTC day (or month) after t_ms, writing t_ms's "YYYY-MM-DD" (or "YYYY-MM")
- * into key. */
-unsigned sched_key_hash(const char *key);
+/* usage.c, shared with ledger.c: the start of the UTC day (or month) after
+ * t_ms, writing t_ms's "YYYY-MM-DD" (or "YYYY-MM") into key. */
 int64_t sched_period_end(int64_t t_ms, bool month, char *key, size_t len);
 cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64_t until,
                           ft_err_t *err);

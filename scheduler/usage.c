@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "ft/json.h"
+#include "keytab.h"
 #include "sched_int.h"
 
 typedef enum { G_USER, G_TEAM, G_JOB, G_NODE, G_MODEL, G_DAY, G_MONTH } group_t;
@@ -26,69 +27,13 @@ static const struct {
     {"gpu_model", G_MODEL}, {"day", G_DAY},   {"month", G_MONTH},
 };
 
-typedef struct urow {
-    char *key;          /* group key */
+typedef struct {
+    keytab_entry_t e;   /* key, chain, order: keytab.h */
     int64_t ms;         /* device milliseconds */
     int64_t jobs;       /* distinct jobs */
     int64_t intervals;  /* interval pieces counted */
     int64_t last_job;   /* last job counted (rows arrive ordered by job) */
-    struct urow *next;  /* hash chain */
-    struct urow *order; /* insertion list */
 } urow_t;
-
-#define NBUCKETS 1024
-
-typedef struct {
-    urow_t *b[NBUCKETS];  /* hash buckets */
-    urow_t *first, *last; /* insertion order */
-    int n;                /* rows */
-} utable_t;
-
-unsigned sched_key_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 16777619u;
-    return h;
-}
-
-static urow_t *row_get(utable_t *t, const char *key)
-{
-    unsigned h = sched_key_hash(key) % NBUCKETS;
-    urow_t *r;
-
-    for (r = t->b[h]; r; r = r->next)
-        if (strcmp(r->key, key) == 0)
-            return r;
-    r = calloc(1, sizeof(*r));
-    if (!r || !(r->key = strdup(key))) {
-        free(r);
-        return NULL;
-    }
-    r->next = t->b[h];
-    t->b[h] = r;
-    if (t->last)
-        t->last->order = r;
-    else
-        t->first = r;
-    t->last = r;
-    t->n++;
-    return r;
-}
-
-static void table_free(utable_t *t)
-{
-    urow_t *r = t->first;
-
-    while (r) {
-        urow_t *n = r->order;
-
-        free(r->key);
-        free(r);
-        r = n;
-    }
-}
 
 /* Start of the next UTC day or month after t_ms, and the key of t_ms's. */
 int64_t sched_period_end(int64_t t_ms, bool month, char *key, size_t len)
@@ -108,9 +53,9 @@ int64_t sched_period_end(int64_t t_ms, bool month, char *key, size_t len)
     return (int64_t)timegm(&tm) * 1000;
 }
 
-static int add(utable_t *t, const char *key, int64_t job, int64_t ms)
+static int add(keytab_t *t, const char *key, int64_t job, int64_t ms)
 {
-    urow_t *r = row_get(t, key);
+    urow_t *r = keytab_get(t, key, sizeof(urow_t));
 
     if (!r)
         return -1;
@@ -125,13 +70,13 @@ static int add(utable_t *t, const char *key, int64_t job, int64_t ms)
 
 static int cmp_rows(const void *a, const void *b)
 {
-    return strcmp((*(urow_t *const *)a)->key, (*(urow_t *const *)b)->key);
+    return strcmp((*(urow_t *const *)a)->e.key, (*(urow_t *const *)b)->e.key);
 }
 
 cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64_t until,
                           ft_err_t *err)
 {
-    utable_t t;
+    keytab_t t;
     int gi = -1, rc;
     int64_t lo = since * 1000, hi = until * 1000, now = sched_now_ms(s);
     sqlite3_stmt *st;
@@ -212,7 +157,7 @@ cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64
     {
         int i = 0;
 
-        for (urow_t *r = t.first; r; r = r->order)
+        for (urow_t *r = (urow_t *)t.first; r; r = (urow_t *)r->e.order)
             sorted[i++] = r;
         qsort(sorted, (size_t)t.n, sizeof(*sorted), cmp_rows);
     }
@@ -221,7 +166,7 @@ cJSON *sched_usage_report(sched_t *s, const char *group_by, int64_t since, int64
     for (int i = 0; i < t.n; i++) {
         cJSON *r = cJSON_CreateObject();
 
-        cJSON_AddStringToObject(r, "key", sorted[i]->key);
+        cJSON_AddStringToObject(r, "key", sorted[i]->e.key);
         cJSON_AddNumberToObject(r, "gpu_seconds", (double)sorted[i]->ms / 1000.0);
         cJSON_AddNumberToObject(r, "gpu_hours", (double)sorted[i]->ms / 3600000.0);
         cJSON_AddNumberToObject(r, "jobs", (double)sorted[i]->jobs);
@@ -236,6 +181,6 @@ oom:
     ft_err_set(err, FT_EINTERNAL, "out of memory");
 out:
     free(sorted);
-    table_free(&t);
+    keytab_clear(&t, NULL);
     return out;
 }
