@@ -232,19 +232,215 @@ static void block_generic(const job_t *j, const part_t *p)
     }
 }
 
+/* ---- x86: AVX512-BF16 and AMX ---- */
+
+#ifdef BF16_X86
+#define TARGET_AVX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16")))
+#define ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an XSAVE feature */
+#define XFEATURE_XTILEDATA 18      /* the AMX tile data state */
+
+static uint64_t xcr0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+/* AVX-512 F/BW with BF16, and the OS saving the ZMM and mask state. */
+static int probe_avx512bf16(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
+        return 0;
+    if ((xcr0() & 0xe6) != 0xe6) /* SSE, AVX, opmask, ZMM0-15 upper, ZMM16-31 */
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 16)) || !(b & (1u << 30)) || a < 1)
+        return 0;
+    __get_cpuid_count(7, 1, &a, &b, &c, &d);
+    return (a >> 5) & 1;
+}
+
+/* AMX-TILE and AMX-BF16, the OS offering the tile state, and this process
+ * granted it (Linux asks once; until then a tile instruction faults). */
+static int probe_amx(void)
+{
+    unsigned a, b, c, d;
+    if (!probe_avx512bf16()) /* A is converted with AVX512-BF16 */
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22)))
+        return 0;
+    if ((xcr0() & (3ull << 17)) != (3ull << 17)) /* XTILECFG, XTILEDATA */
+        return 0;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+TARGET_AVX static void convert_avx(const job_t *j, uint16_t *abuf, int m0, int mrows, int kc0,
+                                   int kcn)
+{
+    int k0 = kc0 * BK;
+    __m512i zero = _mm512_setzero_si512();
+    for (int r = 0; r < MR; r++) {
+        if (r >= mrows) {
+            for (int kbi = 0; kbi < kcn; kbi++)
+                _mm512_store_si512(abuf + abuf_index(r, kbi, kcn), zero);
+            continue;
+        }
+        const float *src = j->A + (size_t)(m0 + r) * (size_t)j->lda;
+        for (int kbi = 0; kbi < kcn; kbi++) {
+            int k = k0 + kbi * BK, left = j->K - k;
+            __m512 lo, hi;
+            if (left >= BK) {
+                lo = _mm512_loadu_ps(src + k);
+                hi = _mm512_loadu_ps(src + k + 16);
+            } else {
+                __mmask16 mlo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                __mmask16 mhi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                lo = _mm512_maskz_loadu_ps(mlo, src + k);
+                hi = _mm512_maskz_loadu_ps(mhi, src + k + 16);
+            }
+            _mm512_store_si512(abuf + abuf_index(r, kbi, kcn), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+    }
+}
+
+/* 8 rows x 32 columns per step: 16 accumulators, each k pair of a row
+ * broadcast against a 16-column row of two packed blocks. */
+TARGET_AVX static void block_avx(const job_t *j, const part_t *p)
+{
+    _Alignas(64) float acc[8 * 2 * BN];
+    size_t col_stride = (size_t)j->kb * BLOCK;
+    for (int nb = p->nb0; nb < p->nb0 + p->nbn; nb += 2) {
+        int two = nb + 1 < p->nb0 + p->nbn;
+        const uint16_t *b0 = j->B + (size_t)nb * col_stride + (size_t)p->kc0 * BLOCK;
+        const uint16_t *b1 = two ? b0 + col_stride : b0;
+        for (int rg = 0; rg * 8 < p->mrows; rg++) {
+            const uint16_t *ag = p->a + (size_t)(rg / 2) * (size_t)p->kcn * BLOCK + (size_t)(rg % 2) * 8 * BK;
+            __m512 c[8][2];
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++)
+                c[r][0] = c[r][1] = _mm512_setzero_ps();
+            for (int kbi = 0; kbi < p->kcn; kbi++) {
+                const uint16_t *a = ag + (size_t)kbi * BLOCK;
+                const uint16_t *w0 = b0 + (size_t)kbi * BLOCK, *w1 = b1 + (size_t)kbi * BLOCK;
+                for (int kp = 0; kp < BK / 2; kp++) {
+                    __m512bh v0 = (__m512bh)_mm512_load_si512(w0 + kp * 2 * BN);
+                    __m512bh v1 = (__m512bh)_mm512_load_si512(w1 + kp * 2 * BN);
+#pragma GCC unroll 8
+                    for (int r = 0; r < 8; r++) {
+                        int32_t pair;
+                        memcpy(&pair, a + r * BK + 2 * kp, sizeof(pair));
+                        __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+                        c[r][0] = _mm512_dpbf16_ps(c[r][0], av, v0);
+                        c[r][1] = _mm512_dpbf16_ps(c[r][1], av, v1);
+                    }
+                }
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) {
+                _mm512_store_ps(acc + r * 2 * BN, c[r][0]);
+                _mm512_store_ps(acc + r * 2 * BN + BN, c[r][1]);
+            }
+            int rows = p->mrows - rg * 8 < 8 ? p->mrows - rg * 8 : 8;
+            combine(j, acc, 2 * BN, p->m0 + rg * 8, rows, nb, p->first);
+            if (two)
+                combine(j, acc + BN, 2 * BN, p->m0 + rg * 8, rows, nb + 1, p->first);
+        }
+    }
+}
+
+/* Tile configuration, palette 1: tiles 0-3 the 2x2 C blocks (16 x 16
+ * fp32), 4-5 the two A blocks (16 x 32 bf16), 6-7 the two B blocks (16 k
+ * pairs x 16 x 2 bf16); every tile 16 rows of 64 bytes. */
+typedef struct {
+    uint8_t palette;      /* 1 */
+    uint8_t start_row;    /* 0: restart from the top */
+    uint8_t reserved[14]; /* zero */
+    uint16_t colsb[16];   /* bytes per row, tiles 0-7 */
+    uint8_t rows[16];     /* rows, tiles 0-7 */
+} tilecfg_t;
+
+TARGET_AMX static void amx_begin(void)
+{
+    _Alignas(64) tilecfg_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    /* GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes, which
+     * lets it drop the stores above; this operand is the whole struct. */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+/* Back to the init state so that context switches do not save 8 KiB of tiles. */
+TARGET_AMX static void amx_end(void) { _tile_release(); }
+
+/* 32 rows x 32 columns per step in four accumulator tiles; a missing second
+ * row or column block repeats the first and is not written back. */
+TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
+{
+    _Alignas(64) float acc[2 * BM * 2 * BN];
+    size_t col_stride = (size_t)j->kb * BLOCK;
+    const uint16_t *a0 = p->a;
+    const uint16_t *a1 = p->mrows > BM ? p->a + (size_t)p->kcn * BLOCK : p->a;
+    int rows0 = p->mrows < BM ? p->mrows : BM, rows1 = p->mrows - rows0;
+    for (int nb = p->nb0; nb < p->nb0 + p->nbn; nb += 2) {
+        int two = nb + 1 < p->nb0 + p->nbn;
+        const uint16_t *b0 = j->B + (size_t)nb * col_stride + (size_t)p->kc0 * BLOCK;
+        const uint16_t *b1 = two ? b0 + col_stride : b0;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int kbi = 0; kbi < p->kcn; kbi++) {
+            size_t off = (size_t)kbi * BLOCK;
+            _tile_loadd(4, a0 + off, 64);
+            _tile_loadd(5, a1 + off, 64);
+            _tile_loadd(6, b0 + off, 64);
+            _tile_loadd(7, b1 + off, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, acc, 2 * BN * 4);
+        _tile_stored(1, acc + BN, 2 * BN * 4);
+        _tile_stored(2, acc + BM * 2 * BN, 2 * BN * 4);
+        _tile_stored(3, acc + BM * 2 * BN + BN, 2 * BN * 4);
+        combine(j, acc, 2 * BN, p->m0, rows0, nb, p->first);
+        if (two)
+            combine(j, acc + BN, 2 * BN, p->m0, rows0, nb + 1, p->first);
+        if (rows1 > 0) {
+            combine(j, acc + BM * 2 * BN, 2 * BN, p->m0 + BM, rows1, nb, p->first);
+            if (two)
+                combine(j, acc + BM * 2 * BN + BN, 2 * BN, p->m0 + BM, rows1, nb + 1, p->first);
+        }
+    }
+}
+#endif
+
 /* ---- kernel table and selection ---- */
 
 typedef struct {
     const char *name;     /* FT_BF16_KERNEL value */
     int (*probe)(void);   /* 1 when this CPU and kernel can run it */
+    void (*begin)(void);  /* per-call set-up on the calling thread, or NULL */
+    void (*end)(void);    /* per-call tear-down, or NULL */
     convert_fn *convert;  /* A rows -> bf16 blocks */
     block_fn *block;      /* one part */
 } kernel_t;
 
 static int probe_generic(void) { return 1; }
 
+/* In order of preference, the last usable one wins. */
 static const kernel_t kernels[] = {
-    {"generic", probe_generic, convert_generic, block_generic},
+    {"generic", probe_generic, NULL, NULL, convert_generic, block_generic},
+#ifdef BF16_X86
+    {"avx512bf16", probe_avx512bf16, NULL, NULL, convert_avx, block_avx},
+    {"amx", probe_amx, amx_begin, amx_end, convert_avx, block_amx},
+#endif
 };
 #define N_KERNELS ((int)(sizeof(kernels) / sizeof(kernels[0])))
 
@@ -307,6 +503,8 @@ static void gemm_run(const job_t *j)
     pthread_once(&select_once, select_kernel);
     const kernel_t *kern = &kernels[atomic_load(&active)];
     int nb_lo = j->n0 / BN, nb_hi = (j->n1 + BN - 1) / BN;
+    if (kern->begin)
+        kern->begin();
     for (int kc0 = 0; kc0 < j->kb; kc0 += KC_BLOCKS) {
         int kcn = j->kb - kc0 < KC_BLOCKS ? j->kb - kc0 : KC_BLOCKS;
         for (int pb = nb_lo; pb < nb_hi; pb += NC_BLOCKS) {
@@ -319,6 +517,8 @@ static void gemm_run(const job_t *j)
             }
         }
     }
+    if (kern->end)
+        kern->end();
 }
 
 void bf16_gemm_nt(int M, const float *A, int lda, const bf16_mat_t *W, float alpha, float beta,
