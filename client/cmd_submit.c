@@ -252,6 +252,7 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
         return FTCTL_EXIT_FAILED;
     }
 
+    ftctl_trace("spec-checked");
     cJSON *req = ft_proto_new(FT_MSG_SUBMIT, NULL);
     char rid[40];
     random_request_id(rid, sizeof(rid));

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 
@@ -297,13 +298,26 @@ int db_begin(db_t *db, ft_err_t *err)
     return 0;
 }
 
+static double mono_ms_frac(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 int db_commit(db_t *db, ft_err_t *err)
 {
+    double t0 = mono_ms_frac();
+    int rc;
+
     if (!db->in_tx) {
         ft_err_set(err, FT_EINTERNAL, "database: commit without a transaction");
         return -1;
     }
-    if (db_exec(db, "COMMIT", err) < 0) {
+    rc = db_exec(db, "COMMIT", err);
+    db->last_commit_ms = mono_ms_frac() - t0;
+    if (rc < 0) {
         db_rollback(db);
         return -1;
     }

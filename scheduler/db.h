@@ -26,6 +26,7 @@ typedef struct {
     db_cached_t cache[DB_STMT_CACHE]; /* prepared statements */
     int ncache;                       /* entries used in cache */
     bool in_tx;                       /* inside BEGIN IMMEDIATE .. COMMIT */
+    double last_commit_ms;            /* wall time of the last COMMIT (sync included), ms */
 } db_t;
 
 /* The schema version this build writes (PRAGMA user_version). */
