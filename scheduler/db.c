@@ -3,7 +3,10 @@
  *
  * Durability: WAL journal with synchronous=FULL, so each COMMIT syncs the WAL
  * before it returns; the scheduler acknowledges a submit (or sends a start)
- * only after that, so a power loss cannot lose anything acknowledged.
+ * only after that, so a power loss cannot lose anything acknowledged. The
+ * db_sync setting NORMAL (db_set_sync) trades that for speed: commits are
+ * then synced only at checkpoints, durable across a crash of ftsched but not
+ * across a power loss of the host.
  * Writes use BEGIN IMMEDIATE: a deferred transaction that reads and then
  * writes can fail with SQLITE_BUSY in WAL mode regardless of busy_timeout.
  * The schema is versioned by PRAGMA user_version and moved forward one
@@ -437,6 +440,31 @@ int db_rows_done(db_t *db, sqlite3_stmt *st, int rc, ft_err_t *err)
 void db_set_busy_timeout(db_t *db, int ms)
 {
     sqlite3_busy_timeout(db->conn, ms);
+}
+
+int db_set_sync(db_t *db, int sync, ft_err_t *err)
+{
+    if (db_exec(db, sync == DB_SYNC_NORMAL ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+                err) < 0)
+        return -1;
+    db->sync = sync == DB_SYNC_NORMAL ? DB_SYNC_NORMAL : DB_SYNC_FULL;
+    return 0;
+}
+
+void db_sync_relax(db_t *db)
+{
+    ft_err_t err;
+
+    if (db->sync == DB_SYNC_FULL)
+        db_exec(db, "PRAGMA synchronous=NORMAL", &err);
+}
+
+void db_sync_restore(db_t *db)
+{
+    ft_err_t err;
+
+    if (db->sync == DB_SYNC_FULL && db_exec(db, "PRAGMA synchronous=FULL", &err) < 0)
+        ft_error("cannot restore synchronous=FULL: %s", err.msg);
 }
 
 int db_checkpoint(db_t *db, bool truncate)

@@ -1209,7 +1209,7 @@ static void h_progress(sched_t *s, const peer_t *p, cJSON *msg)
         return;
     /* Progress is not a state transition: a lost update after a power cut
      * is harmless, so skip the per-commit WAL sync. */
-    db_exec(s->db, "PRAGMA synchronous=NORMAL", &err);
+    db_sync_relax(s->db);
     if (sched_tx_begin(s, &err) < 0)
         goto fail;
     st = db_stmt(s->db,
@@ -1241,7 +1241,7 @@ fail:
     sched_tx_abort(s);
     ft_error("progress not recorded: %s", err.msg);
 out:
-    db_exec(s->db, "PRAGMA synchronous=FULL", &err);
+    db_sync_restore(s->db);
     free(text);
 }
 

@@ -1130,7 +1130,8 @@ static void flush_last_seen(sched_t *s)
     ft_err_t err;
     int64_t now_s = sched_now_ms(s) / 1000;
 
-    if (db_exec(s->db, "PRAGMA synchronous=NORMAL", &err) < 0 || sched_tx_begin(s, &err) < 0)
+    db_sync_relax(s->db);
+    if (sched_tx_begin(s, &err) < 0)
         goto out;
     for (int i = 0; i < s->nnodes; i++) {
         sqlite3_stmt *st;
@@ -1151,7 +1152,7 @@ static void flush_last_seen(sched_t *s)
     }
     sched_tx_commit(s, &err);
 out:
-    db_exec(s->db, "PRAGMA synchronous=FULL", &err);
+    db_sync_restore(s->db);
 }
 
 void sched_cron(sched_t *s)
@@ -1240,6 +1241,8 @@ sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
     if (!s->db)
         goto fail;
     db_set_busy_timeout(s->db, cfg->busy_timeout_ms);
+    if (db_set_sync(s->db, cfg->db_sync, err) < 0)
+        goto fail;
     if (sched_rebuild(s, err) < 0 || ledger_start(s, err) < 0)
         goto fail;
     now = sched_mono_ms(s);

@@ -30,6 +30,7 @@ typedef struct {
     char server_key[FT_PATH_MAX];  /* the server's CURVE key pair file */
     int insecure;                  /* 1 = no CURVE, by explicit choice only */
     char path_roots[4096];         /* ':'-separated roots for spec paths; "" = unchecked */
+    int db_sync;                   /* DB_SYNC_FULL (default) or DB_SYNC_NORMAL, db.h */
 } sched_config_t;
 
 void sched_config_defaults(sched_config_t *cfg);

@@ -212,7 +212,52 @@ static void test_config(void)
           "unknown key named with its line: '%s'", err.msg);
     CHECK(sched_config_set(&cfg, "log_level", "loud", &err) < 0, "log_level 'loud' refused: '%s'",
           err.msg);
+    CHECK(cfg.db_sync == DB_SYNC_FULL, "db_sync defaults to full");
+    CHECK(sched_config_set(&cfg, "db_sync", "normal", &err) == 0 && cfg.db_sync == DB_SYNC_NORMAL,
+          "db_sync = normal is taken");
+    CHECK(sched_config_set(&cfg, "db_sync", "off", &err) < 0 && strstr(err.msg, "full or normal"),
+          "db_sync 'off' refused: '%s'", err.msg);
     unlink(path);
+}
+
+static int synchronous_now(db_t *db)
+{
+    ft_err_t err;
+    sqlite3_stmt *st = db_stmt(db, "PRAGMA synchronous", &err);
+    int v = -1;
+
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    return v;
+}
+
+/* db_sync: the level holds for transitions; a relaxed write (progress,
+ * last_seen) goes back to it afterwards, whichever it is. */
+static void test_db_sync(void)
+{
+    char *path = h_tmpdb();
+    ft_err_t err;
+    db_t *db = db_open(path, &err);
+
+    CHECK(db != NULL, "open a database for db_sync");
+    if (!db)
+        goto out;
+    CHECK(db->sync == DB_SYNC_FULL && synchronous_now(db) == 2, "a new connection is FULL (2)");
+    db_sync_relax(db);
+    CHECK(synchronous_now(db) == 1, "relaxed for a progress write: NORMAL (1)");
+    db_sync_restore(db);
+    CHECK(synchronous_now(db) == 2, "restored to FULL (2)");
+    CHECK(db_set_sync(db, DB_SYNC_NORMAL, &err) == 0 && synchronous_now(db) == 1,
+          "db_sync normal: NORMAL (1)");
+    db_sync_relax(db);
+    db_sync_restore(db);
+    CHECK(synchronous_now(db) == 1, "a relaxed write leaves NORMAL in place (1)");
+    db_destroy(&db);
+out:
+    h_rm(path);
+    free(path);
 }
 
 static void test_restart_rebuild(void)
@@ -265,6 +310,7 @@ int main(void)
     free(path);
     test_migration_from_v1();
     test_config();
+    test_db_sync();
     test_restart_rebuild();
     h_drop();
     return check_done("test_db");
