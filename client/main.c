@@ -33,14 +33,17 @@ typedef struct {
 
 static const ftctl_cmd_t commands[] = {
     {"submit", ftctl_cmd_submit,
-     "[--team T] [--gpus N] [--name X] [--priority P] [--cpu] JOB.json\n"
-     "   or: ftctl submit [--team T] [--gpus N] [--name X] [--priority P] [--cpu] -- CMD [ARG...]",
-     "submit a job spec file, or wrap a command in an exec job; prints the job id",
+     "[--team T] [--gpus N] [--name X] [--priority P] [--cpu] [--array N] JOB.json\n"
+     "   or: ftctl submit [--team T] [--gpus N] [--name X] [--priority P] [--cpu] [--array N]\n"
+     "                    -- CMD [ARG...]",
+     "submit a job spec file, or wrap a command in an exec job; prints the job id(s)",
      "  --team T       team to bill (default: $FT_TEAM, config 'team', else 'default')\n"
      "  --gpus N       ranks, one device each (default 1; overrides the file)\n"
      "  --name X       job name (default: the command's first word)\n"
      "  --priority P   -1000..1000, higher runs first (default 0)\n"
-     "  --cpu          run on CPU devices only (spec \"device\": \"cpu\")\n"},
+     "  --cpu          run on CPU devices only (spec \"device\": \"cpu\")\n"
+     "  --array N      N jobs of this spec in one request, 1..1000; each rank gets\n"
+     "                 FT_ARRAY_INDEX (0..N-1) and FT_ARRAY_JOB_ID (the first job's id)\n"},
     {"ls", ftctl_cmd_ls, "[--all] [--state S[,S...]] [--user U]",
      "list jobs: pending and running ones, and the last 20 finished",
      "  --all          every job (newest 10000)\n"

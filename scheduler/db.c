@@ -137,6 +137,12 @@ static const char *const migrations[] = {
     " idx INTEGER NOT NULL,"
     " first_ms INTEGER NOT NULL," /* unix ms of the first checkpoint that saw it */
     " PRIMARY KEY (node, idx));",
+    /* 4 -> 5: job arrays (submit "array": N): each element is a job of its
+     * own; array_job_id is the first element's id, array_index 0..N-1. Both
+     * NULL for a job submitted alone. */
+    "ALTER TABLE jobs ADD COLUMN array_job_id INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN array_index INTEGER CHECK (array_index >= 0);"
+    "CREATE INDEX jobs_array ON jobs (array_job_id, array_index) WHERE array_job_id IS NOT NULL;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

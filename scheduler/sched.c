@@ -700,6 +700,7 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
     cJSON *spec = NULL;
     char nodes_txt[512] = "";
     int64_t now = sched_now_ms(s);
+    int64_t array_job_id = 0, array_index = 0; /* 0: not an array element */
     int rc;
 
     if (sched_tx_begin(s, &err) < 0)
@@ -711,13 +712,17 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         db_rollback(s->db);
         return 1;
     }
-    st = db_stmt(s->db, "SELECT spec FROM jobs WHERE id = ?", &err);
+    st = db_stmt(s->db, "SELECT spec, array_job_id, array_index FROM jobs WHERE id = ?", &err);
     if (!st)
         goto fail;
     sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         const char *t = db_col_text(st, 0);
         spec = ft_json_parse(t, strlen(t), &err);
+        if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
+            array_job_id = sqlite3_column_int64(st, 1);
+            array_index = sqlite3_column_int64(st, 2);
+        }
     }
     sqlite3_reset(st);
     if (!spec) {
@@ -774,6 +779,10 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         cJSON_AddStringToObject(m, "user", j.user);
         cJSON_AddStringToObject(m, "team", j.team);
         cJSON_AddNumberToObject(m, "world_size", nslots);
+        if (array_job_id > 0) { /* FT_ARRAY_JOB_ID, FT_ARRAY_INDEX in the ranks */
+            cJSON_AddNumberToObject(m, "array_job_id", (double)array_job_id);
+            cJSON_AddNumberToObject(m, "array_index", (double)array_index);
+        }
         ranks = cJSON_AddArrayToObject(m, "ranks");
         for (; r < nslots && slots[r].node == node; r++) {
             cJSON *e = cJSON_CreateObject();

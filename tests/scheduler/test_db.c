@@ -146,15 +146,19 @@ static void test_reopen_and_newer(const char *path)
 static void test_migration_from_v1(void)
 {
     char *path = h_tmpdb();
-    ft_err_t err;
+    ft_err_t err = {0};
     db_t *db = db_open(path, &err);
     sqlite3_stmt *st;
 
     CHECK(db && db_schema_version() >= 2, "schema version is at least 2");
     if (!db)
         return;
-    CHECK(db_exec(db, "DROP INDEX ranks_live; PRAGMA user_version=1", &err) == 0,
-          "turn the file back into a version-1 database");
+    CHECK(db_exec(db,
+                  "DROP INDEX ranks_live; DROP INDEX jobs_array;"
+                  " ALTER TABLE jobs DROP COLUMN array_index;"
+                  " ALTER TABLE jobs DROP COLUMN array_job_id; PRAGMA user_version=1",
+                  &err) == 0,
+          "turn the file back into a version-1 database%s%s", err.msg[0] ? ": " : "", err.msg);
     db_destroy(&db);
     db = db_open(path, &err);
     CHECK(db != NULL, "reopen migrates it%s%s", db ? "" : ": ", db ? "" : err.msg);
@@ -165,6 +169,11 @@ static void test_migration_from_v1(void)
                  &err);
     CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1,
           "migration 1 -> 2 created index ranks_live");
+    sqlite3_reset(st);
+    st = db_stmt(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN"
+                     " ('array_job_id', 'array_index')", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2,
+          "migration 4 -> 5 added jobs.array_job_id and jobs.array_index");
     sqlite3_reset(st);
     st = db_stmt(db, "PRAGMA user_version", &err);
     CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == db_schema_version(),
