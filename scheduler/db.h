@@ -34,6 +34,7 @@ typedef struct {
     bool in_tx;                       /* inside BEGIN IMMEDIATE .. COMMIT */
     double last_commit_ms;            /* wall time of the last COMMIT (sync included), ms */
     int sync;                         /* DB_SYNC_* for state transitions */
+    bool batch;                       /* in db_batch_begin..end: begin/commit are savepoints */
 } db_t;
 
 /* The schema version this build writes (PRAGMA user_version). */
@@ -52,10 +53,18 @@ sqlite3_stmt *db_stmt(db_t *db, const char *sql, ft_err_t *err);
 int db_exec(db_t *db, const char *sql, ft_err_t *err);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Commit failure leaves the transaction
- * rolled back. Rollback is safe to call when no transaction is open. */
+ * rolled back. Rollback is safe to call when no transaction is open. Inside a
+ * batch they are SAVEPOINT / RELEASE / ROLLBACK TO: each caller's work stays
+ * all or nothing, and the batch's one COMMIT makes it durable. */
 int db_begin(db_t *db, ft_err_t *err);
 int db_commit(db_t *db, ft_err_t *err);
 void db_rollback(db_t *db);
+
+/* Group commit: one BEGIN IMMEDIATE around many db_begin..db_commit pairs,
+ * so that they share one WAL sync. db_batch_end commits (-1 with err set and
+ * everything since db_batch_begin rolled back when that fails). */
+int db_batch_begin(db_t *db, ft_err_t *err);
+int db_batch_end(db_t *db, ft_err_t *err);
 
 /* Steps a statement that returns no rows (INSERT/UPDATE/DELETE). */
 int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err);

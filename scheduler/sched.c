@@ -154,6 +154,37 @@ void sched_tx_abort(sched_t *s)
         ft_error("cannot rebuild the view after a rollback: %s", err.msg);
 }
 
+double sched_last_commit_ms(const sched_t *s)
+{
+    return s->db->last_commit_ms;
+}
+
+int sched_batch_begin(sched_t *s)
+{
+    ft_err_t err;
+
+    s->batch_mark = s->nout;
+    if (db_batch_begin(s->db, &err) < 0) {
+        ft_debug("no group commit this turn: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+void sched_batch_end(sched_t *s)
+{
+    ft_err_t err;
+
+    if (!s->db->batch)
+        return;
+    if (db_batch_end(s->db, &err) < 0) {
+        ft_error("a batch of transactions failed to commit, its replies are dropped: %s", err.msg);
+        outbox_truncate(s, s->batch_mark);
+        if (sched_rebuild(s, &err) < 0)
+            ft_error("cannot rebuild the view after a rollback: %s", err.msg);
+    }
+}
+
 int sched_tx_commit(sched_t *s, ft_err_t *err)
 {
     if (db_commit(s->db, err) < 0) {
@@ -814,6 +845,7 @@ int sched_schedule(sched_t *s)
     pending_t *p = NULL;
     place_slot_t *slots = NULL;
     int n = 0, cap = 0, rc, started = 0, free_devs = 0;
+    bool batched = false;
     shapes_t shapes = {{0}, 0};
     int64_t now_s = sched_now_ms(s) / 1000;
     sqlite3_stmt *st;
@@ -883,6 +915,8 @@ int sched_schedule(sched_t *s)
             }
             continue;
         }
+        if (started == 0 && !s->db->in_tx && !s->db->batch)
+            batched = sched_batch_begin(s) == 0; /* the pass's starts share one sync */
         rc = start_job(s, p[i].id, slots, p[i].req.gpus);
         if (rc < 0)
             break; /* the database is failing: try again on the next pass */
@@ -891,6 +925,8 @@ int sched_schedule(sched_t *s)
             free_devs -= p[i].req.gpus;
         }
     }
+    if (batched)
+        sched_batch_end(s);
     free(slots);
     free(p);
     return started;

@@ -61,6 +61,18 @@ void sched_cron(sched_t *s);
 /* Milliseconds until sched_cron next has work (for the poll timeout). */
 int sched_next_timeout_ms(sched_t *s);
 
+/* Group commit: between sched_batch_begin and sched_batch_end every
+ * transaction (sched_handle's, a scheduling pass's) is a savepoint of one
+ * transaction, committed, with one WAL sync, by sched_batch_end; flush the
+ * outbox only after it, as its messages may promise what the commit makes
+ * true. begin: 0, or -1 (then each transaction commits on its own). end:
+ * when the COMMIT fails, the batch's messages are dropped from the outbox and
+ * the view is rebuilt from the database. */
+int sched_batch_begin(sched_t *s);
+void sched_batch_end(sched_t *s);
+/* How long the last COMMIT took (the WAL sync included), ms; for debug logs. */
+double sched_last_commit_ms(const sched_t *s);
+
 /* The outbox: messages produced since the last clear, in order. */
 int sched_outbox_count(const sched_t *s);
 const sched_msg_t *sched_outbox_get(const sched_t *s, int i);

@@ -643,7 +643,7 @@ def array_submit():
         dt = time.monotonic() - t0
         n = len(r.stdout.split())
         check(n == 1000, f"submit --array 1000 prints 1000 ids ({dt * 1000:.0f} ms)", str(n))
-        c.ftctl_ok("cancel", *r.stdout.split()[:1000])
+        c.ftctl("cancel", *r.stdout.split())  # some may have COMPLETED already: exit 1 is fine
 
 
 TESTS = {

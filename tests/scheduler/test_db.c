@@ -269,6 +269,61 @@ out:
     free(path);
 }
 
+
+/* Group commit: inside a batch, each db_begin..db_commit is a savepoint; a
+ * rollback undoes only its own part; db_batch_end makes the rest durable. */
+static void test_batch(void)
+{
+    char *path = h_tmpdb();
+    ft_err_t err;
+    db_t *db = db_open(path, &err), *again;
+
+    CHECK(db != NULL, "open a database for the batch");
+    if (!db)
+        goto out;
+    CHECK(db_batch_begin(db, &err) == 0 && db->batch, "db_batch_begin");
+    CHECK(db_batch_begin(db, &err) < 0, "a batch does not nest: '%s'", err.msg);
+    for (int i = 0; i < 3; i++) {
+        CHECK(db_begin(db, &err) == 0 &&
+                  db_run(db, &err,
+                         "INSERT INTO events (time_ms, kind, message) VALUES (?, 'x', 'batch')",
+                         "d", i) == 0,
+              "transaction %d inside the batch", i);
+        if (i == 1)
+            db_rollback(db);
+        else
+            CHECK(db_commit(db, &err) == 0, "transaction %d released", i);
+    }
+    {
+        int64_t n = -1;
+
+        CHECK(db_int(db, &err, &n, "SELECT count(*) FROM events WHERE message = 'batch'", "") ==
+                      0 &&
+                  n == 2,
+              "inside the batch: the rolled-back transaction 1 is gone, 0 and 2 are there");
+    }
+    CHECK(db_batch_end(db, &err) == 0 && !db->batch && sqlite3_get_autocommit(db->conn),
+          "db_batch_end commits");
+    again = db_open(path, &err);
+    CHECK(again != NULL, "a second connection opens");
+    if (again) {
+        sqlite3_stmt *st = db_stmt(again, "SELECT group_concat(time_ms, ',') FROM events"
+                                          " WHERE message = 'batch'", &err);
+        CHECK(st && sqlite3_step(st) == SQLITE_ROW &&
+                  strcmp(db_col_text(st, 0), "0,2") == 0,
+              "the second connection sees rows 0 and 2 committed, 1 not: '%s'",
+              st ? db_col_text(st, 0) : "");
+        if (st)
+            sqlite3_reset(st);
+    }
+    db_destroy(&again);
+    CHECK(db_batch_end(db, &err) < 0, "ending a batch that is not open fails: '%s'", err.msg);
+    db_destroy(&db);
+out:
+    h_rm(path);
+    free(path);
+}
+
 static void test_restart_rebuild(void)
 {
     char *path = h_tmpdb();
@@ -320,6 +375,7 @@ int main(void)
     test_migration_from_v1();
     test_config();
     test_db_sync();
+    test_batch();
     test_restart_rebuild();
     h_drop();
     return check_done("test_db");
