@@ -237,51 +237,84 @@ static void test_kernel_shapes(void)
     }
 }
 
-/* Two threads on disjoint halves must give the bits of one call. */
+/* Splitting a product must not change a bit: two threads on disjoint
+ * column ranges, ranges that cut a 32-column block, and ranges of rows all
+ * give what one call gives (the CPU backend relies on it: results do not
+ * depend on its thread count). */
 typedef struct {
     const bf16_mat_t *mat;
-    const float *A;
-    float *C;
-    int M, K, N, n0, n1;
-    char op;
+    const float *A;    /* (M, K) */
+    float *C;          /* (M, N) */
+    int M, K, N;       /* shapes */
+    int n0, n1;        /* columns */
+    float beta;        /* alpha is 1 */
+    char op;           /* 'T' or 'N' */
 } thread_arg_t;
 
 static void *thread_body(void *p)
 {
     thread_arg_t *t = p;
-    for (int rep = 0; rep < 3; rep++)
-        (t->op == 'T' ? bf16_gemm_nt : bf16_gemm_nn)(t->M, t->A, t->K, t->mat, 1.0f, 0.0f, t->C, t->N,
-                                                    t->n0, t->n1);
+    (t->op == 'T' ? bf16_gemm_nt : bf16_gemm_nn)(t->M, t->A, t->K, t->mat, 1.0f, t->beta, t->C, t->N,
+                                                t->n0, t->n1);
     return NULL;
 }
 
-static void test_threads(void)
+static void test_splits(void)
 {
-    int M = 100, rows = 200, cols = 136;
+    int M = 100, rows = 200, cols = 600; /* nt has K = 600: two K chunks */
     float *W = malloc(sizeof(float) * rows * cols);
     for (int i = 0; i < rows * cols; i++)
         W[i] = rng_uniform();
     bf16_mat_t *mat = bf16_mat_new(W, rows, cols);
     for (int op = 0; op < 2; op++) {
-        int K = op ? rows : cols, N = op ? cols : rows;
-        float *A = malloc(sizeof(float) * M * K);
-        float *one = malloc(sizeof(float) * M * N), *two = malloc(sizeof(float) * M * N);
-        for (int i = 0; i < M * K; i++)
-            A[i] = rng_uniform();
-        (op ? bf16_gemm_nn : bf16_gemm_nt)(M, A, K, mat, 1.0f, 0.0f, one, N, 0, N);
-        pthread_t th[2];
-        thread_arg_t args[2] = {{mat, A, two, M, K, N, 0, 64, op ? 'N' : 'T'},
-                                {mat, A, two, M, K, N, 64, N, op ? 'N' : 'T'}};
-        for (int t = 0; t < 2; t++)
-            pthread_create(&th[t], NULL, thread_body, &args[t]);
-        for (int t = 0; t < 2; t++)
-            pthread_join(th[t], NULL);
-        CHECK(memcmp(one, two, sizeof(float) * M * N) == 0,
-              "%s %s: two threads on columns [0, 64) and [64, %d) give the bits of one call",
-              bf16_gemm_kernel(), op ? "nn" : "nt", N);
-        free(A);
-        free(one);
-        free(two);
+        for (int bi = 0; bi < 2; bi++) {
+            float beta = bi ? 1.0f : 0.0f;
+            int K = op ? rows : cols, N = op ? cols : rows;
+            char o = op ? 'N' : 'T';
+            float *A = malloc(sizeof(float) * M * K), *C0 = malloc(sizeof(float) * M * N);
+            float *one = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
+            for (int i = 0; i < M * K; i++)
+                A[i] = rng_uniform();
+            for (int i = 0; i < M * N; i++)
+                C0[i] = rng_uniform();
+            memcpy(one, C0, sizeof(float) * M * N);
+            thread_arg_t whole = {mat, A, one, M, K, N, 0, N, beta, o};
+            thread_body(&whole);
+
+            memcpy(got, C0, sizeof(float) * M * N);
+            pthread_t th[2];
+            thread_arg_t halves[2] = {{mat, A, got, M, K, N, 0, 64, beta, o},
+                                      {mat, A, got, M, K, N, 64, N, beta, o}};
+            for (int t = 0; t < 2; t++)
+                pthread_create(&th[t], NULL, thread_body, &halves[t]);
+            for (int t = 0; t < 2; t++)
+                pthread_join(th[t], NULL);
+            CHECK(memcmp(one, got, sizeof(float) * M * N) == 0,
+                  "%s %s beta %g: two threads on columns [0, 64) and [64, %d) give the bits of one "
+                  "call", bf16_gemm_kernel(), op ? "nn" : "nt", beta, N);
+
+            memcpy(got, C0, sizeof(float) * M * N);
+            thread_arg_t odd[2] = {{mat, A, got, M, K, N, 0, 48, beta, o},
+                                   {mat, A, got, M, K, N, 48, N, beta, o}};
+            thread_body(&odd[0]);
+            thread_body(&odd[1]);
+            CHECK(memcmp(one, got, sizeof(float) * M * N) == 0,
+                  "%s %s beta %g: columns [0, 48) then [48, %d) give the bits of one call",
+                  bf16_gemm_kernel(), op ? "nn" : "nt", beta, N);
+
+            memcpy(got, C0, sizeof(float) * M * N);
+            thread_arg_t top = {mat, A, got, 37, K, N, 0, N, beta, o};
+            thread_arg_t rest = {mat, A + 37 * K, got + 37 * N, M - 37, K, N, 0, N, beta, o};
+            thread_body(&top);
+            thread_body(&rest);
+            CHECK(memcmp(one, got, sizeof(float) * M * N) == 0,
+                  "%s %s beta %g: rows [0, 37) then [37, %d) give the bits of one call",
+                  bf16_gemm_kernel(), op ? "nn" : "nt", beta, M);
+            free(A);
+            free(C0);
+            free(one);
+            free(got);
+        }
     }
     bf16_mat_destroy(&mat);
     free(W);
@@ -330,7 +363,7 @@ int main(int argc, char **argv)
             continue;
         }
         test_kernel_shapes();
-        test_threads();
+        test_splits();
     }
     char self[1024];
     ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);

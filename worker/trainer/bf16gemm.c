@@ -9,17 +9,25 @@
  * per call into blocks of 16 m by 32 k (one AMX A tile, row-major).
  *
  * Loops (the driver, shared by all kernels): K in chunks of KC_BLOCKS
- * k-blocks, the output columns in panels of NC_BLOCKS column blocks (the
- * panel of packed W stays in L2), then 32 rows of A at a time, converted into
- * a per-thread buffer that stays in L1 while the kernel walks the panel. The
- * first K chunk writes alpha * acc (+ beta * C), later ones add alpha * acc.
+ * k-blocks (1024 k), the output columns in panels of at most PANEL_BYTES of
+ * packed W (which stays in L2), then 32 rows of A at a time, converted into a
+ * per-thread buffer (at most 64 KiB, in L1/L2) while the kernel walks the
+ * panel. The first K chunk writes alpha * acc (+ beta * C), later chunks add
+ * to C. The AMX kernel starts its tiles from C or zero and stores them to C
+ * when alpha is 1 and beta 0 or 1 (what the trainer calls), else it goes
+ * through combine(); the choice depends only on alpha, beta and the chunk, so
+ * every column and row gets the same arithmetic whatever the range of a call.
  *
  * Invariants: the per-thread buffer holds 2 x KC_BLOCKS blocks, whatever the
  * shapes, so calls never allocate; padding rows and k of that buffer are
- * zero, so the kernels always run whole blocks and only the combine step
- * clips to M and [n0, n1).
+ * zero, so the kernels always run whole blocks and only the writes to C clip
+ * to M and [n0, n1).
  *
- * Cost: 2 * M * K * (n1 - n0) flop, plus A converted once per column panel.
+ * Cost: 2 * M * K * (n1 - n0) flop, plus A converted once per column panel
+ * (panels: ceil((n1 - n0) / 512) at K >= 1024, half as many at K = 512).
+ * Measured (bench/trainer/bf16gemm_bench.c, M = 1024, one core): AMX about
+ * 1 TFLOP/s on the trainer's shapes; AVX512-BF16 is limited by VDPBF16PS,
+ * which this CPU issues at a quarter of its fp32 FMA rate.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,8 +51,8 @@
 #define BM 16                 /* m per A block */
 #define BLOCK (BK * BN)       /* bf16 elements per block (BK * BM too) */
 #define MR 32                 /* rows of A converted at a time: two A blocks */
-#define KC_BLOCKS 16          /* k-blocks per K chunk (512 k) */
-#define NC_BLOCKS 64          /* column blocks per panel (1024 columns) */
+#define KC_BLOCKS 32          /* k-blocks per K chunk (1024 k) */
+#define PANEL_BYTES (1 << 20) /* packed W per column panel, bytes (L2 is 2 MiB a core) */
 
 struct bf16_mat {
     int rows;         /* out features: W's rows */
@@ -377,8 +385,60 @@ TARGET_AMX static void amx_begin(void)
 /* Back to the init state so that context switches do not save 8 KiB of tiles. */
 TARGET_AMX static void amx_end(void) { _tile_release(); }
 
+/* Where the accumulator tiles of one 32 x 32 block of C start and end. */
+typedef enum {
+    AMX_ZERO_COMBINE, /* from zero; combine() scales and writes (any alpha, beta) */
+    AMX_ZERO_STORE,   /* from zero, stored as C (alpha 1, beta 0, first chunk) */
+    AMX_C_STORE,      /* from C, stored as C (alpha 1, beta 1 or a later chunk) */
+} amx_mode_t;
+
+/* Loads (C_STORE) and stores (both *_STORE) the four accumulator tiles of
+ * the block at rows m0.., column blocks nb, nb + 1: straight from C when the
+ * block lies inside M and [n0, n1), else through `edge`, a padded copy. */
+TARGET_AMX static void amx_c_tiles(const job_t *j, int load, float *edge, int m0, int mrows, int nb)
+{
+    int c0 = nb * BN, ldb = 2 * BN * 4;
+    if (mrows == 2 * BM && c0 >= j->n0 && c0 + 2 * BN <= j->n1) {
+        float *c = j->C + (size_t)m0 * (size_t)j->ldc + c0;
+        size_t ld = (size_t)j->ldc * 4, down = (size_t)BM * (size_t)j->ldc;
+        if (load) {
+            _tile_loadd(0, c, ld);
+            _tile_loadd(1, c + BN, ld);
+            _tile_loadd(2, c + down, ld);
+            _tile_loadd(3, c + down + BN, ld);
+        } else {
+            _tile_stored(0, c, ld);
+            _tile_stored(1, c + BN, ld);
+            _tile_stored(2, c + down, ld);
+            _tile_stored(3, c + down + BN, ld);
+        }
+        return;
+    }
+    int lo = j->n0 > c0 ? j->n0 : c0, hi = j->n1 < c0 + 2 * BN ? j->n1 : c0 + 2 * BN;
+    if (load) {
+        memset(edge, 0, sizeof(float) * 2 * BM * 2 * BN);
+        for (int r = 0; r < mrows; r++)
+            memcpy(edge + r * 2 * BN + (lo - c0), j->C + (size_t)(m0 + r) * (size_t)j->ldc + lo,
+                   sizeof(float) * (size_t)(hi - lo));
+        _tile_loadd(0, edge, ldb);
+        _tile_loadd(1, edge + BN, ldb);
+        _tile_loadd(2, edge + BM * 2 * BN, ldb);
+        _tile_loadd(3, edge + BM * 2 * BN + BN, ldb);
+        return;
+    }
+    _tile_stored(0, edge, ldb);
+    _tile_stored(1, edge + BN, ldb);
+    _tile_stored(2, edge + BM * 2 * BN, ldb);
+    _tile_stored(3, edge + BM * 2 * BN + BN, ldb);
+    for (int r = 0; r < mrows; r++)
+        memcpy(j->C + (size_t)(m0 + r) * (size_t)j->ldc + lo, edge + r * 2 * BN + (lo - c0),
+               sizeof(float) * (size_t)(hi - lo));
+}
+
 /* 32 rows x 32 columns per step in four accumulator tiles; a missing second
- * row or column block repeats the first and is not written back. */
+ * row or column block repeats the first and is not written back. The mode
+ * depends on alpha, beta and the chunk only, never on the block, so a column
+ * gets the same arithmetic whatever range or rows a call covers. */
 TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
 {
     _Alignas(64) float acc[2 * BM * 2 * BN];
@@ -386,14 +446,23 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
     const uint16_t *a0 = p->a;
     const uint16_t *a1 = p->mrows > BM ? p->a + (size_t)p->kcn * BLOCK : p->a;
     int rows0 = p->mrows < BM ? p->mrows : BM, rows1 = p->mrows - rows0;
+    amx_mode_t mode = AMX_ZERO_COMBINE;
+    if (j->alpha == 1.0f && p->first && j->beta == 0.0f)
+        mode = AMX_ZERO_STORE;
+    else if (j->alpha == 1.0f && (!p->first || j->beta == 1.0f))
+        mode = AMX_C_STORE;
     for (int nb = p->nb0; nb < p->nb0 + p->nbn; nb += 2) {
         int two = nb + 1 < p->nb0 + p->nbn;
         const uint16_t *b0 = j->B + (size_t)nb * col_stride + (size_t)p->kc0 * BLOCK;
         const uint16_t *b1 = two ? b0 + col_stride : b0;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        if (mode == AMX_C_STORE) {
+            amx_c_tiles(j, 1, acc, p->m0, p->mrows, nb);
+        } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        }
         for (int kbi = 0; kbi < p->kcn; kbi++) {
             size_t off = (size_t)kbi * BLOCK;
             _tile_loadd(4, a0 + off, 64);
@@ -404,6 +473,10 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
+        }
+        if (mode != AMX_ZERO_COMBINE) {
+            amx_c_tiles(j, 0, acc, p->m0, p->mrows, nb);
+            continue;
         }
         _tile_stored(0, acc, 2 * BN * 4);
         _tile_stored(1, acc + BN, 2 * BN * 4);
@@ -507,8 +580,9 @@ static void gemm_run(const job_t *j)
         kern->begin();
     for (int kc0 = 0; kc0 < j->kb; kc0 += KC_BLOCKS) {
         int kcn = j->kb - kc0 < KC_BLOCKS ? j->kb - kc0 : KC_BLOCKS;
-        for (int pb = nb_lo; pb < nb_hi; pb += NC_BLOCKS) {
-            int pbn = nb_hi - pb < NC_BLOCKS ? nb_hi - pb : NC_BLOCKS;
+        int nc = PANEL_BYTES / (kcn * BLOCK * (int)sizeof(uint16_t)) / 2 * 2;
+        for (int pb = nb_lo; pb < nb_hi; pb += nc) {
+            int pbn = nb_hi - pb < nc ? nb_hi - pb : nc;
             for (int m0 = 0; m0 < j->M; m0 += MR) {
                 int mrows = j->M - m0 < MR ? j->M - m0 : MR;
                 kern->convert(j, abuf_tls, m0, mrows, kc0, kcn);
