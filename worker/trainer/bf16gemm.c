@@ -12,19 +12,21 @@
  * k-blocks (1024 k), the output columns in panels of at most PANEL_BYTES of
  * packed W (which stays in L2), then 32 rows of A at a time, converted into a
  * per-thread buffer (at most 64 KiB, in L1/L2) while the kernel walks the
- * panel. The first K chunk writes alpha * acc (+ beta * C), later chunks add
- * to C. The AMX kernel starts its tiles from C or zero and stores them to C
+ * panel (two such buffers: the AMX kernel fills the second as it goes). The
+ * first K chunk writes alpha * acc (+ beta * C), later chunks add to C. The
+ * AMX kernel starts its tiles from C or zero and stores them to C
  * when alpha is 1 and beta 0 or 1 (what the trainer calls), else it goes
  * through combine(); the choice depends only on alpha, beta and the chunk, so
  * every column and row gets the same arithmetic whatever the range of a call.
  *
- * Invariants: the per-thread buffer holds 2 x KC_BLOCKS blocks, whatever the
- * shapes, so calls never allocate; padding rows and k of that buffer are
+ * Invariants: each per-thread buffer holds 2 x KC_BLOCKS blocks, whatever
+ * the shapes, so calls never allocate; padding rows and k of that buffer are
  * zero, so the kernels always run whole blocks and only the writes to C clip
  * to M and [n0, n1).
  *
  * Cost: 2 * M * K * (n1 - n0) flop, plus A converted once per column panel
- * (panels: ceil((n1 - n0) / 512) at K >= 1024, half as many at K = 512).
+ * (1 MiB of packed W: 1024 columns at K = 512, 512 at K >= 1024); the AMX
+ * kernel converts the next 32 rows between its tile instructions.
  * Measured (bench/trainer/bf16gemm_bench.c, M = 1024, one core): AMX about
  * 1 TFLOP/s on the trainer's shapes; AVX512-BF16 is limited by VDPBF16PS,
  * which this CPU issues at a quarter of its fp32 FMA rate.
@@ -86,6 +88,8 @@ typedef struct {
     int kc0, kcn;      /* k-blocks kc0 .. kc0 + kcn - 1 */
     int nb0, nbn;      /* column blocks nb0 .. nb0 + nbn - 1 */
     int first;         /* first K chunk: apply beta, else accumulate */
+    uint16_t *next;    /* buffer for the next rows of A, for a kernel that converts them */
+    int next_rows;     /* rows of A after these ones, at most 32 (0: none) */
 } part_t;
 
 typedef void convert_fn(const job_t *j, uint16_t *abuf, int m0, int mrows, int kc0, int kcn);
@@ -283,33 +287,37 @@ static int probe_amx(void)
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
+/* One unit of conversion: k-block kbi of row r (of the rows from m0), zero
+ * past mrows and past K. */
+TARGET_AVX static inline void convert_unit_avx(const job_t *j, uint16_t *abuf, int m0, int mrows,
+                                               int kc0, int kcn, int r, int kbi)
+{
+    uint16_t *dst = abuf + abuf_index(r, kbi, kcn);
+    if (r >= mrows) {
+        _mm512_store_si512(dst, _mm512_setzero_si512());
+        return;
+    }
+    const float *src = j->A + (size_t)(m0 + r) * (size_t)j->lda;
+    int k = (kc0 + kbi) * BK, left = j->K - k;
+    __m512 lo, hi;
+    if (left >= BK) {
+        lo = _mm512_loadu_ps(src + k);
+        hi = _mm512_loadu_ps(src + k + 16);
+    } else {
+        __mmask16 mlo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        __mmask16 mhi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+        lo = _mm512_maskz_loadu_ps(mlo, src + k);
+        hi = _mm512_maskz_loadu_ps(mhi, src + k + 16);
+    }
+    _mm512_store_si512(dst, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
 TARGET_AVX static void convert_avx(const job_t *j, uint16_t *abuf, int m0, int mrows, int kc0,
                                    int kcn)
 {
-    int k0 = kc0 * BK;
-    __m512i zero = _mm512_setzero_si512();
-    for (int r = 0; r < MR; r++) {
-        if (r >= mrows) {
-            for (int kbi = 0; kbi < kcn; kbi++)
-                _mm512_store_si512(abuf + abuf_index(r, kbi, kcn), zero);
-            continue;
-        }
-        const float *src = j->A + (size_t)(m0 + r) * (size_t)j->lda;
-        for (int kbi = 0; kbi < kcn; kbi++) {
-            int k = k0 + kbi * BK, left = j->K - k;
-            __m512 lo, hi;
-            if (left >= BK) {
-                lo = _mm512_loadu_ps(src + k);
-                hi = _mm512_loadu_ps(src + k + 16);
-            } else {
-                __mmask16 mlo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-                __mmask16 mhi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
-                lo = _mm512_maskz_loadu_ps(mlo, src + k);
-                hi = _mm512_maskz_loadu_ps(mhi, src + k + 16);
-            }
-            _mm512_store_si512(abuf + abuf_index(r, kbi, kcn), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-        }
-    }
+    for (int r = 0; r < MR; r++)
+        for (int kbi = 0; kbi < kcn; kbi++)
+            convert_unit_avx(j, abuf, m0, mrows, kc0, kcn, r, kbi);
 }
 
 /* 8 rows x 32 columns per step: 16 accumulators, each k pair of a row
@@ -446,6 +454,10 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
     const uint16_t *a0 = p->a;
     const uint16_t *a1 = p->mrows > BM ? p->a + (size_t)p->kcn * BLOCK : p->a;
     int rows0 = p->mrows < BM ? p->mrows : BM, rows1 = p->mrows - rows0;
+    /* The next 32 rows of A are converted between the tile instructions, a
+     * share per column pair and k-block, so that the core does it while the
+     * tile unit computes. */
+    int units = p->next_rows > 0 ? MR * p->kcn : 0, done = 0, pairs = (p->nbn + 1) / 2;
     amx_mode_t mode = AMX_ZERO_COMBINE;
     if (j->alpha == 1.0f && p->first && j->beta == 0.0f)
         mode = AMX_ZERO_STORE;
@@ -463,6 +475,7 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_zero(2);
             _tile_zero(3);
         }
+        int pair = (nb - p->nb0) / 2;
         for (int kbi = 0; kbi < p->kcn; kbi++) {
             size_t off = (size_t)kbi * BLOCK;
             _tile_loadd(4, a0 + off, 64);
@@ -473,6 +486,10 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
+            int upto = (int)(((int64_t)pair * p->kcn + kbi + 1) * units / ((int64_t)pairs * p->kcn));
+            for (; done < upto; done++)
+                convert_unit_avx(j, p->next, p->m0 + p->mrows, p->next_rows, p->kc0, p->kcn,
+                                 done / p->kcn, done % p->kcn);
         }
         if (mode != AMX_ZERO_COMBINE) {
             amx_c_tiles(j, 0, acc, p->m0, p->mrows, nb);
@@ -503,16 +520,17 @@ typedef struct {
     void (*end)(void);    /* per-call tear-down, or NULL */
     convert_fn *convert;  /* A rows -> bf16 blocks */
     block_fn *block;      /* one part */
+    int converts_next;    /* block() also converts the next rows into part.next */
 } kernel_t;
 
 static int probe_generic(void) { return 1; }
 
 /* In order of preference, the last usable one wins. */
 static const kernel_t kernels[] = {
-    {"generic", probe_generic, NULL, NULL, convert_generic, block_generic},
+    {"generic", probe_generic, NULL, NULL, convert_generic, block_generic, 0},
 #ifdef BF16_X86
-    {"avx512bf16", probe_avx512bf16, NULL, NULL, convert_avx, block_avx},
-    {"amx", probe_amx, amx_begin, amx_end, convert_avx, block_amx},
+    {"avx512bf16", probe_avx512bf16, NULL, NULL, convert_avx, block_avx, 0},
+    {"amx", probe_amx, amx_begin, amx_end, convert_avx, block_amx, 1},
 #endif
 };
 #define N_KERNELS ((int)(sizeof(kernels) / sizeof(kernels[0])))
@@ -566,8 +584,9 @@ int bf16_gemm_use_kernel(const char *name)
 
 /* ---- driver ---- */
 
-/* Per-thread A buffer: two A blocks for each k-block of a chunk. */
-static _Thread_local _Alignas(64) uint16_t abuf_tls[2 * KC_BLOCKS * BLOCK];
+/* Per-thread A buffers: two A blocks for each k-block of a chunk, twice (the
+ * rows in use and the next ones, for a kernel that converts ahead). */
+static _Thread_local _Alignas(64) uint16_t abuf_tls[2][2 * KC_BLOCKS * BLOCK];
 
 static void gemm_run(const job_t *j)
 {
@@ -583,11 +602,17 @@ static void gemm_run(const job_t *j)
         int nc = PANEL_BYTES / (kcn * BLOCK * (int)sizeof(uint16_t)) / 2 * 2;
         for (int pb = nb_lo; pb < nb_hi; pb += nc) {
             int pbn = nb_hi - pb < nc ? nb_hi - pb : nc;
+            int cur = 0, ready = 0;
             for (int m0 = 0; m0 < j->M; m0 += MR) {
                 int mrows = j->M - m0 < MR ? j->M - m0 : MR;
-                kern->convert(j, abuf_tls, m0, mrows, kc0, kcn);
-                part_t p = {abuf_tls, m0, mrows, kc0, kcn, pb, pbn, kc0 == 0};
+                int next = j->M - m0 - mrows < MR ? j->M - m0 - mrows : MR;
+                if (!ready)
+                    kern->convert(j, abuf_tls[cur], m0, mrows, kc0, kcn);
+                part_t p = {abuf_tls[cur], m0, mrows, kc0, kcn, pb, pbn, kc0 == 0,
+                            abuf_tls[cur ^ 1], next};
                 kern->block(j, &p);
+                ready = kern->converts_next && next > 0;
+                cur ^= 1;
             }
         }
     }
