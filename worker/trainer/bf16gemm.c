@@ -219,22 +219,33 @@ static void convert_generic(const job_t *j, uint16_t *abuf, int m0, int mrows, i
     }
 }
 
+/* Compiled for AVX-512F, AVX2 and baseline x86-64, the best chosen at load
+ * time; without FMA contraction (ISO C mode) every clone rounds alike. */
+#if defined(BF16_X86) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 static void block_generic(const job_t *j, const part_t *p)
 {
     float acc[BM][BN];
+    float be[BK / 2][BN], bo[BK / 2][BN]; /* the block's even and odd k, fp32 */
     for (int nb = p->nb0; nb < p->nb0 + p->nbn; nb++) {
         for (int mi = 0; mi * BM < p->mrows; mi++) {
             memset(acc, 0, sizeof(acc));
             for (int kbi = 0; kbi < p->kcn; kbi++) {
                 const uint16_t *a = p->a + ((size_t)mi * (size_t)p->kcn + (size_t)kbi) * BLOCK;
                 const uint16_t *b = j->B + ((size_t)nb * (size_t)j->kb + (size_t)(p->kc0 + kbi)) * BLOCK;
+                for (int kp = 0; kp < BK / 2; kp++) {
+                    for (int c = 0; c < BN; c++) {
+                        be[kp][c] = bf16_to_f32(b[kp * BN * 2 + 2 * c]);
+                        bo[kp][c] = bf16_to_f32(b[kp * BN * 2 + 2 * c + 1]);
+                    }
+                }
                 for (int r = 0; r < BM; r++) {
                     for (int kp = 0; kp < BK / 2; kp++) {
                         float a0 = bf16_to_f32(a[r * BK + 2 * kp]);
                         float a1 = bf16_to_f32(a[r * BK + 2 * kp + 1]);
-                        const uint16_t *brow = b + kp * BN * 2;
                         for (int c = 0; c < BN; c++)
-                            acc[r][c] += a0 * bf16_to_f32(brow[2 * c]) + a1 * bf16_to_f32(brow[2 * c + 1]);
+                            acc[r][c] += a0 * be[kp][c] + a1 * bo[kp][c];
                     }
                 }
             }
