@@ -69,11 +69,26 @@ static void *helper_main(void *start_gen)
     return NULL;
 }
 
-static double now_s(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now_s(void) { return clock_s(CLOCK_MONOTONIC); }
+
+/* The load average over the last minute, or -1. */
+static double load1(void)
+{
+    double l = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1.0;
+        fclose(f);
+    }
+    return l;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -83,7 +98,8 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct {
-    double median, best; /* seconds per call */
+    double median, best; /* wall seconds per call */
+    double cpu;          /* median CPU seconds of the calling thread per call */
 } timing_t;
 
 /* One product (kind NULL: cblas_sgemm with its own threads) on 1 thread or
@@ -114,10 +130,11 @@ static timing_t time_call(const char *kind, int threads, char split, int op, con
             exit(1);
         }
     }
-    double t[200];
+    double t[200], cpu[200];
     int n = 0;
     double start = now_s();
     for (int rep = -1; rep < 200; rep++) {
+        double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
         double t0 = now_s();
         if (!kind) {
             if (op == 0)
@@ -137,8 +154,10 @@ static timing_t time_call(const char *kind, int threads, char split, int op, con
             run_slice(&mine);
         }
         double t1 = now_s();
-        if (rep >= 0)
+        if (rep >= 0) {
+            cpu[n] = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
             t[n++] = t1 - t0;
+        }
         if (n >= min_reps && t1 - start > 0.2)
             break;
     }
@@ -147,7 +166,8 @@ static timing_t time_call(const char *kind, int threads, char split, int op, con
         pthread_join(helper, NULL);
     }
     qsort(t, (size_t)n, sizeof(double), cmp_double);
-    return (timing_t){t[n / 2], t[0]};
+    qsort(cpu, (size_t)n, sizeof(double), cmp_double);
+    return (timing_t){t[n / 2], t[0], cpu[n / 2]};
 }
 
 int main(int argc, char **argv)
@@ -189,9 +209,11 @@ int main(int argc, char **argv)
     } shapes[] = {{"q/k/v/o", 512, 512}, {"gate/up", 1376, 512}, {"down", 512, 1376},
                   {"lm_head", 8192, 512}};
     const int M = 1024;
-    printf("GFLOP/s, M = %d, median (best) of >= %d calls and >= 0.2 s; 2t-cols: 2 threads on\n"
-           "column ranges, 2t-rows: 2 threads on row ranges; sgemm 2t: OpenBLAS's own threads\n",
-           M, min_reps);
+    printf("GFLOP/s, M = %d, median (best) of >= %d calls and >= 0.2 s, wall clock; cpu: 1 thread\n"
+           "by its own CPU time (what a core gives when others load the machine); 2t-cols: 2\n"
+           "threads on column ranges, 2t-rows: on row ranges; sgemm 2t: OpenBLAS's own threads.\n"
+           "load average at start %.2f\n",
+           M, min_reps, load1());
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int rows = shapes[s].rows, cols = shapes[s].cols;
         size_t nw = (size_t)rows * (size_t)cols, na = (size_t)M * (size_t)(rows > cols ? rows : cols);
@@ -223,8 +245,8 @@ int main(int argc, char **argv)
             timing_t s2 = time_call(NULL, 2, 'c', op, NULL, W, rows, cols, A, Cref, M, min_reps);
             for (size_t i = 0; i < (size_t)M * N; i++)
                 ref_max = fmax(ref_max, fabs(Cref[i]));
-            printf("%s %-10s 1t %5.0f (%5.0f)  2t      %5.0f (%5.0f)\n", what, "sgemm",
-                   gf / s1.median, gf / s1.best, gf / s2.median, gf / s2.best);
+            printf("%s %-10s 1t %5.0f (%5.0f) cpu %5.0f  2t      %5.0f (%5.0f)\n", what, "sgemm",
+                   gf / s1.median, gf / s1.best, gf / s1.cpu, gf / s2.median, gf / s2.best);
             for (int k = 0; k < nk; k++) {
                 bf16_gemm_use_kernel(kinds[k]);
                 timing_t t1 = time_call(kinds[k], 1, 'c', op, Wb, W, rows, cols, A, C, M, min_reps);
@@ -233,10 +255,10 @@ int main(int argc, char **argv)
                 double worst = 0.0;
                 for (size_t i = 0; i < (size_t)M * N; i++)
                     worst = fmax(worst, fabs(C[i] - Cref[i]));
-                printf("%s %-10s 1t %5.0f (%5.0f)  2t-cols %5.0f (%5.0f)  2t-rows %5.0f (%5.0f)  "
-                       "diff %.0e\n",
-                       what, kinds[k], gf / t1.median, gf / t1.best, gf / tc.median, gf / tc.best,
-                       gf / tr.median, gf / tr.best, worst / ref_max);
+                printf("%s %-10s 1t %5.0f (%5.0f) cpu %5.0f  2t-cols %5.0f (%5.0f)  2t-rows %5.0f "
+                       "(%5.0f)  diff %.0e\n",
+                       what, kinds[k], gf / t1.median, gf / t1.best, gf / t1.cpu, gf / tc.median,
+                       gf / tc.best, gf / tr.median, gf / tr.best, worst / ref_max);
             }
             fflush(stdout);
         }
@@ -246,5 +268,6 @@ int main(int argc, char **argv)
         free(C);
         free(Cref);
     }
+    printf("load average at end %.2f\n", load1());
     return 0;
 }
