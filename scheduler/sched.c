@@ -1225,11 +1225,7 @@ void sched_cron(sched_t *s)
         sweep_orphan_ranks(s);
         check_time_limits(s);
     }
-    if (s->dirty || now >= s->next_schedule) {
-        s->dirty = false;
-        s->next_schedule = now + s->cfg.schedule_interval_ms;
-        sched_schedule(s);
-    }
+    sched_schedule_due(s);
     ledger_cron(s);
     if (now >= s->next_seen_flush) {
         s->next_seen_flush = now + 10000;
@@ -1245,6 +1241,17 @@ void sched_cron(sched_t *s)
 
         if (n->connected && now - n->last_send >= s->cfg.heartbeat_ms)
             sched_send_node(s, n->name, ft_proto_new(FT_MSG_HEARTBEAT, NULL));
+    }
+}
+
+void sched_schedule_due(sched_t *s)
+{
+    int64_t now = sched_mono_ms(s);
+
+    if (s->dirty || now >= s->next_schedule) {
+        s->dirty = false;
+        s->next_schedule = now + s->cfg.schedule_interval_ms;
+        sched_schedule(s);
     }
 }
 

@@ -58,6 +58,10 @@ void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *fra
 /* Periodic work: liveness, heartbeats, scheduling pass, gang-start timeout,
  * time limits, relay expiry, checkpoints. Cheap when nothing is due. */
 void sched_cron(sched_t *s);
+/* The scheduling pass of sched_cron alone, when something changed or it is
+ * due: the server runs it inside a batch, so that the starts it sends share
+ * the commit of the messages that freed or queued their devices. */
+void sched_schedule_due(sched_t *s);
 /* Milliseconds until sched_cron next has work (for the poll timeout). */
 int sched_next_timeout_ms(sched_t *s);
 

@@ -7,8 +7,10 @@
  * commit, sched_batch_begin): each message's transaction is a savepoint, the
  * batch's one COMMIT syncs the WAL once for all of them, and only then is
  * the outbox flushed, so no reply or command leaves before the commit that
- * backs it. One message alone costs what it did before (one sync); a burst of
- * N worker events or submits costs one sync instead of N. Sends never block: a peer that is gone
+ * backs it. The scheduling pass those messages call for runs inside the same
+ * batch. One message alone costs one sync, as before; a burst of N worker
+ * events or submits, and the starts they lead to, cost one sync instead of
+ * one each. Sends never block: a peer that is gone
  * (EHOSTUNREACH with ROUTER_MANDATORY) or full (EAGAIN) loses that message
  * and is logged; liveness and client retries take it from there.
  */
@@ -255,6 +257,9 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
                 break;
         }
         if (batched) {
+            /* The pass that places what these messages queued or freed
+             * joins their commit: a submit and its start cost one sync. */
+            sched_schedule_due(s);
             sched_batch_end(s);
             if (handled > 0)
                 ft_debug("group commit of %d message%s: %.3f ms", handled, handled == 1 ? "" : "s",
