@@ -978,13 +978,18 @@ const backend_t *backend_cpu(void)
  * slots of the uploaded llama_weights_t hold those pointers: only gemm_w,
  * embedding_forward and xent_forward_backward of this table read them, and
  * mem holds the bf16_weights_t that owns them all.
- * The weight GEMMs split the output columns over the pool in blocks of 32
- * (bf16gemm.h), one range per thread: every range converts all of A to bf16
- * again, so more ranges would cost more than their balance gains. A column
- * is computed by the same code whatever the split, so results do not depend
- * on the thread count. */
+ * The weight GEMMs split over the pool one range per thread, by rows of A
+ * and C in blocks of 32 when there are enough (each thread then converts
+ * only its rows of A to bf16 and reads all of the packed W, which stays in
+ * its L2 for every matrix but lm_head), else by output columns in blocks of
+ * 32 (bf16gemm.h; every range converts all of A). More ranges than threads
+ * would convert or read more for little balance. An element of C is
+ * computed by the same code whatever the split (tests/trainer/model/
+ * test_bf16.c checks 1 thread == 2 threads bit for bit, tails included), so
+ * results do not depend on the thread count. */
 
 #define BF16_COLS 32  /* column block of a split (bf16gemm.h) */
+#define BF16_ROWS 32  /* row block of a split */
 
 typedef struct {
     bf16_mat_t **mats;   /* [n_mats] every packed matrix, freed with the set */
@@ -1005,8 +1010,9 @@ typedef struct {
     const bf16_mat_t *W;
     float alpha, beta;
     float *C;                /* (M, N) */
-    int64_t blocks;          /* BF16_COLS-column blocks of C */
+    int64_t blocks;          /* BF16_COLS-column (or BF16_ROWS-row) blocks of C */
     int64_t parts;           /* ranges the blocks are cut into */
+    bool split_m;            /* blocks are rows of C (and A), else columns */
 } bgemm_ctx;
 
 static void bgemm_cols(const bgemm_ctx *g, int n0, int n1)
@@ -1025,6 +1031,17 @@ static void bgemm_range(void *p, int64_t lo, int64_t hi, int tid)
     (void)tid;
     chunk(g->blocks, g->parts, lo, &a, &unused);
     chunk(g->blocks, g->parts, hi - 1, &unused, &b);
+    if (g->split_m) {
+        int m0 = (int)(a * BF16_ROWS), m1 = (int)(b * BF16_ROWS < g->M ? b * BF16_ROWS : g->M);
+        if (m0 >= m1)
+            return;
+        bgemm_ctx r = *g;
+        r.M = m1 - m0;
+        r.A = g->A + (size_t)m0 * g->lda;
+        r.C = g->C + (size_t)m0 * g->ldc;
+        bgemm_cols(&r, 0, g->N);
+        return;
+    }
     int n0 = (int)(a * BF16_COLS), n1 = (int)(b * BF16_COLS < g->N ? b * BF16_COLS : g->N);
     if (n0 < n1)
         bgemm_cols(g, n0, n1);
@@ -1039,8 +1056,12 @@ static void bf16_par(bool nt, int M, int N, int K, float alpha, const float *A, 
         return;
     int threads = pool.n_workers + 1;
     int64_t blocks = (N + BF16_COLS - 1) / BF16_COLS;
-    bgemm_ctx g = {nt, M, N, A, lda, ldc, W, alpha, beta, C, blocks, 1};
+    bgemm_ctx g = {nt, M, N, A, lda, ldc, W, alpha, beta, C, blocks, 1, false};
     double flops = 2.0 * M * (double)N * K;
+    if (M >= 2 * BF16_ROWS * threads) {
+        g.split_m = true;
+        g.blocks = blocks = (M + BF16_ROWS - 1) / BF16_ROWS;
+    }
     if (threads == 1 || flops < 1e6 || blocks < 2 || in_worker_job) {
         bgemm_cols(&g, 0, N);
         return;

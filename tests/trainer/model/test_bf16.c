@@ -12,7 +12,8 @@
  *  - the bf16 path is really taken: the loss is not bit-identical to fp32,
  *    and the embedding rows come out as the bf16 rounding of the fp32 ones;
  *  - kernels agree with each other to fp32 summation order (1e-4);
- *  - 1 thread == 2 threads bit for bit (the column split is invisible);
+ *  - 1 thread == 2 threads bit for bit (the row and column splits are
+ *    invisible);
  *  - trainer_dtype_resolve: auto is fp32 on CPU and bf16 on CUDA, fp32 on
  *    CUDA is an error naming spec.train.dtype.
  */
@@ -194,8 +195,10 @@ static void upload_check(llama_config_t *cfg)
     mt_free_model(&w);
 }
 
-/* the pool splits the weight GEMMs by columns: results must not depend on it */
-static void threads_check(void)
+/* the pool splits the weight GEMMs by rows (N = 4 * 57 = 228: two ranges of
+ * 32-row blocks, with tails) or, for few rows (N = 57), by columns: results
+ * must not depend on it */
+static void threads_check(int nb)
 {
     llama_config_t cfg;
     mt_tiny_config(&cfg);
@@ -207,7 +210,7 @@ static void threads_check(void)
     if (mt_random_model(&cfg, &w, 0.1) < 0)
         return;
     const backend_t *be = backend_cpu_bf16();
-    model_opts_t o = {.r = 8, .alpha = 16.0, .mask = 0x7f, .dropout = 0.1, .B = 4, .T = 64};
+    model_opts_t o = {.r = 8, .alpha = 16.0, .mask = 0x7f, .dropout = 0.1, .B = nb, .T = 57};
     ft_err_t err;
     model_t *m = model_new(&cfg, &w, be, &o, &err);
     if (!m) {
@@ -217,8 +220,8 @@ static void threads_check(void)
     }
     const lora_layout_t *lay = model_lora_layout(m);
     lora_init_params(lay, model_lora_params(m), 2, 0.05);
-    int32_t in[4 * 64], tg[4 * 64];
-    for (int i = 0; i < 4 * 64; i++) {
+    int32_t in[4 * 57], tg[4 * 57];
+    for (int i = 0; i < nb * 57; i++) {
         in[i] = (int32_t)(mt_next() % 264);
         tg[i] = i % 7 == 0 ? -100 : (int32_t)(mt_next() % 264);
     }
@@ -237,8 +240,8 @@ static void threads_check(void)
         double d = fabs((double)g1[i] - model_lora_grads(m)[i]);
         worst = d > worst ? d : worst;
     }
-    printf("%-30s kernel %s: loss %.17g vs %.17g, worst grad diff %.3e %s\n",
-           "bf16 1 thread == 2 threads", bf16_gemm_kernel(), s1, s2, worst,
+    printf("%-30s N %d, kernel %s: loss %.17g vs %.17g, worst grad diff %.3e %s\n",
+           "bf16 1 thread == 2 threads", nb * 57, bf16_gemm_kernel(), s1, s2, worst,
            s1 == s2 && worst == 0.0 ? "ok" : "FAIL");
     MT_CHECK(s1 == s2 && worst == 0.0, "thread count changes bf16 results");
     be->set_threads(1);
@@ -284,7 +287,8 @@ int main(void)
     compare_kernels("bf16 vs fp32 (tied)", &cfg, true);
     mt_tiny_config(&cfg);
     upload_check(&cfg);
-    threads_check();
+    threads_check(4);
+    threads_check(1);
     resolve_check();
     printf("%s: %d failure(s)\n", mt_failures ? "FAIL" : "PASS", mt_failures);
     return mt_failures ? 1 : 0;
