@@ -31,6 +31,7 @@
  * 1 TFLOP/s on the trainer's shapes; AVX512-BF16 is limited by VDPBF16PS,
  * which this CPU issues at a quarter of its fp32 FMA rate.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -634,6 +635,7 @@ static void gemm_run(const job_t *j)
 void bf16_gemm_nt(int M, const float *A, int lda, const bf16_mat_t *W, float alpha, float beta,
                   float *C, int ldc, int n0, int n1)
 {
+    assert(W && M >= 0 && lda >= W->cols && ldc >= W->rows && 0 <= n0 && n0 <= n1 && n1 <= W->rows);
     job_t j = {M, W->cols, A, lda, W->wt, W->kb_nt, alpha, beta, C, ldc, n0, n1};
     gemm_run(&j);
 }
@@ -641,6 +643,7 @@ void bf16_gemm_nt(int M, const float *A, int lda, const bf16_mat_t *W, float alp
 void bf16_gemm_nn(int M, const float *A, int lda, const bf16_mat_t *W, float alpha, float beta,
                   float *C, int ldc, int n0, int n1)
 {
+    assert(W && M >= 0 && lda >= W->rows && ldc >= W->cols && 0 <= n0 && n0 <= n1 && n1 <= W->cols);
     job_t j = {M, W->rows, A, lda, W->w, W->kb_nn, alpha, beta, C, ldc, n0, n1};
     gemm_run(&j);
 }
