@@ -16,6 +16,11 @@
  * baseline x86-64 with the best one chosen at load time (GCC target_clones).
  * The build uses ISO C mode, where GCC does not contract a*b+c into FMA, so
  * every clone rounds identically.
+ *
+ * Two tables share all of this: "cpu" (fp32 base weights) and "cpu-bf16"
+ * (at the end of the file: the frozen matrices packed to bf16 for
+ * bf16gemm.h, the embedding as bf16 rows; only the ops that read base
+ * weights differ).
  */
 #include <assert.h>
 #include <cblas.h>
