@@ -9,7 +9,9 @@
  * C full of NaN. Tolerance: |C - ref| <= 1e-5 * (|alpha| * sum_k |a_k w_k| +
  * |beta c|), the fp32 accumulation error allowed; the worst ratio is printed.
  * Columns outside [n0, n1) and the padding beyond the width must not change.
- * A kernel the CPU lacks prints a skip line.
+ * Against an identity W each kernel's own rounding of A must equal
+ * bf16_from_f32 to the bit; splitting a product by columns or rows must not
+ * change a bit. A kernel the CPU lacks prints a skip line.
  *
  * `test_bf16gemm --print-kernel` prints the kernel in use (the selection
  * check runs itself with FT_BF16_KERNEL set).
@@ -237,6 +239,47 @@ static void test_kernel_shapes(void)
     }
 }
 
+/* The kernels' own rounding of A: against an identity W every output is
+ * one input rounded to bf16, which must be bf16_from_f32's to the bit
+ * (normal values incl. ties; the CPU's conversion flushes subnormals, see
+ * bf16gemm.h). A NaN in a row makes that row NaN (NaN * 0 stays NaN). */
+static void test_exact_rounding(void)
+{
+    enum { M = 3, K = 40 };
+    static const uint32_t edges[] = {0x3f808000u, 0x3f818000u, 0x3f808001u, 0x3f807fffu, 0xbf808000u,
+                                     0x7f7f7fffu, 0x00800000u, 0x80800000u, 0x00000000u, 0x80000000u};
+    float W[K * K], A[M * K], C[M * K];
+    for (int i = 0; i < K * K; i++)
+        W[i] = i / K == i % K ? 1.0f : 0.0f;
+    for (int i = 0; i < M * K; i++) {
+        uint32_t u = (uint32_t)i < sizeof(edges) / sizeof(edges[0])
+                         ? edges[i]
+                         : ((rng_u32() & 0x8000ffffu) | ((64u + rng_u32() % 128u) << 23));
+        A[i] = f32_of(u);
+    }
+    bf16_mat_t *eye = bf16_mat_new(W, K, K);
+    for (int op = 0; op < 2; op++) {
+        (op ? bf16_gemm_nn : bf16_gemm_nt)(M, A, K, eye, 1.0f, 0.0f, C, K, 0, K);
+        int bad = 0;
+        for (int i = 0; i < M * K; i++) {
+            float want = bf16_to_f32(bf16_from_f32(A[i]));
+            bad += memcmp(&C[i], &want, sizeof(float)) != 0 && !(C[i] == 0.0f && want == 0.0f);
+        }
+        CHECK(bad == 0, "%s %s: A times the identity is bf16_from_f32(A) to the bit, ties included "
+              "(%d of %d differ)", bf16_gemm_kernel(), op ? "nn" : "nt", bad, M * K);
+    }
+    A[5] = NAN;
+    bf16_gemm_nt(M, A, K, eye, 1.0f, 0.0f, C, K, 0, K);
+    int nan_row = 0, clean = 0;
+    for (int c = 0; c < K; c++) {
+        nan_row += isnan(C[c]) != 0;
+        clean += !isnan(C[K + c]);
+    }
+    CHECK(nan_row == K && clean == K, "%s: a NaN in row 0 of A makes all %d outputs of row 0 NaN "
+          "(%d are) and leaves row 1 alone (%d clean)", bf16_gemm_kernel(), K, nan_row, clean);
+    bf16_mat_destroy(&eye);
+}
+
 /* Splitting a product must not change a bit: two threads on disjoint
  * column ranges, ranges that cut a 32-column block, and ranges of rows all
  * give what one call gives (the CPU backend relies on it: results do not
@@ -362,6 +405,7 @@ int main(int argc, char **argv)
             printf("skip: kernel %s is not available on this CPU\n", names[i]);
             continue;
         }
+        test_exact_rounding();
         test_kernel_shapes();
         test_splits();
     }
