@@ -466,10 +466,12 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
     const uint16_t *a0 = p->a;
     const uint16_t *a1 = p->mrows > BM ? p->a + (size_t)p->kcn * BLOCK : p->a;
     int rows0 = p->mrows < BM ? p->mrows : BM, rows1 = p->mrows - rows0;
-    /* The next 32 rows of A are converted between the tile instructions, a
-     * share per column pair and k-block, so that the core does it while the
-     * tile unit computes. */
-    int units = p->next_rows > 0 ? MR * p->kcn : 0, done = 0, pairs = (p->nbn + 1) / 2;
+    /* The next 32 rows of A are converted between the tile instructions,
+     * `step` units (one row's k-block each) after every k-block, spread over
+     * the panel's column pairs, so that the core does it while the tile unit
+     * computes. */
+    int units = p->next_rows > 0 ? MR * p->kcn : 0, pairs = (p->nbn + 1) / 2;
+    int step = (units + pairs * p->kcn - 1) / (pairs * p->kcn), ur = 0, uk = 0;
     amx_mode_t mode = AMX_ZERO_COMBINE;
     if (j->alpha == 1.0f && p->first && j->beta == 0.0f)
         mode = AMX_ZERO_STORE;
@@ -487,7 +489,6 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_zero(2);
             _tile_zero(3);
         }
-        int pair = (nb - p->nb0) / 2;
         for (int kbi = 0; kbi < p->kcn; kbi++) {
             size_t off = (size_t)kbi * BLOCK;
             _tile_loadd(4, a0 + off, 64);
@@ -498,10 +499,13 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
-            int upto = (int)(((int64_t)pair * p->kcn + kbi + 1) * units / ((int64_t)pairs * p->kcn));
-            for (; done < upto; done++)
-                convert_unit_avx(j, p->next, p->m0 + p->mrows, p->next_rows, p->kc0, p->kcn,
-                                 done / p->kcn, done % p->kcn);
+            for (int u = 0; u < step && ur < MR && units; u++) {
+                convert_unit_avx(j, p->next, p->m0 + p->mrows, p->next_rows, p->kc0, p->kcn, ur, uk);
+                if (++uk == p->kcn) {
+                    uk = 0;
+                    ur++;
+                }
+            }
         }
         if (mode != AMX_ZERO_COMBINE) {
             amx_c_tiles(j, 0, acc, p->m0, p->mrows, nb);
