@@ -184,16 +184,16 @@ static inline void combine(const job_t *j, const float *acc, int ld, int m0, int
     float alpha = j->alpha, beta = j->beta;
     for (int r = 0; r < rows; r++) {
         float *crow = j->C + (size_t)(m0 + r) * (size_t)j->ldc;
-        const float *arow = acc + (size_t)r * (size_t)ld - base;
+        const float *arow = acc + (size_t)r * (size_t)ld;
         if (!first)
             for (int c = c0; c < c1; c++)
-                crow[c] += alpha * arow[c];
+                crow[c] += alpha * arow[c - base];
         else if (beta == 0.0f)
             for (int c = c0; c < c1; c++)
-                crow[c] = alpha * arow[c];
+                crow[c] = alpha * arow[c - base];
         else
             for (int c = c0; c < c1; c++)
-                crow[c] = alpha * arow[c] + beta * crow[c];
+                crow[c] = alpha * arow[c - base] + beta * crow[c];
     }
 }
 
