@@ -71,6 +71,8 @@ struct agent {
     int heartbeat_ms;                  /* from hello_reply */
     int liveness;                      /* from hello_reply */
     rank_t *ranks[WDEV_MAX];           /* running ranks (not yet reaped) */
+    int slot_fds[WDEV_MAX];            /* per device: its pid slot (rank_slot_open), or -1
+                                          until a rank first runs there */
     int nranks;                        /* entries in ranks */
     outbox_entry_t outbox[OUTBOX_MAX]; /* unconfirmed rank_exited, oldest first */
     int nout;                          /* entries in outbox */
@@ -671,7 +673,11 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             launch_failed(a, job_id, attempt, rank, why);
             continue;
         }
-        rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name};
+        ft_err_t serr = {0};
+        if (a->slot_fds[dev] < 0 &&
+            (a->slot_fds[dev] = rank_slot_open(a->o.state_dir, dev, &serr)) < 0)
+            ft_warn("device %d: %s; a restarted worker will not find this rank", dev, serr.msg);
+        rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name, a->slot_fds[dev]};
         rank_req_t req = {job_id, attempt,  rank, local, (int)world, wdev_get(a->devs, dev),
                           &spec,  spec_json, array_job_id, array_index};
         rank_t *r = NULL;
@@ -1049,6 +1055,8 @@ agent_t *agent_new(const agent_opts_t *opts, wdev_set_t *devs, ft_err_t *err)
     a->o = *opts;
     a->devs = devs;
     a->sigfd = -1;
+    for (int i = 0; i < WDEV_MAX; i++)
+        a->slot_fds[i] = -1;
     a->heartbeat_ms = FT_HEARTBEAT_MS;
     a->liveness = FT_LIVENESS;
     a->backoff_ms = BACKOFF_MIN_MS;
@@ -1110,6 +1118,9 @@ void agent_destroy(agent_t **pa)
         zmq_ctx_term(a->zctx);
     for (int i = 0; i < a->nranks; i++)
         rank_destroy(&a->ranks[i]);
+    for (int i = 0; i < WDEV_MAX; i++)
+        if (a->slot_fds[i] >= 0)
+            close(a->slot_fds[i]);
     for (int i = 0; i < a->nout; i++)
         cJSON_Delete(a->outbox[i].msg);
     if (a->sigfd >= 0) {

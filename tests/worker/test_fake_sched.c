@@ -848,6 +848,18 @@ int main(int argc, char **argv)
             fclose(f);
         usleep(20000);
     }
+    char slotfile[400], slot[128] = "";
+    snprintf(slotfile, sizeof(slotfile), "%s/state/ranks/device-0.pid", tmpdir);
+    FILE *sf = fopen(slotfile, "r");
+    int slot_pid = 0;
+    long long slot_job = 0;
+    if (!sf || !fgets(slot, sizeof(slot), sf) ||
+        sscanf(slot, "%d %*u %lld", &slot_pid, &slot_job) != 2)
+        slot_pid = 0;
+    if (sf)
+        fclose(sf);
+    CHECK(slot_pid > 0 && slot_pid == pid14 && slot_job == 14,
+          "device 0's pid slot names job 14's rank (pid %d): '%.60s'", (int)pid14, slot);
     kill(worker_pid, SIGKILL);
     waitpid(worker_pid, NULL, 0);
     CHECK(pid14 > 0 && bg > 0 && wait_dead(pid14, 2000) && alive(bg),
@@ -856,10 +868,9 @@ int main(int argc, char **argv)
           (int)pid14, bg);
     spawn_worker(argv[1], NULL);
     CHECK(register_worker() == 0, "a third ftworker registered with no running ranks");
-    char pidfile[400];
-    snprintf(pidfile, sizeof(pidfile), "%s/state/jobs/14/rank-0.pid", tmpdir);
-    CHECK(bg > 0 && wait_dead(bg, 2000) && access(pidfile, F_OK) != 0,
-          "the new ftworker killed the leftover %d and removed the pid file", bg);
+    struct stat sst;
+    CHECK(bg > 0 && wait_dead(bg, 2000) && stat(slotfile, &sst) == 0 && sst.st_size == 0,
+          "the new ftworker killed the leftover %d and emptied the slot", bg);
     kill(worker_pid, SIGTERM);
     CHECK(worker_exit_ok(5000), "the third ftworker exited with status 0");
     CHECK(invalid_msgs == 0, "every worker message passed the protocol validator (%d did not)",

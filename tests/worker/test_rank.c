@@ -2,7 +2,8 @@
  * tests/worker/test_rank.c: the rank launcher on its own, without a
  * scheduler: a rank's environment, log file, event pipe on fd 3, process
  * group, exit fields; launch failures (missing command, bad cwd) with their
- * reason in the log; pid files and the clean-up of leftovers.
+ * reason in the log; the per-device pid slots and the clean-up of leftovers
+ * (through the slots, and through the pid files of workers before them).
  */
 #include <errno.h>
 #include <signal.h>
@@ -45,6 +46,21 @@ static int settle(rank_t *r, ft_err_t *err)
     return rc;
 }
 
+/* Field 22 of /proc/PID/stat: the start time in clock ticks since boot. */
+static unsigned long long proc_start(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    char *st = read_all(path), *p = st ? strrchr(st, ')') : NULL;
+    unsigned long long v = 0;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                            "%*d %*d %*d %llu",
+                     &v) != 1)
+        v = 0;
+    free(st);
+    return v;
+}
+
 static int wait_rank(rank_t *r)
 {
     int status = -1;
@@ -64,8 +80,15 @@ int main(void)
     wdev_opts_t dopts = {
         .node_name = "n1", .cpu_devices = 1, .emulate_gpus = 2, .nvml_library = ""};
     wdev_set_t *devs = wdev_set_new(&dopts, &err);
-    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1"};
+    int slots[3];
+    for (int d = 0; d < 3; d++)
+        slots[d] = rank_slot_open(tmpdir, d, &err);
+    CHECK(slots[0] >= 0 && slots[1] >= 0 && slots[2] >= 0, "a pid slot per device opens: %s",
+          err.msg);
+    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1", slots[1]};
     ft_jobspec_t spec;
+    char slot_path[512];
+    snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-1.pid", tmpdir);
 
     /* a rank on emulated GPU 1: environment, output, event pipe, own group */
     char *argv1[] = {"sh", "-c",
@@ -107,20 +130,41 @@ int main(void)
           "pgid == pid: '%s'",
           log ? log : "(none)");
     free(log);
-    snprintf(path, sizeof(path), "%s/jobs/42/rank-1.pid", tmpdir);
-    CHECK(r && access(path, F_OK) == 0, "a pid file exists while the rank is known");
+    char *slot = read_all(slot_path);
+    int spid = 0, srank = -1;
+    long long sjob = 0;
+    unsigned long long sstart = 0;
+    CHECK(slot && sscanf(slot, "%d %llu %lld %d", &spid, &sstart, &sjob, &srank) == 4 && r &&
+              spid == r->pid && sjob == 42 && srank == 1,
+          "device 1's slot holds 'PID STARTTIME JOBID RANK' while the rank is known: '%s'",
+          slot ? slot : "(none)");
+    free(slot);
     if (r)
         rank_forget(r);
-    CHECK(access(path, F_OK) != 0, "rank_forget removes it");
+    slot = read_all(slot_path);
+    CHECK(slot && slot[0] == '\0' && r && r->slot_fd == -1, "rank_forget empties the slot");
+    free(slot);
     rank_destroy(&r);
+    snprintf(path, sizeof(path), "%s/jobs/42/rank-1", tmpdir);
+    CHECK(access(path, F_OK) != 0 && errno == ENOENT,
+          "an exec rank gets no folder of its own (only lora keeps its spec there)");
     CHECK(r == NULL, "rank_destroy nulls the pointer");
 
     /* a stop: SIGTERM to the group, reason "stopped" */
     char *argv2[] = {"sleep", "30", NULL};
     make_spec(&spec, argv2, NULL, NULL);
     rank_req_t req2 = {43, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL, 0, 0};
+    ctx.slot_fd = slots[2];
     CHECK(rank_launch(&ctx, &req2, &r, &err) == 0 && settle(r, &err) == 1,
           "launch 'sleep 30' on the cpu device");
+    snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-2.pid", tmpdir);
+    slot = read_all(slot_path);
+    unsigned long long pstart = r ? proc_start(r->pid) : 0;
+    CHECK(slot && sscanf(slot, "%d %llu", &spid, &sstart) == 2 && pstart > 0 &&
+              sstart <= pstart && pstart - sstart <= 100,
+          "the slot's start time (%llu) bounds /proc's (%llu) from below, within 100 ticks",
+          sstart, pstart);
+    free(slot);
     if (r) {
         r->stop_requested = true;
         rank_signal(r, SIGTERM);
@@ -136,6 +180,7 @@ int main(void)
     char *argv3[] = {"/nonexistent/cmd", NULL};
     make_spec(&spec, argv3, NULL, NULL);
     rank_req_t req3 = {44, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL, 0, 0};
+    ctx.slot_fd = slots[0];
     ft_err_clear(&err);
     int rc = rank_launch(&ctx, &req3, &r, &err);
     CHECK(rc == 0 && settle(r, &err) == -1 && r->launch_failed && !r->started &&
@@ -184,7 +229,7 @@ int main(void)
     char longcwd[5000];
     memset(longcwd, 'a', sizeof(longcwd) - 1);
     longcwd[sizeof(longcwd) - 1] = '\0';
-    rank_ctx_t badctx = {longcwd, "ft-train", "n1"};
+    rank_ctx_t badctx = {longcwd, "ft-train", "n1", -1};
     ft_err_clear(&err);
     CHECK(rank_launch(&badctx, &req3, &r, &err) == -1 && !r && strstr(err.msg, "too long"),
           "a state dir path too long fails before forking: '%s'", err.msg);
@@ -216,10 +261,36 @@ int main(void)
         status = wait_rank(r);
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the rank died of SIGKILL");
     }
-    snprintf(path, sizeof(path), "%s/jobs/45/rank-0.pid", tmpdir);
-    CHECK(access(path, F_OK) != 0, "its pid file is gone");
+    snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-0.pid", tmpdir);
+    slot = read_all(slot_path);
+    CHECK(slot && slot[0] == '\0', "its slot is empty afterwards: '%s'", slot ? slot : "(none)");
+    free(slot);
     CHECK(rank_kill_leftovers(tmpdir) == 0, "a second pass finds nothing");
     rank_destroy(&r);
+
+    /* a worker from before the slots wrote jobs/J/rank-R.pid: still found */
+    char *argv6[] = {"sleep", "30", NULL};
+    make_spec(&spec, argv6, NULL, NULL);
+    rank_req_t req6 = {46, 1, 0, 0, 1, wdev_get(devs, 1), &spec, NULL, 0, 0};
+    ctx.slot_fd = -1;
+    CHECK(rank_launch(&ctx, &req6, &r, &err) == 0 && settle(r, &err) == 1 && r->slot_fd == -1,
+          "launch a rank without a slot");
+    snprintf(path, sizeof(path), "%s/jobs/46/rank-0.pid", tmpdir);
+    FILE *pf = fopen(path, "w");
+    if (pf) {
+        fprintf(pf, "%d %llu\n", r ? (int)r->pid : 0, r ? proc_start(r->pid) : 0);
+        fclose(pf);
+    }
+    CHECK(pf && rank_kill_leftovers(tmpdir) == 1 && access(path, F_OK) != 0,
+          "an old-style pid file: its rank is killed and the file removed");
+    if (r) {
+        status = wait_rank(r);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "that rank died of SIGKILL");
+    }
+    rank_destroy(&r);
+    for (int d = 0; d < 3; d++)
+        if (slots[d] >= 0)
+            close(slots[d]);
 
     wdev_set_destroy(&devs);
     char cmd[300];
