@@ -741,9 +741,19 @@ static void on_log_read(agent_t *a, const cJSON *m, const char *re)
     logread_chunk_t c = {0};
     cJSON *reply = ft_proto_new(FT_MSG_LOG_DATA, re);
     bool ok = reply && cJSON_AddNumberToObject(reply, "relay", (double)relay);
+    int rc = -1;
     if (rank_log_path(a->o.state_dir, job_id, (int)rank, path, sizeof(path)) < 0) {
         ft_err_set(&err, FT_EINTERNAL, "log path too long");
-    } else if (logread_read(path, offset, max_bytes, &c, &err) == 0) {
+    } else {
+        rc = logread_read(path, offset, max_bytes, &c, &err);
+        /* a job that ran under a worker from before the flat layout */
+        if (rc < 0 && err.code == FT_ENOTFOUND &&
+            rank_log_path_old(a->o.state_dir, job_id, (int)rank, path, sizeof(path)) == 0) {
+            ft_err_clear(&err);
+            rc = logread_read(path, offset, max_bytes, &c, &err);
+        }
+    }
+    if (rc == 0) {
         ok = ok && cJSON_AddStringToObject(reply, "data", c.data) &&
              cJSON_AddNumberToObject(reply, "offset", (double)c.next_offset) &&
              cJSON_AddBoolToObject(reply, "eof", c.at_end && !running);

@@ -6,10 +6,11 @@
  * process). A rank starts with fds 0, 1, 2 and 3 (the event socket) only. The child reports a failed
  * chdir or exec through a close-on-exec pipe: EOF on it means the exec succeeded. Costs:
  * O(environment size) to build envp, one fork per rank. Inode creations are what a rank
- * costs most on ext4 after the fork (each scans the inode bitmap for recently deleted
- * inodes), so a rank creates only its log (and its job's folder, and its own folder
- * for lora): its pid goes into the device's slot file, rewritten in place, and its
- * start time comes from CLOCK_BOOTTIME, not from reading /proc.
+ * costs most on ext4 besides the fork (each scans the inode bitmap past recently deleted
+ * inodes; a folder's far more than a file's), so a rank creates only its log (and its
+ * own folder for lora): the logs lie flat in jobs/, its pid goes into the device's slot
+ * file, rewritten in place, and its start time comes from CLOCK_BOOTTIME, not from
+ * reading /proc.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -97,6 +98,12 @@ static void env_free(envlist_t *e)
 }
 
 int rank_log_path(const char *state_dir, int64_t job_id, int rank, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/jobs/%lld.rank-%d.log", state_dir, (long long)job_id, rank);
+    return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+int rank_log_path_old(const char *state_dir, int64_t job_id, int rank, char *buf, size_t len)
 {
     int n = snprintf(buf, len, "%s/jobs/%lld/rank-%d.log", state_dir, (long long)job_id, rank);
     return (n < 0 || (size_t)n >= len) ? -1 : 0;
@@ -371,7 +378,8 @@ int rank_kill_leftovers(const char *state_dir)
     DIR *jobs = opendir(path);
     struct dirent *je;
     while (jobs && (je = readdir(jobs)) != NULL) {
-        if (je->d_name[0] == '.')
+        /* old-style pid files lie in the jobs' folders, not among the flat logs */
+        if (je->d_name[0] == '.' || je->d_type == DT_REG || strchr(je->d_name, '.'))
             continue;
         char jdir[PATH_MAX + 300];
         snprintf(jdir, sizeof(jdir), "%s/%s", path, je->d_name);
@@ -439,7 +447,7 @@ static int dev_null(void)
 int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err_t *err)
 {
     int rc = -1, log_fd = -1, null_fd = dev_null(), ev[2] = {-1, -1}, rep[2] = {-1, -1};
-    char job_dir[PATH_MAX], dir[PATH_MAX], log_path[PATH_MAX], spec_path[PATH_MAX];
+    char jobs_dir[PATH_MAX], dir[PATH_MAX], log_path[PATH_MAX], spec_path[PATH_MAX];
     char rank_s[16], world_s[16], evfd_s[16];
     envlist_t env = {0};
     rank_t *r = NULL;
@@ -451,16 +459,21 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
 
     int n = snprintf(dir, sizeof(dir), "%s/jobs/%lld/rank-%d", ctx->state_dir, (long long)q->job_id,
                      q->rank);
-    int nj = snprintf(job_dir, sizeof(job_dir), "%s/jobs/%lld", ctx->state_dir, (long long)q->job_id);
-    if (n < 0 || (size_t)n >= sizeof(dir) || nj < 0 || (size_t)nj >= sizeof(job_dir) ||
+    int nj = snprintf(jobs_dir, sizeof(jobs_dir), "%s/jobs", ctx->state_dir);
+    if (n < 0 || (size_t)n >= sizeof(dir) || nj < 0 || (size_t)nj >= sizeof(jobs_dir) ||
         rank_log_path(ctx->state_dir, q->job_id, q->rank, log_path, sizeof(log_path)) < 0) {
         ft_err_set(err, FT_EINTERNAL, "state dir path too long");
         goto out;
     }
     /* the rank's own folder only holds lora's spec.json: an exec rank makes none */
-    if (make_dir(q->spec->kind == FT_KIND_LORA ? dir : job_dir, err) < 0)
+    if (q->spec->kind == FT_KIND_LORA && make_dir(dir, err) < 0)
         goto out;
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log_fd < 0 && errno == ENOENT) { /* the first rank on this state dir */
+        if (ft_mkdir_p(jobs_dir, err) < 0)
+            goto out;
+        log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    }
     if (log_fd < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot open '%s': %s", log_path, strerror(errno));
         goto out;

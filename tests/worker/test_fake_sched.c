@@ -553,6 +553,22 @@ int main(int argc, char **argv)
     CHECK(data && strcmp(data, "FT_RAN") == 0 && geti(m, "offset") == 9 && !is_true(m, "eof"),
           "job 1: log_read offset 3 max 6 gives 'FT_RAN', offset 9, not eof");
     cJSON_Delete(m);
+    /* a log an older worker left in jobs/JOB/rank-R.log is still served */
+    char old_log[400];
+    snprintf(old_log, sizeof(old_log), "%s/state/jobs/998", tmpdir);
+    mkdir(old_log, 0755);
+    strcat(old_log, "/rank-0.log");
+    FILE *of = fopen(old_log, "w");
+    if (of) {
+        fputs("old layout\n", of);
+        fclose(of);
+    }
+    m = log_read(998, 0, 100);
+    data = m ? gets(m, "data") : NULL;
+    CHECK(of && data && strcmp(data, "old layout\n") == 0,
+          "log_read finds a log in the old layout jobs/998/rank-0.log: '%s'",
+          data ? data : "(none)");
+    cJSON_Delete(m);
     m = log_read(999, 0, 100);
     CHECK(m && gets(m, "error") && !gets(m, "data") && strstr(gets(m, "error"), "no log"),
           "log_read of an unknown job: log_data with error '%s'",

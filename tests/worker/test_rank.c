@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -145,9 +146,12 @@ int main(void)
     CHECK(slot && slot[0] == '\0' && r && r->slot_fd == -1, "rank_forget empties the slot");
     free(slot);
     rank_destroy(&r);
-    snprintf(path, sizeof(path), "%s/jobs/42/rank-1", tmpdir);
+    snprintf(path, sizeof(path), "%s/jobs/42", tmpdir);
     CHECK(access(path, F_OK) != 0 && errno == ENOENT,
-          "an exec rank gets no folder of its own (only lora keeps its spec there)");
+          "an exec rank makes no folder (only lora keeps its spec in jobs/J/rank-R/)");
+    rank_log_path(tmpdir, 42, 1, path, sizeof(path));
+    CHECK(strcmp(path + strlen(tmpdir), "/jobs/42.rank-1.log") == 0, "its log is '%s'",
+          path + strlen(tmpdir));
     CHECK(r == NULL, "rank_destroy nulls the pointer");
 
     /* a stop: SIGTERM to the group, reason "stopped" */
@@ -275,6 +279,8 @@ int main(void)
     ctx.slot_fd = -1;
     CHECK(rank_launch(&ctx, &req6, &r, &err) == 0 && settle(r, &err) == 1 && r->slot_fd == -1,
           "launch a rank without a slot");
+    snprintf(path, sizeof(path), "%s/jobs/46", tmpdir);
+    mkdir(path, 0755);
     snprintf(path, sizeof(path), "%s/jobs/46/rank-0.pid", tmpdir);
     FILE *pf = fopen(path, "w");
     if (pf) {
