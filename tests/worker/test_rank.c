@@ -54,8 +54,9 @@ static unsigned long long proc_start(pid_t pid)
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     char *st = read_all(path), *p = st ? strrchr(st, ')') : NULL;
     unsigned long long v = 0;
-    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
-                            "%*d %*d %*d %llu",
+    if (!p || sscanf(p + 1,
+                     " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                     "%*d %*d %*d %llu",
                      &v) != 1)
         v = 0;
     free(st);
@@ -164,10 +165,10 @@ int main(void)
     snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-2.pid", tmpdir);
     slot = read_all(slot_path);
     unsigned long long pstart = r ? proc_start(r->pid) : 0;
-    CHECK(slot && sscanf(slot, "%d %llu", &spid, &sstart) == 2 && pstart > 0 &&
-              sstart <= pstart && pstart - sstart <= 100,
-          "the slot's start time (%llu) bounds /proc's (%llu) from below, within 100 ticks",
-          sstart, pstart);
+    CHECK(slot && sscanf(slot, "%d %llu", &spid, &sstart) == 2 && pstart > 0 && sstart <= pstart &&
+              pstart - sstart <= 100,
+          "the slot's start time (%llu) bounds /proc's (%llu) from below, within 100 ticks", sstart,
+          pstart);
     free(slot);
     if (r) {
         r->stop_requested = true;
