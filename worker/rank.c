@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -197,6 +199,55 @@ fail:
     if (write(report_fd, &rep, sizeof(rep)) < 0)
         _exit(126);
     _exit(127);
+}
+
+/* What child_exec needs, for a child started by clone. */
+typedef struct {
+    pid_t parent;       /* our pid: the child stops if its parent changed */
+    int report_fd;      /* write end of the exec report pipe */
+    int log_fd;         /* the rank's log: fds 1 and 2 */
+    int null_fd;        /* /dev/null: fd 0 */
+    int event_w;        /* the child's end of the event socket: fd 3 */
+    const char *cwd;    /* working directory */
+    char *const *argv;  /* NULL-terminated */
+    char *const *envp;  /* NULL-terminated */
+} child_args_t;
+
+static int child_main(void *p)
+{
+    const child_args_t *c = p;
+    child_exec(c->parent, c->report_fd, c->log_fd, c->null_fd, c->event_w, c->cwd, c->argv,
+               c->envp);
+    return 127;
+}
+
+/* The stack of a CLONE_VM child: it runs on it only until its exec, while we
+ * wait (CLONE_VFORK), so one, made once, serves every launch. */
+#define SPAWN_STACK_BYTES (256 * 1024)
+
+/* Starts child_exec in a child that shares our memory until it execs or
+ * exits, and returns once it has (posix_spawn's way, which cannot set
+ * PR_SET_PDEATHSIG). Signals are blocked around the clone so that no handler
+ * runs on the shared memory before the child has reset its mask. */
+static pid_t spawn_vfork(child_args_t *c)
+{
+    static void *stack;
+    if (!stack) {
+        void *s = mmap(NULL, SPAWN_STACK_BYTES, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (s == MAP_FAILED)
+            return -1;
+        stack = s;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(child_main, (char *)stack + SPAWN_STACK_BYTES,
+                      CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return pid;
 }
 
 /* Process group and start time (clock ticks since boot) of pid from
@@ -522,13 +573,15 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
     r->report_fd = r->log_fd = r->event_fd = r->slot_fd = -1;
     pid_t self = getpid();
     unsigned long long start = boot_ticks_now();
-    pid_t pid = fork();
+    child_args_t ca = {self, rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v};
+    pid_t pid = ctx->vfork ? spawn_vfork(&ca) : fork();
     if (pid < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot fork: %s", strerror(errno));
+        ft_err_set(err, FT_EINTERNAL, "cannot %s: %s", ctx->vfork ? "clone" : "fork",
+                   strerror(errno));
         goto out;
     }
     if (pid == 0)
-        child_exec(self, rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v);
+        child_main(&ca);
     setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
     close(rep[1]);
     rep[1] = -1;

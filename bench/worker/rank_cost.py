@@ -9,7 +9,7 @@ rank during the drain, and the load average (1 min) at its start; then the media
 With --strace, one more drain runs under `strace -c` (ftworker's main thread) and
 the system calls per rank are printed by name; its times are not figures.
 
-Usage: rank_cost.py [--jobs K] [--runs N] [--strace]
+Usage: rank_cost.py [--jobs K] [--runs N] [--spawn fork,vfork] [--strace]
 Program paths come from $FTSCHED, $FTWORKER, $FTCTL. Python standard library only.
 """
 import argparse
@@ -36,10 +36,10 @@ def cpu_ms(pid):
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def drain_once(k, strace_out=None):
+def drain_once(k, spawn, strace_out=None):
     with Cluster("ft-rank-cost") as c:
         c.start_sched(["--db-sync", "normal"])
-        w = c.start_worker("n", gpus=8)
+        w = c.start_worker("n", gpus=8, extra=["--spawn", spawn])
         c.wait_nodes_ready(["n"])
         env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
         holders = [c.submit("--name", "holder", "--", "sleep", "1000") for _ in range(8)]
@@ -69,31 +69,40 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2000, help="queued jobs per drain (default 2000)")
     ap.add_argument("--runs", type=int, default=3, help="drains to take the median of (default 3)")
+    ap.add_argument("--spawn", default="fork,vfork",
+                    help="ftworker --spawn modes, comma-separated, taken in turn (default fork,vfork)")
     ap.add_argument("--strace", action="store_true", help="also count system calls per rank")
     args = ap.parse_args()
     if args.jobs < 1 or args.runs < 1:
         ap.error("--jobs and --runs must be at least 1")
-    runs = []
+    modes = [m.strip() for m in args.spawn.split(",") if m.strip()]
+    if not modes or any(m not in ("fork", "vfork") for m in modes):
+        ap.error("--spawn takes fork, vfork or both, comma-separated")
+    runs = {m: [] for m in modes}
     for i in range(args.runs):
-        f = drain_once(args.jobs)
-        runs.append(f)
-        print(f"run {i + 1}: load {f['load']:.1f}, drain {f['rate']:.0f} jobs/s, ftworker "
-              f"{f['worker_us']:.0f} us CPU per rank, ftsched {f['sched_us']:.0f} us", flush=True)
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"median of {args.runs} (K = {args.jobs}): drain {med['rate']:.0f} jobs/s, ftworker "
-          f"{med['worker_us']:.0f} us CPU per rank, ftsched {med['sched_us']:.0f} us")
+        for m in modes:  # interleaved, so that both see the same moments
+            f = drain_once(args.jobs, m)
+            runs[m].append(f)
+            print(f"run {i + 1}, --spawn {m}: load {f['load']:.1f}, drain {f['rate']:.0f} jobs/s, "
+                  f"ftworker {f['worker_us']:.0f} us CPU per rank, ftsched {f['sched_us']:.0f} us",
+                  flush=True)
+    for m in modes:
+        med = {k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]}
+        print(f"--spawn {m}, median of {args.runs} (K = {args.jobs}): drain {med['rate']:.0f} "
+              f"jobs/s, ftworker {med['worker_us']:.0f} us CPU per rank, ftsched "
+              f"{med['sched_us']:.0f} us")
     if args.strace and not shutil.which("strace"):
         print("strace is not installed: system calls per rank not counted")
     elif args.strace:
         with tempfile.NamedTemporaryFile(suffix=".strace") as t:
-            drain_once(args.jobs, t.name)
+            drain_once(args.jobs, modes[0], t.name)
             calls = {}
             for line in open(t.name):
                 p = line.split()
                 if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
                     calls[p[-1]] = int(p[3])
         per = sorted(((n / args.jobs, name) for name, n in calls.items()), reverse=True)
-        print(f"system calls per rank (ftworker's main thread): {sum(n for n, _ in per):.1f}: " +
+        print(f"system calls per rank (ftworker's main thread, --spawn {modes[0]}): {sum(n for n, _ in per):.1f}: " +
               ", ".join(f"{name} {n:.1f}" for n, name in per if n >= 0.05))
     return 0
 

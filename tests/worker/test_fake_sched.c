@@ -287,6 +287,9 @@ static const char fake_trainer[] =
 static char trainer_path[300];
 
 /* Starts ftworker; with trainer NULL, the stand-in above is written and used. */
+/* ftworker --spawn: fork (its default) or vfork, from the command line */
+static const char *spawn_mode = "fork";
+
 static void spawn_worker(const char *path, const char *trainer)
 {
     char state[300];
@@ -314,7 +317,7 @@ static void spawn_worker(const char *path, const char *trainer)
         execl(path, path, "--scheduler", endpoint, "--name", "t1", "--state-dir", state,
               "--emulate-gpus", "2", "--gpu-model", "TestGPU", "--gpu-mem-gb", "16",
               "--stop-grace-ms", "3000", "--log-level", "debug", "--trainer", trainer_path,
-              (char *)NULL);
+              "--spawn", spawn_mode, (char *)NULL);
         _exit(127);
     }
 }
@@ -465,10 +468,14 @@ static int lora_scenario(const char *ftworker, const char *trainer)
 int main(int argc, char **argv)
 {
     bool lora = argc == 4 && strcmp(argv[2], "--lora") == 0;
-    if (argc != 2 && !lora) {
-        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN]\n");
+    bool spawn = argc == 4 && strcmp(argv[2], "--spawn") == 0;
+    if (argc != 2 && !lora && !spawn) {
+        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN | --spawn MODE]\n");
         return 2;
     }
+    if (spawn)
+        spawn_mode = argv[3];
+    printf("# ftworker --spawn %s\n", spawn_mode);
     ft_log_init("test_fake_sched", FT_LOG_WARN);
     signal(SIGPIPE, SIG_IGN);
     if (!mkdtemp(tmpdir)) {

@@ -87,7 +87,7 @@ int main(void)
         slots[d] = rank_slot_open(tmpdir, d, &err);
     CHECK(slots[0] >= 0 && slots[1] >= 0 && slots[2] >= 0, "a pid slot per device opens: %s",
           err.msg);
-    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1", slots[1]};
+    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1", slots[1], false};
     ft_jobspec_t spec;
     char slot_path[512];
     snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-1.pid", tmpdir);
@@ -234,7 +234,7 @@ int main(void)
     char longcwd[5000];
     memset(longcwd, 'a', sizeof(longcwd) - 1);
     longcwd[sizeof(longcwd) - 1] = '\0';
-    rank_ctx_t badctx = {longcwd, "ft-train", "n1", -1};
+    rank_ctx_t badctx = {longcwd, "ft-train", "n1", -1, false};
     ft_err_clear(&err);
     CHECK(rank_launch(&badctx, &req3, &r, &err) == -1 && !r && strstr(err.msg, "too long"),
           "a state dir path too long fails before forking: '%s'", err.msg);
@@ -295,6 +295,77 @@ int main(void)
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "that rank died of SIGKILL");
     }
     rank_destroy(&r);
+
+    /* the same launches through the CLONE_VM spawn (ftworker --spawn vfork) */
+    ctx.vfork = true;
+    ctx.slot_fd = slots[1];
+    make_spec(&spec, argv1, env1, NULL);
+    rank_req_t reqv = {50, 2, 1, 0, 4, wdev_get(devs, 1), &spec, NULL, 40, 2};
+    ft_err_clear(&err);
+    CHECK(rank_launch(&ctx, &reqv, &r, &err) == 0 && r && r->pid > 0 && settle(r, &err) == 1,
+          "vfork: launch job 50, the exec is confirmed (%s)", err.msg);
+    status = r ? wait_rank(r) : -1;
+    n = r ? read(r->event_fd, buf, sizeof(buf) - 1) : 0;
+    buf[n > 0 ? n : 0] = '\0';
+    code = sig = 0;
+    if (r)
+        rank_exit_fields(r, status, &code, &sig, &reason);
+    CHECK(strcmp(buf, "event\n") == 0 && code == 5 && sig == 0,
+          "vfork: fd 3 reaches the event socket ('%s'), exit code %d propagates", buf, code);
+    rank_log_path(tmpdir, 50, 1, path, sizeof(path));
+    log = read_all(path);
+    snprintf(want, sizeof(want), "50 2 1/4 0 cvd=1 kind=emulated fd=3 y=spec array=40/2\n%d\n",
+             r ? (int)r->pid : -1);
+    CHECK(log && strcmp(log, want) == 0,
+          "vfork: environment, CUDA_VISIBLE_DEVICES and pgid == pid as with fork: '%s'",
+          log ? log : "(none)");
+    free(log);
+    if (r)
+        rank_forget(r);
+    rank_destroy(&r);
+    make_spec(&spec, argv3, NULL, NULL);
+    rank_req_t reqv2 = {51, 1, 0, 0, 1, wdev_get(devs, 1), &spec, NULL, 0, 0};
+    ft_err_clear(&err);
+    rc = rank_launch(&ctx, &reqv2, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 &&
+              strcmp(err.msg, "cannot run '/nonexistent/cmd': No such file or directory") == 0,
+          "vfork: a missing command is reported by name: '%s'", err.msg);
+    if (r) {
+        status = wait_rank(r);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 127, "vfork: the failed child exits 127");
+        rank_forget(r);
+        rank_destroy(&r);
+    }
+    make_spec(&spec, argv4, NULL, "/nonexistent/dir");
+    ft_err_clear(&err);
+    rc = rank_launch(&ctx, &reqv2, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 &&
+              strstr(err.msg, "cannot change directory to '/nonexistent/dir'"),
+          "vfork: bad cwd: '%s'", err.msg);
+    if (r) {
+        wait_rank(r);
+        rank_forget(r);
+        rank_destroy(&r);
+    }
+    make_spec(&spec, argv2, NULL, "/");
+    ft_err_clear(&err);
+    rc = rank_launch(&ctx, &reqv2, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == 1, "vfork: 'sleep 30' in '/' started");
+    if (r) {
+        char cwdlink[64], cwdbuf[64] = "";
+        snprintf(cwdlink, sizeof(cwdlink), "/proc/%d/cwd", (int)r->pid);
+        ssize_t cl = readlink(cwdlink, cwdbuf, sizeof(cwdbuf) - 1);
+        cwdbuf[cl > 0 ? cl : 0] = '\0';
+        CHECK(strcmp(cwdbuf, "/") == 0, "vfork: the rank runs in its spec's cwd: '%s'", cwdbuf);
+        r->stop_requested = true;
+        rank_signal(r, SIGTERM);
+        status = wait_rank(r);
+        rank_exit_fields(r, status, &code, &sig, &reason);
+        CHECK(sig == SIGTERM && strcmp(reason, "stopped") == 0,
+              "vfork: SIGTERM to its process group stops it: signal %d, '%s'", sig, reason);
+        rank_forget(r);
+        rank_destroy(&r);
+    }
     for (int d = 0; d < 3; d++)
         if (slots[d] >= 0)
             close(slots[d]);
