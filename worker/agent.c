@@ -265,7 +265,8 @@ static int conn_open(agent_t *a)
         zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof(linger)) < 0 ||
         zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg)) < 0 ||
         ft_curve_client_apply(a->sock, &cerr) < 0 || zmq_connect(a->sock, a->o.endpoint) < 0) {
-        ft_error("cannot connect to '%s': %s", a->o.endpoint, cerr.msg[0] ? cerr.msg : zmq_strerror(errno));
+        ft_error("cannot connect to '%s': %s", a->o.endpoint,
+                 cerr.msg[0] ? cerr.msg : zmq_strerror(errno));
         if (a->sock)
             zmq_close(a->sock);
         a->sock = NULL;
@@ -439,7 +440,10 @@ static void launch_failed(agent_t *a, int64_t job_id, int64_t attempt, int rank,
     outbox_push(a, m);
 }
 
-/* Reports how a rank's exec went, once its report pipe says so. */
+/* Reports how a rank's exec went, once its report pipe says so. A failed
+ * exec is reported by rank_finished, once the child is reaped: until then
+ * the rank still holds its device, and a scheduler told earlier could send
+ * the next rank to a device this worker still calls busy. */
 static void settle_exec(agent_t *a, rank_t *r)
 {
     ft_err_t err = {0};
@@ -449,7 +453,7 @@ static void settle_exec(agent_t *a, rank_t *r)
                 (long long)r->attempt, r->rank, (int)r->pid, r->device);
         send_rank_started(a, r);
     } else if (rc < 0) {
-        launch_failed(a, r->job_id, r->attempt, r->rank, err.msg);
+        snprintf(r->launch_why, sizeof(r->launch_why), "%s", err.msg);
     }
 }
 
@@ -467,7 +471,8 @@ static void sample_power(agent_t *a, rank_t *r, int64_t now)
         return;
     }
     /* mW x ms = uJ */
-    r->power_mj += (double)(r->power_last_mw + mw) / 2.0 * (double)(now - r->power_last_ms) / 1000.0;
+    r->power_mj +=
+        (double)(r->power_last_mw + mw) / 2.0 * (double)(now - r->power_last_ms) / 1000.0;
     r->power_last_mw = mw;
     r->power_last_ms = now;
 }
@@ -477,7 +482,9 @@ static void rank_finished(agent_t *a, int idx, int status)
     rank_t *r = a->ranks[idx];
     if (r->report_fd >= 0) /* the child is gone, so its report is complete */
         settle_exec(a, r);
-    if (r->launch_failed) { /* already reported as launch_failed */
+    if (r->launch_failed) { /* its exec failed: report that, not an exit */
+        launch_failed(a, r->job_id, r->attempt, r->rank,
+                      r->launch_why[0] ? r->launch_why : "the exec failed");
         rank_forget(r);
         rank_destroy(&a->ranks[idx]);
         a->ranks[idx] = a->ranks[--a->nranks];
@@ -498,8 +505,8 @@ static void rank_finished(agent_t *a, int idx, int status)
     uint64_t e1 = 0;
     ft_err_t eerr = {0};
     /* energy_mj only when both readings worked and the counter did not restart */
-    bool energy = r->energy_ok && wdev_energy_mj(a->devs, r->device, &e1, &eerr) == 0 &&
-                  e1 >= r->energy0_mj;
+    bool energy =
+        r->energy_ok && wdev_energy_mj(a->devs, r->device, &e1, &eerr) == 0 && e1 >= r->energy0_mj;
     sample_power(a, r, ft_mono_ms());
     if (!energy && r->power_ok) {
         energy = true;
@@ -617,7 +624,8 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
         ft_json_get_int(m, NULL, "world_size", true, 1, 1024, &world, &err) < 0 ||
         ft_json_get_str(m, NULL, "kind", true, 16, &kind, &err) < 0 ||
         ft_json_get_int(m, NULL, "array_job_id", false, 1, INT64_MAX, &array_job_id, &err) < 0 ||
-        ft_json_get_int(m, NULL, "array_index", false, 0, FT_ARRAY_MAX - 1, &array_index, &err) < 0) {
+        ft_json_get_int(m, NULL, "array_index", false, 0, FT_ARRAY_MAX - 1, &array_index, &err) <
+            0) {
         send_error(a, re, &err);
         return;
     }
@@ -679,8 +687,9 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             ft_warn("device %d: %s; a restarted worker will not find this rank", dev, serr.msg);
         rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name, a->slot_fds[dev],
                           a->o.spawn_vfork};
-        rank_req_t req = {job_id, attempt,  rank, local, (int)world, wdev_get(a->devs, dev),
-                          &spec,  spec_json, array_job_id, array_index};
+        rank_req_t req = {
+            job_id, attempt,   rank,         local,      (int)world, wdev_get(a->devs, dev),
+            &spec,  spec_json, array_job_id, array_index};
         rank_t *r = NULL;
         ft_err_t lerr = {0};
         if (rank_launch(&ctx, &req, &r, &lerr) < 0) {

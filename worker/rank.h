@@ -75,6 +75,9 @@ typedef struct {
     int log_fd;                     /* the rank's log, kept until the exec is settled, else -1 */
     bool started;                   /* exec succeeded (rank_started may be sent) */
     bool launch_failed;             /* exec failed: the child's exit is not a rank_exited */
+    char launch_why[512];           /* why, reported as launch_failed once the child is
+                                       reaped (so the device is free when the scheduler
+                                       hears of it) */
     char *argv0;                    /* program, for the launch failure message */
     char *cwd;                      /* working directory, for the same */
     char *rdv_blob;                 /* rendezvous blob not answered yet (resent after a
