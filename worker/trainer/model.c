@@ -145,7 +145,6 @@ struct model {
     size_t u_group_off[LORA_N_GROUPS]; /* offset of each group's u in a layer's block */
     attn_shape_t att_shape;        /* attention shape, with the backend's plan */
     size_t act_stride[ACT__COUNT]; /* bytes per slice (layer) of each tensor, aligned */
-    size_t act_total;              /* bytes of all of them */
     void *act_mem;                 /* one buffer for all of them */
     void *act[ACT__COUNT];         /* carved pointers: fp32 or [act] per act_kind */
     float *rope_cos, *rope_sin;    /* (T, hd/2) */
@@ -273,7 +272,6 @@ model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const ba
         m->act_stride[a] = (b + ACT_ALIGN - 1) / ACT_ALIGN * ACT_ALIGN;
         total += m->act_stride[a] * n_slices[act_kind[a].slices];
     }
-    m->act_total = total;
     m->act_mem = be->alloc(total);
     m->params = be->alloc(m->lay.n_params * sizeof(float));
     m->grads = be->alloc(m->lay.n_params * sizeof(float));
