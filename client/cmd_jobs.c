@@ -422,6 +422,9 @@ static int print_show(const cJSON *j)
     fmt_time_or_dash(j, "start_time", t2, sizeof(t2));
     fmt_time_or_dash(j, "end_time", t3, sizeof(t3));
     printf("submitted:  %s  started %s  ended %s\n", t1, t2, t3);
+    if (!ftctl_is_null_or_absent(j, "array_job_id"))
+        printf("array:      job %lld, index %lld\n", (long long)ftctl_get_int(j, "array_job_id", 0),
+               (long long)ftctl_get_int(j, "array_index", 0));
     const cJSON *spec = cJSON_GetObjectItemCaseSensitive(j, "spec");
     if (cJSON_IsObject(spec))
         print_spec_summary(spec);

@@ -4,9 +4,15 @@
  * parser the scheduler uses, so a typo fails before anything is sent, naming the
  * key; the scheduler stays the authority.
  *
+ * With --array N the one request asks for N jobs of the same spec (a job array,
+ * like sbatch --array=0-(N-1)): the scheduler commits them in one transaction
+ * and each rank sees FT_ARRAY_INDEX. That is one process and one round trip for
+ * N jobs instead of N.
+ *
  * Invariants: each submit carries a fresh random request_id and is resent at most
  * once, with the same request_id, after a time-out, so a retry never creates a
- * second job. On success only the job id is printed (scripts capture it).
+ * second job (or array). On success only the job ids are printed, one a line
+ * (scripts capture them).
  *
  * Cost: reading the file (at most FT_SPEC_MAX_BYTES) and one round trip (two on
  * a time-out).
@@ -35,6 +41,7 @@ typedef struct {
     const char *name; /* --name, NULL = not given */
     int64_t priority; /* --priority, INT64_MIN = not given */
     bool cpu;         /* --cpu */
+    int64_t array;    /* --array N: jobs in the array, 0 = a single job */
 } submit_opts_t;
 
 static int parse_int_opt(const char *s, int64_t min, int64_t max, int64_t *out)
@@ -145,7 +152,7 @@ static void random_request_id(char *buf, size_t len)
     buf[j] = '\0';
 }
 
-enum { OPT_TEAM = 256, OPT_GPUS, OPT_NAME, OPT_PRIORITY, OPT_CPU };
+enum { OPT_TEAM = 256, OPT_GPUS, OPT_NAME, OPT_PRIORITY, OPT_CPU, OPT_ARRAY };
 
 int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
 {
@@ -155,6 +162,7 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
         {"name", required_argument, NULL, OPT_NAME},
         {"priority", required_argument, NULL, OPT_PRIORITY},
         {"cpu", no_argument, NULL, OPT_CPU},
+        {"array", required_argument, NULL, OPT_ARRAY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -187,6 +195,11 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
             break;
         case OPT_CPU:
             o.cpu = true;
+            break;
+        case OPT_ARRAY:
+            if (parse_int_opt(optarg, 1, FT_ARRAY_MAX, &o.array) < 0)
+                return ftctl_usage_error("submit", "bad --array '%s': expected 1..%d",
+                                         ft_sanitize(optarg, 32), FT_ARRAY_MAX);
             break;
         case 'h':
             return ftctl_usage("submit", 0);
@@ -252,6 +265,7 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
         return FTCTL_EXIT_FAILED;
     }
 
+    ftctl_trace("spec-checked");
     cJSON *req = ft_proto_new(FT_MSG_SUBMIT, NULL);
     char rid[40];
     random_request_id(rid, sizeof(rid));
@@ -263,7 +277,8 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
     }
     if (!cJSON_AddStringToObject(req, "user", c->user) ||
         !cJSON_AddStringToObject(req, "team", team) ||
-        !cJSON_AddStringToObject(req, "request_id", rid)) {
+        !cJSON_AddStringToObject(req, "request_id", rid) ||
+        (o.array && !cJSON_AddNumberToObject(req, "array", (double)o.array))) {
         cJSON_Delete(req);
         ftctl_die_msg("out of memory");
         return FTCTL_EXIT_FAILED;
@@ -272,10 +287,15 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
     int rc = ftctl_request(c, req, 1, &reply);
     if (rc != FTCTL_EXIT_OK)
         return rc;
-    if (c->output == FTCTL_OUT_JSON)
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(reply, "job_ids"), *id;
+    if (c->output == FTCTL_OUT_JSON) {
         ftctl_print_payload(reply);
-    else
+    } else if (cJSON_IsArray(ids)) { /* the validator checked: integers */
+        cJSON_ArrayForEach(id, ids)
+            printf("%lld\n", (long long)id->valuedouble);
+    } else {
         printf("%lld\n", (long long)ftctl_get_int(reply, "job_id", 0));
+    }
     cJSON_Delete(reply);
     return FTCTL_EXIT_OK;
 }

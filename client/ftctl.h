@@ -75,6 +75,12 @@ int ftctl_print_error_reply(const cJSON *reply);
 int ftctl_print_unreachable(const ftctl_t *c);
 void ftctl_close(ftctl_t *c);
 
+/* $FTCTL_TRACE=1: one line per phase on stderr ("ftctl: trace: PHASE T ms
+ * +D ms", T since main), to find where a call's time goes. ftctl_trace_init
+ * reads the variable once; ftctl_trace costs one branch when it is off. */
+void ftctl_trace_init(void);
+void ftctl_trace(const char *phase);
+
 /* Error for people on stderr, prefixed "ftctl: ". */
 void ftctl_die_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ftctl.h"
@@ -32,14 +33,17 @@ typedef struct {
 
 static const ftctl_cmd_t commands[] = {
     {"submit", ftctl_cmd_submit,
-     "[--team T] [--gpus N] [--name X] [--priority P] [--cpu] JOB.json\n"
-     "   or: ftctl submit [--team T] [--gpus N] [--name X] [--priority P] [--cpu] -- CMD [ARG...]",
-     "submit a job spec file, or wrap a command in an exec job; prints the job id",
+     "[--team T] [--gpus N] [--name X] [--priority P] [--cpu] [--array N] JOB.json\n"
+     "   or: ftctl submit [--team T] [--gpus N] [--name X] [--priority P] [--cpu] [--array N]\n"
+     "                    -- CMD [ARG...]",
+     "submit a job spec file, or wrap a command in an exec job; prints the job id(s)",
      "  --team T       team to bill (default: $FT_TEAM, config 'team', else 'default')\n"
      "  --gpus N       ranks, one device each (default 1; overrides the file)\n"
      "  --name X       job name (default: the command's first word)\n"
      "  --priority P   -1000..1000, higher runs first (default 0)\n"
-     "  --cpu          run on CPU devices only (spec \"device\": \"cpu\")\n"},
+     "  --cpu          run on CPU devices only (spec \"device\": \"cpu\")\n"
+     "  --array N      N jobs of this spec in one request, 1..1000; each rank gets\n"
+     "                 FT_ARRAY_INDEX (0..N-1) and FT_ARRAY_JOB_ID (the first job's id)\n"},
     {"ls", ftctl_cmd_ls, "[--all] [--state S[,S...]] [--user U]",
      "list jobs: pending and running ones, and the last 20 finished",
      "  --all          every job (newest 10000)\n"
@@ -192,6 +196,37 @@ int ftctl_time_opt(const char *cmd, const char *opt, const char *arg, int64_t no
                                  opt, ft_sanitize(arg, 32));
     *out = v;
     return FTCTL_EXIT_OK;
+}
+
+/* ---- phase trace ($FTCTL_TRACE) ---- */
+
+static bool trace_on;     /* $FTCTL_TRACE is set and not "0" */
+static double trace_t0;   /* ms (CLOCK_MONOTONIC) at ftctl_trace_init */
+static double trace_last; /* ms of the previous trace line */
+
+static double mono_ms_frac(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void ftctl_trace_init(void)
+{
+    const char *v = getenv("FTCTL_TRACE");
+    trace_on = v && *v && strcmp(v, "0") != 0;
+    if (trace_on)
+        trace_t0 = trace_last = mono_ms_frac();
+}
+
+void ftctl_trace(const char *phase)
+{
+    if (!trace_on)
+        return;
+    double now = mono_ms_frac();
+    fprintf(stderr, "ftctl: trace: %-12s %8.3f ms  +%.3f ms\n", phase, now - trace_t0,
+            now - trace_last);
+    trace_last = now;
 }
 
 void ftctl_die_msg(const char *fmt, ...)
@@ -448,6 +483,7 @@ enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION, OPT_KEY, OPT_SER
 int main(int argc, char **argv)
 {
     ftctl_t c;
+    ftctl_trace_init();
     memset(&c, 0, sizeof(c));
     ft_strlcpy(c.endpoint, FT_DEFAULT_ENDPOINT, sizeof(c.endpoint));
     ft_strlcpy(c.team, "default", sizeof(c.team));
@@ -529,6 +565,7 @@ int main(int argc, char **argv)
         print_main_help(stderr);
         return FTCTL_EXIT_USAGE;
     }
+    ftctl_trace("settings");
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {
         if (optind + 1 >= argc) {
@@ -552,6 +589,8 @@ int main(int argc, char **argv)
     optind = 0;
     opterr = 0;
     int rc = cmd->run(&c, sub_argc, argv + first);
+    ftctl_trace("handler");
     ftctl_close(&c);
+    ftctl_trace("closed");
     return rc;
 }

@@ -68,6 +68,7 @@ void ftctl_close(ftctl_t *c)
 {
     close_socket(c);
     if (c->zctx) {
+        ftctl_trace("socket-closed");
         zmq_ctx_term(c->zctx);
         c->zctx = NULL;
     }
@@ -157,6 +158,7 @@ static int open_socket(ftctl_t *c)
             ftctl_die_msg("cannot create a ZeroMQ context: %s", zmq_strerror(errno));
             return -1;
         }
+        ftctl_trace("zmq-context");
     }
     c->sock = zmq_socket(c->zctx, ZMQ_DEALER);
     if (!c->sock) {
@@ -177,13 +179,16 @@ static int open_socket(ftctl_t *c)
             ftctl_die_msg("%s", cerr.msg);
             goto fail;
         }
+        ftctl_trace("socket+keys");
     }
     open_monitor(c);
+    ftctl_trace("monitor");
     if (zmq_connect(c->sock, c->endpoint) != 0) {
         ftctl_die_msg("cannot connect to '%s': %s", ft_sanitize(c->endpoint, 64),
                       zmq_strerror(errno));
         goto fail;
     }
+    ftctl_trace("connect");
     return 0;
 fail:
     close_socket(c);
@@ -232,6 +237,7 @@ static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *
         ftctl_die_msg("cannot send to '%s': %s", ft_sanitize(c->endpoint, 64), zmq_strerror(errno));
         return FTCTL_RPC_BROKEN;
     }
+    ftctl_trace("sent");
     for (;;) {
         w = wait_socket(c, ZMQ_POLLIN, deadline);
         if (w <= 0)
@@ -246,6 +252,7 @@ static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *
                           zmq_strerror(errno));
             return FTCTL_RPC_BROKEN;
         }
+        ftctl_trace("reply");
         bool more = zmq_msg_more(&msg);
         ft_msg_type_t type = FT_MSG__COUNT;
         ft_err_t err;

@@ -29,6 +29,9 @@ const char *const ft_data_format_names[] = {
 
 static const char *const lr_sched_names[] = {"constant", "linear", "cosine", NULL};
 
+/* Indexed by ft_dtype_t; NULL-terminated for lookups. */
+const char *const ft_dtype_names[] = {"auto", "fp32", "bf16", NULL};
+
 /* Key kinds of the train section. */
 typedef enum {
     TK_STR,     /* fixed char[FT_PATH_MAX] field */
@@ -82,6 +85,7 @@ static const tkey_t train_keys[] = {
     {"save_steps", TK_INT64, OFF(save_steps), false, 0, 1e9},
     {"logging_steps", TK_INT64, OFF(logging_steps), false, 1, 1e9},
     {"threads", TK_INT, OFF(threads), false, 0, 1024},
+    {"dtype", TK_SPECIAL, 0, false, 0, 0},
 };
 #define N_TRAIN_KEYS (sizeof train_keys / sizeof train_keys[0])
 
@@ -118,6 +122,7 @@ void ft_trainspec_defaults(ft_trainspec_t *t)
     t->save_steps = 0;
     t->logging_steps = 1;
     t->threads = 0;
+    t->dtype = FT_DTYPE_AUTO;
 }
 
 static int name_index(const char *const *names, const char *s)
@@ -291,6 +296,19 @@ static int parse_special(const cJSON *train, const tkey_t *k, ft_trainspec_t *t,
         t->lr_scheduler = (ft_lr_sched_t)i;
         return 0;
     }
+    if (strcmp(k->name, "dtype") == 0) {
+        int i = cJSON_IsString(v) ? name_index(ft_dtype_names, v->valuestring) : -1;
+        if (i < 0) {
+            ft_err_set(err, FT_EBADFIELD,
+                       CTX ".dtype: expected \"auto\", \"fp32\" or \"bf16\"%s%s%s",
+                       cJSON_IsString(v) ? ", got '" : "",
+                       cJSON_IsString(v) ? ft_sanitize(v->valuestring, 40) : "",
+                       cJSON_IsString(v) ? "'" : "");
+            return -1;
+        }
+        t->dtype = (ft_dtype_t)i;
+        return 0;
+    }
     if (strcmp(k->name, "seed") == 0) {
         int64_t s = 0;
         if (ft_json_get_int(train, CTX, "seed", false, 0, SEED_MAX, &s, err) < 0)
@@ -448,6 +466,9 @@ cJSON *ft_trainspec_to_json(const ft_trainspec_t *t)
                 v = cJSON_CreateString(lr_sched_names[s >= 0 && s <= FT_LR_COSINE ? s : 0]);
             } else if (strcmp(k->name, "seed") == 0) {
                 v = cJSON_CreateNumber((double)t->seed);
+            } else if (strcmp(k->name, "dtype") == 0) {
+                int d = (int)t->dtype;
+                v = cJSON_CreateString(ft_dtype_names[d >= 0 && d <= FT_DTYPE_BF16 ? d : 0]);
             }
             break;
         }

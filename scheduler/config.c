@@ -8,10 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "ft/proto.h"
 #include "sched.h"
 
-typedef enum { CK_STR, CK_INT, CK_LEVEL } ckind_t;
+typedef enum { CK_STR, CK_INT, CK_LEVEL, CK_SYNC } ckind_t;
 
 typedef struct {
     const char *name; /* key in the file */
@@ -42,9 +43,12 @@ static const ckey_t config_keys[] = {
     {"server_key", CK_STR, OFF(server_key), SZ(server_key), 0, 0},
     {"insecure", CK_INT, OFF(insecure), 0, 0, 1},
     {"path_roots", CK_STR, OFF(path_roots), SZ(path_roots), 0, 0},
+    {"db_sync", CK_SYNC, OFF(db_sync), 0, 0, 0},
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
+/* Index = DB_SYNC_*. */
+static const char *const sync_names[] = {"full", "normal", NULL};
 
 void sched_config_defaults(sched_config_t *cfg)
 {
@@ -61,6 +65,7 @@ void sched_config_defaults(sched_config_t *cfg)
     cfg->busy_timeout_ms = 5000;
     cfg->reserve_after_s = 1800;
     cfg->log_level = FT_LOG_INFO;
+    cfg->db_sync = DB_SYNC_FULL;
 }
 
 int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ft_err_t *err)
@@ -104,6 +109,16 @@ int sched_config_set(sched_config_t *cfg, const char *key, const char *value, ft
             }
             ft_err_set(err, FT_EBADFIELD, "'%s': expected debug, info, warn or error, got '%s'",
                        key, ft_sanitize(value, 64));
+            return -1;
+        case CK_SYNC:
+            for (int l = 0; sync_names[l]; l++) {
+                if (strcmp(sync_names[l], value) == 0) {
+                    memcpy(base + k->off, &l, sizeof(l));
+                    return 0;
+                }
+            }
+            ft_err_set(err, FT_EBADFIELD, "'%s': expected full or normal, got '%s'", key,
+                       ft_sanitize(value, 64));
             return -1;
         }
     }

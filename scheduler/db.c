@@ -3,7 +3,12 @@
  *
  * Durability: WAL journal with synchronous=FULL, so each COMMIT syncs the WAL
  * before it returns; the scheduler acknowledges a submit (or sends a start)
- * only after that, so a power loss cannot lose anything acknowledged.
+ * only after that, so a power loss cannot lose anything acknowledged. The
+ * db_sync setting NORMAL (db_set_sync) trades that for speed: commits are
+ * then synced only at checkpoints, durable across a crash of ftsched but not
+ * across a power loss of the host. A batch (db_batch_begin) turns the
+ * transactions inside it into savepoints of one transaction: one sync for
+ * all of them (group commit), each still all or nothing.
  * Writes use BEGIN IMMEDIATE: a deferred transaction that reads and then
  * writes can fail with SQLITE_BUSY in WAL mode regardless of busy_timeout.
  * The schema is versioned by PRAGMA user_version and moved forward one
@@ -14,8 +19,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
+
+static double mono_ms_frac(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 /* migrations[i] moves the schema from user_version i to i + 1. Append only:
  * a released migration is never edited. */
@@ -133,6 +147,12 @@ static const char *const migrations[] = {
     " idx INTEGER NOT NULL,"
     " first_ms INTEGER NOT NULL," /* unix ms of the first checkpoint that saw it */
     " PRIMARY KEY (node, idx));",
+    /* 4 -> 5: job arrays (submit "array": N): each element is a job of its
+     * own; array_job_id is the first element's id, array_index 0..N-1. Both
+     * NULL for a job submitted alone. */
+    "ALTER TABLE jobs ADD COLUMN array_job_id INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN array_index INTEGER CHECK (array_index >= 0);"
+    "CREATE INDEX jobs_array ON jobs (array_job_id, array_index) WHERE array_job_id IS NOT NULL;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -291,19 +311,67 @@ int db_begin(db_t *db, ft_err_t *err)
         ft_err_set(err, FT_EINTERNAL, "database: nested transaction");
         return -1;
     }
-    if (db_exec(db, "BEGIN IMMEDIATE", err) < 0)
+    if (db_exec(db, db->batch ? "SAVEPOINT tx" : "BEGIN IMMEDIATE", err) < 0)
         return -1;
     db->in_tx = true;
     return 0;
 }
 
+static void reset_all(db_t *db)
+{
+    /* An active statement can block ROLLBACK of a write transaction in
+     * older SQLite: reset every statement first. */
+    for (int i = 0; i < db->ncache; i++)
+        sqlite3_reset(db->cache[i].stmt);
+}
+
+int db_batch_begin(db_t *db, ft_err_t *err)
+{
+    if (db->in_tx || db->batch) {
+        ft_err_set(err, FT_EINTERNAL, "database: batch inside a transaction");
+        return -1;
+    }
+    if (db_exec(db, "BEGIN IMMEDIATE", err) < 0)
+        return -1;
+    db->batch = true;
+    return 0;
+}
+
+int db_batch_end(db_t *db, ft_err_t *err)
+{
+    double t0 = mono_ms_frac();
+    int rc;
+
+    if (!db->batch) {
+        ft_err_set(err, FT_EINTERNAL, "database: no batch to end");
+        return -1;
+    }
+    if (db->in_tx) /* a caller that neither committed nor rolled back: undo it */
+        db_rollback(db);
+    db->batch = false;
+    rc = db_exec(db, "COMMIT", err);
+    db->last_commit_ms = mono_ms_frac() - t0;
+    if (rc < 0) {
+        reset_all(db);
+        if (!sqlite3_get_autocommit(db->conn))
+            sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 int db_commit(db_t *db, ft_err_t *err)
 {
+    double t0 = mono_ms_frac();
+    int rc;
+
     if (!db->in_tx) {
         ft_err_set(err, FT_EINTERNAL, "database: commit without a transaction");
         return -1;
     }
-    if (db_exec(db, "COMMIT", err) < 0) {
+    rc = db_exec(db, db->batch ? "RELEASE tx" : "COMMIT", err);
+    db->last_commit_ms = mono_ms_frac() - t0;
+    if (rc < 0) {
         db_rollback(db);
         return -1;
     }
@@ -315,11 +383,10 @@ void db_rollback(db_t *db)
 {
     if (!db->in_tx)
         return;
-    /* Reset every statement first: an active statement can block ROLLBACK
-     * of a write transaction in older SQLite. */
-    for (int i = 0; i < db->ncache; i++)
-        sqlite3_reset(db->cache[i].stmt);
-    if (!sqlite3_get_autocommit(db->conn))
+    reset_all(db);
+    if (db->batch)
+        sqlite3_exec(db->conn, "ROLLBACK TO tx; RELEASE tx", NULL, NULL, NULL);
+    else if (!sqlite3_get_autocommit(db->conn))
         sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
     db->in_tx = false;
 }
@@ -423,6 +490,31 @@ int db_rows_done(db_t *db, sqlite3_stmt *st, int rc, ft_err_t *err)
 void db_set_busy_timeout(db_t *db, int ms)
 {
     sqlite3_busy_timeout(db->conn, ms);
+}
+
+int db_set_sync(db_t *db, int sync, ft_err_t *err)
+{
+    if (db_exec(db, sync == DB_SYNC_NORMAL ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+                err) < 0)
+        return -1;
+    db->sync = sync == DB_SYNC_NORMAL ? DB_SYNC_NORMAL : DB_SYNC_FULL;
+    return 0;
+}
+
+void db_sync_relax(db_t *db)
+{
+    ft_err_t err;
+
+    if (db->sync == DB_SYNC_FULL && !db->batch) /* a batch is synced for its other work */
+        db_exec(db, "PRAGMA synchronous=NORMAL", &err);
+}
+
+void db_sync_restore(db_t *db)
+{
+    ft_err_t err;
+
+    if (db->sync == DB_SYNC_FULL && !db->batch && db_exec(db, "PRAGMA synchronous=FULL", &err) < 0)
+        ft_error("cannot restore synchronous=FULL: %s", err.msg);
 }
 
 int db_checkpoint(db_t *db, bool truncate)

@@ -16,6 +16,12 @@
 
 #define DB_STMT_CACHE 96 /* distinct SQL texts the scheduler uses, with room */
 
+/* How state transitions are committed (ftsched's db_sync setting). */
+enum {
+    DB_SYNC_FULL = 0,   /* synchronous=FULL: each COMMIT syncs the WAL; survives power loss */
+    DB_SYNC_NORMAL = 1, /* synchronous=NORMAL: survives a crash of ftsched, not of the host */
+};
+
 typedef struct {
     const char *sql;    /* the text (usually a literal); compared by content */
     sqlite3_stmt *stmt; /* prepared once, reset on reuse */
@@ -26,6 +32,9 @@ typedef struct {
     db_cached_t cache[DB_STMT_CACHE]; /* prepared statements */
     int ncache;                       /* entries used in cache */
     bool in_tx;                       /* inside BEGIN IMMEDIATE .. COMMIT */
+    double last_commit_ms;            /* wall time of the last COMMIT (sync included), ms */
+    int sync;                         /* DB_SYNC_* for state transitions */
+    bool batch;                       /* in db_batch_begin..end: begin/commit are savepoints */
 } db_t;
 
 /* The schema version this build writes (PRAGMA user_version). */
@@ -44,10 +53,18 @@ sqlite3_stmt *db_stmt(db_t *db, const char *sql, ft_err_t *err);
 int db_exec(db_t *db, const char *sql, ft_err_t *err);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. Commit failure leaves the transaction
- * rolled back. Rollback is safe to call when no transaction is open. */
+ * rolled back. Rollback is safe to call when no transaction is open. Inside a
+ * batch they are SAVEPOINT / RELEASE / ROLLBACK TO: each caller's work stays
+ * all or nothing, and the batch's one COMMIT makes it durable. */
 int db_begin(db_t *db, ft_err_t *err);
 int db_commit(db_t *db, ft_err_t *err);
 void db_rollback(db_t *db);
+
+/* Group commit: one BEGIN IMMEDIATE around many db_begin..db_commit pairs,
+ * so that they share one WAL sync. db_batch_end commits (-1 with err set and
+ * everything since db_batch_begin rolled back when that fails). */
+int db_batch_begin(db_t *db, ft_err_t *err);
+int db_batch_end(db_t *db, ft_err_t *err);
 
 /* Steps a statement that returns no rows (INSERT/UPDATE/DELETE). */
 int db_step_done(db_t *db, sqlite3_stmt *st, ft_err_t *err);
@@ -71,6 +88,13 @@ int db_int(db_t *db, ft_err_t *err, int64_t *out, const char *sql, const char *t
 
 /* Sets how long a locked database is waited for before SQLITE_BUSY. */
 void db_set_busy_timeout(db_t *db, int ms);
+
+/* Sets how state transitions are committed (DB_SYNC_*). 0, or -1 with err. */
+int db_set_sync(db_t *db, int sync, ft_err_t *err);
+/* Around a write that is not a state transition (progress, last_seen): no
+ * WAL sync per commit, then back to the db_set_sync level. */
+void db_sync_relax(db_t *db);
+void db_sync_restore(db_t *db);
 
 /* Checkpoints the WAL (PASSIVE; TRUNCATE when truncate is true). */
 int db_checkpoint(db_t *db, bool truncate);

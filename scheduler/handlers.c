@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ft/json.h"
 #include "ft/proto.h"
@@ -148,6 +149,97 @@ static void explain_unsat(sched_t *s, const place_req_t *req, const ft_jobspec_t
                nodes_with == 1 ? "" : "s", most);
 }
 
+/* The ids of array job first's elements, in index order, into a new JSON
+ * array; NULL with err set on a storage failure. */
+static cJSON *array_ids(sched_t *s, int64_t first, ft_err_t *err)
+{
+    sqlite3_stmt *st = db_stmt(s->db,
+                               "SELECT id FROM jobs WHERE array_job_id = ? ORDER BY array_index",
+                               err);
+    cJSON *ids = st ? cJSON_CreateArray() : NULL;
+    int rc;
+
+    if (!ids)
+        return NULL;
+    sqlite3_bind_int64(st, 1, first);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)sqlite3_column_int64(st, 0)));
+    if (db_rows_done(s->db, st, rc, err) < 0) {
+        cJSON_Delete(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+/* One job row to insert (h_submit). */
+typedef struct {
+    const ft_jobspec_t *js;  /* parsed spec */
+    const char *spec_text;   /* the spec as stored (JSON) */
+    const char *user, *team; /* submitter */
+    const char *request_id;  /* idempotency key, NULL = none (every element but the first) */
+    int64_t first;           /* array: the first element's id (0 while inserting it) */
+    int64_t index;           /* array: this element's index */
+    int64_t array;           /* array size, 0 = a job submitted alone */
+} new_job_t;
+
+/* Inserts one PENDING job and its "submitted" event inside the caller's
+ * transaction; *id is its id. 0, or -1 with err set. */
+static int insert_job(sched_t *s, const new_job_t *nj, int64_t *id, ft_err_t *err)
+{
+    const ft_jobspec_t *js = nj->js;
+    const char *kind = js->kind == FT_KIND_LORA ? "lora" : "exec";
+    char note[96] = "";
+    sqlite3_stmt *st = db_stmt(
+        s->db,
+        "INSERT INTO jobs (name, kind, spec, user, team, state, reason, priority, max_retries,"
+        " requeue_on_failure, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
+        " time_limit_s, submit_time, request_id, array_job_id, array_index)"
+        " VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        err);
+
+    if (!st)
+        return -1;
+    db_bind_text(st, 1, js->name);
+    db_bind_text(st, 2, kind);
+    db_bind_text(st, 3, nj->spec_text);
+    db_bind_text(st, 4, nj->user);
+    db_bind_text(st, 5, nj->team);
+    db_bind_text(st, 6, s->nnodes ? "waiting for resources" : "waiting for nodes");
+    sqlite3_bind_int(st, 7, js->priority);
+    sqlite3_bind_int(st, 8, js->max_retries);
+    sqlite3_bind_int(st, 9, js->requeue_on_failure);
+    sqlite3_bind_int(st, 10, js->gpus);
+    sqlite3_bind_int(st, 11, js->gpus_per_node);
+    sqlite3_bind_int(st, 12, js->nodes);
+    db_bind_text(st, 13, devclass_names[js->device]);
+    db_bind_text(st, 14, js->gpu_model);
+    sqlite3_bind_int64(st, 15, (int64_t)(js->gpu_mem_gb * 1024.0 + 0.5));
+    sqlite3_bind_int64(st, 16, js->time_limit_s);
+    sqlite3_bind_int64(st, 17, sched_now_ms(s) / 1000);
+    db_bind_text(st, 18, nj->request_id);
+    if (nj->array && nj->index > 0) { /* the first one learns its id below */
+        sqlite3_bind_int64(st, 19, nj->first);
+        sqlite3_bind_int64(st, 20, nj->index);
+    }
+    if (db_step_done(s->db, st, err) < 0)
+        return -1;
+    *id = sqlite3_last_insert_rowid(s->db->conn);
+    if (nj->array && nj->index == 0 &&
+        db_run(s->db, err, "UPDATE jobs SET array_job_id = ?, array_index = 0 WHERE id = ?", "ll",
+               *id, *id) < 0)
+        return -1;
+    if (nj->array)
+        snprintf(note, sizeof(note), ", array %lld index %lld of %lld",
+                 (long long)(nj->index ? nj->first : *id), (long long)nj->index,
+                 (long long)nj->array);
+    return sched_event(s, *id, NULL, "submitted", err,
+                       "submitted by '%s' (team '%s'): %s '%s', %d device%s%s", nj->user, nj->team,
+                       kind, js->name, js->gpus, js->gpus == 1 ? "" : "s", note);
+}
+
+/* submit: one job, or with "array": N, N jobs of the same spec in one
+ * transaction (each its own id; array_job_id = the first's, array_index
+ * 0..N-1). All or nothing; the reply leaves only after the commit. */
 static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
 {
     ft_err_t err = {0};
@@ -156,13 +248,14 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
     const cJSON *spec = cJSON_GetObjectItemCaseSensitive(msg, "spec");
     char *spec_text = NULL;
     sqlite3_stmt *st;
-    int64_t id;
-    cJSON *r;
+    int64_t id = 0, first = 0, array = 0;
+    cJSON *r, *ids = NULL;
     bool parsed = false;
 
     ft_json_get_str(msg, NULL, "user", true, FT_NAME_MAX, &user, &err);
     ft_json_get_str(msg, NULL, "team", false, FT_NAME_MAX, &team, &err);
     ft_json_get_str(msg, NULL, "request_id", false, 64, &request_id, &err);
+    ft_json_get_int(msg, NULL, "array", false, 1, FT_ARRAY_MAX, &array, &err);
     if (!name_ok(user)) {
         ft_err_set(&err, FT_EBADFIELD, "field 'user': '%s' is not a user name ([A-Za-z0-9._-]+)",
                    ft_sanitize(user, 64));
@@ -184,17 +277,32 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
     parsed = true;
 
     if (request_id) {
-        st = db_stmt(s->db, "SELECT id, state FROM jobs WHERE user = ? AND request_id = ?", &err);
+        st = db_stmt(s->db,
+                     "SELECT id, state, array_job_id IS NOT NULL FROM jobs"
+                     " WHERE user = ? AND request_id = ?",
+                     &err);
         if (!st)
             goto error;
         db_bind_text(st, 1, user);
         db_bind_text(st, 2, request_id);
         if (sqlite3_step(st) == SQLITE_ROW) {
+            bool was_array = sqlite3_column_int(st, 2) != 0;
+
+            first = sqlite3_column_int64(st, 0);
             r = ft_proto_new(FT_MSG_SUBMIT_REPLY, p->re);
-            cJSON_AddNumberToObject(r, "job_id", (double)sqlite3_column_int64(st, 0));
+            cJSON_AddNumberToObject(r, "job_id", (double)first);
             cJSON_AddBoolToObject(r, "duplicate", true);
             cJSON_AddStringToObject(r, "state", db_col_text(st, 1));
             sqlite3_reset(st);
+            /* A resent array gets the ids of the first one's elements. */
+            if (was_array) {
+                if (!(ids = array_ids(s, first, &err))) {
+                    cJSON_Delete(r);
+                    goto error;
+                }
+                cJSON_AddItemToObject(r, "job_ids", ids);
+                ids = NULL; /* r owns it */
+            }
             reply(s, p, r);
             goto out;
         }
@@ -224,47 +332,30 @@ static void h_submit(sched_t *s, const peer_t *p, cJSON *msg)
         ft_err_set(&err, FT_EINTERNAL, "out of memory");
         goto error;
     }
+    if (array && !(ids = cJSON_CreateArray())) {
+        ft_err_set(&err, FT_EINTERNAL, "out of memory");
+        goto error;
+    }
     if (sched_tx_begin(s, &err) < 0)
         goto internal;
-    st = db_stmt(
-        s->db,
-        "INSERT INTO jobs (name, kind, spec, user, team, state, reason, priority, max_retries,"
-        " requeue_on_failure, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
-        " time_limit_s, submit_time, request_id)"
-        " VALUES (?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        &err);
-    if (!st)
-        goto internal;
-    db_bind_text(st, 1, js.name);
-    db_bind_text(st, 2, js.kind == FT_KIND_LORA ? "lora" : "exec");
-    db_bind_text(st, 3, spec_text);
-    db_bind_text(st, 4, user);
-    db_bind_text(st, 5, team);
-    db_bind_text(st, 6, s->nnodes ? "waiting for resources" : "waiting for nodes");
-    sqlite3_bind_int(st, 7, js.priority);
-    sqlite3_bind_int(st, 8, js.max_retries);
-    sqlite3_bind_int(st, 9, js.requeue_on_failure);
-    sqlite3_bind_int(st, 10, js.gpus);
-    sqlite3_bind_int(st, 11, js.gpus_per_node);
-    sqlite3_bind_int(st, 12, js.nodes);
-    db_bind_text(st, 13, devclass_names[js.device]);
-    db_bind_text(st, 14, js.gpu_model);
-    sqlite3_bind_int64(st, 15, (int64_t)(js.gpu_mem_gb * 1024.0 + 0.5));
-    sqlite3_bind_int64(st, 16, js.time_limit_s);
-    sqlite3_bind_int64(st, 17, sched_now_ms(s) / 1000);
-    db_bind_text(st, 18, request_id);
-    if (db_step_done(s->db, st, &err) < 0)
-        goto internal;
-    id = sqlite3_last_insert_rowid(s->db->conn);
-    if (sched_event(s, id, NULL, "submitted", &err,
-                    "submitted by '%s' (team '%s'): %s '%s', %d device%s", user, team,
-                    js.kind == FT_KIND_LORA ? "lora" : "exec", js.name, js.gpus,
-                    js.gpus == 1 ? "" : "s") < 0)
-        goto internal;
+    for (int64_t i = 0; i < (array ? array : 1); i++) {
+        new_job_t nj = {&js, spec_text, user, team, i == 0 ? request_id : NULL, first, i, array};
+
+        if (insert_job(s, &nj, &id, &err) < 0)
+            goto internal;
+        if (i == 0)
+            first = id;
+        if (ids)
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)id));
+    }
     r = ft_proto_new(FT_MSG_SUBMIT_REPLY, p->re);
-    cJSON_AddNumberToObject(r, "job_id", (double)id);
+    cJSON_AddNumberToObject(r, "job_id", (double)first);
     cJSON_AddBoolToObject(r, "duplicate", false);
     cJSON_AddStringToObject(r, "state", "PENDING");
+    if (ids) {
+        cJSON_AddItemToObject(r, "job_ids", ids);
+        ids = NULL;
+    }
     reply(s, p, r);
     if (sched_tx_commit(s, &err) < 0) {
         /* The reply was dropped with the transaction. */
@@ -281,6 +372,7 @@ internal:
 error:
     reply_error(s, p, &err);
 out:
+    cJSON_Delete(ids);
     free(spec_text);
     if (parsed)
         ft_jobspec_free(&js);
@@ -289,7 +381,7 @@ out:
 /* Columns every job summary reads, in this order. */
 #define JOB_COLS                                                                                   \
     "id, name, kind, user, team, state, reason, priority, gpus, attempt,"                          \
-    " submit_time, start_time, end_time, exit_code, spec"
+    " submit_time, start_time, end_time, exit_code, spec, array_job_id, array_index"
 
 static cJSON *job_summary(sched_t *s, sqlite3_stmt *st, ft_err_t *err)
 {
@@ -311,6 +403,8 @@ static cJSON *job_summary(sched_t *s, sqlite3_stmt *st, ft_err_t *err)
     cJSON_AddItemToObject(j, "submit_time", num_or_null(st, 10));
     cJSON_AddItemToObject(j, "start_time", num_or_null(st, 11));
     cJSON_AddItemToObject(j, "end_time", num_or_null(st, 12));
+    cJSON_AddItemToObject(j, "array_job_id", num_or_null(st, 15));
+    cJSON_AddItemToObject(j, "array_index", num_or_null(st, 16));
     nodes = cJSON_AddArrayToObject(j, "nodes");
     q = db_stmt(s->db,
                 "SELECT DISTINCT node FROM ranks WHERE job_id = ? AND attempt = ? ORDER BY node",
@@ -1208,7 +1302,7 @@ static void h_progress(sched_t *s, const peer_t *p, cJSON *msg)
         return;
     /* Progress is not a state transition: a lost update after a power cut
      * is harmless, so skip the per-commit WAL sync. */
-    db_exec(s->db, "PRAGMA synchronous=NORMAL", &err);
+    db_sync_relax(s->db);
     if (sched_tx_begin(s, &err) < 0)
         goto fail;
     st = db_stmt(s->db,
@@ -1240,7 +1334,7 @@ fail:
     sched_tx_abort(s);
     ft_error("progress not recorded: %s", err.msg);
 out:
-    db_exec(s->db, "PRAGMA synchronous=FULL", &err);
+    db_sync_restore(s->db);
     free(text);
 }
 
@@ -1355,6 +1449,14 @@ static const struct {
     [FT_MSG_ERROR] = {h_error},
 };
 
+static double mono_ms_frac(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *frame, size_t len)
 {
     ft_err_t err = {0};
@@ -1407,7 +1509,17 @@ void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *fra
         }
         goto out;
     }
-    handlers[type].fn(s, &p, msg);
+    if (p.worker) {
+        handlers[type].fn(s, &p, msg);
+    } else {
+        /* A client waits on this: its cost, for --log-level debug. */
+        double t0 = mono_ms_frac();
+
+        s->db->last_commit_ms = 0;
+        handlers[type].fn(s, &p, msg);
+        ft_debug("'%s' handled in %.3f ms (commit %.3f ms), %zu bytes", ft_msg_name(type),
+                 mono_ms_frac() - t0, s->db->last_commit_ms, len);
+    }
 out:
     cJSON_Delete(msg);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ft/common.h"
+#include "db.h"
 #include "ft/cost.h"
 #include "keys_init.h"
 #include "server.h"
@@ -28,7 +29,7 @@ static const char usage_text[] =
     "  --config FILE        'key = value' settings: db, listen, heartbeat_ms, liveness,\n"
     "                       gang_start_timeout_s, stop_grace_ms, relay_timeout_ms,\n"
     "                       checkpoint_interval_s, schedule_interval_ms,\n"
-    "                       busy_timeout_ms, reserve_after_s, log_level\n"
+    "                       busy_timeout_ms, reserve_after_s, log_level, db_sync\n"
     "  --heartbeat-ms N     heartbeat interval (default 1000)\n"
     "  --liveness N         missed heartbeats before a worker is lost (default 5)\n"
     "  --log-level LEVEL    debug, info, warn or error (default info)\n"
@@ -37,6 +38,9 @@ static const char usage_text[] =
     "  --server-key FILE    the server's CURVE key pair (from 'ftsched init')\n"
     "  --insecure           no CURVE, no authentication (loopback experiments only)\n"
     "  --path-roots DIRS    ':'-separated roots that spec paths must lie under\n"
+    "  --db-sync MODE       full (default): every commit synced, nothing acknowledged is\n"
+    "                       lost at a power cut; normal: ~1 ms less per commit, survives\n"
+    "                       a crash of ftsched but not a power loss of the host\n"
     "  init DIR             create DIR/server.key, server.pub, admin.key and keys\n"
     "  -h, --help           show this help\n"
     "  --version            show the version\n";
@@ -57,6 +61,7 @@ static const struct {
     {{"server-key", required_argument, NULL, 'S'}, "server_key"},
     {{"insecure", no_argument, NULL, 'I'}, "insecure"},
     {{"path-roots", required_argument, NULL, 'P'}, "path_roots"},
+    {{"db-sync", required_argument, NULL, 'Y'}, "db_sync"},
     {{"help", no_argument, NULL, 'h'}, ""},
     {{"version", no_argument, NULL, 'V'}, ""},
 };
@@ -152,8 +157,9 @@ int main(int argc, char **argv)
         ft_error("%s", err.msg);
         return 1;
     }
-    ft_info("ftsched %s: database '%s', heartbeat %d ms x %d", FT_VERSION_STRING, cfg.db_path,
-            cfg.heartbeat_ms, cfg.liveness);
+    ft_info("ftsched %s: database '%s' (db_sync %s), heartbeat %d ms x %d", FT_VERSION_STRING,
+            cfg.db_path, cfg.db_sync == DB_SYNC_NORMAL ? "normal" : "full", cfg.heartbeat_ms,
+            cfg.liveness);
     rc = server_run(s, cfg.listen, &err);
     if (rc < 0)
         ft_error("%s", err.msg);

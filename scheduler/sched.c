@@ -154,6 +154,37 @@ void sched_tx_abort(sched_t *s)
         ft_error("cannot rebuild the view after a rollback: %s", err.msg);
 }
 
+double sched_last_commit_ms(const sched_t *s)
+{
+    return s->db->last_commit_ms;
+}
+
+int sched_batch_begin(sched_t *s)
+{
+    ft_err_t err;
+
+    s->batch_mark = s->nout;
+    if (db_batch_begin(s->db, &err) < 0) {
+        ft_debug("no group commit this turn: %s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+void sched_batch_end(sched_t *s)
+{
+    ft_err_t err;
+
+    if (!s->db->batch)
+        return;
+    if (db_batch_end(s->db, &err) < 0) {
+        ft_error("a batch of transactions failed to commit, its replies are dropped: %s", err.msg);
+        outbox_truncate(s, s->batch_mark);
+        if (sched_rebuild(s, &err) < 0)
+            ft_error("cannot rebuild the view after a rollback: %s", err.msg);
+    }
+}
+
 int sched_tx_commit(sched_t *s, ft_err_t *err)
 {
     if (db_commit(s->db, err) < 0) {
@@ -700,6 +731,7 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
     cJSON *spec = NULL;
     char nodes_txt[512] = "";
     int64_t now = sched_now_ms(s);
+    int64_t array_job_id = 0, array_index = 0; /* 0: not an array element */
     int rc;
 
     if (sched_tx_begin(s, &err) < 0)
@@ -711,13 +743,17 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         db_rollback(s->db);
         return 1;
     }
-    st = db_stmt(s->db, "SELECT spec FROM jobs WHERE id = ?", &err);
+    st = db_stmt(s->db, "SELECT spec, array_job_id, array_index FROM jobs WHERE id = ?", &err);
     if (!st)
         goto fail;
     sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         const char *t = db_col_text(st, 0);
         spec = ft_json_parse(t, strlen(t), &err);
+        if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
+            array_job_id = sqlite3_column_int64(st, 1);
+            array_index = sqlite3_column_int64(st, 2);
+        }
     }
     sqlite3_reset(st);
     if (!spec) {
@@ -774,6 +810,10 @@ static int start_job(sched_t *s, int64_t id, const place_slot_t *slots, int nslo
         cJSON_AddStringToObject(m, "user", j.user);
         cJSON_AddStringToObject(m, "team", j.team);
         cJSON_AddNumberToObject(m, "world_size", nslots);
+        if (array_job_id > 0) { /* FT_ARRAY_JOB_ID, FT_ARRAY_INDEX in the ranks */
+            cJSON_AddNumberToObject(m, "array_job_id", (double)array_job_id);
+            cJSON_AddNumberToObject(m, "array_index", (double)array_index);
+        }
         ranks = cJSON_AddArrayToObject(m, "ranks");
         for (; r < nslots && slots[r].node == node; r++) {
             cJSON *e = cJSON_CreateObject();
@@ -805,6 +845,7 @@ int sched_schedule(sched_t *s)
     pending_t *p = NULL;
     place_slot_t *slots = NULL;
     int n = 0, cap = 0, rc, started = 0, free_devs = 0;
+    bool batched = false;
     shapes_t shapes = {{0}, 0};
     int64_t now_s = sched_now_ms(s) / 1000;
     sqlite3_stmt *st;
@@ -874,6 +915,8 @@ int sched_schedule(sched_t *s)
             }
             continue;
         }
+        if (started == 0 && !s->db->in_tx && !s->db->batch)
+            batched = sched_batch_begin(s) == 0; /* the pass's starts share one sync */
         rc = start_job(s, p[i].id, slots, p[i].req.gpus);
         if (rc < 0)
             break; /* the database is failing: try again on the next pass */
@@ -882,6 +925,8 @@ int sched_schedule(sched_t *s)
             free_devs -= p[i].req.gpus;
         }
     }
+    if (batched)
+        sched_batch_end(s);
     free(slots);
     free(p);
     return started;
@@ -1130,7 +1175,8 @@ static void flush_last_seen(sched_t *s)
     ft_err_t err;
     int64_t now_s = sched_now_ms(s) / 1000;
 
-    if (db_exec(s->db, "PRAGMA synchronous=NORMAL", &err) < 0 || sched_tx_begin(s, &err) < 0)
+    db_sync_relax(s->db);
+    if (sched_tx_begin(s, &err) < 0)
         goto out;
     for (int i = 0; i < s->nnodes; i++) {
         sqlite3_stmt *st;
@@ -1151,7 +1197,7 @@ static void flush_last_seen(sched_t *s)
     }
     sched_tx_commit(s, &err);
 out:
-    db_exec(s->db, "PRAGMA synchronous=FULL", &err);
+    db_sync_restore(s->db);
 }
 
 void sched_cron(sched_t *s)
@@ -1179,11 +1225,7 @@ void sched_cron(sched_t *s)
         sweep_orphan_ranks(s);
         check_time_limits(s);
     }
-    if (s->dirty || now >= s->next_schedule) {
-        s->dirty = false;
-        s->next_schedule = now + s->cfg.schedule_interval_ms;
-        sched_schedule(s);
-    }
+    sched_schedule_due(s);
     ledger_cron(s);
     if (now >= s->next_seen_flush) {
         s->next_seen_flush = now + 10000;
@@ -1199,6 +1241,17 @@ void sched_cron(sched_t *s)
 
         if (n->connected && now - n->last_send >= s->cfg.heartbeat_ms)
             sched_send_node(s, n->name, ft_proto_new(FT_MSG_HEARTBEAT, NULL));
+    }
+}
+
+void sched_schedule_due(sched_t *s)
+{
+    int64_t now = sched_mono_ms(s);
+
+    if (s->dirty || now >= s->next_schedule) {
+        s->dirty = false;
+        s->next_schedule = now + s->cfg.schedule_interval_ms;
+        sched_schedule(s);
     }
 }
 
@@ -1240,6 +1293,8 @@ sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
     if (!s->db)
         goto fail;
     db_set_busy_timeout(s->db, cfg->busy_timeout_ms);
+    if (db_set_sync(s->db, cfg->db_sync, err) < 0)
+        goto fail;
     if (sched_rebuild(s, err) < 0 || ledger_start(s, err) < 0)
         goto fail;
     now = sched_mono_ms(s);

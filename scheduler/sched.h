@@ -30,6 +30,7 @@ typedef struct {
     char server_key[FT_PATH_MAX];  /* the server's CURVE key pair file */
     int insecure;                  /* 1 = no CURVE, by explicit choice only */
     char path_roots[4096];         /* ':'-separated roots for spec paths; "" = unchecked */
+    int db_sync;                   /* DB_SYNC_FULL (default) or DB_SYNC_NORMAL, db.h */
 } sched_config_t;
 
 void sched_config_defaults(sched_config_t *cfg);
@@ -57,8 +58,24 @@ void sched_handle(sched_t *s, const void *peer, size_t peer_len, const void *fra
 /* Periodic work: liveness, heartbeats, scheduling pass, gang-start timeout,
  * time limits, relay expiry, checkpoints. Cheap when nothing is due. */
 void sched_cron(sched_t *s);
+/* The scheduling pass of sched_cron alone, when something changed or it is
+ * due: the server runs it inside a batch, so that the starts it sends share
+ * the commit of the messages that freed or queued their devices. */
+void sched_schedule_due(sched_t *s);
 /* Milliseconds until sched_cron next has work (for the poll timeout). */
 int sched_next_timeout_ms(sched_t *s);
+
+/* Group commit: between sched_batch_begin and sched_batch_end every
+ * transaction (sched_handle's, a scheduling pass's) is a savepoint of one
+ * transaction, committed, with one WAL sync, by sched_batch_end; flush the
+ * outbox only after it, as its messages may promise what the commit makes
+ * true. begin: 0, or -1 (then each transaction commits on its own). end:
+ * when the COMMIT fails, the batch's messages are dropped from the outbox and
+ * the view is rebuilt from the database. */
+int sched_batch_begin(sched_t *s);
+void sched_batch_end(sched_t *s);
+/* How long the last COMMIT took (the WAL sync included), ms; for debug logs. */
+double sched_last_commit_ms(const sched_t *s);
 
 /* The outbox: messages produced since the last clear, in order. */
 int sched_outbox_count(const sched_t *s);

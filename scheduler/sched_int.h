@@ -60,6 +60,7 @@ struct sched {
     sched_msg_t *out;                 /* outbox */
     int nout, capout;                 /* outbox entries used / allocated */
     int out_mark;                     /* outbox length when the transaction began */
+    int batch_mark;                   /* outbox length when the batch began */
     relay_t relays[SCHED_MAX_RELAYS]; /* log reads in flight */
     int64_t next_relay;               /* next relay id */
     bool dirty;                       /* something changed: run a scheduling pass soon */

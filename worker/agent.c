@@ -605,7 +605,7 @@ static int parse_rank_entry(agent_t *a, const cJSON *o, int world_size, int *ran
 
 static void on_start(agent_t *a, const cJSON *m, const char *re)
 {
-    int64_t job_id = 0, attempt = 0, world = 0;
+    int64_t job_id = 0, attempt = 0, world = 0, array_job_id = 0, array_index = 0;
     const char *kind = NULL;
     ft_err_t err = {0}, spec_err = {0};
     ft_jobspec_t spec;
@@ -613,7 +613,9 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
     if (ft_json_get_int(m, NULL, "job_id", true, 1, INT64_MAX, &job_id, &err) < 0 ||
         ft_json_get_int(m, NULL, "attempt", true, 1, INT64_MAX, &attempt, &err) < 0 ||
         ft_json_get_int(m, NULL, "world_size", true, 1, 1024, &world, &err) < 0 ||
-        ft_json_get_str(m, NULL, "kind", true, 16, &kind, &err) < 0) {
+        ft_json_get_str(m, NULL, "kind", true, 16, &kind, &err) < 0 ||
+        ft_json_get_int(m, NULL, "array_job_id", false, 1, INT64_MAX, &array_job_id, &err) < 0 ||
+        ft_json_get_int(m, NULL, "array_index", false, 0, FT_ARRAY_MAX - 1, &array_index, &err) < 0) {
         send_error(a, re, &err);
         return;
     }
@@ -671,7 +673,7 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
         }
         rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name};
         rank_req_t req = {job_id, attempt,  rank, local, (int)world, wdev_get(a->devs, dev),
-                          &spec,  spec_json};
+                          &spec,  spec_json, array_job_id, array_index};
         rank_t *r = NULL;
         ft_err_t lerr = {0};
         if (rank_launch(&ctx, &req, &r, &lerr) < 0) {

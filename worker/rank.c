@@ -127,6 +127,10 @@ static int build_env(const rank_req_t *q, int event_fd, envlist_t *e)
         env_setf(e, "FT_EVENT_FD", "%d", event_fd) < 0 ||
         env_setf(e, "CUDA_VISIBLE_DEVICES", "%s", cvd) < 0)
         return -1;
+    if (q->array_job_id > 0 &&
+        (env_setf(e, "FT_ARRAY_JOB_ID", "%lld", (long long)q->array_job_id) < 0 ||
+         env_setf(e, "FT_ARRAY_INDEX", "%lld", (long long)q->array_index) < 0))
+        return -1;
     return 0;
 }
 

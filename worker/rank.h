@@ -82,6 +82,8 @@ typedef struct {
     const wdev_t *dev;        /* the device this rank gets */
     const ft_jobspec_t *spec; /* parsed spec */
     const cJSON *spec_json;   /* the spec as received (written for lora) */
+    int64_t array_job_id;     /* `start`'s array_job_id; 0 = not an array element */
+    int64_t array_index;      /* `start`'s array_index (FT_ARRAY_INDEX) */
 } rank_req_t;
 
 /* jobs/JOBID/rank-R.log under state_dir into buf. -1 when it does not fit. */

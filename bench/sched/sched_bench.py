@@ -11,13 +11,18 @@ loopback, submits K one-GPU exec jobs running `true` one after another with
   round trip (`ftctl ping`), to tell the scheduler's cost from the client's,
 - the scheduler's own drain rate, free of the client: all GPUs are held by
   `sleep` jobs while K more jobs queue up; the holders are cancelled and the
-  time until the queue is empty is measured.
+  time until the queue is empty is measured,
+- bulk: the same K jobs as job arrays (`ftctl submit --array B`, B = --batch,
+  default 1000), K/B processes: submit rate and drain rate.
+
+Each of these runs once per ftsched --db-sync mode given (default: full, then
+normal), each against a fresh scheduler.
 
 Targets (the brief): submit >= 400 jobs/s, drain >= 500 jobs/s.
 
-Usage: sched_bench.py [--jobs K] (default 2000, or $FT_BENCH_JOBS).
-Program paths come from $FTSCHED, $FTWORKER, $FTCTL (meson sets them).
-Python standard library only.
+Usage: sched_bench.py [--jobs K] [--batch B] [--db-sync full,normal] [--insecure]
+(K default 2000, or $FT_BENCH_JOBS). Program paths come from $FTSCHED,
+$FTWORKER, $FTCTL (meson sets them). Python standard library only.
 """
 import argparse
 import json
@@ -93,6 +98,25 @@ def submit_many(c, env, k):
     return ids
 
 
+def submit_arrays(c, env, k, batch):
+    """k jobs as ceil(k / batch) sequential `ftctl submit --array` calls from a
+    shell loop; returns the ids."""
+    path = os.path.join(c.dir, "ids-bulk.txt")
+    quoted = "'" + c.ftctl_path.replace("'", "'\\''") + "'"
+    script = "; ".join(f"{quoted} submit --array {min(batch, k - i)} -- true || exit 1"
+                       for i in range(0, k, batch))
+    with open(path, "w") as out:
+        r = subprocess.run(["/bin/sh", "-c", script], stdout=out, stderr=subprocess.PIPE,
+                           text=True, env=env, cwd=c.dir)
+    if r.returncode != 0:
+        raise TestFailure(f"submit --array failed: {r.stderr.strip()[-500:]}")
+    with open(path) as f:
+        ids = [int(x) for x in f.read().split()]
+    if len(ids) != k or len(set(ids)) != k:
+        raise TestFailure(f"{k} jobs in arrays printed {len(ids)} ids ({len(set(ids))} distinct)")
+    return ids
+
+
 def check_completed(c, ids):
     jobs = c.ftctl_json("ls", "--all")["jobs"]
     want = set(ids)
@@ -101,21 +125,12 @@ def check_completed(c, ids):
         raise TestFailure(f"{len(want)} distinct ids, {done} of {len(ids)} COMPLETED")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=int(os.environ.get("FT_BENCH_JOBS", "2000")),
-                    help="jobs to submit (default 2000)")
-    ap.add_argument("--gpus", type=int, default=8, help="emulated GPUs on the worker (default 8)")
-    ap.add_argument("--insecure", action="store_true",
-                    help="run without CURVE (to see what the handshake costs per ftctl)")
-    args = ap.parse_args()
-    if args.jobs < 1 or args.gpus < 1:
-        ap.error("--jobs and --gpus must be at least 1")
+def run_once(args, db_sync, where):
+    """The whole benchmark against one fresh ftsched --db-sync db_sync; prints
+    its figures and returns them."""
     k = args.jobs
-
-    where = machine()
     with Cluster("ft-bench", insecure=args.insecure) as c:
-        c.start_sched()
+        c.start_sched(["--db-sync", db_sync])
         c.start_worker("bench-node", gpus=args.gpus)
         c.wait_nodes_ready(["bench-node"])
         env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
@@ -143,11 +158,23 @@ def main():
         t_drained2 = wait_drained(ftctl, env)
         check_completed(c, ids2)
 
+        # Bulk: the same k jobs as arrays of --batch.
+        t_b0 = time.perf_counter()
+        ids3 = submit_arrays(c, env, k, args.batch)
+        t_b1 = time.perf_counter()
+        t_b2 = wait_drained(ftctl, env)
+        check_completed(c, ids3)
+
         submit_s = t_submitted - t_first
         drain_s = t_drained - t_first
+        f = {"db_sync": db_sync, "version_ms": start_ms, "ping_ms": ping_ms, "true_ms": true_ms,
+             "submit": k / submit_s, "drain": k / drain_s, "submit_queued": k / (t_release - t_q0),
+             "queued_drain": k / (t_drained2 - t_release), "bulk_submit": k / (t_b1 - t_b0),
+             "bulk_drain": k / (t_b2 - t_b0)}
         print(f"machine:        {where}")
         print(f"jobs (K):       {k} one-GPU exec jobs running 'true', 1 worker with "
-              f"{args.gpus} emulated GPUs, {'no CURVE' if args.insecure else 'CURVE on'}")
+              f"{args.gpus} emulated GPUs, {'no CURVE' if args.insecure else 'CURVE on'}, "
+              f"ftsched --db-sync {db_sync}")
         print(f"process start:  {true_ms:.2f} ms for /bin/true, {start_ms:.2f} ms for "
               f"ftctl --version (libzmq and its libraries loaded), from a sh loop")
         print(f"ftctl ping:     {ping_ms:.2f} ms per process incl. one round trip")
@@ -161,7 +188,45 @@ def main():
         print(f"queued drain:   {t_drained2 - t_release:.2f} s for {k} queued jobs after the "
               f"GPUs were released, {k / (t_drained2 - t_release):.0f} jobs/s (the scheduler "
               f"and worker alone)")
-        print(f"all {2 * k} jobs COMPLETED")
+        print(f"bulk submit:    {t_b1 - t_b0:.3f} s for {k} jobs as "
+              f"{(k + args.batch - 1) // args.batch} 'ftctl submit --array' of <= {args.batch}, "
+              f"{f['bulk_submit']:.0f} jobs/s")
+        print(f"bulk drain:     {t_b2 - t_b0:.2f} s from the first array submit to empty queue, "
+              f"{f['bulk_drain']:.0f} jobs/s")
+        print(f"all {3 * k} jobs COMPLETED", flush=True)
+        return f
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("FT_BENCH_JOBS", "2000")),
+                    help="jobs to submit (default 2000)")
+    ap.add_argument("--gpus", type=int, default=8, help="emulated GPUs on the worker (default 8)")
+    ap.add_argument("--batch", type=int, default=1000,
+                    help="jobs per 'submit --array' in the bulk part (1..1000, default 1000)")
+    ap.add_argument("--db-sync", default="full,normal",
+                    help="ftsched --db-sync modes to run, comma-separated (default full,normal)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="run without CURVE (to see what the handshake costs per ftctl)")
+    args = ap.parse_args()
+    if args.jobs < 1 or args.gpus < 1:
+        ap.error("--jobs and --gpus must be at least 1")
+    if not 1 <= args.batch <= 1000:
+        ap.error("--batch must be in 1..1000")
+    modes = [m.strip() for m in args.db_sync.split(",") if m.strip()]
+    if not modes or any(m not in ("full", "normal") for m in modes):
+        ap.error("--db-sync takes full, normal or both, comma-separated")
+
+    where = machine()
+    figures = []
+    for m in modes:
+        figures.append(run_once(args, m, where))
+        print()
+    if len(figures) > 1:
+        keys = ["submit", "drain", "submit_queued", "queued_drain", "bulk_submit", "bulk_drain"]
+        print("jobs/s          " + "".join(f"{k:>14}" for k in keys))
+        for f in figures:
+            print(f"db_sync {f['db_sync']:<8}" + "".join(f"{f[k]:>14.0f}" for k in keys))
     return 0
 
 

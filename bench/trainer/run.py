@@ -1,22 +1,34 @@
 #!/usr/bin/env python3
 """run.py: the trainer benchmark: ft-train bench against the same LoRA step in
-PyTorch (transformers + PEFT, eager), same configuration, same thread count.
+PyTorch (transformers + PEFT, eager), same configuration, same thread count,
+each side in fp32 and with bf16 frozen base weights.
 
-  run.py --ft-train PATH [--python PY] [--steps N] [--threads T] [model flags]
+  run.py --ft-train PATH [--python PY] [--steps N] [--threads T] [--repeat K]
+         [--autocast] [model flags]
 
 Model flags (defaults: the benchmark configuration): --hidden 512 --layers 8
 --heads 8 --kv-heads 8 --intermediate 1376 --vocab 8192 --seq 256 --batch 4
 --r 16. The PyTorch side runs in the environment of
 tests/reference/setup-python.sh (made when missing) unless --python names one.
 
-Prints both results, then the ratios:
-  ft/torch tokens/s      (> 1: ft-train is faster), over the mean step and
-                         over each side's fastest step (steadier when the
-                         machine is shared)
-  ft gflops / ft gemm    (the share of OpenBLAS's square-GEMM rate the whole
-                          training step reaches; the same for torch, with the
-                          same FLOP count, against torch's own GEMM rate)
-and, last, one JSON line with everything.
+Four runs (five with --autocast):
+  ft-fp32     ft-train bench --dtype fp32 (OpenBLAS sgemm)
+  ft-bf16     ft-train bench --dtype bf16 (the cpu-bf16 backend; its kernel
+              is printed: amx, avx512bf16 or generic)
+  torch-fp32  torch_lora_step.py --dtype fp32
+  torch-bf16  torch_lora_step.py --dtype bf16: the base model cast to
+              bfloat16 before PEFT (PEFT keeps the adapters fp32), what a
+              user loading with torch_dtype=torch.bfloat16 runs
+  torch-autocast (--autocast) the fp32 model under torch.autocast("cpu",
+              bfloat16), HF Trainer's bf16=True on CPU
+Prints each run's tokens/s, step time and GFLOP/s against its own GEMM rate
+(ft-fp32: OpenBLAS sgemm; ft-bf16: the bf16 kernel's square-GEMM rate, and
+the sgemm rate beside it; torch: its fp32 or bf16 matmul rate), then the
+ratios ft-bf16/torch-fp32 (the issue's target: >= 2), ft-bf16/torch-bf16
+and ft-fp32/torch-fp32, over the mean step and over each side's fastest
+step (steadier when the machine is shared), and, last, one JSON line with
+everything (the fields of earlier versions kept: "ft" and "torch" are the
+fp32 runs).
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: some machines set these because older
 OpenBLAS builds misbehave on their processor; they slow a current OpenBLAS.
@@ -49,8 +61,10 @@ def parse_args(argv):
     p.add_argument("--threads", type=positive, default=2)
     p.add_argument("--timeout", type=positive, default=1200, help="seconds per side")
     p.add_argument("--repeat", type=positive, default=1,
-                   help="run both sides this many times, alternating, and keep each "
+                   help="run every side this many times, alternating, and keep each "
                         "side's best (fastest) run; helps on a shared, busy machine")
+    p.add_argument("--autocast", action="store_true",
+                   help="also time torch under torch.autocast(\"cpu\", bfloat16)")
     for name, default in MODEL_FLAGS:
         p.add_argument("--" + name, type=positive, default=default)
     a = p.parse_args(argv)
@@ -128,56 +142,99 @@ def main(argv):
     for name, _ in MODEL_FLAGS:
         flags += ["--" + name, str(getattr(a, name.replace("-", "_")))]
     common = flags + ["--steps", str(a.steps), "--threads", str(a.threads)]
+    ftp = os.path.abspath(a.ft_train)
+    sides = [
+        ("ft-fp32", [ftp, "bench"] + common + ["--dtype", "fp32"], "ft-train bench"),
+        ("ft-bf16", [ftp, "bench"] + common + ["--dtype", "bf16"], "ft-train bench"),
+        ("torch-fp32", [py, TORCH_SCRIPT] + common + ["--dtype", "fp32"], "torch_lora_step.py"),
+        ("torch-bf16", [py, TORCH_SCRIPT] + common + ["--dtype", "bf16"], "torch_lora_step.py"),
+    ]
+    if a.autocast:
+        sides.append(("torch-autocast", [py, TORCH_SCRIPT] + common + ["--dtype", "autocast"],
+                      "torch_lora_step.py"))
     load_before = os.getloadavg()[0]
-    ft = th = None
+    best_run = {}
     for _ in range(a.repeat):
-        f = run([os.path.abspath(a.ft_train), "bench"] + common, env, a.timeout,
-                "ft-train bench")
-        t = run([py, TORCH_SCRIPT] + common, env, a.timeout, "torch_lora_step.py")
-        if ft is None or f.get("tokens_per_s", 0) > ft.get("tokens_per_s", 0):
-            ft = f
-        if th is None or t["tokens_per_s"] > th["tokens_per_s"]:
-            th = t
+        for name, cmd, who in sides:
+            r = run(cmd, env, a.timeout, who)
+            if name not in best_run or r.get("tokens_per_s", 0) > best_run[name]["tokens_per_s"]:
+                best_run[name] = r
     load_after = os.getloadavg()[0]
     notes.append("1-minute load average %.2f before, %.2f after (%d cores)%s" % (
         load_before, load_after, os.cpu_count() or 0,
         "; the machine was busy with other work, so the figures are noisy"
-        if load_before > 0.5 else ""))
+        if max(load_before, load_after) > 0.5 else ""))
     if a.repeat > 1:
         notes.append("best of %d alternating runs per side" % a.repeat)
 
-    for key in ("tokens_per_s", "gflops", "flops_per_step", "gemm_gflops"):
-        if not isinstance(ft.get(key), (int, float)) or ft[key] <= 0:
-            raise SystemExit("run.py: ft-train bench result lacks a positive '%s': %s" % (
-                key, json.dumps(ft)))
-    torch_gflops = ft["flops_per_step"] / (th["step_ms"] / 1000.0) / 1e9
-    # The fastest single step of each side: much less sensitive than the mean
-    # to other work on a shared machine (a busy neighbour slows some steps).
-    best = None
-    if isinstance(ft.get("step_ms_min"), (int, float)) and ft["step_ms_min"] > 0:
-        best = th["step_ms_min"] / ft["step_ms_min"]
+    for name in ("ft-fp32", "ft-bf16"):
+        for key in ("tokens_per_s", "gflops", "flops_per_step", "gemm_gflops", "gemm_w_gflops"):
+            v = best_run[name].get(key)
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise SystemExit("run.py: %s result lacks a positive '%s': %s" % (
+                    name, key, json.dumps(best_run[name])))
+    flop = best_run["ft-fp32"]["flops_per_step"]
+    # the same FLOP count for every side: torch's GFLOP/s over its own step time
+    for name, r in best_run.items():
+        if name.startswith("torch"):
+            r["gflops_same_flop_count"] = flop / (r["step_ms"] / 1000.0) / 1e9
+
+    def ratio(x, y):
+        return best_run[x]["tokens_per_s"] / best_run[y]["tokens_per_s"]
+
+    def ratio_best(x, y):
+        fx, fy = best_run[x].get("step_ms_min"), best_run[y].get("step_ms_min")
+        return fy / fx if fx and fy else None
+
+    pairs = [("ft-bf16", "torch-fp32"), ("ft-bf16", "torch-bf16"), ("ft-fp32", "torch-fp32")]
+    ft, th = best_run["ft-fp32"], best_run["torch-fp32"]
     res = {
         "config": dict(flags=" ".join(common)),
+        "runs": best_run,
+        "ratios_tokens_per_s": {"%s/%s" % p: ratio(*p) for p in pairs},
+        "ratios_best_step": {"%s/%s" % p: ratio_best(*p) for p in pairs},
+        "bf16_kernel": best_run["ft-bf16"].get("kernel"),
+        "ratio_ft_bf16_gflops_over_bf16_gemm": best_run["ft-bf16"]["gflops"] /
+                                               best_run["ft-bf16"]["gemm_w_gflops"],
+        "ratio_ft_bf16_gflops_over_sgemm": best_run["ft-bf16"]["gflops"] /
+                                           best_run["ft-bf16"]["gemm_gflops"],
+        # the fields of the fp32-only report, unchanged
         "ft": ft,
         "torch": th,
-        "torch_gflops_same_flop_count": torch_gflops,
-        "ratio_ft_over_torch_tokens_per_s": ft["tokens_per_s"] / th["tokens_per_s"],
-        "ratio_ft_over_torch_best_step": best,
+        "torch_gflops_same_flop_count": th["gflops_same_flop_count"],
+        "ratio_ft_over_torch_tokens_per_s": ratio("ft-fp32", "torch-fp32"),
+        "ratio_ft_over_torch_best_step": ratio_best("ft-fp32", "torch-fp32"),
         "ratio_ft_gflops_over_ft_gemm": ft["gflops"] / ft["gemm_gflops"],
-        "ratio_torch_gflops_over_torch_gemm": torch_gflops / th["gemm_gflops"],
+        "ratio_torch_gflops_over_torch_gemm": th["gflops_same_flop_count"] / th["gemm_gflops"],
         "notes": notes,
     }
     print("configuration: %s" % " ".join(common))
-    print("ft-train : %8.1f tokens/s  %8.1f ms/step  %6.1f GFLOP/s of %6.1f GEMM GFLOP/s" % (
-        ft["tokens_per_s"], ft.get("step_ms", float("nan")), ft["gflops"], ft["gemm_gflops"]))
-    print("torch    : %8.1f tokens/s  %8.1f ms/step  %6.1f GFLOP/s of %6.1f GEMM GFLOP/s "
-          "(torch %s, attention %s)" % (th["tokens_per_s"], th["step_ms"], torch_gflops,
-                                        th["gemm_gflops"], th.get("torch"), th.get("attn")))
-    print("ratio ft/torch tokens/s: %.3f (mean step); %s (fastest step: ft %s ms, torch %.1f ms)"
-          % (res["ratio_ft_over_torch_tokens_per_s"],
-             "%.3f" % best if best else "n/a", ft.get("step_ms_min"), th["step_ms_min"]))
-    print("ratio ft gflops / ft gemm gflops: %.3f (torch: %.3f)" % (
-        res["ratio_ft_gflops_over_ft_gemm"], res["ratio_torch_gflops_over_torch_gemm"]))
+    print("%-15s %9s %9s %9s %8s  %s" % ("run", "tokens/s", "ms/step", "best ms", "GFLOP/s",
+                                          "of GEMM GFLOP/s"))
+    for name, _, _ in sides:
+        r = best_run[name]
+        gf = r.get("gflops", r.get("gflops_same_flop_count"))
+        if name == "ft-bf16":
+            gemm = "%.1f bf16 %s kernel (%.0f%%), %.1f sgemm (%.0f%%)" % (
+                r["gemm_w_gflops"], r.get("kernel"), 100 * gf / r["gemm_w_gflops"],
+                r["gemm_gflops"], 100 * gf / r["gemm_gflops"])
+        else:
+            gemm = "%.1f %s (%.0f%%)" % (r["gemm_gflops"], "sgemm" if name == "ft-fp32" else
+                                         "torch %s matmul" % ("fp32" if name == "torch-fp32"
+                                                              else "bf16"),
+                                         100 * gf / r["gemm_gflops"])
+        print("%-15s %9.1f %9.1f %9.1f %8.1f  %s" % (name, r["tokens_per_s"], r["step_ms"],
+                                                     r.get("step_ms_min", float("nan")), gf,
+                                                     gemm))
+    for p in pairs:
+        rb = ratio_best(*p)
+        print("ratio %-22s tokens/s %.3f (mean step), %s (fastest step)" % (
+            "%s/%s" % p, ratio(*p), "%.3f" % rb if rb else "n/a"))
+    if "torch-autocast" in best_run:
+        print("ratio %-22s tokens/s %.3f" % ("ft-bf16/torch-autocast",
+                                             ratio("ft-bf16", "torch-autocast")))
+    th_info = best_run["torch-fp32"]
+    notes.append("torch %s, attention %s" % (th_info.get("torch"), th_info.get("attn")))
     for n in notes:
         print("note: " + n)
     print(json.dumps(res), flush=True)

@@ -8,6 +8,17 @@ backward, AdamW on the LoRA parameters) after `warmup` untimed ones. Also
 measures torch's own float32 GEMM rate (a square n x n matmul, same threads)
 so that the runner can tell framework overhead from BLAS speed.
 
+--dtype picks the precision, as a PyTorch user would set it up:
+  fp32      the model in float32 (the default)
+  bf16      the base model cast to bfloat16 (`model.to(torch.bfloat16)`, as
+            `from_pretrained(torch_dtype=torch.bfloat16)` gives), then PEFT,
+            whose `autocast_adapter_dtype` keeps the LoRA A/B in float32:
+            frozen weights and activations bf16, adapters and AdamW fp32
+  autocast  the model in float32 under `torch.autocast("cpu", torch.bfloat16)`
+            for forward and loss (what HF Trainer's `bf16=True` does on CPU):
+            the linear layers run in bf16, weights cast on every call
+The GEMM rate is then measured in that dtype too (bf16 for bf16/autocast).
+
 Prints one JSON line on stdout:
   {"tokens_per_s", "step_ms", "gemm_gflops", "torch", "threads", "attn", "blas", ...}
 Runs in the environment of tests/reference/setup-python.sh.
@@ -35,6 +46,8 @@ def parse_args(argv):
     p.add_argument("--attn", choices=["eager", "sdpa"], default="sdpa",
                    help="transformers attention implementation (default sdpa, its default)")
     p.add_argument("--gemm-n", type=positive, default=2048)
+    p.add_argument("--dtype", choices=["fp32", "bf16", "autocast"], default="fp32",
+                   help="precision set-up (see the module docstring)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.hidden % a.heads or a.heads % a.kv_heads:
@@ -44,9 +57,9 @@ def parse_args(argv):
     return a
 
 
-def gemm_gflops(torch, n, reps=5):
-    a = torch.randn(n, n, dtype=torch.float32)
-    b = torch.randn(n, n, dtype=torch.float32)
+def gemm_gflops(torch, n, dtype, reps=5):
+    a = torch.randn(n, n, dtype=torch.float32).to(dtype)
+    b = torch.randn(n, n, dtype=torch.float32).to(dtype)
     torch.mm(a, b)
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -77,7 +90,7 @@ def main(argv):
                       num_hidden_layers=a.layers, num_attention_heads=a.heads,
                       num_key_value_heads=a.kv_heads, max_position_embeddings=max(a.seq, 2048),
                       tie_word_embeddings=False, attn_implementation=a.attn)
-    base = LlamaForCausalLM(cfg).to(torch.float32)
+    base = LlamaForCausalLM(cfg).to(torch.bfloat16 if a.dtype == "bf16" else torch.float32)
     model = get_peft_model(base, LoraConfig(
         r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
@@ -89,11 +102,14 @@ def main(argv):
     rows = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen)
     inputs, targets = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
+    autocast = a.dtype == "autocast"
+
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, a.vocab),
-                                                 targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(input_ids=inputs).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, a.vocab).float(),
+                                                     targets.reshape(-1))
         loss.backward()
         opt.step()
         return float(loss.detach())
@@ -114,8 +130,13 @@ def main(argv):
         "step_ms_min": 1000.0 * min(times),
         "steps": a.steps,
         "loss": loss,
-        "gemm_gflops": gemm_gflops(torch, a.gemm_n),
+        "gemm_gflops": gemm_gflops(torch, a.gemm_n,
+                                   torch.float32 if a.dtype == "fp32" else torch.bfloat16),
+        "dtype": a.dtype,
         "trainable_params": sum(p.numel() for p in trainable),
+        "trainable_dtypes": sorted({str(p.dtype) for p in trainable}),
+        "frozen_dtypes": sorted({str(p.dtype) for p in model.parameters()
+                                 if not p.requires_grad}),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "attn": a.attn,

@@ -45,6 +45,16 @@ extern const char *const ft_data_format_names[]; /* "auto", "text", ... */
 
 typedef enum { FT_LR_CONSTANT = 0, FT_LR_LINEAR, FT_LR_COSINE } ft_lr_sched_t;
 
+/* Storage precision of the frozen base weights and of the inputs of their
+ * GEMMs ("dtype" in the spec). LoRA weights, gradients, optimiser state and
+ * the other activations stay fp32 whatever it says. */
+typedef enum {
+    FT_DTYPE_AUTO = 0,  /* what the backend does best: fp32 on CPU, bf16 on CUDA */
+    FT_DTYPE_FP32 = 1,  /* fp32 weights, fp32 GEMMs (CPU only) */
+    FT_DTYPE_BF16 = 2,  /* bf16 weights, bf16 x bf16 GEMMs with fp32 accumulation */
+} ft_dtype_t;
+extern const char *const ft_dtype_names[]; /* "auto", "fp32", "bf16", NULL */
+
 typedef struct {
     char path[FT_PATH_MAX];      /* JSONL file */
     ft_data_format_t format;     /* "type" in the spec; "auto" detects it per record */
@@ -86,6 +96,7 @@ typedef struct {
     int64_t save_steps;             /* checkpoint every N steps; 0 = only at the end */
     int64_t logging_steps;          /* progress event every N steps; default 1 */
     int threads;                    /* CPU threads per rank; 0 = automatic */
+    ft_dtype_t dtype;               /* base weight precision; default auto */
 } ft_trainspec_t;
 
 typedef struct {

@@ -23,6 +23,7 @@
 #define FT_HEARTBEAT_MS 1000 /* default heartbeat interval */
 #define FT_LIVENESS 5        /* missed heartbeats before "lost" */
 #define FT_RDV_BLOB_MAX 4000 /* bytes of one rendezvous blob (base64 text) */
+#define FT_ARRAY_MAX 1000    /* jobs in one array submit (one transaction, one reply) */
 
 typedef enum {
     /* client -> scheduler (requests; each gets one reply or an error) */

@@ -585,6 +585,67 @@ def lora_tiny():
                   str(os.listdir(out_dir) if os.path.isdir(out_dir) else "no output_dir"))
 
 
+def array_submit():
+    """submit --array N: one request, N jobs with their own ids, FT_ARRAY_INDEX in
+    each rank's environment, all or nothing, `show` names the array."""
+    with Cluster("array") as c:
+        c.start_sched()
+        c.start_worker("n1", gpus=2)
+        c.wait_nodes_ready(["n1"])
+        script = 'echo "idx=${FT_ARRAY_INDEX-unset} arr=${FT_ARRAY_JOB_ID-unset} id=$FT_JOB_ID"'
+        r = c.ftctl_ok("submit", "--array", "5", "--name", "arr", "--", "sh", "-c", script)
+        ids = [int(x) for x in r.stdout.split()]
+        check(len(ids) == 5 and len(set(ids)) == 5, "submit --array 5 prints 5 distinct ids",
+              r.stdout)
+        single = c.submit("--", "sh", "-c", script)
+        r = c.ftctl("wait", *map(str, ids + [single]), timeout=60)
+        check(r.returncode == 0, "all five elements and the single job COMPLETED", r.stdout)
+        for i, jid in enumerate(ids):
+            out = c.ftctl_ok("logs", str(jid)).stdout.strip()
+            check(out == f"idx={i} arr={ids[0]} id={jid}",
+                  f"element {i} (job {jid}) sees FT_ARRAY_INDEX={i}, FT_ARRAY_JOB_ID={ids[0]}",
+                  out)
+        out = c.ftctl_ok("logs", str(single)).stdout.strip()
+        check(out == f"idx=unset arr=unset id={single}",
+              "a job submitted alone has no FT_ARRAY_INDEX", out)
+        j = c.job(ids[3])
+        check(j["array_job_id"] == ids[0] and j["array_index"] == 3,
+              "show -o json: array_job_id and array_index", json.dumps(j)[:300])
+        check(c.job(single)["array_index"] is None, "a single job's array_index is null")
+        show = c.ftctl_ok("show", str(ids[3])).stdout
+        check(f"array:      job {ids[0]}, index 3" in show, "show prints the array line", show)
+
+        js = c.ftctl_json("submit", "--array", "3", "--", "true")
+        check(len(js["job_ids"]) == 3 and js["job_id"] == js["job_ids"][0] and
+              js["duplicate"] is False, "-o json: job_id is the first of job_ids", str(js))
+
+        before = len(c.ftctl_json("ls", "--all")["jobs"])
+        for bad, code, what in ((["--array", "0"], 2, "bad --array '0'"),
+                                (["--array", "1001"], 2, "expected 1..1000"),
+                                (["--array", "x"], 2, "bad --array 'x'"),
+                                (["--array", "4", "--gpus", "3"], 1, "unsatisfiable")):
+            r = c.ftctl("submit", *bad, "--", "true")
+            check(r.returncode == code and what in r.stderr,
+                  f"submit {' '.join(bad)}: exit {code}, '{what}'",
+                  f"rc={r.returncode} {r.stderr}")
+        spec = os.path.join(c.dir, "bad.json")
+        with open(spec, "w") as f:
+            f.write('{"kind": "exec", "command": ["true"], "gpuz": 1}')
+        r = c.ftctl("submit", "--array", "10", spec)
+        check(r.returncode == 1 and "gpuz" in r.stderr, "a bad spec file: exit 1 naming the key",
+              r.stderr)
+        after = len(c.ftctl_json("ls", "--all")["jobs"])
+        check(after == before, f"no job was created by the refused arrays ({before} -> {after})")
+
+        # The largest array is one request and one commit.
+        t0 = time.monotonic()
+        r = c.ftctl_ok("submit", "--array", "1000", "--", "true")
+        dt = time.monotonic() - t0
+        n = len(r.stdout.split())
+        check(n == 1000, f"submit --array 1000 prints 1000 ids ({dt * 1000:.0f} ms)", str(n))
+        c.ftctl("cancel", *r.stdout.split())  # some may have COMPLETED already: exit 1 is fine
+
+
 TESTS = {
     "submit_complete": submit_complete,
     "failing_job": failing_job,
@@ -596,6 +657,7 @@ TESTS = {
     "bad_inputs": bad_inputs,
     "watch_progress": watch_progress,
     "lora_tiny": lora_tiny,
+    "array_submit": array_submit,
 }
 
 if __name__ == "__main__":

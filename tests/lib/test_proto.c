@@ -62,6 +62,17 @@ static void test_errors(void)
            "max_bytes over the chunk limit");
     expect("{\"v\":1,\"type\":\"submit\",\"spec\":[],\"user\":\"a\"}", FT_EBADFIELD,
            "spec not an object");
+    expect("{\"v\":1,\"type\":\"submit\",\"spec\":{},\"user\":\"a\",\"array\":0}", FT_EBADFIELD,
+           "array of 0 jobs");
+    expect("{\"v\":1,\"type\":\"submit\",\"spec\":{},\"user\":\"a\",\"array\":1001}",
+           FT_EBADFIELD, "array over FT_ARRAY_MAX");
+    expect("{\"v\":1,\"type\":\"submit_reply\",\"job_id\":1,\"duplicate\":false,"
+           "\"state\":\"PENDING\",\"job_ids\":[1,\"2\"]}",
+           FT_EBADFIELD, "job_ids element not an integer");
+    expect("{\"v\":1,\"type\":\"start\",\"job_id\":1,\"attempt\":1,\"kind\":\"exec\","
+           "\"spec\":{},\"user\":\"u\",\"team\":\"t\",\"world_size\":1,\"ranks\":[{}],"
+           "\"array_job_id\":1,\"array_index\":1000}",
+           FT_EBADFIELD, "start's array_index over 999");
     expect(
         "{\"v\":1,\"type\":\"submit\",\"spec\":{},\"user\":"
         "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",

@@ -146,15 +146,19 @@ static void test_reopen_and_newer(const char *path)
 static void test_migration_from_v1(void)
 {
     char *path = h_tmpdb();
-    ft_err_t err;
+    ft_err_t err = {0};
     db_t *db = db_open(path, &err);
     sqlite3_stmt *st;
 
     CHECK(db && db_schema_version() >= 2, "schema version is at least 2");
     if (!db)
         return;
-    CHECK(db_exec(db, "DROP INDEX ranks_live; PRAGMA user_version=1", &err) == 0,
-          "turn the file back into a version-1 database");
+    CHECK(db_exec(db,
+                  "DROP INDEX ranks_live; DROP INDEX jobs_array;"
+                  " ALTER TABLE jobs DROP COLUMN array_index;"
+                  " ALTER TABLE jobs DROP COLUMN array_job_id; PRAGMA user_version=1",
+                  &err) == 0,
+          "turn the file back into a version-1 database%s%s", err.msg[0] ? ": " : "", err.msg);
     db_destroy(&db);
     db = db_open(path, &err);
     CHECK(db != NULL, "reopen migrates it%s%s", db ? "" : ": ", db ? "" : err.msg);
@@ -165,6 +169,11 @@ static void test_migration_from_v1(void)
                  &err);
     CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 1,
           "migration 1 -> 2 created index ranks_live");
+    sqlite3_reset(st);
+    st = db_stmt(db, "SELECT count(*) FROM pragma_table_info('jobs') WHERE name IN"
+                     " ('array_job_id', 'array_index')", &err);
+    CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2,
+          "migration 4 -> 5 added jobs.array_job_id and jobs.array_index");
     sqlite3_reset(st);
     st = db_stmt(db, "PRAGMA user_version", &err);
     CHECK(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == db_schema_version(),
@@ -212,7 +221,107 @@ static void test_config(void)
           "unknown key named with its line: '%s'", err.msg);
     CHECK(sched_config_set(&cfg, "log_level", "loud", &err) < 0, "log_level 'loud' refused: '%s'",
           err.msg);
+    CHECK(cfg.db_sync == DB_SYNC_FULL, "db_sync defaults to full");
+    CHECK(sched_config_set(&cfg, "db_sync", "normal", &err) == 0 && cfg.db_sync == DB_SYNC_NORMAL,
+          "db_sync = normal is taken");
+    CHECK(sched_config_set(&cfg, "db_sync", "off", &err) < 0 && strstr(err.msg, "full or normal"),
+          "db_sync 'off' refused: '%s'", err.msg);
     unlink(path);
+}
+
+static int synchronous_now(db_t *db)
+{
+    ft_err_t err;
+    sqlite3_stmt *st = db_stmt(db, "PRAGMA synchronous", &err);
+    int v = -1;
+
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    return v;
+}
+
+/* db_sync: the level holds for transitions; a relaxed write (progress,
+ * last_seen) goes back to it afterwards, whichever it is. */
+static void test_db_sync(void)
+{
+    char *path = h_tmpdb();
+    ft_err_t err;
+    db_t *db = db_open(path, &err);
+
+    CHECK(db != NULL, "open a database for db_sync");
+    if (!db)
+        goto out;
+    CHECK(db->sync == DB_SYNC_FULL && synchronous_now(db) == 2, "a new connection is FULL (2)");
+    db_sync_relax(db);
+    CHECK(synchronous_now(db) == 1, "relaxed for a progress write: NORMAL (1)");
+    db_sync_restore(db);
+    CHECK(synchronous_now(db) == 2, "restored to FULL (2)");
+    CHECK(db_set_sync(db, DB_SYNC_NORMAL, &err) == 0 && synchronous_now(db) == 1,
+          "db_sync normal: NORMAL (1)");
+    db_sync_relax(db);
+    db_sync_restore(db);
+    CHECK(synchronous_now(db) == 1, "a relaxed write leaves NORMAL in place (1)");
+    db_destroy(&db);
+out:
+    h_rm(path);
+    free(path);
+}
+
+
+/* Group commit: inside a batch, each db_begin..db_commit is a savepoint; a
+ * rollback undoes only its own part; db_batch_end makes the rest durable. */
+static void test_batch(void)
+{
+    char *path = h_tmpdb();
+    ft_err_t err;
+    db_t *db = db_open(path, &err), *again;
+
+    CHECK(db != NULL, "open a database for the batch");
+    if (!db)
+        goto out;
+    CHECK(db_batch_begin(db, &err) == 0 && db->batch, "db_batch_begin");
+    CHECK(db_batch_begin(db, &err) < 0, "a batch does not nest: '%s'", err.msg);
+    for (int i = 0; i < 3; i++) {
+        CHECK(db_begin(db, &err) == 0 &&
+                  db_run(db, &err,
+                         "INSERT INTO events (time_ms, kind, message) VALUES (?, 'x', 'batch')",
+                         "d", i) == 0,
+              "transaction %d inside the batch", i);
+        if (i == 1)
+            db_rollback(db);
+        else
+            CHECK(db_commit(db, &err) == 0, "transaction %d released", i);
+    }
+    {
+        int64_t n = -1;
+
+        CHECK(db_int(db, &err, &n, "SELECT count(*) FROM events WHERE message = 'batch'", "") ==
+                      0 &&
+                  n == 2,
+              "inside the batch: the rolled-back transaction 1 is gone, 0 and 2 are there");
+    }
+    CHECK(db_batch_end(db, &err) == 0 && !db->batch && sqlite3_get_autocommit(db->conn),
+          "db_batch_end commits");
+    again = db_open(path, &err);
+    CHECK(again != NULL, "a second connection opens");
+    if (again) {
+        sqlite3_stmt *st = db_stmt(again, "SELECT group_concat(time_ms, ',') FROM events"
+                                          " WHERE message = 'batch'", &err);
+        CHECK(st && sqlite3_step(st) == SQLITE_ROW &&
+                  strcmp(db_col_text(st, 0), "0,2") == 0,
+              "the second connection sees rows 0 and 2 committed, 1 not: '%s'",
+              st ? db_col_text(st, 0) : "");
+        if (st)
+            sqlite3_reset(st);
+    }
+    db_destroy(&again);
+    CHECK(db_batch_end(db, &err) < 0, "ending a batch that is not open fails: '%s'", err.msg);
+    db_destroy(&db);
+out:
+    h_rm(path);
+    free(path);
 }
 
 static void test_restart_rebuild(void)
@@ -265,6 +374,8 @@ int main(void)
     free(path);
     test_migration_from_v1();
     test_config();
+    test_db_sync();
+    test_batch();
     test_restart_rebuild();
     h_drop();
     return check_done("test_db");

@@ -892,6 +892,60 @@ static void test_rendezvous(void)
     done(&s, path);
 }
 
+
+/* submit "array": N: N jobs in one transaction, ids in index order, the
+ * request id covers the whole array, start carries the element's index. */
+static void test_array(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    cJSON *r, *ids, *again, *st;
+    int64_t first;
+    int n_starts = 0, ok_index = 1;
+
+    h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
+    first = h_submit(s, "{\"command\":[\"x\"]}", "ann", ",\"request_id\":\"arr-1\",\"array\":4");
+    r = h_reply("client1");
+    ids = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(r, "job_ids"), true); /* kept */
+    CHECK(first > 0 && cJSON_GetArraySize(ids) == 4 &&
+              cJSON_GetArrayItem(ids, 0)->valuedouble == (double)first,
+          "array 4: four ids, job_id is the first (%lld)", (long long)first);
+    for (int i = 0; i < 4; i++) {
+        int64_t id = (int64_t)cJSON_GetArrayItem(ids, i)->valuedouble;
+
+        ok_index &= atoll(h_job_col(s, id, "array_index")) == i &&
+                    atoll(h_job_col(s, id, "array_job_id")) == first &&
+                    strcmp(h_job_col(s, id, "state"), "PENDING") == 0;
+    }
+    CHECK(ok_index, "each element is PENDING with array_job_id %lld and its index",
+          (long long)first);
+    again = NULL;
+    CHECK(h_submit(s, "{\"command\":[\"x\"]}", "ann", ",\"request_id\":\"arr-1\",\"array\":4") ==
+                  first &&
+              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive((again = h_reply("client1")),
+                                                            "duplicate")),
+          "a resent array request gets the first array back, duplicate true");
+    CHECK(again && cJSON_Compare(cJSON_GetObjectItemCaseSensitive(again, "job_ids"), ids, true),
+          "the duplicate reply lists the same four ids");
+    CHECK(h_query_int(s, "SELECT count(*) FROM jobs") == 4, "still four jobs");
+    tick(s, 10);
+    for (int k = 0; (st = h_find("w/n1", "start", k)) != NULL; k++) {
+        n_starts++;
+        ok_index &= h_num(st, "array_job_id") == (double)first &&
+                    h_num(st, "array_index") == h_num(st, "job_id") - (double)first;
+    }
+    CHECK(n_starts == 2 && ok_index, "two elements start on two devices, with their index (%d)",
+          n_starts);
+    cJSON_Delete(ids);
+    h_send(s, "client1",
+           "{\"v\":1,\"type\":\"submit\",\"id\":\"s\",\"user\":\"ann\",\"array\":1001,"
+           "\"spec\":{\"command\":[\"x\"]}}");
+    CHECK(strcmp(h_type(h_reply("client1")), "error") == 0 &&
+              strstr(h_str(h_reply("client1"), "message"), "array"),
+          "array 1001 is refused by the validator: %s", h_str(h_reply("client1"), "message"));
+    done(&s, path);
+}
+
 int main(void)
 {
     ft_log_init("test_sched", FT_LOG_ERROR);
@@ -899,6 +953,7 @@ int main(void)
     test_failures();
     test_node_lost();
     test_cancel_and_idempotence();
+    test_array();
     test_unsat_and_errors();
     test_priority_backfill_timeouts();
     test_time_limit_and_hello_reconcile();

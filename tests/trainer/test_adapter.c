@@ -321,6 +321,13 @@ static void test_spec_hash(void)
     b = a;
     b.seed = 43;
     CHECK(checkpoint_spec_hash(&a) != checkpoint_spec_hash(&b), "hash changes with seed");
+    b = a;
+    b.dtype = FT_DTYPE_BF16;
+    ft_trainspec_t c = a;
+    c.dtype = FT_DTYPE_FP32;
+    CHECK(checkpoint_spec_hash(&a) != checkpoint_spec_hash(&b) &&
+              checkpoint_spec_hash(&b) != checkpoint_spec_hash(&c),
+          "hash changes with dtype (auto, bf16, fp32 all differ)");
 }
 
 int main(void)

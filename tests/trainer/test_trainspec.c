@@ -50,7 +50,7 @@ static void test_defaults_and_full(void)
               t.weight_decay == 0 && t.adam_beta1 == 0.9 && t.adam_beta2 == 0.999 &&
               t.adam_epsilon == 1e-8 && t.max_grad_norm == 1.0 && t.seed == 42 &&
               t.eval_steps == 0 && t.save_steps == 0 && t.logging_steps == 1 && t.threads == 0 &&
-              t.eval_path[0] == '\0' && t.val_set_size == 0,
+              t.dtype == FT_DTYPE_AUTO && t.eval_path[0] == '\0' && t.val_set_size == 0,
           "defaults as documented");
 
     const char *full =
@@ -63,7 +63,7 @@ static void test_defaults_and_full(void)
         "\"learning_rate\":0.0001,\"lr_scheduler\":\"linear\",\"warmup_steps\":10,"
         "\"warmup_ratio\":0.1,\"weight_decay\":0.01,\"adam_beta1\":0.8,\"adam_beta2\":0.99,"
         "\"adam_epsilon\":1e-6,\"max_grad_norm\":0,\"seed\":3407,\"eval_steps\":20,"
-        "\"save_steps\":50,\"logging_steps\":5,\"threads\":2}";
+        "\"save_steps\":50,\"logging_steps\":5,\"threads\":2,\"dtype\":\"bf16\"}";
     CHECK(parse_text(full, &t, &err) == 0, "every key parses: %s", err.msg);
     CHECK(t.n_datasets == 3 && t.datasets[0].format == FT_DATA_ALPACA &&
               strcmp(t.datasets[1].path, "/b.jsonl") == 0 && t.datasets[1].format == FT_DATA_AUTO &&
@@ -81,13 +81,14 @@ static void test_defaults_and_full(void)
               t.seed == 3407 && t.eval_steps == 20 && t.save_steps == 50 && t.logging_steps == 5 &&
               t.threads == 2 && strcmp(t.eval_path, "/e.jsonl") == 0,
           "optimiser and cadence keys");
+    CHECK(t.dtype == FT_DTYPE_BF16, "dtype \"bf16\" read (%d)", (int)t.dtype);
 
     /* to_json then parse gives the same struct */
     cJSON *j = ft_trainspec_to_json(&t);
     ft_trainspec_t back;
     CHECK(j && ft_trainspec_parse(j, &back, &err) == 0, "to_json output parses: %s", err.msg);
     CHECK(memcmp(&t, &back, sizeof t) == 0, "round trip is exact");
-    CHECK(cJSON_GetArraySize(j) == 31, "to_json writes all 31 keys (%d)", cJSON_GetArraySize(j));
+    CHECK(cJSON_GetArraySize(j) == 32, "to_json writes all 32 keys (%d)", cJSON_GetArraySize(j));
     char *s = ft_json_print(cJSON_GetObjectItem(j, "datasets"));
     CHECK(strstr(s, "{\"path\":\"/b.jsonl\",\"type\":\"auto\"}") != NULL, "datasets as objects: %s",
           s);
@@ -157,6 +158,10 @@ static void test_errors(void)
     expect_err("bool", "\"sample_packing\":1", "spec.train.sample_packing");
     expect_err("scheduler", "\"lr_scheduler\":\"step\"",
                "spec.train.lr_scheduler: expected \"constant\", \"linear\" or \"cosine\"");
+    expect_err("dtype unknown", "\"dtype\":\"fp16\"",
+               "spec.train.dtype: expected \"auto\", \"fp32\" or \"bf16\", got 'fp16'");
+    expect_err("dtype not a string", "\"dtype\":16",
+               "spec.train.dtype: expected \"auto\", \"fp32\" or \"bf16\"");
     expect_err("target unknown", "\"target_modules\":[\"q_proj\",\"lm_head\"]",
                "spec.train.target_modules[1]: unknown module 'lm_head'");
     expect_err("target twice", "\"target_modules\":[\"q_proj\",\"q_proj\"]",

@@ -70,12 +70,14 @@ int main(void)
     /* a rank on emulated GPU 1: environment, output, event pipe, own group */
     char *argv1[] = {"sh", "-c",
                      "echo \"$FT_JOB_ID $FT_ATTEMPT $FT_RANK/$FT_WORLD_SIZE $FT_LOCAL_RANK "
-                     "cvd=$CUDA_VISIBLE_DEVICES kind=$FT_DEVICE_KIND fd=$FT_EVENT_FD y=$Y\"; "
+                     "cvd=$CUDA_VISIBLE_DEVICES kind=$FT_DEVICE_KIND fd=$FT_EVENT_FD y=$Y "
+                     "array=$FT_ARRAY_JOB_ID/$FT_ARRAY_INDEX\"; "
                      "echo event >&3; ps -o pgid= -p $$ | tr -d ' '; exit 5",
                      NULL};
-    char *env1[] = {"Y=spec", "FT_RANK=99", NULL};
+    char *env1[] = {"Y=spec", "FT_RANK=99", "FT_ARRAY_INDEX=7", NULL};
     make_spec(&spec, argv1, env1, NULL);
-    rank_req_t req = {42, 2, 1, 0, 4, wdev_get(devs, 1), &spec, NULL};
+    /* element 2 of array job 40 */
+    rank_req_t req = {42, 2, 1, 0, 4, wdev_get(devs, 1), &spec, NULL, 40, 2};
     rank_t *r = NULL;
     CHECK(rank_launch(&ctx, &req, &r, &err) == 0 && r && r->pid > 0 && r->event_fd >= 0 &&
               r->report_fd >= 0,
@@ -98,10 +100,11 @@ int main(void)
     char path[512], want[256];
     rank_log_path(tmpdir, 42, 1, path, sizeof(path));
     char *log = read_all(path);
-    snprintf(want, sizeof(want), "42 2 1/4 0 cvd=1 kind=emulated fd=3 y=spec\n%d\n",
+    snprintf(want, sizeof(want), "42 2 1/4 0 cvd=1 kind=emulated fd=3 y=spec array=40/2\n%d\n",
              r ? (int)r->pid : -1);
     CHECK(log && strcmp(log, want) == 0,
-          "log has the environment (ours win over the spec's FT_RANK) and pgid == pid: '%s'",
+          "log has the environment (ours win over the spec's FT_RANK and FT_ARRAY_INDEX) and "
+          "pgid == pid: '%s'",
           log ? log : "(none)");
     free(log);
     snprintf(path, sizeof(path), "%s/jobs/42/rank-1.pid", tmpdir);
@@ -115,7 +118,7 @@ int main(void)
     /* a stop: SIGTERM to the group, reason "stopped" */
     char *argv2[] = {"sleep", "30", NULL};
     make_spec(&spec, argv2, NULL, NULL);
-    rank_req_t req2 = {43, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL};
+    rank_req_t req2 = {43, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL, 0, 0};
     CHECK(rank_launch(&ctx, &req2, &r, &err) == 0 && settle(r, &err) == 1,
           "launch 'sleep 30' on the cpu device");
     if (r) {
@@ -132,7 +135,7 @@ int main(void)
     /* launch failures: never started, reason in err and in the log */
     char *argv3[] = {"/nonexistent/cmd", NULL};
     make_spec(&spec, argv3, NULL, NULL);
-    rank_req_t req3 = {44, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
+    rank_req_t req3 = {44, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL, 0, 0};
     ft_err_clear(&err);
     int rc = rank_launch(&ctx, &req3, &r, &err);
     CHECK(rc == 0 && settle(r, &err) == -1 && r->launch_failed && !r->started &&
@@ -193,7 +196,7 @@ int main(void)
              "sleep 30 & env -u FT_JOB_ID sleep 31 & echo $! > %s; sleep 30", bgfile);
     char *argv5[] = {"sh", "-c", script, NULL};
     make_spec(&spec, argv5, NULL, NULL);
-    rank_req_t req5 = {45, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL};
+    rank_req_t req5 = {45, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL, 0, 0};
     CHECK(rank_launch(&ctx, &req5, &r, &err) == 0 && settle(r, &err) == 1,
           "launch a rank with a background child");
     usleep(300000);

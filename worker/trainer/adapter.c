@@ -387,6 +387,9 @@ uint64_t checkpoint_spec_hash(const ft_trainspec_t *t)
         return 0;
     for (size_t i = 0; i < sizeof volatile_keys / sizeof volatile_keys[0]; i++)
         cJSON_DeleteItemFromObjectCaseSensitive(j, volatile_keys[i]);
+    /* "dtype" came later: its default stays out so older checkpoints resume */
+    if (t->dtype == FT_DTYPE_AUTO)
+        cJSON_DeleteItemFromObjectCaseSensitive(j, "dtype");
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!s)

@@ -245,6 +245,17 @@ static inline void backend_dropout_act(const backend_t *be, act_t *out, const ac
 /* The CPU backend (OpenBLAS sgemm, plain C loops for the rest). */
 const backend_t *backend_cpu(void);
 
+/* The CPU backend with the frozen base matrices in bf16 ("dtype": "bf16"):
+ * bf16 x bf16 GEMMs with fp32 accumulation (bf16gemm.h: AMX, AVX512-BF16 or
+ * portable C) for the projections and lm_head, the embedding held in bf16,
+ * everything else the cpu backend's. */
+const backend_t *backend_cpu_bf16(void);
+/* Bytes of base weights its weights_upload holds for dev. */
+size_t backend_cpu_bf16_weights_bytes(const llama_weights_t *dev);
+/* Best of three: GFLOP/s of its (n, n) x (n, n)^T weight product on the
+ * backend's threads (benchmarks, beside the sgemm rate). */
+double backend_cpu_bf16_gemm_rate(int n);
+
 /* The counter-based generator behind dropout: uniform in [0,1) from
  * (key, index); splitmix64 finaliser of key + index * golden ratio. */
 static inline double backend_hash_uniform(uint64_t key, uint64_t index)

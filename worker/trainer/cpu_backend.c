@@ -16,7 +16,13 @@
  * baseline x86-64 with the best one chosen at load time (GCC target_clones).
  * The build uses ISO C mode, where GCC does not contract a*b+c into FMA, so
  * every clone rounds identically.
+ *
+ * Two tables share all of this: "cpu" (fp32 base weights) and "cpu-bf16"
+ * (at the end of the file: the frozen matrices packed to bf16 for
+ * bf16gemm.h, the embedding as bf16 rows; only the ops that read base
+ * weights differ).
  */
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -24,8 +30,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
+#include "bf16gemm.h"
 
 /* OpenBLAS extension, declared in its cblas.h; repeated for other builds. */
 void openblas_set_num_threads(int num_threads);
@@ -730,14 +738,35 @@ HOT static double exp_sum_d(float *restrict a, int n, float mx)
     return s;
 }
 
+HOT static void cpu_scale(float *x, int64_t n, float a)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= a;
+}
+
+/* The two lm_head products of the cross-entropy, one pair per weight
+ * format (fp32 matrices here, bf16 ones in the cpu-bf16 backend below). */
 typedef struct {
-    float *logits;              /* (n, V) in: logits; out: exp(logit - max) (0 rows ignored) */
+    /* logits (n, V) = x (n, C) W^T */
+    void (*logits)(int n, int V, int C, const float *x, const float *W, float *logits);
+    /* dx (n, C) = g (n, V) W */
+    void (*dx)(int n, int V, int C, const float *g, const float *W, float *dx);
+    /* true: the target term goes into the row before the dx product
+     * (g = dscale * (softmax - onehot)), for a W whose rows cannot be read;
+     * false: g holds the exps, scale and target row come after on (n, C) */
+    bool fold_target;
+} xent_w_t;
+
+typedef struct {
+    float *logits;              /* (n, V) in: logits; out: exp(logit - max) (0 rows ignored),
+                                   or the row's gradient when fold */
     const int32_t *targets;     /* (n) */
     double *row_loss;           /* (n) out: -log p(target), 0 for ignored rows */
     float *row_k;               /* (n) out: dscale / sum of the row's exps, 0 when ignored */
     int V;
     float dscale;
-    bool grad;                  /* leave the exps for the gradient GEMM */
+    bool grad;                  /* leave the exps (or the gradient) for the dx GEMM */
+    bool fold;                  /* xent_w_t.fold_target */
 } xent_ctx;
 
 static void xent_rows(void *p, int64_t lo, int64_t hi, int tid)
@@ -760,15 +789,32 @@ static void xent_rows(void *p, int64_t lo, int64_t hi, int tid)
         double sum = exp_sum_d(row, V, mx);
         c->row_loss[i] = log(sum) - (double)(lt - mx);
         c->row_k[i] = (float)(c->dscale / sum);
+        if (c->grad && c->fold) {
+            cpu_scale(row, V, c->row_k[i]);
+            row[tgt] -= c->dscale;
+        }
     }
 }
 
+static void xent_logits_f32(int n, int V, int C, const float *x, const float *W, float *logits)
+{
+    cpu_gemm(false, true, n, V, C, 1.0f, x, C, W, C, 0.0f, logits, V);
+}
+
+static void xent_dx_f32(int n, int V, int C, const float *g, const float *W, float *dx)
+{
+    cpu_gemm(false, false, n, C, V, 1.0f, g, V, W, C, 0.0f, dx, C);
+}
+
+static const xent_w_t xent_f32 = {xent_logits_f32, xent_dx_f32, false};
+
 /* The gradient of row i is dscale * (softmax_i - onehot(t_i)) W
  * = k_i * (e_i W) - dscale * W[t_i], with e_i the row's exps and
- * k_i = dscale / sum(e_i): the GEMM runs on the exps and the per-row scale
- * and the target row come after, on (n, C) instead of (n, V). */
-static double cpu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
-                       int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok)
+ * k_i = dscale / sum(e_i): unless fold, the GEMM runs on the exps and the
+ * per-row scale and the target row come after, on (n, C) instead of (n, V). */
+static double xent_run(float *dx, const float *x, const float *W, const int32_t *targets, int N,
+                       int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok,
+                       const xent_w_t *wp)
 {
     double total = 0.0;
     int64_t count = 0;
@@ -786,15 +832,15 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
         chunk = 1;
         total = 0.0;
         for (int r0 = 0; r0 < N; r0++) {
-            cpu_gemm(false, true, 1, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f, logits, V);
-            xent_ctx c = {logits, targets + r0, row_loss, row_k, V, dscale, dx != NULL};
+            wp->logits(1, V, C, x + (size_t)r0 * C, W, logits);
+            xent_ctx c = {logits, targets + r0, row_loss, row_k, V, dscale, dx != NULL,
+                          wp->fold_target};
             xent_rows(&c, 0, 1, 0);
             total += one_loss;
             count += targets[r0] >= 0;
             if (dx) {
-                cpu_gemm(false, false, 1, C, V, 1.0f, logits, V, W, C, 0.0f,
-                         dx + (size_t)r0 * C, C);
-                for (int j = 0; j < C && targets[r0] >= 0; j++)
+                wp->dx(1, V, C, logits, W, dx + (size_t)r0 * C);
+                for (int j = 0; j < C && targets[r0] >= 0 && !wp->fold_target; j++)
                     dx[(size_t)r0 * C + j] = one_k * dx[(size_t)r0 * C + j] -
                                              dscale * W[(size_t)targets[r0] * C + j];
             }
@@ -813,8 +859,9 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
             continue;
         }
         /* logits (n,V) = x (n,C) W^T */
-        cpu_gemm(false, true, n, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f, logits, V);
-        xent_ctx c = {logits, targets + r0, row_loss, row_k, V, dscale, dx != NULL};
+        wp->logits(n, V, C, x + (size_t)r0 * C, W, logits);
+        xent_ctx c = {logits, targets + r0, row_loss, row_k, V, dscale, dx != NULL,
+                      wp->fold_target};
         par_range(n, 4, xent_rows, &c);
         for (int i = 0; i < n; i++) {
             if (targets[r0 + i] >= 0) {
@@ -824,10 +871,11 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
         }
         if (!dx)
             continue;
-        /* dx (n,C) = exps (n,V) W (V,C), then row i: k_i * dx_i - dscale * W[t_i] */
+        /* dx (n,C) = exps (n,V) W (V,C), then row i: k_i * dx_i - dscale * W[t_i]
+         * (fold: the rows already hold the gradient) */
         float *d = dx + (size_t)r0 * C;
-        cpu_gemm(false, false, n, C, V, 1.0f, logits, V, W, C, 0.0f, d, C);
-        for (int i = 0; i < n; i++) {
+        wp->dx(n, V, C, logits, W, d);
+        for (int i = 0; i < n && !wp->fold_target; i++) {
             int tgt = targets[r0 + i];
             float *di = d + (size_t)i * C;
             if (tgt < 0)
@@ -842,6 +890,12 @@ static double cpu_xent(float *dx, const float *x, const float *W, const int32_t 
     free(row_k);
     *n_tok = count;
     return total;
+}
+
+static double cpu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
+                       int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok)
+{
+    return xent_run(dx, x, W, targets, N, C, V, logits, chunk, dscale, n_tok, &xent_f32);
 }
 
 static void cpu_dropout_forward(float *out, const float *x, int64_t n, float p, uint64_t key)
@@ -878,12 +932,6 @@ static double cpu_sumsq(const float *x, int64_t n)
     for (int64_t i = 0; i < n; i++)
         s += (double)x[i] * x[i];
     return s;
-}
-
-HOT static void cpu_scale(float *x, int64_t n, float a)
-{
-    for (int64_t i = 0; i < n; i++)
-        x[i] *= a;
 }
 
 HOT static void cpu_add(float *y, const float *x, int64_t n)
@@ -925,4 +973,292 @@ static const backend_t cpu_backend = {
 const backend_t *backend_cpu(void)
 {
     return &cpu_backend;
+}
+
+/* ---- cpu-bf16: the frozen base matrices in bf16 (bf16gemm.h) ----
+ * Everything is the cpu backend's except the four members that read base
+ * weights. weights_upload packs q .. down and lm_head into bf16_mat_t (two
+ * VNNI layouts each: as many bytes as fp32) and the embedding into plain bf16
+ * rows (half of fp32); the norm vectors stay fp32 copies. The opaque float *
+ * slots of the uploaded llama_weights_t hold those pointers: only gemm_w,
+ * embedding_forward and xent_forward_backward of this table read them, and
+ * mem holds the bf16_weights_t that owns them all.
+ * The weight GEMMs split over the pool one range per thread, by rows of A
+ * and C in blocks of 32 when there are enough (each thread then converts
+ * only its rows of A to bf16 and reads all of the packed W, which stays in
+ * its L2 for every matrix but lm_head), else by output columns in blocks of
+ * 32 (bf16gemm.h; every range converts all of A). More ranges than threads
+ * would convert or read more for little balance. An element of C is
+ * computed by the same code whatever the split (tests/trainer/model/
+ * test_bf16.c checks 1 thread == 2 threads bit for bit, tails included), so
+ * results do not depend on the thread count. */
+
+#define BF16_COLS 32  /* column block of a split (bf16gemm.h) */
+#define BF16_ROWS 32  /* row block of a split */
+
+typedef struct {
+    bf16_mat_t **mats;   /* [n_mats] every packed matrix, freed with the set */
+    int n_mats;          /* matrices packed so far */
+    uint16_t *embed;     /* (V, C) bf16 rows */
+    float *norms;        /* ((2L + 1) * C) fp32 copies of the norm vectors */
+    size_t bytes;        /* memory held, all of the above */
+} bf16_weights_t;
+
+#define SLOT(p) ((float *)(void *)(p))
+#define AS_MAT(p) ((const bf16_mat_t *)(const void *)(p))
+
+typedef struct {
+    bool nt;                 /* bf16_gemm_nt, else bf16_gemm_nn */
+    int M, N;                /* rows of A and C; columns of C */
+    const float *A;          /* (M, K), fp32 */
+    int lda, ldc;
+    const bf16_mat_t *W;
+    float alpha, beta;
+    float *C;                /* (M, N) */
+    int64_t blocks;          /* BF16_COLS-column (or BF16_ROWS-row) blocks of C */
+    int64_t parts;           /* ranges the blocks are cut into */
+    bool split_m;            /* blocks are rows of C (and A), else columns */
+} bgemm_ctx;
+
+static void bgemm_cols(const bgemm_ctx *g, int n0, int n1)
+{
+    if (g->nt)
+        bf16_gemm_nt(g->M, g->A, g->lda, g->W, g->alpha, g->beta, g->C, g->ldc, n0, n1);
+    else
+        bf16_gemm_nn(g->M, g->A, g->lda, g->W, g->alpha, g->beta, g->C, g->ldc, n0, n1);
+}
+
+/* items are ranges; contiguous ranges [lo, hi) make one call */
+static void bgemm_range(void *p, int64_t lo, int64_t hi, int tid)
+{
+    const bgemm_ctx *g = p;
+    int64_t a, b, unused;
+    (void)tid;
+    chunk(g->blocks, g->parts, lo, &a, &unused);
+    chunk(g->blocks, g->parts, hi - 1, &unused, &b);
+    if (g->split_m) {
+        int m0 = (int)(a * BF16_ROWS), m1 = (int)(b * BF16_ROWS < g->M ? b * BF16_ROWS : g->M);
+        if (m0 >= m1)
+            return;
+        bgemm_ctx r = *g;
+        r.M = m1 - m0;
+        r.A = g->A + (size_t)m0 * g->lda;
+        r.C = g->C + (size_t)m0 * g->ldc;
+        bgemm_cols(&r, 0, g->N);
+        return;
+    }
+    int n0 = (int)(a * BF16_COLS), n1 = (int)(b * BF16_COLS < g->N ? b * BF16_COLS : g->N);
+    if (n0 < n1)
+        bgemm_cols(g, n0, n1);
+}
+
+/* C (M, N) = alpha * A W^T + beta * C (nt, W (N, K)) or alpha * A W + beta * C
+ * (W (K, N)), columns split over the pool. */
+static void bf16_par(bool nt, int M, int N, int K, float alpha, const float *A, int lda,
+                     const bf16_mat_t *W, float beta, float *C, int ldc)
+{
+    if (M == 0 || N == 0)
+        return;
+    int threads = pool.n_workers + 1;
+    int64_t blocks = (N + BF16_COLS - 1) / BF16_COLS;
+    bgemm_ctx g = {nt, M, N, A, lda, ldc, W, alpha, beta, C, blocks, 1, false};
+    double flops = 2.0 * M * (double)N * K;
+    if (M >= 2 * BF16_ROWS * threads) {
+        g.split_m = true;
+        g.blocks = blocks = (M + BF16_ROWS - 1) / BF16_ROWS;
+    }
+    if (threads == 1 || flops < 1e6 || blocks < 2 || in_worker_job) {
+        bgemm_cols(&g, 0, N);
+        return;
+    }
+    g.parts = blocks < threads ? blocks : threads;
+    par_range(g.parts, 2, bgemm_range, &g);
+}
+
+/* gemm_w: the model calls (false, true) forward and (false, false) backward */
+static void bf16_gemm_w(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *W, int ldw, float beta, float *C,
+                        int ldc)
+{
+    const bf16_mat_t *w = AS_MAT(W);
+    (void)ldw;  /* packed: W carries its own layout */
+    assert(!trans_a);
+    assert(trans_b ? bf16_mat_rows(w) == N && bf16_mat_cols(w) == K
+                   : bf16_mat_rows(w) == K && bf16_mat_cols(w) == N);
+    bf16_par(trans_b, M, N, K, alpha, A, lda, w, beta, C, ldc);
+}
+
+static void bf16_embedding_forward(float *out, const int32_t *tokens, const float *emb, int N,
+                                   int C)
+{
+    const uint16_t *e = (const uint16_t *)(const void *)emb;
+    for (int i = 0; i < N; i++) {
+        const uint16_t *src = e + (size_t)tokens[i] * C;
+        float *dst = out + (size_t)i * C;
+        for (int c = 0; c < C; c++)
+            dst[c] = bf16_to_f32(src[c]);
+    }
+}
+
+static void xent_logits_bf16(int n, int V, int C, const float *x, const float *W, float *logits)
+{
+    bf16_par(true, n, V, C, 1.0f, x, C, AS_MAT(W), 0.0f, logits, V);
+}
+
+static void xent_dx_bf16(int n, int V, int C, const float *g, const float *W, float *dx)
+{
+    bf16_par(false, n, C, V, 1.0f, g, V, AS_MAT(W), 0.0f, dx, C);
+}
+
+/* fold: the packed W has no fp32 rows to subtract, and dscale * (p - onehot)
+ * rounds to bf16 relative to the gradient itself (the exps form would lose
+ * the difference of two near-equal terms when p(target) nears 1) */
+static const xent_w_t xent_bf16 = {xent_logits_bf16, xent_dx_bf16, true};
+
+static double bf16_xent(float *dx, const float *x, const float *W, const int32_t *targets,
+                        int N, int C, int V, float *logits, int chunk, float dscale,
+                        int64_t *n_tok)
+{
+    return xent_run(dx, x, W, targets, N, C, V, logits, chunk, dscale, n_tok, &xent_bf16);
+}
+
+static void bf16_weights_free(llama_weights_t *dev)
+{
+    bf16_weights_t *h = (bf16_weights_t *)(void *)dev->mem;
+    if (h) {
+        for (int i = 0; i < h->n_mats; i++)
+            bf16_mat_destroy(&h->mats[i]);
+        free(h->mats);
+        free(h->embed);
+        free(h->norms);
+        free(h);
+    }
+    free(dev->layers);
+    memset(dev, 0, sizeof(*dev));
+}
+
+/* packs W (rows, cols) into the set; NULL when out of memory */
+static float *bf16_pack(bf16_weights_t *h, const float *W, int rows, int cols)
+{
+    bf16_mat_t *m = bf16_mat_new(W, rows, cols);
+    if (!m)
+        return NULL;
+    h->mats[h->n_mats++] = m;
+    h->bytes += bf16_mat_bytes(m);
+    return SLOT(m);
+}
+
+static int bf16_weights_upload(const llama_config_t *cfg, const llama_weights_t *host,
+                               llama_weights_t *dev)
+{
+    int L = cfg->n_layers, C = cfg->hidden_size, inter = cfg->intermediate_size;
+    int V = cfg->vocab_size, Hq = cfg->n_heads * cfg->head_dim;
+    int Hkv = cfg->n_kv_heads * cfg->head_dim;
+    size_t nv = (size_t)V * C, nn = (size_t)(2 * L + 1) * C;
+    memset(dev, 0, sizeof(*dev));
+    bf16_weights_t *h = calloc(1, sizeof(*h));
+    if (!h)
+        return -1;
+    dev->mem = SLOT(h);  /* from here on bf16_weights_free cleans up */
+    dev->layers = calloc((size_t)L, sizeof(*dev->layers));
+    h->mats = calloc((size_t)L * 7 + 1, sizeof(*h->mats));
+    h->embed = malloc(nv * sizeof(uint16_t));
+    h->norms = malloc(nn * sizeof(float));
+    if (!dev->layers || !h->mats || !h->embed || !h->norms)
+        goto fail;
+    h->bytes = sizeof(*h) + nv * sizeof(uint16_t) + nn * sizeof(float);
+    for (size_t i = 0; i < nv; i++)
+        h->embed[i] = bf16_from_f32(host->embed[i]);
+    dev->embed = SLOT(h->embed);
+    float *nrm = h->norms;
+    memcpy(nrm, host->final_norm, sizeof(float) * C);
+    dev->final_norm = nrm;
+    nrm += C;
+    /* tied: lm_head is the embedding's matrix, packed once more for the GEMMs */
+    if (!(dev->lm_head = bf16_pack(h, host->lm_head, V, C)))
+        goto fail;
+    for (int l = 0; l < L; l++) {
+        const llama_layer_weights_t *hl = &host->layers[l];
+        llama_layer_weights_t *dl = &dev->layers[l];
+        memcpy(nrm, hl->attn_norm, sizeof(float) * C);
+        dl->attn_norm = nrm;
+        nrm += C;
+        memcpy(nrm, hl->mlp_norm, sizeof(float) * C);
+        dl->mlp_norm = nrm;
+        nrm += C;
+        if (!(dl->q = bf16_pack(h, hl->q, Hq, C)) || !(dl->k = bf16_pack(h, hl->k, Hkv, C)) ||
+            !(dl->v = bf16_pack(h, hl->v, Hkv, C)) || !(dl->o = bf16_pack(h, hl->o, C, Hq)) ||
+            !(dl->gate = bf16_pack(h, hl->gate, inter, C)) ||
+            !(dl->up = bf16_pack(h, hl->up, inter, C)) ||
+            !(dl->down = bf16_pack(h, hl->down, C, inter)))
+            goto fail;
+    }
+    return 0;
+fail:
+    bf16_weights_free(dev);
+    return -1;
+}
+
+size_t backend_cpu_bf16_weights_bytes(const llama_weights_t *dev)
+{
+    const bf16_weights_t *h = (const bf16_weights_t *)(const void *)dev->mem;
+    return h ? h->bytes : 0;
+}
+
+double backend_cpu_bf16_gemm_rate(int n)
+{
+    size_t sz = (size_t)n * n;
+    float *a = malloc(sz * sizeof(float)), *c = malloc(sz * sizeof(float));
+    bf16_mat_t *w = NULL;
+    double best = 0.0;
+    if (a && c) {
+        for (size_t i = 0; i < sz; i++)
+            a[i] = (float)(i % 7) * 0.01f;
+        w = bf16_mat_new(a, n, n);
+    }
+    for (int k = 0; w && k < 4; k++) {  /* the first one warms up */
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        bf16_par(true, n, n, n, 1.0f, a, n, w, 0.0f, c, n);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        double r = s > 0 ? 2.0 * n * (double)n * n / s / 1e9 : 0.0;
+        best = k > 0 && r > best ? r : best;
+    }
+    bf16_mat_destroy(&w);
+    free(a);
+    free(c);
+    return best;
+}
+
+static const backend_t cpu_bf16_backend = {
+    .name = "cpu-bf16",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .gemm = cpu_gemm,
+    .embedding_forward = bf16_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .xent_forward_backward = bf16_xent,
+    .dropout_forward = cpu_dropout_forward,
+    .adamw = cpu_adamw,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
+    .add = cpu_add,
+    .set_threads = cpu_set_threads,
+    .weights_upload = bf16_weights_upload,
+    .weights_free = bf16_weights_free,
+    .gemm_w = bf16_gemm_w,
+};
+
+const backend_t *backend_cpu_bf16(void)
+{
+    return &cpu_bf16_backend;
 }

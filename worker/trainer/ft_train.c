@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "bf16gemm.h"
 #include "coll.h"
 #include "coll_ring.h"
 #ifdef FT_HAVE_CUDA
@@ -134,6 +135,17 @@ static int parse_backend(const char *s)
         exit(EXIT_USAGE);
     }
     return b;
+}
+
+/* --dtype auto|fp32|bf16 (spec.train.dtype's values) */
+static ft_dtype_t parse_dtype(const char *s)
+{
+    for (int i = 0; ft_dtype_names[i]; i++)
+        if (strcmp(s, ft_dtype_names[i]) == 0)
+            return (ft_dtype_t)i;
+    fprintf(stderr, "ft-train: option '--dtype': expected auto, fp32 or bf16, got '%s'\n",
+            ft_sanitize(s, 40));
+    exit(EXIT_USAGE);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -486,10 +498,13 @@ static int cmd_bench(int argc, char **argv)
 {
     int hidden = 512, layers = 8, heads = 8, kv = 8, inter = 1376, vocab = 8192, seq = 256;
     int batch = 4, r = 16, steps = 3, threads = 2, backend = TRAINER_BACKEND_CPU;
+    ft_dtype_t dtype = FT_DTYPE_AUTO;
     const char *v;
     for (int i = 1; i < argc; i++) {
         if ((v = flag_value(argc, argv, &i, "--backend")))
             backend = parse_backend(v);
+        else if ((v = flag_value(argc, argv, &i, "--dtype")))
+            dtype = parse_dtype(v);
         else if ((v = flag_value(argc, argv, &i, "--hidden")))
             hidden = (int)parse_int("--hidden", v, 2, 65536);
         else if ((v = flag_value(argc, argv, &i, "--layers")))
@@ -522,18 +537,18 @@ static int cmd_bench(int argc, char **argv)
     }
     ft_err_t berr;
     ft_err_clear(&berr);
-    const backend_t *be = backend_cpu();
     int resolved = trainer_backend_resolve(backend, &berr);
-    if (resolved < 0) {
+    int prec = resolved < 0 ? -1 : trainer_dtype_resolve(resolved, dtype, &berr);
+    if (prec < 0) {
         fprintf(stderr, "ft-train bench: %s\n", berr.msg);
         return EXIT_USAGE;
     }
-#ifdef FT_HAVE_CUDA
-    if (resolved == TRAINER_BACKEND_CUDA && !(be = backend_cuda(0, &berr))) {
+    const backend_t *be = trainer_backend_open(resolved, dtype, &berr);
+    if (!be) {
         fprintf(stderr, "ft-train bench: %s\n", berr.msg);
         return EXIT_TRAIN;
     }
-#endif
+    bool cpu_bf16 = be == backend_cpu_bf16();
     be->set_threads(threads);
     llama_config_t cfg;
     tinymodel_bench_config(&cfg, vocab, hidden, inter, layers, heads, kv, seq, 10000.0);
@@ -615,6 +630,8 @@ static int cmd_bench(int argc, char **argv)
     double secs = (double)(ft_mono_ms() - t0) / 1000.0 / steps;
     double flops = model_train_flops(&cfg, r, mo.mask, batch, seq);
     double gg = be->upload ? 0.0 : gemm_rate(be, 2048);  /* host sgemm only (cuda: ft-gpu-bench) */
+    /* the bf16 kernel's own rate on the same square shape */
+    double gw = cpu_bf16 ? backend_cpu_bf16_gemm_rate(2048) : 0.0;
     char pbuf[512] = "";
     if (prof) {
         pbuf[0] = ',';
@@ -623,9 +640,12 @@ static int cmd_bench(int argc, char **argv)
     }
     printf("{\"tokens_per_s\": %.1f, \"step_ms\": %.1f, \"step_ms_min\": %lld, "
            "\"gflops\": %.1f, \"flops_per_step\": %.0f, \"gemm_gflops\": %.1f, "
-           "\"threads\": %d, \"batch\": %d, \"seq\": %d%s}\n",
+           "\"backend\": \"%s\", \"dtype\": \"%s\", \"kernel\": \"%s\", "
+           "\"gemm_w_gflops\": %.1f, \"threads\": %d, \"batch\": %d, \"seq\": %d%s}\n",
            (double)n / secs, secs * 1000.0, (long long)best, flops / secs / 1e9, flops, gg,
-           threads, batch, seq, pbuf);
+           be->name, ft_dtype_names[prec], cpu_bf16 ? bf16_gemm_kernel()
+                                         : (be->upload ? "cublas" : "openblas"),
+           cpu_bf16 ? gw : gg, threads, batch, seq, pbuf);
     rc = 0;
 out:
     adamw_destroy(&opt);
@@ -656,7 +676,8 @@ static const subcmd_t subcmds[] = {
      "--vocab V --max-pos P --dtype f32|bf16|f16 --seed S --init-std X --tie]"},
     {"bench", cmd_bench,
      "bench [--hidden 512 --layers 8 --heads 8 --kv-heads 8 --intermediate 1376 --vocab 8192 "
-     "--seq 256 --batch 4 --r 16 --steps N --threads 2 --backend cpu|cuda|auto]"},
+     "--seq 256 --batch 4 --r 16 --steps N --threads 2 --backend cpu|cuda|auto "
+     "--dtype auto|fp32|bf16]"},
 };
 
 static void usage(FILE *f)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "adapter.h"
+#include "bf16gemm.h"
 #include "data.h"
 #include "ft/json.h"
 #include "llama.h"
@@ -215,13 +216,27 @@ int trainer_backend_resolve(int requested, ft_err_t *err)
     return TRAINER_BACKEND_CPU;
 }
 
-static const backend_t *pick_backend(int which, ft_err_t *err)
+int trainer_dtype_resolve(int backend, ft_dtype_t dtype, ft_err_t *err)
 {
-    int b = trainer_backend_resolve(which, err);
-    if (b < 0)
+    if (backend == TRAINER_BACKEND_CUDA) {
+        if (dtype == FT_DTYPE_FP32) {
+            ft_err_set(err, FT_EBADFIELD, "spec.train.dtype: \"fp32\" is not available on the "
+                       "cuda backend, which holds the base weights in bf16 (use \"bf16\" or "
+                       "\"auto\", or \"device\": \"cpu\" for fp32)");
+            return -1;
+        }
+        return FT_DTYPE_BF16;
+    }
+    return dtype == FT_DTYPE_BF16 ? FT_DTYPE_BF16 : FT_DTYPE_FP32;
+}
+
+const backend_t *trainer_backend_open(int backend, ft_dtype_t dtype, ft_err_t *err)
+{
+    int d = trainer_dtype_resolve(backend, dtype, err);
+    if (d < 0)
         return NULL;
 #ifdef FT_HAVE_CUDA
-    if (b == TRAINER_BACKEND_CUDA) {
+    if (backend == TRAINER_BACKEND_CUDA) {
         /* device 0 of the visible ones: ftworker hands each rank its GPU alone */
         const backend_t *be = backend_cuda(0, err);
         if (be)
@@ -229,7 +244,18 @@ static const backend_t *pick_backend(int which, ft_err_t *err)
         return be;
     }
 #endif
+    if (d == FT_DTYPE_BF16) {
+        ft_info("compute: cpu-bf16 backend (bf16 base weights, %s kernel)", bf16_gemm_kernel());
+        return backend_cpu_bf16();
+    }
+    ft_info("compute: cpu backend (fp32 base weights, OpenBLAS sgemm)");
     return backend_cpu();
+}
+
+static const backend_t *pick_backend(int which, ft_dtype_t dtype, ft_err_t *err)
+{
+    int b = trainer_backend_resolve(which, err);
+    return b < 0 ? NULL : trainer_backend_open(b, dtype, err);
 }
 
 /* where checkpoints and adapters read the LoRA values and Adam moments */
@@ -314,7 +340,7 @@ trainer_t *trainer_new(const ft_trainspec_t *spec, coll_t *coll, const trainer_o
     t->spec = *spec;
     t->opts = *o;
     t->coll = coll;
-    t->be = pick_backend(o->backend, err);
+    t->be = pick_backend(o->backend, spec->dtype, err);
     if (!t->be)
         goto fail;
     t->B = spec->micro_batch_size;

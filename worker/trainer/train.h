@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "coll.h"
 #include "ft/common.h"
 #include "ft/jobspec.h"
@@ -61,6 +62,16 @@ int trainer_backend_parse(const char *s);
  * TRAINER_BACKEND_CUDA (chosen before the collective, which depends on it);
  * -1 with err for CUDA on a build without it. */
 int trainer_backend_resolve(int requested, ft_err_t *err);
+
+/* The base weight precision a job gets on a resolved backend
+ * (TRAINER_BACKEND_CPU or _CUDA): FT_DTYPE_FP32 or FT_DTYPE_BF16 ("auto":
+ * fp32 on CPU, bf16 on CUDA); -1 with err naming spec.train.dtype for fp32
+ * on CUDA, which holds its base weights in bf16 only. */
+int trainer_dtype_resolve(int backend, ft_dtype_t dtype, ft_err_t *err);
+/* The compute backend for a resolved backend and precision (cpu, cpu-bf16,
+ * cuda); NULL with err when it cannot be had. Logs which one, with the bf16
+ * kernel's name. */
+const backend_t *trainer_backend_open(int backend, ft_dtype_t dtype, ft_err_t *err);
 
 #define TRAINER_STOPPED 1  /* trainer_run: stopped early on request, checkpoint saved */
 

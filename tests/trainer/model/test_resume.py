@@ -9,8 +9,12 @@ max_steps, so runs with different max_steps would differ by design).
 Also: SIGTERM mid-run checkpoints and dies of SIGTERM, and the rerun matches
 the straight run; a changed spec (lora_r) refuses to resume from that
 output_dir.
+With DTYPE (fp32 or bf16) every run's spec says "dtype": DTYPE, and the
+runs must say in their log that they used that backend (bf16: cpu-bf16 and
+its kernel): resume is as exact with bf16 base weights; and a checkpoint
+written at one dtype does not resume at the other.
 
-usage: test_resume.py FT_TRAIN
+usage: test_resume.py FT_TRAIN [DTYPE]
 """
 import json
 import os
@@ -21,6 +25,7 @@ import tempfile
 from ft_train_testlib import Checks
 
 FT = sys.argv[1]
+DTYPE = sys.argv[2] if len(sys.argv) > 2 else None
 check = Checks()
 
 
@@ -45,7 +50,7 @@ def main():
             f.write(json.dumps({"prompt": words[i] + " after", "completion": " " + words[(i + 1) % 8]}) + "\n")
 
     def spec(out, steps, r=4):
-        return {"name": "resume", "kind": "lora", "train": {
+        s = {"name": "resume", "kind": "lora", "train": {
             "base_model": model,
             "datasets": [{"path": os.path.join(tmp, "train.jsonl"), "type": "text"}],
             "eval_path": os.path.join(tmp, "eval.jsonl"),
@@ -55,6 +60,9 @@ def main():
             "max_steps": steps, "learning_rate": 0.005, "lr_scheduler": "constant",
             "warmup_steps": 3, "weight_decay": 0.01, "max_grad_norm": 0.5,
             "eval_steps": 5, "save_steps": 4, "seed": 9, "threads": 2}}
+        if DTYPE:
+            s["train"]["dtype"] = DTYPE
+        return s
 
     rc, straight, err = run(spec("a", 20), os.path.join(tmp, "a.json"))
     check(rc == 0, "straight 20-step run exits 0" + ("" if rc == 0 else ": " + err[-500:]))
@@ -63,6 +71,10 @@ def main():
     rc2, second, err2 = run(spec("b", 20), os.path.join(tmp, "b2.json"))
     check(rc2 == 0, "resumed run to 20 steps exits 0" + ("" if rc2 == 0 else ": " + err2[-500:]))
     check("resumed from" in err2, "the second run says it resumed")
+    if DTYPE:
+        want = "compute: cpu-bf16 backend" if DTYPE == "bf16" else "compute: cpu backend (fp32"
+        line = [l for l in err.splitlines() if "compute:" in l]
+        check(want in err, "the runs use dtype %s: %s" % (DTYPE, line[0].split("info: ")[-1] if line else "no compute line"))
 
     def prog(evs):
         return [e for e in evs if e["event"] == "progress"]
@@ -116,6 +128,13 @@ def main():
 
     rc3, _, err3 = run(spec("b", 30, r=8), os.path.join(tmp, "b3.json"))
     check(rc3 == 1, "a changed spec (lora_r) does not resume: exit %d, %s" % (rc3, err3.strip().splitlines()[-1] if err3.strip() else ""))
+
+    if DTYPE:
+        other = spec("b", 30)
+        other["train"]["dtype"] = "fp32" if DTYPE == "bf16" else "bf16"
+        rc5, _, err5 = run(other, os.path.join(tmp, "b5.json"))
+        check(rc5 == 1 and "another spec" in err5,
+              "a changed dtype (%s) does not resume: exit %d" % (other["train"]["dtype"], rc5))
 
     return check.finish(tmp)
 
