@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """ft-train on the CUDA backend through the real program, against the CPU
 backend: `check --backend cuda` vs `--backend cpu` (same LoRA init exactly,
-loss within 5e-3, every gradient tensor within 1e-1 of its largest entry with
-cosine >= 0.998: bf16 activations, docs/gpu.md "Precision"), `run --backend
+loss within 5e-3, every gradient tensor within 1.5e-1 of its largest entry
+with cosine >= 0.995: bf16 activations, docs/gpu.md "Precision"), `run --backend
 cuda` vs `--backend cpu` (progress losses within 0.03 + 2 % per step,
 peak_mem_mb reported, the adapter written),
 `eval --backend cuda` of that adapter (equal to the run's final eval loss
@@ -94,7 +94,7 @@ def main():
                 rel, cos = compare(g[name], c[name])
                 n_grads += 1
                 worst, worst_cos = max(worst, rel), min(worst_cos, cos)
-                if rel > 1e-1 or cos < 0.998:
+                if rel > 1.5e-1 or cos < 0.995:
                     check(False, "%s: rel_max %.3e cos %.6f" % (name, rel, cos))
             elif name.endswith(".weight"):
                 n_vals += 1
@@ -102,8 +102,8 @@ def main():
         check(n_vals == 28 and n_same == n_vals,
               "same initial LoRA values on both backends (%d of %d tensors)" % (n_same, n_vals))
         check(n_grads == 2 * 7 * 2, "%d gradient tensors compared (2 layers x 7 modules x A, B)" % n_grads)
-        check(worst <= 1e-1 and worst_cos >= 0.998,
-              "every gradient: worst rel_max %.3e (<= 1e-1), worst cosine %.6f (>= 0.998)" % (worst, worst_cos))
+        check(worst <= 1.5e-1 and worst_cos >= 0.995,
+              "every gradient: worst rel_max %.3e (<= 1.5e-1), worst cosine %.6f (>= 0.995)" % (worst, worst_cos))
 
     # run on both backends
     runs = {}
