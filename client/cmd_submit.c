@@ -292,7 +292,9 @@ int ftctl_cmd_submit(ftctl_t *c, int argc, char **argv)
         ftctl_print_payload(reply);
     } else if (cJSON_IsArray(ids)) { /* the validator checked: integers */
         cJSON_ArrayForEach(id, ids)
+        {
             printf("%lld\n", (long long)id->valuedouble);
+        }
     } else {
         printf("%lld\n", (long long)ftctl_get_int(reply, "job_id", 0));
     }

@@ -494,7 +494,8 @@ void db_set_busy_timeout(db_t *db, int ms)
 
 int db_set_sync(db_t *db, int sync, ft_err_t *err)
 {
-    if (db_exec(db, sync == DB_SYNC_NORMAL ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+    if (db_exec(db,
+                sync == DB_SYNC_NORMAL ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
                 err) < 0)
         return -1;
     db->sync = sync == DB_SYNC_NORMAL ? DB_SYNC_NORMAL : DB_SYNC_FULL;

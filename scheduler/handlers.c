@@ -153,9 +153,8 @@ static void explain_unsat(sched_t *s, const place_req_t *req, const ft_jobspec_t
  * array; NULL with err set on a storage failure. */
 static cJSON *array_ids(sched_t *s, int64_t first, ft_err_t *err)
 {
-    sqlite3_stmt *st = db_stmt(s->db,
-                               "SELECT id FROM jobs WHERE array_job_id = ? ORDER BY array_index",
-                               err);
+    sqlite3_stmt *st =
+        db_stmt(s->db, "SELECT id FROM jobs WHERE array_job_id = ? ORDER BY array_index", err);
     cJSON *ids = st ? cJSON_CreateArray() : NULL;
     int rc;
 

@@ -71,6 +71,8 @@ struct agent {
     int heartbeat_ms;                  /* from hello_reply */
     int liveness;                      /* from hello_reply */
     rank_t *ranks[WDEV_MAX];           /* running ranks (not yet reaped) */
+    int slot_fds[WDEV_MAX];            /* per device: its pid slot (rank_slot_open), or -1
+                                          until a rank first runs there */
     int nranks;                        /* entries in ranks */
     outbox_entry_t outbox[OUTBOX_MAX]; /* unconfirmed rank_exited, oldest first */
     int nout;                          /* entries in outbox */
@@ -671,7 +673,12 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
             launch_failed(a, job_id, attempt, rank, why);
             continue;
         }
-        rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name};
+        ft_err_t serr = {0};
+        if (a->slot_fds[dev] < 0 &&
+            (a->slot_fds[dev] = rank_slot_open(a->o.state_dir, dev, &serr)) < 0)
+            ft_warn("device %d: %s; a restarted worker will not find this rank", dev, serr.msg);
+        rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name, a->slot_fds[dev],
+                          a->o.spawn_vfork};
         rank_req_t req = {job_id, attempt,  rank, local, (int)world, wdev_get(a->devs, dev),
                           &spec,  spec_json, array_job_id, array_index};
         rank_t *r = NULL;
@@ -735,9 +742,19 @@ static void on_log_read(agent_t *a, const cJSON *m, const char *re)
     logread_chunk_t c = {0};
     cJSON *reply = ft_proto_new(FT_MSG_LOG_DATA, re);
     bool ok = reply && cJSON_AddNumberToObject(reply, "relay", (double)relay);
+    int rc = -1;
     if (rank_log_path(a->o.state_dir, job_id, (int)rank, path, sizeof(path)) < 0) {
         ft_err_set(&err, FT_EINTERNAL, "log path too long");
-    } else if (logread_read(path, offset, max_bytes, &c, &err) == 0) {
+    } else {
+        rc = logread_read(path, offset, max_bytes, &c, &err);
+        /* a job that ran under a worker from before the flat layout */
+        if (rc < 0 && err.code == FT_ENOTFOUND &&
+            rank_log_path_old(a->o.state_dir, job_id, (int)rank, path, sizeof(path)) == 0) {
+            ft_err_clear(&err);
+            rc = logread_read(path, offset, max_bytes, &c, &err);
+        }
+    }
+    if (rc == 0) {
         ok = ok && cJSON_AddStringToObject(reply, "data", c.data) &&
              cJSON_AddNumberToObject(reply, "offset", (double)c.next_offset) &&
              cJSON_AddBoolToObject(reply, "eof", c.at_end && !running);
@@ -1049,6 +1066,8 @@ agent_t *agent_new(const agent_opts_t *opts, wdev_set_t *devs, ft_err_t *err)
     a->o = *opts;
     a->devs = devs;
     a->sigfd = -1;
+    for (int i = 0; i < WDEV_MAX; i++)
+        a->slot_fds[i] = -1;
     a->heartbeat_ms = FT_HEARTBEAT_MS;
     a->liveness = FT_LIVENESS;
     a->backoff_ms = BACKOFF_MIN_MS;
@@ -1110,6 +1129,9 @@ void agent_destroy(agent_t **pa)
         zmq_ctx_term(a->zctx);
     for (int i = 0; i < a->nranks; i++)
         rank_destroy(&a->ranks[i]);
+    for (int i = 0; i < WDEV_MAX; i++)
+        if (a->slot_fds[i] >= 0)
+            close(a->slot_fds[i]);
     for (int i = 0; i < a->nout; i++)
         cJSON_Delete(a->outbox[i].msg);
     if (a->sigfd >= 0) {

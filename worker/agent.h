@@ -13,6 +13,8 @@
 #ifndef FT_WORKER_AGENT_H
 #define FT_WORKER_AGENT_H
 
+#include <stdbool.h>
+
 #include "ft/common.h"
 #include "devices.h"
 
@@ -23,6 +25,7 @@ typedef struct {
     const char *state_dir; /* absolute, exists */
     const char *trainer;   /* ft-train path or name */
     int shutdown_grace_ms; /* SIGTERM to SIGKILL when ftworker itself stops */
+    bool spawn_vfork;      /* --spawn vfork: ranks start sharing our memory (rank.h) */
 } agent_opts_t;
 
 typedef struct agent agent_t;

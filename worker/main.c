@@ -33,6 +33,7 @@ typedef struct {
     const char *trainer;   /* --trainer; NULL = next to ftworker */
     const char *gpu_model; /* --gpu-model */
     const char *log_level; /* --log-level */
+    const char *spawn;     /* --spawn: "fork" or "vfork" */
     int64_t cpu_devices;   /* --cpu-devices; -1 = not given */
     int64_t emulate_gpus;  /* --emulate-gpus */
     double gpu_mem_gb;     /* --gpu-mem-gb */
@@ -46,6 +47,7 @@ typedef enum { ARG_STR, ARG_INT, ARG_NUM } arg_type_t;
 static cli_t cli = {
     .scheduler = FT_DEFAULT_ENDPOINT,
     .log_level = "info",
+    .spawn = "fork",
     .cpu_devices = -1,
     .stop_grace_ms = 10000,
 };
@@ -77,6 +79,8 @@ static const struct {
     {"stop-grace-ms", ARG_INT, &cli.stop_grace_ms, 0, 3600000, "MS",
      "SIGTERM to SIGKILL for ranks when ftworker stops (default 10000)"},
     {"log-level", ARG_STR, &cli.log_level, 0, 0, "L", "debug, info, warn or error (default info)"},
+    {"spawn", ARG_STR, &cli.spawn, 0, 0, "MODE",
+     "fork, or vfork: cheaper, but an exec hung on a dead mount stalls ftworker (default fork)"},
     {"key", ARG_STR, &cli.key, 0, 0, "FILE",
      "this node's CURVE key pair (ftctl keygen FILE NODE nodes worker; default $FT_KEY)"},
     {"server-key", ARG_STR, &cli.server_key, 0, 0, "FILE",
@@ -264,6 +268,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     ft_log_init("ftworker", (ft_log_level_t)lvl);
+    if (strcmp(cli.spawn, "fork") != 0 && strcmp(cli.spawn, "vfork") != 0) {
+        usage_error("--spawn: '%s' is not one of fork, vfork", ft_sanitize(cli.spawn, 32));
+        return EXIT_USAGE;
+    }
     if (gethostname(host, sizeof(host) - 1) < 0)
         ft_strlcpy(host, "localhost", sizeof(host));
     const char *nm = cli.name ? cli.name : host;
@@ -315,6 +323,7 @@ int main(int argc, char **argv)
         .state_dir = dir_abs,
         .trainer = trainer,
         .shutdown_grace_ms = (int)cli.stop_grace_ms,
+        .spawn_vfork = strcmp(cli.spawn, "vfork") == 0,
     };
     agent = agent_new(&aopts, devs, &err);
     if (!agent) {

@@ -5,7 +5,12 @@
  * child only calls async-signal-safe functions (libzmq runs threads in this
  * process). A rank starts with fds 0, 1, 2 and 3 (the event socket) only. The child reports a failed
  * chdir or exec through a close-on-exec pipe: EOF on it means the exec succeeded. Costs:
- * O(environment size) to build envp, one fork per rank.
+ * O(environment size) to build envp, one fork per rank. Inode creations are what a rank
+ * costs most on ext4 besides the fork (each scans the inode bitmap past recently deleted
+ * inodes; a folder's far more than a file's), so a rank creates only its log (and its
+ * own folder for lora): the logs lie flat in jobs/, its pid goes into the device's slot
+ * file, rewritten in place, and its start time comes from CLOCK_BOOTTIME, not from
+ * reading /proc.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,10 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rank.h"
@@ -92,6 +100,12 @@ static void env_free(envlist_t *e)
 }
 
 int rank_log_path(const char *state_dir, int64_t job_id, int rank, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/jobs/%lld.rank-%d.log", state_dir, (long long)job_id, rank);
+    return (n < 0 || (size_t)n >= len) ? -1 : 0;
+}
+
+int rank_log_path_old(const char *state_dir, int64_t job_id, int rank, char *buf, size_t len)
 {
     int n = snprintf(buf, len, "%s/jobs/%lld/rank-%d.log", state_dir, (long long)job_id, rank);
     return (n < 0 || (size_t)n >= len) ? -1 : 0;
@@ -187,6 +201,55 @@ fail:
     _exit(127);
 }
 
+/* What child_exec needs, for a child started by clone. */
+typedef struct {
+    pid_t parent;       /* our pid: the child stops if its parent changed */
+    int report_fd;      /* write end of the exec report pipe */
+    int log_fd;         /* the rank's log: fds 1 and 2 */
+    int null_fd;        /* /dev/null: fd 0 */
+    int event_w;        /* the child's end of the event socket: fd 3 */
+    const char *cwd;    /* working directory */
+    char *const *argv;  /* NULL-terminated */
+    char *const *envp;  /* NULL-terminated */
+} child_args_t;
+
+static int child_main(void *p)
+{
+    const child_args_t *c = p;
+    child_exec(c->parent, c->report_fd, c->log_fd, c->null_fd, c->event_w, c->cwd, c->argv,
+               c->envp);
+    return 127;
+}
+
+/* The stack of a CLONE_VM child: it runs on it only until its exec, while we
+ * wait (CLONE_VFORK), so one, made once, serves every launch. */
+#define SPAWN_STACK_BYTES (256 * 1024)
+
+/* Starts child_exec in a child that shares our memory until it execs or
+ * exits, and returns once it has (posix_spawn's way, which cannot set
+ * PR_SET_PDEATHSIG). Signals are blocked around the clone so that no handler
+ * runs on the shared memory before the child has reset its mask. */
+static pid_t spawn_vfork(child_args_t *c)
+{
+    static void *stack;
+    if (!stack) {
+        void *s = mmap(NULL, SPAWN_STACK_BYTES, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (s == MAP_FAILED)
+            return -1;
+        stack = s;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(child_main, (char *)stack + SPAWN_STACK_BYTES,
+                      CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+    int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return pid;
+}
+
 /* Process group and start time (clock ticks since boot) of pid from
  * /proc/PID/stat. The command name may hold spaces and parentheses, so the
  * fields are counted from the last ')'. */
@@ -219,27 +282,52 @@ static int proc_stat(pid_t pid, pid_t *pgrp, unsigned long long *start)
     return 0;
 }
 
-/* jobs/J/rank-R.pid: "PID STARTTIME", so that a restarted worker can find
- * ranks of its previous life (see rank_kill_leftovers). */
-static void write_pid_file(rank_t *r, const char *state_dir)
+/* A lower bound of the start time that /proc/PID/stat shows for a process
+ * forked after this call: clock ticks since boot, rounded down. The kernel
+ * counts a process's start on CLOCK_BOOTTIME too (time namespaces included). */
+static unsigned long long boot_ticks_now(void)
 {
-    pid_t pg;
-    unsigned long long start = 0;
-    int n = snprintf(r->pid_path, sizeof(r->pid_path), "%s/jobs/%lld/rank-%d.pid", state_dir,
+    struct timespec ts;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (hz <= 0 || hz > 1000000000L || clock_gettime(CLOCK_BOOTTIME, &ts) < 0)
+        return 0; /* no bound: the FT_JOB_ID check alone then guards */
+    return (unsigned long long)ts.tv_sec * (unsigned long long)hz +
+           (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)hz);
+}
+
+int rank_slot_open(const char *state_dir, int device, ft_err_t *err)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/ranks", state_dir);
+    if (n < 0 || (size_t)n >= sizeof(path) - 32) {
+        ft_err_set(err, FT_EINTERNAL, "state dir path too long");
+        return -1;
+    }
+    if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+        ft_err_set(err, FT_EINTERNAL, "cannot create directory '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(path + n, sizeof(path) - (size_t)n, "/device-%d.pid", device);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        ft_err_set(err, FT_EINTERNAL, "cannot open '%s': %s", path, strerror(errno));
+    return fd;
+}
+
+/* "PID STARTTIME JOBID RANK" into the device's slot (empty before: rank_forget
+ * truncates it), so that a restarted worker finds the rank (rank_kill_leftovers). */
+static void slot_write(rank_t *r, int slot_fd, unsigned long long start)
+{
+    char line[96];
+    if (slot_fd < 0)
+        return;
+    int n = snprintf(line, sizeof(line), "%d %llu %lld %d\n", (int)r->pid, start,
                      (long long)r->job_id, r->rank);
-    if (n < 0 || (size_t)n >= sizeof(r->pid_path) || proc_stat(r->pid, &pg, &start) < 0) {
-        r->pid_path[0] = '\0';
+    if (pwrite(slot_fd, line, (size_t)n, 0) != n) {
+        ft_warn("cannot write the pid slot of device %d: %s", r->device, strerror(errno));
         return;
     }
-    char line[64];
-    n = snprintf(line, sizeof(line), "%d %llu\n", (int)r->pid, start);
-    int fd = open(r->pid_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0 || write(fd, line, (size_t)n) != n) {
-        ft_warn("cannot write '%s': %s", r->pid_path, strerror(errno));
-        r->pid_path[0] = '\0';
-    }
-    if (fd >= 0)
-        close(fd);
+    r->slot_fd = slot_fd;
 }
 
 /* Kills every process of group pgid that started no earlier than its leader
@@ -290,15 +378,59 @@ static int kill_group_since(pid_t pgid, unsigned long long start, const char *jo
     return killed;
 }
 
+/* Kills what the rank recorded in slot file path left running, then empties
+ * the slot. Returns the number of processes killed. */
+static int kill_slot(const char *path, const char *name)
+{
+    char line[128], job[32];
+    int pid = 0, rank = 0, killed = 0;
+    unsigned long long start = 0;
+    long long job_id = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, line, sizeof(line) - 1);
+    line[n > 0 ? n : 0] = '\0';
+    if (sscanf(line, "%d %llu %lld %d", &pid, &start, &job_id, &rank) == 4 && pid > 1 &&
+        job_id > 0) {
+        snprintf(job, sizeof(job), "%lld", job_id);
+        killed = kill_group_since((pid_t)pid, start, job);
+        if (killed > 0)
+            ft_warn("killed %d leftover process(es) of job %lld rank %d (process group %d, %s) "
+                    "from an earlier ftworker",
+                    killed, job_id, rank, pid, name);
+    }
+    if (n > 0 && ftruncate(fd, 0) < 0)
+        ft_warn("cannot empty '%s': %s", path, strerror(errno));
+    close(fd);
+    return killed;
+}
+
 int rank_kill_leftovers(const char *state_dir)
 {
     char path[PATH_MAX];
     int killed = 0;
+    snprintf(path, sizeof(path), "%s/ranks", state_dir);
+    DIR *slots = opendir(path);
+    struct dirent *se;
+    while (slots && (se = readdir(slots)) != NULL) {
+        size_t len = strlen(se->d_name);
+        if (strncmp(se->d_name, "device-", 7) != 0 || len < 11 ||
+            strcmp(se->d_name + len - 4, ".pid") != 0)
+            continue;
+        char sf[PATH_MAX + 300];
+        snprintf(sf, sizeof(sf), "%s/%s", path, se->d_name);
+        killed += kill_slot(sf, se->d_name);
+    }
+    if (slots)
+        closedir(slots);
+    /* jobs/J/rank-R.pid: what workers before the slots left */
     snprintf(path, sizeof(path), "%s/jobs", state_dir);
     DIR *jobs = opendir(path);
     struct dirent *je;
     while (jobs && (je = readdir(jobs)) != NULL) {
-        if (je->d_name[0] == '.')
+        /* old-style pid files lie in the jobs' folders, not among the flat logs */
+        if (je->d_name[0] == '.' || je->d_type == DT_REG || strchr(je->d_name, '.'))
             continue;
         char jdir[PATH_MAX + 300];
         snprintf(jdir, sizeof(jdir), "%s/%s", path, je->d_name);
@@ -336,15 +468,37 @@ int rank_kill_leftovers(const char *state_dir)
 
 void rank_forget(rank_t *r)
 {
-    if (r->pid_path[0] && unlink(r->pid_path) < 0 && errno != ENOENT)
-        ft_warn("cannot remove '%s': %s", r->pid_path, strerror(errno));
-    r->pid_path[0] = '\0';
+    if (r->slot_fd >= 0 && ftruncate(r->slot_fd, 0) < 0)
+        ft_warn("cannot empty the pid slot of device %d: %s", r->device, strerror(errno));
+    r->slot_fd = -1;
+}
+
+/* mkdir of path whose parents exist (the usual case: one system call), or
+ * of all its components when they do not. */
+static int make_dir(const char *path, ft_err_t *err)
+{
+    if (mkdir(path, 0755) == 0 || errno == EEXIST)
+        return 0; /* a file in its place makes the open inside it fail, and say so */
+    if (errno == ENOENT)
+        return ft_mkdir_p(path, err);
+    ft_err_set(err, FT_EINTERNAL, "cannot create directory '%s': %s", path, strerror(errno));
+    return -1;
+}
+
+/* /dev/null for the ranks' stdin, opened once (close-on-exec: a rank gets it
+ * as fd 0 only). */
+static int dev_null(void)
+{
+    static int fd = -1;
+    if (fd < 0)
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd;
 }
 
 int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err_t *err)
 {
-    int rc = -1, log_fd = -1, null_fd = -1, ev[2] = {-1, -1}, rep[2] = {-1, -1};
-    char dir[PATH_MAX], log_path[PATH_MAX], spec_path[PATH_MAX];
+    int rc = -1, log_fd = -1, null_fd = dev_null(), ev[2] = {-1, -1}, rep[2] = {-1, -1};
+    char jobs_dir[PATH_MAX], dir[PATH_MAX], log_path[PATH_MAX], spec_path[PATH_MAX];
     char rank_s[16], world_s[16], evfd_s[16];
     envlist_t env = {0};
     rank_t *r = NULL;
@@ -356,19 +510,25 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
 
     int n = snprintf(dir, sizeof(dir), "%s/jobs/%lld/rank-%d", ctx->state_dir, (long long)q->job_id,
                      q->rank);
-    if (n < 0 || (size_t)n >= sizeof(dir) ||
+    int nj = snprintf(jobs_dir, sizeof(jobs_dir), "%s/jobs", ctx->state_dir);
+    if (n < 0 || (size_t)n >= sizeof(dir) || nj < 0 || (size_t)nj >= sizeof(jobs_dir) ||
         rank_log_path(ctx->state_dir, q->job_id, q->rank, log_path, sizeof(log_path)) < 0) {
         ft_err_set(err, FT_EINTERNAL, "state dir path too long");
         goto out;
     }
-    if (ft_mkdir_p(dir, err) < 0)
+    /* the rank's own folder only holds lora's spec.json: an exec rank makes none */
+    if (q->spec->kind == FT_KIND_LORA && make_dir(dir, err) < 0)
         goto out;
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log_fd < 0 && errno == ENOENT) { /* the first rank on this state dir */
+        if (ft_mkdir_p(jobs_dir, err) < 0)
+            goto out;
+        log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    }
     if (log_fd < 0) {
         ft_err_set(err, FT_EINTERNAL, "cannot open '%s': %s", log_path, strerror(errno));
         goto out;
     }
-    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     /* the event channel is a socket pair so that the rendezvous reply can come
      * back on it (wrdv.h); a rank that only writes sees no difference */
     if (null_fd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ev) < 0 ||
@@ -410,15 +570,18 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
         ft_err_set(err, FT_EINTERNAL, "out of memory");
         goto out;
     }
-    r->report_fd = r->log_fd = r->event_fd = -1;
+    r->report_fd = r->log_fd = r->event_fd = r->slot_fd = -1;
     pid_t self = getpid();
-    pid_t pid = fork();
+    unsigned long long start = boot_ticks_now();
+    child_args_t ca = {self, rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v};
+    pid_t pid = ctx->vfork ? spawn_vfork(&ca) : fork();
     if (pid < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot fork: %s", strerror(errno));
+        ft_err_set(err, FT_EINTERNAL, "cannot %s: %s", ctx->vfork ? "clone" : "fork",
+                   strerror(errno));
         goto out;
     }
     if (pid == 0)
-        child_exec(self, rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v);
+        child_main(&ca);
     setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
     close(rep[1]);
     rep[1] = -1;
@@ -441,7 +604,7 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
     ev[0] = -1;
     r->last_total = -1;
     r->started_ms = ft_mono_ms();
-    write_pid_file(r, ctx->state_dir);
+    slot_write(r, ctx->slot_fd, start);
     if (fcntl(r->event_fd, F_SETFL, O_NONBLOCK) < 0)
         ft_warn("cannot make the event pipe of job %lld rank %d non-blocking: %s",
                 (long long)r->job_id, r->rank, strerror(errno));
@@ -454,7 +617,7 @@ out:
     rank_destroy(&r);
     free(spec_text);
     env_free(&env);
-    int fds[] = {log_fd, null_fd, ev[0], ev[1], rep[0], rep[1]};
+    int fds[] = {log_fd, ev[0], ev[1], rep[0], rep[1]};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (fds[i] >= 0)
             close(fds[i]);

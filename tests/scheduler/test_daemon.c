@@ -533,10 +533,13 @@ int main(int argc, char **argv)
     cJSON_Delete(m);
     rc = stop_daemon(pid, &ms);
     CHECK(rc == 0, "second SIGTERM: clean exit");
-    test_crashes();
-
+    /* Closed before the crash test: left open, this "w/n1" would reconnect to
+     * each new daemon and, with ROUTER_HANDOVER, could take the routing id
+     * from the crash test's own worker socket, whose sends then block. */
     zmq_close(client);
     zmq_close(w);
+    test_crashes();
+
     zmq_ctx_term(zctx);
     {
         char *cmd = ft_asprintf("rm -rf '%s'", dir);

@@ -287,6 +287,9 @@ static const char fake_trainer[] =
 static char trainer_path[300];
 
 /* Starts ftworker; with trainer NULL, the stand-in above is written and used. */
+/* ftworker --spawn: fork (its default) or vfork, from the command line */
+static const char *spawn_mode = "fork";
+
 static void spawn_worker(const char *path, const char *trainer)
 {
     char state[300];
@@ -314,7 +317,7 @@ static void spawn_worker(const char *path, const char *trainer)
         execl(path, path, "--scheduler", endpoint, "--name", "t1", "--state-dir", state,
               "--emulate-gpus", "2", "--gpu-model", "TestGPU", "--gpu-mem-gb", "16",
               "--stop-grace-ms", "3000", "--log-level", "debug", "--trainer", trainer_path,
-              (char *)NULL);
+              "--spawn", spawn_mode, (char *)NULL);
         _exit(127);
     }
 }
@@ -465,10 +468,14 @@ static int lora_scenario(const char *ftworker, const char *trainer)
 int main(int argc, char **argv)
 {
     bool lora = argc == 4 && strcmp(argv[2], "--lora") == 0;
-    if (argc != 2 && !lora) {
-        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN]\n");
+    bool spawn = argc == 4 && strcmp(argv[2], "--spawn") == 0;
+    if (argc != 2 && !lora && !spawn) {
+        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN | --spawn MODE]\n");
         return 2;
     }
+    if (spawn)
+        spawn_mode = argv[3];
+    printf("# ftworker --spawn %s\n", spawn_mode);
     ft_log_init("test_fake_sched", FT_LOG_WARN);
     signal(SIGPIPE, SIG_IGN);
     if (!mkdtemp(tmpdir)) {
@@ -552,6 +559,22 @@ int main(int argc, char **argv)
     data = m ? gets(m, "data") : NULL;
     CHECK(data && strcmp(data, "FT_RAN") == 0 && geti(m, "offset") == 9 && !is_true(m, "eof"),
           "job 1: log_read offset 3 max 6 gives 'FT_RAN', offset 9, not eof");
+    cJSON_Delete(m);
+    /* a log an older worker left in jobs/JOB/rank-R.log is still served */
+    char old_log[400];
+    snprintf(old_log, sizeof(old_log), "%s/state/jobs/998", tmpdir);
+    mkdir(old_log, 0755);
+    strcat(old_log, "/rank-0.log");
+    FILE *of = fopen(old_log, "w");
+    if (of) {
+        fputs("old layout\n", of);
+        fclose(of);
+    }
+    m = log_read(998, 0, 100);
+    data = m ? gets(m, "data") : NULL;
+    CHECK(of && data && strcmp(data, "old layout\n") == 0,
+          "log_read finds a log in the old layout jobs/998/rank-0.log: '%s'",
+          data ? data : "(none)");
     cJSON_Delete(m);
     m = log_read(999, 0, 100);
     CHECK(m && gets(m, "error") && !gets(m, "data") && strstr(gets(m, "error"), "no log"),
@@ -848,6 +871,18 @@ int main(int argc, char **argv)
             fclose(f);
         usleep(20000);
     }
+    char slotfile[400], slot[128] = "";
+    snprintf(slotfile, sizeof(slotfile), "%s/state/ranks/device-0.pid", tmpdir);
+    FILE *sf = fopen(slotfile, "r");
+    int slot_pid = 0;
+    long long slot_job = 0;
+    if (!sf || !fgets(slot, sizeof(slot), sf) ||
+        sscanf(slot, "%d %*u %lld", &slot_pid, &slot_job) != 2)
+        slot_pid = 0;
+    if (sf)
+        fclose(sf);
+    CHECK(slot_pid > 0 && slot_pid == pid14 && slot_job == 14,
+          "device 0's pid slot names job 14's rank (pid %d): '%.60s'", (int)pid14, slot);
     kill(worker_pid, SIGKILL);
     waitpid(worker_pid, NULL, 0);
     CHECK(pid14 > 0 && bg > 0 && wait_dead(pid14, 2000) && alive(bg),
@@ -856,10 +891,9 @@ int main(int argc, char **argv)
           (int)pid14, bg);
     spawn_worker(argv[1], NULL);
     CHECK(register_worker() == 0, "a third ftworker registered with no running ranks");
-    char pidfile[400];
-    snprintf(pidfile, sizeof(pidfile), "%s/state/jobs/14/rank-0.pid", tmpdir);
-    CHECK(bg > 0 && wait_dead(bg, 2000) && access(pidfile, F_OK) != 0,
-          "the new ftworker killed the leftover %d and removed the pid file", bg);
+    struct stat sst;
+    CHECK(bg > 0 && wait_dead(bg, 2000) && stat(slotfile, &sst) == 0 && sst.st_size == 0,
+          "the new ftworker killed the leftover %d and emptied the slot", bg);
     kill(worker_pid, SIGTERM);
     CHECK(worker_exit_ok(5000), "the third ftworker exited with status 0");
     CHECK(invalid_msgs == 0, "every worker message passed the protocol validator (%d did not)",

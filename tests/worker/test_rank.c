@@ -2,12 +2,14 @@
  * tests/worker/test_rank.c: the rank launcher on its own, without a
  * scheduler: a rank's environment, log file, event pipe on fd 3, process
  * group, exit fields; launch failures (missing command, bad cwd) with their
- * reason in the log; pid files and the clean-up of leftovers.
+ * reason in the log; the per-device pid slots and the clean-up of leftovers
+ * (through the slots, and through the pid files of workers before them).
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +47,22 @@ static int settle(rank_t *r, ft_err_t *err)
     return rc;
 }
 
+/* Field 22 of /proc/PID/stat: the start time in clock ticks since boot. */
+static unsigned long long proc_start(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    char *st = read_all(path), *p = st ? strrchr(st, ')') : NULL;
+    unsigned long long v = 0;
+    if (!p || sscanf(p + 1,
+                     " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d "
+                     "%*d %*d %*d %llu",
+                     &v) != 1)
+        v = 0;
+    free(st);
+    return v;
+}
+
 static int wait_rank(rank_t *r)
 {
     int status = -1;
@@ -64,8 +82,15 @@ int main(void)
     wdev_opts_t dopts = {
         .node_name = "n1", .cpu_devices = 1, .emulate_gpus = 2, .nvml_library = ""};
     wdev_set_t *devs = wdev_set_new(&dopts, &err);
-    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1"};
+    int slots[3];
+    for (int d = 0; d < 3; d++)
+        slots[d] = rank_slot_open(tmpdir, d, &err);
+    CHECK(slots[0] >= 0 && slots[1] >= 0 && slots[2] >= 0, "a pid slot per device opens: %s",
+          err.msg);
+    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1", slots[1], false};
     ft_jobspec_t spec;
+    char slot_path[512];
+    snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-1.pid", tmpdir);
 
     /* a rank on emulated GPU 1: environment, output, event pipe, own group */
     char *argv1[] = {"sh", "-c",
@@ -107,20 +132,44 @@ int main(void)
           "pgid == pid: '%s'",
           log ? log : "(none)");
     free(log);
-    snprintf(path, sizeof(path), "%s/jobs/42/rank-1.pid", tmpdir);
-    CHECK(r && access(path, F_OK) == 0, "a pid file exists while the rank is known");
+    char *slot = read_all(slot_path);
+    int spid = 0, srank = -1;
+    long long sjob = 0;
+    unsigned long long sstart = 0;
+    CHECK(slot && sscanf(slot, "%d %llu %lld %d", &spid, &sstart, &sjob, &srank) == 4 && r &&
+              spid == r->pid && sjob == 42 && srank == 1,
+          "device 1's slot holds 'PID STARTTIME JOBID RANK' while the rank is known: '%s'",
+          slot ? slot : "(none)");
+    free(slot);
     if (r)
         rank_forget(r);
-    CHECK(access(path, F_OK) != 0, "rank_forget removes it");
+    slot = read_all(slot_path);
+    CHECK(slot && slot[0] == '\0' && r && r->slot_fd == -1, "rank_forget empties the slot");
+    free(slot);
     rank_destroy(&r);
+    snprintf(path, sizeof(path), "%s/jobs/42", tmpdir);
+    CHECK(access(path, F_OK) != 0 && errno == ENOENT,
+          "an exec rank makes no folder (only lora keeps its spec in jobs/J/rank-R/)");
+    rank_log_path(tmpdir, 42, 1, path, sizeof(path));
+    CHECK(strcmp(path + strlen(tmpdir), "/jobs/42.rank-1.log") == 0, "its log is '%s'",
+          path + strlen(tmpdir));
     CHECK(r == NULL, "rank_destroy nulls the pointer");
 
     /* a stop: SIGTERM to the group, reason "stopped" */
     char *argv2[] = {"sleep", "30", NULL};
     make_spec(&spec, argv2, NULL, NULL);
     rank_req_t req2 = {43, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL, 0, 0};
+    ctx.slot_fd = slots[2];
     CHECK(rank_launch(&ctx, &req2, &r, &err) == 0 && settle(r, &err) == 1,
           "launch 'sleep 30' on the cpu device");
+    snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-2.pid", tmpdir);
+    slot = read_all(slot_path);
+    unsigned long long pstart = r ? proc_start(r->pid) : 0;
+    CHECK(slot && sscanf(slot, "%d %llu", &spid, &sstart) == 2 && pstart > 0 && sstart <= pstart &&
+              pstart - sstart <= 100,
+          "the slot's start time (%llu) bounds /proc's (%llu) from below, within 100 ticks", sstart,
+          pstart);
+    free(slot);
     if (r) {
         r->stop_requested = true;
         rank_signal(r, SIGTERM);
@@ -136,6 +185,7 @@ int main(void)
     char *argv3[] = {"/nonexistent/cmd", NULL};
     make_spec(&spec, argv3, NULL, NULL);
     rank_req_t req3 = {44, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL, 0, 0};
+    ctx.slot_fd = slots[0];
     ft_err_clear(&err);
     int rc = rank_launch(&ctx, &req3, &r, &err);
     CHECK(rc == 0 && settle(r, &err) == -1 && r->launch_failed && !r->started &&
@@ -184,7 +234,7 @@ int main(void)
     char longcwd[5000];
     memset(longcwd, 'a', sizeof(longcwd) - 1);
     longcwd[sizeof(longcwd) - 1] = '\0';
-    rank_ctx_t badctx = {longcwd, "ft-train", "n1"};
+    rank_ctx_t badctx = {longcwd, "ft-train", "n1", -1, false};
     ft_err_clear(&err);
     CHECK(rank_launch(&badctx, &req3, &r, &err) == -1 && !r && strstr(err.msg, "too long"),
           "a state dir path too long fails before forking: '%s'", err.msg);
@@ -216,10 +266,109 @@ int main(void)
         status = wait_rank(r);
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the rank died of SIGKILL");
     }
-    snprintf(path, sizeof(path), "%s/jobs/45/rank-0.pid", tmpdir);
-    CHECK(access(path, F_OK) != 0, "its pid file is gone");
+    snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-0.pid", tmpdir);
+    slot = read_all(slot_path);
+    CHECK(slot && slot[0] == '\0', "its slot is empty afterwards: '%s'", slot ? slot : "(none)");
+    free(slot);
     CHECK(rank_kill_leftovers(tmpdir) == 0, "a second pass finds nothing");
     rank_destroy(&r);
+
+    /* a worker from before the slots wrote jobs/J/rank-R.pid: still found */
+    char *argv6[] = {"sleep", "30", NULL};
+    make_spec(&spec, argv6, NULL, NULL);
+    rank_req_t req6 = {46, 1, 0, 0, 1, wdev_get(devs, 1), &spec, NULL, 0, 0};
+    ctx.slot_fd = -1;
+    CHECK(rank_launch(&ctx, &req6, &r, &err) == 0 && settle(r, &err) == 1 && r->slot_fd == -1,
+          "launch a rank without a slot");
+    snprintf(path, sizeof(path), "%s/jobs/46", tmpdir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/jobs/46/rank-0.pid", tmpdir);
+    FILE *pf = fopen(path, "w");
+    if (pf) {
+        fprintf(pf, "%d %llu\n", r ? (int)r->pid : 0, r ? proc_start(r->pid) : 0);
+        fclose(pf);
+    }
+    CHECK(pf && rank_kill_leftovers(tmpdir) == 1 && access(path, F_OK) != 0,
+          "an old-style pid file: its rank is killed and the file removed");
+    if (r) {
+        status = wait_rank(r);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "that rank died of SIGKILL");
+    }
+    rank_destroy(&r);
+
+    /* the same launches through the CLONE_VM spawn (ftworker --spawn vfork) */
+    ctx.vfork = true;
+    ctx.slot_fd = slots[1];
+    make_spec(&spec, argv1, env1, NULL);
+    rank_req_t reqv = {50, 2, 1, 0, 4, wdev_get(devs, 1), &spec, NULL, 40, 2};
+    ft_err_clear(&err);
+    CHECK(rank_launch(&ctx, &reqv, &r, &err) == 0 && r && r->pid > 0 && settle(r, &err) == 1,
+          "vfork: launch job 50, the exec is confirmed (%s)", err.msg);
+    status = r ? wait_rank(r) : -1;
+    n = r ? read(r->event_fd, buf, sizeof(buf) - 1) : 0;
+    buf[n > 0 ? n : 0] = '\0';
+    code = sig = 0;
+    if (r)
+        rank_exit_fields(r, status, &code, &sig, &reason);
+    CHECK(strcmp(buf, "event\n") == 0 && code == 5 && sig == 0,
+          "vfork: fd 3 reaches the event socket ('%s'), exit code %d propagates", buf, code);
+    rank_log_path(tmpdir, 50, 1, path, sizeof(path));
+    log = read_all(path);
+    snprintf(want, sizeof(want), "50 2 1/4 0 cvd=1 kind=emulated fd=3 y=spec array=40/2\n%d\n",
+             r ? (int)r->pid : -1);
+    CHECK(log && strcmp(log, want) == 0,
+          "vfork: environment, CUDA_VISIBLE_DEVICES and pgid == pid as with fork: '%s'",
+          log ? log : "(none)");
+    free(log);
+    if (r)
+        rank_forget(r);
+    rank_destroy(&r);
+    make_spec(&spec, argv3, NULL, NULL);
+    rank_req_t reqv2 = {51, 1, 0, 0, 1, wdev_get(devs, 1), &spec, NULL, 0, 0};
+    ft_err_clear(&err);
+    rc = rank_launch(&ctx, &reqv2, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 &&
+              strcmp(err.msg, "cannot run '/nonexistent/cmd': No such file or directory") == 0,
+          "vfork: a missing command is reported by name: '%s'", err.msg);
+    if (r) {
+        status = wait_rank(r);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 127, "vfork: the failed child exits 127");
+        rank_forget(r);
+        rank_destroy(&r);
+    }
+    make_spec(&spec, argv4, NULL, "/nonexistent/dir");
+    ft_err_clear(&err);
+    rc = rank_launch(&ctx, &reqv2, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == -1 &&
+              strstr(err.msg, "cannot change directory to '/nonexistent/dir'"),
+          "vfork: bad cwd: '%s'", err.msg);
+    if (r) {
+        wait_rank(r);
+        rank_forget(r);
+        rank_destroy(&r);
+    }
+    make_spec(&spec, argv2, NULL, "/");
+    ft_err_clear(&err);
+    rc = rank_launch(&ctx, &reqv2, &r, &err);
+    CHECK(rc == 0 && settle(r, &err) == 1, "vfork: 'sleep 30' in '/' started");
+    if (r) {
+        char cwdlink[64], cwdbuf[64] = "";
+        snprintf(cwdlink, sizeof(cwdlink), "/proc/%d/cwd", (int)r->pid);
+        ssize_t cl = readlink(cwdlink, cwdbuf, sizeof(cwdbuf) - 1);
+        cwdbuf[cl > 0 ? cl : 0] = '\0';
+        CHECK(strcmp(cwdbuf, "/") == 0, "vfork: the rank runs in its spec's cwd: '%s'", cwdbuf);
+        r->stop_requested = true;
+        rank_signal(r, SIGTERM);
+        status = wait_rank(r);
+        rank_exit_fields(r, status, &code, &sig, &reason);
+        CHECK(sig == SIGTERM && strcmp(reason, "stopped") == 0,
+              "vfork: SIGTERM to its process group stops it: signal %d, '%s'", sig, reason);
+        rank_forget(r);
+        rank_destroy(&r);
+    }
+    for (int d = 0; d < 3; d++)
+        if (slots[d] >= 0)
+            close(slots[d]);
 
     wdev_set_destroy(&devs);
     char cmd[300];

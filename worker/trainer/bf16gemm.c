@@ -96,7 +96,9 @@ typedef struct {
 typedef void convert_fn(const job_t *j, uint16_t *abuf, int m0, int mrows, int kc0, int kcn);
 typedef void block_fn(const job_t *j, const part_t *p);
 
-uint16_t bf16_from_f32(float x)
+/* The conversions, static so that the loops inline them also in a PIC
+ * build (where the exported names could be interposed and are called). */
+static inline uint16_t round_bf16(float x)
 {
     uint32_t u;
     memcpy(&u, &x, sizeof(u));
@@ -106,13 +108,16 @@ uint16_t bf16_from_f32(float x)
     return (uint16_t)(u >> 16);
 }
 
-float bf16_to_f32(uint16_t h)
+static inline float widen_bf16(uint16_t h)
 {
     uint32_t u = (uint32_t)h << 16;
     float x;
     memcpy(&x, &u, sizeof(x));
     return x;
 }
+
+uint16_t bf16_from_f32(float x) { return round_bf16(x); }
+float bf16_to_f32(uint16_t h) { return widen_bf16(h); }
 
 /* Offset of element (k, n) of a packed operand with kb k-blocks per column block. */
 static size_t pack_index(int k, int n, int kb)
@@ -148,7 +153,7 @@ bf16_mat_t *bf16_mat_new(const float *W, int rows, int cols)
     for (int r = 0; r < rows; r++) {
         const float *wr = W + (size_t)r * (size_t)cols;
         for (int c = 0; c < cols; c++) {
-            uint16_t h = bf16_from_f32(wr[c]);
+            uint16_t h = round_bf16(wr[c]);
             m->wt[pack_index(c, r, m->kb_nt)] = h; /* W^T: k = c, n = r */
             m->w[pack_index(r, c, m->kb_nn)] = h;  /* W:   k = r, n = c */
         }
@@ -184,16 +189,16 @@ static inline void combine(const job_t *j, const float *acc, int ld, int m0, int
     float alpha = j->alpha, beta = j->beta;
     for (int r = 0; r < rows; r++) {
         float *crow = j->C + (size_t)(m0 + r) * (size_t)j->ldc;
-        const float *arow = acc + (size_t)r * (size_t)ld - base;
+        const float *arow = acc + (size_t)r * (size_t)ld;
         if (!first)
             for (int c = c0; c < c1; c++)
-                crow[c] += alpha * arow[c];
+                crow[c] += alpha * arow[c - base];
         else if (beta == 0.0f)
             for (int c = c0; c < c1; c++)
-                crow[c] = alpha * arow[c];
+                crow[c] = alpha * arow[c - base];
         else
             for (int c = c0; c < c1; c++)
-                crow[c] = alpha * arow[c] + beta * crow[c];
+                crow[c] = alpha * arow[c - base] + beta * crow[c];
     }
 }
 
@@ -214,7 +219,7 @@ static void convert_generic(const job_t *j, uint16_t *abuf, int m0, int mrows, i
             uint16_t *dst = abuf + abuf_index(r, kbi, kcn);
             for (int t = 0; t < BK; t++) {
                 int k = k0 + kbi * BK + t;
-                dst[t] = src && k < j->K ? bf16_from_f32(src[k]) : 0;
+                dst[t] = src && k < j->K ? round_bf16(src[k]) : 0;
             }
         }
     }
@@ -237,14 +242,14 @@ static void block_generic(const job_t *j, const part_t *p)
                 const uint16_t *b = j->B + ((size_t)nb * (size_t)j->kb + (size_t)(p->kc0 + kbi)) * BLOCK;
                 for (int kp = 0; kp < BK / 2; kp++) {
                     for (int c = 0; c < BN; c++) {
-                        be[kp][c] = bf16_to_f32(b[kp * BN * 2 + 2 * c]);
-                        bo[kp][c] = bf16_to_f32(b[kp * BN * 2 + 2 * c + 1]);
+                        be[kp][c] = widen_bf16(b[kp * BN * 2 + 2 * c]);
+                        bo[kp][c] = widen_bf16(b[kp * BN * 2 + 2 * c + 1]);
                     }
                 }
                 for (int r = 0; r < BM; r++) {
                     for (int kp = 0; kp < BK / 2; kp++) {
-                        float a0 = bf16_to_f32(a[r * BK + 2 * kp]);
-                        float a1 = bf16_to_f32(a[r * BK + 2 * kp + 1]);
+                        float a0 = widen_bf16(a[r * BK + 2 * kp]);
+                        float a1 = widen_bf16(a[r * BK + 2 * kp + 1]);
                         for (int c = 0; c < BN; c++)
                             acc[r][c] += a0 * be[kp][c] + a1 * bo[kp][c];
                     }
@@ -466,10 +471,12 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
     const uint16_t *a0 = p->a;
     const uint16_t *a1 = p->mrows > BM ? p->a + (size_t)p->kcn * BLOCK : p->a;
     int rows0 = p->mrows < BM ? p->mrows : BM, rows1 = p->mrows - rows0;
-    /* The next 32 rows of A are converted between the tile instructions, a
-     * share per column pair and k-block, so that the core does it while the
-     * tile unit computes. */
-    int units = p->next_rows > 0 ? MR * p->kcn : 0, done = 0, pairs = (p->nbn + 1) / 2;
+    /* The next 32 rows of A are converted between the tile instructions,
+     * `step` units (one row's k-block each) after every k-block, spread over
+     * the panel's column pairs, so that the core does it while the tile unit
+     * computes. */
+    int units = p->next_rows > 0 ? MR * p->kcn : 0, pairs = (p->nbn + 1) / 2;
+    int step = (units + pairs * p->kcn - 1) / (pairs * p->kcn), ur = 0, uk = 0;
     amx_mode_t mode = AMX_ZERO_COMBINE;
     if (j->alpha == 1.0f && p->first && j->beta == 0.0f)
         mode = AMX_ZERO_STORE;
@@ -487,7 +494,6 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_zero(2);
             _tile_zero(3);
         }
-        int pair = (nb - p->nb0) / 2;
         for (int kbi = 0; kbi < p->kcn; kbi++) {
             size_t off = (size_t)kbi * BLOCK;
             _tile_loadd(4, a0 + off, 64);
@@ -498,10 +504,13 @@ TARGET_AMX static void block_amx(const job_t *j, const part_t *p)
             _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
-            int upto = (int)(((int64_t)pair * p->kcn + kbi + 1) * units / ((int64_t)pairs * p->kcn));
-            for (; done < upto; done++)
-                convert_unit_avx(j, p->next, p->m0 + p->mrows, p->next_rows, p->kc0, p->kcn,
-                                 done / p->kcn, done % p->kcn);
+            for (int u = 0; u < step && ur < MR && units; u++) {
+                convert_unit_avx(j, p->next, p->m0 + p->mrows, p->next_rows, p->kc0, p->kcn, ur, uk);
+                if (++uk == p->kcn) {
+                    uk = 0;
+                    ur++;
+                }
+            }
         }
         if (mode != AMX_ZERO_COMBINE) {
             amx_c_tiles(j, 0, acc, p->m0, p->mrows, nb);

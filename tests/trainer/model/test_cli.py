@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """ft-train's command line: exit codes of bad usage and bad specs (2, with a
 message naming the problem), `check` output (every PEFT key with its shape,
-gradients present and non-zero, loss and scaling), `run` then `eval` of the
+gradients present and non-zero, loss and scaling; a bad dtype in the spec
+or on `bench`), `run` then `eval` of the
 written adapter (same eval loss, bit for bit, as the run's done event) and
 `eval --dump-rows` (rows whose target count equals eval_tokens).
 
@@ -54,6 +55,11 @@ def main():
     check(p.returncode == 2 and "missing.json" in p.stderr, "missing spec file: exit 2 naming it")
     p = ft("run", "--spec", spec(lora_rank=8))
     check(p.returncode == 2 and "lora_rank" in p.stderr, "unknown train key: exit 2 naming it: " + p.stderr.strip()[-120:])
+    p = ft("run", "--spec", spec(dtype="fp16"))
+    check(p.returncode == 2 and "spec.train.dtype" in p.stderr,
+          "bad dtype: exit 2 naming the key: " + p.stderr.strip()[-120:])
+    p = ft("bench", "--dtype", "half")
+    check(p.returncode == 2 and "'--dtype'" in p.stderr, "bench --dtype half: exit 2 naming the option")
     p = ft("run", "--spec", spec(), "--event-fd", "77")
     check(p.returncode == 2 and "--event-fd" in p.stderr, "closed --event-fd: exit 2")
     p = ft("run", "--spec", spec(), "--rank", "3", "--world-size", "2")
