@@ -2,10 +2,12 @@
  * gpu_bench.c (ft-gpu-bench): one LoRA training step of a Llama shape on the
  * CUDA backend, timed: tokens/s, the step split (forward + backward, then
  * clip + AdamW), the time per op family of one profiled step, peak device
- * memory, and MFU against a stated peak (989 TFLOP/s: H100/H200 SXM bf16
- * dense). Default shape: about 1B parameters (hidden 2048, 16 layers, 32
- * heads, 8 kv heads, intermediate 8192, vocab 128256 as Llama 3.2 1B),
- * sequence 2048, micro-batch 4, LoRA r 16 on all seven projections.
+ * memory and the model's own buffers (bf16 activations: the backend's
+ * act_bytes), the attention path the backend planned, and MFU against a
+ * stated peak (989 TFLOP/s: H100/H200 SXM bf16 dense). Default shape: about
+ * 1B parameters (hidden 2048, 16 layers, 32 heads, 8 kv heads, intermediate
+ * 8192, vocab 128256 as Llama 3.2 1B), sequence 2048, micro-batch 4, LoRA
+ * r 16 on all seven projections, the fused attention.
  *
  * MFU counts the FLOPs of model_train_flops (the useful ones: forward, the
  * input gradients through the frozen weights, LoRA forward and backward,
@@ -64,7 +66,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: ft-gpu-bench [--hidden 2048] [--layers 16] [--heads 32] [--kv-heads 8]\n"
                "                    [--intermediate 8192] [--vocab 128256] [--seq 2048]\n"
                "                    [--batch 4] [--r 16] [--steps 8] [--warmup 2] [--device 0]\n"
-               "                    [--peak-tflops 989] [--attn materialised|flash]\n");
+               "                    [--peak-tflops 989] [--attn flash|materialised]\n"
+               "  --attn flash (default): the fused kernels where the shape allows\n");
 }
 
 int main(int argc, char **argv)
@@ -86,7 +89,7 @@ int main(int argc, char **argv)
         {"device", &device, 0, 1024},
         {"peak-tflops", &peak_tflops, 1, 1000000},
     };
-    const char *attn = "materialised";
+    const char *attn = "flash";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
@@ -174,6 +177,10 @@ int main(int argc, char **argv)
         goto out;
     }
     const lora_layout_t *lay = model_lora_layout(m);
+    attn_shape_t as = {batch, seq, heads, kv, hidden / heads, 0};
+    be->attention_plan(&as); /* the same choice model_new made */
+    const char *attn_path = as.path ? "fused" : "materialised";
+    double model_mb = (double)model_bytes(m) / 1048576.0;
     opt = adamw_new(be, lay->n_params, 0.9, 0.999, 1e-8, 0.0);
     hp = malloc(lay->n_params * sizeof(float));
     if (!opt || !hp || !in || !tg || !step_s || !fb_s) {
@@ -195,8 +202,13 @@ int main(int argc, char **argv)
     }
     printf("device: %s (sm_%d%d); set-up %.1f s\n", dname, major, minor, now_s() - t_init);
     printf("shape: hidden %d, layers %d, heads %d/%d, intermediate %d, vocab %d, seq %d, "
-           "batch %d; LoRA r %d on all 7 projections (%zu parameters); attention %s\n",
-           hidden, layers, heads, kv, inter, vocab, seq, batch, r, lay->n_params, attn);
+           "batch %d; LoRA r %d on all 7 projections (%zu parameters); attention %s (%s "
+           "path)\n",
+           hidden, layers, heads, kv, inter, vocab, seq, batch, r, lay->n_params, attn,
+           attn_path);
+    printf("model buffers: %.0f MiB (activations with %zu-byte [act] elements, LoRA params and "
+           "grads)\n",
+           model_mb, backend_act_bytes(be));
 
     double loss = 0.0;
     for (int k = 0; k < warmup + steps; k++) {
@@ -258,19 +270,19 @@ int main(int argc, char **argv)
     printf("tokens/s %.0f; %.2f TFLOP per step; %.1f TFLOP/s; MFU %.1f%% of %d TFLOP/s "
            "(target 40%%)\n",
            tps, flops / 1e12, flops / median / 1e12, 100.0 * mfu, peak_tflops);
-    printf("device memory: peak %.0f MiB held by the backend; %.0f of %.0f MiB in use on the "
-           "device now\n",
-           peak_mb, (double)(tot - fr) / 1048576.0, (double)tot / 1048576.0);
+    printf("device memory: peak %.0f MiB held by the backend (model buffers %.0f MiB); %.0f of "
+           "%.0f MiB in use on the device now\n",
+           peak_mb, model_mb, (double)(tot - fr) / 1048576.0, (double)tot / 1048576.0);
     printf("profiled step, seconds per op family: %s\n", prof);
-    printf("{\"device\": \"%s\", \"attn\": \"%s\", \"hidden\": %d, \"layers\": %d, \"heads\": %d, "
-           "\"kv_heads\": %d, "
+    printf("{\"device\": \"%s\", \"attn\": \"%s\", \"attn_path\": \"%s\", \"act_bytes\": %zu, "
+           "\"hidden\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
            "\"intermediate\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"r\": %d, "
            "\"step_ms\": %.2f, \"fwd_bwd_ms\": %.2f, \"optim_ms\": %.2f, \"tokens_per_s\": %.0f, "
            "\"tflop_per_step\": %.4f, \"mfu\": %.4f, \"peak_tflops\": %d, \"peak_mem_mb\": %.0f, "
-           "\"profile\": {%s}}\n",
-           dname, attn, hidden, layers, heads, kv, inter, vocab, seq, batch, r, median * 1e3,
-           fb_mean * 1e3, (mean - fb_mean) * 1e3, tps, flops / 1e12, mfu, peak_tflops, peak_mb,
-           prof);
+           "\"model_mb\": %.0f, \"profile\": {%s}}\n",
+           dname, attn, attn_path, backend_act_bytes(be), hidden, layers, heads, kv, inter, vocab,
+           seq, batch, r, median * 1e3, fb_mean * 1e3, (mean - fb_mean) * 1e3, tps, flops / 1e12,
+           mfu, peak_tflops, peak_mb, model_mb, prof);
     rc = isfinite(loss) ? 0 : 1;
     if (rc)
         fprintf(stderr, "ft-gpu-bench: the loss is not finite\n");

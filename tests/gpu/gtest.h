@@ -1,8 +1,8 @@
 /*
  * gtest.h: helpers of the GPU tests: a seeded generator, the skip rule (exit
- * 77 when no CUDA device is visible), bf16 rounding of host data (so that the
- * CPU reference sees the same weights the device stores), and the comparison
- * every test prints.
+ * 77 when no CUDA device is visible), bf16 rounding and conversion of host
+ * data (so that the CPU reference sees the same weights and activations the
+ * device stores), and the comparison every test prints.
  *
  * The comparison metric is max_i |gpu_i - cpu_i| / max_i |cpu_i| (the error
  * relative to the tensor's scale, so tiny entries do not blow up a per-element
@@ -65,6 +65,26 @@ static inline void gt_round_bf16(float *x, size_t n)
         u &= 0xffff0000u;
         memcpy(&x[i], &u, sizeof(u));
     }
+}
+
+/* bf16 storage on the host (the device's [act] and weight format): round to
+ * nearest even, and back */
+static inline uint16_t gt_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float gt_from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
 }
 
 typedef struct {

@@ -2,20 +2,25 @@
  * test_cuda_model.c: the whole model on the CUDA backend against the CPU
  * backend on a tiny random Llama (2 layers, GQA 4/2 heads, LoRA r 4 on all
  * seven projections, B 2 x T 96 so the CPU's 64-row attention blocks are
- * partial): the summed loss, every LoRA gradient tensor (A and B of every
- * module of every layer), the same with dropout (masks regenerated from the
- * same hash on both), and a 40-step AdamW run with gradient clipping whose
- * loss curve must follow the CPU one; then the same loss, gradient and
- * training checks on a wider model (head_dim 64, T 160) with the fused
- * attention kernels.
+ * partial; head_dim 16, so the materialised attention): the summed loss,
+ * every LoRA gradient tensor (A and B of every module of every layer), the
+ * same with dropout (masks regenerated from the same hash on both), and a
+ * 40-step AdamW run with gradient clipping whose loss curve must follow the
+ * CPU one; then the same loss, gradient and training checks on a wider model
+ * (head_dim 64, T 160) with the fused attention kernels (the default there),
+ * and its loss and gradients once more on the materialised path.
  *
  * The host weights are rounded to bf16 first, so both backends use the same
- * weights and what differs is the device's arithmetic: activations cast to
- * bf16 at the projection GEMMs (fp32 accumulation), TF32 in attention and
- * LoRA GEMMs. Bounds (bf16 has an 8-bit significand, a relative step of
- * 2^-8): loss |d|/loss <= 5e-3; per gradient tensor max|d|/max|cpu| <= 5e-2
- * and cosine >= 0.998; the training curve within 0.02 + 1% of the CPU loss
- * at every step. Skips (77) without a CUDA device.
+ * weights and what differs is the device's arithmetic: activations stored in
+ * bf16 (RMSNorm outputs, q, k, v, attention output, gate, up, silu(g) * u,
+ * LoRA u; docs/gpu.md "Precision"), bf16 GEMMs with fp32 accumulation,
+ * attention probabilities or tiles in bf16, TF32 in the fp32 LoRA GEMMs.
+ * Bounds (bf16 has an 8-bit significand, a relative step of 2^-8): loss
+ * |d|/loss <= 5e-3; per gradient tensor max|d|/max|cpu| <= 1.5e-1 and
+ * cosine >= 0.995 (bf16 storage of the activations and probabilities alone,
+ * emulated on the CPU by test_act_bf16, gives up to 5.6e-2 and 0.9989; the
+ * device rounds dY, dS and the flash tiles too); the training curve within
+ * 0.03 + 2% of the CPU loss at every step. Skips (77) without a CUDA device.
  */
 #include <math.h>
 #include <stdio.h>
@@ -112,10 +117,10 @@ static void compare_grads(const char *tag, const side_t *gpu, const side_t *cpu)
             size_t na = (size_t)lay->r * lay->in_dim[m], nb = (size_t)lay->out_dim[m] * lay->r;
             snprintf(what, sizeof(what), "%s L%d %s.lora_A grad", tag, l, mod_names[m]);
             gt_cmp_t a = gt_expect(what, gpu->host_grads + lay->a_off[i],
-                                   cpu->host_grads + lay->a_off[i], na, 5e-2, 0.998);
+                                   cpu->host_grads + lay->a_off[i], na, 1.5e-1, 0.995);
             snprintf(what, sizeof(what), "%s L%d %s.lora_B grad", tag, l, mod_names[m]);
             gt_cmp_t b = gt_expect(what, gpu->host_grads + lay->b_off[i],
-                                   cpu->host_grads + lay->b_off[i], nb, 5e-2, 0.998);
+                                   cpu->host_grads + lay->b_off[i], nb, 1.5e-1, 0.995);
             worst = fmax(worst, fmax(a.rel_max, b.rel_max));
             worst_cos = fmin(worst_cos, fmin(a.cosine, b.cosine));
         }
@@ -183,7 +188,7 @@ static void check_training(const backend_t *cuda, const llama_config_t *cfg,
     }
     double worst = 0.0;
     for (int st = 0; st < STEPS; st++) {
-        double d = fabs(loss[1][st] - loss[0][st]), bound = 0.02 + 0.01 * loss[0][st];
+        double d = fabs(loss[1][st] - loss[0][st]), bound = 0.03 + 0.02 * loss[0][st];
         if (st % 5 == 0 || st == STEPS - 1 || d > bound)
             printf("%-4s step %2d mean loss cpu %.5f gpu %.5f |d| %.2e (<= %.2e)\n",
                    d <= bound ? "ok" : "FAIL", st, loss[0][st], loss[1][st], d, bound);
@@ -256,8 +261,8 @@ int main(void)
     lora_layout_free(&lay);
     llama_weights_free(&w);
 
-    /* the fused attention path needs head_dim 64 or 128 and T >= 2 head_dim:
-     * hidden 256 over 4 heads, T 160 (not a multiple of its 64-row tiles) */
+    /* the fused attention path needs head_dim 64 or 128: hidden 256 over 4
+     * heads, T 160 (not a multiple of its 64-row tiles) */
     if (cuda_backend_set_attention("flash") == 0) {
         to.hidden = 256;
         to.intermediate = 512;
@@ -283,10 +288,17 @@ int main(void)
             live += tg[i] != -100;
         }
         dscale = 1.0f / (float)live;
+        attn_shape_t as = {B_, T_, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, 0};
+        cuda->attention_plan(&as);
+        printf("%-4s the model plans the fused attention at head_dim %d (path %d)\n",
+               as.path == 1 ? "ok" : "FAIL", cfg.head_dim, as.path);
+        GT_CHECK(as.path == 1, "attention plan: path %d, expected the fused 1", as.path);
         check_step("flash", cuda, &cfg, &w, 0.0, params0, in, tg, dscale);
+        cuda_backend_set_attention("materialised");
+        check_step("materialised-hd64", cuda, &cfg, &w, 0.0, params0, in, tg, dscale);
+        cuda_backend_set_attention("flash");
         lora_init_params(&lay, params0, 6, 0.0);
         check_training(cuda, &cfg, &w, params0, in, tg, dscale);
-        cuda_backend_set_attention("materialised");
         free(params0);
         lora_layout_free(&lay);
         llama_weights_free(&w);

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """ft-train on the CUDA backend through the real program, against the CPU
 backend: `check --backend cuda` vs `--backend cpu` (same LoRA init exactly,
-loss within 5e-3, every gradient tensor within 5e-2 of its largest entry with
-cosine >= 0.998), `run --backend cuda` vs `--backend cpu` (progress losses
-within 0.02 + 1 % per step, peak_mem_mb reported, the adapter written),
+loss within 5e-3, every gradient tensor within 1.5e-1 of its largest entry
+with cosine >= 0.995: bf16 activations, docs/gpu.md "Precision"), `run --backend
+cuda` vs `--backend cpu` (progress losses within 0.03 + 2 % per step,
+peak_mem_mb reported, the adapter written),
 `eval --backend cuda` of that adapter (equal to the run's final eval loss
 within 1e-6 relative: same backend), and a resume from the CUDA run's
 checkpoint (the host mirrors of the device LoRA state and Adam moments go
@@ -93,7 +94,7 @@ def main():
                 rel, cos = compare(g[name], c[name])
                 n_grads += 1
                 worst, worst_cos = max(worst, rel), min(worst_cos, cos)
-                if rel > 5e-2 or cos < 0.998:
+                if rel > 1.5e-1 or cos < 0.995:
                     check(False, "%s: rel_max %.3e cos %.6f" % (name, rel, cos))
             elif name.endswith(".weight"):
                 n_vals += 1
@@ -101,8 +102,8 @@ def main():
         check(n_vals == 28 and n_same == n_vals,
               "same initial LoRA values on both backends (%d of %d tensors)" % (n_same, n_vals))
         check(n_grads == 2 * 7 * 2, "%d gradient tensors compared (2 layers x 7 modules x A, B)" % n_grads)
-        check(worst <= 5e-2 and worst_cos >= 0.998,
-              "every gradient: worst rel_max %.3e (<= 5e-2), worst cosine %.6f (>= 0.998)" % (worst, worst_cos))
+        check(worst <= 1.5e-1 and worst_cos >= 0.995,
+              "every gradient: worst rel_max %.3e (<= 1.5e-1), worst cosine %.6f (>= 0.995)" % (worst, worst_cos))
 
     # run on both backends
     runs = {}
@@ -116,7 +117,7 @@ def main():
     lg = [e["loss"] for e in runs["cuda"][1] if e["event"] == "progress"]
     check(len(lc) == 8 and len(lg) == 8, "8 progress events on each backend")
     for k, (a, b) in enumerate(zip(lc, lg)):
-        bound = 0.02 + 0.01 * a
+        bound = 0.03 + 0.02 * a
         check(abs(a - b) <= bound, "step %d loss cpu %.5f gpu %.5f |d| %.2e (<= %.2e)" % (k + 1, a, b, abs(a - b), bound))
     mem = [e.get("peak_mem_mb") for e in runs["cuda"][1] if e["event"] == "progress"]
     check(mem and all(isinstance(m, (int, float)) and m > 0 for m in mem),

@@ -4,11 +4,21 @@
  * and backward call only these, so a backend slots in without touching
  * model.c.
  *
- * Conventions: every matrix is row-major float32. Shapes are given in the
- * comments as (rows, cols). N = B*T rows of tokens. "Backward" functions that
- * produce gradients of inputs ADD into the destination (so that several
- * consumers of one activation can accumulate) unless the comment says "writes".
- * Weight gradients of the frozen base model are never computed.
+ * Conventions: every matrix is row-major. Shapes are given in the comments
+ * as (rows, cols). N = B*T rows of tokens. "Backward" functions that produce
+ * gradients of inputs ADD into the destination (so that several consumers of
+ * one activation can accumulate) unless the comment says "writes". Weight
+ * gradients of the frozen base model are never computed.
+ *
+ * Element types: every tensor is float32 except those marked [act], which
+ * hold the backend's activation type, act_bytes per element: float32 on the
+ * CPU backends, bf16 on CUDA. They are declared float * so that the fp32
+ * backends keep plain signatures, but like the device weights they are
+ * opaque to the caller: the model addresses them in bytes (backend_act_at)
+ * and never reads them itself. Activations that need fp32 stay fp32 on every
+ * backend: the residual stream and its gradient, RMSNorm's rstd, softmax
+ * statistics, logits and the loss, all activation gradients, the LoRA
+ * parameters, their gradients and the optimiser state.
  *
  * Costs: gemm is O(M*N*K); attention is O(B*nh*T*T*hd); every other op is
  * linear in its input, except cross-entropy which is O(N*V*C) through the
@@ -45,7 +55,19 @@ typedef struct {
     int n_heads;  /* query heads */
     int n_kv;     /* key/value heads; divides n_heads */
     int hd;       /* head dimension */
+    int path;     /* backend-chosen kernel (attention_plan); 0 where there is no plan */
 } attn_shape_t;
+
+/* The backend's activation element (act_bytes wide): opaque to the model,
+ * which only offsets pointers to it in bytes. */
+typedef void act_t;
+
+/* Element type of one operand of gemm_typed. */
+typedef enum {
+    BACKEND_F32 = 0,  /* float32 */
+    BACKEND_ACT = 1,  /* the backend's activation type ([act]) */
+    BACKEND_W = 2,    /* a base weight matrix from weights_upload */
+} backend_dtype_t;
 
 typedef struct backend {
     const char *name;   /* "cpu" */
@@ -68,38 +90,42 @@ typedef struct backend {
     void (*embedding_backward)(float *demb, const int32_t *tokens, const float *dout, int N,
                                int C);
 
-    /* out (N,C) = x * rsqrt(mean(x^2) + eps) * w; rstd (N) saved for backward */
+    /* out [act] (N,C) = x * rsqrt(mean(x^2) + eps) * w; rstd (N) saved for
+     * backward; x is the fp32 residual stream */
     void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N,
                             int C, float eps);
     /* dx (N,C) += d/dx of the above given dout (N,C); w not trained */
     void (*rmsnorm_backward)(float *dx, const float *dout, const float *x, const float *w,
                              const float *rstd, int N, int C);
 
-    /* In place on x (B*T, nh*hd): rotate_half RoPE with cos/sin tables (T, hd/2)
-     * at positions 0..T-1 of every row. Backward applies the transpose. */
+    /* In place on x [act] (B*T, nh*hd): rotate_half RoPE with cos/sin tables
+     * (T, hd/2) at positions 0..T-1 of every row. Backward applies the
+     * transpose to the fp32 gradient dx. */
     void (*rope_forward)(float *x, const float *cos_t, const float *sin_t, int B, int T,
                          int nh, int hd);
     void (*rope_backward)(float *dx, const float *cos_t, const float *sin_t, int B, int T,
                           int nh, int hd);
 
-    /* Causal softmax attention with GQA. q (B*T, nh*hd), k, v (B*T, nkv*hd);
-     * writes att (B, nh, T, T) probabilities (upper triangle zero) and
-     * y (B*T, nh*hd). scale = 1/sqrt(hd). Blocked by BACKEND_ATT_BLOCK. */
+    /* Causal softmax attention with GQA. q [act] (B*T, nh*hd), k, v [act]
+     * (B*T, nkv*hd); writes y [act] (B*T, nh*hd) and att, what backward
+     * needs: without attention_plan the (B, nh, T, T) fp32 probabilities
+     * (upper triangle zero), else the layout of s->path in the bytes the plan
+     * gave. scale = 1/sqrt(hd). Blocked by BACKEND_ATT_BLOCK. */
     void (*attention_forward)(float *y, float *att, const float *q, const float *k,
                               const float *v, const attn_shape_t *s);
-    /* Writes dq, dk, dv (same shapes as q, k, v) from dy; scratch is
-     * (T, T) floats. */
+    /* Writes dq, dk, dv (fp32, same shapes as q, k, v) from dy (fp32); q, k,
+     * v [act] and att as forward left them; scratch is (T, T) floats. */
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dy,
                                const float *att, const float *q, const float *k,
                                const float *v, float *scratch, const attn_shape_t *s);
 
-    /* h (N,I) = silu(g) * u */
+    /* h [act] (N,I) = silu(g) * u, g and u [act] */
     void (*swiglu_forward)(float *h, const float *g, const float *u, int64_t n);
-    /* writes dg, du (N,I) from dh */
+    /* writes dg, du (N,I) from dh; g, u [act] */
     void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g,
                             const float *u, int64_t n);
 
-    /* Fused lm_head + cross-entropy over N rows of x (N,C) against W (V,C),
+    /* Fused lm_head + cross-entropy over N rows of x [act] (N,C) against W (V,C),
      * in chunks of `chunk` rows using logits scratch (chunk, V). Returns the
      * SUM of -log p(target) over rows with target != -100, its count in
      * *n_tok. When dx is not NULL also WRITES dx (N,C) = d(dscale * sum)/dx,
@@ -156,7 +182,65 @@ typedef struct backend {
     int (*sync)(void);
     /* high-water mark of backend memory held, bytes */
     size_t (*peak_bytes)(void);
+
+    /* ---- Optional members of a backend whose activations are not fp32
+     * (act_bytes != 4); NULL elsewhere, where the model calls gemm, gemm_w,
+     * dropout_forward instead and sizes att as (B, nh, T, T) floats. ---- */
+    /* bytes per [act] element: 4 (fp32) or 2 (bf16); 0 reads as 4 */
+    size_t act_bytes;
+    /* gemm with a declared type per operand (A, B, C); accumulation is
+     * always fp32, the backend converts operands as its comment says */
+    void (*gemm_typed)(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                       const void *A, backend_dtype_t at, int lda, const void *B,
+                       backend_dtype_t bt, int ldb, float beta, void *C, backend_dtype_t ct,
+                       int ldc);
+    /* dropout_forward on [act] tensors (out and x both [act]) */
+    void (*dropout_act)(act_t *out, const act_t *x, int64_t n, float p, uint64_t key);
+    /* Chooses the attention kernel for shape s (sets s->path, to be passed
+     * unchanged to forward and backward) and returns the bytes of att that
+     * one layer's forward leaves for backward. */
+    size_t (*attention_plan)(attn_shape_t *s);
 } backend_t;
+
+/* Bytes per [act] element of be. */
+static inline size_t backend_act_bytes(const backend_t *be)
+{
+    return be->act_bytes ? be->act_bytes : sizeof(float);
+}
+
+/* p advanced by n [act] elements of be (the model's only arithmetic on them) */
+static inline act_t *backend_act_at(const backend_t *be, const act_t *p, size_t n)
+{
+    return (act_t *)((const char *)p + n * backend_act_bytes(be));
+}
+
+/* gemm with typed operands: gemm_typed where the backend has one, else the
+ * fp32 gemm (gemm_w for a base weight B), where every type is fp32 */
+static inline void backend_gemm(const backend_t *be, bool trans_a, bool trans_b, int M, int N,
+                                int K, float alpha, const void *A, backend_dtype_t at, int lda,
+                                const void *B, backend_dtype_t bt, int ldb, float beta, void *C,
+                                backend_dtype_t ct, int ldc)
+{
+    if (be->gemm_typed)
+        be->gemm_typed(trans_a, trans_b, M, N, K, alpha, A, at, lda, B, bt, ldb, beta, C, ct,
+                       ldc);
+    else if (bt == BACKEND_W && be->gemm_w)
+        be->gemm_w(trans_a, trans_b, M, N, K, alpha, (const float *)A, lda, (const float *)B,
+                   ldb, beta, (float *)C, ldc);
+    else
+        be->gemm(trans_a, trans_b, M, N, K, alpha, (const float *)A, lda, (const float *)B, ldb,
+                 beta, (float *)C, ldc);
+}
+
+/* dropout on [act] tensors: dropout_act where the backend has one */
+static inline void backend_dropout_act(const backend_t *be, act_t *out, const act_t *x,
+                                       int64_t n, float p, uint64_t key)
+{
+    if (be->dropout_act)
+        be->dropout_act(out, x, n, p, key);
+    else
+        be->dropout_forward((float *)out, (const float *)x, n, p, key);
+}
 
 /* The CPU backend (OpenBLAS sgemm, plain C loops for the rest). */
 const backend_t *backend_cpu(void);

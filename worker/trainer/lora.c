@@ -6,6 +6,10 @@
  * over the shared input; with dropout each module draws its own mask (as
  * PEFT's per-module nn.Dropout does) and runs its own GEMM. The masks are
  * regenerated in backward from the same key instead of being stored.
+ * The inputs x, the u products and the outputs of the q,k,v and gate,up
+ * groups are [act] tensors (backend.h: bf16 on CUDA), addressed in bytes and
+ * multiplied through backend_gemm with their types declared; parameters,
+ * gradients and the du scratch are fp32 on every backend.
  * Costs per group: 2*N*in*g*r + 2*N*r*sum(out) flops forward, about twice
  * that backward.
  */
@@ -17,10 +21,10 @@
 #include "rng.h"
 
 const lora_group_t lora_groups[LORA_N_GROUPS] = {
-    {FT_TM_Q, 3},     /* input: ln1 */
-    {FT_TM_O, 1},     /* input: attention output */
-    {FT_TM_GATE, 2},  /* input: ln2 */
-    {FT_TM_DOWN, 1},  /* input: silu(gate) * up */
+    {FT_TM_Q, 3, true},      /* input: ln1; out: q, k, v */
+    {FT_TM_O, 1, false},     /* input: attention output; out: the residual */
+    {FT_TM_GATE, 2, true},   /* input: ln2; out: gate, up */
+    {FT_TM_DOWN, 1, false},  /* input: silu(gate) * up; out: the residual */
 };
 
 int lora_layout_init(lora_layout_t *lay, const llama_config_t *cfg, int r, double alpha,
@@ -139,21 +143,24 @@ void lora_group_forward(const backend_t *be, const lora_layout_t *lay, const flo
         for (int m = g->first; m < g->first + g->count && a0 == LORA_NONE; m++)
             a0 = aoff[m];
         /* u (N, w) = x (N, in) A_group^T */
-        be->gemm(false, true, N, w, in, 1.0f, x, in, params + a0, in, 0.0f, u, w);
+        backend_gemm(be, false, true, N, w, in, 1.0f, x, BACKEND_ACT, in, params + a0,
+                     BACKEND_F32, in, 0.0f, u, BACKEND_ACT, w);
     }
+    backend_dtype_t ot = g->out_act ? BACKEND_ACT : BACKEND_F32;
     int j = 0;
     for (int m = g->first; m < g->first + g->count; m++) {
         if (!lora_targeted(lay, m))
             continue;
+        act_t *uj = backend_act_at(be, u, (size_t)j * r);
         if (p > 0.0f) {
-            be->dropout_forward(sc->xd, x, (int64_t)N * in, p, module_key(key, m));
-            be->gemm(false, true, N, r, in, 1.0f, sc->xd, in, params + aoff[m], in, 0.0f,
-                     u + (size_t)j * r, w);
+            backend_dropout_act(be, sc->xd, x, (int64_t)N * in, p, module_key(key, m));
+            backend_gemm(be, false, true, N, r, in, 1.0f, sc->xd, BACKEND_ACT, in,
+                         params + aoff[m], BACKEND_F32, in, 0.0f, uj, BACKEND_ACT, w);
         }
         int o = lay->out_dim[m];
         /* out (N, o) += s * u_j (N, r) B^T (r, o) */
-        be->gemm(false, true, N, o, r, lay->scaling, u + (size_t)j * r, w, params + boff[m], r,
-                 1.0f, out[m - g->first], o);
+        backend_gemm(be, false, true, N, o, r, lay->scaling, uj, BACKEND_ACT, w,
+                     params + boff[m], BACKEND_F32, r, 1.0f, out[m - g->first], ot, o);
         j++;
     }
 }
@@ -183,13 +190,15 @@ void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const fl
         be->gemm(false, false, N, r, o, s, dy, o, params + boff[m], r, 0.0f,
                  sc->du + (size_t)j * r, w);
         /* dB (o, r) += s * dy^T (o, N) u_j (N, r) */
-        be->gemm(true, false, o, r, N, s, dy, o, u + (size_t)j * r, w, 1.0f, grads + boff[m],
-                 r);
+        backend_gemm(be, true, false, o, r, N, s, dy, BACKEND_F32, o,
+                     backend_act_at(be, u, (size_t)j * r), BACKEND_ACT, w, 1.0f, grads + boff[m],
+                     BACKEND_F32, r);
         j++;
     }
     if (p <= 0.0f) {
         /* dA_group (w, in) += du^T (w, N) x (N, in); dx (N, in) += du A_group */
-        be->gemm(true, false, w, in, N, 1.0f, sc->du, w, x, in, 1.0f, grads + a0, in);
+        backend_gemm(be, true, false, w, in, N, 1.0f, sc->du, BACKEND_F32, w, x, BACKEND_ACT, in,
+                     1.0f, grads + a0, BACKEND_F32, in);
         be->gemm(false, false, N, in, w, 1.0f, sc->du, w, params + a0, in, 1.0f, dx, in);
         return;
     }
@@ -198,9 +207,9 @@ void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const fl
         if (!lora_targeted(lay, m))
             continue;
         uint64_t k = module_key(key, m);
-        be->dropout_forward(sc->xd, x, (int64_t)N * in, p, k);
-        be->gemm(true, false, r, in, N, 1.0f, sc->du + (size_t)j * r, w, sc->xd, in, 1.0f,
-                 grads + aoff[m], in);
+        backend_dropout_act(be, sc->xd, x, (int64_t)N * in, p, k);
+        backend_gemm(be, true, false, r, in, N, 1.0f, sc->du + (size_t)j * r, BACKEND_F32, w,
+                     sc->xd, BACKEND_ACT, in, 1.0f, grads + aoff[m], BACKEND_F32, in);
         be->gemm(false, false, N, in, r, 1.0f, sc->du + (size_t)j * r, w, params + aoff[m], in,
                  0.0f, sc->dxd, in);
         /* the dropout mask is linear: apply it to the gradient the same way */

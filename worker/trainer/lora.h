@@ -37,8 +37,9 @@ typedef struct {
 
 /* One group of projections sharing an input: modules [first, first+count). */
 typedef struct {
-    int first;   /* ft_target_module_t */
-    int count;   /* 1..3 */
+    int first;      /* ft_target_module_t */
+    int count;      /* 1..3 */
+    bool out_act;   /* outputs are [act] tensors (q,k,v; gate,up), else the fp32 residual */
 } lora_group_t;
 #define LORA_N_GROUPS 4
 extern const lora_group_t lora_groups[LORA_N_GROUPS]; /* qkv, o, gate+up, down */
@@ -58,20 +59,23 @@ void lora_init_params(const lora_layout_t *lay, float *params, uint64_t seed, do
 
 /* Work buffers one group call needs. */
 typedef struct {
-    float *xd;    /* (N, max in) dropout scratch */
-    float *dxd;   /* (N, max in) dropout backward scratch */
-    float *du;    /* (N, 3r) */
+    float *xd;    /* [act] (N, max in) dropout scratch */
+    float *dxd;   /* (N, max in) dropout backward scratch, fp32 */
+    float *du;    /* (N, 3r) fp32 */
 } lora_scratch_t;
 
 /* Forward of the LoRA branch of a group (the base GEMMs are done by the
- * caller): u (N, g*r) = dropout(x) A^T per module; out[j] (N, out_j) +=
- * s * u_j B_j^T. x (N, in). p = dropout probability, key seeds its masks
- * (module m uses key ^ m). params is the LoRA buffer of the model. */
+ * caller): u [act] (N, g*r) = dropout(x) A^T per module; out[j] (N, out_j)
+ * += s * u_j B_j^T, [act] when g->out_act, else fp32. x [act] (N, in).
+ * p = dropout probability, key seeds its masks (module m uses key ^ m).
+ * params is the LoRA buffer of the model (fp32, as are grads below). The
+ * [act] tensors are backend.h's: float * here, addressed in bytes. */
 void lora_group_forward(const backend_t *be, const lora_layout_t *lay, const float *params,
                         int l, const lora_group_t *g, float *const *out, const float *x,
                         float *u, int N, float p, uint64_t key, lora_scratch_t *sc);
-/* Backward of the LoRA branch: given dout[j] (N, out_j), adds dA, dB into
- * grads and s * (B A)^T terms into dx (N, in). */
+/* Backward of the LoRA branch: given dout[j] (N, out_j, fp32), adds dA, dB
+ * into grads and s * (B A)^T terms into dx (N, in, fp32); x and u [act] as
+ * forward left them. */
 void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const float *params,
                          float *grads, int l, const lora_group_t *g,
                          const float *const *dout, const float *x, const float *u, float *dx,

@@ -62,24 +62,25 @@ int model_profile_report(char *buf, size_t len)
     return (int)off;
 }
 
-/* Activations kept for backward, per layer unless marked. */
+/* Activations kept for backward, per layer unless marked; [act] ones hold
+ * the backend's activation type (backend.h), the rest fp32. */
 enum {
     ACT_RES,      /* (L+1, N, C) residual stream entering each layer; [L] = final */
     ACT_RES_MID,  /* (L, N, C) residual after attention */
-    ACT_LN1,      /* (L, N, C) */
+    ACT_LN1,      /* (L, N, C) [act] */
     ACT_RSTD1,    /* (L, N) */
-    ACT_Q,        /* (L, N, Hq) after RoPE */
-    ACT_K,        /* (L, N, Hkv) after RoPE */
-    ACT_V,        /* (L, N, Hkv) */
-    ACT_ATT,      /* (L, B, nh, T, T) softmax probabilities */
-    ACT_Y,        /* (L, N, Hq) attention output before o_proj */
-    ACT_LN2,      /* (L, N, C) */
+    ACT_Q,        /* (L, N, Hq) [act] after RoPE */
+    ACT_K,        /* (L, N, Hkv) [act] after RoPE */
+    ACT_V,        /* (L, N, Hkv) [act] */
+    ACT_ATT,      /* (L, B, nh, T, T) softmax probabilities, or attention_plan's bytes */
+    ACT_Y,        /* (L, N, Hq) [act] attention output before o_proj */
+    ACT_LN2,      /* (L, N, C) [act] */
     ACT_RSTD2,    /* (L, N) */
-    ACT_G,        /* (L, N, I) gate_proj output */
-    ACT_U,        /* (L, N, I) up_proj output */
-    ACT_H,        /* (L, N, I) silu(g) * u */
-    ACT_LORA_U,   /* (L, N, lora_u_width) LoRA A outputs, group after group */
-    ACT_LNF,      /* (N, C) final norm output */
+    ACT_G,        /* (L, N, I) [act] gate_proj output */
+    ACT_U,        /* (L, N, I) [act] up_proj output */
+    ACT_H,        /* (L, N, I) [act] silu(g) * u */
+    ACT_LORA_U,   /* (L, N, lora_u_width) [act] LoRA A outputs, group after group */
+    ACT_LNF,      /* (N, C) [act] final norm output */
     ACT_RSTDF,    /* (N) */
     /* scratch for backward, not per layer */
     ACT_DRES,     /* (N, C) gradient of the residual stream */
@@ -92,12 +93,40 @@ enum {
     ACT_DG,       /* (N, I) */
     ACT_DU,       /* (N, I) */
     ACT_ATT_SCR,  /* (T, T) */
-    ACT_XD,       /* (N, maxin) dropout scratch */
+    ACT_XD,       /* (N, maxin) [act] dropout scratch */
     ACT_DXD,      /* (N, maxin) */
     ACT_LDU,      /* (N, 3r) LoRA du of a group */
     ACT_LOGITS,   /* (chunk, V) */
     ACT__COUNT
 };
+
+/* How each tensor is stored: slices (1 for scratch, L per layer, L+1 for
+ * the residual stream) of one element type. Every slice starts on an
+ * ACT_ALIGN boundary (bf16 vector loads, tensor-core GEMMs). */
+enum { AK_F32, AK_ACT, AK_ATT };  /* fp32, [act], attention_plan's bytes */
+enum { AS_ONE, AS_LAYERS, AS_LAYERS_1 };
+static const struct {
+    unsigned char type;    /* AK_* */
+    unsigned char slices;  /* AS_* */
+} act_kind[ACT__COUNT] = {
+    [ACT_RES] = {AK_F32, AS_LAYERS_1},  [ACT_RES_MID] = {AK_F32, AS_LAYERS},
+    [ACT_LN1] = {AK_ACT, AS_LAYERS},    [ACT_RSTD1] = {AK_F32, AS_LAYERS},
+    [ACT_Q] = {AK_ACT, AS_LAYERS},      [ACT_K] = {AK_ACT, AS_LAYERS},
+    [ACT_V] = {AK_ACT, AS_LAYERS},      [ACT_ATT] = {AK_ATT, AS_LAYERS},
+    [ACT_Y] = {AK_ACT, AS_LAYERS},      [ACT_LN2] = {AK_ACT, AS_LAYERS},
+    [ACT_RSTD2] = {AK_F32, AS_LAYERS},  [ACT_G] = {AK_ACT, AS_LAYERS},
+    [ACT_U] = {AK_ACT, AS_LAYERS},      [ACT_H] = {AK_ACT, AS_LAYERS},
+    [ACT_LORA_U] = {AK_ACT, AS_LAYERS}, [ACT_LNF] = {AK_ACT, AS_ONE},
+    [ACT_RSTDF] = {AK_F32, AS_ONE},     [ACT_DRES] = {AK_F32, AS_ONE},
+    [ACT_DLN] = {AK_F32, AS_ONE},       [ACT_DY] = {AK_F32, AS_ONE},
+    [ACT_DQ] = {AK_F32, AS_ONE},        [ACT_DK] = {AK_F32, AS_ONE},
+    [ACT_DV] = {AK_F32, AS_ONE},        [ACT_DH] = {AK_F32, AS_ONE},
+    [ACT_DG] = {AK_F32, AS_ONE},        [ACT_DU] = {AK_F32, AS_ONE},
+    [ACT_ATT_SCR] = {AK_F32, AS_ONE},   [ACT_XD] = {AK_ACT, AS_ONE},
+    [ACT_DXD] = {AK_F32, AS_ONE},       [ACT_LDU] = {AK_F32, AS_ONE},
+    [ACT_LOGITS] = {AK_F32, AS_ONE},
+};
+#define ACT_ALIGN ((size_t)256)
 
 struct model {
     llama_config_t cfg;            /* copy of the base config */
@@ -114,9 +143,10 @@ struct model {
     int chunk;                     /* lm_head rows per chunk */
     size_t u_width;                /* per-row floats of LoRA u per layer */
     size_t u_group_off[LORA_N_GROUPS]; /* offset of each group's u in a layer's block */
-    size_t act_size[ACT__COUNT];   /* floats per activation tensor */
-    float *act_mem;                /* one buffer for all of them */
-    float *act[ACT__COUNT];        /* carved pointers */
+    attn_shape_t att_shape;        /* attention shape, with the backend's plan */
+    size_t act_stride[ACT__COUNT]; /* bytes per slice (layer) of each tensor, aligned */
+    void *act_mem;                 /* one buffer for all of them */
+    void *act[ACT__COUNT];         /* carved pointers: fp32 or [act] per act_kind */
     float *rope_cos, *rope_sin;    /* (T, hd/2) */
     size_t bytes;                  /* total allocation */
 };
@@ -145,10 +175,10 @@ void model_rope_tables(const llama_config_t *cfg, int T, float *cos_t, float *si
     }
 }
 
-static float *layer_act(const model_t *m, int a, int l)
+/* slice l of tensor a: fp32 or [act] by act_kind, so returned untyped */
+static void *layer_act(const model_t *m, int a, int l)
 {
-    size_t L = (size_t)m->cfg.n_layers + (a == ACT_RES ? 1 : 0);
-    return m->act[a] + (m->act_size[a] / L) * (size_t)l;
+    return (char *)m->act[a] + m->act_stride[a] * (size_t)l;
 }
 
 model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const backend_t *be,
@@ -197,22 +227,26 @@ model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const ba
     size_t Hq = (size_t)m->Hq, Hkv = (size_t)m->Hkv, T = (size_t)m->T;
     size_t maxin = C > I ? C : I;
     maxin = maxin > Hq ? maxin : Hq;
-    size_t *s = m->act_size;
-    s[ACT_RES] = (L + 1) * N * C;
-    s[ACT_RES_MID] = L * N * C;
-    s[ACT_LN1] = L * N * C;
-    s[ACT_RSTD1] = L * N;
-    s[ACT_Q] = L * N * Hq;
-    s[ACT_K] = L * N * Hkv;
-    s[ACT_V] = L * N * Hkv;
-    s[ACT_ATT] = L * (size_t)m->B * (size_t)cfg->n_heads * T * T;
-    s[ACT_Y] = L * N * Hq;
-    s[ACT_LN2] = L * N * C;
-    s[ACT_RSTD2] = L * N;
-    s[ACT_G] = L * N * I;
-    s[ACT_U] = L * N * I;
-    s[ACT_H] = L * N * I;
-    s[ACT_LORA_U] = L * N * uw;
+    attn_shape_t as = {m->B, m->T, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, 0};
+    size_t att_bytes = be->attention_plan ? be->attention_plan(&as)
+                                          : (size_t)m->B * as.n_heads * T * T * sizeof(float);
+    m->att_shape = as;
+    size_t s[ACT__COUNT];  /* elements of one slice */
+    s[ACT_RES] = N * C;
+    s[ACT_RES_MID] = N * C;
+    s[ACT_LN1] = N * C;
+    s[ACT_RSTD1] = N;
+    s[ACT_Q] = N * Hq;
+    s[ACT_K] = N * Hkv;
+    s[ACT_V] = N * Hkv;
+    s[ACT_ATT] = 0;  /* att_bytes */
+    s[ACT_Y] = N * Hq;
+    s[ACT_LN2] = N * C;
+    s[ACT_RSTD2] = N;
+    s[ACT_G] = N * I;
+    s[ACT_U] = N * I;
+    s[ACT_H] = N * I;
+    s[ACT_LORA_U] = N * uw;
     s[ACT_LNF] = N * C;
     s[ACT_RSTDF] = N;
     s[ACT_DRES] = N * C;
@@ -229,25 +263,31 @@ model_t *model_new(const llama_config_t *cfg, const llama_weights_t *w, const ba
     s[ACT_DXD] = m->dropout > 0.0f ? N * maxin : 0;
     s[ACT_LDU] = N * 3 * (size_t)o->r;
     s[ACT_LOGITS] = (size_t)m->chunk * (size_t)m->V;
+    const size_t elem[3] = {[AK_F32] = sizeof(float), [AK_ACT] = backend_act_bytes(be),
+                            [AK_ATT] = 0};
+    const size_t n_slices[3] = {[AS_ONE] = 1, [AS_LAYERS] = L, [AS_LAYERS_1] = L + 1};
     size_t total = 0;
-    for (int a = 0; a < ACT__COUNT; a++)
-        total += s[a];
-    m->act_mem = be->alloc(total * sizeof(float));
+    for (int a = 0; a < ACT__COUNT; a++) {
+        size_t b = act_kind[a].type == AK_ATT ? att_bytes : s[a] * elem[act_kind[a].type];
+        m->act_stride[a] = (b + ACT_ALIGN - 1) / ACT_ALIGN * ACT_ALIGN;
+        total += m->act_stride[a] * n_slices[act_kind[a].slices];
+    }
+    m->act_mem = be->alloc(total);
     m->params = be->alloc(m->lay.n_params * sizeof(float));
     m->grads = be->alloc(m->lay.n_params * sizeof(float));
     m->rope_cos = be->alloc(T * (size_t)(cfg->head_dim / 2) * sizeof(float));
     m->rope_sin = be->alloc(T * (size_t)(cfg->head_dim / 2) * sizeof(float));
     if (!m->act_mem || !m->params || !m->grads || !m->rope_cos || !m->rope_sin) {
         ft_err_set(err, FT_EINTERNAL, "out of memory for the model (%zu MiB of activations)",
-                   total * sizeof(float) >> 20);
+                   total >> 20);
         goto fail;
     }
-    float *p = m->act_mem;
+    char *p = m->act_mem;
     for (int a = 0; a < ACT__COUNT; a++) {
         m->act[a] = p;
-        p += s[a];
+        p += m->act_stride[a] * n_slices[act_kind[a].slices];
     }
-    m->bytes = (total + 2 * m->lay.n_params) * sizeof(float);
+    m->bytes = total + 2 * m->lay.n_params * sizeof(float);
     if (be->upload) {
         /* device backend: tables built on the host, then copied over */
         size_t tb = T * (size_t)(cfg->head_dim / 2) * sizeof(float);
@@ -349,24 +389,21 @@ static uint64_t layer_key(uint64_t key, int l)
     return key ^ ((uint64_t)(l + 1) * 0xD1B54A32D192ED03ull);
 }
 
-/* out (N, o) = x (N, in) W^T (W is (o, in)), beta 0 or 1 (accumulate) */
-static void proj(const model_t *m, float *out, const float *x, const float *W, int in, int o,
-                 float beta)
+/* out (N, o) = x [act] (N, in) W^T (W is (o, in)), beta 0 or 1 (accumulate);
+ * out is [act] (q, k, v, gate, up) or the fp32 residual (o, down): ot */
+static void proj(const model_t *m, void *out, backend_dtype_t ot, const act_t *x, const float *W,
+                 int in, int o, float beta)
 {
-    if (m->be->gemm_w)
-        m->be->gemm_w(false, true, m->N, o, in, 1.0f, x, in, W, in, beta, out, o);
-    else
-        m->be->gemm(false, true, m->N, o, in, 1.0f, x, in, W, in, beta, out, o);
+    backend_gemm(m->be, false, true, m->N, o, in, 1.0f, x, BACKEND_ACT, in, W, BACKEND_W, in,
+                 beta, out, ot, o);
 }
 
-/* dx (N, in) (+)= dy (N, o) W (o, in) */
+/* dx (N, in) (+)= dy (N, o) W (o, in), all fp32 but W */
 static void proj_dx(const model_t *m, float *dx, const float *dy, const float *W, int in, int o,
                     float beta)
 {
-    if (m->be->gemm_w)
-        m->be->gemm_w(false, false, m->N, in, o, 1.0f, dy, o, W, in, beta, dx, in);
-    else
-        m->be->gemm(false, false, m->N, in, o, 1.0f, dy, o, W, in, beta, dx, in);
+    backend_gemm(m->be, false, false, m->N, in, o, 1.0f, dy, BACKEND_F32, o, W, BACKEND_W, in,
+                 beta, dx, BACKEND_F32, in);
 }
 
 static void layer_forward(model_t *m, int l, float p, uint64_t key)
@@ -377,46 +414,46 @@ static void layer_forward(model_t *m, int l, float p, uint64_t key)
     float eps = (float)m->cfg.rms_norm_eps;
     float *res = layer_act(m, ACT_RES, l), *res_out = layer_act(m, ACT_RES, l + 1);
     float *res_mid = layer_act(m, ACT_RES_MID, l);
-    float *ln1 = layer_act(m, ACT_LN1, l), *ln2 = layer_act(m, ACT_LN2, l);
-    float *q = layer_act(m, ACT_Q, l), *k = layer_act(m, ACT_K, l), *v = layer_act(m, ACT_V, l);
-    float *y = layer_act(m, ACT_Y, l), *att = layer_act(m, ACT_ATT, l);
-    float *g = layer_act(m, ACT_G, l), *u = layer_act(m, ACT_U, l), *h = layer_act(m, ACT_H, l);
-    float *lu = layer_act(m, ACT_LORA_U, l);
+    act_t *ln1 = layer_act(m, ACT_LN1, l), *ln2 = layer_act(m, ACT_LN2, l);
+    act_t *q = layer_act(m, ACT_Q, l), *k = layer_act(m, ACT_K, l), *v = layer_act(m, ACT_V, l);
+    act_t *y = layer_act(m, ACT_Y, l), *att = layer_act(m, ACT_ATT, l);
+    act_t *g = layer_act(m, ACT_G, l), *u = layer_act(m, ACT_U, l), *h = layer_act(m, ACT_H, l);
+    act_t *lu = layer_act(m, ACT_LORA_U, l);
     lora_scratch_t sc = {m->act[ACT_XD], m->act[ACT_DXD], m->act[ACT_LDU]};
     uint64_t lk = layer_key(key, l);
-    attn_shape_t as = {m->B, m->T, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim};
+    const attn_shape_t *as = &m->att_shape;
 
     /* attention block */
     PF(PF_OTHER, be->rmsnorm_forward(ln1, layer_act(m, ACT_RSTD1, l), res, lw->attn_norm, N, C, eps));
-    PF(PF_PROJ, proj(m, q, ln1, lw->q, C, Hq, 0.0f));
-    PF(PF_PROJ, proj(m, k, ln1, lw->k, C, Hkv, 0.0f));
-    PF(PF_PROJ, proj(m, v, ln1, lw->v, C, Hkv, 0.0f));
+    PF(PF_PROJ, proj(m, q, BACKEND_ACT, ln1, lw->q, C, Hq, 0.0f));
+    PF(PF_PROJ, proj(m, k, BACKEND_ACT, ln1, lw->k, C, Hkv, 0.0f));
+    PF(PF_PROJ, proj(m, v, BACKEND_ACT, ln1, lw->v, C, Hkv, 0.0f));
     float *qkv[3] = {q, k, v};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[0], qkv, ln1,
-                       lu + m->u_group_off[0] * N, N, p, lk, &sc));
+                       backend_act_at(be, lu, m->u_group_off[0] * N), N, p, lk, &sc));
     PF(PF_OTHER, be->rope_forward(q, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads, m->cfg.head_dim));
     PF(PF_OTHER, be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
                      m->cfg.head_dim));
-    PF(PF_ATTN, be->attention_forward(y, att, q, k, v, &as));
+    PF(PF_ATTN, be->attention_forward(y, att, q, k, v, as));
     PF(PF_OTHER, be_copy(be, res_mid, res, (size_t)N * C));
-    PF(PF_PROJ, proj(m, res_mid, y, lw->o, Hq, C, 1.0f));
+    PF(PF_PROJ, proj(m, res_mid, BACKEND_F32, y, lw->o, Hq, C, 1.0f));
     float *o_out[1] = {res_mid};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[1], o_out, y,
-                       lu + m->u_group_off[1] * N, N, p, lk, &sc));
+                       backend_act_at(be, lu, m->u_group_off[1] * N), N, p, lk, &sc));
 
     /* MLP block */
     PF(PF_OTHER, be->rmsnorm_forward(ln2, layer_act(m, ACT_RSTD2, l), res_mid, lw->mlp_norm, N, C, eps));
-    PF(PF_PROJ, proj(m, g, ln2, lw->gate, C, I, 0.0f));
-    PF(PF_PROJ, proj(m, u, ln2, lw->up, C, I, 0.0f));
+    PF(PF_PROJ, proj(m, g, BACKEND_ACT, ln2, lw->gate, C, I, 0.0f));
+    PF(PF_PROJ, proj(m, u, BACKEND_ACT, ln2, lw->up, C, I, 0.0f));
     float *gu[2] = {g, u};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[2], gu, ln2,
-                       lu + m->u_group_off[2] * N, N, p, lk, &sc));
+                       backend_act_at(be, lu, m->u_group_off[2] * N), N, p, lk, &sc));
     PF(PF_OTHER, be->swiglu_forward(h, g, u, (int64_t)N * I));
     PF(PF_OTHER, be_copy(be, res_out, res_mid, (size_t)N * C));
-    PF(PF_PROJ, proj(m, res_out, h, lw->down, I, C, 1.0f));
+    PF(PF_PROJ, proj(m, res_out, BACKEND_F32, h, lw->down, I, C, 1.0f));
     float *d_out[1] = {res_out};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[3], d_out, h,
-                       lu + m->u_group_off[3] * N, N, p, lk, &sc));
+                       backend_act_at(be, lu, m->u_group_off[3] * N), N, p, lk, &sc));
 }
 
 /* On entry ACT_DRES holds dL/d(res[l+1]); on exit dL/d(res[l]). */
@@ -426,37 +463,37 @@ static void layer_backward(model_t *m, int l, float p, uint64_t key)
     const llama_layer_weights_t *lw = &m->w->layers[l];
     int N = m->N, C = m->C, I = m->I, Hq = m->Hq, Hkv = m->Hkv;
     float *res = layer_act(m, ACT_RES, l), *res_mid = layer_act(m, ACT_RES_MID, l);
-    float *ln1 = layer_act(m, ACT_LN1, l), *ln2 = layer_act(m, ACT_LN2, l);
-    float *q = layer_act(m, ACT_Q, l), *k = layer_act(m, ACT_K, l), *v = layer_act(m, ACT_V, l);
-    float *y = layer_act(m, ACT_Y, l), *att = layer_act(m, ACT_ATT, l);
-    float *g = layer_act(m, ACT_G, l), *u = layer_act(m, ACT_U, l), *h = layer_act(m, ACT_H, l);
-    float *lu = layer_act(m, ACT_LORA_U, l);
+    act_t *ln1 = layer_act(m, ACT_LN1, l), *ln2 = layer_act(m, ACT_LN2, l);
+    act_t *q = layer_act(m, ACT_Q, l), *k = layer_act(m, ACT_K, l), *v = layer_act(m, ACT_V, l);
+    act_t *y = layer_act(m, ACT_Y, l), *att = layer_act(m, ACT_ATT, l);
+    act_t *g = layer_act(m, ACT_G, l), *u = layer_act(m, ACT_U, l), *h = layer_act(m, ACT_H, l);
+    act_t *lu = layer_act(m, ACT_LORA_U, l);
     float *dres = m->act[ACT_DRES], *dln = m->act[ACT_DLN], *dy = m->act[ACT_DY];
     float *dq = m->act[ACT_DQ], *dk = m->act[ACT_DK], *dv = m->act[ACT_DV];
     float *dh = m->act[ACT_DH], *dg = m->act[ACT_DG], *du = m->act[ACT_DU];
     lora_scratch_t sc = {m->act[ACT_XD], m->act[ACT_DXD], m->act[ACT_LDU]};
     uint64_t lk = layer_key(key, l);
-    attn_shape_t as = {m->B, m->T, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim};
+    const attn_shape_t *as = &m->att_shape;
 
     /* MLP block: res_out = res_mid + down(h) */
     PF(PF_PROJ_DX, proj_dx(m, dh, dres, lw->down, I, C, 0.0f));
     const float *d_out[1] = {dres};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[3], d_out, h,
-                        lu + m->u_group_off[3] * N, dh, N, p, lk, &sc));
+                        backend_act_at(be, lu, m->u_group_off[3] * N), dh, N, p, lk, &sc));
     PF(PF_OTHER, be->swiglu_backward(dg, du, dh, g, u, (int64_t)N * I));
     PF(PF_PROJ_DX, proj_dx(m, dln, dg, lw->gate, C, I, 0.0f));
     PF(PF_PROJ_DX, proj_dx(m, dln, du, lw->up, C, I, 1.0f));
     const float *dgu[2] = {dg, du};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[2], dgu, ln2,
-                        lu + m->u_group_off[2] * N, dln, N, p, lk, &sc));
+                        backend_act_at(be, lu, m->u_group_off[2] * N), dln, N, p, lk, &sc));
     PF(PF_OTHER, be->rmsnorm_backward(dres, dln, res_mid, lw->mlp_norm, layer_act(m, ACT_RSTD2, l), N, C));
 
     /* attention block: res_mid = res + o(attn(rope(q), rope(k), v)) */
     PF(PF_PROJ_DX, proj_dx(m, dy, dres, lw->o, Hq, C, 0.0f));
     const float *o_out[1] = {dres};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[1], o_out, y,
-                        lu + m->u_group_off[1] * N, dy, N, p, lk, &sc));
-    PF(PF_ATTN_BWD, be->attention_backward(dq, dk, dv, dy, att, q, k, v, m->act[ACT_ATT_SCR], &as));
+                        backend_act_at(be, lu, m->u_group_off[1] * N), dy, N, p, lk, &sc));
+    PF(PF_ATTN_BWD, be->attention_backward(dq, dk, dv, dy, att, q, k, v, m->act[ACT_ATT_SCR], as));
     PF(PF_OTHER, be->rope_backward(dq, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads,
                       m->cfg.head_dim));
     PF(PF_OTHER, be->rope_backward(dk, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
@@ -466,7 +503,7 @@ static void layer_backward(model_t *m, int l, float p, uint64_t key)
     PF(PF_PROJ_DX, proj_dx(m, dln, dv, lw->v, C, Hkv, 1.0f));
     const float *dqkv[3] = {dq, dk, dv};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[0], dqkv, ln1,
-                        lu + m->u_group_off[0] * N, dln, N, p, lk, &sc));
+                        backend_act_at(be, lu, m->u_group_off[0] * N), dln, N, p, lk, &sc));
     PF(PF_OTHER, be->rmsnorm_backward(dres, dln, res, lw->attn_norm, layer_act(m, ACT_RSTD1, l), N, C));
 }
 

@@ -8,8 +8,11 @@
  * Memory: the base weights are borrowed (frozen, never differentiated); the
  * LoRA parameters and gradients are one buffer each (lora.h layout); the
  * activations kept for backward are one buffer carved by a sizes table for a
- * fixed (B, T), about L*B*T*(6C + 2Hq + 2Hkv + 3I + nh*T) floats; the lm_head
- * and cross-entropy run in row chunks so logits never take (B*T, V).
+ * fixed (B, T): per layer B*T*(2C + 2Hq + 2Hkv + 3I + LoRA u) elements of the
+ * backend's activation type (backend.h [act]: fp32 on the CPU, bf16 on CUDA),
+ * B*T*(2C + 2) floats of residual stream and rstd, and the attention buffer
+ * (the backend's attention_plan, else B*nh*T*T floats); the lm_head and
+ * cross-entropy run in row chunks so logits never take (B*T, V).
  */
 #ifndef FT_MODEL_H
 #define FT_MODEL_H

@@ -194,7 +194,7 @@ static void test_attention(const backend_t *be)
     mt_fill(k, NK, 1.0);
     mt_fill(v, NK, 1.0);
     mt_fill(R, NQ, 1.0);
-    att_ctx c = {be, q, k, v, y, att, R, {B, T, NH, NKV, HD}};
+    att_ctx c = {be, q, k, v, y, att, R, {B, T, NH, NKV, HD, 0}};
     att_loss(&c);
     /* forward against a naive double implementation with repeat_kv */
     double worst = 0.0;

@@ -5,15 +5,25 @@
  * it matters), so the two can be compared number for number within the
  * tolerance of bf16 weights.
  *
+ * Types (backend.h): activations marked [act] are bf16 here (act_bytes 2):
+ * RMSNorm outputs, q, k, v, the attention output, gate, up, silu(g) * u, the
+ * LoRA u products, dropout scratch. Kernels read them into fp32 registers,
+ * compute in fp32 and round once on the store. The residual stream, rstd,
+ * logits, all gradients, the LoRA parameters and the optimiser state are
+ * fp32. gemm_typed runs bf16 x bf16 (fp32 accumulation) whenever an operand
+ * is a base weight or the output is bf16, converting any fp32 input; other
+ * mixed products convert the smaller operand to the other's type.
+ *
  * Invariants: all work is queued on one non-blocking stream (g.stream) and
  * cuBLAS runs on it too, so program order is execution order; host copies
  * (upload, download, token staging) go through that stream. The first
  * failing CUDA or cuBLAS call is recorded with its file:line (sticky) and
  * later ops still queue, so a caller learns of it at the next sync().
- * Costs: GEMMs as in backend.h; attention materialises the (B, nh, T, T)
- * probabilities (the model keeps them for backward anyway) with one strided
- * batched GEMM per head and pass; every other kernel is one pass over its
- * data (xent: three passes over a row of V logits).
+ * Costs: GEMMs as in backend.h; attention runs fused (flash-style, the
+ * default where head_dim is 64 or 128: only a per-row log-sum-exp and a
+ * copy of Y are kept) or materialises the (B, nh, T, T) probabilities in
+ * bf16 with one strided batched GEMM per head and pass; every other kernel
+ * is one pass over its data (xent: three passes over a row of V logits).
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -43,19 +53,23 @@ static struct {
     cudaStream_t stream; /* the training stream */
     cublasHandle_t blas; /* bound to stream */
     bool tf32;           /* fp32 GEMMs may use TF32 tensor cores */
-    bool flash;          /* fused attention (FT_CUDA_ATTN=flash) */
+    bool materialised;   /* never the fused attention (FT_CUDA_ATTN=materialised) */
     char err[512];       /* first error, "" when none */
     size_t bytes_now;    /* device bytes held by dev_alloc */
     size_t bytes_peak;   /* high-water mark of bytes_now */
     dev_alloc_t *allocs; /* live allocations (tens of them) */
     size_t n_allocs, cap_allocs;
     void *blas_ws;       /* cuBLAS workspace (tracked here, not by cuBLAS) */
-    __nv_bfloat16 *bf_a; /* activations cast to bf16 for gemm_w, elements */
-    size_t bf_a_n;
+    void *cvt[2];        /* operands A, B of a GEMM converted to the other type */
+    size_t cvt_n[2];     /* their bytes */
     __nv_bfloat16 *bf_l; /* xent dlogits cast to bf16, elements */
     size_t bf_l_n;
-    float *att_scr; /* (B, T, T) dP / dS of one head */
+    float *att_scr; /* (B, T, T) fp32 S or dP of one head; flash: D (B, nh, T) */
     size_t att_scr_n;
+    __nv_bfloat16 *att_ds; /* (B, T, T) bf16 dS of one head (materialised backward) */
+    size_t att_ds_n;
+    __nv_bfloat16 *att_dy; /* (B*T, nh*hd) dY narrowed to bf16 (materialised backward) */
+    size_t att_dy_n;
     int32_t *tok; /* (N) staged embedding tokens */
     size_t tok_n;
     int32_t *tgt; /* (N) staged xent targets */
@@ -207,16 +221,43 @@ template <typename F, bool MAX> __device__ F block_reduce(F v)
 
 /* ---- element-wise and row kernels ---- */
 
-__global__ void k_f32_to_bf16(__nv_bfloat16 *out, const float *in, int64_t n)
+typedef __nv_bfloat16 bf16;
+
+/* loads as fp32 and stores rounded to the tensor's type (nearest even) */
+__device__ __forceinline__ float to_f32(float x)
+{
+    return x;
+}
+__device__ __forceinline__ float to_f32(bf16 x)
+{
+    return __bfloat162float(x);
+}
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x)
+{
+    return x;
+}
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x)
+{
+    return __float2bfloat16_rn(x);
+}
+
+__global__ void k_f32_to_bf16(bf16 *out, const float *in, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         out[i] = __float2bfloat16_rn(in[i]);
 }
 
-/* out (N, C) = emb[tok[i]] (bf16 table) as fp32 */
-__global__ void k_embedding_fwd(float *out, const int32_t *tok, const __nv_bfloat16 *emb, int N,
-                                int C)
+__global__ void k_bf16_to_f32(float *out, const bf16 *in, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __bfloat162float(in[i]);
+}
+
+/* out (N, C) = emb[tok[i]] (bf16 table) as fp32 (the residual stream) */
+__global__ void k_embedding_fwd(float *out, const int32_t *tok, const bf16 *emb, int N, int C)
 {
     int64_t n = (int64_t)N * C;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -236,12 +277,13 @@ __global__ void k_embedding_bwd(float *demb, const int32_t *tok, const float *do
     }
 }
 
-/* one block per row: out = w * (x * r), r = 1 / sqrt(mean(x^2) + eps) */
-__global__ void k_rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int C,
+/* one block per row: out (bf16) = w * (x * r), r = 1 / sqrt(mean(x^2) + eps),
+ * x the fp32 residual, rstd fp32 */
+__global__ void k_rmsnorm_fwd(bf16 *out, float *rstd, const float *x, const float *w, int C,
                               float eps)
 {
     const float *xi = x + (int64_t)blockIdx.x * C;
-    float *oi = out + (int64_t)blockIdx.x * C;
+    bf16 *oi = out + (int64_t)blockIdx.x * C;
     float ss = 0.0f;
     for (int c = threadIdx.x; c < C; c += blockDim.x)
         ss += xi[c] * xi[c];
@@ -250,10 +292,10 @@ __global__ void k_rmsnorm_fwd(float *out, float *rstd, const float *x, const flo
     if (threadIdx.x == 0)
         rstd[blockIdx.x] = r;
     for (int c = threadIdx.x; c < C; c += blockDim.x)
-        oi[c] = w[c] * (xi[c] * r);
+        oi[c] = __float2bfloat16_rn(w[c] * (xi[c] * r));
 }
 
-/* dx += r * w * dy - x * r^3 / C * sum(w * dy * x) */
+/* dx += r * w * dy - x * r^3 / C * sum(w * dy * x) (all fp32) */
 __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
                               const float *rstd, int C)
 {
@@ -270,8 +312,10 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
         di[c] += r * w[c] * gi[c] - kk * xi[c];
 }
 
-/* rotate_half on (B*T, nh*hd); sign -1 is the transpose */
-__global__ void k_rope(float *x, const float *cos_t, const float *sin_t, int T, int nh, int hd,
+/* rotate_half on (B*T, nh*hd) of T (bf16 q, k forward; fp32 gradients
+ * backward); sign -1 is the transpose */
+template <typename T>
+__global__ void k_rope(T *x, const float *cos_t, const float *sin_t, int Tn, int nh, int hd,
                        int64_t n_pairs, float sign)
 {
     int half = hd / 2;
@@ -280,73 +324,80 @@ __global__ void k_rope(float *x, const float *cos_t, const float *sin_t, int T, 
         int64_t bt = p / ((int64_t)nh * half);
         int rem = (int)(p % ((int64_t)nh * half));
         int h = rem / half, i = rem % half;
-        int64_t t = bt % T;
-        float *x1 = x + bt * (int64_t)nh * hd + (int64_t)h * hd + i;
-        float *x2 = x1 + half;
+        int64_t t = bt % Tn;
+        T *x1 = x + bt * (int64_t)nh * hd + (int64_t)h * hd + i;
+        T *x2 = x1 + half;
         float ct = cos_t[t * half + i], sn = sign * sin_t[t * half + i];
-        float a = *x1, c = *x2;
-        *x1 = a * ct - c * sn;
-        *x2 = c * ct + a * sn;
+        float a = to_f32(*x1), c = to_f32(*x2);
+        *x1 = from_f32<T>(a * ct - c * sn);
+        *x2 = from_f32<T>(c * ct + a * sn);
     }
 }
 
-/* one block per row of P (rows = B*nh*T, row i of its (T, T) matrix):
- * softmax over j <= i, zero above the diagonal. Scores are pre-scaled. */
-__global__ void k_softmax_causal(float *att, int T)
-{
-    int64_t row = blockIdx.x;
-    int i = (int)(row % T);
-    float *p = att + row * T;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j <= i; j += blockDim.x)
-        mx = fmaxf(mx, p[j]);
-    mx = block_reduce<float, true>(mx);
-    float s = 0.0f;
-    for (int j = threadIdx.x; j <= i; j += blockDim.x)
-        s += expf(p[j] - mx);
-    s = block_reduce<float, false>(s);
-    float inv = 1.0f / s;
-    for (int j = threadIdx.x; j < T; j += blockDim.x)
-        p[j] = j <= i ? expf(p[j] - mx) * inv : 0.0f;
-}
-
-/* one block per row (b, i) of head h: dS = P * (dP - rowsum(P * dP)) * scale
- * in place of dP (scr is (B, T, T)), zero above the diagonal */
-__global__ void k_softmax_causal_bwd(float *scr, const float *att, int h, int nh, int T,
-                                     float scale)
+/* one block per row (b, i) of head h: softmax over j <= i of the fp32
+ * pre-scaled scores scr (B, T, T), written as bf16 probabilities into att
+ * (B, nh, T, T), zero above the diagonal */
+__global__ void k_softmax_causal(bf16 *att, const float *scr, int h, int nh, int T)
 {
     int64_t row = blockIdx.x;
     int64_t b = row / T;
     int i = (int)(row % T);
-    const float *p = att + ((b * nh + h) * T + i) * (int64_t)T;
-    float *d = scr + row * T;
-    float dot = 0.0f;
+    const float *s = scr + row * T;
+    bf16 *p = att + ((b * nh + h) * T + i) * (int64_t)T;
+    float mx = -INFINITY;
     for (int j = threadIdx.x; j <= i; j += blockDim.x)
-        dot += p[j] * d[j];
-    dot = block_reduce<float, false>(dot);
+        mx = fmaxf(mx, s[j]);
+    mx = block_reduce<float, true>(mx);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j <= i; j += blockDim.x)
+        sum += expf(s[j] - mx);
+    sum = block_reduce<float, false>(sum);
+    float inv = 1.0f / sum;
     for (int j = threadIdx.x; j < T; j += blockDim.x)
-        d[j] = j <= i ? p[j] * (d[j] - dot) * scale : 0.0f;
+        p[j] = __float2bfloat16_rn(j <= i ? expf(s[j] - mx) * inv : 0.0f);
 }
 
-__global__ void k_swiglu_fwd(float *h, const float *gt, const float *u, int64_t n)
+/* one block per row (b, i) of head h: dS = P * (dP - rowsum(P * dP)) * scale
+ * from the bf16 P of att and the fp32 dP (B, T, T), written as bf16 into ds
+ * (B, T, T), zero above the diagonal */
+__global__ void k_softmax_causal_bwd(bf16 *ds, const float *dp, const bf16 *att, int h, int nh,
+                                     int T, float scale)
+{
+    int64_t row = blockIdx.x;
+    int64_t b = row / T;
+    int i = (int)(row % T);
+    const bf16 *p = att + ((b * nh + h) * T + i) * (int64_t)T;
+    const float *d = dp + row * T;
+    bf16 *o = ds + row * T;
+    float dot = 0.0f;
+    for (int j = threadIdx.x; j <= i; j += blockDim.x)
+        dot += __bfloat162float(p[j]) * d[j];
+    dot = block_reduce<float, false>(dot);
+    for (int j = threadIdx.x; j < T; j += blockDim.x)
+        o[j] = __float2bfloat16_rn(j <= i ? __bfloat162float(p[j]) * (d[j] - dot) * scale : 0.0f);
+}
+
+/* h = silu(g) * u, all bf16 */
+__global__ void k_swiglu_fwd(bf16 *h, const bf16 *gt, const bf16 *u, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float x = gt[i];
-        h[i] = x / (1.0f + expf(-x)) * u[i];
+        float x = __bfloat162float(gt[i]);
+        h[i] = __float2bfloat16_rn(x / (1.0f + expf(-x)) * __bfloat162float(u[i]));
     }
 }
 
-__global__ void k_swiglu_bwd(float *dg, float *du, const float *dh, const float *gt, const float *u,
+/* fp32 dg, du from fp32 dh and bf16 g, u */
+__global__ void k_swiglu_bwd(float *dg, float *du, const float *dh, const bf16 *gt, const bf16 *u,
                              int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float x = gt[i];
+        float x = __bfloat162float(gt[i]);
         float sig = 1.0f / (1.0f + expf(-x));
         float silu = x * sig;
         du[i] = dh[i] * silu;
-        dg[i] = dh[i] * u[i] * sig * (1.0f + x * (1.0f - sig));
+        dg[i] = dh[i] * __bfloat162float(u[i]) * sig * (1.0f + x * (1.0f - sig));
     }
 }
 
@@ -397,12 +448,15 @@ __device__ double hash_uniform(uint64_t key, uint64_t index)
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-__global__ void k_dropout(float *out, const float *x, int64_t n, float p, float keep_scale,
-                          uint64_t key)
+/* fp32 (gradients) or bf16 ([act] inputs); out may alias x */
+template <typename T>
+__global__ void k_dropout(T *out, const T *x, int64_t n, float p, float keep_scale, uint64_t key)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = hash_uniform(key, (uint64_t)i) < (double)p ? 0.0f : x[i] * keep_scale;
+        out[i] = from_f32<T>(hash_uniform(key, (uint64_t)i) < (double)p
+                                 ? 0.0f
+                                 : to_f32(x[i]) * keep_scale);
 }
 
 /* AdamW with the scalars rounded on the host exactly as cpu_adamw does */
@@ -489,31 +543,86 @@ static void cu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha
                             CUBLAS_GEMM_DEFAULT));
 }
 
+/* strided batched GEMM, row-major as cu_gemm, with the storage type of each
+ * operand (CUDA_R_32F or CUDA_R_16BF); fp32 accumulation, TF32 allowed
+ * only when both inputs are fp32 */
 static void gemm_strided(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                         const float *A, int lda, long long sa, const float *B, int ldb,
-                         long long sb, float beta, float *C, int ldc, long long sc, int batch)
+                         const void *A, cudaDataType at, int lda, long long sa, const void *B,
+                         cudaDataType bt, int ldb, long long sb, float beta, void *C,
+                         cudaDataType ct, int ldc, long long sc, int batch)
 {
+    cublasComputeType_t ctype = at == CUDA_R_32F && bt == CUDA_R_32F ? f32_compute()
+                                                                     : CUBLAS_COMPUTE_32F;
     BLAS_CHECK(cublasGemmStridedBatchedEx(
         g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
-        &alpha, B, CUDA_R_32F, ldb, sb, A, CUDA_R_32F, lda, sa, &beta, C, CUDA_R_32F, ldc, sc,
-        batch, f32_compute(), CUBLAS_GEMM_DEFAULT));
+        &alpha, B, bt, ldb, sb, A, at, lda, sa, &beta, C, ct, ldc, sc, batch, ctype,
+        CUBLAS_GEMM_DEFAULT));
 }
 
-/* casts the span of a row-major (rows, ld) fp32 matrix to bf16 scratch */
-static const __nv_bfloat16 *to_bf16(const float *A, int rows, int cols, int ld)
+/* elements a row-major (rows, cols) matrix with leading dimension ld spans */
+static size_t span(int rows, int cols, int ld)
 {
-    size_t n = rows > 0 ? (size_t)(rows - 1) * ld + cols : 0;
-    if (!GROW(g.bf_a, g.bf_a_n, n))
+    return rows > 0 && cols > 0 ? (size_t)(rows - 1) * ld + cols : 0;
+}
+
+/* n elements of src converted into conversion slot `slot` (0: operand A,
+ * 1: operand B): fp32 to bf16 when to_bf, else bf16 to fp32; the gaps
+ * between rows are converted too, so the copy keeps the leading dimension */
+static const void *convert(int slot, const void *src, bool to_bf, size_t n)
+{
+    if (!grow(&g.cvt[slot], &g.cvt_n[slot], n * (to_bf ? sizeof(bf16) : sizeof(float)), 1))
         return NULL;
-    k_f32_to_bf16<<<grid_for((int64_t)n), NT, 0, g.stream>>>(g.bf_a, A, (int64_t)n);
-    LAUNCH_CHECK("k_f32_to_bf16");
-    return g.bf_a;
+    if (n == 0)
+        return g.cvt[slot];
+    if (to_bf) {
+        k_f32_to_bf16<<<grid_for((int64_t)n), NT, 0, g.stream>>>((bf16 *)g.cvt[slot],
+                                                                 (const float *)src, (int64_t)n);
+        LAUNCH_CHECK("k_f32_to_bf16");
+    } else {
+        k_bf16_to_f32<<<grid_for((int64_t)n), NT, 0, g.stream>>>((float *)g.cvt[slot],
+                                                                 (const bf16 *)src, (int64_t)n);
+        LAUNCH_CHECK("k_bf16_to_f32");
+    }
+    return g.cvt[slot];
+}
+
+/* backend.h's gemm_typed. [act] and base weights are bf16, the rest fp32.
+ * The product runs on bf16 tensor cores with fp32 accumulation when an
+ * operand is a base weight (never widened) or C is bf16, any fp32 input
+ * being rounded to bf16 first; otherwise, with one input of each type, the
+ * smaller one takes the type of the larger (widening is exact, narrowing a
+ * LoRA matrix or a du scratch is cheap); two fp32 inputs run as cu_gemm. */
+static void cu_gemm_typed(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
+                          const void *A, backend_dtype_t at, int lda, const void *B,
+                          backend_dtype_t bt, int ldb, float beta, void *C, backend_dtype_t ct,
+                          int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    bool a_bf = at != BACKEND_F32, b_bf = bt != BACKEND_F32, c_bf = ct != BACKEND_F32;
+    size_t na = trans_a ? span(K, M, lda) : span(M, K, lda);
+    size_t nb = trans_b ? span(N, K, ldb) : span(K, N, ldb);
+    bool bf;
+    if (at == BACKEND_W || bt == BACKEND_W || c_bf)
+        bf = true;
+    else if (a_bf != b_bf)
+        bf = a_bf ? na >= nb : nb >= na;
+    else
+        bf = a_bf;
+    if (a_bf != bf && !(A = convert(0, A, bf, na)))
+        return;
+    if (b_bf != bf && !(B = convert(1, B, bf, nb)))
+        return;
+    cudaDataType it = bf ? CUDA_R_16BF : CUDA_R_32F;
+    BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, it, ldb, A,
+                            it, lda, &beta, C, c_bf ? CUDA_R_16BF : CUDA_R_32F, ldc,
+                            bf ? CUBLAS_COMPUTE_32F : f32_compute(), CUBLAS_GEMM_DEFAULT));
 }
 
 /* bf16 x bf16 GEMM with fp32 accumulation and fp32 output */
-static void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                      const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb, float beta,
-                      float *C, int ldc)
+static void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const bf16 *A,
+                      int lda, const bf16 *B, int ldb, float beta, float *C, int ldc)
 {
     BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
@@ -521,16 +630,12 @@ static void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alp
                             CUBLAS_GEMM_DEFAULT));
 }
 
+/* backend.h's gemm_w: an fp32 A (the model uses gemm_typed instead) */
 static void cu_gemm_w(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *W, int ldw, float beta, float *C, int ldc)
 {
-    if (M <= 0 || N <= 0)
-        return;
-    const __nv_bfloat16 *Ab = trans_a ? to_bf16(A, K, M, lda) : to_bf16(A, M, K, lda);
-    if (!Ab)
-        return;
-    gemm_bf16(trans_a, trans_b, M, N, K, alpha, Ab, lda, (const __nv_bfloat16 *)W, ldw, beta, C,
-              ldc);
+    cu_gemm_typed(trans_a, trans_b, M, N, K, alpha, A, BACKEND_F32, lda, W, BACKEND_W, ldw, beta,
+                  C, BACKEND_F32, ldc);
 }
 
 static bool stage_tokens(int32_t **dst, size_t *have, const int32_t *host, int N)
@@ -546,7 +651,7 @@ static void cu_embedding_forward(float *out, const int32_t *tokens, const float 
     if (N <= 0 || !stage_tokens(&g.tok, &g.tok_n, tokens, N))
         return;
     int64_t n = (int64_t)N * C;
-    k_embedding_fwd<<<grid_for(n), NT, 0, g.stream>>>(out, g.tok, (const __nv_bfloat16 *)emb, N, C);
+    k_embedding_fwd<<<grid_for(n), NT, 0, g.stream>>>(out, g.tok, (const bf16 *)emb, N, C);
     LAUNCH_CHECK("k_embedding_fwd");
 }
 
@@ -560,12 +665,13 @@ static void cu_embedding_backward(float *demb, const int32_t *tokens, const floa
     LAUNCH_CHECK("k_embedding_bwd");
 }
 
+/* out [act] bf16; x, w, rstd fp32 */
 static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
                                int C, float eps)
 {
     if (N <= 0)
         return;
-    k_rmsnorm_fwd<<<N, NT, 0, g.stream>>>(out, rstd, x, w, C, eps);
+    k_rmsnorm_fwd<<<N, NT, 0, g.stream>>>((bf16 *)out, rstd, x, w, C, eps);
     LAUNCH_CHECK("k_rmsnorm_fwd");
 }
 
@@ -578,40 +684,49 @@ static void cu_rmsnorm_backward(float *dx, const float *dout, const float *x, co
     LAUNCH_CHECK("k_rmsnorm_bwd");
 }
 
-static void rope(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd,
+template <typename E>
+static void rope(E *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd,
                  float sign)
 {
     int64_t pairs = (int64_t)B * T * nh * (hd / 2);
     if (pairs <= 0)
         return;
-    k_rope<<<grid_for(pairs), NT, 0, g.stream>>>(x, cos_t, sin_t, T, nh, hd, pairs, sign);
+    k_rope<E><<<grid_for(pairs), NT, 0, g.stream>>>(x, cos_t, sin_t, T, nh, hd, pairs, sign);
     LAUNCH_CHECK("k_rope");
 }
 
+/* x [act]: the bf16 q or k */
 static void cu_rope_forward(float *x, const float *cos_t, const float *sin_t, int B, int T, int nh,
                             int hd)
 {
-    rope(x, cos_t, sin_t, B, T, nh, hd, 1.0f);
+    rope((bf16 *)x, cos_t, sin_t, B, T, nh, hd, 1.0f);
 }
 
+/* dx: the fp32 gradient */
 static void cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, int B, int T,
                              int nh, int hd)
 {
     rope(dx, cos_t, sin_t, B, T, nh, hd, -1.0f);
 }
 
-/* ---- fused (flash-style) attention, FT_CUDA_ATTN=flash ----
+/* ---- attention: two paths, chosen per shape by cu_attention_plan ----
  *
- * Tiles of 64 queries x 64 keys, bf16 WMMA tensor-core products with fp32
+ * ATT_FLASH, the default where it applies: fused flash-style kernels. Tiles
+ * of 64 queries x 64 keys, bf16 WMMA tensor-core products with fp32
  * accumulation, online softmax in fp32; the (T, T) probabilities are never
- * stored. The model's att buffer, (B, nh, T, T) floats, then holds what the
- * backward pass needs instead: the per-row log-sum-exp (B, nh, T) followed by
- * a copy of Y (B*T, nh*hd). Backward recomputes P tile by tile (FA2 order:
- * one block per key tile and kv head, looping over the heads of its group
- * and the query tiles at or after it), so dK and dV are written by exactly
- * one block each; dQ is accumulated with atomics.
- * Used when hd is 64 or 128, T >= 2 hd (so lse and Y fit in att) and the
- * device grants the shared memory; otherwise the materialised path runs. */
+ * stored. att holds what the backward pass needs: the per-row log-sum-exp
+ * (B, nh, T) fp32, then, at the next 256-byte boundary, a bf16 copy of Y
+ * (B*T, nh*hd) (backward is not handed y). Backward recomputes P tile by
+ * tile (FA2 order: one block per key tile and kv head, looping over the
+ * heads of its group and the query tiles at or after it), so dK and dV are
+ * written by exactly one block each; dQ is accumulated with atomics.
+ * Used when hd is 64 or 128 and the device grants the shared memory, unless
+ * FT_CUDA_ATTN=materialised.
+ *
+ * ATT_MATERIALISED, the fallback: per head, cuBLAS bf16 GEMMs batched over
+ * the B rows; the scores go to an fp32 (B, T, T) scratch, the softmax writes
+ * the bf16 probabilities (B, nh, T, T) into att for backward. */
+enum { ATT_MATERIALISED = 0, ATT_FLASH = 1 };
 #define FL_TILE 64
 #define FL_THREADS 128 /* 4 warps; warp w owns rows [16w, 16w + 16) of a tile */
 
@@ -625,10 +740,23 @@ template <int HD> struct flash_smem {
                                   (FL_TILE * FL_TILE + 3 * FL_TILE * HD + 2 * FL_TILE) * 4;
 };
 
-/* rows [r0, r0 + 64) x HD of a (rows, ld) fp32 matrix into bf16 smem, rows
- * at or past T as zeros */
+/* rows [r0, r0 + 64) x HD of a (rows, ld) bf16 matrix into smem, rows at
+ * or past T as zeros; in pairs of elements (ld, HD and the column offset of
+ * src are even, so each pair is 4-byte aligned) */
 template <int HD>
-__device__ void fl_load(__nv_bfloat16 *dst, const float *src, int ld, int r0, int T)
+__device__ void fl_load(bf16 *dst, const bf16 *src, int ld, int r0, int T)
+{
+    __nv_bfloat162 *d2 = (__nv_bfloat162 *)dst;
+    const __nv_bfloat162 zero = __floats2bfloat162_rn(0.0f, 0.0f);
+    for (int e = threadIdx.x; e < FL_TILE * HD / 2; e += blockDim.x) {
+        int r = (2 * e) / HD, c = (2 * e) % HD, t = r0 + r;
+        d2[e] = t < T ? *(const __nv_bfloat162 *)(src + (size_t)t * ld + c) : zero;
+    }
+}
+
+/* the same from an fp32 matrix (dY), rounded to bf16 */
+template <int HD>
+__device__ void fl_load(bf16 *dst, const float *src, int ld, int r0, int T)
 {
     for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x) {
         int r = e / HD, c = e % HD, t = r0 + r;
@@ -672,7 +800,7 @@ __device__ void fl_mma(float *C, int ldc, const __nv_bfloat16 *A, int lda, const
 /* grid (query tiles, nh, B) */
 template <int HD>
 __global__ void __launch_bounds__(FL_THREADS)
-    k_flash_fwd(float *y, float *lse, float *ysave, const float *q, const float *k, const float *v,
+    k_flash_fwd(bf16 *y, float *lse, bf16 *ysave, const bf16 *q, const bf16 *k, const bf16 *v,
                 int T, int nh, int nkv, float scale)
 {
     extern __shared__ __align__(128) unsigned char fl_smem[];
@@ -683,9 +811,9 @@ __global__ void __launch_bounds__(FL_THREADS)
     int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
     int ldq = nh * HD, ldk = nkv * HD, q0 = qt * FL_TILE;
     int lane = threadIdx.x % 32, w = threadIdx.x / 32;
-    const float *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
-    const float *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
-    const float *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
+    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
+    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
+    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
     fl_load<HD>(sQ, qb, ldq, q0, T);
     for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x)
         sO[e] = 0.0f;
@@ -730,7 +858,7 @@ __global__ void __launch_bounds__(FL_THREADS)
         int r = e / HD, c = e % HD, t = q0 + r;
         if (t < T) {
             size_t o = ((size_t)b * T + t) * ldq + (size_t)h * HD + c;
-            float val = sO[e] / sL[r];
+            bf16 val = __float2bfloat16_rn(sO[e] / sL[r]);
             y[o] = val;
             ysave[o] = val;
         }
@@ -739,8 +867,9 @@ __global__ void __launch_bounds__(FL_THREADS)
         lse[((size_t)b * nh + h) * T + q0 + threadIdx.x] = sM[threadIdx.x] + logf(sL[threadIdx.x]);
 }
 
-/* D (B, nh, T) = rowsum(dY * Y) per head: one warp per (b, t, h) */
-__global__ void k_flash_dot(float *D, const float *dy, const float *ysave, int B, int T, int nh,
+/* D (B, nh, T) = rowsum(dY * Y) per head (dY fp32, Y the bf16 copy): one
+ * warp per (b, t, h) */
+__global__ void k_flash_dot(float *D, const float *dy, const bf16 *ysave, int B, int T, int nh,
                             int hd)
 {
     int64_t item = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
@@ -751,10 +880,10 @@ __global__ void k_flash_dot(float *D, const float *dy, const float *ysave, int B
     int64_t bt = item / nh;
     int64_t b = bt / T, t = bt % T;
     const float *a = dy + bt * (int64_t)nh * hd + (int64_t)h * hd;
-    const float *c = ysave + bt * (int64_t)nh * hd + (int64_t)h * hd;
+    const bf16 *c = ysave + bt * (int64_t)nh * hd + (int64_t)h * hd;
     float s = 0.0f;
     for (int i = lane; i < hd; i += 32)
-        s += a[i] * c[i];
+        s += a[i] * __bfloat162float(c[i]);
     s = warp_sum(s);
     if (lane == 0)
         D[(b * nh + h) * T + t] = s;
@@ -764,7 +893,7 @@ __global__ void k_flash_dot(float *D, const float *dy, const float *ysave, int B
 template <int HD>
 __global__ void __launch_bounds__(FL_THREADS)
     k_flash_bwd(float *dq, float *dk, float *dv, const float *dy, const float *lse, const float *D,
-                const float *q, const float *k, const float *v, int T, int nh, int nkv, float scale)
+                const bf16 *q, const bf16 *k, const bf16 *v, int T, int nh, int nkv, float scale)
 {
     extern __shared__ __align__(128) unsigned char fl_smem[];
     __nv_bfloat16 *sK = (__nv_bfloat16 *)fl_smem, *sV = sK + FL_TILE * HD;
@@ -775,14 +904,14 @@ __global__ void __launch_bounds__(FL_THREADS)
     float *sLse = sdQ + FL_TILE * HD, *sD = sLse + FL_TILE;
     int kt = blockIdx.x, g = blockIdx.y, b = blockIdx.z, group = nh / nkv;
     int ldq = nh * HD, ldk = nkv * HD, k0 = kt * FL_TILE, n_qt = (T + FL_TILE - 1) / FL_TILE;
-    const float *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
-    const float *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
+    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
+    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
     fl_load<HD>(sK, kb, ldk, k0, T);
     fl_load<HD>(sV, vb, ldk, k0, T);
     for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x)
         sdK[e] = sdV[e] = 0.0f;
     for (int h = g * group; h < (g + 1) * group; h++) {
-        const float *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
+        const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
         const float *dyb = dy + (size_t)b * T * ldq + (size_t)h * HD;
         const float *lb = lse + ((size_t)b * nh + h) * T, *db = D + ((size_t)b * nh + h) * T;
         for (int qt = kt; qt < n_qt; qt++) { /* causal: query tiles at or after the key tile */
@@ -860,7 +989,7 @@ template <int HD> static bool flash_grant(int slot)
 
 static bool use_flash(const attn_shape_t *s)
 {
-    if (!g.flash || s->T < 2 * s->hd)
+    if (g.materialised)
         return false;
     if (s->hd == 64)
         return flash_grant<64>(0);
@@ -869,11 +998,31 @@ static bool use_flash(const attn_shape_t *s)
     return false;
 }
 
-static void flash_forward(float *y, float *att, const float *q, const float *k, const float *v,
+/* flash: byte offset of the Y copy in att, after the (B, nh, T) lse */
+static size_t flash_ysave_off(const attn_shape_t *s)
+{
+    size_t lse = (size_t)s->B * s->n_heads * s->T * sizeof(float);
+    return (lse + 255) / 256 * 256;
+}
+
+/* backend.h's attention_plan: the fused path where use_flash allows */
+static size_t cu_attention_plan(attn_shape_t *s)
+{
+    size_t rows = (size_t)s->B * s->n_heads * s->T;
+    if (use_flash(s)) {
+        s->path = ATT_FLASH;
+        return flash_ysave_off(s) + rows * (size_t)s->hd * sizeof(bf16);
+    }
+    s->path = ATT_MATERIALISED;
+    return rows * (size_t)s->T * sizeof(bf16);
+}
+
+static void flash_forward(bf16 *y, void *att, const bf16 *q, const bf16 *k, const bf16 *v,
                           const attn_shape_t *s)
 {
     dim3 grid((unsigned)((s->T + FL_TILE - 1) / FL_TILE), (unsigned)s->n_heads, (unsigned)s->B);
-    float *lse = att, *ysave = att + (size_t)s->B * s->n_heads * s->T;
+    float *lse = (float *)att;
+    bf16 *ysave = (bf16 *)((char *)att + flash_ysave_off(s));
     float scale = 1.0f / sqrtf((float)s->hd);
     if (s->hd == 64)
         k_flash_fwd<64><<<grid, FL_THREADS, flash_smem<64>::fwd, g.stream>>>(
@@ -884,11 +1033,12 @@ static void flash_forward(float *y, float *att, const float *q, const float *k, 
     LAUNCH_CHECK("k_flash_fwd");
 }
 
-static void flash_backward(float *dq, float *dk, float *dv, const float *dy, const float *att,
-                           const float *q, const float *k, const float *v, const attn_shape_t *s)
+static void flash_backward(float *dq, float *dk, float *dv, const float *dy, const void *att,
+                           const bf16 *q, const bf16 *k, const bf16 *v, const attn_shape_t *s)
 {
     size_t rows = (size_t)s->B * s->n_heads * s->T;
-    const float *lse = att, *ysave = att + rows;
+    const float *lse = (const float *)att;
+    const bf16 *ysave = (const bf16 *)((const char *)att + flash_ysave_off(s));
     float scale = 1.0f / sqrtf((float)s->hd);
     if (!GROW(g.att_scr, g.att_scr_n, rows))
         return;
@@ -909,46 +1059,12 @@ static void flash_backward(float *dq, float *dk, float *dv, const float *dy, con
 }
 
 /* Per query head h (kv head h / group), batched over the B rows:
- * S = scale * Q K^T into att, causal softmax of every row at once, Y = P V.
- * The full (T, T) square is computed; the softmax zeroes the upper part. */
-static void cu_attention_forward(float *y, float *att, const float *q, const float *k,
-                                 const float *v, const attn_shape_t *s)
+ * S = scale * Q K^T (bf16 inputs) into the fp32 scratch, its causal softmax
+ * as bf16 P into att, Y = P V (bf16 out). The full (T, T) square is
+ * computed; the softmax zeroes the upper part. */
+static void materialised_forward(bf16 *y, bf16 *att, const bf16 *q, const bf16 *k, const bf16 *v,
+                                 const attn_shape_t *s)
 {
-    int B = s->B, T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
-    int ldq = nh * hd, ldk = s->n_kv * hd;
-    long long sq = (long long)T * ldq, sk = (long long)T * ldk, sp = (long long)nh * T * T;
-    float scale = 1.0f / sqrtf((float)hd);
-    if (use_flash(s)) {
-        flash_forward(y, att, q, k, v, s);
-        return;
-    }
-    for (int h = 0; h < nh; h++) {
-        int kvh = h / group;
-        gemm_strided(false, true, T, T, hd, scale, q + (size_t)h * hd, ldq, sq,
-                     k + (size_t)kvh * hd, ldk, sk, 0.0f, att + (size_t)h * T * T, T, sp, B);
-    }
-    k_softmax_causal<<<(unsigned)((int64_t)B * nh * T), NT, 0, g.stream>>>(att, T);
-    LAUNCH_CHECK("k_softmax_causal");
-    for (int h = 0; h < nh; h++) {
-        int kvh = h / group;
-        gemm_strided(false, false, T, hd, T, 1.0f, att + (size_t)h * T * T, T, sp,
-                     v + (size_t)kvh * hd, ldk, sk, 0.0f, y + (size_t)h * hd, ldq, sq, B);
-    }
-}
-
-/* Per query head h, batched over B: dP = dY V^T, dV (+)= P^T dY, dS in place
- * of dP, dQ = dS K, dK (+)= dS^T Q. The heads of a kv group are consecutive,
- * so the first one writes dK, dV (beta 0) and the others add. The model's
- * (T, T) scratch is too small for a batched head; the backend owns (B, T, T). */
-static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dy,
-                                  const float *att, const float *q, const float *k, const float *v,
-                                  float *scratch, const attn_shape_t *s)
-{
-    (void)scratch;
-    if (use_flash(s)) {
-        flash_backward(dq, dk, dv, dy, att, q, k, v, s);
-        return;
-    }
     int B = s->B, T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
     int ldq = nh * hd, ldk = s->n_kv * hd;
     long long sq = (long long)T * ldq, sk = (long long)T * ldk, sp = (long long)nh * T * T;
@@ -956,40 +1072,104 @@ static void cu_attention_backward(float *dq, float *dk, float *dv, const float *
     float scale = 1.0f / sqrtf((float)hd);
     if (!GROW(g.att_scr, g.att_scr_n, (size_t)B * T * T))
         return;
+    for (int h = 0; h < nh; h++) {
+        int kvh = h / group;
+        gemm_strided(false, true, T, T, hd, scale, q + (size_t)h * hd, CUDA_R_16BF, ldq, sq,
+                     k + (size_t)kvh * hd, CUDA_R_16BF, ldk, sk, 0.0f, g.att_scr, CUDA_R_32F, T,
+                     ss, B);
+        k_softmax_causal<<<(unsigned)((int64_t)B * T), NT, 0, g.stream>>>(att, g.att_scr, h, nh,
+                                                                         T);
+        LAUNCH_CHECK("k_softmax_causal");
+        gemm_strided(false, false, T, hd, T, 1.0f, att + (size_t)h * T * T, CUDA_R_16BF, T, sp,
+                     v + (size_t)kvh * hd, CUDA_R_16BF, ldk, sk, 0.0f, y + (size_t)h * hd,
+                     CUDA_R_16BF, ldq, sq, B);
+    }
+}
+
+/* Per query head h, batched over B, with dY rounded to bf16 once: dP = dY
+ * V^T (fp32 scratch), dV (+)= P^T dY, dS (bf16 scratch), dQ = dS K, dK (+)=
+ * dS^T Q, the gradients fp32. The heads of a kv group are consecutive, so the
+ * first one writes dK, dV (beta 0) and the others add. The model's (T, T)
+ * scratch is too small for a batched head; the backend owns (B, T, T). */
+static void materialised_backward(float *dq, float *dk, float *dv, const float *dy,
+                                  const bf16 *att, const bf16 *q, const bf16 *k, const bf16 *v,
+                                  const attn_shape_t *s)
+{
+    int B = s->B, T = s->T, hd = s->hd, nh = s->n_heads, group = s->n_heads / s->n_kv;
+    int ldq = nh * hd, ldk = s->n_kv * hd;
+    long long sq = (long long)T * ldq, sk = (long long)T * ldk, sp = (long long)nh * T * T;
+    long long ss = (long long)T * T;
+    float scale = 1.0f / sqrtf((float)hd);
+    int64_t nq = (int64_t)B * T * ldq;
+    if (!GROW(g.att_scr, g.att_scr_n, (size_t)B * T * T) ||
+        !GROW(g.att_ds, g.att_ds_n, (size_t)B * T * T) || !GROW(g.att_dy, g.att_dy_n, (size_t)nq))
+        return;
+    k_f32_to_bf16<<<grid_for(nq), NT, 0, g.stream>>>(g.att_dy, dy, nq);
+    LAUNCH_CHECK("k_f32_to_bf16");
     float *dP = g.att_scr;
     for (int h = 0; h < nh; h++) {
         int kvh = h / group;
         float beta = h % group == 0 ? 0.0f : 1.0f;
-        const float *P = att + (size_t)h * T * T;
-        const float *dyh = dy + (size_t)h * hd, *qh = q + (size_t)h * hd;
-        const float *kk = k + (size_t)kvh * hd, *vv = v + (size_t)kvh * hd;
-        gemm_strided(false, true, T, T, hd, 1.0f, dyh, ldq, sq, vv, ldk, sk, 0.0f, dP, T, ss, B);
-        gemm_strided(true, false, T, hd, T, 1.0f, P, T, sp, dyh, ldq, sq, beta,
-                     dv + (size_t)kvh * hd, ldk, sk, B);
-        k_softmax_causal_bwd<<<(unsigned)((int64_t)B * T), NT, 0, g.stream>>>(dP, att, h, nh, T,
-                                                                              scale);
+        const bf16 *P = att + (size_t)h * T * T;
+        const bf16 *dyh = g.att_dy + (size_t)h * hd, *qh = q + (size_t)h * hd;
+        const bf16 *kk = k + (size_t)kvh * hd, *vv = v + (size_t)kvh * hd;
+        gemm_strided(false, true, T, T, hd, 1.0f, dyh, CUDA_R_16BF, ldq, sq, vv, CUDA_R_16BF, ldk,
+                     sk, 0.0f, dP, CUDA_R_32F, T, ss, B);
+        gemm_strided(true, false, T, hd, T, 1.0f, P, CUDA_R_16BF, T, sp, dyh, CUDA_R_16BF, ldq, sq,
+                     beta, dv + (size_t)kvh * hd, CUDA_R_32F, ldk, sk, B);
+        k_softmax_causal_bwd<<<(unsigned)((int64_t)B * T), NT, 0, g.stream>>>(g.att_ds, dP, att,
+                                                                              h, nh, T, scale);
         LAUNCH_CHECK("k_softmax_causal_bwd");
-        gemm_strided(false, false, T, hd, T, 1.0f, dP, T, ss, kk, ldk, sk, 0.0f,
-                     dq + (size_t)h * hd, ldq, sq, B);
-        gemm_strided(true, false, T, hd, T, 1.0f, dP, T, ss, qh, ldq, sq, beta,
-                     dk + (size_t)kvh * hd, ldk, sk, B);
+        gemm_strided(false, false, T, hd, T, 1.0f, g.att_ds, CUDA_R_16BF, T, ss, kk, CUDA_R_16BF,
+                     ldk, sk, 0.0f, dq + (size_t)h * hd, CUDA_R_32F, ldq, sq, B);
+        gemm_strided(true, false, T, hd, T, 1.0f, g.att_ds, CUDA_R_16BF, T, ss, qh, CUDA_R_16BF,
+                     ldq, sq, beta, dk + (size_t)kvh * hd, CUDA_R_32F, ldk, sk, B);
     }
 }
 
+/* y, q, k, v [act] bf16; att as cu_attention_plan sized it for s->path (a
+ * shape without a plan runs materialised: its att, (B, nh, T, T) floats by
+ * default, is more than the bf16 probabilities need) */
+static void cu_attention_forward(float *y, float *att, const float *q, const float *k,
+                                 const float *v, const attn_shape_t *s)
+{
+    if (s->path == ATT_FLASH)
+        flash_forward((bf16 *)y, att, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s);
+    else
+        materialised_forward((bf16 *)y, (bf16 *)att, (const bf16 *)q, (const bf16 *)k,
+                             (const bf16 *)v, s);
+}
+
+static void cu_attention_backward(float *dq, float *dk, float *dv, const float *dy,
+                                  const float *att, const float *q, const float *k, const float *v,
+                                  float *scratch, const attn_shape_t *s)
+{
+    (void)scratch;
+    if (s->path == ATT_FLASH)
+        flash_backward(dq, dk, dv, dy, att, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, s);
+    else
+        materialised_backward(dq, dk, dv, dy, (const bf16 *)att, (const bf16 *)q,
+                              (const bf16 *)k, (const bf16 *)v, s);
+}
+
+/* h, g, u [act] bf16 */
 static void cu_swiglu_forward(float *h, const float *gt, const float *u, int64_t n)
 {
     if (n <= 0)
         return;
-    k_swiglu_fwd<<<grid_for(n), NT, 0, g.stream>>>(h, gt, u, n);
+    k_swiglu_fwd<<<grid_for(n), NT, 0, g.stream>>>((bf16 *)h, (const bf16 *)gt, (const bf16 *)u,
+                                                   n);
     LAUNCH_CHECK("k_swiglu_fwd");
 }
 
+/* g, u [act] bf16; dg, du, dh fp32 */
 static void cu_swiglu_backward(float *dg, float *du, const float *dh, const float *gt,
                                const float *u, int64_t n)
 {
     if (n <= 0)
         return;
-    k_swiglu_bwd<<<grid_for(n), NT, 0, g.stream>>>(dg, du, dh, gt, u, n);
+    k_swiglu_bwd<<<grid_for(n), NT, 0, g.stream>>>(dg, du, dh, (const bf16 *)gt, (const bf16 *)u,
+                                                   n);
     LAUNCH_CHECK("k_swiglu_bwd");
 }
 
@@ -997,11 +1177,11 @@ static void cu_swiglu_backward(float *dg, float *du, const float *dh, const floa
  * so each pass over W (V, C) serves GEMMs big enough to fill the tensor cores */
 #define XENT_LOGITS_BYTES ((int64_t)1 << 30)
 
-/* Chunks of rows as cpu_xent: logits = x W^T (bf16 GEMM, fp32 out), the row
- * kernel, dx = dlogits W (dlogits cast to bf16). The model's chunk is sized
- * for host caches; on the device a larger one (own scratch) is used when it
- * fits the budget above. Row losses stay on the device until the end and are
- * summed on the host in row order. */
+/* Chunks of rows as cpu_xent: logits = x W^T (x [act] bf16, bf16 GEMM, fp32
+ * out), the row kernel, dx (fp32) = dlogits W (dlogits cast to bf16). The
+ * model's chunk is sized for host caches; on the device a larger one (own
+ * scratch) is used when it fits the budget above. Row losses stay on the
+ * device until the end and are summed on the host in row order. */
 static double cu_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
                       int C, int V, float *logits, int chunk, float dscale, int64_t *n_tok)
 {
@@ -1032,9 +1212,7 @@ static double cu_xent(float *dx, const float *x, const float *W, const int32_t *
                                          g.stream));
             continue;
         }
-        const __nv_bfloat16 *xb = to_bf16(x + (size_t)r0 * C, n, C, C);
-        if (!xb)
-            return NAN;
+        const bf16 *xb = (const bf16 *)x + (size_t)r0 * C;
         gemm_bf16(false, true, n, V, C, 1.0f, xb, C, Wb, C, 0.0f, logits, V);
         k_xent_rows<<<n, NT, 0, g.stream>>>(logits, g.tgt + r0, g.row_loss + r0, V, dscale,
                                             dx != NULL);
@@ -1071,11 +1249,22 @@ static double cu_xent(float *dx, const float *x, const float *W, const int32_t *
     return total;
 }
 
+/* fp32 (the LoRA input gradient) */
 static void cu_dropout_forward(float *out, const float *x, int64_t n, float p, uint64_t key)
 {
     if (n <= 0)
         return;
-    k_dropout<<<grid_for(n), NT, 0, g.stream>>>(out, x, n, p, 1.0f / (1.0f - p), key);
+    k_dropout<float><<<grid_for(n), NT, 0, g.stream>>>(out, x, n, p, 1.0f / (1.0f - p), key);
+    LAUNCH_CHECK("k_dropout");
+}
+
+/* [act] bf16 (the LoRA input): the same mask as the fp32 one */
+static void cu_dropout_act(act_t *out, const act_t *x, int64_t n, float p, uint64_t key)
+{
+    if (n <= 0)
+        return;
+    k_dropout<bf16><<<grid_for(n), NT, 0, g.stream>>>((bf16 *)out, (const bf16 *)x, n, p,
+                                                      1.0f / (1.0f - p), key);
     LAUNCH_CHECK("k_dropout");
 }
 
@@ -1321,6 +1510,10 @@ static const backend_t cuda_backend = {
     /* .gemm_w = */ cu_gemm_w,
     /* .sync = */ cu_sync,
     /* .peak_bytes = */ cu_peak_bytes,
+    /* .act_bytes = */ sizeof(bf16),
+    /* .gemm_typed = */ cu_gemm_typed,
+    /* .dropout_act = */ cu_dropout_act,
+    /* .attention_plan = */ cu_attention_plan,
 };
 
 /* ---- public entry points ---- */
@@ -1356,7 +1549,7 @@ extern "C" const backend_t *backend_cuda(int device, ft_err_t *err)
     if (am && cuda_backend_set_attention(am) < 0)
         fprintf(stderr,
                 "ft-train: cuda: 'FT_CUDA_ATTN': expected flash or materialised, got "
-                "'%.40s'; using materialised\n",
+                "'%.40s'; using flash where the shape allows\n",
                 am);
     g.err[0] = '\0';
     cublasStatus_t bs;
@@ -1382,9 +1575,9 @@ fail:
 extern "C" int cuda_backend_set_attention(const char *mode)
 {
     if (strcmp(mode, "flash") == 0)
-        g.flash = true;
+        g.materialised = false;
     else if (strcmp(mode, "materialised") == 0)
-        g.flash = false;
+        g.materialised = true;
     else
         return -1;
     return 0;

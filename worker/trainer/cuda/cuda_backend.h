@@ -2,11 +2,12 @@
  * cuda_backend.h: the CUDA implementation of backend.h (cuBLAS GEMMs plus
  * the kernels of cuda_backend.cu), for one device per process.
  *
- * Precision: base weights live on the device in bf16 (weights_upload); the
- * projections run as bf16 x bf16 GEMMs with fp32 accumulation and fp32
- * output; activations, LoRA parameters, gradients and AdamW moments are
- * fp32; attention and LoRA GEMMs run in fp32 storage with TF32 tensor cores
- * (FT_CUDA_TF32=0 turns TF32 off). Every op is queued on one stream; errors
+ * Precision (docs/gpu.md): base weights and the activations marked [act] in
+ * backend.h live on the device in bf16 (act_bytes 2); every GEMM accumulates
+ * in fp32; the residual stream, activation gradients, LoRA parameters, their
+ * gradients and AdamW moments are fp32; LoRA GEMMs with two fp32 operands
+ * use TF32 tensor cores (FT_CUDA_TF32=0 turns TF32 off). Every op is queued
+ * on one stream; errors
  * are sticky: the first failed CUDA/cuBLAS call is kept with its file:line
  * and reported by sync() and cuda_backend_error().
  * Memory: plain cudaMalloc (no managed memory); scratch buffers grow only on
@@ -43,12 +44,13 @@ const char *cuda_backend_error(void);
 size_t cuda_backend_bytes_now(void);
 int cuda_backend_mem_info(size_t *free_b, size_t *total_b);
 
-/* Attention path: "materialised" (default: cuBLAS GEMMs over the stored
- * (B, nh, T, T) probabilities, TF32) or "flash" (fused bf16 tensor-core
- * kernels, online softmax, nothing of size T x T stored; used where head_dim
- * is 64 or 128 and T >= 2 head_dim, else the materialised path runs). The
- * environment variable FT_CUDA_ATTN sets it at start. Must not change
- * between a forward and its backward. -1 for an unknown name. */
+/* Attention mode: "flash" (default: the fused bf16 tensor-core kernels,
+ * online softmax, nothing of size T x T stored, where head_dim is 64 or 128
+ * and the device grants the shared memory; the materialised path otherwise)
+ * or "materialised" (always cuBLAS bf16 GEMMs over the stored (B, nh, T, T)
+ * bf16 probabilities). The environment variable FT_CUDA_ATTN sets it at
+ * start. It takes effect at the next attention_plan (model_new): a model
+ * keeps the path it was planned with. -1 for an unknown name. */
 int cuda_backend_set_attention(const char *mode);
 
 /* The device's name and compute capability, for reports. */
