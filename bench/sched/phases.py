@@ -21,7 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
-from ftcluster import Cluster, SkipTest, TestFailure  # noqa: E402
+from ftcluster import Cluster, run_main  # noqa: E402
 from sched_bench import sh_loop  # noqa: E402
 
 TRACE = re.compile(r"^ftctl: trace: (\S+)\s+([0-9.]+) ms\s+\+([0-9.]+) ms$")
@@ -112,11 +112,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SkipTest as e:
-        print(f"skip: {e}")
-        sys.exit(77)
-    except TestFailure as e:
-        print(f"FAIL: {e}")
-        sys.exit(1)
+    run_main(main)

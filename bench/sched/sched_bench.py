@@ -34,7 +34,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
-from ftcluster import Cluster, SkipTest, TestFailure  # noqa: E402
+from ftcluster import Cluster, TestFailure, run_main  # noqa: E402
 
 
 def machine():
@@ -231,11 +231,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SkipTest as e:
-        print(f"skip: {e}")
-        sys.exit(77)
-    except TestFailure as e:
-        print(f"FAIL: {e}")
-        sys.exit(1)
+    run_main(main)

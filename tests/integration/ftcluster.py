@@ -292,3 +292,17 @@ def run_tests(tests, argv):
         return 1
     print(f"pass: {argv[1]}", flush=True)
     return 0
+
+
+def run_main(main):
+    """Exits with main()'s status, or 77 on SkipTest and 1 on TestFailure (the
+    benchmark drivers' entry point)."""
+    try:
+        status = main()
+    except SkipTest as e:
+        print(f"skip: {e}", flush=True)
+        status = 77
+    except TestFailure as e:
+        print(f"FAIL: {e}", flush=True)
+        status = 1
+    sys.exit(status)

@@ -946,28 +946,33 @@ static void cpu_set_threads(int n)
     pool_resize((n > 0 ? n : 1) - 1);
 }
 
+/* The members both CPU tables share (everything that does not read the
+ * frozen base weights). */
+#define CPU_SHARED_OPS \
+    .alloc = cpu_alloc, \
+    .free = cpu_free, \
+    .gemm = cpu_gemm, \
+    .embedding_backward = cpu_embedding_backward, \
+    .rmsnorm_forward = cpu_rmsnorm_forward, \
+    .rmsnorm_backward = cpu_rmsnorm_backward, \
+    .rope_forward = cpu_rope_forward, \
+    .rope_backward = cpu_rope_backward, \
+    .attention_forward = cpu_attention_forward, \
+    .attention_backward = cpu_attention_backward, \
+    .swiglu_forward = cpu_swiglu_forward, \
+    .swiglu_backward = cpu_swiglu_backward, \
+    .dropout_forward = cpu_dropout_forward, \
+    .adamw = cpu_adamw, \
+    .sumsq = cpu_sumsq, \
+    .scale = cpu_scale, \
+    .add = cpu_add, \
+    .set_threads = cpu_set_threads,
+
 static const backend_t cpu_backend = {
     .name = "cpu",
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .gemm = cpu_gemm,
+    CPU_SHARED_OPS
     .embedding_forward = cpu_embedding_forward,
-    .embedding_backward = cpu_embedding_backward,
-    .rmsnorm_forward = cpu_rmsnorm_forward,
-    .rmsnorm_backward = cpu_rmsnorm_backward,
-    .rope_forward = cpu_rope_forward,
-    .rope_backward = cpu_rope_backward,
-    .attention_forward = cpu_attention_forward,
-    .attention_backward = cpu_attention_backward,
-    .swiglu_forward = cpu_swiglu_forward,
-    .swiglu_backward = cpu_swiglu_backward,
     .xent_forward_backward = cpu_xent,
-    .dropout_forward = cpu_dropout_forward,
-    .adamw = cpu_adamw,
-    .sumsq = cpu_sumsq,
-    .scale = cpu_scale,
-    .add = cpu_add,
-    .set_threads = cpu_set_threads,
 };
 
 const backend_t *backend_cpu(void)
@@ -1233,26 +1238,9 @@ double backend_cpu_bf16_gemm_rate(int n)
 
 static const backend_t cpu_bf16_backend = {
     .name = "cpu-bf16",
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .gemm = cpu_gemm,
+    CPU_SHARED_OPS
     .embedding_forward = bf16_embedding_forward,
-    .embedding_backward = cpu_embedding_backward,
-    .rmsnorm_forward = cpu_rmsnorm_forward,
-    .rmsnorm_backward = cpu_rmsnorm_backward,
-    .rope_forward = cpu_rope_forward,
-    .rope_backward = cpu_rope_backward,
-    .attention_forward = cpu_attention_forward,
-    .attention_backward = cpu_attention_backward,
-    .swiglu_forward = cpu_swiglu_forward,
-    .swiglu_backward = cpu_swiglu_backward,
     .xent_forward_backward = bf16_xent,
-    .dropout_forward = cpu_dropout_forward,
-    .adamw = cpu_adamw,
-    .sumsq = cpu_sumsq,
-    .scale = cpu_scale,
-    .add = cpu_add,
-    .set_threads = cpu_set_threads,
     .weights_upload = bf16_weights_upload,
     .weights_free = bf16_weights_free,
     .gemm_w = bf16_gemm_w,
