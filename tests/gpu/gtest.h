@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #include "cuda_backend.h"
 
 static int gt_failures;
@@ -67,25 +69,9 @@ static inline void gt_round_bf16(float *x, size_t n)
     }
 }
 
-/* bf16 storage on the host (the device's [act] and weight format): round to
- * nearest even, and back */
-static inline uint16_t gt_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float gt_from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
+/* bf16 storage on the host (the device's [act] and weight format) */
+#define gt_to_bf16 ft_bf16_round
+#define gt_from_bf16 ft_bf16_widen
 
 typedef struct {
     double rel_max; /* max |a - b| / max |b| */

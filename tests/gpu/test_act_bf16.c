@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "model.h"
 #include "optim.h"
 #include "tinymodel.h"
@@ -45,23 +46,8 @@ static int failures;
 
 /* ---- bf16 on the host ---- */
 
-static uint16_t to_bf(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static float from_bf(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
+#define to_bf ft_bf16_round
+#define from_bf ft_bf16_widen
 
 static float *xmalloc(size_t n)
 {

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "bf16gemm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -96,25 +97,9 @@ typedef struct {
 typedef void convert_fn(const job_t *j, uint16_t *abuf, int m0, int mrows, int kc0, int kcn);
 typedef void block_fn(const job_t *j, const part_t *p);
 
-/* The conversions, static so that the loops inline them also in a PIC
- * build (where the exported names could be interposed and are called). */
-static inline uint16_t round_bf16(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN, sign kept */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float widen_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, sizeof(x));
-    return x;
-}
+/* The conversions (bf16.h) under short names. */
+#define round_bf16 ft_bf16_round
+#define widen_bf16 ft_bf16_widen
 
 uint16_t bf16_from_f32(float x) { return round_bf16(x); }
 float bf16_to_f32(uint16_t h) { return widen_bf16(h); }

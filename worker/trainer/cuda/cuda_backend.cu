@@ -39,6 +39,7 @@
 extern "C" {
 #include "cuda_backend.h"
 }
+#include "../bf16.h"
 
 /* ---- state, errors, memory ---- */
 
@@ -1366,17 +1367,6 @@ static size_t cu_peak_bytes(void)
     return g.bytes_peak;
 }
 
-/* round-to-nearest-even fp32 -> bf16 on the host (NaN stays a quiet NaN) */
-static uint16_t host_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* converts n floats through a host staging buffer into dst (bf16) */
 static int upload_bf16(__nv_bfloat16 *dst, const float *src, size_t n, uint16_t *stage,
                        size_t stage_n)
@@ -1384,7 +1374,7 @@ static int upload_bf16(__nv_bfloat16 *dst, const float *src, size_t n, uint16_t 
     for (size_t off = 0; off < n; off += stage_n) {
         size_t k = n - off < stage_n ? n - off : stage_n;
         for (size_t i = 0; i < k; i++)
-            stage[i] = host_bf16(src[off + i]);
+            stage[i] = ft_bf16_round(src[off + i]);
         if (cu_upload(dst + off, stage, k * sizeof(uint16_t)) < 0)
             return -1;
     }
