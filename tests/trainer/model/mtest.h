@@ -1,7 +1,8 @@
 /*
  * mtest.h: helpers shared by the model tests: a seeded generator, random
  * buffers, a hand-built random Llama (no files), and the gradient comparison
- * that every finite-difference check prints.
+ * that every finite-difference check prints, and the check that a backend's
+ * results do not depend on its thread count.
  *
  * The comparison metric is max_i |analytic_i - numeric_i| / max_i |numeric_i|
  * (error relative to the gradient's scale), so tiny entries do not blow up a
@@ -16,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "llama.h"
+#include "lora.h"
+#include "model.h"
 
 static int mt_failures;
 
@@ -164,6 +168,63 @@ static inline void mt_tiny_config(llama_config_t *c)
     c->eos_token_id = 2;
     c->pad_token_id = -1;
     strcpy(c->model_type, "llama");
+}
+
+/* One training step of a small random model (B rows of T tokens) on backend
+ * be with 1 thread and again with 2: the pool splits GEMMs, heads and rows,
+ * and loss and every LoRA gradient must come out the same to the bit. */
+static inline void mt_threads_check(const backend_t *be, int B, int T, const char *label)
+{
+    llama_config_t cfg;
+    mt_tiny_config(&cfg);
+    cfg.hidden_size = 64;
+    cfg.intermediate_size = 176;
+    cfg.head_dim = 16;
+    cfg.vocab_size = 264;
+    llama_weights_t w;
+    if (mt_random_model(&cfg, &w, 0.1) < 0)
+        return;
+    model_opts_t o = {.r = 8, .alpha = 16.0, .mask = 0x7f, .dropout = 0.1, .B = B, .T = T};
+    ft_err_t err;
+    model_t *m = model_new(&cfg, &w, be, &o, &err);
+    int32_t *in = malloc((size_t)B * T * sizeof(int32_t));
+    int32_t *tg = malloc((size_t)B * T * sizeof(int32_t));
+    float *g1 = NULL;
+    if (!m || !in || !tg) {
+        MT_CHECK(0, "model_new: %s", m ? "out of memory" : err.msg);
+        goto out;
+    }
+    const lora_layout_t *lay = model_lora_layout(m);
+    lora_init_params(lay, model_lora_params(m), 2, 0.05);
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (int32_t)(mt_next() % 264);
+        tg[i] = i % 7 == 0 ? -100 : (int32_t)(mt_next() % 264);
+    }
+    g1 = malloc(lay->n_params * sizeof(float));
+    double s1 = 0, s2 = 0;
+    int64_t n;
+    be->set_threads(1);
+    model_zero_grad(m);
+    model_step(m, in, tg, true, 0.01f, 42, &s1, &n, &err);
+    memcpy(g1, model_lora_grads(m), lay->n_params * sizeof(float));
+    be->set_threads(2);
+    model_zero_grad(m);
+    model_step(m, in, tg, true, 0.01f, 42, &s2, &n, &err);
+    double worst = 0.0;
+    for (size_t i = 0; i < lay->n_params; i++) {
+        double d = fabs((double)g1[i] - model_lora_grads(m)[i]);
+        worst = d > worst ? d : worst;
+    }
+    printf("%-34s loss %.17g vs %.17g, worst grad diff %.3e %s\n", label, s1, s2, worst,
+           s1 == s2 && worst == 0.0 ? "ok" : "FAIL");
+    MT_CHECK(s1 == s2 && worst == 0.0, "%s: the thread count changes results", label);
+    be->set_threads(1);
+out:
+    free(g1);
+    free(in);
+    free(tg);
+    model_destroy(&m);
+    mt_free_model(&w);
 }
 
 #endif

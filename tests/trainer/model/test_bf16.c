@@ -28,9 +28,9 @@
 enum { B = 2, T = 6, NTOK = B * T };
 
 typedef struct {
-    double loss;      /* summed loss of the batch */
-    int64_t n_tok;    /* targets counted */
-    float *grads;     /* (n_params) LoRA gradients, malloc'd */
+    double loss;   /* summed loss of the batch */
+    int64_t n_tok; /* targets counted */
+    float *grads;  /* (n_params) LoRA gradients, malloc'd */
     size_t n_params;
 } run_t;
 
@@ -69,7 +69,7 @@ static void grad_agreement(const lora_layout_t *lay, const float *a, const float
         size_t off = i < nm ? lay->a_off[i] : lay->b_off[i - nm];
         if (off == LORA_NONE)
             continue;
-        size_t next = lay->n_params;  /* tensors are packed: the next offset ends this one */
+        size_t next = lay->n_params; /* tensors are packed: the next offset ends this one */
         for (size_t j = 0; j < 2 * nm; j++) {
             size_t o2 = j < nm ? lay->a_off[j] : lay->b_off[j - nm];
             if (o2 != LORA_NONE && o2 > off && o2 < next)
@@ -139,7 +139,8 @@ static void compare_kernels(const char *label, llama_config_t *cfg, bool tie)
         double d = fabs(r.loss - first.loss) / fabs(first.loss);
         grad_agreement(lay, r.grads, first.grads, &wc, &wr);
         printf("%-30s kernel %-10s vs generic: loss rel %.2e, grads worst rel norm %.2e "
-               "(tol 1e-4) %s\n", label, kernels[k], d, wr, d <= 1e-4 && wr <= 1e-4 ? "ok" : "FAIL");
+               "(tol 1e-4) %s\n",
+               label, kernels[k], d, wr, d <= 1e-4 && wr <= 1e-4 ? "ok" : "FAIL");
         MT_CHECK(d <= 1e-4 && wr <= 1e-4, "%s: kernels disagree", label);
         free(r.grads);
     }
@@ -178,8 +179,8 @@ static void upload_check(llama_config_t *cfg)
             changed += y != x;
         }
     printf("%-30s %d of %d values differ from the bf16 rounding (want 0), %d differ from "
-           "fp32 (want > 0) %s\n", "embedding rows are bf16", bad, 3 * C, changed,
-           bad == 0 && changed > 0 ? "ok" : "FAIL");
+           "fp32 (want > 0) %s\n",
+           "embedding rows are bf16", bad, 3 * C, changed, bad == 0 && changed > 0 ? "ok" : "FAIL");
     MT_CHECK(bad == 0 && changed > 0, "embedding not bf16");
     bool norms = memcmp(dev.final_norm, w.final_norm, sizeof(float) * C) == 0 &&
                  memcmp(dev.layers[1].mlp_norm, w.layers[1].mlp_norm, sizeof(float) * C) == 0;
@@ -190,63 +191,8 @@ static void upload_check(llama_config_t *cfg)
            w.n_floats * sizeof(float), bytes > 0 ? "ok" : "FAIL");
     MT_CHECK(bytes > 0, "no bytes reported");
     be->weights_free(&dev);
-    be->weights_free(&dev);  /* idempotent */
+    be->weights_free(&dev); /* idempotent */
     free(out);
-    mt_free_model(&w);
-}
-
-/* the pool splits the weight GEMMs by rows (N = 4 * 57 = 228: two ranges of
- * 32-row blocks, with tails) or, for few rows (N = 57), by columns: results
- * must not depend on it */
-static void threads_check(int nb)
-{
-    llama_config_t cfg;
-    mt_tiny_config(&cfg);
-    cfg.hidden_size = 64;
-    cfg.intermediate_size = 176;
-    cfg.head_dim = 16;
-    cfg.vocab_size = 264;
-    llama_weights_t w;
-    if (mt_random_model(&cfg, &w, 0.1) < 0)
-        return;
-    const backend_t *be = backend_cpu_bf16();
-    model_opts_t o = {.r = 8, .alpha = 16.0, .mask = 0x7f, .dropout = 0.1, .B = nb, .T = 57};
-    ft_err_t err;
-    model_t *m = model_new(&cfg, &w, be, &o, &err);
-    if (!m) {
-        MT_CHECK(0, "model_new: %s", err.msg);
-        mt_free_model(&w);
-        return;
-    }
-    const lora_layout_t *lay = model_lora_layout(m);
-    lora_init_params(lay, model_lora_params(m), 2, 0.05);
-    int32_t in[4 * 57], tg[4 * 57];
-    for (int i = 0; i < nb * 57; i++) {
-        in[i] = (int32_t)(mt_next() % 264);
-        tg[i] = i % 7 == 0 ? -100 : (int32_t)(mt_next() % 264);
-    }
-    float *g1 = malloc(lay->n_params * sizeof(float));
-    double s1 = 0, s2 = 0;
-    int64_t n;
-    be->set_threads(1);
-    model_zero_grad(m);
-    model_step(m, in, tg, true, 0.01f, 42, &s1, &n, &err);
-    memcpy(g1, model_lora_grads(m), lay->n_params * sizeof(float));
-    be->set_threads(2);
-    model_zero_grad(m);
-    model_step(m, in, tg, true, 0.01f, 42, &s2, &n, &err);
-    double worst = 0.0;
-    for (size_t i = 0; i < lay->n_params; i++) {
-        double d = fabs((double)g1[i] - model_lora_grads(m)[i]);
-        worst = d > worst ? d : worst;
-    }
-    printf("%-30s N %d, kernel %s: loss %.17g vs %.17g, worst grad diff %.3e %s\n",
-           "bf16 1 thread == 2 threads", nb * 57, bf16_gemm_kernel(), s1, s2, worst,
-           s1 == s2 && worst == 0.0 ? "ok" : "FAIL");
-    MT_CHECK(s1 == s2 && worst == 0.0, "thread count changes bf16 results");
-    be->set_threads(1);
-    free(g1);
-    model_destroy(&m);
     mt_free_model(&w);
 }
 
@@ -268,8 +214,7 @@ static void resolve_check(void)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         int got = trainer_dtype_resolve(rows[i].backend, rows[i].dtype, &err);
-        bool ok = got == rows[i].want &&
-                  (got >= 0 || strstr(err.msg, "spec.train.dtype") != NULL);
+        bool ok = got == rows[i].want && (got >= 0 || strstr(err.msg, "spec.train.dtype") != NULL);
         printf("%-30s %s + \"%s\" -> %s%s%s %s\n", "dtype resolution",
                rows[i].backend == TRAINER_BACKEND_CPU ? "cpu" : "cuda",
                ft_dtype_names[rows[i].dtype], got < 0 ? "error: " : ft_dtype_names[got],
@@ -287,8 +232,11 @@ int main(void)
     compare_kernels("bf16 vs fp32 (tied)", &cfg, true);
     mt_tiny_config(&cfg);
     upload_check(&cfg);
-    threads_check(4);
-    threads_check(1);
+    /* the pool splits the weight GEMMs by rows (N = 4 * 57 = 228: two ranges of
+     * 32-row blocks, with tails) or, for few rows (N = 57), by columns */
+    printf("bf16 kernel: %s\n", bf16_gemm_kernel());
+    mt_threads_check(backend_cpu_bf16(), 4, 57, "bf16 1 thread == 2 threads, N 228");
+    mt_threads_check(backend_cpu_bf16(), 1, 57, "bf16 1 thread == 2 threads, N 57");
     resolve_check();
     printf("%s: %d failure(s)\n", mt_failures ? "FAIL" : "PASS", mt_failures);
     return mt_failures ? 1 : 0;

@@ -158,57 +158,6 @@ static void accumulation_check(llama_config_t *cfg)
     mt_free_model(&w);
 }
 
-/* the pool splits GEMMs, heads, rows: results must not depend on it */
-static void threads_check(void)
-{
-    llama_config_t cfg;
-    mt_tiny_config(&cfg);
-    cfg.hidden_size = 64;
-    cfg.intermediate_size = 176;
-    cfg.head_dim = 16;
-    cfg.vocab_size = 264;
-    llama_weights_t w;
-    if (mt_random_model(&cfg, &w, 0.1) < 0)
-        return;
-    model_opts_t o = {.r = 8, .alpha = 16.0, .mask = 0x7f, .dropout = 0.1, .B = 4, .T = 64};
-    ft_err_t err;
-    model_t *m = model_new(&cfg, &w, backend_cpu(), &o, &err);
-    if (!m) {
-        MT_CHECK(0, "model_new: %s", err.msg);
-        return;
-    }
-    const lora_layout_t *lay = model_lora_layout(m);
-    lora_init_params(lay, model_lora_params(m), 2, 0.05);
-    int32_t in[4 * 64], tg[4 * 64];
-    for (int i = 0; i < 4 * 64; i++) {
-        in[i] = (int32_t)(mt_next() % 264);
-        tg[i] = i % 7 == 0 ? -100 : (int32_t)(mt_next() % 264);
-    }
-    float *g1 = malloc(lay->n_params * sizeof(float));
-    double s1 = 0, s2 = 0;
-    int64_t n;
-    backend_cpu()->set_threads(1);
-    model_zero_grad(m);
-    model_step(m, in, tg, true, 0.01f, 42, &s1, &n, &err);
-    memcpy(g1, model_lora_grads(m), lay->n_params * sizeof(float));
-    backend_cpu()->set_threads(2);
-    model_zero_grad(m);
-    model_step(m, in, tg, true, 0.01f, 42, &s2, &n, &err);
-    double worst = 0.0;
-    for (size_t i = 0; i < lay->n_params; i++) {
-        double d = fabs((double)g1[i] - model_lora_grads(m)[i]);
-        worst = d > worst ? d : worst;
-    }
-    printf("%-34s loss %.17g vs %.17g, worst grad diff %.3e %s\n",
-           "1 thread == 2 threads (bitwise)", s1, s2, worst,
-           s1 == s2 && worst == 0.0 ? "ok" : "FAIL");
-    MT_CHECK(s1 == s2 && worst == 0.0, "thread count changes results");
-    backend_cpu()->set_threads(1);
-    free(g1);
-    model_destroy(&m);
-    mt_free_model(&w);
-}
-
 int main(void)
 {
     backend_cpu()->set_threads(1);
@@ -225,7 +174,7 @@ int main(void)
     grad_check("model LoRA grads (llama3 rope)", &cfg, 0.0, false);
     mt_tiny_config(&cfg);
     accumulation_check(&cfg);
-    threads_check();
+    mt_threads_check(backend_cpu(), 4, 64, "1 thread == 2 threads (bitwise)");
     printf("%s: %d failure(s)\n", mt_failures ? "FAIL" : "PASS", mt_failures);
     return mt_failures ? 1 : 0;
 }
