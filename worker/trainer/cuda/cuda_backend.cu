@@ -1336,24 +1336,25 @@ static void cu_zero(float *x, int64_t n)
         CU_CHECK(cudaMemsetAsync(x, 0, sizeof(float) * (size_t)n, g.stream));
 }
 
-static int cu_upload(void *dst, const void *src, size_t bytes)
+/* bytes between host and device on the training stream, waited for */
+static int copy_sync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
     if (bytes == 0)
         return 0;
-    if (!CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, g.stream)) ||
+    if (!CU_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, g.stream)) ||
         !CU_CHECK(cudaStreamSynchronize(g.stream)))
         return -1;
     return 0;
 }
 
+static int cu_upload(void *dst, const void *src, size_t bytes)
+{
+    return copy_sync(dst, src, bytes, cudaMemcpyHostToDevice);
+}
+
 static int cu_download(void *dst, const void *src, size_t bytes)
 {
-    if (bytes == 0)
-        return 0;
-    if (!CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g.stream)) ||
-        !CU_CHECK(cudaStreamSynchronize(g.stream)))
-        return -1;
-    return 0;
+    return copy_sync(dst, src, bytes, cudaMemcpyDeviceToHost);
 }
 
 static int cu_sync(void)
