@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "bf16.h"
 #include "bf16gemm.h"
 
 /* OpenBLAS extension, declared in its cblas.h; repeated for other builds. */
@@ -1058,7 +1059,8 @@ static void bgemm_range(void *p, int64_t lo, int64_t hi, int tid)
 }
 
 /* C (M, N) = alpha * A W^T + beta * C (nt, W (N, K)) or alpha * A W + beta * C
- * (W (K, N)), columns split over the pool. */
+ * (W (K, N)), split over the pool by rows when M is large enough, else by
+ * columns (see above). */
 static void bf16_par(bool nt, int M, int N, int K, float alpha, const float *A, int lda,
                      const bf16_mat_t *W, float beta, float *C, int ldc)
 {
@@ -1101,7 +1103,7 @@ static void bf16_embedding_forward(float *out, const int32_t *tokens, const floa
         const uint16_t *src = e + (size_t)tokens[i] * C;
         float *dst = out + (size_t)i * C;
         for (int c = 0; c < C; c++)
-            dst[c] = bf16_to_f32(src[c]);
+            dst[c] = ft_bf16_widen(src[c]);
     }
 }
 
@@ -1173,7 +1175,7 @@ static int bf16_weights_upload(const llama_config_t *cfg, const llama_weights_t 
         goto fail;
     h->bytes = sizeof(*h) + nv * sizeof(uint16_t) + nn * sizeof(float);
     for (size_t i = 0; i < nv; i++)
-        h->embed[i] = bf16_from_f32(host->embed[i]);
+        h->embed[i] = ft_bf16_round(host->embed[i]);
     dev->embed = SLOT(h->embed);
     float *nrm = h->norms;
     memcpy(nrm, host->final_norm, sizeof(float) * C);
