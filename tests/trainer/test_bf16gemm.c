@@ -10,7 +10,7 @@
  * |beta c|), the fp32 accumulation error allowed; the worst ratio is printed.
  * Columns outside [n0, n1) and the padding beyond the width must not change.
  * Against an identity W each kernel's own rounding of A must equal
- * bf16_from_f32 to the bit; splitting a product by columns or rows must not
+ * ft_bf16_round to the bit; splitting a product by columns or rows must not
  * change a bit. A kernel the CPU lacks prints a skip line.
  *
  * `test_bf16gemm --print-kernel` prints the kernel in use (the selection
@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../worker/trainer/bf16.h"
 #include "../../worker/trainer/bf16gemm.h"
 #include "testutil.h"
 
@@ -91,8 +92,8 @@ static void test_rounding(void)
         {0xff800001u, 0xffc0, "negative NaN keeps its sign"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        uint16_t got = bf16_from_f32(f32_of(cases[i].in));
-        CHECK(got == cases[i].want, "bf16_from_f32(0x%08x) = 0x%04x, want 0x%04x (%s)",
+        uint16_t got = ft_bf16_round(f32_of(cases[i].in));
+        CHECK(got == cases[i].want, "ft_bf16_round(0x%08x) = 0x%04x, want 0x%04x (%s)",
               (unsigned)cases[i].in, got, cases[i].want, cases[i].what);
     }
     int bad = 0;
@@ -100,18 +101,18 @@ static void test_rounding(void)
         uint32_t u = rng_u32() ^ (rng_u32() << 21);
         if ((u & 0x7f800000u) == 0x7f800000u)
             continue; /* Inf and NaN are the table's */
-        if (bf16_from_f32(f32_of(u)) != rne_reference(u))
+        if (ft_bf16_round(f32_of(u)) != rne_reference(u))
             bad++;
     }
-    CHECK(bad == 0, "1e6 random finite fp32: bf16_from_f32 matches nearest-even by distance (%d differ)",
+    CHECK(bad == 0, "1e6 random finite fp32: ft_bf16_round matches nearest-even by distance (%d differ)",
           bad);
     int round_trip_bad = 0, nan_bad = 0;
     for (uint32_t h = 0; h < 0x10000u; h++) {
-        float x = bf16_to_f32((uint16_t)h);
+        float x = ft_bf16_widen((uint16_t)h);
         if (isnan(x))
-            nan_bad += !isnan(bf16_to_f32(bf16_from_f32(x)));
+            nan_bad += !isnan(ft_bf16_widen(ft_bf16_round(x)));
         else
-            round_trip_bad += bf16_from_f32(x) != h;
+            round_trip_bad += ft_bf16_round(x) != h;
     }
     CHECK(round_trip_bad == 0 && nan_bad == 0,
           "all 65536 bf16: to_f32 then from_f32 is the identity (%d differ), NaN stays NaN (%d not)",
@@ -168,9 +169,9 @@ static double run_case(const gcase_t *g, const bf16_mat_t *mat, const float *W)
             }
             double sum = 0.0, mag = 0.0;
             for (int k = 0; k < K; k++) {
-                double a = bf16_to_f32(bf16_from_f32(A[(size_t)m * lda + k]));
+                double a = ft_bf16_widen(ft_bf16_round(A[(size_t)m * lda + k]));
                 float wf = g->op == 'T' ? W[(size_t)c * g->cols + k] : W[(size_t)k * g->cols + c];
-                double w = bf16_to_f32(bf16_from_f32(wf));
+                double w = ft_bf16_widen(ft_bf16_round(wf));
                 sum += a * w;
                 mag += fabs(a * w);
             }
@@ -240,7 +241,7 @@ static void test_kernel_shapes(void)
 }
 
 /* The kernels' own rounding of A: against an identity W every output is
- * one input rounded to bf16, which must be bf16_from_f32's to the bit
+ * one input rounded to bf16, which must be ft_bf16_round's to the bit
  * (normal values incl. ties; the CPU's conversion flushes subnormals, see
  * bf16gemm.h). A NaN in a row makes that row NaN (NaN * 0 stays NaN). */
 static void test_exact_rounding(void)
@@ -262,10 +263,10 @@ static void test_exact_rounding(void)
         (op ? bf16_gemm_nn : bf16_gemm_nt)(M, A, K, eye, 1.0f, 0.0f, C, K, 0, K);
         int bad = 0;
         for (int i = 0; i < M * K; i++) {
-            float want = bf16_to_f32(bf16_from_f32(A[i]));
+            float want = ft_bf16_widen(ft_bf16_round(A[i]));
             bad += memcmp(&C[i], &want, sizeof(float)) != 0 && !(C[i] == 0.0f && want == 0.0f);
         }
-        CHECK(bad == 0, "%s %s: A times the identity is bf16_from_f32(A) to the bit, ties included "
+        CHECK(bad == 0, "%s %s: A times the identity is ft_bf16_round(A) to the bit, ties included "
               "(%d of %d differ)", bf16_gemm_kernel(), op ? "nn" : "nt", bad, M * K);
     }
     A[5] = NAN;

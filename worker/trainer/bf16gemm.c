@@ -101,9 +101,6 @@ typedef void block_fn(const job_t *j, const part_t *p);
 #define round_bf16 ft_bf16_round
 #define widen_bf16 ft_bf16_widen
 
-uint16_t bf16_from_f32(float x) { return round_bf16(x); }
-float bf16_to_f32(uint16_t h) { return widen_bf16(h); }
-
 /* Offset of element (k, n) of a packed operand with kb k-blocks per column block. */
 static size_t pack_index(int k, int n, int kb)
 {

@@ -68,8 +68,7 @@ const char *bf16_gemm_kernel(void);
  * (the kernel in use stays). */
 int bf16_gemm_use_kernel(const char *name);
 
-/* fp32 <-> bf16, round-to-nearest-even, NaN kept NaN (quietened), no flushing. */
-uint16_t bf16_from_f32(float x);
-float bf16_to_f32(uint16_t h);
+/* fp32 <-> bf16 (round-to-nearest-even, NaN kept NaN): bf16.h's
+ * ft_bf16_round and ft_bf16_widen, which the kernels use too. */
 
 #endif

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bf16.h"
 #include "ft/json.h"
 #include "safetensors.h"
 
@@ -69,16 +70,12 @@ static uint32_t f32_bits(float f)
 
 float st_bf16_to_f32(uint16_t h)
 {
-    return bits_f32((uint32_t)h << 16);
+    return ft_bf16_widen(h);
 }
 
 uint16_t st_f32_to_bf16(float f)
 {
-    uint32_t u = f32_bits(f);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
-        return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN, keep the sign */
-    u += 0x7fffu + ((u >> 16) & 1u);            /* round to nearest even */
-    return (uint16_t)(u >> 16);
+    return ft_bf16_round(f);
 }
 
 float st_f16_to_f32(uint16_t h)

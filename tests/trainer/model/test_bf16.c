@@ -18,6 +18,7 @@
  *    CUDA is an error naming spec.train.dtype.
  */
 #include "backend.h"
+#include "bf16.h"
 #include "bf16gemm.h"
 #include "ft/jobspec.h"
 #include "lora.h"
@@ -175,7 +176,7 @@ static void upload_check(llama_config_t *cfg)
     for (int i = 0; i < 3; i++)
         for (int c = 0; c < C; c++) {
             float x = w.embed[(size_t)tok[i] * C + c], y = out[(size_t)i * C + c];
-            bad += y != bf16_to_f32(bf16_from_f32(x));
+            bad += y != ft_bf16_widen(ft_bf16_round(x));
             changed += y != x;
         }
     printf("%-30s %d of %d values differ from the bf16 rounding (want 0), %d differ from "
