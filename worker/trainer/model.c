@@ -47,10 +47,13 @@ static double pf_now(void)
         }                                                                                     \
     } while (0)
 
+/* Turning profiling on starts the totals from zero; turning it off keeps
+ * them for model_profile_report. */
 void model_profile_enable(bool on)
 {
+    if (on && !pf_on)
+        memset(pf_sec, 0, sizeof(pf_sec));
     pf_on = on;
-    memset(pf_sec, 0, sizeof(pf_sec));
 }
 
 int model_profile_report(char *buf, size_t len)
