@@ -97,6 +97,9 @@ if [ "${1:-}" = "--pack" ]; then
         "$BUILD"/tests/gpu/test_nccl "$BUILD"/tests/gpu/test_nccl_wait \
         "$BUILD"/bench/gpu/ft-gpu-bench "$BUILD"/worker/trainer/ft-train "$stage/bin/"
     cp tests/gpu/test_ft_train_cuda.py "$stage/tests/"
+    # the test finds its helpers at ../trainer/model, as in the source tree
+    mkdir -p "$stage/trainer/model"
+    cp tests/trainer/model/ft_train_testlib.py "$stage/trainer/model/"
     # the shared libraries they need beyond the C runtime and CUDA's own
     for b in "$stage"/bin/*; do ldd "$b" | awk '/=> \// {print $3}'; done | sort -u |
         grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' |

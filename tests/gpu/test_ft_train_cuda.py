@@ -3,7 +3,8 @@
 backend: `check --backend cuda` vs `--backend cpu` (same LoRA init exactly,
 loss within 5e-3, every gradient tensor within 1.5e-1 of its largest entry
 with cosine >= 0.995: bf16 activations, docs/gpu.md "Precision"), `run --backend
-cuda` vs `--backend cpu` (progress losses within 0.03 + 2 % per step,
+cuda` vs `--backend cpu` (progress losses within 0.03 + 2 % of the band the
+CPU losses span over the step and its neighbours, as test_cuda_model.c does,
 peak_mem_mb reported, the adapter written),
 `eval --backend cuda` of that adapter (equal to the run's final eval loss
 within 1e-6 relative: same backend), and a resume from the CUDA run's
@@ -25,6 +26,14 @@ from ft_train_testlib import Checks, read_safetensors, runner  # noqa: E402
 FT = sys.argv[1]
 check = Checks()
 ft = runner(FT)
+
+
+def band_distance(cpu, k, g):
+    """how far g lies outside the range of cpu[k-1..k+1]: where the loss falls
+    steeply, bf16 rounding shifts the curve along the step axis"""
+    near = cpu[max(k - 1, 0):k + 2]
+    lo, hi = min(near), max(near)
+    return lo - g if g < lo else g - hi if g > hi else 0.0
 
 
 def compare(gpu, cpu):
@@ -117,8 +126,9 @@ def main():
     lg = [e["loss"] for e in runs["cuda"][1] if e["event"] == "progress"]
     check(len(lc) == 8 and len(lg) == 8, "8 progress events on each backend")
     for k, (a, b) in enumerate(zip(lc, lg)):
-        bound = 0.03 + 0.02 * a
-        check(abs(a - b) <= bound, "step %d loss cpu %.5f gpu %.5f |d| %.2e (<= %.2e)" % (k + 1, a, b, abs(a - b), bound))
+        bound, d = 0.03 + 0.02 * a, band_distance(lc, k, b)
+        check(d <= bound, "step %d loss cpu %.5f gpu %.5f, outside the cpu band by %.2e (<= %.2e)" %
+              (k + 1, a, b, d, bound))
     mem = [e.get("peak_mem_mb") for e in runs["cuda"][1] if e["event"] == "progress"]
     check(mem and all(isinstance(m, (int, float)) and m > 0 for m in mem),
           "cuda progress events report peak_mem_mb (%s MiB)" % (mem[-1] if mem else None))
@@ -145,8 +155,9 @@ def main():
     lc2 = [e["loss"] for e in events_of(p) if e["event"] == "progress"]
     lg2 = [e["loss"] for e in ev if e["event"] == "progress"]
     for k, (a, b) in enumerate(zip(lc2, lg2)):
-        bound = 0.03 + 0.02 * a
-        check(abs(a - b) <= bound, "resumed step %d loss cpu %.5f gpu %.5f (|d| <= %.2e)" % (9 + k, a, b, bound))
+        bound, d = 0.03 + 0.02 * a, band_distance(lc2, k, b)
+        check(d <= bound, "resumed step %d loss cpu %.5f gpu %.5f, outside the cpu band by %.2e (<= %.2e)" %
+              (9 + k, a, b, d, bound))
 
     shutil.rmtree(tmp, ignore_errors=True)
     print("all checks passed" if check.failures == 0 else "%d check(s) failed" % check.failures)
