@@ -4,7 +4,9 @@
  * (aligned tables, durations, JSON payloads) and the subcommand handlers.
  *
  * Invariants: ftctl is stateless; every subcommand is one request and one reply,
- * or a loop of them (wait, watch, logs -f) over the same socket. Nothing ever
+ * or a loop of them (wait, watch, logs -f) over the same socket, or over the
+ * same connection to a per-user agent that holds the scheduler connection
+ * (`ftctl agent`); on that path no ZeroMQ context is created. Nothing ever
  * blocks longer than the request time-out: the socket has ZMQ_LINGER 0 and every
  * receive is a zmq_poll with a bound.
  *
@@ -26,6 +28,27 @@
  * is resent this many times before the scheduler counts as unreachable. */
 #define FTCTL_POLL_RETRIES 2
 
+/* The largest reply we accept: a 256 KiB log chunk, JSON-escaped, fits easily. */
+#define FTCTL_REPLY_MAX_BYTES (8 * 1024 * 1024)
+
+/* The `agent` setting: how requests travel (docs/cli.md). */
+typedef enum {
+    FTCTL_AGENT_AUTO = 0, /* through a running agent for this endpoint and key, else direct */
+    FTCTL_AGENT_OFF,      /* always direct */
+    FTCTL_AGENT_PERSIST,  /* like auto, starting an agent in the background when none runs */
+} ftctl_agent_mode_t;
+
+/* Where this process stands with its agent. */
+typedef enum {
+    FTCTL_AGENT_UNTRIED = 0, /* no connection tried yet (or a fresh one is due) */
+    FTCTL_AGENT_USED,        /* agent_fd is a checked connection */
+    FTCTL_AGENT_DIRECT,      /* none, refused or gone: direct for the rest of the process */
+} ftctl_agent_state_t;
+
+/* An agent started by `agent start` or the persist setting exits after this
+ * many seconds without a client. */
+#define FTCTL_AGENT_PERSIST_S 600
+
 enum {
     FTCTL_EXIT_OK = 0,          /* the request succeeded */
     FTCTL_EXIT_FAILED = 1,      /* an error reply, or a local check of the input failed */
@@ -39,19 +62,24 @@ typedef enum { FTCTL_OUT_TABLE = 0, FTCTL_OUT_JSON, FTCTL_OUT_CSV } ftctl_output
 
 /* The session: settled once from flags, environment and config file. */
 typedef struct {
-    char endpoint[FT_PATH_MAX]; /* scheduler endpoint, e.g. tcp://127.0.0.1:7461 */
-    char user[FT_NAME_MAX + 1]; /* submitting user */
-    char team[FT_NAME_MAX + 1]; /* default team for submit */
-    ftctl_output_t output;      /* table (people) or json (scripts) */
-    int timeout_ms;             /* per-request reply time-out, ms */
-    void *zctx;                 /* ZeroMQ context, created on first request */
-    void *sock;                 /* DEALER socket, connected on first request */
-    uint64_t seq;               /* request counter, part of each message "id" */
-    int tries;                  /* sends of the last call (for the unreachable message) */
-    int read_retries;           /* resends of an idempotent read after a time-out */
-    void *mon;                  /* PAIR socket receiving sock's handshake failures, or NULL */
-    char handshake[256];        /* why the last handshake failed, for messages; "" = none */
-    bool refused;               /* the scheduler refused our security settings: do not resend */
+    char endpoint[FT_PATH_MAX];     /* scheduler endpoint, e.g. tcp://127.0.0.1:7461 */
+    char user[FT_NAME_MAX + 1];     /* submitting user */
+    char team[FT_NAME_MAX + 1];     /* default team for submit */
+    ftctl_output_t output;          /* table (people) or json (scripts) */
+    int timeout_ms;                 /* per-request reply time-out, ms */
+    void *zctx;                     /* ZeroMQ context, created on first request */
+    void *sock;                     /* DEALER socket, connected on first request */
+    uint64_t seq;                   /* request counter, part of each message "id" */
+    int tries;                      /* sends of the last call (for the unreachable message) */
+    int read_retries;               /* resends of an idempotent read after a time-out */
+    void *mon;                      /* PAIR socket receiving sock's handshake failures, or NULL */
+    char handshake[256];            /* why the last handshake failed, for messages; "" = none */
+    bool refused;                   /* the scheduler refused our security settings: do not resend */
+    ftctl_agent_mode_t agent;       /* the agent setting */
+    char agent_socket[FT_PATH_MAX]; /* agent socket path set by the user; "" = derived */
+    int agent_fd;                   /* non-blocking connection to the agent, -1 when none */
+    ftctl_agent_state_t agent_state; /* whether the agent path is (still) taken */
+    bool agent_warned;               /* the "not using the agent" warning was printed */
 } ftctl_t;
 
 /* Outcome of one call. */
@@ -74,6 +102,23 @@ int ftctl_print_error_reply(const cJSON *reply);
 /* Prints the unreachable message; returns FTCTL_EXIT_UNREACHABLE. */
 int ftctl_print_unreachable(const ftctl_t *c);
 void ftctl_close(ftctl_t *c);
+
+/* What the agent (client/agent.c) shares with the direct path: the DEALER
+ * socket with its keys, options and handshake monitor (c->zctx is created on
+ * the first call); its closing; one monitor event read into c->handshake, true
+ * when it means the scheduler will never accept this connection as configured. */
+int ftctl_open_socket(ftctl_t *c);
+void ftctl_close_socket(ftctl_t *c);
+bool ftctl_read_monitor_event(ftctl_t *c);
+
+/* ---- the agent (client/agent.c) ---- */
+/* Client side: 0 with c->agent_fd connected to an agent that passed the
+ * checks (directory owner and mode, the peer's uid), starting one first under
+ * the persist setting; -1 when the call goes direct (a failed security check
+ * is warned about once). Sets c->agent_state. */
+int ftctl_agent_connect(ftctl_t *c);
+/* Closes the connection (the next ftctl_agent_connect makes a fresh one). */
+void ftctl_agent_disconnect(ftctl_t *c);
 
 /* $FTCTL_TRACE=1: one line per phase on stderr ("ftctl: trace: PHASE T ms
  * +D ms", T since main), to find where a call's time goes. ftctl_trace_init
@@ -126,6 +171,7 @@ int ftctl_cmd_nodes(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_usage(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_ping(ftctl_t *c, int argc, char **argv);
 int ftctl_cmd_keygen(ftctl_t *c, int argc, char **argv);
+int ftctl_cmd_agent(ftctl_t *c, int argc, char **argv);  /* agent.c */
 int ftctl_cmd_report(ftctl_t *c, int argc, char **argv); /* cmd_report.c */
 /* Writes the team leads' report (a report_reply) as one self-contained HTML page. */
 int ftctl_html_report(const cJSON *reply, FILE *f);

@@ -76,6 +76,15 @@ static const ftctl_cmd_t commands[] = {
     {"ping", ftctl_cmd_ping, "", "check that the scheduler answers; prints its version", NULL},
     {"keygen", ftctl_cmd_keygen, "FILE [USER TEAM ROLE]",
      "make a CURVE key pair (0600) and print its keys-file line", NULL},
+    {"agent", ftctl_cmd_agent,
+     "start [--persist S] [--log FILE] | run [--persist S] | stop | status",
+     "hold one scheduler connection for this user's ftctl calls (like ssh-agent)",
+     "  start          start one in the background; prints its socket path\n"
+     "  run            run one in the foreground (logs on stderr; for systemd --user)\n"
+     "  stop           stop this endpoint's agent\n"
+     "  status         socket, pid, scheduler, requests relayed, uptime (-o json)\n"
+     "  --persist S    exit after S seconds without a client (default 600; 0 = never)\n"
+     "  --log FILE     start: append the agent's log to FILE (default /dev/null)\n"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -92,6 +101,8 @@ static const char global_options_text[] =
     "  --key FILE     own CURVE key file (default: $FT_KEY, config 'key')\n"
     "  --server-key K the scheduler's public key, a file or its 40-character text\n"
     "                 (default: $FT_SERVER_KEY, config 'server_key')\n"
+    "  --agent M      auto (use a running agent), off (always direct), persist (start\n"
+    "                 one when none runs) (default: $FT_AGENT, config 'agent', else auto)\n"
     "  -h, --help     this help; `ftctl help CMD` for one subcommand\n"
     "  --version      print ftctl's version\n";
 
@@ -132,8 +143,9 @@ static const ftctl_cmd_t *lookup_command(const char *name)
 
 static void print_main_help(FILE *f)
 {
-    fprintf(f, "usage: ftctl [--scheduler E] [-o table|json|csv] [--timeout S] [--user U]\n"
-               "             [--key FILE] [--server-key K] COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(f,
+            "usage: ftctl [--scheduler E] [-o table|json|csv] [--timeout S] [--user U]\n"
+            "             [--key FILE] [--server-key K] [--agent M] COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\noptions:\n%s\n%s", global_options_text, exit_codes_text);
@@ -312,6 +324,40 @@ static int set_timeout(ftctl_t *c, const char *v, const char *origin)
     return 0;
 }
 
+/* The agent setting: a table of its words. */
+static const struct {
+    const char *name;        /* value in flags, $FT_AGENT and the config */
+    ftctl_agent_mode_t mode; /* what it selects */
+} agent_modes[] = {
+    {"auto", FTCTL_AGENT_AUTO},
+    {"off", FTCTL_AGENT_OFF},
+    {"persist", FTCTL_AGENT_PERSIST},
+};
+
+static int set_agent(ftctl_t *c, const char *v, const char *origin)
+{
+    for (size_t i = 0; i < sizeof(agent_modes) / sizeof(agent_modes[0]); i++)
+        if (strcmp(agent_modes[i].name, v) == 0) {
+            c->agent = agent_modes[i].mode;
+            return 0;
+        }
+    ftctl_die_msg("%s: bad agent setting '%s': expected auto, off or persist", origin,
+                  ft_sanitize(v, 64));
+    return -1;
+}
+
+static int set_agent_socket(ftctl_t *c, const char *v, const char *origin)
+{
+    /* sun_path holds 108 bytes with its NUL */
+    if (v[0] != '/' || strlen(v) > 107) {
+        ftctl_die_msg("%s: bad agent socket '%s': expected an absolute path of at most 107 bytes",
+                      origin, ft_sanitize(v, 64));
+        return -1;
+    }
+    ft_strlcpy(c->agent_socket, v, sizeof(c->agent_socket));
+    return 0;
+}
+
 /* CURVE settings travel in $FT_KEY and $FT_SERVER_KEY, which the shared
  * client code (ft_curve_client_env) reads; a flag overrides the environment,
  * a config file line only fills it in. */
@@ -351,9 +397,9 @@ typedef struct {
 } ftctl_conf_key_t;
 
 static const ftctl_conf_key_t conf_keys[] = {
-    {"scheduler", set_endpoint}, {"user", set_user},       {"team", set_team},
-    {"output", set_output},      {"timeout", set_timeout},
-    {"key", conf_key},           {"server_key", conf_server_key},
+    {"scheduler", set_endpoint},     {"user", set_user},       {"team", set_team},
+    {"output", set_output},          {"timeout", set_timeout}, {"key", conf_key},
+    {"server_key", conf_server_key}, {"agent", set_agent},     {"agent_socket", set_agent_socket},
 };
 
 static char *trim(char *s)
@@ -423,8 +469,10 @@ static int load_config(ftctl_t *c)
             if (strcmp(conf_keys[i].key, key) == 0)
                 k = &conf_keys[i];
         if (!k) {
-            ftctl_die_msg("%s: unknown key '%s' (known: scheduler, user, team, output, timeout)",
-                          origin, ft_sanitize(key, 64));
+            ftctl_die_msg(
+                "%s: unknown key '%s' (known: scheduler, user, team, output, timeout, key, "
+                "server_key, agent, agent_socket)",
+                origin, ft_sanitize(key, 64));
             rc = -1;
             goto out;
         }
@@ -478,7 +526,15 @@ static int take_output_option(ftctl_t *c, int argc, char **argv)
 
 /* ---- main ---- */
 
-enum { OPT_SCHEDULER = 256, OPT_TIMEOUT, OPT_USER, OPT_VERSION, OPT_KEY, OPT_SERVER_KEY };
+enum {
+    OPT_SCHEDULER = 256,
+    OPT_TIMEOUT,
+    OPT_USER,
+    OPT_VERSION,
+    OPT_KEY,
+    OPT_SERVER_KEY,
+    OPT_AGENT
+};
 
 int main(int argc, char **argv)
 {
@@ -489,6 +545,8 @@ int main(int argc, char **argv)
     ft_strlcpy(c.team, "default", sizeof(c.team));
     c.timeout_ms = 5000;
     c.output = FTCTL_OUT_TABLE;
+    c.agent = FTCTL_AGENT_AUTO;
+    c.agent_fd = -1;
 
     /* Built-in defaults, then the config file, then the environment. */
     const char *user = getenv("USER");
@@ -506,6 +564,12 @@ int main(int argc, char **argv)
     env = getenv("FT_TEAM");
     if (env && *env && set_team(&c, env, "$FT_TEAM") < 0)
         return FTCTL_EXIT_USAGE;
+    env = getenv("FT_AGENT");
+    if (env && *env && set_agent(&c, env, "$FT_AGENT") < 0)
+        return FTCTL_EXIT_USAGE;
+    env = getenv("FT_AGENT_SOCKET");
+    if (env && *env && set_agent_socket(&c, env, "$FT_AGENT_SOCKET") < 0)
+        return FTCTL_EXIT_USAGE;
 
     static const struct option opts[] = {
         {"scheduler", required_argument, NULL, OPT_SCHEDULER},
@@ -514,6 +578,7 @@ int main(int argc, char **argv)
         {"user", required_argument, NULL, OPT_USER},
         {"key", required_argument, NULL, OPT_KEY},
         {"server-key", required_argument, NULL, OPT_SERVER_KEY},
+        {"agent", required_argument, NULL, OPT_AGENT},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -540,6 +605,9 @@ int main(int argc, char **argv)
             break;
         case OPT_SERVER_KEY:
             rc = set_curve_env("FT_SERVER_KEY", optarg, "--server-key", true);
+            break;
+        case OPT_AGENT:
+            rc = set_agent(&c, optarg, "--agent");
             break;
         case 'h':
             print_main_help(stdout);

@@ -4,6 +4,12 @@
  * (ZMQ_LINGER 0, so nothing lingers), open a fresh one and resend, a bounded
  * number of times, then report the scheduler unreachable.
  *
+ * The same call goes through the per-user agent (client/agent.c) when one
+ * runs for this endpoint and key: one length-prefixed frame on a Unix socket
+ * each way, with the same time-outs and resends (each on a fresh connection).
+ * If the agent is gone or refuses mid-call, that call and the rest of the
+ * process go direct; the ZeroMQ context is only created for the direct path.
+ *
  * Invariants: a reply is accepted only if it passes the protocol validator, its
  * "re" equals the "id" we sent and its type is the reply type of the request (or
  * "error"); anything else arriving on the socket is dropped. No call waits longer
@@ -13,6 +19,7 @@
  * polling loop (wait, watch, logs -f).
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -20,10 +27,8 @@
 
 #include "ft/curve.h"
 #include "ft/json.h"
+#include "frame.h"
 #include "ftctl.h"
-
-/* The largest reply we accept: a 256 KiB log chunk, JSON-escaped, fits easily. */
-#define FTCTL_REPLY_MAX_BYTES (8 * 1024 * 1024)
 
 /* Request type -> the reply type that answers it. */
 static const struct {
@@ -50,7 +55,7 @@ static ft_msg_type_t reply_type_of(const cJSON *req)
 }
 
 /* Closes the data socket and its monitor (both have ZMQ_LINGER 0). */
-static void close_socket(ftctl_t *c)
+void ftctl_close_socket(ftctl_t *c)
 {
     if (c->sock) {
         if (c->mon)
@@ -66,7 +71,8 @@ static void close_socket(ftctl_t *c)
 
 void ftctl_close(ftctl_t *c)
 {
-    close_socket(c);
+    ftctl_agent_disconnect(c);
+    ftctl_close_socket(c);
     if (c->zctx) {
         ftctl_trace("socket-closed");
         zmq_ctx_term(c->zctx);
@@ -102,7 +108,7 @@ static void open_monitor(ftctl_t *c)
 /* Reads one monitor event into c->handshake. Returns true when it means the
  * scheduler will never accept this connection as configured (a refused key,
  * CURVE on one side only), false for a failure that may pass. */
-static bool read_monitor_event(ftctl_t *c)
+bool ftctl_read_monitor_event(ftctl_t *c)
 {
     zmq_msg_t m;
     uint16_t event = 0;
@@ -150,7 +156,7 @@ static bool read_monitor_event(ftctl_t *c)
     return fatal;
 }
 
-static int open_socket(ftctl_t *c)
+int ftctl_open_socket(ftctl_t *c)
 {
     if (!c->zctx) {
         c->zctx = zmq_ctx_new();
@@ -191,7 +197,7 @@ static int open_socket(ftctl_t *c)
     ftctl_trace("connect");
     return 0;
 fail:
-    close_socket(c);
+    ftctl_close_socket(c);
     return -1;
 }
 
@@ -211,7 +217,7 @@ static int wait_socket(ftctl_t *c, short events, int64_t deadline)
                 continue;
             return -1;
         }
-        if (c->mon && (it[1].revents & ZMQ_POLLIN) && read_monitor_event(c)) {
+        if (c->mon && (it[1].revents & ZMQ_POLLIN) && ftctl_read_monitor_event(c)) {
             c->refused = true;
             return 0;
         }
@@ -220,13 +226,40 @@ static int wait_socket(ftctl_t *c, short events, int64_t deadline)
     }
 }
 
+/* Takes a validated message m (owned): true with *rc (and *reply) set when it
+ * answers id; false when it is a late answer to an earlier request (dropped). */
+static bool accept_reply(cJSON *m, ft_msg_type_t type, const char *id, ft_msg_type_t want,
+                         cJSON **reply, ftctl_rpc_t *rc)
+{
+    const cJSON *re = cJSON_GetObjectItemCaseSensitive(m, "re");
+    if (!cJSON_IsString(re) || strcmp(re->valuestring, id) != 0) {
+        cJSON_Delete(m);
+        return false;
+    }
+    if (type == FT_MSG_ERROR) {
+        *reply = m;
+        *rc = FTCTL_RPC_ERROR;
+        return true;
+    }
+    if (type != want) {
+        ftctl_die_msg("invalid reply from the scheduler: type '%s', expected '%s'",
+                      ft_msg_name(type), ft_msg_name(want));
+        cJSON_Delete(m);
+        *rc = FTCTL_RPC_BROKEN;
+        return true;
+    }
+    *reply = m;
+    *rc = FTCTL_RPC_OK;
+    return true;
+}
+
 /* One attempt: send buf, wait for the reply to id. Returns FTCTL_RPC_OK /
  * FTCTL_RPC_ERROR with *reply, FTCTL_RPC_TIMEOUT, or FTCTL_RPC_BROKEN. */
 static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *id,
                            ft_msg_type_t want, cJSON **reply)
 {
     int64_t deadline = ft_mono_ms() + c->timeout_ms;
-    if (!c->sock && open_socket(c) < 0)
+    if (!c->sock && ftctl_open_socket(c) < 0)
         return FTCTL_RPC_BROKEN;
     int w = wait_socket(c, ZMQ_POLLOUT, deadline);
     if (w <= 0)
@@ -277,24 +310,151 @@ static ftctl_rpc_t attempt(ftctl_t *c, const char *buf, size_t len, const char *
                           err.msg);
             return FTCTL_RPC_BROKEN;
         }
+        ftctl_rpc_t rc;
+        if (accept_reply(m, type, id, want, reply, &rc))
+            return rc;
+    }
+}
+
+/* Waits until fd is ready for events or deadline (monotonic ms) passes:
+ * 1 ready, 0 time-out, -1 error or hang-up. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - ft_mono_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, (int)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        if (p.revents & events)
+            return 1;
+        if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+            return -1;
+    }
+}
+
+/* Decodes one frame from the agent (owned body): the scheduler's reply as it
+ * sent it, or the agent's own error, marked "agent": "request" (an error
+ * reply like any other) or "handshake" (the scheduler refused our key, which
+ * is reported as the direct path reports it). Same return as accept_reply. */
+static bool agent_reply(ftctl_t *c, char *body, size_t len, const char *id, ft_msg_type_t want,
+                        cJSON **reply, ftctl_rpc_t *rc)
+{
+    ft_err_t err;
+    ft_msg_type_t type = FT_MSG__COUNT;
+    cJSON *m = NULL, *mark = NULL;
+
+    ft_err_clear(&err);
+    if (len > FT_MSG_MAX_BYTES) {
+        ft_err_set(&err, FT_ETOOLARGE, "message of %zu bytes is over the limit of %d", len,
+                   FT_MSG_MAX_BYTES);
+        goto bad;
+    }
+    m = ft_json_parse(body, len, &err);
+    if (!m)
+        goto bad;
+    mark = cJSON_DetachItemFromObjectCaseSensitive(m, "agent");
+    if (ft_proto_validate(m, &type, &err) < 0)
+        goto bad;
+    if (mark && type == FT_MSG_ERROR && cJSON_IsString(mark) &&
+        strcmp(mark->valuestring, "handshake") == 0) {
         const cJSON *re = cJSON_GetObjectItemCaseSensitive(m, "re");
         if (!cJSON_IsString(re) || strcmp(re->valuestring, id) != 0) {
-            cJSON_Delete(m); /* a late answer to an earlier request: drop it */
+            cJSON_Delete(m);
+            cJSON_Delete(mark);
+            return false;
+        }
+        ft_strlcpy(c->handshake, ftctl_get_str(m, "message", "the handshake failed"),
+                   sizeof(c->handshake));
+        c->refused = true;
+        cJSON_Delete(m);
+        cJSON_Delete(mark);
+        *rc = FTCTL_RPC_TIMEOUT;
+        return true;
+    }
+    cJSON_Delete(mark);
+    return accept_reply(m, type, id, want, reply, rc);
+bad:
+    cJSON_Delete(m);
+    cJSON_Delete(mark);
+    ftctl_die_msg("invalid reply through the agent: %s: %s", ft_errcode_name(err.code), err.msg);
+    *rc = FTCTL_RPC_BROKEN;
+    return true;
+}
+
+/* One attempt through the agent; like attempt(), and *gone when the agent
+ * closed the connection or failed (the caller then goes direct). */
+static ftctl_rpc_t agent_attempt(ftctl_t *c, const char *buf, size_t len, const char *id,
+                                 ft_msg_type_t want, cJSON **reply, bool *gone)
+{
+    int64_t deadline = ft_mono_ms() + c->timeout_ms;
+    ftctl_frame_tx_t tx;
+    ftctl_frame_rx_t rx;
+    ft_err_t err;
+    ftctl_rpc_t rc = FTCTL_RPC_TIMEOUT;
+    int w;
+
+    *gone = false;
+    ft_err_clear(&err);
+    ftctl_frame_tx_init(&tx, len + FTCTL_FRAME_HDR);
+    ftctl_frame_rx_init(&rx, FTCTL_REPLY_MAX_BYTES);
+    if (ftctl_frame_push(&tx, buf, len, &err) < 0) {
+        ftctl_die_msg("%s", err.msg);
+        rc = FTCTL_RPC_BROKEN;
+        goto out;
+    }
+    for (;;) {
+        ftctl_frame_rc_t f = ftctl_frame_flush(&tx, c->agent_fd, &err);
+        if (f == FTCTL_FRAME_DONE)
+            break;
+        if (f == FTCTL_FRAME_ERROR)
+            goto gone;
+        if ((w = wait_fd(c->agent_fd, POLLOUT, deadline)) <= 0) {
+            if (w < 0)
+                goto gone;
+            goto out;
+        }
+    }
+    ftctl_trace("agent-sent");
+    for (;;) {
+        ftctl_frame_rc_t f = ftctl_frame_read(&rx, c->agent_fd, &err);
+        if (f == FTCTL_FRAME_AGAIN) {
+            if ((w = wait_fd(c->agent_fd, POLLIN, deadline)) <= 0) {
+                if (w < 0)
+                    goto gone;
+                goto out;
+            }
             continue;
         }
-        if (type == FT_MSG_ERROR) {
-            *reply = m;
-            return FTCTL_RPC_ERROR;
+        if (f == FTCTL_FRAME_ERROR && err.code == FT_ETOOLARGE) {
+            ftctl_die_msg("invalid reply through the agent: %s", err.msg);
+            rc = FTCTL_RPC_BROKEN;
+            goto out;
         }
-        if (type != want) {
-            ftctl_die_msg("invalid reply from the scheduler: type '%s', expected '%s'",
-                          ft_msg_name(type), ft_msg_name(want));
-            cJSON_Delete(m);
-            return FTCTL_RPC_BROKEN;
+        if (f != FTCTL_FRAME_DONE)
+            goto gone;
+        size_t blen;
+        char *body = ftctl_frame_take(&rx, &blen);
+        bool done = agent_reply(c, body, blen, id, want, reply, &rc);
+        free(body);
+        if (done) {
+            ftctl_trace("agent-reply");
+            goto out;
         }
-        *reply = m;
-        return FTCTL_RPC_OK;
     }
+gone:
+    *gone = true;
+    rc = FTCTL_RPC_BROKEN;
+out:
+    ftctl_frame_tx_free(&tx);
+    ftctl_frame_rx_free(&rx);
+    return rc;
 }
 
 ftctl_rpc_t ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
@@ -322,11 +482,29 @@ ftctl_rpc_t ftctl_call(ftctl_t *c, cJSON *req, int retries, cJSON **reply)
     }
     for (int i = 0; i <= retries; i++) {
         c->tries = i + 1;
+        if (ftctl_agent_connect(c) == 0) {
+            bool gone = false;
+            rc = agent_attempt(c, buf, len, id, want, reply, &gone);
+            if (!gone) {
+                if (rc != FTCTL_RPC_TIMEOUT)
+                    goto out;
+                /* Lazy Pirate through the agent: resend on a fresh connection. */
+                ftctl_agent_disconnect(c);
+                if (c->refused)
+                    break;
+                continue;
+            }
+            /* The agent went away or refused us mid-call: this call (the same
+             * id, so a submit stays idempotent) and the next go direct. */
+            ftctl_agent_disconnect(c);
+            c->agent_state = FTCTL_AGENT_DIRECT;
+            ftctl_trace("agent-gone");
+        }
         rc = attempt(c, buf, len, id, want, reply);
         if (rc != FTCTL_RPC_TIMEOUT)
             goto out;
         /* Lazy Pirate: the old socket may hold a half-sent request; drop it. */
-        close_socket(c);
+        ftctl_close_socket(c);
         if (c->refused)
             break; /* resending cannot help */
     }
