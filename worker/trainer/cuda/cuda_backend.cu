@@ -29,8 +29,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <math.h>
-#include <mma.h>
-#include <type_traits>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +221,8 @@ template <typename F, bool MAX> __device__ F block_reduce(F v)
 /* ---- element-wise and row kernels ---- */
 
 typedef __nv_bfloat16 bf16;
+
+#include "flash_attn.cuh"
 
 /* loads as fp32 and stores rounded to the tensor's type (nearest even) */
 __device__ __forceinline__ float to_f32(float x)
@@ -712,15 +712,13 @@ static void cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, 
 
 /* ---- attention: two paths, chosen per shape by cu_attention_plan ----
  *
- * ATT_FLASH, the default where it applies: fused flash-style kernels. Tiles
- * of 64 queries x 64 keys, bf16 WMMA tensor-core products with fp32
- * accumulation, online softmax in fp32; the (T, T) probabilities are never
+ * ATT_FLASH, the default where it applies: the fused kernels of
+ * flash_attn.cuh (FlashAttention-2 order, mma.sync bf16 tensor-core
+ * products, online softmax in fp32); the (T, T) probabilities are never
  * stored. att holds what the backward pass needs: the per-row log-sum-exp
  * (B, nh, T) fp32, then, at the next 256-byte boundary, a bf16 copy of Y
- * (B*T, nh*hd) (backward is not handed y). Backward recomputes P tile by
- * tile (FA2 order: one block per key tile and kv head, looping over the
- * heads of its group and the query tiles at or after it), so dK and dV are
- * written by exactly one block each; dQ is accumulated with atomics.
+ * (B*T, nh*hd) (backward is not handed y). dQ is accumulated with atomics,
+ * dK and dV are written by exactly one block each.
  * Used when hd is 64 or 128 and the device grants the shared memory, unless
  * FT_CUDA_ATTN=materialised.
  *
@@ -728,145 +726,6 @@ static void cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, 
  * the B rows; the scores go to an fp32 (B, T, T) scratch, the softmax writes
  * the bf16 probabilities (B, nh, T, T) into att for backward. */
 enum { ATT_MATERIALISED = 0, ATT_FLASH = 1 };
-#define FL_TILE 64
-#define FL_THREADS 128 /* 4 warps; warp w owns rows [16w, 16w + 16) of a tile */
-
-template <int HD> struct flash_smem {
-    /* forward: Q, K, V (bf16), P (bf16), S (fp32), O (fp32), m, l (fp32) */
-    static constexpr size_t fwd = (3 * FL_TILE * HD + FL_TILE * FL_TILE) * 2 +
-                                  (FL_TILE * FL_TILE + FL_TILE * HD + 2 * FL_TILE) * 4;
-    /* backward: K, V, Q, dY (bf16), P, dS (bf16), S/dP (fp32), dK, dV, dQ
-     * tile (fp32), lse, D (fp32) */
-    static constexpr size_t bwd = (4 * FL_TILE * HD + 2 * FL_TILE * FL_TILE) * 2 +
-                                  (FL_TILE * FL_TILE + 3 * FL_TILE * HD + 2 * FL_TILE) * 4;
-};
-
-/* rows [r0, r0 + 64) x HD of a (rows, ld) bf16 matrix into smem, rows at
- * or past T as zeros; in pairs of elements (ld, HD and the column offset of
- * src are even, so each pair is 4-byte aligned) */
-template <int HD>
-__device__ void fl_load(bf16 *dst, const bf16 *src, int ld, int r0, int T)
-{
-    __nv_bfloat162 *d2 = (__nv_bfloat162 *)dst;
-    const __nv_bfloat162 zero = __floats2bfloat162_rn(0.0f, 0.0f);
-    for (int e = threadIdx.x; e < FL_TILE * HD / 2; e += blockDim.x) {
-        int r = (2 * e) / HD, c = (2 * e) % HD, t = r0 + r;
-        d2[e] = t < T ? *(const __nv_bfloat162 *)(src + (size_t)t * ld + c) : zero;
-    }
-}
-
-/* the same from an fp32 matrix (dY), rounded to bf16 */
-template <int HD>
-__device__ void fl_load(bf16 *dst, const float *src, int ld, int r0, int T)
-{
-    for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x) {
-        int r = e / HD, c = e % HD, t = r0 + r;
-        dst[e] = __float2bfloat16_rn(t < T ? src[(size_t)t * ld + c] : 0.0f);
-    }
-}
-
-/* C (64 x N, fp32 smem, ld ldc) (+)= A (64 x K) B (K x N): warp w computes
- * rows [16w, 16w + 16). A is row-major (lda) or, with A_COL, the transpose
- * of a row-major (K x 64) matrix; B is row-major (K x N, ldb) or, with
- * B_COL, the transpose of a row-major (N x K) matrix. */
-template <int N, int K, bool A_COL, bool B_COL, bool ACC>
-__device__ void fl_mma(float *C, int ldc, const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B,
-                       int ldb)
-{
-    using namespace nvcuda;
-    int w = threadIdx.x / 32;
-    typedef typename std::conditional<A_COL, wmma::col_major, wmma::row_major>::type la;
-    typedef typename std::conditional<B_COL, wmma::col_major, wmma::row_major>::type lb;
-    for (int n = 0; n < N; n += 16) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-        if (ACC)
-            wmma::load_matrix_sync(acc, C + (size_t)(16 * w) * ldc + n, ldc, wmma::mem_row_major);
-        else
-            wmma::fill_fragment(acc, 0.0f);
-        for (int kk = 0; kk < K; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, la> a;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, lb> b;
-            /* A(m, k): row-major at A[m*lda + k]; col-major at A[k*lda + m] */
-            wmma::load_matrix_sync(
-                a, A_COL ? A + (size_t)kk * lda + 16 * w : A + (size_t)(16 * w) * lda + kk, lda);
-            /* B(k, n): row-major at B[k*ldb + n]; col-major at B[n*ldb + k] */
-            wmma::load_matrix_sync(b, B_COL ? B + (size_t)n * ldb + kk : B + (size_t)kk * ldb + n,
-                                   ldb);
-            wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(C + (size_t)(16 * w) * ldc + n, acc, ldc, wmma::mem_row_major);
-    }
-}
-
-/* grid (query tiles, nh, B) */
-template <int HD>
-__global__ void __launch_bounds__(FL_THREADS)
-    k_flash_fwd(bf16 *y, float *lse, bf16 *ysave, const bf16 *q, const bf16 *k, const bf16 *v,
-                int T, int nh, int nkv, float scale)
-{
-    extern __shared__ __align__(128) unsigned char fl_smem[];
-    __nv_bfloat16 *sQ = (__nv_bfloat16 *)fl_smem, *sK = sQ + FL_TILE * HD;
-    __nv_bfloat16 *sV = sK + FL_TILE * HD, *sP = sV + FL_TILE * HD;
-    float *sS = (float *)(sP + FL_TILE * FL_TILE), *sO = sS + FL_TILE * FL_TILE;
-    float *sM = sO + FL_TILE * HD, *sL = sM + FL_TILE;
-    int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
-    int ldq = nh * HD, ldk = nkv * HD, q0 = qt * FL_TILE;
-    int lane = threadIdx.x % 32, w = threadIdx.x / 32;
-    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
-    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
-    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
-    fl_load<HD>(sQ, qb, ldq, q0, T);
-    for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x)
-        sO[e] = 0.0f;
-    if (threadIdx.x < FL_TILE) {
-        sM[threadIdx.x] = -INFINITY;
-        sL[threadIdx.x] = 0.0f;
-    }
-    for (int kt = 0; kt <= qt; kt++) { /* causal: key tiles up to the diagonal one */
-        int k0 = kt * FL_TILE;
-        __syncthreads(); /* the previous P V is done with sK, sV */
-        fl_load<HD>(sK, kb, ldk, k0, T);
-        fl_load<HD>(sV, vb, ldk, k0, T);
-        __syncthreads();
-        fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sQ, HD, sK, HD); /* S = Q K^T */
-        __syncthreads();
-        for (int rr = 0; rr < 16; rr++) {
-            int r = 16 * w + rr, t = q0 + r, j0 = k0 + lane, j1 = j0 + 32;
-            bool ok0 = t < T && j0 <= t && j0 < T, ok1 = t < T && j1 <= t && j1 < T;
-            float s0 = ok0 ? sS[r * FL_TILE + lane] * scale : -INFINITY;
-            float s1 = ok1 ? sS[r * FL_TILE + lane + 32] * scale : -INFINITY;
-            float m_old = sM[r], m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
-            float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a fully masked row */
-            float p0 = ok0 ? expf(s0 - m_use) : 0.0f, p1 = ok1 ? expf(s1 - m_use) : 0.0f;
-            sP[r * FL_TILE + lane] = __float2bfloat16_rn(p0);
-            sP[r * FL_TILE + lane + 32] = __float2bfloat16_rn(p1);
-            float ps = warp_sum(p0 + p1);
-            float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_use);
-            for (int c = lane; c < HD; c += 32)
-                sO[r * HD + c] *= alpha;
-            __syncwarp();
-            if (lane == 0) {
-                sL[r] = sL[r] * alpha + ps;
-                sM[r] = m_new;
-            }
-            __syncwarp();
-        }
-        __syncthreads();
-        fl_mma<HD, FL_TILE, false, false, true>(sO, HD, sP, FL_TILE, sV, HD); /* O += P V */
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x) {
-        int r = e / HD, c = e % HD, t = q0 + r;
-        if (t < T) {
-            size_t o = ((size_t)b * T + t) * ldq + (size_t)h * HD + c;
-            bf16 val = __float2bfloat16_rn(sO[e] / sL[r]);
-            y[o] = val;
-            ysave[o] = val;
-        }
-    }
-    if (threadIdx.x < FL_TILE && q0 + (int)threadIdx.x < T)
-        lse[((size_t)b * nh + h) * T + q0 + threadIdx.x] = sM[threadIdx.x] + logf(sL[threadIdx.x]);
-}
 
 /* D (B, nh, T) = rowsum(dY * Y) per head (dY fp32, Y the bf16 copy): one
  * warp per (b, t, h) */
@@ -890,92 +749,16 @@ __global__ void k_flash_dot(float *D, const float *dy, const bf16 *ysave, int B,
         D[(b * nh + h) * T + t] = s;
 }
 
-/* grid (key tiles, nkv, B); dq must be zero on entry */
-template <int HD>
-__global__ void __launch_bounds__(FL_THREADS)
-    k_flash_bwd(float *dq, float *dk, float *dv, const float *dy, const float *lse, const float *D,
-                const bf16 *q, const bf16 *k, const bf16 *v, int T, int nh, int nkv, float scale)
-{
-    extern __shared__ __align__(128) unsigned char fl_smem[];
-    __nv_bfloat16 *sK = (__nv_bfloat16 *)fl_smem, *sV = sK + FL_TILE * HD;
-    __nv_bfloat16 *sQ = sV + FL_TILE * HD, *sdY = sQ + FL_TILE * HD;
-    __nv_bfloat16 *sP = sdY + FL_TILE * HD, *sdS = sP + FL_TILE * FL_TILE;
-    float *sS = (float *)(sdS + FL_TILE * FL_TILE), *sdK = sS + FL_TILE * FL_TILE;
-    float *sdV = sdK + FL_TILE * HD, *sdQ = sdV + FL_TILE * HD;
-    float *sLse = sdQ + FL_TILE * HD, *sD = sLse + FL_TILE;
-    int kt = blockIdx.x, g = blockIdx.y, b = blockIdx.z, group = nh / nkv;
-    int ldq = nh * HD, ldk = nkv * HD, k0 = kt * FL_TILE, n_qt = (T + FL_TILE - 1) / FL_TILE;
-    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
-    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
-    fl_load<HD>(sK, kb, ldk, k0, T);
-    fl_load<HD>(sV, vb, ldk, k0, T);
-    for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x)
-        sdK[e] = sdV[e] = 0.0f;
-    for (int h = g * group; h < (g + 1) * group; h++) {
-        const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
-        const float *dyb = dy + (size_t)b * T * ldq + (size_t)h * HD;
-        const float *lb = lse + ((size_t)b * nh + h) * T, *db = D + ((size_t)b * nh + h) * T;
-        for (int qt = kt; qt < n_qt; qt++) { /* causal: query tiles at or after the key tile */
-            int q0 = qt * FL_TILE;
-            __syncthreads(); /* the previous round is done with every tile */
-            fl_load<HD>(sQ, qb, ldq, q0, T);
-            fl_load<HD>(sdY, dyb, ldq, q0, T);
-            if (threadIdx.x < FL_TILE) {
-                int t = q0 + threadIdx.x;
-                sLse[threadIdx.x] = t < T ? lb[t] : 0.0f;
-                sD[threadIdx.x] = t < T ? db[t] : 0.0f;
-            }
-            __syncthreads();
-            fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sQ, HD, sK, HD); /* S = Q K^T */
-            __syncthreads();
-            for (int e = threadIdx.x; e < FL_TILE * FL_TILE; e += blockDim.x) {
-                int r = e / FL_TILE, c = e % FL_TILE, t = q0 + r, j = k0 + c;
-                bool ok = t < T && j < T && j <= t;
-                sP[e] = __float2bfloat16_rn(ok ? expf(sS[e] * scale - sLse[r]) : 0.0f);
-            }
-            __syncthreads();
-            /* dV (keys x HD) += P^T dY; dP (queries x keys) = dY V^T into sS */
-            fl_mma<HD, FL_TILE, true, false, true>(sdV, HD, sP, FL_TILE, sdY, HD);
-            fl_mma<FL_TILE, HD, false, true, false>(sS, FL_TILE, sdY, HD, sV, HD);
-            __syncthreads();
-            for (int e = threadIdx.x; e < FL_TILE * FL_TILE; e += blockDim.x) {
-                int r = e / FL_TILE;
-                float p = __bfloat162float(sP[e]);
-                sdS[e] = __float2bfloat16_rn(p * (sS[e] - sD[r]) * scale);
-            }
-            __syncthreads();
-            /* dK (keys x HD) += dS^T Q; dQ tile (queries x HD) = dS K */
-            fl_mma<HD, FL_TILE, true, false, true>(sdK, HD, sdS, FL_TILE, sQ, HD);
-            fl_mma<HD, FL_TILE, false, false, false>(sdQ, HD, sdS, FL_TILE, sK, HD);
-            __syncthreads();
-            for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x) {
-                int r = e / HD, c = e % HD, t = q0 + r;
-                if (t < T)
-                    atomicAdd(&dq[((size_t)b * T + t) * ldq + (size_t)h * HD + c], sdQ[e]);
-            }
-        }
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < FL_TILE * HD; e += blockDim.x) {
-        int r = e / HD, c = e % HD, j = k0 + r;
-        if (j < T) {
-            size_t o = ((size_t)b * T + j) * ldk + (size_t)g * HD + c;
-            dk[o] = sdK[e];
-            dv[o] = sdV[e];
-        }
-    }
-}
-
 /* mode and shared-memory grants, decided once per head size */
 static int flash_ok_hd[2] = {-1, -1}; /* [hd 64, hd 128]: -1 unknown, 0 no, 1 yes */
 
 template <int HD> static bool flash_grant(int slot)
 {
     if (flash_ok_hd[slot] < 0) {
-        bool ok = cudaFuncSetAttribute(k_flash_fwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)flash_smem<HD>::fwd) == cudaSuccess &&
-                  cudaFuncSetAttribute(k_flash_bwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)flash_smem<HD>::bwd) == cudaSuccess;
+        bool ok = cudaFuncSetAttribute(k_fa_fwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)fa_smem<HD>::fwd) == cudaSuccess &&
+                  cudaFuncSetAttribute(k_fa_bwd<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)fa_smem<HD>::bwd) == cudaSuccess;
         if (!ok) {
             cudaGetLastError(); /* not an error: the materialised path runs instead */
             fprintf(stderr,
@@ -1021,17 +804,17 @@ static size_t cu_attention_plan(attn_shape_t *s)
 static void flash_forward(bf16 *y, void *att, const bf16 *q, const bf16 *k, const bf16 *v,
                           const attn_shape_t *s)
 {
-    dim3 grid((unsigned)((s->T + FL_TILE - 1) / FL_TILE), (unsigned)s->n_heads, (unsigned)s->B);
+    dim3 grid((unsigned)s->n_heads, (unsigned)s->B, (unsigned)((s->T + FA_TILE - 1) / FA_TILE));
     float *lse = (float *)att;
     bf16 *ysave = (bf16 *)((char *)att + flash_ysave_off(s));
     float scale = 1.0f / sqrtf((float)s->hd);
     if (s->hd == 64)
-        k_flash_fwd<64><<<grid, FL_THREADS, flash_smem<64>::fwd, g.stream>>>(
+        k_fa_fwd<64><<<grid, FA_THREADS, fa_smem<64>::fwd, g.stream>>>(
             y, lse, ysave, q, k, v, s->T, s->n_heads, s->n_kv, scale);
     else
-        k_flash_fwd<128><<<grid, FL_THREADS, flash_smem<128>::fwd, g.stream>>>(
+        k_fa_fwd<128><<<grid, FA_THREADS, fa_smem<128>::fwd, g.stream>>>(
             y, lse, ysave, q, k, v, s->T, s->n_heads, s->n_kv, scale);
-    LAUNCH_CHECK("k_flash_fwd");
+    LAUNCH_CHECK("k_fa_fwd");
 }
 
 static void flash_backward(float *dq, float *dk, float *dv, const float *dy, const void *att,
@@ -1049,14 +832,14 @@ static void flash_backward(float *dq, float *dk, float *dv, const float *dy, con
     LAUNCH_CHECK("k_flash_dot");
     CU_CHECK(
         cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)s->B * s->T * s->n_heads * s->hd, g.stream));
-    dim3 grid((unsigned)((s->T + FL_TILE - 1) / FL_TILE), (unsigned)s->n_kv, (unsigned)s->B);
+    dim3 grid((unsigned)s->n_kv, (unsigned)s->B, (unsigned)((s->T + FA_TILE - 1) / FA_TILE));
     if (s->hd == 64)
-        k_flash_bwd<64><<<grid, FL_THREADS, flash_smem<64>::bwd, g.stream>>>(
+        k_fa_bwd<64><<<grid, FA_THREADS, fa_smem<64>::bwd, g.stream>>>(
             dq, dk, dv, dy, lse, D, q, k, v, s->T, s->n_heads, s->n_kv, scale);
     else
-        k_flash_bwd<128><<<grid, FL_THREADS, flash_smem<128>::bwd, g.stream>>>(
+        k_fa_bwd<128><<<grid, FA_THREADS, fa_smem<128>::bwd, g.stream>>>(
             dq, dk, dv, dy, lse, D, q, k, v, s->T, s->n_heads, s->n_kv, scale);
-    LAUNCH_CHECK("k_flash_bwd");
+    LAUNCH_CHECK("k_fa_bwd");
 }
 
 /* Per query head h (kv head h / group), batched over the B rows:

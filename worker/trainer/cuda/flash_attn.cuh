@@ -1,0 +1,488 @@
+/*
+ * flash_attn.cuh: the fused causal attention kernels of the CUDA backend
+ * (FlashAttention-2 order), included by cuda_backend.cu, which owns the
+ * launches, the plan and the buffers.
+ *
+ * Layouts (as the model stores them): q, y (B, T, nh*HD) and k, v
+ * (B, T, nkv*HD) bf16, row-major; query head h reads kv head
+ * h / (nh / nkv). lse (B, nh, T) fp32 is the natural log-sum-exp of the
+ * scaled scores of each query row; D (B, nh, T) fp32 = rowsum(dY * Y); dy,
+ * dq (B, T, nh*HD) and dk, dv (B, T, nkv*HD) fp32.
+ *
+ * Work split: a block is 4 warps. Forward: one block per (head, batch row,
+ * 64-query tile), warp w owns query rows [16w, 16w + 16) and keeps its
+ * Q fragments, the running max, sum and its 16 x HD output in registers;
+ * the 64-key K and V tiles go through shared memory. Backward: one block
+ * per (kv head, batch row, 64-key tile), warp w owns keys [16w, 16w + 16)
+ * and keeps their dK and dV in registers over all the query tiles and all
+ * the query heads of the group; each query tile's dQ contribution (dS K) is
+ * added to dq with atomics. Both grids start with the tiles that have the
+ * most work (the causal triangle makes them uneven).
+ *
+ * Arithmetic: bf16 tensor-core products (mma.sync m16n8k16, fp32
+ * accumulation); softmax in fp32 with exp2; P, dY and dS rounded to bf16 as
+ * the products' inputs. Shared-memory rows are padded by 16 bytes so that
+ * ldmatrix's eight row addresses fall in distinct banks.
+ *
+ * Costs: forward 4 T^2 HD / 2 multiply-adds per (b, h) (causal half),
+ * backward 2.5 times that; global traffic one read of Q, K, V (K, V once
+ * per query tile), one write of Y; backward one read of Q, dY per key tile
+ * and HD fp32 atomics per (query, key tile).
+ */
+#ifndef FT_FLASH_ATTN_CUH
+#define FT_FLASH_ATTN_CUH
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#define FA_TILE 64    /* queries or keys per tile */
+#define FA_THREADS 128 /* 4 warps of 16 rows each */
+#define FA_PAD 8      /* bf16 elements of padding after each shared row */
+
+/* shared memory, in bytes, of each kernel for a head size */
+template <int HD> struct fa_smem {
+    static constexpr int ld = HD + FA_PAD;
+    static constexpr int lds = FA_TILE + FA_PAD;
+    static constexpr size_t fwd = (size_t)3 * FA_TILE * ld * 2;           /* Q, K, V */
+    static constexpr size_t bwd = ((size_t)4 * FA_TILE * ld + (size_t)FA_TILE * lds) * 2 +
+                                  (size_t)2 * FA_TILE * 4; /* K, V, Q, dY, dS^T; lse, D */
+};
+
+__device__ __forceinline__ uint32_t fa_saddr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* four 8 x 8 bf16 matrices; lanes 8i..8i+7 give the row addresses of
+ * matrix i; register i gets row lane/4, columns 2 (lane%4) and +1 */
+__device__ __forceinline__ void fa_ldsm(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_saddr(p)));
+}
+
+/* the same, transposed: register i gets column lane/4, rows 2 (lane%4), +1 */
+__device__ __forceinline__ void fa_ldsm_t(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_saddr(p)));
+}
+
+/* c (16 x 8 fp32) += a (16 x 16 bf16, row) b (16 x 8 bf16, col) */
+__device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* two floats as a bf16 pair, lo in the low half (the lower column) */
+__device__ __forceinline__ uint32_t fa_pack(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Fragment addressing within a warp (lane = 32 threads, g = lane / 4, t =
+ * lane % 4): an m16n8 accumulator c holds rows g (c0, c1) and g + 8 (c2,
+ * c3), columns 2t and 2t + 1. The A operand of rows [r0, r0 + 16) and
+ * columns [k0, k0 + 16) of a row-major shared matrix, and the B operands
+ * of two n-tiles of 8: */
+
+/* A from a row-major (rows, ld) matrix */
+__device__ __forceinline__ const bf16 *fa_a_addr(const bf16 *s, int ld, int r0, int k0)
+{
+    int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+    return s + (size_t)(r0 + (m & 1) * 8 + r) * ld + k0 + (m >> 1) * 8;
+}
+
+/* B = M^T where M is row-major (n, k), n-tiles n0 and n0 + 8: registers
+ * 0, 1 are b0, b1 of the first, 2, 3 of the second (use fa_ldsm) */
+__device__ __forceinline__ const bf16 *fa_bt_addr(const bf16 *s, int ld, int n0, int k0)
+{
+    int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+    return s + (size_t)(n0 + (m >> 1) * 8 + r) * ld + k0 + (m & 1) * 8;
+}
+
+/* B = M where M is row-major (k, n), n-tiles n0 and n0 + 8 (use fa_ldsm_t) */
+__device__ __forceinline__ const bf16 *fa_b_addr(const bf16 *s, int ld, int k0, int n0)
+{
+    int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+    return s + (size_t)(k0 + (m & 1) * 8 + r) * ld + n0 + (m >> 1) * 8;
+}
+
+/* A = M^T where M is row-major (k, m): rows [m0, m0 + 16), k [k0, k0 + 16)
+ * (use fa_ldsm_t) */
+__device__ __forceinline__ const bf16 *fa_at_addr(const bf16 *s, int ld, int m0, int k0)
+{
+    int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+    return s + (size_t)(k0 + (m >> 1) * 8 + r) * ld + m0 + (m & 1) * 8;
+}
+
+/* rows [r0, r0 + 64) x HD of a (rows, ld) bf16 matrix into shared rows of
+ * ld_s, rows at or past T as zeros; 16-byte vectors (ld and the column
+ * offset of src are multiples of 8 elements) */
+template <int HD>
+__device__ __forceinline__ void fa_load(bf16 *dst, int ld_s, const bf16 *src, int ld, int r0, int T)
+{
+    constexpr int VPR = HD / 8; /* vectors per row */
+    for (int e = threadIdx.x; e < FA_TILE * VPR; e += FA_THREADS) {
+        int r = e / VPR, c = (e % VPR) * 8, t = r0 + r;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (t < T)
+            val = *reinterpret_cast<const uint4 *>(src + (size_t)t * ld + c);
+        *reinterpret_cast<uint4 *>(dst + (size_t)r * ld_s + c) = val;
+    }
+}
+
+/* the same from an fp32 matrix, rounded to bf16 */
+template <int HD>
+__device__ __forceinline__ void fa_load(bf16 *dst, int ld_s, const float *src, int ld, int r0, int T)
+{
+    constexpr int VPR = HD / 8;
+    for (int e = threadIdx.x; e < FA_TILE * VPR; e += FA_THREADS) {
+        int r = e / VPR, c = (e % VPR) * 8, t = r0 + r;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+        if (t < T) {
+            const float4 *p = reinterpret_cast<const float4 *>(src + (size_t)t * ld + c);
+            a = p[0];
+            b = p[1];
+        }
+        *reinterpret_cast<uint4 *>(dst + (size_t)r * ld_s + c) =
+            make_uint4(fa_pack(a.x, a.y), fa_pack(a.z, a.w), fa_pack(b.x, b.y), fa_pack(b.z, b.w));
+    }
+}
+
+#define FA_LOG2E 1.4426950408889634f
+
+/* grid (nh, B, query tiles): the last tiles, with the most keys, first */
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS)
+    k_fa_fwd(bf16 *y, float *lse, bf16 *ysave, const bf16 *q, const bf16 *k, const bf16 *v, int T,
+             int nh, int nkv, float scale)
+{
+    constexpr int LD = fa_smem<HD>::ld, NT8 = HD / 8;
+    extern __shared__ __align__(16) unsigned char fa_sm[];
+    bf16 *sQ = reinterpret_cast<bf16 *>(fa_sm), *sK = sQ + FA_TILE * LD, *sV = sK + FA_TILE * LD;
+    const int n_qt = (T + FA_TILE - 1) / FA_TILE, qt = n_qt - 1 - (int)blockIdx.z;
+    const int h = blockIdx.x, b = blockIdx.y, g = h / (nh / nkv);
+    const int ldq = nh * HD, ldk = nkv * HD, q0 = qt * FA_TILE;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, gr = lane >> 2, tg = lane & 3;
+    const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
+    const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
+    const bf16 *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
+    const float sl2 = scale * FA_LOG2E;
+    const int row0 = q0 + 16 * w + gr, row1 = row0 + 8;
+
+    fa_load<HD>(sQ, LD, qb, ldq, q0, T);
+    __syncthreads();
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++)
+        fa_ldsm(qf[kk], fa_a_addr(sQ, LD, 16 * w, 16 * kk));
+
+    float o[NT8][4];
+#pragma unroll
+    for (int n = 0; n < NT8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f}; /* raw max, partial sum */
+
+    for (int kt = 0; kt <= qt; kt++) { /* causal: key tiles up to the diagonal one */
+        const int k0 = kt * FA_TILE;
+        __syncthreads(); /* every warp is done with the previous K, V */
+        fa_load<HD>(sK, LD, kb, ldk, k0, T);
+        fa_load<HD>(sV, LD, vb, ldk, k0, T);
+        __syncthreads();
+
+        float s[8][4]; /* 16 queries x 64 keys of raw scores */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++)
+#pragma unroll
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t bk[4];
+                fa_ldsm(bk, fa_bt_addr(sK, LD, 8 * j, 16 * kk));
+                fa_mma(s[j], qf[kk], bk[0], bk[1]);
+                fa_mma(s[j + 1], qf[kk], bk[2], bk[3]);
+            }
+        if (kt == qt || k0 + FA_TILE > T) { /* the diagonal tile, or a partial one */
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int key = k0 + 8 * j + 2 * tg + (e & 1), row = e < 2 ? row0 : row1;
+                    if (key > row || key >= T)
+                        s[j][e] = -INFINITY;
+                }
+        }
+        float mx[2] = {m_r[0], m_r[1]};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+        float alpha[2], mu[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+            mu[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; /* a row with nothing yet */
+            alpha[i] = m_r[i] == -INFINITY ? 0.0f : exp2f((m_r[i] - mu[i]) * sl2);
+            m_r[i] = mx[i];
+        }
+        uint32_t pf[4][4]; /* P as the A operand of 4 k-steps of 16 keys */
+        float ps[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float p0 = exp2f((s[j][0] - mu[0]) * sl2), p1 = exp2f((s[j][1] - mu[0]) * sl2);
+            float p2 = exp2f((s[j][2] - mu[1]) * sl2), p3 = exp2f((s[j][3] - mu[1]) * sl2);
+            ps[0] += p0 + p1;
+            ps[1] += p2 + p3;
+            pf[j / 2][(j & 1) * 2] = fa_pack(p0, p1);
+            pf[j / 2][(j & 1) * 2 + 1] = fa_pack(p2, p3);
+        }
+        l_r[0] = l_r[0] * alpha[0] + ps[0];
+        l_r[1] = l_r[1] * alpha[1] + ps[1];
+#pragma unroll
+        for (int n = 0; n < NT8; n++) {
+            o[n][0] *= alpha[0];
+            o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1];
+            o[n][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) /* O += P V */
+#pragma unroll
+            for (int n = 0; n < NT8; n += 2) {
+                uint32_t bv[4];
+                fa_ldsm_t(bv, fa_b_addr(sV, LD, 16 * ks, 8 * n));
+                fa_mma(o[n], pf[ks], bv[0], bv[1]);
+                fa_mma(o[n + 1], pf[ks], bv[2], bv[3]);
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
+        l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
+    }
+    const float inv0 = 1.0f / l_r[0], inv1 = 1.0f / l_r[1];
+#pragma unroll
+    for (int n = 0; n < NT8; n++) {
+        int c = h * HD + 8 * n + 2 * tg;
+        if (row0 < T) {
+            size_t off = ((size_t)b * T + row0) * ldq + c;
+            uint32_t val = fa_pack(o[n][0] * inv0, o[n][1] * inv0);
+            *reinterpret_cast<uint32_t *>(y + off) = val;
+            *reinterpret_cast<uint32_t *>(ysave + off) = val;
+        }
+        if (row1 < T) {
+            size_t off = ((size_t)b * T + row1) * ldq + c;
+            uint32_t val = fa_pack(o[n][2] * inv1, o[n][3] * inv1);
+            *reinterpret_cast<uint32_t *>(y + off) = val;
+            *reinterpret_cast<uint32_t *>(ysave + off) = val;
+        }
+    }
+    if (tg == 0) {
+        float *lb = lse + ((size_t)b * nh + h) * T;
+        if (row0 < T)
+            lb[row0] = m_r[0] * scale + logf(l_r[0]);
+        if (row1 < T)
+            lb[row1] = m_r[1] * scale + logf(l_r[1]);
+    }
+}
+
+/* adds a pair of fp32 values to global memory (one vector atomic on sm_90) */
+__device__ __forceinline__ void fa_atomic_add2(float *p, float a, float b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2 *>(p), make_float2(a, b));
+#else
+    atomicAdd(p, a);
+    atomicAdd(p + 1, b);
+#endif
+}
+
+/* grid (nkv, B, key tiles): the first tiles, with the most queries, first;
+ * dq must be zero on entry, dk and dv are written */
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS)
+    k_fa_bwd(float *dq, float *dk, float *dv, const float *dy, const float *lse, const float *D,
+             const bf16 *q, const bf16 *k, const bf16 *v, int T, int nh, int nkv, float scale)
+{
+    constexpr int LD = fa_smem<HD>::ld, LDS = fa_smem<HD>::lds, NT8 = HD / 8;
+    extern __shared__ __align__(16) unsigned char fa_sm[];
+    bf16 *sK = reinterpret_cast<bf16 *>(fa_sm), *sV = sK + FA_TILE * LD;
+    bf16 *sQ = sV + FA_TILE * LD, *sdY = sQ + FA_TILE * LD, *sdS = sdY + FA_TILE * LD;
+    float *sLse = reinterpret_cast<float *>(sdS + FA_TILE * LDS), *sD = sLse + FA_TILE;
+    const int n_t = (T + FA_TILE - 1) / FA_TILE, kt = (int)blockIdx.z;
+    const int g = blockIdx.x, b = blockIdx.y, group = nh / nkv;
+    const int ldq = nh * HD, ldk = nkv * HD, k0 = kt * FA_TILE;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, gr = lane >> 2, tg = lane & 3;
+    const int key0 = k0 + 16 * w + gr, key1 = key0 + 8; /* this thread's accumulator rows */
+    const float sl2 = scale * FA_LOG2E;
+
+    fa_load<HD>(sK, LD, k + (size_t)b * T * ldk + (size_t)g * HD, ldk, k0, T);
+    fa_load<HD>(sV, LD, v + (size_t)b * T * ldk + (size_t)g * HD, ldk, k0, T);
+    float dka[NT8][4], dva[NT8][4];
+#pragma unroll
+    for (int n = 0; n < NT8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            dka[n][e] = dva[n][e] = 0.0f;
+
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
+        const float *dyb = dy + (size_t)b * T * ldq + (size_t)h * HD;
+        const float *lb = lse + ((size_t)b * nh + h) * T, *db = D + ((size_t)b * nh + h) * T;
+        for (int qt = kt; qt < n_t; qt++) { /* causal: query tiles at or after the key tile */
+            const int q0 = qt * FA_TILE;
+            __syncthreads(); /* every warp is done with the previous Q, dY, dS^T */
+            fa_load<HD>(sQ, LD, qb, ldq, q0, T);
+            fa_load<HD>(sdY, LD, dyb, ldq, q0, T);
+            if (threadIdx.x < FA_TILE) {
+                int t = q0 + threadIdx.x;
+                sLse[threadIdx.x] = t < T ? lb[t] * FA_LOG2E : INFINITY; /* log2 units */
+                sD[threadIdx.x] = t < T ? db[t] : 0.0f;
+            }
+            __syncthreads();
+
+            /* S^T (16 keys x 64 queries) = K Q^T, then P^T */
+            float st[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t ka[4];
+                fa_ldsm(ka, fa_a_addr(sK, LD, 16 * w, 16 * kk));
+#pragma unroll
+                for (int j = 0; j < 8; j += 2) {
+                    uint32_t bq[4];
+                    fa_ldsm(bq, fa_bt_addr(sQ, LD, 8 * j, 16 * kk));
+                    fa_mma(st[j], ka, bq[0], bq[1]);
+                    fa_mma(st[j + 1], ka, bq[2], bq[3]);
+                }
+            }
+            const bool edge = qt == kt || q0 + FA_TILE > T || k0 + FA_TILE > T;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int col = 8 * j + 2 * tg + (e & 1), qi = q0 + col, key = e < 2 ? key0 : key1;
+                    float p = exp2f(st[j][e] * sl2 - sLse[col]);
+                    st[j][e] = edge && (key > qi || qi >= T || key >= T) ? 0.0f : p;
+                }
+
+            /* dV += P^T dY (A = P^T, k = queries) */
+            uint32_t pa[4][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                pa[j / 2][(j & 1) * 2] = fa_pack(st[j][0], st[j][1]);
+                pa[j / 2][(j & 1) * 2 + 1] = fa_pack(st[j][2], st[j][3]);
+            }
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int n = 0; n < NT8; n += 2) {
+                    uint32_t bd[4];
+                    fa_ldsm_t(bd, fa_b_addr(sdY, LD, 16 * ks, 8 * n));
+                    fa_mma(dva[n], pa[ks], bd[0], bd[1]);
+                    fa_mma(dva[n + 1], pa[ks], bd[2], bd[3]);
+                }
+
+            /* dP^T (16 keys x 64 queries) = V dY^T */
+            float dpt[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                uint32_t va[4];
+                fa_ldsm(va, fa_a_addr(sV, LD, 16 * w, 16 * kk));
+#pragma unroll
+                for (int j = 0; j < 8; j += 2) {
+                    uint32_t bd[4];
+                    fa_ldsm(bd, fa_bt_addr(sdY, LD, 8 * j, 16 * kk));
+                    fa_mma(dpt[j], va, bd[0], bd[1]);
+                    fa_mma(dpt[j + 1], va, bd[2], bd[3]);
+                }
+            }
+
+            /* dS^T = P^T (dP^T - D) scale: as A operand for dK, and into
+             * shared memory for dQ */
+            uint32_t da[4][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                int col = 8 * j + 2 * tg;
+                float d0 = sD[col], d1 = sD[col + 1];
+                uint32_t lo = fa_pack(st[j][0] * (dpt[j][0] - d0) * scale,
+                                      st[j][1] * (dpt[j][1] - d1) * scale);
+                uint32_t hi = fa_pack(st[j][2] * (dpt[j][2] - d0) * scale,
+                                      st[j][3] * (dpt[j][3] - d1) * scale);
+                da[j / 2][(j & 1) * 2] = lo;
+                da[j / 2][(j & 1) * 2 + 1] = hi;
+                *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr) * LDS + col) = lo;
+                *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr + 8) * LDS + col) = hi;
+            }
+            /* dK += dS^T Q (k = queries) */
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int n = 0; n < NT8; n += 2) {
+                    uint32_t bq[4];
+                    fa_ldsm_t(bq, fa_b_addr(sQ, LD, 16 * ks, 8 * n));
+                    fa_mma(dka[n], da[ks], bq[0], bq[1]);
+                    fa_mma(dka[n + 1], da[ks], bq[2], bq[3]);
+                }
+            __syncthreads(); /* all of dS^T is in shared memory */
+
+            /* dQ rows [16w, 16w + 16) of the tile = dS K (k = the 64 keys) */
+            float dqa[NT8][4];
+#pragma unroll
+            for (int n = 0; n < NT8; n++)
+                dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                uint32_t sa[4];
+                fa_ldsm_t(sa, fa_at_addr(sdS, LDS, 16 * w, 16 * ks));
+#pragma unroll
+                for (int n = 0; n < NT8; n += 2) {
+                    uint32_t bk[4];
+                    fa_ldsm_t(bk, fa_b_addr(sK, LD, 16 * ks, 8 * n));
+                    fa_mma(dqa[n], sa, bk[0], bk[1]);
+                    fa_mma(dqa[n + 1], sa, bk[2], bk[3]);
+                }
+            }
+            const int qr0 = q0 + 16 * w + gr, qr1 = qr0 + 8;
+#pragma unroll
+            for (int n = 0; n < NT8; n++) {
+                int c = h * HD + 8 * n + 2 * tg;
+                if (qr0 < T)
+                    fa_atomic_add2(dq + ((size_t)b * T + qr0) * ldq + c, dqa[n][0], dqa[n][1]);
+                if (qr1 < T)
+                    fa_atomic_add2(dq + ((size_t)b * T + qr1) * ldq + c, dqa[n][2], dqa[n][3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NT8; n++) {
+        int c = g * HD + 8 * n + 2 * tg;
+        if (key0 < T) {
+            size_t off = ((size_t)b * T + key0) * ldk + c;
+            *reinterpret_cast<float2 *>(dk + off) = make_float2(dka[n][0], dka[n][1]);
+            *reinterpret_cast<float2 *>(dv + off) = make_float2(dva[n][0], dva[n][1]);
+        }
+        if (key1 < T) {
+            size_t off = ((size_t)b * T + key1) * ldk + c;
+            *reinterpret_cast<float2 *>(dk + off) = make_float2(dka[n][2], dka[n][3]);
+            *reinterpret_cast<float2 *>(dv + off) = make_float2(dva[n][2], dva[n][3]);
+        }
+    }
+}
+
+#endif
