@@ -9,7 +9,13 @@ scheduler's debug log the median time it spent handling the request (and the
 commit part of it). The process start before main (loader, libraries) is what
 the shell loop's time per process leaves over after ftctl's own last phase.
 
-Usage: phases.py [-n N] [--insecure] [--sched-arg ARG ...]
+Each runs once per client path (--path): direct (FT_AGENT=off: each process
+makes its own ZeroMQ connection), agent (through an `ftctl agent` started
+first: no ZeroMQ context in the process, one framed round trip on a Unix
+socket), none (the default setting, auto, with no agent running: the direct
+path plus the look for an agent, phase path-direct).
+
+Usage: phases.py [-n N] [--insecure] [--path direct,agent,none] [--sched-arg ARG ...]
 Program paths come from $FTSCHED, $FTWORKER, $FTCTL. Python standard library only.
 """
 import argparse
@@ -22,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 from ftcluster import Cluster, run_main  # noqa: E402
-from sched_bench import sh_loop  # noqa: E402
+from sched_bench import agent_status, sh_loop, start_agent  # noqa: E402
 
 TRACE = re.compile(r"^ftctl: trace: (\S+)\s+([0-9.]+) ms\s+\+([0-9.]+) ms$")
 HANDLED = re.compile(r"'(\w+)' handled in ([0-9.]+) ms \(commit ([0-9.]+) ms\)")
@@ -82,32 +88,52 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=200, help="processes of each kind (default 200)")
     ap.add_argument("--insecure", action="store_true", help="run without CURVE")
+    ap.add_argument("--path", default="direct,agent",
+                    help="client paths, comma-separated: direct, agent, none (default direct,agent)")
     ap.add_argument("--sched-arg", action="append", default=[],
                     help="extra ftsched argument (repeatable), e.g. --sched-arg=--db-sync=normal")
     args = ap.parse_args()
     if args.n < 1:
         ap.error("-n must be at least 1")
+    paths = [p.strip() for p in args.path.split(",") if p.strip()]
+    if not paths or any(p not in ("direct", "agent", "none") for p in paths):
+        ap.error("--path takes direct, agent and none, comma-separated")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     with Cluster("ft-phases", insecure=args.insecure) as c:
         c.start_sched(["--log-level", "debug", *args.sched_arg])
-        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, FT_AGENT="off",
+                   **c.key_env())
+        env.pop("FT_AGENT_SOCKET", None)
         true_ms = sh_loop(["/bin/true"], args.n, env, c.dir) * 1000 / args.n
         version_ms = sh_loop([c.ftctl_path, "--version"], args.n, env, c.dir) * 1000 / args.n
         print(f"load average {load} at the start; {args.n} processes each; "
               f"{'no CURVE' if args.insecure else 'CURVE on'}; {' '.join(args.sched_arg)}")
         print(f"{'/bin/true':<28}{true_ms:8.3f} ms per process")
         print(f"{'ftctl --version':<28}{version_ms:8.3f} ms per process")
-        for kind, argv in (("ping", [c.ftctl_path, "ping"]),
-                           ("submit", [c.ftctl_path, "submit", "--", "true"])):
-            per_ms, order, steps, ends = traced(c, env, argv, args.n)
-            in_main = statistics.median(ends) if ends else 0.0
-            print(f"ftctl {kind}: {per_ms:.3f} ms per process from sh; medians:")
-            print(f"  {'before main (loader) + exit':<26}{per_ms - in_main:8.3f} ms")
-            for name in order:
-                print(f"  {name:<26}{statistics.median(steps[name]):8.3f} ms")
-            h = handled(c, kind)
-            if h:
-                print(f"  (scheduler: handled in {h[0]:.3f} ms, then committed in {h[1]:.3f} ms)")
+        xdg = os.path.join(c.dir, "xdg")
+        os.mkdir(xdg, 0o700)
+        for path in paths:
+            penv = dict(env)
+            if path != "direct":
+                penv.update(FT_AGENT="auto", XDG_RUNTIME_DIR=xdg)
+            if path == "agent":
+                start_agent(c, penv)
+            for kind, argv in (("ping", [c.ftctl_path, "ping"]),
+                               ("submit", [c.ftctl_path, "submit", "--", "true"])):
+                per_ms, order, steps, ends = traced(c, penv, argv, args.n)
+                in_main = statistics.median(ends) if ends else 0.0
+                print(f"ftctl {kind}, path {path}: {per_ms:.3f} ms per process from sh; medians:")
+                print(f"  {'before main (loader) + exit':<26}{per_ms - in_main:8.3f} ms")
+                for name in order:
+                    print(f"  {name:<26}{statistics.median(steps[name]):8.3f} ms")
+                h = handled(c, kind)
+                if h:
+                    print(f"  (scheduler: handled in {h[0]:.3f} ms, then committed in "
+                          f"{h[1]:.3f} ms)")
+            if path == "agent":
+                st = agent_status(c, penv)
+                print(f"  (agent: {st['relayed']} requests relayed)")
+                sh_loop([c.ftctl_path, "agent", "stop"], 1, penv, c.dir)
     return 0
 
 

@@ -16,11 +16,16 @@ loopback, submits K one-GPU exec jobs running `true` one after another with
   default 1000), K/B processes: submit rate and drain rate.
 
 Each of these runs once per ftsched --db-sync mode given (default: full, then
-normal), each against a fresh scheduler.
+normal) and per client path (--path, default direct, then agent), each
+against a fresh scheduler. On the agent path an `ftctl agent` started before
+the figures holds one CURVE connection and every ftctl process of the loops
+talks to it over its Unix socket (docs/operations.md); the direct path sets
+FT_AGENT=off, so each process makes its own connection.
 
 Targets (the brief): submit >= 400 jobs/s, drain >= 500 jobs/s.
 
-Usage: sched_bench.py [--jobs K] [--batch B] [--db-sync full,normal] [--insecure]
+Usage: sched_bench.py [--jobs K] [--batch B] [--db-sync full,normal]
+                      [--path direct,agent] [--insecure]
 (K default 2000, or $FT_BENCH_JOBS). Program paths come from $FTSCHED,
 $FTWORKER, $FTCTL (meson sets them). Python standard library only.
 """
@@ -125,15 +130,41 @@ def check_completed(c, ids):
         raise TestFailure(f"{len(want)} distinct ids, {done} of {len(ids)} COMPLETED")
 
 
-def run_once(args, db_sync, where):
-    """The whole benchmark against one fresh ftsched --db-sync db_sync; prints
-    its figures and returns them."""
+def start_agent(c, env):
+    """Starts an ftctl agent for this cluster under env's XDG_RUNTIME_DIR;
+    returns its pid."""
+    r = subprocess.run([c.ftctl_path, "agent", "start", "--persist", "0"], capture_output=True,
+                       text=True, env=env)
+    if r.returncode != 0:
+        raise TestFailure(f"ftctl agent start failed: {r.stderr}")
+    return agent_status(c, env)["pid"]
+
+
+def agent_status(c, env):
+    r = subprocess.run([c.ftctl_path, "-o", "json", "agent", "status"], capture_output=True,
+                       text=True, env=env)
+    if r.returncode != 0:
+        raise TestFailure(f"ftctl agent status failed: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def run_once(args, db_sync, path, where):
+    """The whole benchmark against one fresh ftsched --db-sync db_sync, the
+    ftctl processes going direct or through an agent (path); prints its figures
+    and returns them."""
     k = args.jobs
     with Cluster("ft-bench", insecure=args.insecure) as c:
         c.start_sched(["--db-sync", db_sync])
         c.start_worker("bench-node", gpus=args.gpus)
         c.wait_nodes_ready(["bench-node"])
-        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, **c.key_env())
+        env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, FT_AGENT="off",
+                   **c.key_env())
+        env.pop("FT_AGENT_SOCKET", None)
+        if path == "agent":
+            xdg = os.path.join(c.dir, "xdg")
+            os.mkdir(xdg, 0o700)
+            env.update(FT_AGENT="auto", XDG_RUNTIME_DIR=xdg)
+            start_agent(c, env)
         ftctl = c.ftctl_path
 
         start_ms = sh_loop([ftctl, "--version"], 200, env, c.dir) * 1000 / 200
@@ -165,16 +196,24 @@ def run_once(args, db_sync, where):
         t_b2 = wait_drained(ftctl, env)
         check_completed(c, ids3)
 
+        if path == "agent":
+            st = agent_status(c, env)
+            if st["relayed"] < 2 * k:
+                raise TestFailure(f"the agent relayed {st['relayed']} requests, fewer than "
+                                  f"the {2 * k} single submits: the agent path was not taken")
+            subprocess.run([ftctl, "agent", "stop"], capture_output=True, env=env)
+
         submit_s = t_submitted - t_first
         drain_s = t_drained - t_first
-        f = {"db_sync": db_sync, "version_ms": start_ms, "ping_ms": ping_ms, "true_ms": true_ms,
+        f = {"db_sync": db_sync, "path": path, "version_ms": start_ms, "ping_ms": ping_ms, "true_ms": true_ms,
              "submit": k / submit_s, "drain": k / drain_s, "submit_queued": k / (t_release - t_q0),
              "queued_drain": k / (t_drained2 - t_release), "bulk_submit": k / (t_b1 - t_b0),
              "bulk_drain": k / (t_b2 - t_b0)}
         print(f"machine:        {where}")
         print(f"jobs (K):       {k} one-GPU exec jobs running 'true', 1 worker with "
               f"{args.gpus} emulated GPUs, {'no CURVE' if args.insecure else 'CURVE on'}, "
-              f"ftsched --db-sync {db_sync}")
+              f"ftsched --db-sync {db_sync}, ftctl {path}"
+              f"{' (through one ftctl agent)' if path == 'agent' else ' (FT_AGENT=off)'}")
         print(f"process start:  {true_ms:.2f} ms for /bin/true, {start_ms:.2f} ms for "
               f"ftctl --version (libzmq and its libraries loaded), from a sh loop")
         print(f"ftctl ping:     {ping_ms:.2f} ms per process incl. one round trip")
@@ -206,6 +245,9 @@ def main():
                     help="jobs per 'submit --array' in the bulk part (1..1000, default 1000)")
     ap.add_argument("--db-sync", default="full,normal",
                     help="ftsched --db-sync modes to run, comma-separated (default full,normal)")
+    ap.add_argument("--path", default="direct,agent",
+                    help="how ftctl reaches ftsched: direct, agent or both, comma-separated "
+                         "(default direct,agent)")
     ap.add_argument("--insecure", action="store_true",
                     help="run without CURVE (to see what the handshake costs per ftctl)")
     args = ap.parse_args()
@@ -216,17 +258,22 @@ def main():
     modes = [m.strip() for m in args.db_sync.split(",") if m.strip()]
     if not modes or any(m not in ("full", "normal") for m in modes):
         ap.error("--db-sync takes full, normal or both, comma-separated")
+    paths = [p.strip() for p in args.path.split(",") if p.strip()]
+    if not paths or any(p not in ("direct", "agent") for p in paths):
+        ap.error("--path takes direct, agent or both, comma-separated")
 
     where = machine()
     figures = []
     for m in modes:
-        figures.append(run_once(args, m, where))
-        print()
+        for p in paths:
+            figures.append(run_once(args, m, p, where))
+            print()
     if len(figures) > 1:
         keys = ["submit", "drain", "submit_queued", "queued_drain", "bulk_submit", "bulk_drain"]
-        print("jobs/s          " + "".join(f"{k:>14}" for k in keys))
+        print("jobs/s                  " + "".join(f"{k:>14}" for k in keys))
         for f in figures:
-            print(f"db_sync {f['db_sync']:<8}" + "".join(f"{f[k]:>14.0f}" for k in keys))
+            print(f"db_sync {f['db_sync']:<7}{f['path']:<9}" +
+                  "".join(f"{f[k]:>14.0f}" for k in keys))
     return 0
 
 
