@@ -205,9 +205,11 @@ int ftctl_agent_connect(ftctl_t *c)
 
     if (c->agent_fd >= 0)
         return 0;
-    if (c->agent == FTCTL_AGENT_OFF || c->agent_state == FTCTL_AGENT_DIRECT)
+    if (c->agent_state == FTCTL_AGENT_DIRECT)
         return -1;
     c->agent_state = FTCTL_AGENT_DIRECT; /* unless the checks below pass */
+    if (c->agent == FTCTL_AGENT_OFF)
+        goto direct;
     ft_err_clear(&err);
     /* A key setting the direct path will refuse with its own message. */
     if (agent_paths(c, dir, sizeof(dir), path, sizeof(path), &err) < 0)
@@ -680,15 +682,21 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
     r = agent_listen(&a, dir, &err);
     if (r == 1) {
         ready = "already\n";
-        rc = FTCTL_EXIT_OK;
+        if (ready_fd < 0) /* agent run: say so; agent start says it itself */
+            ftctl_die_msg("an agent already listens on '%s'", a.path);
+        rc = ready_fd < 0 ? FTCTL_EXIT_FAILED : FTCTL_EXIT_OK;
         goto out;
     }
     if (r < 0) {
         ftctl_die_msg("%s", err.msg);
         goto out;
     }
-    if (ftctl_open_socket(c) < 0)
+    if (ftctl_open_socket(c) < 0) /* reads the key files: before the chdir below */
         goto out_unlink;
+    if (ready_fd >= 0 && chdir("/") < 0) { /* detached: hold no directory busy */
+        ftctl_die_msg("cannot change to '/': %s", strerror(errno));
+        goto out_unlink;
+    }
     items = calloc(AGENT_MAX_CLIENTS + 3, sizeof(*items));
     if (!items) {
         ftctl_die_msg("out of memory");
@@ -849,8 +857,6 @@ static int agent_spawn(ftctl_t *c, int persist_s, const char *log_path, const ch
         unsetenv("FTCTL_TRACE"); /* the caller's trace is about the caller */
         ftctl_trace_init();
         umask(077);
-        if (chdir("/") < 0)
-            _exit(1);
         ft_log_init("ftctl agent", FT_LOG_INFO);
         int rc = agent_serve(c, persist_s, pfd[1], logfd >= 0 ? logfd : null);
         _exit(rc);

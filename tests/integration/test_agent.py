@@ -458,6 +458,29 @@ def persist_exit():
         os.kill(st["pid"], signal.SIGTERM)
         check(wait_gone(st["pid"]) and not os.path.exists(path),
               "SIGTERM ends the agent and removes its socket")
+        # agent run: the foreground agent, as under systemd --user
+        e = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, FT_AGENT="auto",
+                 XDG_RUNTIME_DIR=c.xdg, **c.key_env())
+        e.pop("FT_AGENT_SOCKET", None)
+        fg = subprocess.Popen([c.ftctl_path, "agent", "run", "--persist", "0"], env=e,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            st = c.agent_status()
+            check(st["pid"] == fg.pid, "agent run serves in the foreground", str(st))
+            r = c.ftctl("agent", "run")
+            check(r.returncode == 1 and "already listens" in r.stderr,
+                  "a second agent run says one already listens (exit 1)", r.stderr)
+            fg.send_signal(signal.SIGINT)
+            out, err = fg.communicate(timeout=10)
+        finally:
+            if fg.poll() is None:
+                fg.kill()
+                fg.wait()
+        check(fg.returncode == 0 and "listening on" in err and not os.path.exists(path),
+              "SIGINT: exit 0, its log on stderr, the socket removed", f"{fg.returncode} {err}")
         # a refused key is reported through the agent as directly
         bad = os.path.join(c.dir, "stranger.key")
         c.ftctl_ok("keygen", bad)
