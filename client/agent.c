@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -605,11 +606,10 @@ static void monitor_readable(agent_t *a)
 
 /* Binds path, replacing a stale socket; 0, 1 when a live agent already
  * listens there, -1 with err. */
+static int agent_bind(agent_t *a, ft_err_t *err);
+
 static int agent_listen(agent_t *a, const char *dir, ft_err_t *err)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
-
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         ft_err_set(err, FT_EINTERNAL, "cannot create '%s': %s", dir, strerror(errno));
         return -1;
@@ -619,6 +619,29 @@ static int agent_listen(agent_t *a, const char *dir, ft_err_t *err)
             ft_err_set(err, FT_EINTERNAL, "directory '%s' vanished", dir);
         return -1;
     }
+    /* Two agents starting at once (two ftctl with the persist setting) must
+     * not both take a stale socket away: the probe, unlink and bind below
+     * run under a lock on PATH.lock, so the second one finds the first. */
+    char lock_path[FT_PATH_MAX + 8];
+    snprintf(lock_path, sizeof(lock_path), "%s.lock", a->path);
+    int lk = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lk < 0) {
+        ft_err_set(err, FT_EINTERNAL, "cannot open '%s': %s", lock_path, strerror(errno));
+        return -1;
+    }
+    while (flock(lk, LOCK_EX) < 0 && errno == EINTR)
+        ;
+    int rc = agent_bind(a, err);
+    close(lk); /* releases the lock */
+    return rc;
+}
+
+/* agent_listen's part under the lock. */
+static int agent_bind(agent_t *a, ft_err_t *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+
     ft_strlcpy(sa.sun_path, a->path, sizeof(sa.sun_path));
     a->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (a->lfd < 0) {
