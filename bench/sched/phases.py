@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
 from ftcluster import Cluster, run_main  # noqa: E402
-from sched_bench import agent_status, sh_loop, start_agent  # noqa: E402
+from sched_bench import agent_status, kill_agent, sh_loop, start_agent  # noqa: E402
 
 TRACE = re.compile(r"^ftctl: trace: (\S+)\s+([0-9.]+) ms\s+\+([0-9.]+) ms$")
 HANDLED = re.compile(r"'(\w+)' handled in ([0-9.]+) ms \(commit ([0-9.]+) ms\)")
@@ -89,7 +89,8 @@ def main():
     ap.add_argument("-n", type=int, default=200, help="processes of each kind (default 200)")
     ap.add_argument("--insecure", action="store_true", help="run without CURVE")
     ap.add_argument("--path", default="direct,agent",
-                    help="client paths, comma-separated: direct, agent, none (default direct,agent)")
+                    help="client paths, comma-separated: direct, agent, none "
+                         "(default direct,agent)")
     ap.add_argument("--sched-arg", action="append", default=[],
                     help="extra ftsched argument (repeatable), e.g. --sched-arg=--db-sync=normal")
     args = ap.parse_args()
@@ -116,24 +117,28 @@ def main():
             penv = dict(env)
             if path != "direct":
                 penv.update(FT_AGENT="auto", XDG_RUNTIME_DIR=xdg)
-            if path == "agent":
-                start_agent(c, penv)
-            for kind, argv in (("ping", [c.ftctl_path, "ping"]),
-                               ("submit", [c.ftctl_path, "submit", "--", "true"])):
-                per_ms, order, steps, ends = traced(c, penv, argv, args.n)
-                in_main = statistics.median(ends) if ends else 0.0
-                print(f"ftctl {kind}, path {path}: {per_ms:.3f} ms per process from sh; medians:")
-                print(f"  {'before main (loader) + exit':<26}{per_ms - in_main:8.3f} ms")
-                for name in order:
-                    print(f"  {name:<26}{statistics.median(steps[name]):8.3f} ms")
-                h = handled(c, kind)
-                if h:
-                    print(f"  (scheduler: handled in {h[0]:.3f} ms, then committed in "
-                          f"{h[1]:.3f} ms)")
-            if path == "agent":
-                st = agent_status(c, penv)
-                print(f"  (agent: {st['relayed']} requests relayed)")
-                sh_loop([c.ftctl_path, "agent", "stop"], 1, penv, c.dir)
+            pid = start_agent(c, penv) if path == "agent" else None
+            try:
+                for kind, argv in (("ping", [c.ftctl_path, "ping"]),
+                                   ("submit", [c.ftctl_path, "submit", "--", "true"])):
+                    per_ms, order, steps, ends = traced(c, penv, argv, args.n)
+                    in_main = statistics.median(ends) if ends else 0.0
+                    print(f"ftctl {kind}, path {path}: {per_ms:.3f} ms per process from sh; "
+                          f"medians:")
+                    print(f"  {'before main (loader) + exit':<26}{per_ms - in_main:8.3f} ms")
+                    for name in order:
+                        print(f"  {name:<26}{statistics.median(steps[name]):8.3f} ms")
+                    h = handled(c, kind)
+                    if h:
+                        print(f"  (scheduler: handled in {h[0]:.3f} ms, then committed in "
+                              f"{h[1]:.3f} ms)")
+                if path == "agent":
+                    st = agent_status(c, penv)
+                    print(f"  (agent: {st['relayed']} requests relayed)")
+                    sh_loop([c.ftctl_path, "agent", "stop"], 1, penv, c.dir)
+            finally:
+                if pid:
+                    kill_agent(pid)  # a no-op after the stop; covers a failure
     return 0
 
 

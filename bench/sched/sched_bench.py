@@ -30,9 +30,11 @@ Usage: sched_bench.py [--jobs K] [--batch B] [--db-sync full,normal]
 $FTWORKER, $FTCTL (meson sets them). Python standard library only.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -140,6 +142,14 @@ def start_agent(c, env):
     return agent_status(c, env)["pid"]
 
 
+def kill_agent(pid):
+    """Ends an agent a failed run left behind (a no-op when it is gone)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
 def agent_status(c, env):
     r = subprocess.run([c.ftctl_path, "-o", "json", "agent", "status"], capture_output=True,
                        text=True, env=env)
@@ -153,7 +163,7 @@ def run_once(args, db_sync, path, where):
     ftctl processes going direct or through an agent (path); prints its figures
     and returns them."""
     k = args.jobs
-    with Cluster("ft-bench", insecure=args.insecure) as c:
+    with Cluster("ft-bench", insecure=args.insecure) as c, contextlib.ExitStack() as cleanup:
         c.start_sched(["--db-sync", db_sync])
         c.start_worker("bench-node", gpus=args.gpus)
         c.wait_nodes_ready(["bench-node"])
@@ -164,7 +174,7 @@ def run_once(args, db_sync, path, where):
             xdg = os.path.join(c.dir, "xdg")
             os.mkdir(xdg, 0o700)
             env.update(FT_AGENT="auto", XDG_RUNTIME_DIR=xdg)
-            start_agent(c, env)
+            cleanup.callback(kill_agent, start_agent(c, env))
         ftctl = c.ftctl_path
 
         start_ms = sh_loop([ftctl, "--version"], 200, env, c.dir) * 1000 / 200
@@ -205,7 +215,8 @@ def run_once(args, db_sync, path, where):
 
         submit_s = t_submitted - t_first
         drain_s = t_drained - t_first
-        f = {"db_sync": db_sync, "path": path, "version_ms": start_ms, "ping_ms": ping_ms, "true_ms": true_ms,
+        f = {"db_sync": db_sync, "path": path, "version_ms": start_ms, "ping_ms": ping_ms,
+             "true_ms": true_ms,
              "submit": k / submit_s, "drain": k / drain_s, "submit_queued": k / (t_release - t_q0),
              "queued_drain": k / (t_drained2 - t_release), "bulk_submit": k / (t_b1 - t_b0),
              "bulk_drain": k / (t_b2 - t_b0)}

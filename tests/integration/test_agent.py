@@ -155,13 +155,15 @@ def same_outcome():
         ra, ph = traced(c, "wait", str(ja), ok=False)
         check_agent_path(ph, "wait")
         rd = c.ftctl("wait", str(jd), env={"FT_AGENT": "off"})
-        check(ra.returncode == rd.returncode == 4 and "FAILED" in ra.stderr and "FAILED" in rd.stderr,
+        check(ra.returncode == rd.returncode == 4 and "FAILED" in ra.stderr
+              and "FAILED" in rd.stderr,
               "wait on a failing job: exit 4 and FAILED on both paths",
               f"{ra.returncode} {ra.stderr} / {rd.returncode} {rd.stderr}")
         sa, ph = traced(c, "-o", "json", "show", str(ja))
         check_agent_path(ph, "show")
         a = json.loads(sa.stdout)["job"]
-        d_ = json.loads(c.ftctl_ok("-o", "json", "show", str(jd), env={"FT_AGENT": "off"}).stdout)["job"]
+        d_ = json.loads(c.ftctl_ok("-o", "json", "show", str(jd),
+                                   env={"FT_AGENT": "off"}).stdout)["job"]
         keys = ("state", "exit_code", "kind", "user", "team", "attempt")
         check(all(a[k] == d_[k] for k in keys),
               "show: state, exit code, user, team, attempt agree",
@@ -196,8 +198,8 @@ def same_outcome():
         # -h, usage errors
         check(c.ftctl("agent", "-h").returncode == 0, "agent -h exits 0")
         r = c.ftctl("agent", "frob")
-        check(r.returncode == 2 and "unknown action 'frob'" in r.stderr, "agent frob: usage error 2",
-              r.stderr)
+        check(r.returncode == 2 and "unknown action 'frob'" in r.stderr,
+              "agent frob: usage error 2", r.stderr)
         r = c.ftctl("agent", "start", "--persist", "-1")
         check(r.returncode == 2 and "--persist" in r.stderr, "a negative --persist is refused",
               r.stderr)
@@ -425,7 +427,8 @@ def bad_frames():
             time.sleep(0.2)
             other.sendall(frame(ping_req(2)))
             rep = read_frame(other)
-            check(rep["type"] == "error" and rep["code"] == "bad_state" and "in flight" in rep["message"],
+            check(rep["type"] == "error" and rep["code"] == "bad_state"
+                  and "in flight" in rep["message"],
                   "the same id from a second client while in flight: bad_state", str(rep))
         finally:
             os.kill(c.sched.pid, signal.SIGCONT)
