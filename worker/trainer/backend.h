@@ -121,7 +121,7 @@ typedef struct backend {
 
     /* h [act] (N,I) = silu(g) * u, g and u [act] */
     void (*swiglu_forward)(float *h, const float *g, const float *u, int64_t n);
-    /* writes dg, du (N,I) from dh; g, u [act] */
+    /* writes dg, du [act] (N,I) from dh (fp32); g, u [act] */
     void (*swiglu_backward)(float *dg, float *du, const float *dh, const float *g,
                             const float *u, int64_t n);
 

@@ -21,10 +21,10 @@
 #include "rng.h"
 
 const lora_group_t lora_groups[LORA_N_GROUPS] = {
-    {FT_TM_Q, 3, true},      /* input: ln1; out: q, k, v */
-    {FT_TM_O, 1, false},     /* input: attention output; out: the residual */
-    {FT_TM_GATE, 2, true},   /* input: ln2; out: gate, up */
-    {FT_TM_DOWN, 1, false},  /* input: silu(gate) * up; out: the residual */
+    {FT_TM_Q, 3, true, false},     /* input: ln1; out: q, k, v */
+    {FT_TM_O, 1, false, false},    /* input: attention output; out: the residual */
+    {FT_TM_GATE, 2, true, true},   /* input: ln2; out: gate, up (their gradients [act]) */
+    {FT_TM_DOWN, 1, false, false}, /* input: silu(gate) * up; out: the residual */
 };
 
 int lora_layout_init(lora_layout_t *lay, const llama_config_t *cfg, int r, double alpha,
@@ -177,6 +177,7 @@ void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const fl
     const size_t *boff = lay->b_off + (size_t)l * FT_N_TARGET_MODULES;
     int in = lay->in_dim[g->first];
     float s = lay->scaling;
+    backend_dtype_t dt = g->dout_act ? BACKEND_ACT : BACKEND_F32;
     int j = 0;
     size_t a0 = LORA_NONE;
     for (int m = g->first; m < g->first + g->count; m++) {
@@ -187,10 +188,10 @@ void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const fl
         int o = lay->out_dim[m];
         const float *dy = dout[m - g->first];
         /* du_j (N, r) = s * dy (N, o) B (o, r) */
-        be->gemm(false, false, N, r, o, s, dy, o, params + boff[m], r, 0.0f,
-                 sc->du + (size_t)j * r, w);
+        backend_gemm(be, false, false, N, r, o, s, dy, dt, o, params + boff[m], BACKEND_F32, r,
+                     0.0f, sc->du + (size_t)j * r, BACKEND_F32, w);
         /* dB (o, r) += s * dy^T (o, N) u_j (N, r) */
-        backend_gemm(be, true, false, o, r, N, s, dy, BACKEND_F32, o,
+        backend_gemm(be, true, false, o, r, N, s, dy, dt, o,
                      backend_act_at(be, u, (size_t)j * r), BACKEND_ACT, w, 1.0f, grads + boff[m],
                      BACKEND_F32, r);
         j++;

@@ -40,6 +40,7 @@ typedef struct {
     int first;      /* ft_target_module_t */
     int count;      /* 1..3 */
     bool out_act;   /* outputs are [act] tensors (q,k,v; gate,up), else the fp32 residual */
+    bool dout_act;  /* backward's output gradients are [act] (gate, up), else fp32 */
 } lora_group_t;
 #define LORA_N_GROUPS 4
 extern const lora_group_t lora_groups[LORA_N_GROUPS]; /* qkv, o, gate+up, down */
@@ -73,7 +74,8 @@ typedef struct {
 void lora_group_forward(const backend_t *be, const lora_layout_t *lay, const float *params,
                         int l, const lora_group_t *g, float *const *out, const float *x,
                         float *u, int N, float p, uint64_t key, lora_scratch_t *sc);
-/* Backward of the LoRA branch: given dout[j] (N, out_j, fp32), adds dA, dB
+/* Backward of the LoRA branch: given dout[j] (N, out_j; [act] where the
+ * group's dout_act says so, else fp32), adds dA, dB
  * into grads and s * (B A)^T terms into dx (N, in, fp32); x and u [act] as
  * forward left them. */
 void lora_group_backward(const backend_t *be, const lora_layout_t *lay, const float *params,

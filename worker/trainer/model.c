@@ -19,11 +19,11 @@
 #include "model.h"
 
 /* Optional time per op family (model_profile_*), for the benchmark. */
-enum { PF_PROJ, PF_PROJ_DX, PF_LORA, PF_LORA_BWD, PF_ATTN, PF_ATTN_BWD, PF_XENT, PF_OTHER,
-       PF__COUNT };
+enum { PF_PROJ, PF_PROJ_DX, PF_LORA, PF_LORA_BWD, PF_ATTN, PF_ATTN_BWD, PF_XENT, PF_NORM,
+       PF_ROPE, PF_SWIGLU, PF_COPY, PF__COUNT };
 static const char *const pf_names[PF__COUNT] = {
-    "proj_fwd", "proj_dx", "lora_fwd", "lora_bwd", "attn_fwd", "attn_bwd", "lm_head_xent",
-    "elementwise"};
+    "proj_fwd", "proj_dx", "lora_fwd", "lora_bwd", "attn_fwd",  "attn_bwd",
+    "lm_head_xent", "rmsnorm", "rope", "swiglu", "copy_embed"};
 static bool pf_on;                 /* profiling enabled */
 static double pf_sec[PF__COUNT];   /* seconds per family */
 
@@ -124,7 +124,7 @@ static const struct {
     [ACT_DLN] = {AK_F32, AS_ONE},       [ACT_DY] = {AK_F32, AS_ONE},
     [ACT_DQ] = {AK_F32, AS_ONE},        [ACT_DK] = {AK_F32, AS_ONE},
     [ACT_DV] = {AK_F32, AS_ONE},        [ACT_DH] = {AK_F32, AS_ONE},
-    [ACT_DG] = {AK_F32, AS_ONE},        [ACT_DU] = {AK_F32, AS_ONE},
+    [ACT_DG] = {AK_ACT, AS_ONE},        [ACT_DU] = {AK_ACT, AS_ONE},
     [ACT_ATT_SCR] = {AK_F32, AS_ONE},   [ACT_XD] = {AK_ACT, AS_ONE},
     [ACT_DXD] = {AK_F32, AS_ONE},       [ACT_LDU] = {AK_F32, AS_ONE},
     [ACT_LOGITS] = {AK_F32, AS_ONE},
@@ -401,12 +401,12 @@ static void proj(const model_t *m, void *out, backend_dtype_t ot, const act_t *x
                  beta, out, ot, o);
 }
 
-/* dx (N, in) (+)= dy (N, o) W (o, in), all fp32 but W */
-static void proj_dx(const model_t *m, float *dx, const float *dy, const float *W, int in, int o,
-                    float beta)
+/* dx (N, in) (+)= dy (N, o) W (o, in); dx fp32, dy of type dt */
+static void proj_dx(const model_t *m, float *dx, const void *dy, backend_dtype_t dt,
+                    const float *W, int in, int o, float beta)
 {
-    backend_gemm(m->be, false, false, m->N, in, o, 1.0f, dy, BACKEND_F32, o, W, BACKEND_W, in,
-                 beta, dx, BACKEND_F32, in);
+    backend_gemm(m->be, false, false, m->N, in, o, 1.0f, dy, dt, o, W, BACKEND_W, in, beta, dx,
+                 BACKEND_F32, in);
 }
 
 static void layer_forward(model_t *m, int l, float p, uint64_t key)
@@ -427,32 +427,32 @@ static void layer_forward(model_t *m, int l, float p, uint64_t key)
     const attn_shape_t *as = &m->att_shape;
 
     /* attention block */
-    PF(PF_OTHER, be->rmsnorm_forward(ln1, layer_act(m, ACT_RSTD1, l), res, lw->attn_norm, N, C, eps));
+    PF(PF_NORM, be->rmsnorm_forward(ln1, layer_act(m, ACT_RSTD1, l), res, lw->attn_norm, N, C, eps));
     PF(PF_PROJ, proj(m, q, BACKEND_ACT, ln1, lw->q, C, Hq, 0.0f));
     PF(PF_PROJ, proj(m, k, BACKEND_ACT, ln1, lw->k, C, Hkv, 0.0f));
     PF(PF_PROJ, proj(m, v, BACKEND_ACT, ln1, lw->v, C, Hkv, 0.0f));
     float *qkv[3] = {q, k, v};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[0], qkv, ln1,
                        backend_act_at(be, lu, m->u_group_off[0] * N), N, p, lk, &sc));
-    PF(PF_OTHER, be->rope_forward(q, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads, m->cfg.head_dim));
-    PF(PF_OTHER, be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
+    PF(PF_ROPE, be->rope_forward(q, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads, m->cfg.head_dim));
+    PF(PF_ROPE, be->rope_forward(k, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
                      m->cfg.head_dim));
     PF(PF_ATTN, be->attention_forward(y, att, q, k, v, as));
-    PF(PF_OTHER, be_copy(be, res_mid, res, (size_t)N * C));
+    PF(PF_COPY, be_copy(be, res_mid, res, (size_t)N * C));
     PF(PF_PROJ, proj(m, res_mid, BACKEND_F32, y, lw->o, Hq, C, 1.0f));
     float *o_out[1] = {res_mid};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[1], o_out, y,
                        backend_act_at(be, lu, m->u_group_off[1] * N), N, p, lk, &sc));
 
     /* MLP block */
-    PF(PF_OTHER, be->rmsnorm_forward(ln2, layer_act(m, ACT_RSTD2, l), res_mid, lw->mlp_norm, N, C, eps));
+    PF(PF_NORM, be->rmsnorm_forward(ln2, layer_act(m, ACT_RSTD2, l), res_mid, lw->mlp_norm, N, C, eps));
     PF(PF_PROJ, proj(m, g, BACKEND_ACT, ln2, lw->gate, C, I, 0.0f));
     PF(PF_PROJ, proj(m, u, BACKEND_ACT, ln2, lw->up, C, I, 0.0f));
     float *gu[2] = {g, u};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[2], gu, ln2,
                        backend_act_at(be, lu, m->u_group_off[2] * N), N, p, lk, &sc));
-    PF(PF_OTHER, be->swiglu_forward(h, g, u, (int64_t)N * I));
-    PF(PF_OTHER, be_copy(be, res_out, res_mid, (size_t)N * C));
+    PF(PF_SWIGLU, be->swiglu_forward(h, g, u, (int64_t)N * I));
+    PF(PF_COPY, be_copy(be, res_out, res_mid, (size_t)N * C));
     PF(PF_PROJ, proj(m, res_out, BACKEND_F32, h, lw->down, I, C, 1.0f));
     float *d_out[1] = {res_out};
     PF(PF_LORA, lora_group_forward(be, &m->lay, m->params, l, &lora_groups[3], d_out, h,
@@ -473,41 +473,42 @@ static void layer_backward(model_t *m, int l, float p, uint64_t key)
     act_t *lu = layer_act(m, ACT_LORA_U, l);
     float *dres = m->act[ACT_DRES], *dln = m->act[ACT_DLN], *dy = m->act[ACT_DY];
     float *dq = m->act[ACT_DQ], *dk = m->act[ACT_DK], *dv = m->act[ACT_DV];
-    float *dh = m->act[ACT_DH], *dg = m->act[ACT_DG], *du = m->act[ACT_DU];
+    float *dh = m->act[ACT_DH];
+    act_t *dg = m->act[ACT_DG], *du = m->act[ACT_DU];
     lora_scratch_t sc = {m->act[ACT_XD], m->act[ACT_DXD], m->act[ACT_LDU]};
     uint64_t lk = layer_key(key, l);
     const attn_shape_t *as = &m->att_shape;
 
     /* MLP block: res_out = res_mid + down(h) */
-    PF(PF_PROJ_DX, proj_dx(m, dh, dres, lw->down, I, C, 0.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dh, dres, BACKEND_F32, lw->down, I, C, 0.0f));
     const float *d_out[1] = {dres};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[3], d_out, h,
                         backend_act_at(be, lu, m->u_group_off[3] * N), dh, N, p, lk, &sc));
-    PF(PF_OTHER, be->swiglu_backward(dg, du, dh, g, u, (int64_t)N * I));
-    PF(PF_PROJ_DX, proj_dx(m, dln, dg, lw->gate, C, I, 0.0f));
-    PF(PF_PROJ_DX, proj_dx(m, dln, du, lw->up, C, I, 1.0f));
+    PF(PF_SWIGLU, be->swiglu_backward(dg, du, dh, g, u, (int64_t)N * I));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dg, BACKEND_ACT, lw->gate, C, I, 0.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, du, BACKEND_ACT, lw->up, C, I, 1.0f));
     const float *dgu[2] = {dg, du};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[2], dgu, ln2,
                         backend_act_at(be, lu, m->u_group_off[2] * N), dln, N, p, lk, &sc));
-    PF(PF_OTHER, be->rmsnorm_backward(dres, dln, res_mid, lw->mlp_norm, layer_act(m, ACT_RSTD2, l), N, C));
+    PF(PF_NORM, be->rmsnorm_backward(dres, dln, res_mid, lw->mlp_norm, layer_act(m, ACT_RSTD2, l), N, C));
 
     /* attention block: res_mid = res + o(attn(rope(q), rope(k), v)) */
-    PF(PF_PROJ_DX, proj_dx(m, dy, dres, lw->o, Hq, C, 0.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dy, dres, BACKEND_F32, lw->o, Hq, C, 0.0f));
     const float *o_out[1] = {dres};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[1], o_out, y,
                         backend_act_at(be, lu, m->u_group_off[1] * N), dy, N, p, lk, &sc));
     PF(PF_ATTN_BWD, be->attention_backward(dq, dk, dv, dy, att, q, k, v, m->act[ACT_ATT_SCR], as));
-    PF(PF_OTHER, be->rope_backward(dq, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads,
+    PF(PF_ROPE, be->rope_backward(dq, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_heads,
                       m->cfg.head_dim));
-    PF(PF_OTHER, be->rope_backward(dk, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
+    PF(PF_ROPE, be->rope_backward(dk, m->rope_cos, m->rope_sin, m->B, m->T, m->cfg.n_kv_heads,
                       m->cfg.head_dim));
-    PF(PF_PROJ_DX, proj_dx(m, dln, dq, lw->q, C, Hq, 0.0f));
-    PF(PF_PROJ_DX, proj_dx(m, dln, dk, lw->k, C, Hkv, 1.0f));
-    PF(PF_PROJ_DX, proj_dx(m, dln, dv, lw->v, C, Hkv, 1.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dq, BACKEND_F32, lw->q, C, Hq, 0.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dk, BACKEND_F32, lw->k, C, Hkv, 1.0f));
+    PF(PF_PROJ_DX, proj_dx(m, dln, dv, BACKEND_F32, lw->v, C, Hkv, 1.0f));
     const float *dqkv[3] = {dq, dk, dv};
     PF(PF_LORA_BWD, lora_group_backward(be, &m->lay, m->params, m->grads, l, &lora_groups[0], dqkv, ln1,
                         backend_act_at(be, lu, m->u_group_off[0] * N), dln, N, p, lk, &sc));
-    PF(PF_OTHER, be->rmsnorm_backward(dres, dln, res, lw->attn_norm, layer_act(m, ACT_RSTD1, l), N, C));
+    PF(PF_NORM, be->rmsnorm_backward(dres, dln, res, lw->attn_norm, layer_act(m, ACT_RSTD1, l), N, C));
 }
 
 int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool train,
@@ -529,11 +530,11 @@ int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool t
         }
     }
     float p = train ? m->dropout : 0.0f;
-    PF(PF_OTHER, be->embedding_forward(m->act[ACT_RES], inputs, m->w->embed, N, C));
+    PF(PF_COPY, be->embedding_forward(m->act[ACT_RES], inputs, m->w->embed, N, C));
     for (int l = 0; l < L; l++)
         layer_forward(m, l, p, dropout_key);
     float *resL = layer_act(m, ACT_RES, L);
-    PF(PF_OTHER, be->rmsnorm_forward(m->act[ACT_LNF], m->act[ACT_RSTDF], resL, m->w->final_norm, N, C,
+    PF(PF_NORM, be->rmsnorm_forward(m->act[ACT_LNF], m->act[ACT_RSTDF], resL, m->w->final_norm, N, C,
                         (float)m->cfg.rms_norm_eps));
     PF(PF_XENT, *loss_sum = be->xent_forward_backward(train ? m->act[ACT_DLN] : NULL, m->act[ACT_LNF],
                                           m->w->lm_head, targets, N, C, V, m->act[ACT_LOGITS],
@@ -542,7 +543,7 @@ int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool t
         return 0;
     float *dres = m->act[ACT_DRES];
     be_zero(be, dres, (size_t)N * C);
-    PF(PF_OTHER, be->rmsnorm_backward(dres, m->act[ACT_DLN], resL, m->w->final_norm, m->act[ACT_RSTDF], N,
+    PF(PF_NORM, be->rmsnorm_backward(dres, m->act[ACT_DLN], resL, m->w->final_norm, m->act[ACT_RSTDF], N,
                          C));
     for (int l = L - 1; l >= 0; l--)
         layer_backward(m, l, p, dropout_key);

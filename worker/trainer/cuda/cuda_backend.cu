@@ -314,24 +314,26 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
 }
 
 /* rotate_half on (B*T, nh*hd) of T (bf16 q, k forward; fp32 gradients
- * backward); sign -1 is the transpose */
+ * backward); sign -1 is the transpose. One block per token row (grid-stride
+ * over rows), its threads over the row's nh * hd/2 pairs: the 64-bit
+ * division happens once per row, not per element. */
 template <typename T>
 __global__ void k_rope(T *x, const float *cos_t, const float *sin_t, int Tn, int nh, int hd,
-                       int64_t n_pairs, float sign)
+                       int64_t rows, float sign)
 {
-    int half = hd / 2;
-    for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < n_pairs;
-         p += (int64_t)gridDim.x * blockDim.x) {
-        int64_t bt = p / ((int64_t)nh * half);
-        int rem = (int)(p % ((int64_t)nh * half));
-        int h = rem / half, i = rem % half;
-        int64_t t = bt % Tn;
-        T *x1 = x + bt * (int64_t)nh * hd + (int64_t)h * hd + i;
-        T *x2 = x1 + half;
-        float ct = cos_t[t * half + i], sn = sign * sin_t[t * half + i];
-        float a = to_f32(*x1), c = to_f32(*x2);
-        *x1 = from_f32<T>(a * ct - c * sn);
-        *x2 = from_f32<T>(c * ct + a * sn);
+    int half = hd / 2, per_row = nh * half;
+    for (int64_t bt = blockIdx.x; bt < rows; bt += gridDim.x) {
+        int t = (int)(bt % Tn);
+        T *xr = x + bt * (int64_t)nh * hd;
+        const float *cr = cos_t + (int64_t)t * half, *sr = sin_t + (int64_t)t * half;
+        for (int j = threadIdx.x; j < per_row; j += blockDim.x) {
+            int h = j / half, i = j - h * half;
+            T *x1 = xr + h * hd + i, *x2 = x1 + half;
+            float ct = cr[i], sn = sign * sr[i];
+            float a = to_f32(*x1), c = to_f32(*x2);
+            *x1 = from_f32<T>(a * ct - c * sn);
+            *x2 = from_f32<T>(c * ct + a * sn);
+        }
     }
 }
 
@@ -378,27 +380,54 @@ __global__ void k_softmax_causal_bwd(bf16 *ds, const float *dp, const bf16 *att,
         o[j] = __float2bfloat16_rn(j <= i ? __bfloat162float(p[j]) * (d[j] - dot) * scale : 0.0f);
 }
 
+/* SwiGLU on element pairs (bf16x2 and float2 accesses; the tensors start
+ * on ACT_ALIGN boundaries), an odd last element by itself */
+__device__ __forceinline__ float swiglu_h(float x, float u)
+{
+    return x / (1.0f + expf(-x)) * u;
+}
+
+__device__ __forceinline__ void swiglu_d(float dh, float x, float u, float *dg, float *du)
+{
+    float sig = 1.0f / (1.0f + expf(-x));
+    *du = dh * x * sig;
+    *dg = dh * u * sig * (1.0f + x * (1.0f - sig));
+}
+
 /* h = silu(g) * u, all bf16 */
 __global__ void k_swiglu_fwd(bf16 *h, const bf16 *gt, const bf16 *u, int64_t n)
 {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+    const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)gt, *u2 = (const __nv_bfloat162 *)u;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n / 2;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float x = __bfloat162float(gt[i]);
-        h[i] = __float2bfloat16_rn(x / (1.0f + expf(-x)) * __bfloat162float(u[i]));
+        float2 x = __bfloat1622float2(g2[i]), v = __bfloat1622float2(u2[i]);
+        ((__nv_bfloat162 *)h)[i] = __floats2bfloat162_rn(swiglu_h(x.x, v.x), swiglu_h(x.y, v.y));
     }
+    if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0)
+        h[n - 1] = __float2bfloat16_rn(
+            swiglu_h(__bfloat162float(gt[n - 1]), __bfloat162float(u[n - 1])));
 }
 
-/* fp32 dg, du from fp32 dh and bf16 g, u */
-__global__ void k_swiglu_bwd(float *dg, float *du, const float *dh, const bf16 *gt, const bf16 *u,
+/* bf16 dg, du from fp32 dh and bf16 g, u */
+__global__ void k_swiglu_bwd(bf16 *dg, bf16 *du, const float *dh, const bf16 *gt, const bf16 *u,
                              int64_t n)
 {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+    const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)gt, *u2 = (const __nv_bfloat162 *)u;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n / 2;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float x = __bfloat162float(gt[i]);
-        float sig = 1.0f / (1.0f + expf(-x));
-        float silu = x * sig;
-        du[i] = dh[i] * silu;
-        dg[i] = dh[i] * __bfloat162float(u[i]) * sig * (1.0f + x * (1.0f - sig));
+        float2 d = ((const float2 *)dh)[i];
+        float2 x = __bfloat1622float2(g2[i]), v = __bfloat1622float2(u2[i]);
+        float g0, u0, g1, u1;
+        swiglu_d(d.x, x.x, v.x, &g0, &u0);
+        swiglu_d(d.y, x.y, v.y, &g1, &u1);
+        ((__nv_bfloat162 *)dg)[i] = __floats2bfloat162_rn(g0, g1);
+        ((__nv_bfloat162 *)du)[i] = __floats2bfloat162_rn(u0, u1);
+    }
+    if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
+        float g0, u0;
+        swiglu_d(dh[n - 1], __bfloat162float(gt[n - 1]), __bfloat162float(u[n - 1]), &g0, &u0);
+        dg[n - 1] = __float2bfloat16_rn(g0);
+        du[n - 1] = __float2bfloat16_rn(u0);
     }
 }
 
@@ -689,10 +718,11 @@ template <typename E>
 static void rope(E *x, const float *cos_t, const float *sin_t, int B, int T, int nh, int hd,
                  float sign)
 {
-    int64_t pairs = (int64_t)B * T * nh * (hd / 2);
-    if (pairs <= 0)
+    int64_t rows = (int64_t)B * T;
+    if (rows <= 0 || nh * (hd / 2) <= 0)
         return;
-    k_rope<E><<<grid_for(pairs), NT, 0, g.stream>>>(x, cos_t, sin_t, T, nh, hd, pairs, sign);
+    unsigned grid = (unsigned)(rows < 65535 ? rows : 65535);
+    k_rope<E><<<grid, NT, 0, g.stream>>>(x, cos_t, sin_t, T, nh, hd, rows, sign);
     LAUNCH_CHECK("k_rope");
 }
 
@@ -941,19 +971,20 @@ static void cu_swiglu_forward(float *h, const float *gt, const float *u, int64_t
 {
     if (n <= 0)
         return;
-    k_swiglu_fwd<<<grid_for(n), NT, 0, g.stream>>>((bf16 *)h, (const bf16 *)gt, (const bf16 *)u,
-                                                   n);
+    k_swiglu_fwd<<<grid_for(n / 2 + 1), NT, 0, g.stream>>>((bf16 *)h, (const bf16 *)gt,
+                                                           (const bf16 *)u, n);
     LAUNCH_CHECK("k_swiglu_fwd");
 }
 
 /* g, u [act] bf16; dg, du, dh fp32 */
+/* dg, du [act] bf16 */
 static void cu_swiglu_backward(float *dg, float *du, const float *dh, const float *gt,
                                const float *u, int64_t n)
 {
     if (n <= 0)
         return;
-    k_swiglu_bwd<<<grid_for(n), NT, 0, g.stream>>>(dg, du, dh, (const bf16 *)gt, (const bf16 *)u,
-                                                   n);
+    k_swiglu_bwd<<<grid_for(n / 2 + 1), NT, 0, g.stream>>>((bf16 *)dg, (bf16 *)du, dh,
+                                                           (const bf16 *)gt, (const bf16 *)u, n);
     LAUNCH_CHECK("k_swiglu_bwd");
 }
 
