@@ -402,14 +402,18 @@ int main(void)
     attn_shape_t small = {.B = 2, .T = 80, .n_heads = 4, .n_kv = 2, .hd = 16};
     test_attention(small, "materialised", 0, 3e-2);
     test_attention(small, "flash", 0, 3e-2);
-    /* fused: T not a multiple of the 64-row tile, T < 64, GQA 4/2 and 2/1;
-     * hd 128 is fused where the device grants the shared memory (not A100) */
+    /* fused: T not a multiple of the 64-row tile, T < 64, T not a multiple
+     * of 4 (lse and D rows then load through registers), GQA 4/2, 2/1 and
+     * 4/1; hd 128 is fused where the device grants the shared memory (not
+     * A100) */
     attn_shape_t h64 = {.B = 2, .T = 160, .n_heads = 4, .n_kv = 2, .hd = 64};
     attn_shape_t h64s = {.B = 3, .T = 40, .n_heads = 2, .n_kv = 1, .hd = 64};
+    attn_shape_t h64o = {.B = 2, .T = 99, .n_heads = 4, .n_kv = 1, .hd = 64};
     attn_shape_t h128 = {.B = 1, .T = 300, .n_heads = 2, .n_kv = 1, .hd = 128};
     test_attention(h64, "materialised", 0, 3e-2);
     test_attention(h64, "flash", 1, 3e-2);
     test_attention(h64s, "flash", 1, 3e-2);
+    test_attention(h64o, "flash", 1, 3e-2);
     test_attention(h128, "flash", -1, 3e-2);
     test_elementwise();
     test_adamw();

@@ -61,9 +61,9 @@ static struct {
     void *blas_ws;       /* cuBLAS workspace (tracked here, not by cuBLAS) */
     void *cvt[2];        /* operands A, B of a GEMM converted to the other type */
     size_t cvt_n[2];     /* their bytes */
-    __nv_bfloat16 *bf_l; /* xent dlogits cast to bf16, elements */
+    __nv_bfloat16 *bf_l; /* xent dlogits in bf16, elements */
     size_t bf_l_n;
-    float *att_scr; /* (B, T, T) fp32 S or dP of one head; flash: D (B, nh, T) */
+    float *att_scr; /* (B, T, T) fp32 S or dP of one head; flash: D (B, nh, T), bf16 dY */
     size_t att_scr_n;
     __nv_bfloat16 *att_ds; /* (B, T, T) bf16 dS of one head (materialised backward) */
     size_t att_ds_n;
@@ -432,20 +432,22 @@ __global__ void k_swiglu_bwd(bf16 *dg, bf16 *du, const float *dh, const bf16 *gt
 }
 
 /* one block per row of logits (n, V): row_loss = log(sum exp(l - mx)) - (l_t - mx);
- * with grad, the row becomes dscale * (softmax - onehot(t)); ignored rows
- * (t < 0) get loss 0 and a zero gradient row. */
-__global__ void k_xent_rows(float *logits, const int32_t *tgt, double *row_loss, int V,
-                            float dscale, int grad)
+ * with dlogits, its row gets dscale * (softmax - onehot(t)) rounded to bf16
+ * (the input of the bf16 dx GEMM); ignored rows (t < 0) get loss 0 and a
+ * zero gradient row. */
+__global__ void k_xent_rows(const float *logits, bf16 *dlogits, const int32_t *tgt,
+                            double *row_loss, int V, float dscale)
 {
     int64_t r = blockIdx.x;
-    float *row = logits + r * V;
+    const float *row = logits + r * V;
+    bf16 *drow = dlogits ? dlogits + r * V : NULL;
     int t = tgt[r];
     if (t < 0) {
         if (threadIdx.x == 0)
             row_loss[r] = 0.0;
-        if (grad)
+        if (drow)
             for (int j = threadIdx.x; j < V; j += blockDim.x)
-                row[j] = 0.0f;
+                drow[j] = __float2bfloat16_rn(0.0f);
         return;
     }
     float lt = row[t];
@@ -459,12 +461,10 @@ __global__ void k_xent_rows(float *logits, const int32_t *tgt, double *row_loss,
     s = block_reduce<double, false>(s);
     if (threadIdx.x == 0)
         row_loss[r] = log(s) - (double)(lt - mx);
-    if (grad) {
+    if (drow) {
         float k = (float)(dscale / s);
-        /* every thread read lt and the maxima above; the reductions' barriers
-         * order those reads before these writes */
         for (int j = threadIdx.x; j < V; j += blockDim.x)
-            row[j] = expf(row[j] - mx) * k - (j == t ? dscale : 0.0f);
+            drow[j] = __float2bfloat16_rn(expf(row[j] - mx) * k - (j == t ? dscale : 0.0f));
     }
 }
 
@@ -757,10 +757,10 @@ static void cu_rope_backward(float *dx, const float *cos_t, const float *sin_t, 
  * the bf16 probabilities (B, nh, T, T) into att for backward. */
 enum { ATT_MATERIALISED = 0, ATT_FLASH = 1 };
 
-/* D (B, nh, T) = rowsum(dY * Y) per head (dY fp32, Y the bf16 copy): one
- * warp per (b, t, h) */
-__global__ void k_flash_dot(float *D, const float *dy, const bf16 *ysave, int B, int T, int nh,
-                            int hd)
+/* D (B, nh, T) = rowsum(dY * Y) per head (dY fp32, Y the bf16 copy), and
+ * dyb = dY rounded to bf16 for the backward kernel: one warp per (b, t, h) */
+__global__ void k_flash_dot(float *D, bf16 *dyb, const float *dy, const bf16 *ysave, int B, int T,
+                            int nh, int hd)
 {
     int64_t item = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
@@ -769,11 +769,13 @@ __global__ void k_flash_dot(float *D, const float *dy, const bf16 *ysave, int B,
     int h = (int)(item % nh);
     int64_t bt = item / nh;
     int64_t b = bt / T, t = bt % T;
-    const float *a = dy + bt * (int64_t)nh * hd + (int64_t)h * hd;
-    const bf16 *c = ysave + bt * (int64_t)nh * hd + (int64_t)h * hd;
+    int64_t off = bt * (int64_t)nh * hd + (int64_t)h * hd;
     float s = 0.0f;
-    for (int i = lane; i < hd; i += 32)
-        s += a[i] * __bfloat162float(c[i]);
+    for (int i = lane; i < hd; i += 32) {
+        float d = dy[off + i];
+        s += d * __bfloat162float(ysave[off + i]);
+        dyb[off + i] = __float2bfloat16_rn(d);
+    }
     s = warp_sum(s);
     if (lane == 0)
         D[(b * nh + h) * T + t] = s;
@@ -854,21 +856,24 @@ static void flash_backward(float *dq, float *dk, float *dv, const float *dy, con
     const float *lse = (const float *)att;
     const bf16 *ysave = (const bf16 *)((const char *)att + flash_ysave_off(s));
     float scale = 1.0f / sqrtf((float)s->hd);
-    if (!GROW(g.att_scr, g.att_scr_n, rows))
+    /* scratch: D (rows floats), then dY in bf16 (rows * hd, 256-byte aligned) */
+    size_t d_floats = (rows + 63) / 64 * 64, dyb_floats = (rows * (size_t)s->hd + 1) / 2;
+    if (!GROW(g.att_scr, g.att_scr_n, d_floats + dyb_floats))
         return;
     float *D = g.att_scr;
+    bf16 *dyb = (bf16 *)(g.att_scr + d_floats);
     k_flash_dot<<<(unsigned)((rows * 32 + NT - 1) / NT), NT, 0, g.stream>>>(
-        D, dy, ysave, s->B, s->T, s->n_heads, s->hd);
+        D, dyb, dy, ysave, s->B, s->T, s->n_heads, s->hd);
     LAUNCH_CHECK("k_flash_dot");
     CU_CHECK(
         cudaMemsetAsync(dq, 0, sizeof(float) * (size_t)s->B * s->T * s->n_heads * s->hd, g.stream));
     dim3 grid((unsigned)s->n_kv, (unsigned)s->B, (unsigned)((s->T + FA_TILE - 1) / FA_TILE));
     if (s->hd == 64)
         k_fa_bwd<64><<<grid, FA_THREADS, fa_smem<64>::bwd, g.stream>>>(
-            dq, dk, dv, dy, lse, D, q, k, v, s->T, s->n_heads, s->n_kv, scale);
+            dq, dk, dv, dyb, lse, D, q, k, v, s->T, s->n_heads, s->n_kv, scale);
     else
         k_fa_bwd<128><<<grid, FA_THREADS, fa_smem<128>::bwd, g.stream>>>(
-            dq, dk, dv, dy, lse, D, q, k, v, s->T, s->n_heads, s->n_kv, scale);
+            dq, dk, dv, dyb, lse, D, q, k, v, s->T, s->n_heads, s->n_kv, scale);
     LAUNCH_CHECK("k_fa_bwd");
 }
 
@@ -1029,15 +1034,11 @@ static double cu_xent(float *dx, const float *x, const float *W, const int32_t *
         }
         const bf16 *xb = (const bf16 *)x + (size_t)r0 * C;
         gemm_bf16(false, true, n, V, C, 1.0f, xb, C, Wb, C, 0.0f, logits, V);
-        k_xent_rows<<<n, NT, 0, g.stream>>>(logits, g.tgt + r0, g.row_loss + r0, V, dscale,
-                                            dx != NULL);
+        k_xent_rows<<<n, NT, 0, g.stream>>>(logits, dx ? g.bf_l : NULL, g.tgt + r0,
+                                            g.row_loss + r0, V, dscale);
         LAUNCH_CHECK("k_xent_rows");
-        if (dx) {
-            int64_t nl = (int64_t)n * V;
-            k_f32_to_bf16<<<grid_for(nl), NT, 0, g.stream>>>(g.bf_l, logits, nl);
-            LAUNCH_CHECK("k_f32_to_bf16");
+        if (dx)
             gemm_bf16(false, false, n, C, V, 1.0f, g.bf_l, V, Wb, C, 0.0f, dx + (size_t)r0 * C, C);
-        }
     }
     if (g.host_rl_n < (size_t)N) {
         double *h = (double *)realloc(g.host_rl, sizeof(double) * (size_t)N);

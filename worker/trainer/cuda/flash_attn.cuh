@@ -39,13 +39,15 @@
 #define FA_THREADS 128 /* 4 warps of 16 rows each */
 #define FA_PAD 8      /* bf16 elements of padding after each shared row */
 
-/* shared memory, in bytes, of each kernel for a head size */
+/* shared memory, in bytes, of each kernel for a head size; the tiles that
+ * change inside the loop are double-buffered */
 template <int HD> struct fa_smem {
     static constexpr int ld = HD + FA_PAD;
     static constexpr int lds = FA_TILE + FA_PAD;
-    static constexpr size_t fwd = (size_t)3 * FA_TILE * ld * 2;           /* Q, K, V */
-    static constexpr size_t bwd = ((size_t)4 * FA_TILE * ld + (size_t)FA_TILE * lds) * 2 +
-                                  (size_t)2 * FA_TILE * 4; /* K, V, Q, dY, dS^T; lse, D */
+    static constexpr size_t tile = (size_t)FA_TILE * ld * 2; /* one 64 x HD bf16 tile */
+    static constexpr size_t fwd = 5 * tile;                  /* Q, 2 x (K, V) */
+    static constexpr size_t bwd = 6 * tile + (size_t)FA_TILE * lds * 2 +
+                                  (size_t)4 * FA_TILE * 4; /* K, V, 2 x (Q, dY), dS^T, 2 x (lse, D) */
 };
 
 __device__ __forceinline__ uint32_t fa_saddr(const void *p)
@@ -122,37 +124,49 @@ __device__ __forceinline__ const bf16 *fa_at_addr(const bf16 *s, int ld, int m0,
     return s + (size_t)(k0 + (m >> 1) * 8 + r) * ld + m0 + (m & 1) * 8;
 }
 
-/* rows [r0, r0 + 64) x HD of a (rows, ld) bf16 matrix into shared rows of
- * ld_s, rows at or past T as zeros; 16-byte vectors (ld and the column
- * offset of src are multiples of 8 elements) */
+/* 16 bytes global -> shared without passing through registers; with ok
+ * false nothing is read and the 16 bytes are zeroed */
+__device__ __forceinline__ void fa_cp16(void *dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fa_saddr(dst)), "l"(src),
+                 "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void fa_cp_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+/* waits until at most N of this thread's committed groups are in flight */
+template <int N> __device__ __forceinline__ void fa_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* starts copying rows [r0, r0 + 64) x HD of a (rows, ld) bf16 matrix into
+ * shared rows of ld_s, rows at or past T as zeros; 16-byte pieces (ld and
+ * the column offset of src are multiples of 8 elements) */
 template <int HD>
 __device__ __forceinline__ void fa_load(bf16 *dst, int ld_s, const bf16 *src, int ld, int r0, int T)
 {
-    constexpr int VPR = HD / 8; /* vectors per row */
+    constexpr int VPR = HD / 8; /* pieces per row */
     for (int e = threadIdx.x; e < FA_TILE * VPR; e += FA_THREADS) {
         int r = e / VPR, c = (e % VPR) * 8, t = r0 + r;
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (t < T)
-            val = *reinterpret_cast<const uint4 *>(src + (size_t)t * ld + c);
-        *reinterpret_cast<uint4 *>(dst + (size_t)r * ld_s + c) = val;
+        fa_cp16(dst + (size_t)r * ld_s + c, src + (size_t)(t < T ? t : 0) * ld + c, t < T);
     }
 }
 
-/* the same from an fp32 matrix, rounded to bf16 */
-template <int HD>
-__device__ __forceinline__ void fa_load(bf16 *dst, int ld_s, const float *src, int ld, int r0, int T)
+/* starts copying 64 floats from v + r0 (entries at or past T as zeros;
+ * v + r0 is 16-byte aligned where T is a multiple of 4, else it is copied
+ * through registers) */
+__device__ __forceinline__ void fa_load_row(float *dst, const float *v, int r0, int T)
 {
-    constexpr int VPR = HD / 8;
-    for (int e = threadIdx.x; e < FA_TILE * VPR; e += FA_THREADS) {
-        int r = e / VPR, c = (e % VPR) * 8, t = r0 + r;
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
-        if (t < T) {
-            const float4 *p = reinterpret_cast<const float4 *>(src + (size_t)t * ld + c);
-            a = p[0];
-            b = p[1];
+    if ((T & 3) == 0) {
+        if (threadIdx.x < FA_TILE / 4) {
+            int t = r0 + 4 * threadIdx.x;
+            fa_cp16(dst + 4 * threadIdx.x, v + (t < T ? t : 0), t < T);
         }
-        *reinterpret_cast<uint4 *>(dst + (size_t)r * ld_s + c) =
-            make_uint4(fa_pack(a.x, a.y), fa_pack(a.z, a.w), fa_pack(b.x, b.y), fa_pack(b.z, b.w));
+    } else if (threadIdx.x < FA_TILE) {
+        int t = r0 + threadIdx.x;
+        dst[threadIdx.x] = t < T ? v[t] : 0.0f;
     }
 }
 
@@ -166,7 +180,12 @@ __global__ void __launch_bounds__(FA_THREADS)
 {
     constexpr int LD = fa_smem<HD>::ld, NT8 = HD / 8;
     extern __shared__ __align__(16) unsigned char fa_sm[];
-    bf16 *sQ = reinterpret_cast<bf16 *>(fa_sm), *sK = sQ + FA_TILE * LD, *sV = sK + FA_TILE * LD;
+    /* Q, then per buffer K, V: buffer i's K at sQ + (1 + 2i) tiles, V after it
+     * (pointer arithmetic, not an array indexed at run time: that would
+     * live in local memory) */
+    bf16 *sQ = reinterpret_cast<bf16 *>(fa_sm);
+#define FA_FWD_K(i) (sQ + (1 + 2 * (i)) * FA_TILE * LD)
+#define FA_FWD_V(i) (sQ + (2 + 2 * (i)) * FA_TILE * LD)
     const int n_qt = (T + FA_TILE - 1) / FA_TILE, qt = n_qt - 1 - (int)blockIdx.z;
     const int h = blockIdx.x, b = blockIdx.y, g = h / (nh / nkv);
     const int ldq = nh * HD, ldk = nkv * HD, q0 = qt * FA_TILE;
@@ -178,11 +197,10 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int row0 = q0 + 16 * w + gr, row1 = row0 + 8;
 
     fa_load<HD>(sQ, LD, qb, ldq, q0, T);
-    __syncthreads();
+    fa_load<HD>(FA_FWD_K(0), LD, kb, ldk, 0, T);
+    fa_load<HD>(FA_FWD_V(0), LD, vb, ldk, 0, T);
+    fa_cp_commit();
     uint32_t qf[HD / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++)
-        fa_ldsm(qf[kk], fa_a_addr(sQ, LD, 16 * w, 16 * kk));
 
     float o[NT8][4];
 #pragma unroll
@@ -191,11 +209,22 @@ __global__ void __launch_bounds__(FA_THREADS)
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f}; /* raw max, partial sum */
 
     for (int kt = 0; kt <= qt; kt++) { /* causal: key tiles up to the diagonal one */
-        const int k0 = kt * FA_TILE;
-        __syncthreads(); /* every warp is done with the previous K, V */
-        fa_load<HD>(sK, LD, kb, ldk, k0, T);
-        fa_load<HD>(sV, LD, vb, ldk, k0, T);
-        __syncthreads();
+        const int k0 = kt * FA_TILE, buf = kt & 1;
+        const bf16 *cK = FA_FWD_K(buf), *cV = FA_FWD_V(buf);
+        if (kt < qt) { /* the next K, V into the other buffers, behind this tile's work */
+            fa_load<HD>(FA_FWD_K(buf ^ 1), LD, kb, ldk, k0 + FA_TILE, T);
+            fa_load<HD>(FA_FWD_V(buf ^ 1), LD, vb, ldk, k0 + FA_TILE, T);
+            fa_cp_commit();
+            fa_cp_wait<1>();
+        } else {
+            fa_cp_wait<0>();
+        }
+        __syncthreads(); /* this tile's K, V (and at first Q) are in shared memory */
+        if (kt == 0) {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++)
+                fa_ldsm(qf[kk], fa_a_addr(sQ, LD, 16 * w, 16 * kk));
+        }
 
         float s[8][4]; /* 16 queries x 64 keys of raw scores */
 #pragma unroll
@@ -206,7 +235,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
             for (int j = 0; j < 8; j += 2) {
                 uint32_t bk[4];
-                fa_ldsm(bk, fa_bt_addr(sK, LD, 8 * j, 16 * kk));
+                fa_ldsm(bk, fa_bt_addr(cK, LD, 8 * j, 16 * kk));
                 fa_mma(s[j], qf[kk], bk[0], bk[1]);
                 fa_mma(s[j + 1], qf[kk], bk[2], bk[3]);
             }
@@ -260,10 +289,11 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
             for (int n = 0; n < NT8; n += 2) {
                 uint32_t bv[4];
-                fa_ldsm_t(bv, fa_b_addr(sV, LD, 16 * ks, 8 * n));
+                fa_ldsm_t(bv, fa_b_addr(cV, LD, 16 * ks, 8 * n));
                 fa_mma(o[n], pf[ks], bv[0], bv[1]);
                 fa_mma(o[n + 1], pf[ks], bv[2], bv[3]);
             }
+        __syncthreads(); /* every warp is done with these K, V before they are refilled */
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -287,6 +317,8 @@ __global__ void __launch_bounds__(FA_THREADS)
             *reinterpret_cast<uint32_t *>(ysave + off) = val;
         }
     }
+#undef FA_FWD_K
+#undef FA_FWD_V
     if (tg == 0) {
         float *lb = lse + ((size_t)b * nh + h) * T;
         if (row0 < T)
@@ -308,26 +340,46 @@ __device__ __forceinline__ void fa_atomic_add2(float *p, float a, float b)
 }
 
 /* grid (nkv, B, key tiles): the first tiles, with the most queries, first;
- * dq must be zero on entry, dk and dv are written */
+ * dyb is dY rounded to bf16 (k_flash_dot writes it); dq must be zero on
+ * entry, dk and dv are written. The (query head, query tile) rounds of a
+ * block are one flat loop so that the next round's Q, dY, lse and D load
+ * while this one computes. */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
-    k_fa_bwd(float *dq, float *dk, float *dv, const float *dy, const float *lse, const float *D,
+    k_fa_bwd(float *dq, float *dk, float *dv, const bf16 *dyb, const float *lse, const float *D,
              const bf16 *q, const bf16 *k, const bf16 *v, int T, int nh, int nkv, float scale)
 {
     constexpr int LD = fa_smem<HD>::ld, LDS = fa_smem<HD>::lds, NT8 = HD / 8;
     extern __shared__ __align__(16) unsigned char fa_sm[];
     bf16 *sK = reinterpret_cast<bf16 *>(fa_sm), *sV = sK + FA_TILE * LD;
-    bf16 *sQ = sV + FA_TILE * LD, *sdY = sQ + FA_TILE * LD, *sdS = sdY + FA_TILE * LD;
-    float *sLse = reinterpret_cast<float *>(sdS + FA_TILE * LDS), *sD = sLse + FA_TILE;
+    /* per buffer i (pointer arithmetic, as in the forward kernel): Q at
+     * sQ0 + 2i tiles, dY after it; lse and D at sLD + 128i floats */
+    bf16 *sQ0 = sV + FA_TILE * LD, *sdS = sV + 5 * FA_TILE * LD;
+    float *sLD = reinterpret_cast<float *>(sdS + FA_TILE * LDS);
+#define FA_BWD_Q(i) (sQ0 + 2 * (i) * FA_TILE * LD)
+#define FA_BWD_DY(i) (sQ0 + (2 * (i) + 1) * FA_TILE * LD)
+#define FA_BWD_LSE(i) (sLD + 2 * FA_TILE * (i))
+#define FA_BWD_D(i) (sLD + 2 * FA_TILE * (i) + FA_TILE)
     const int n_t = (T + FA_TILE - 1) / FA_TILE, kt = (int)blockIdx.z;
     const int g = blockIdx.x, b = blockIdx.y, group = nh / nkv;
     const int ldq = nh * HD, ldk = nkv * HD, k0 = kt * FA_TILE;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, gr = lane >> 2, tg = lane & 3;
     const int key0 = k0 + 16 * w + gr, key1 = key0 + 8; /* this thread's accumulator rows */
-    const float sl2 = scale * FA_LOG2E;
+    const int per_head = n_t - kt, rounds = group * per_head;
 
+    /* round it: query head g * group + it / per_head, query tile kt + it % per_head */
+    auto load_round = [&](int it, int buf) {
+        int h = g * group + it / per_head, q0 = (kt + it % per_head) * FA_TILE;
+        fa_load<HD>(FA_BWD_Q(buf), LD, q + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
+        fa_load<HD>(FA_BWD_DY(buf), LD, dyb + (size_t)b * T * ldq + (size_t)h * HD, ldq, q0, T);
+        fa_load_row(FA_BWD_LSE(buf), lse + ((size_t)b * nh + h) * T, q0, T);
+        fa_load_row(FA_BWD_D(buf), D + ((size_t)b * nh + h) * T, q0, T);
+        fa_cp_commit();
+    };
     fa_load<HD>(sK, LD, k + (size_t)b * T * ldk + (size_t)g * HD, ldk, k0, T);
     fa_load<HD>(sV, LD, v + (size_t)b * T * ldk + (size_t)g * HD, ldk, k0, T);
+    load_round(0, 0); /* one group with K and V */
+
     float dka[NT8][4], dva[NT8][4];
 #pragma unroll
     for (int n = 0; n < NT8; n++)
@@ -335,140 +387,140 @@ __global__ void __launch_bounds__(FA_THREADS)
         for (int e = 0; e < 4; e++)
             dka[n][e] = dva[n][e] = 0.0f;
 
-    for (int h = g * group; h < (g + 1) * group; h++) {
-        const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
-        const float *dyb = dy + (size_t)b * T * ldq + (size_t)h * HD;
-        const float *lb = lse + ((size_t)b * nh + h) * T, *db = D + ((size_t)b * nh + h) * T;
-        for (int qt = kt; qt < n_t; qt++) { /* causal: query tiles at or after the key tile */
-            const int q0 = qt * FA_TILE;
-            __syncthreads(); /* every warp is done with the previous Q, dY, dS^T */
-            fa_load<HD>(sQ, LD, qb, ldq, q0, T);
-            fa_load<HD>(sdY, LD, dyb, ldq, q0, T);
-            if (threadIdx.x < FA_TILE) {
-                int t = q0 + threadIdx.x;
-                sLse[threadIdx.x] = t < T ? lb[t] * FA_LOG2E : INFINITY; /* log2 units */
-                sD[threadIdx.x] = t < T ? db[t] : 0.0f;
-            }
-            __syncthreads();
+    for (int it = 0; it < rounds; it++) {
+        const int buf = it & 1, h = g * group + it / per_head;
+        const int qt = kt + it % per_head, q0 = qt * FA_TILE;
+        const bf16 *cQ = FA_BWD_Q(buf), *cdY = FA_BWD_DY(buf);
+        const float *cLse = FA_BWD_LSE(buf), *cD = FA_BWD_D(buf);
+        if (it + 1 < rounds) {
+            load_round(it + 1, buf ^ 1);
+            fa_cp_wait<1>();
+        } else {
+            fa_cp_wait<0>();
+        }
+        __syncthreads(); /* this round's tiles are in; every warp is done with dS^T */
 
-            /* S^T (16 keys x 64 queries) = K Q^T, then P^T */
-            float st[8][4];
+        /* S^T (16 keys x 64 queries) = K Q^T, then P^T */
+        float st[8][4];
 #pragma unroll
-            for (int j = 0; j < 8; j++)
-                st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.0f;
+        for (int j = 0; j < 8; j++)
+            st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.0f;
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                uint32_t ka[4];
-                fa_ldsm(ka, fa_a_addr(sK, LD, 16 * w, 16 * kk));
+        for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t ka[4];
+            fa_ldsm(ka, fa_a_addr(sK, LD, 16 * w, 16 * kk));
 #pragma unroll
-                for (int j = 0; j < 8; j += 2) {
-                    uint32_t bq[4];
-                    fa_ldsm(bq, fa_bt_addr(sQ, LD, 8 * j, 16 * kk));
-                    fa_mma(st[j], ka, bq[0], bq[1]);
-                    fa_mma(st[j + 1], ka, bq[2], bq[3]);
-                }
-            }
-            const bool edge = qt == kt || q0 + FA_TILE > T || k0 + FA_TILE > T;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int col = 8 * j + 2 * tg + (e & 1), qi = q0 + col, key = e < 2 ? key0 : key1;
-                    float p = exp2f(st[j][e] * sl2 - sLse[col]);
-                    st[j][e] = edge && (key > qi || qi >= T || key >= T) ? 0.0f : p;
-                }
-
-            /* dV += P^T dY (A = P^T, k = queries) */
-            uint32_t pa[4][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                pa[j / 2][(j & 1) * 2] = fa_pack(st[j][0], st[j][1]);
-                pa[j / 2][(j & 1) * 2 + 1] = fa_pack(st[j][2], st[j][3]);
-            }
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-#pragma unroll
-                for (int n = 0; n < NT8; n += 2) {
-                    uint32_t bd[4];
-                    fa_ldsm_t(bd, fa_b_addr(sdY, LD, 16 * ks, 8 * n));
-                    fa_mma(dva[n], pa[ks], bd[0], bd[1]);
-                    fa_mma(dva[n + 1], pa[ks], bd[2], bd[3]);
-                }
-
-            /* dP^T (16 keys x 64 queries) = V dY^T */
-            float dpt[8][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-                dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) {
-                uint32_t va[4];
-                fa_ldsm(va, fa_a_addr(sV, LD, 16 * w, 16 * kk));
-#pragma unroll
-                for (int j = 0; j < 8; j += 2) {
-                    uint32_t bd[4];
-                    fa_ldsm(bd, fa_bt_addr(sdY, LD, 8 * j, 16 * kk));
-                    fa_mma(dpt[j], va, bd[0], bd[1]);
-                    fa_mma(dpt[j + 1], va, bd[2], bd[3]);
-                }
-            }
-
-            /* dS^T = P^T (dP^T - D) scale: as A operand for dK, and into
-             * shared memory for dQ */
-            uint32_t da[4][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                int col = 8 * j + 2 * tg;
-                float d0 = sD[col], d1 = sD[col + 1];
-                uint32_t lo = fa_pack(st[j][0] * (dpt[j][0] - d0) * scale,
-                                      st[j][1] * (dpt[j][1] - d1) * scale);
-                uint32_t hi = fa_pack(st[j][2] * (dpt[j][2] - d0) * scale,
-                                      st[j][3] * (dpt[j][3] - d1) * scale);
-                da[j / 2][(j & 1) * 2] = lo;
-                da[j / 2][(j & 1) * 2 + 1] = hi;
-                *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr) * LDS + col) = lo;
-                *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr + 8) * LDS + col) = hi;
-            }
-            /* dK += dS^T Q (k = queries) */
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-#pragma unroll
-                for (int n = 0; n < NT8; n += 2) {
-                    uint32_t bq[4];
-                    fa_ldsm_t(bq, fa_b_addr(sQ, LD, 16 * ks, 8 * n));
-                    fa_mma(dka[n], da[ks], bq[0], bq[1]);
-                    fa_mma(dka[n + 1], da[ks], bq[2], bq[3]);
-                }
-            __syncthreads(); /* all of dS^T is in shared memory */
-
-            /* dQ rows [16w, 16w + 16) of the tile = dS K (k = the 64 keys) */
-            float dqa[NT8][4];
-#pragma unroll
-            for (int n = 0; n < NT8; n++)
-                dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
-                uint32_t sa[4];
-                fa_ldsm_t(sa, fa_at_addr(sdS, LDS, 16 * w, 16 * ks));
-#pragma unroll
-                for (int n = 0; n < NT8; n += 2) {
-                    uint32_t bk[4];
-                    fa_ldsm_t(bk, fa_b_addr(sK, LD, 16 * ks, 8 * n));
-                    fa_mma(dqa[n], sa, bk[0], bk[1]);
-                    fa_mma(dqa[n + 1], sa, bk[2], bk[3]);
-                }
-            }
-            const int qr0 = q0 + 16 * w + gr, qr1 = qr0 + 8;
-#pragma unroll
-            for (int n = 0; n < NT8; n++) {
-                int c = h * HD + 8 * n + 2 * tg;
-                if (qr0 < T)
-                    fa_atomic_add2(dq + ((size_t)b * T + qr0) * ldq + c, dqa[n][0], dqa[n][1]);
-                if (qr1 < T)
-                    fa_atomic_add2(dq + ((size_t)b * T + qr1) * ldq + c, dqa[n][2], dqa[n][3]);
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t bq[4];
+                fa_ldsm(bq, fa_bt_addr(cQ, LD, 8 * j, 16 * kk));
+                fa_mma(st[j], ka, bq[0], bq[1]);
+                fa_mma(st[j + 1], ka, bq[2], bq[3]);
             }
         }
+        const bool edge = qt == kt || q0 + FA_TILE > T || k0 + FA_TILE > T;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = 8 * j + 2 * tg + (e & 1), qi = q0 + col, key = e < 2 ? key0 : key1;
+                float p = exp2f((st[j][e] * scale - cLse[col]) * FA_LOG2E);
+                st[j][e] = edge && (key > qi || qi >= T || key >= T) ? 0.0f : p;
+            }
+
+        /* dV += P^T dY (A = P^T, k = queries) */
+        uint32_t pa[4][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            pa[j / 2][(j & 1) * 2] = fa_pack(st[j][0], st[j][1]);
+            pa[j / 2][(j & 1) * 2 + 1] = fa_pack(st[j][2], st[j][3]);
+        }
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+            for (int n = 0; n < NT8; n += 2) {
+                uint32_t bd[4];
+                fa_ldsm_t(bd, fa_b_addr(cdY, LD, 16 * ks, 8 * n));
+                fa_mma(dva[n], pa[ks], bd[0], bd[1]);
+                fa_mma(dva[n + 1], pa[ks], bd[2], bd[3]);
+            }
+
+        /* dP^T (16 keys x 64 queries) = V dY^T */
+        float dpt[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            uint32_t va[4];
+            fa_ldsm(va, fa_a_addr(sV, LD, 16 * w, 16 * kk));
+#pragma unroll
+            for (int j = 0; j < 8; j += 2) {
+                uint32_t bd[4];
+                fa_ldsm(bd, fa_bt_addr(cdY, LD, 8 * j, 16 * kk));
+                fa_mma(dpt[j], va, bd[0], bd[1]);
+                fa_mma(dpt[j + 1], va, bd[2], bd[3]);
+            }
+        }
+
+        /* dS^T = P^T (dP^T - D) scale: as A operand for dK, and into shared
+         * memory for dQ */
+        uint32_t da[4][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int col = 8 * j + 2 * tg;
+            float d0 = cD[col], d1 = cD[col + 1];
+            uint32_t lo = fa_pack(st[j][0] * (dpt[j][0] - d0) * scale,
+                                  st[j][1] * (dpt[j][1] - d1) * scale);
+            uint32_t hi = fa_pack(st[j][2] * (dpt[j][2] - d0) * scale,
+                                  st[j][3] * (dpt[j][3] - d1) * scale);
+            da[j / 2][(j & 1) * 2] = lo;
+            da[j / 2][(j & 1) * 2 + 1] = hi;
+            *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr) * LDS + col) = lo;
+            *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr + 8) * LDS + col) = hi;
+        }
+        /* dK += dS^T Q (k = queries) */
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+            for (int n = 0; n < NT8; n += 2) {
+                uint32_t bq[4];
+                fa_ldsm_t(bq, fa_b_addr(cQ, LD, 16 * ks, 8 * n));
+                fa_mma(dka[n], da[ks], bq[0], bq[1]);
+                fa_mma(dka[n + 1], da[ks], bq[2], bq[3]);
+            }
+        __syncthreads(); /* all of dS^T is in shared memory */
+
+        /* dQ rows [16w, 16w + 16) of the tile = dS K (k = the 64 keys) */
+        float dqa[NT8][4];
+#pragma unroll
+        for (int n = 0; n < NT8; n++)
+            dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            uint32_t sa[4];
+            fa_ldsm_t(sa, fa_at_addr(sdS, LDS, 16 * w, 16 * ks));
+#pragma unroll
+            for (int n = 0; n < NT8; n += 2) {
+                uint32_t bk[4];
+                fa_ldsm_t(bk, fa_b_addr(sK, LD, 16 * ks, 8 * n));
+                fa_mma(dqa[n], sa, bk[0], bk[1]);
+                fa_mma(dqa[n + 1], sa, bk[2], bk[3]);
+            }
+        }
+        const int qr0 = q0 + 16 * w + gr, qr1 = qr0 + 8;
+#pragma unroll
+        for (int n = 0; n < NT8; n++) {
+            int c = h * HD + 8 * n + 2 * tg;
+            if (qr0 < T)
+                fa_atomic_add2(dq + ((size_t)b * T + qr0) * ldq + c, dqa[n][0], dqa[n][1]);
+            if (qr1 < T)
+                fa_atomic_add2(dq + ((size_t)b * T + qr1) * ldq + c, dqa[n][2], dqa[n][3]);
+        }
     }
+#undef FA_BWD_Q
+#undef FA_BWD_DY
+#undef FA_BWD_LSE
+#undef FA_BWD_D
 #pragma unroll
     for (int n = 0; n < NT8; n++) {
         int c = g * HD + 8 * n + 2 * tg;
