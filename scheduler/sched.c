@@ -10,8 +10,9 @@
  *    dropped if it rolls back and sent (by the server) only after the commit;
  *  - a device has at most one open allocation (also a partial unique index),
  *    and a gang is placed all at once or not at all.
- * Costs: a scheduling pass is O(pending jobs x nodes log nodes); the liveness
- * sweep is O(nodes).
+ * Costs: a scheduling pass reads the head of the queue (64 jobs; further
+ * only while devices stay free and jobs are skipped) and places each job in
+ * O(nodes log nodes); the liveness sweep is O(nodes).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -671,8 +672,13 @@ fail_committed:
 
 /* ---- the scheduling pass ---- */
 
+#define PASS_FIRST_ROWS 64   /* pending jobs a pass reads first */
+#define PASS_ROWS_GROWTH 8   /* each further read takes this many times more */
+#define PASS_MAX_ROWS 10000  /* the most a pass reads */
+
 typedef struct {
     int64_t id;                      /* job id */
+    int64_t key;                     /* queue order: priority less its team's penalty */
     place_req_t req;                 /* its resource request */
     char gpu_model[FT_NAME_MAX + 1]; /* storage for req.gpu_model */
     int64_t waiting_since;           /* unix s: submitted, or last (re)started */
@@ -685,8 +691,8 @@ typedef struct {
  * constraints and at least as many devices fails too: a long queue of alike
  * jobs that do not fit costs one placement, not one per job. */
 typedef struct {
-    const pending_t *rows[MAX_SHAPES]; /* representative failed jobs */
-    int n;                             /* entries used */
+    pending_t rows[MAX_SHAPES]; /* representative failed jobs (copies) */
+    int n;                      /* entries used */
 } shapes_t;
 
 static bool same_constraints(const pending_t *a, const pending_t *b)
@@ -699,22 +705,26 @@ static bool same_constraints(const pending_t *a, const pending_t *b)
 static bool failed_before(const shapes_t *sh, const pending_t *q)
 {
     for (int k = 0; k < sh->n; k++)
-        if (sh->rows[k]->req.gpus <= q->req.gpus && same_constraints(sh->rows[k], q))
+        if (sh->rows[k].req.gpus <= q->req.gpus && same_constraints(&sh->rows[k], q))
             return true;
     return false;
 }
 
 static void remember_failure(shapes_t *sh, const pending_t *q)
 {
-    for (int k = 0; k < sh->n; k++) {
-        if (same_constraints(sh->rows[k], q)) {
-            if (q->req.gpus < sh->rows[k]->req.gpus)
-                sh->rows[k] = q;
+    int k = 0;
+
+    while (k < sh->n && !same_constraints(&sh->rows[k], q))
+        k++;
+    if (k == sh->n) {
+        if (sh->n == MAX_SHAPES)
             return;
-        }
+        sh->n++;
+    } else if (q->req.gpus >= sh->rows[k].req.gpus) {
+        return;
     }
-    if (sh->n < MAX_SHAPES)
-        sh->rows[sh->n++] = q;
+    sh->rows[k] = *q;
+    sh->rows[k].req.gpu_model = sh->rows[k].gpu_model;
 }
 
 static int devclass_from(const char *s)
@@ -839,90 +849,146 @@ fail:
     return -1;
 }
 
+/* The queue, best first: priority, less the penalty of a team over its
+ * budget, then id; held teams' jobs left out. With no penalty in force the
+ * order is (priority DESC, id), which the jobs_state index gives without a
+ * sort, so reading the first rows costs those rows, not the whole queue. */
+static const char pending_sql[] =
+    "SELECT id, priority, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
+    " max(submit_time, coalesce(start_time, 0)) FROM jobs WHERE state = 'PENDING' "
+    "AND team NOT IN (SELECT team FROM budget_state WHERE held) " /* ledger.c */
+    "ORDER BY priority DESC, id LIMIT ?";
+static const char pending_penalised_sql[] =
+    "SELECT id, priority - coalesce((SELECT penalty FROM budget_state b WHERE b.team = jobs.team),"
+    " 0) AS k, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
+    " max(submit_time, coalesce(start_time, 0)) FROM jobs WHERE state = 'PENDING' "
+    "AND team NOT IN (SELECT team FROM budget_state WHERE held) " /* ledger.c */
+    "ORDER BY k DESC, id LIMIT ?";
+
+/* Reads the first limit jobs of the queue into *p (grown as needed, *cap
+ * entries); *n rows. 0, or -1 with err set. */
+static int read_pending(sched_t *s, bool penalised, int limit, pending_t **p, int *cap, int *n,
+                        ft_err_t *err)
+{
+    sqlite3_stmt *st =
+        db_query(s->db, err, penalised ? pending_penalised_sql : pending_sql, "d", limit);
+    int rc;
+
+    *n = 0;
+    if (!st)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        pending_t *q;
+
+        if (*n == *cap) {
+            int ncap = *cap ? *cap * 2 : PASS_FIRST_ROWS;
+            pending_t *g = realloc(*p, (size_t)ncap * sizeof(**p));
+
+            if (!g) {
+                sqlite3_reset(st);
+                ft_err_set(err, FT_EINTERNAL, "out of memory");
+                return -1;
+            }
+            *p = g;
+            *cap = ncap;
+        }
+        q = &(*p)[(*n)++];
+        q->id = sqlite3_column_int64(st, 0);
+        q->key = sqlite3_column_int64(st, 1);
+        q->req.gpus = sqlite3_column_int(st, 2);
+        q->req.gpus_per_node = sqlite3_column_int(st, 3);
+        q->req.nodes = sqlite3_column_int(st, 4);
+        q->req.device = (ft_devclass_t)devclass_from(db_col_text(st, 5));
+        ft_strlcpy(q->gpu_model, db_col_text(st, 6), sizeof(q->gpu_model));
+        q->req.gpu_mem_mb = sqlite3_column_int64(st, 7);
+        q->waiting_since = sqlite3_column_int64(st, 8);
+    }
+    return db_rows_done(s->db, st, rc, err);
+}
+
+/* True when q comes after (key, id) in the queue's order. */
+static bool after(const pending_t *q, int64_t key, int64_t id)
+{
+    return q->key < key || (q->key == key && q->id > id);
+}
+
 int sched_schedule(sched_t *s)
 {
-    ft_err_t err;
+    ft_err_t err = {0};
     pending_t *p = NULL;
     place_slot_t *slots = NULL;
     int n = 0, cap = 0, rc, started = 0, free_devs = 0;
-    bool batched = false;
-    shapes_t shapes = {{0}, 0};
+    int limit = PASS_FIRST_ROWS;
+    bool batched = false, more = true, held_back = false, seen_any = false;
+    int64_t last_key = 0, last_id = 0; /* the last job looked at, in queue order */
+    int64_t penalised = 0;
+    shapes_t shapes;
     int64_t now_s = sched_now_ms(s) / 1000;
-    sqlite3_stmt *st;
 
+    shapes.n = 0;
     for (int i = 0; i < s->nnodes; i++)
         if (s->nodes[i].ready && s->nodes[i].connected)
             for (int k = 0; k < s->nodes[i].ndevs; k++)
                 free_devs += s->nodes[i].devs[k].job_id == 0;
     if (free_devs == 0)
         return 0;
-    st = db_stmt(s->db,
-                 "SELECT id, gpus, gpus_per_node, nodes, device, gpu_model, gpu_mem_mb,"
-                 " max(submit_time, coalesce(start_time, 0)) FROM jobs WHERE state = 'PENDING' "
-                 "AND team NOT IN (SELECT team FROM budget_state WHERE held) " /* ledger.c */
-                 "ORDER BY priority - coalesce((SELECT penalty FROM budget_state b "
-                 "WHERE b.team = jobs.team), 0) DESC, id LIMIT 10000",
-                 &err);
-    if (!st)
-        goto fail;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        pending_t *q;
-
-        if (n == cap) {
-            pending_t *g = realloc(p, (size_t)(cap = cap ? cap * 2 : 64) * sizeof(*p));
-            if (!g) {
-                sqlite3_reset(st);
-                goto fail;
-            }
-            p = g;
-        }
-        q = &p[n++];
-        q->id = sqlite3_column_int64(st, 0);
-        q->req.gpus = sqlite3_column_int(st, 1);
-        q->req.gpus_per_node = sqlite3_column_int(st, 2);
-        q->req.nodes = sqlite3_column_int(st, 3);
-        q->req.device = (ft_devclass_t)devclass_from(db_col_text(st, 4));
-        ft_strlcpy(q->gpu_model, db_col_text(st, 5), sizeof(q->gpu_model));
-        q->req.gpu_mem_mb = sqlite3_column_int64(st, 6);
-        q->waiting_since = sqlite3_column_int64(st, 7);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
+    if (db_int(s->db, &err, &penalised,
+               "SELECT EXISTS (SELECT 1 FROM budget_state WHERE penalty <> 0)", "") < 0)
         goto fail;
     slots = calloc(FT_MAX_GPUS_PER_JOB, sizeof(*slots));
-    if (!slots)
+    if (!slots) {
+        ft_err_set(&err, FT_EINTERNAL, "out of memory");
         goto fail;
-    /* Backfill: a job that does not fit now is skipped, not waited for,
+    }
+    /* The queue's head is read first; only when its jobs do not take every
+     * free device is it read again, further (started jobs have left it, the
+     * ones already looked at are skipped by their place in the order).
+     * Backfill: a job that does not fit now is skipped, not waited for,
      * unless it has waited reserve_after_s: then nothing behind it starts,
      * so the devices it needs drain (when the connected nodes could hold
      * it at all; else holding back would block the queue for nothing). */
-    for (int i = 0; i < n && free_devs > 0; i++) {
-        bool fits = false;
+    while (more && !held_back && free_devs > 0) {
+        if (read_pending(s, penalised != 0, limit, &p, &cap, &n, &err) < 0)
+            goto fail;
+        more = n == limit && limit < PASS_MAX_ROWS;
+        limit = limit > PASS_MAX_ROWS / PASS_ROWS_GROWTH ? PASS_MAX_ROWS
+                                                          : limit * PASS_ROWS_GROWTH;
+        for (int i = 0; i < n && free_devs > 0; i++) {
+            bool fits = false;
 
-        p[i].req.gpu_model = p[i].gpu_model;
-        if (p[i].req.gpus <= free_devs && !failed_before(&shapes, &p[i])) {
-            fits = place_find(s->nodes, s->nnodes, &p[i].req, PLACE_NOW, slots) == 0;
-            if (!fits)
-                remember_failure(&shapes, &p[i]);
-        }
-        if (!fits) {
-            if (s->cfg.reserve_after_s > 0 &&
-                now_s - p[i].waiting_since >= s->cfg.reserve_after_s &&
-                place_find(s->nodes, s->nnodes, &p[i].req, PLACE_DRAINED, slots) == 0) {
-                ft_debug("job %lld has waited %lld s: holding back the jobs behind it",
-                         (long long)p[i].id, (long long)(now_s - p[i].waiting_since));
+            if (seen_any && !after(&p[i], last_key, last_id))
+                continue;
+            seen_any = true;
+            last_key = p[i].key;
+            last_id = p[i].id;
+            p[i].req.gpu_model = p[i].gpu_model;
+            if (p[i].req.gpus <= free_devs && !failed_before(&shapes, &p[i])) {
+                fits = place_find(s->nodes, s->nnodes, &p[i].req, PLACE_NOW, slots) == 0;
+                if (!fits)
+                    remember_failure(&shapes, &p[i]);
+            }
+            if (!fits) {
+                if (s->cfg.reserve_after_s > 0 &&
+                    now_s - p[i].waiting_since >= s->cfg.reserve_after_s &&
+                    place_find(s->nodes, s->nnodes, &p[i].req, PLACE_DRAINED, slots) == 0) {
+                    ft_debug("job %lld has waited %lld s: holding back the jobs behind it",
+                             (long long)p[i].id, (long long)(now_s - p[i].waiting_since));
+                    held_back = true;
+                    break;
+                }
+                continue;
+            }
+            if (started == 0 && !s->db->in_tx && !s->db->batch)
+                batched = sched_batch_begin(s) == 0; /* the pass's starts share one sync */
+            rc = start_job(s, p[i].id, slots, p[i].req.gpus);
+            if (rc < 0) {
+                more = false; /* the database is failing: try again on the next pass */
                 break;
             }
-            continue;
-        }
-        if (started == 0 && !s->db->in_tx && !s->db->batch)
-            batched = sched_batch_begin(s) == 0; /* the pass's starts share one sync */
-        rc = start_job(s, p[i].id, slots, p[i].req.gpus);
-        if (rc < 0)
-            break; /* the database is failing: try again on the next pass */
-        if (rc == 0) {
-            started++;
-            free_devs -= p[i].req.gpus;
+            if (rc == 0) {
+                started++;
+                free_devs -= p[i].req.gpus;
+            }
         }
     }
     if (batched)
@@ -931,6 +997,8 @@ int sched_schedule(sched_t *s)
     free(p);
     return started;
 fail:
+    if (batched)
+        sched_batch_end(s);
     free(slots);
     free(p);
     ft_error("scheduling pass failed: %s", err.code ? err.msg : "out of memory");

@@ -785,6 +785,46 @@ static void test_many_pending(void)
     done(&s, path);
 }
 
+/* A pass reads the queue's head first and further only while devices stay
+ * free: jobs past the first read still start, in queue order (priority, then
+ * id), and the ones already looked at are not placed twice. */
+static void test_queue_pages(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    ft_err_t err;
+    int64_t ones[5], late;
+    char states[64] = "";
+
+    h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
+    h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "ann", NULL);
+    tick(s, 10);
+    {
+        char *sql = ft_asprintf(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100)"
+            " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
+            " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
+            " 'default', 'PENDING', 5, 0, 4, %lld FROM c",
+            (long long)(now / 1000));
+        CHECK(db_exec(s->db, sql, &err) == 0, "100 pending 4-gpu jobs at priority 5, 3 free");
+        free(sql);
+    }
+    for (int i = 0; i < 5; i++)
+        ones[i] = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "bob", NULL);
+    late = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1,\"priority\":1}", "bob", NULL);
+    h_drop();
+    tick(s, 10);
+    for (int i = 0; i < 5; i++)
+        states[i] = h_job_col(s, ones[i], "state")[0];
+    CHECK(strcmp(h_job_col(s, late, "state"), "RUNNING") == 0 && strcmp(states, "RRPPP") == 0,
+          "past 100 rows: the priority-1 job and the two oldest 1-gpu jobs start (%s)", states);
+    CHECK(h_count("w/n1", "start") == 3, "three starts sent, none twice (%d)",
+          h_count("w/n1", "start"));
+    CHECK(h_query_int(s, "SELECT count(*) FROM jobs WHERE state = 'PENDING' AND gpus = 4") == 100,
+          "the 4-gpu jobs stay pending");
+    done(&s, path);
+}
+
 /* Anti-starvation: a job that has waited reserve_after_s (30 min) stops the
  * backfill behind it, so the devices it needs drain; it then starts. */
 static void test_reservation(void)
@@ -963,6 +1003,7 @@ int main(void)
     test_storage_faults();
     test_reply_limits();
     test_many_pending();
+    test_queue_pages();
     test_reservation();
     test_rendezvous();
     h_drop();
