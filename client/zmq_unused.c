@@ -1,21 +1,22 @@
 /*
- * client/zmq_unused.c: what Debian's static libzmq references but ftctl never
- * calls, so that a static_zmq ftctl links neither libgssapi_krb5 (and its six
- * shared libraries: krb5, k5crypto, com_err, krb5support, keyutils, resolv)
- * nor OpenPGM, NORM and ProtoKit. Linked only into the static_zmq ftctl (and
- * its test): beside a shared libzmq these names would interpose on the real
- * libraries', so the top-level meson.build adds this file to no other link.
+ * client/zmq_unused.c: what Debian's static libzmq references but ftctl and
+ * ftworker never call, so that their static_zmq links take neither
+ * libgssapi_krb5 (and its six shared libraries: krb5, k5crypto, com_err,
+ * krb5support, keyutils, resolv) nor OpenPGM, NORM and ProtoKit. Linked only
+ * into those static_zmq programs (and their test): beside a shared libzmq
+ * these names would interpose on the real libraries', so the top-level
+ * meson.build adds this file to no other link.
  *
  * Why nothing here is reached:
- * - GSSAPI runs only on a socket given ZMQ_GSSAPI_* options; ftctl sets only
+ * - GSSAPI runs only on a socket given ZMQ_GSSAPI_* options; both set only
  *   CURVE (or none), and libzmq picks the mechanism from the local options,
  *   refusing a peer that offers another. Should it be called anyway, every
  *   function fails with GSS_S_UNAVAILABLE, which libzmq's GSSAPI code handles
  *   as a failed handshake (the release functions have nothing to release).
  * - pgm://, epgm:// and norm:// are multicast transports that libzmq refuses on
  *   DEALER and PAIR sockets (ENOCOMPATPROTO, before any pgm_ or Norm call), the
- *   only kinds ftctl opens, and ftctl's endpoint check accepts tcp://, ipc://
- *   and inproc:// only. The one call libzmq does make is pgm_init (and
+ *   only kinds these programs open; ftctl's endpoint check also accepts tcp://,
+ *   ipc:// and inproc:// only. The one call libzmq does make is pgm_init (and
  *   pgm_shutdown) from zmq_ctx_new: it succeeds without doing anything, which
  *   also saves each ftctl the NSS lookup of getprotobyname("pgm") that
  *   OpenPGM's own pgm_init does (0.2 of the 0.25 ms zmq_ctx_new took). Any
@@ -23,8 +24,12 @@
  *   build bug, never a user's error.
  *
  * Cost: none at run time; the loader maps libc, libm and libcjson instead of
- * nine shared libraries. Measured in bench/sched/README.md.
+ * twenty shared libraries, and a fork copies ~40 memory maps instead of ~130.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* program_invocation_short_name; meson's link check has no -D */
+#endif
+#include <errno.h>
 #include <gssapi/gssapi.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -181,7 +186,8 @@ static _Noreturn void not_linked(const char *name)
 {
     char msg[160];
     int n = snprintf(msg, sizeof(msg),
-                     "ftctl: libzmq called '%s', which this static_zmq build leaves out\n", name);
+                     "%s: libzmq called '%s', which this static_zmq build leaves out\n",
+                     program_invocation_short_name, name);
     if (n > 0)
         (void)!write(STDERR_FILENO, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
     abort();
