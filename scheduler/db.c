@@ -13,7 +13,8 @@
  * writes can fail with SQLITE_BUSY in WAL mode regardless of busy_timeout.
  * The schema is versioned by PRAGMA user_version and moved forward one
  * migration at a time, each in its own transaction.
- * Costs: db_stmt is a linear search over at most DB_STMT_CACHE entries.
+ * Costs: db_stmt is a linear search over at most DB_STMT_CACHE entries,
+ * comparing pointers first and text only when no pointer matches.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -279,13 +280,18 @@ sqlite3_stmt *db_stmt(db_t *db, const char *sql, ft_err_t *err)
 {
     sqlite3_stmt *st = NULL;
 
-    for (int i = 0; i < db->ncache; i++) {
-        if (db->cache[i].sql == sql || strcmp(db->cache[i].sql, sql) == 0) {
-            st = db->cache[i].stmt;
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            return st;
-        }
+    /* Callers pass literals, so the same text is nearly always the same
+     * pointer: one pass comparing pointers, then one comparing text. */
+    for (int pass = 0; pass < 2 && !st; pass++)
+        for (int i = 0; i < db->ncache; i++)
+            if (pass == 0 ? db->cache[i].sql == sql : strcmp(db->cache[i].sql, sql) == 0) {
+                st = db->cache[i].stmt;
+                break;
+            }
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        return st;
     }
     if (sqlite3_prepare_v3(db->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
         ft_err_set(err, FT_EINTERNAL, "database: cannot prepare statement: %s",

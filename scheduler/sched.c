@@ -672,9 +672,9 @@ fail_committed:
 
 /* ---- the scheduling pass ---- */
 
-#define PASS_FIRST_ROWS 64   /* pending jobs a pass reads first */
-#define PASS_ROWS_GROWTH 8   /* each further read takes this many times more */
-#define PASS_MAX_ROWS 10000  /* the most a pass reads */
+#define PASS_FIRST_ROWS 64  /* pending jobs a pass reads first */
+#define PASS_ROWS_GROWTH 8  /* each further read takes this many times more */
+#define PASS_MAX_ROWS 10000 /* the most a pass reads */
 
 typedef struct {
     int64_t id;                      /* job id */
@@ -951,8 +951,7 @@ int sched_schedule(sched_t *s)
         if (read_pending(s, penalised != 0, limit, &p, &cap, &n, &err) < 0)
             goto fail;
         more = n == limit && limit < PASS_MAX_ROWS;
-        limit = limit > PASS_MAX_ROWS / PASS_ROWS_GROWTH ? PASS_MAX_ROWS
-                                                          : limit * PASS_ROWS_GROWTH;
+        limit = limit > PASS_MAX_ROWS / PASS_ROWS_GROWTH ? PASS_MAX_ROWS : limit * PASS_ROWS_GROWTH;
         for (int i = 0; i < n && free_devs > 0; i++) {
             bool fits = false;
 
