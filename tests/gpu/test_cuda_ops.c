@@ -180,9 +180,11 @@ static void test_gemm_typed(void)
     }
 }
 
-static void test_rmsnorm(void)
+/* C 300: rows move as float4; C 302: element by element */
+static void test_rmsnorm(int C)
 {
-    int N = 19, C = 300;
+    int N = 19;
+    char what[96];
     size_t n = (size_t)N * C;
     float *x = hrand(n, 1.5), *w = hrand(C, 1.0), *dy = hrand(n, 1.0), *dx = hrand(n, 1.0);
     float *out = calloc(n, sizeof(float)), *rstd = calloc(N, sizeof(float));
@@ -190,11 +192,14 @@ static void test_rmsnorm(void)
     float *out_d = cu->alloc(n * sizeof(uint16_t)), *rstd_d = cu->alloc(N * sizeof(float));
     cpu->rmsnorm_forward(out, rstd, x, w, N, C, 1e-5f);
     cu->rmsnorm_forward(out_d, rstd_d, x_d, w_d, N, C, 1e-5f);
-    expect_dev_bf("rmsnorm_forward out (bf16)", out_d, out, n, 4e-3);
-    expect_dev("rmsnorm_forward rstd", rstd_d, rstd, N, 1e-5);
+    snprintf(what, sizeof(what), "rmsnorm_forward C %d out (bf16)", C);
+    expect_dev_bf(what, out_d, out, n, 4e-3);
+    snprintf(what, sizeof(what), "rmsnorm_forward C %d rstd", C);
+    expect_dev(what, rstd_d, rstd, N, 1e-5);
     cpu->rmsnorm_backward(dx, dy, x, w, rstd, N, C);
     cu->rmsnorm_backward(dx_d, dy_d, x_d, w_d, rstd_d, N, C);
-    expect_dev("rmsnorm_backward dx (adds)", dx_d, dx, n, 1e-5);
+    snprintf(what, sizeof(what), "rmsnorm_backward C %d dx (adds)", C);
+    expect_dev(what, dx_d, dx, n, 1e-5);
     free(x), free(w), free(dy), free(dx), free(out), free(rstd);
     cu->free(dx_d), cu->free(x_d), cu->free(w_d), cu->free(dy_d), cu->free(out_d), cu->free(rstd_d);
 }
@@ -395,7 +400,8 @@ int main(void)
         printf("device: %s (sm_%d%d)\n", name, major, minor);
     test_gemm();
     test_gemm_typed();
-    test_rmsnorm();
+    test_rmsnorm(300);
+    test_rmsnorm(302);
     test_rope();
     /* bf16 inputs (a relative step of 2^-8) on both paths; hd 16 is never
      * fused, so "flash" (the default) must plan the materialised path */

@@ -280,23 +280,44 @@ __global__ void k_embedding_bwd(float *demb, const int32_t *tok, const float *do
 
 /* one block per row: out (bf16) = w * (x * r), r = 1 / sqrt(mean(x^2) + eps),
  * x the fp32 residual, rstd fp32 */
+/* RMSNorm, one block per row. VEC: C is a multiple of 4 and every row
+ * starts 16-byte aligned, so each thread moves 4 elements at a time. */
+template <bool VEC>
 __global__ void k_rmsnorm_fwd(bf16 *out, float *rstd, const float *x, const float *w, int C,
                               float eps)
 {
     const float *xi = x + (int64_t)blockIdx.x * C;
     bf16 *oi = out + (int64_t)blockIdx.x * C;
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        ss += xi[c] * xi[c];
+    if (VEC)
+        for (int c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+            float4 v = *(const float4 *)(xi + c);
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    else
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            ss += xi[c] * xi[c];
     ss = block_reduce<float, false>(ss);
     float r = 1.0f / sqrtf(ss / (float)C + eps);
     if (threadIdx.x == 0)
         rstd[blockIdx.x] = r;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        oi[c] = __float2bfloat16_rn(w[c] * (xi[c] * r));
+    if (VEC)
+        for (int c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+            float4 v = *(const float4 *)(xi + c), ww = *(const float4 *)(w + c);
+            __nv_bfloat162 lo = __floats2bfloat162_rn(ww.x * (v.x * r), ww.y * (v.y * r));
+            __nv_bfloat162 hi = __floats2bfloat162_rn(ww.z * (v.z * r), ww.w * (v.w * r));
+            uint2 pk;
+            pk.x = *(uint32_t *)&lo;
+            pk.y = *(uint32_t *)&hi;
+            *(uint2 *)(oi + c) = pk;
+        }
+    else
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            oi[c] = __float2bfloat16_rn(w[c] * (xi[c] * r));
 }
 
 /* dx += r * w * dy - x * r^3 / C * sum(w * dy * x) (all fp32) */
+template <bool VEC>
 __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
                               const float *rstd, int C)
 {
@@ -305,12 +326,30 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
     float *di = dx + off;
     float r = rstd[blockIdx.x];
     float dot = 0.0f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        dot += w[c] * gi[c] * xi[c];
+    if (VEC)
+        for (int c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+            float4 ww = *(const float4 *)(w + c), gg = *(const float4 *)(gi + c);
+            float4 xx = *(const float4 *)(xi + c);
+            dot += ww.x * gg.x * xx.x + ww.y * gg.y * xx.y + ww.z * gg.z * xx.z + ww.w * gg.w * xx.w;
+        }
+    else
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            dot += w[c] * gi[c] * xi[c];
     dot = block_reduce<float, false>(dot);
     float kk = dot * r * r * r / (float)C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        di[c] += r * w[c] * gi[c] - kk * xi[c];
+    if (VEC)
+        for (int c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+            float4 ww = *(const float4 *)(w + c), gg = *(const float4 *)(gi + c);
+            float4 xx = *(const float4 *)(xi + c), d = *(float4 *)(di + c);
+            d.x += r * ww.x * gg.x - kk * xx.x;
+            d.y += r * ww.y * gg.y - kk * xx.y;
+            d.z += r * ww.z * gg.z - kk * xx.z;
+            d.w += r * ww.w * gg.w - kk * xx.w;
+            *(float4 *)(di + c) = d;
+        }
+    else
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            di[c] += r * w[c] * gi[c] - kk * xi[c];
 }
 
 /* rotate_half on (B*T, nh*hd) of T (bf16 q, k forward; fp32 gradients
@@ -451,13 +490,22 @@ __global__ void k_xent_rows(const float *logits, bf16 *dlogits, const int32_t *t
         return;
     }
     float lt = row[t];
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x)
-        mx = fmaxf(mx, row[j]);
-    mx = block_reduce<float, true>(mx);
-    double s = 0.0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x)
-        s += (double)expf(row[j] - mx);
+    /* one pass for the maximum and the sum of exponentials: each thread
+     * keeps its own maximum m and sum se of exp(l - m), rescaled when m
+     * grows; then the block's maximum and the rescaled sums */
+    float m = -INFINITY;
+    double se = 0.0;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        float x = row[j];
+        if (x > m) {
+            se = se * (double)expf(m - x) + 1.0;
+            m = x;
+        } else {
+            se += (double)expf(x - m);
+        }
+    }
+    float mx = block_reduce<float, true>(m);
+    double s = m == -INFINITY ? 0.0 : se * (double)expf(m - mx);
     s = block_reduce<double, false>(s);
     if (threadIdx.x == 0)
         row_loss[r] = log(s) - (double)(lt - mx);
@@ -696,12 +744,22 @@ static void cu_embedding_backward(float *demb, const int32_t *tokens, const floa
 }
 
 /* out [act] bf16; x, w, rstd fp32 */
+/* rows of C elements can move as float4 (and groups of 4 bf16): C a
+ * multiple of 4, every base 16-byte aligned */
+static bool vec4_ok(int C, const void *a, const void *b, const void *c)
+{
+    return C % 4 == 0 && (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15) == 0;
+}
+
 static void cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N,
                                int C, float eps)
 {
     if (N <= 0)
         return;
-    k_rmsnorm_fwd<<<N, NT, 0, g.stream>>>((bf16 *)out, rstd, x, w, C, eps);
+    if (vec4_ok(C, x, w, out))
+        k_rmsnorm_fwd<true><<<N, NT, 0, g.stream>>>((bf16 *)out, rstd, x, w, C, eps);
+    else
+        k_rmsnorm_fwd<false><<<N, NT, 0, g.stream>>>((bf16 *)out, rstd, x, w, C, eps);
     LAUNCH_CHECK("k_rmsnorm_fwd");
 }
 
@@ -710,7 +768,10 @@ static void cu_rmsnorm_backward(float *dx, const float *dout, const float *x, co
 {
     if (N <= 0)
         return;
-    k_rmsnorm_bwd<<<N, NT, 0, g.stream>>>(dx, dout, x, w, rstd, C);
+    if (vec4_ok(C, x, w, dx) && vec4_ok(C, dout, dout, dout))
+        k_rmsnorm_bwd<true><<<N, NT, 0, g.stream>>>(dx, dout, x, w, rstd, C);
+    else
+        k_rmsnorm_bwd<false><<<N, NT, 0, g.stream>>>(dx, dout, x, w, rstd, C);
     LAUNCH_CHECK("k_rmsnorm_bwd");
 }
 
@@ -836,7 +897,8 @@ static size_t cu_attention_plan(attn_shape_t *s)
 static void flash_forward(bf16 *y, void *att, const bf16 *q, const bf16 *k, const bf16 *v,
                           const attn_shape_t *s)
 {
-    dim3 grid((unsigned)s->n_heads, (unsigned)s->B, (unsigned)((s->T + FA_TILE - 1) / FA_TILE));
+    int rows = s->hd == 64 ? fa_fwd_mt<64>::rows : fa_fwd_mt<128>::rows;
+    dim3 grid((unsigned)s->n_heads, (unsigned)s->B, (unsigned)((s->T + rows - 1) / rows));
     float *lse = (float *)att;
     bf16 *ysave = (bf16 *)((char *)att + flash_ysave_off(s));
     float scale = 1.0f / sqrtf((float)s->hd);

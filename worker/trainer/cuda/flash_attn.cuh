@@ -39,13 +39,21 @@
 #define FA_THREADS 128 /* 4 warps of 16 rows each */
 #define FA_PAD 8      /* bf16 elements of padding after each shared row */
 
+/* query rows per warp in the forward kernel: 32 (two m16 tiles, so every
+ * K and V fragment read from shared memory feeds two products) where the
+ * registers allow, 16 for head size 128 */
+template <int HD> struct fa_fwd_mt {
+    static constexpr int mt = HD <= 64 ? 2 : 1;
+    static constexpr int rows = 4 * 16 * mt; /* query rows per block */
+};
+
 /* shared memory, in bytes, of each kernel for a head size; the tiles that
  * change inside the loop are double-buffered */
 template <int HD> struct fa_smem {
     static constexpr int ld = HD + FA_PAD;
     static constexpr int lds = FA_TILE + FA_PAD;
     static constexpr size_t tile = (size_t)FA_TILE * ld * 2; /* one 64 x HD bf16 tile */
-    static constexpr size_t fwd = 5 * tile;                  /* Q, 2 x (K, V) */
+    static constexpr size_t fwd = (fa_fwd_mt<HD>::rows / FA_TILE + 4) * tile; /* Q, 2 x (K, V) */
     static constexpr size_t bwd = 6 * tile + (size_t)FA_TILE * lds * 2 +
                                   (size_t)4 * FA_TILE * 4; /* K, V, 2 x (Q, dY), dS^T, 2 x (lse, D) */
 };
@@ -172,46 +180,57 @@ __device__ __forceinline__ void fa_load_row(float *dst, const float *v, int r0, 
 
 #define FA_LOG2E 1.4426950408889634f
 
-/* grid (nh, B, query tiles): the last tiles, with the most keys, first */
+/* grid (nh, B, query tiles of fa_fwd_mt<HD>::rows): the last tiles, with
+ * the most keys, first */
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS)
     k_fa_fwd(bf16 *y, float *lse, bf16 *ysave, const bf16 *q, const bf16 *k, const bf16 *v, int T,
              int nh, int nkv, float scale)
 {
-    constexpr int LD = fa_smem<HD>::ld, NT8 = HD / 8;
+    constexpr int LD = fa_smem<HD>::ld, NT8 = HD / 8, MT = fa_fwd_mt<HD>::mt;
+    constexpr int BR = fa_fwd_mt<HD>::rows;
     extern __shared__ __align__(16) unsigned char fa_sm[];
-    /* Q, then per buffer K, V: buffer i's K at sQ + (1 + 2i) tiles, V after it
-     * (pointer arithmetic, not an array indexed at run time: that would
-     * live in local memory) */
-    bf16 *sQ = reinterpret_cast<bf16 *>(fa_sm);
-#define FA_FWD_K(i) (sQ + (1 + 2 * (i)) * FA_TILE * LD)
-#define FA_FWD_V(i) (sQ + (2 + 2 * (i)) * FA_TILE * LD)
-    const int n_qt = (T + FA_TILE - 1) / FA_TILE, qt = n_qt - 1 - (int)blockIdx.z;
+    /* Q (BR rows), then per buffer K, V (64 rows each) (pointer arithmetic,
+     * not an array indexed at run time: that would live in local memory) */
+    bf16 *sQ = reinterpret_cast<bf16 *>(fa_sm), *sKV = sQ + BR * LD;
+#define FA_FWD_K(i) (sKV + 2 * (i) * FA_TILE * LD)
+#define FA_FWD_V(i) (sKV + (2 * (i) + 1) * FA_TILE * LD)
+    const int n_qt = (T + BR - 1) / BR, qt = n_qt - 1 - (int)blockIdx.z;
     const int h = blockIdx.x, b = blockIdx.y, g = h / (nh / nkv);
-    const int ldq = nh * HD, ldk = nkv * HD, q0 = qt * FA_TILE;
+    const int ldq = nh * HD, ldk = nkv * HD, q0 = qt * BR;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, gr = lane >> 2, tg = lane & 3;
     const bf16 *qb = q + (size_t)b * T * ldq + (size_t)h * HD;
     const bf16 *kb = k + (size_t)b * T * ldk + (size_t)g * HD;
     const bf16 *vb = v + (size_t)b * T * ldk + (size_t)g * HD;
     const float sl2 = scale * FA_LOG2E;
-    const int row0 = q0 + 16 * w + gr, row1 = row0 + 8;
+    const int wr0 = q0 + 16 * MT * w; /* this warp's first query row */
+    /* the last key tile any row of the block sees */
+    const int kt_last = min(q0 + BR - 1, T - 1) / FA_TILE;
 
-    fa_load<HD>(sQ, LD, qb, ldq, q0, T);
+#pragma unroll
+    for (int part = 0; part < BR / FA_TILE; part++)
+        fa_load<HD>(sQ + part * FA_TILE * LD, LD, qb, ldq, q0 + part * FA_TILE, T);
     fa_load<HD>(FA_FWD_K(0), LD, kb, ldk, 0, T);
     fa_load<HD>(FA_FWD_V(0), LD, vb, ldk, 0, T);
     fa_cp_commit();
-    uint32_t qf[HD / 16][4];
+    uint32_t qf[MT][HD / 16][4];
 
-    float o[NT8][4];
+    float o[MT][NT8][4];
 #pragma unroll
-    for (int n = 0; n < NT8; n++)
-        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f}; /* raw max, partial sum */
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int n = 0; n < NT8; n++)
+            o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    /* per m-tile, rows gr and gr + 8: raw running max, partial sum */
+    float m_r[MT][2], l_r[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+        m_r[mt][0] = m_r[mt][1] = -INFINITY, l_r[mt][0] = l_r[mt][1] = 0.0f;
 
-    for (int kt = 0; kt <= qt; kt++) { /* causal: key tiles up to the diagonal one */
+    for (int kt = 0; kt <= kt_last; kt++) { /* causal: up to the last row's key tile */
         const int k0 = kt * FA_TILE, buf = kt & 1;
         const bf16 *cK = FA_FWD_K(buf), *cV = FA_FWD_V(buf);
-        if (kt < qt) { /* the next K, V into the other buffers, behind this tile's work */
+        if (kt < kt_last) { /* the next K, V into the other buffers, behind this tile's work */
             fa_load<HD>(FA_FWD_K(buf ^ 1), LD, kb, ldk, k0 + FA_TILE, T);
             fa_load<HD>(FA_FWD_V(buf ^ 1), LD, vb, ldk, k0 + FA_TILE, T);
             fa_cp_commit();
@@ -222,109 +241,132 @@ __global__ void __launch_bounds__(FA_THREADS)
         __syncthreads(); /* this tile's K, V (and at first Q) are in shared memory */
         if (kt == 0) {
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++)
-                fa_ldsm(qf[kk], fa_a_addr(sQ, LD, 16 * w, 16 * kk));
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk++)
+                    fa_ldsm(qf[mt][kk], fa_a_addr(sQ, LD, 16 * MT * w + 16 * mt, 16 * kk));
         }
-
-        float s[8][4]; /* 16 queries x 64 keys of raw scores */
+        /* a warp whose rows all precede this key tile has nothing to add */
+        if (k0 <= wr0 + 16 * MT - 1) {
+            float s[MT][8][4]; /* per m-tile 16 queries x 64 keys of raw scores */
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++)
+                for (int j = 0; j < 8; j++)
+                    s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.0f;
 #pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                uint32_t bk[4];
-                fa_ldsm(bk, fa_bt_addr(cK, LD, 8 * j, 16 * kk));
-                fa_mma(s[j], qf[kk], bk[0], bk[1]);
-                fa_mma(s[j + 1], qf[kk], bk[2], bk[3]);
+            for (int kk = 0; kk < HD / 16; kk++)
+#pragma unroll
+                for (int j = 0; j < 8; j += 2) {
+                    uint32_t bk[4];
+                    fa_ldsm(bk, fa_bt_addr(cK, LD, 8 * j, 16 * kk));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        fa_mma(s[mt][j], qf[mt][kk], bk[0], bk[1]);
+                        fa_mma(s[mt][j + 1], qf[mt][kk], bk[2], bk[3]);
+                    }
+                }
+            uint32_t pf[MT][4][4]; /* P as the A operand of 4 k-steps of 16 keys */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const int row0 = wr0 + 16 * mt + gr, row1 = row0 + 8;
+                if (k0 + FA_TILE - 1 > wr0 + 16 * mt || k0 + FA_TILE > T) {
+                    /* the tile crosses the diagonal of these rows, or is partial */
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int key = k0 + 8 * j + 2 * tg + (e & 1), row = e < 2 ? row0 : row1;
+                            if (key > row || key >= T)
+                                s[mt][j][e] = -INFINITY;
+                        }
+                }
+                float mx[2] = {m_r[mt][0], m_r[mt][1]};
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    mx[0] = fmaxf(mx[0], fmaxf(s[mt][j][0], s[mt][j][1]));
+                    mx[1] = fmaxf(mx[1], fmaxf(s[mt][j][2], s[mt][j][3]));
+                }
+                float alpha[2], mu[2];
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                    mu[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; /* a row with nothing yet */
+                    alpha[i] = m_r[mt][i] == -INFINITY ? 0.0f : exp2f((m_r[mt][i] - mu[i]) * sl2);
+                    m_r[mt][i] = mx[i];
+                }
+                float ps[2] = {0.0f, 0.0f};
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    float p0 = exp2f((s[mt][j][0] - mu[0]) * sl2);
+                    float p1 = exp2f((s[mt][j][1] - mu[0]) * sl2);
+                    float p2 = exp2f((s[mt][j][2] - mu[1]) * sl2);
+                    float p3 = exp2f((s[mt][j][3] - mu[1]) * sl2);
+                    ps[0] += p0 + p1;
+                    ps[1] += p2 + p3;
+                    pf[mt][j / 2][(j & 1) * 2] = fa_pack(p0, p1);
+                    pf[mt][j / 2][(j & 1) * 2 + 1] = fa_pack(p2, p3);
+                }
+                l_r[mt][0] = l_r[mt][0] * alpha[0] + ps[0];
+                l_r[mt][1] = l_r[mt][1] * alpha[1] + ps[1];
+#pragma unroll
+                for (int n = 0; n < NT8; n++) {
+                    o[mt][n][0] *= alpha[0];
+                    o[mt][n][1] *= alpha[0];
+                    o[mt][n][2] *= alpha[1];
+                    o[mt][n][3] *= alpha[1];
+                }
             }
-        if (kt == qt || k0 + FA_TILE > T) { /* the diagonal tile, or a partial one */
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+            for (int ks = 0; ks < 4; ks++) /* O += P V */
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int key = k0 + 8 * j + 2 * tg + (e & 1), row = e < 2 ? row0 : row1;
-                    if (key > row || key >= T)
-                        s[j][e] = -INFINITY;
+                for (int n = 0; n < NT8; n += 2) {
+                    uint32_t bv[4];
+                    fa_ldsm_t(bv, fa_b_addr(cV, LD, 16 * ks, 8 * n));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        fa_mma(o[mt][n], pf[mt][ks], bv[0], bv[1]);
+                        fa_mma(o[mt][n + 1], pf[mt][ks], bv[2], bv[3]);
+                    }
                 }
         }
-        float mx[2] = {m_r[0], m_r[1]};
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-        float alpha[2], mu[2];
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            mu[i] = mx[i] == -INFINITY ? 0.0f : mx[i]; /* a row with nothing yet */
-            alpha[i] = m_r[i] == -INFINITY ? 0.0f : exp2f((m_r[i] - mu[i]) * sl2);
-            m_r[i] = mx[i];
-        }
-        uint32_t pf[4][4]; /* P as the A operand of 4 k-steps of 16 keys */
-        float ps[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float p0 = exp2f((s[j][0] - mu[0]) * sl2), p1 = exp2f((s[j][1] - mu[0]) * sl2);
-            float p2 = exp2f((s[j][2] - mu[1]) * sl2), p3 = exp2f((s[j][3] - mu[1]) * sl2);
-            ps[0] += p0 + p1;
-            ps[1] += p2 + p3;
-            pf[j / 2][(j & 1) * 2] = fa_pack(p0, p1);
-            pf[j / 2][(j & 1) * 2 + 1] = fa_pack(p2, p3);
-        }
-        l_r[0] = l_r[0] * alpha[0] + ps[0];
-        l_r[1] = l_r[1] * alpha[1] + ps[1];
-#pragma unroll
-        for (int n = 0; n < NT8; n++) {
-            o[n][0] *= alpha[0];
-            o[n][1] *= alpha[0];
-            o[n][2] *= alpha[1];
-            o[n][3] *= alpha[1];
-        }
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) /* O += P V */
-#pragma unroll
-            for (int n = 0; n < NT8; n += 2) {
-                uint32_t bv[4];
-                fa_ldsm_t(bv, fa_b_addr(cV, LD, 16 * ks, 8 * n));
-                fa_mma(o[n], pf[ks], bv[0], bv[1]);
-                fa_mma(o[n + 1], pf[ks], bv[2], bv[3]);
-            }
         __syncthreads(); /* every warp is done with these K, V before they are refilled */
-    }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 1);
-        l_r[i] += __shfl_xor_sync(0xffffffffu, l_r[i], 2);
-    }
-    const float inv0 = 1.0f / l_r[0], inv1 = 1.0f / l_r[1];
-#pragma unroll
-    for (int n = 0; n < NT8; n++) {
-        int c = h * HD + 8 * n + 2 * tg;
-        if (row0 < T) {
-            size_t off = ((size_t)b * T + row0) * ldq + c;
-            uint32_t val = fa_pack(o[n][0] * inv0, o[n][1] * inv0);
-            *reinterpret_cast<uint32_t *>(y + off) = val;
-            *reinterpret_cast<uint32_t *>(ysave + off) = val;
-        }
-        if (row1 < T) {
-            size_t off = ((size_t)b * T + row1) * ldq + c;
-            uint32_t val = fa_pack(o[n][2] * inv1, o[n][3] * inv1);
-            *reinterpret_cast<uint32_t *>(y + off) = val;
-            *reinterpret_cast<uint32_t *>(ysave + off) = val;
-        }
     }
 #undef FA_FWD_K
 #undef FA_FWD_V
-    if (tg == 0) {
-        float *lb = lse + ((size_t)b * nh + h) * T;
-        if (row0 < T)
-            lb[row0] = m_r[0] * scale + logf(l_r[0]);
-        if (row1 < T)
-            lb[row1] = m_r[1] * scale + logf(l_r[1]);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        const int row0 = wr0 + 16 * mt + gr, row1 = row0 + 8;
+        float l0 = l_r[mt][0], l1 = l_r[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+#pragma unroll
+        for (int n = 0; n < NT8; n++) {
+            int c = h * HD + 8 * n + 2 * tg;
+            if (row0 < T) {
+                size_t off = ((size_t)b * T + row0) * ldq + c;
+                uint32_t val = fa_pack(o[mt][n][0] * inv0, o[mt][n][1] * inv0);
+                *reinterpret_cast<uint32_t *>(y + off) = val;
+                *reinterpret_cast<uint32_t *>(ysave + off) = val;
+            }
+            if (row1 < T) {
+                size_t off = ((size_t)b * T + row1) * ldq + c;
+                uint32_t val = fa_pack(o[mt][n][2] * inv1, o[mt][n][3] * inv1);
+                *reinterpret_cast<uint32_t *>(y + off) = val;
+                *reinterpret_cast<uint32_t *>(ysave + off) = val;
+            }
+        }
+        if (tg == 0) {
+            float *lb = lse + ((size_t)b * nh + h) * T;
+            if (row0 < T)
+                lb[row0] = m_r[mt][0] * scale + logf(l0);
+            if (row1 < T)
+                lb[row1] = m_r[mt][1] * scale + logf(l1);
+        }
     }
 }
 
