@@ -246,6 +246,25 @@ def stale_socket():
     the persist setting starts one."""
     with AgentCluster("agent-stale") as c:
         c.start_sched()
+        c.start_worker("n1", gpus=1)
+        c.wait_nodes_ready(["n1"])
+        # An agent killed while `wait` polls through it: wait goes on directly.
+        path, st = c.start_agent()
+        j = c.submit("--", "sleep", "1.5")
+        e = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, FT_AGENT="auto",
+                 XDG_RUNTIME_DIR=c.xdg, FTCTL_TRACE="1", **c.key_env())
+        e.pop("FT_AGENT_SOCKET", None)
+        w = subprocess.Popen([c.ftctl_path, "wait", str(j)], env=e, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        os.kill(st["pid"], signal.SIGKILL)
+        out, err = w.communicate(timeout=30)
+        ph = re.findall(r"^ftctl: trace: (\S+)", err, re.M)
+        check(w.returncode == 0 and f"job {j} COMPLETED" in out,
+              "wait completes although its agent was killed mid-way", f"{w.returncode} {err}")
+        check(ph.index("agent-reply") < ph.index("agent-gone") < ph.index("zmq-context"),
+              "it polled through the agent, saw it gone, then went direct", str(ph))
+        os.unlink(path)
         path, st = c.start_agent()
         os.kill(st["pid"], signal.SIGKILL)
         check(wait_gone(st["pid"]) and os.path.exists(path),
