@@ -188,6 +188,7 @@ int main(void)
     close(sv[0]);
     r = ftctl_frame_read(&rx, sv[1], &err);
     CHECK(r == FTCTL_FRAME_EOF, "the peer's close reads as EOF");
+    ftctl_frame_tx_free(&tx);
     ftctl_frame_tx_init(&tx, 64);
     ftctl_frame_push(&tx, "{}", 2, &err);
     CHECK(ftctl_frame_flush(&tx, sv[1], &err) == FTCTL_FRAME_ERROR,
