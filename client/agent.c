@@ -347,11 +347,17 @@ static void client_error(agent_t *a, int slot, const char *re, const char *kind,
     }
 }
 
+/* Entries fill the table from the front (flight_free takes the first free
+ * one), so a scan that stops after n_flights entries in use is short. */
 static agent_flight_t *flight_find(agent_t *a, const char *id)
 {
-    for (int i = 0; i < AGENT_MAX_FLIGHTS; i++)
-        if (a->flights[i].id[0] && strcmp(a->flights[i].id, id) == 0)
+    for (int i = 0, seen = 0; i < AGENT_MAX_FLIGHTS && seen < a->n_flights; i++) {
+        if (!a->flights[i].id[0])
+            continue;
+        seen++;
+        if (strcmp(a->flights[i].id, id) == 0)
             return &a->flights[i];
+    }
     return NULL;
 }
 
