@@ -19,7 +19,7 @@
  *   ipc:// and inproc:// only. The one call libzmq does make is pgm_init (and
  *   pgm_shutdown) from zmq_ctx_new: it succeeds without doing anything, which
  *   also saves each ftctl the NSS lookup of getprotobyname("pgm") that
- *   OpenPGM's own pgm_init does (0.2 of the 0.25 ms zmq_ctx_new took). Any
+ *   OpenPGM's own pgm_init does (0.16 of the 0.22 ms zmq_ctx_new took). Any
  *   other pgm_ or Norm function prints which one was called and aborts: a
  *   build bug, never a user's error.
  *
