@@ -237,6 +237,7 @@ int main(int argc, char **argv)
     }
     /* one more step with per-family timing (synchronising: slower overall) */
     model_profile_enable(true);
+    cuda_backend_gemm_profile(true);
     {
         int64_t nt;
         model_zero_grad(m);
@@ -247,6 +248,7 @@ int main(int argc, char **argv)
         }
     }
     model_profile_enable(false);
+    cuda_backend_gemm_profile(false);
     char prof[1024];
     model_profile_report(prof, sizeof(prof));
 
@@ -274,6 +276,7 @@ int main(int argc, char **argv)
            "%.0f MiB in use on the device now\n",
            peak_mb, model_mb, (double)(tot - fr) / 1048576.0, (double)tot / 1048576.0);
     printf("profiled step, seconds per op family: %s\n", prof);
+    cuda_backend_gemm_report(stdout);
     printf("{\"device\": \"%s\", \"attn\": \"%s\", \"attn_path\": \"%s\", \"act_bytes\": %zu, "
            "\"hidden\": %d, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
            "\"intermediate\": %d, \"vocab\": %d, \"seq\": %d, \"batch\": %d, \"r\": %d, "

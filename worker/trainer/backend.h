@@ -200,6 +200,11 @@ typedef struct backend {
      * unchanged to forward and backward) and returns the bytes of att that
      * one layer's forward leaves for backward. */
     size_t (*attention_plan)(attn_shape_t *s);
+    /* The n fp32 values at p (the LoRA parameters) hold still until the next
+     * call: the backend may round them to its GEMM input type once, and a
+     * gemm_typed operand inside [p, p + n) then reads that copy. The model
+     * calls it at the start of every step. NULL: no such copy. */
+    void (*params_cache)(const float *p, size_t n);
 } backend_t;
 
 /* Bytes per [act] element of be. */

@@ -530,6 +530,8 @@ int model_step(model_t *m, const int32_t *inputs, const int32_t *targets, bool t
         }
     }
     float p = train ? m->dropout : 0.0f;
+    if (be->params_cache) /* the optimiser may have moved them since the last step */
+        be->params_cache(m->params, m->lay.n_params);
     PF(PF_COPY, be->embedding_forward(m->act[ACT_RES], inputs, m->w->embed, N, C));
     for (int l = 0; l < L; l++)
         layer_forward(m, l, p, dropout_key);

@@ -63,6 +63,10 @@ static struct {
     size_t cvt_n[2];     /* their bytes */
     __nv_bfloat16 *bf_l; /* xent dlogits in bf16, elements */
     size_t bf_l_n;
+    __nv_bfloat16 *pc;    /* params_cache: the LoRA parameters in bf16 */
+    size_t pc_n;          /* its capacity, elements */
+    const float *pc_src;  /* the fp32 values it copies, NULL when none */
+    size_t pc_len;        /* how many */
     float *att_scr; /* (B, T, T) fp32 S or dP of one head; flash: D (B, nh, T), bf16 dY */
     size_t att_scr_n;
     __nv_bfloat16 *att_ds; /* (B, T, T) bf16 dS of one head (materialised backward) */
@@ -608,6 +612,106 @@ static cublasComputeType_t f32_compute(void)
     return g.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 
+/* Optional device time per GEMM shape (cuda_backend_gemm_profile, for
+ * ft-gpu-bench): each gemm call is bracketed by events and waited for, and
+ * the table adds up the time per (M, N, K, transposes, types), the
+ * conversions of fp32 inputs apart. Off by default: costs nothing then. */
+enum { GP_MAX = 96 };
+typedef struct {
+    int M, N, K;       /* shape */
+    char ta, tb;       /* 'T' or 'N' */
+    char types[4];     /* A, B, C: 'f' fp32, 'b' bf16 */
+    int calls;         /* calls seen */
+    double ms, cvt_ms; /* GEMM and conversion time, milliseconds */
+} gp_entry_t;
+static struct {
+    bool on;              /* timing enabled */
+    int n;                /* entries used */
+    cudaEvent_t ev[3];    /* start, after the conversions, end */
+    gp_entry_t e[GP_MAX]; /* one per shape */
+} gp;
+
+static void gp_begin(void)
+{
+    if (gp.on)
+        cudaEventRecord(gp.ev[0], g.stream);
+}
+
+static void gp_mid(void)
+{
+    if (gp.on)
+        cudaEventRecord(gp.ev[1], g.stream);
+}
+
+static void gp_end(bool ta, bool tb, int M, int N, int K, char at, char bt, char ct)
+{
+    if (!gp.on)
+        return;
+    float all = 0.0f, cvt = 0.0f;
+    cudaEventRecord(gp.ev[2], g.stream);
+    if (cudaEventSynchronize(gp.ev[2]) != cudaSuccess ||
+        cudaEventElapsedTime(&all, gp.ev[0], gp.ev[2]) != cudaSuccess ||
+        cudaEventElapsedTime(&cvt, gp.ev[0], gp.ev[1]) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    int i = 0;
+    while (i < gp.n && !(gp.e[i].M == M && gp.e[i].N == N && gp.e[i].K == K &&
+                         gp.e[i].ta == (ta ? 'T' : 'N') && gp.e[i].tb == (tb ? 'T' : 'N') &&
+                         gp.e[i].types[0] == at && gp.e[i].types[1] == bt &&
+                         gp.e[i].types[2] == ct))
+        i++;
+    if (i == gp.n) {
+        if (gp.n == GP_MAX)
+            return;
+        gp.n++;
+        gp.e[i].M = M, gp.e[i].N = N, gp.e[i].K = K;
+        gp.e[i].ta = ta ? 'T' : 'N', gp.e[i].tb = tb ? 'T' : 'N';
+        gp.e[i].types[0] = at, gp.e[i].types[1] = bt, gp.e[i].types[2] = ct;
+        gp.e[i].types[3] = 0;
+        gp.e[i].calls = 0, gp.e[i].ms = gp.e[i].cvt_ms = 0.0;
+    }
+    gp.e[i].calls++;
+    gp.e[i].ms += all - cvt;
+    gp.e[i].cvt_ms += cvt;
+}
+
+extern "C" int cuda_backend_gemm_profile(bool on)
+{
+    if (on && !gp.ev[0])
+        for (int i = 0; i < 3; i++)
+            if (!CU_CHECK(cudaEventCreate(&gp.ev[i])))
+                return -1;
+    if (on)
+        gp.n = 0;
+    gp.on = on;
+    return 0;
+}
+
+static int gp_cmp(const void *a, const void *b)
+{
+    double x = ((const gp_entry_t *)a)->ms, y = ((const gp_entry_t *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+extern "C" void cuda_backend_gemm_report(FILE *f)
+{
+    qsort(gp.e, (size_t)gp.n, sizeof(gp.e[0]), gp_cmp);
+    double tot = 0.0, tot_c = 0.0;
+    for (int i = 0; i < gp.n; i++)
+        tot += gp.e[i].ms, tot_c += gp.e[i].cvt_ms;
+    fprintf(f, "GEMMs of the profiled step: %.2f ms, conversions %.2f ms (types A B C: f fp32, b bf16)\n",
+            tot, tot_c);
+    fprintf(f, "%6s %6s %6s  op  types calls %9s %9s %8s\n", "M", "N", "K", "ms", "cvt ms",
+            "TFLOP/s");
+    for (int i = 0; i < gp.n; i++) {
+        double fl = 2.0 * gp.e[i].M * gp.e[i].N * gp.e[i].K * gp.e[i].calls;
+        fprintf(f, "%6d %6d %6d  %c%c  %-5s %5d %9.3f %9.3f %8.1f\n", gp.e[i].M, gp.e[i].N,
+                gp.e[i].K, gp.e[i].ta, gp.e[i].tb, gp.e[i].types, gp.e[i].calls, gp.e[i].ms,
+                gp.e[i].cvt_ms, gp.e[i].ms > 0 ? fl / (gp.e[i].ms * 1e-3) / 1e12 : 0.0);
+    }
+}
+
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
  * operands and the M/N roles; the transpose flags keep their meaning. */
 static void cu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A,
@@ -615,10 +719,13 @@ static void cu_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha
 {
     if (M <= 0 || N <= 0)
         return;
+    gp_begin();
+    gp_mid();
     BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_32F,
                             ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, f32_compute(),
                             CUBLAS_GEMM_DEFAULT));
+    gp_end(trans_a, trans_b, M, N, K, 'f', 'f', 'f');
 }
 
 /* strided batched GEMM, row-major as cu_gemm, with the storage type of each
@@ -646,8 +753,24 @@ static size_t span(int rows, int cols, int ld)
 /* n elements of src converted into conversion slot `slot` (0: operand A,
  * 1: operand B): fp32 to bf16 when to_bf, else bf16 to fp32; the gaps
  * between rows are converted too, so the copy keeps the leading dimension */
+/* backend.h's params_cache: the LoRA parameters rounded to bf16 once per
+ * step, so that every GEMM reading a LoRA matrix skips its own rounding
+ * kernel (about 40 small launches per layer) */
+static void cu_params_cache(const float *p, size_t n)
+{
+    g.pc_src = NULL;
+    if (n == 0 || !GROW(g.pc, g.pc_n, n))
+        return;
+    k_f32_to_bf16<<<grid_for((int64_t)n), NT, 0, g.stream>>>(g.pc, p, (int64_t)n);
+    if (LAUNCH_CHECK("k_f32_to_bf16"))
+        g.pc_src = p, g.pc_len = n;
+}
+
 static const void *convert(int slot, const void *src, bool to_bf, size_t n)
 {
+    const float *f = (const float *)src;
+    if (to_bf && g.pc_src && f >= g.pc_src && f + n <= g.pc_src + g.pc_len)
+        return g.pc + (f - g.pc_src);
     if (!grow(&g.cvt[slot], &g.cvt_n[slot], n * (to_bf ? sizeof(bf16) : sizeof(float)), 1))
         return NULL;
     if (n == 0)
@@ -687,25 +810,31 @@ static void cu_gemm_typed(bool trans_a, bool trans_b, int M, int N, int K, float
         bf = a_bf ? na >= nb : nb >= na;
     else
         bf = a_bf;
+    gp_begin();
     if (a_bf != bf && !(A = convert(0, A, bf, na)))
         return;
     if (b_bf != bf && !(B = convert(1, B, bf, nb)))
         return;
+    gp_mid();
     cudaDataType it = bf ? CUDA_R_16BF : CUDA_R_32F;
     BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, it, ldb, A,
                             it, lda, &beta, C, c_bf ? CUDA_R_16BF : CUDA_R_32F, ldc,
                             bf ? CUBLAS_COMPUTE_32F : f32_compute(), CUBLAS_GEMM_DEFAULT));
+    gp_end(trans_a, trans_b, M, N, K, a_bf ? 'b' : 'f', b_bf ? 'b' : 'f', c_bf ? 'b' : 'f');
 }
 
 /* bf16 x bf16 GEMM with fp32 accumulation and fp32 output */
 static void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const bf16 *A,
                       int lda, const bf16 *B, int ldb, float beta, float *C, int ldc)
 {
+    gp_begin();
+    gp_mid();
     BLAS_CHECK(cublasGemmEx(g.blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
                             ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
+    gp_end(trans_a, trans_b, M, N, K, 'b', 'b', 'f');
 }
 
 /* backend.h's gemm_w: an fp32 A (the model uses gemm_typed instead) */
@@ -1382,6 +1511,7 @@ static const backend_t cuda_backend = {
     /* .gemm_typed = */ cu_gemm_typed,
     /* .dropout_act = */ cu_dropout_act,
     /* .attention_plan = */ cu_attention_plan,
+    /* .params_cache = */ cu_params_cache,
 };
 
 /* ---- public entry points ---- */

@@ -16,6 +16,9 @@
 #ifndef FT_CUDA_BACKEND_H
 #define FT_CUDA_BACKEND_H
 
+#include <stdbool.h>
+#include <stdio.h>
+
 #include "backend.h"
 #include "ft/common.h"
 
@@ -55,6 +58,12 @@ int cuda_backend_set_attention(const char *mode);
 
 /* The device's name and compute capability, for reports. */
 int cuda_backend_device_name(char *buf, size_t len, int *major, int *minor);
+
+/* Device time per GEMM shape, for the benchmark: with on, every GEMM is
+ * timed (and waited for) and the table restarts; the report prints it to f,
+ * largest first. */
+int cuda_backend_gemm_profile(bool on);
+void cuda_backend_gemm_report(FILE *f);
 
 #ifdef __cplusplus
 }
