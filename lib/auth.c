@@ -355,7 +355,10 @@ int ft_curve_client_env(ft_keypair_t *mine, char *server_pub, bool *enabled, ft_
     }
     if (ft_keypair_load(kf, true, mine, err) < 0)
         return -1;
-    if (ft_z85_key_ok(sk)) {
+    /* A file that exists wins: a 40-character path can be valid Z85 text
+     * too ("/tmp/..." uses only Z85 characters) */
+    struct stat st;
+    if (ft_z85_key_ok(sk) && stat(sk, &st) != 0) {
         memcpy(server_pub, sk, FT_Z85_KEY_LEN + 1);
     } else {
         if (ft_keypair_load(sk, false, &srv, err) < 0)

@@ -120,6 +120,19 @@ static void test_keypair(const char *dir)
         setenv("FT_SERVER_KEY", K3, 1);
         CHECK(ft_curve_client_env(&mine, spub, &on, &err) == 0 && on && strcmp(spub, K3) == 0,
               "FT_SERVER_KEY may be the Z85 text itself");
+        /* a 40-character path is also valid Z85 text: the file wins */
+        char cwd[512];
+        const char *name40 = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk.pub";
+        if (getcwd(cwd, sizeof(cwd)) && chdir(dir) == 0) {
+            CHECK(strlen(name40) == FT_Z85_KEY_LEN && ft_z85_key_ok(name40) &&
+                      ft_keypair_save(name40, &p2, &err) == 0,
+                  "a public key saved under a 40-character name that is valid Z85");
+            setenv("FT_SERVER_KEY", name40, 1);
+            CHECK(ft_curve_client_env(&mine, spub, &on, &err) == 0 && on && strcmp(spub, K1) == 0,
+                  "FT_SERVER_KEY naming an existing file reads the file, not the name (%s)",
+                  spub);
+            CHECK(chdir(cwd) == 0, "back in %s", cwd);
+        }
         unsetenv("FT_KEY");
         unsetenv("FT_SERVER_KEY");
     }
