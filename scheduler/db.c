@@ -311,13 +311,31 @@ sqlite3_stmt *db_stmt(db_t *db, const char *sql, ft_err_t *err)
     return st;
 }
 
+/* Runs one of the few transaction statements (BEGIN IMMEDIATE, COMMIT,
+ * SAVEPOINT, RELEASE) from the statement cache: sqlite3_exec would parse it
+ * again on every call, and a drain runs several per job. */
+static int tx_step(db_t *db, const char *sql, ft_err_t *err)
+{
+    sqlite3_stmt *st = db_stmt(db, sql, err);
+
+    if (!st)
+        return -1;
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        ft_err_set(err, FT_EINTERNAL, "database: %s", sqlite3_errmsg(db->conn));
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
 int db_begin(db_t *db, ft_err_t *err)
 {
     if (db->in_tx) {
         ft_err_set(err, FT_EINTERNAL, "database: nested transaction");
         return -1;
     }
-    if (db_exec(db, db->batch ? "SAVEPOINT tx" : "BEGIN IMMEDIATE", err) < 0)
+    if (tx_step(db, db->batch ? "SAVEPOINT tx" : "BEGIN IMMEDIATE", err) < 0)
         return -1;
     db->in_tx = true;
     return 0;
@@ -337,7 +355,7 @@ int db_batch_begin(db_t *db, ft_err_t *err)
         ft_err_set(err, FT_EINTERNAL, "database: batch inside a transaction");
         return -1;
     }
-    if (db_exec(db, "BEGIN IMMEDIATE", err) < 0)
+    if (tx_step(db, "BEGIN IMMEDIATE", err) < 0)
         return -1;
     db->batch = true;
     return 0;
@@ -355,7 +373,7 @@ int db_batch_end(db_t *db, ft_err_t *err)
     if (db->in_tx) /* a caller that neither committed nor rolled back: undo it */
         db_rollback(db);
     db->batch = false;
-    rc = db_exec(db, "COMMIT", err);
+    rc = tx_step(db, "COMMIT", err);
     db->last_commit_ms = mono_ms_frac() - t0;
     if (rc < 0) {
         reset_all(db);
@@ -375,7 +393,7 @@ int db_commit(db_t *db, ft_err_t *err)
         ft_err_set(err, FT_EINTERNAL, "database: commit without a transaction");
         return -1;
     }
-    rc = db_exec(db, db->batch ? "RELEASE tx" : "COMMIT", err);
+    rc = tx_step(db, db->batch ? "RELEASE tx" : "COMMIT", err);
     db->last_commit_ms = mono_ms_frac() - t0;
     if (rc < 0) {
         db_rollback(db);

@@ -14,7 +14,7 @@
 
 #include "ft/common.h"
 
-#define DB_STMT_CACHE 96 /* distinct SQL texts the scheduler uses, with room */
+#define DB_STMT_CACHE 128 /* distinct SQL texts the scheduler uses (~80), with room */
 
 /* How state transitions are committed (ftsched's db_sync setting). */
 enum {
