@@ -753,6 +753,21 @@ static void test_reply_limits(void)
     done(&s, path);
 }
 
+/* n pending exec jobs of user ann straight into the table (faster than n
+ * submits), at the given priority and GPU count */
+static int insert_pending(sched_t *s, int n, int priority, int gpus, ft_err_t *err)
+{
+    char *sql = ft_asprintf(
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < %d)"
+        " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
+        " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
+        " 'default', 'PENDING', %d, 0, %d, %lld FROM c",
+        n, priority, gpus, (long long)(now / 1000));
+    int rc = db_exec(s->db, sql, err);
+    free(sql);
+    return rc;
+}
+
 /* A long queue of alike jobs that do not fit: one placement decides them all,
  * and a smaller job behind them still starts. */
 static void test_many_pending(void)
@@ -765,16 +780,8 @@ static void test_many_pending(void)
     h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
     h_submit(s, "{\"command\":[\"x\"],\"gpus\":3}", "ann", NULL);
     tick(s, 10);
-    {
-        char *sql = ft_asprintf(
-            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000)"
-            " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
-            " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
-            " 'default', 'PENDING', 0, 0, 2, %lld FROM c",
-            (long long)(now / 1000));
-        CHECK(db_exec(s->db, sql, &err) == 0, "5000 pending 2-gpu jobs while 1 device is free");
-        free(sql);
-    }
+    CHECK(insert_pending(s, 5000, 0, 2, &err) == 0,
+          "5000 pending 2-gpu jobs while 1 device is free");
     small = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "bob", NULL);
     t0 = ft_mono_ms();
     tick(s, 10);
@@ -799,16 +806,7 @@ static void test_queue_pages(void)
     h_hello(s, "n1", 4, "H100", "gpu", 81920, NULL);
     h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "ann", NULL);
     tick(s, 10);
-    {
-        char *sql = ft_asprintf(
-            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100)"
-            " INSERT INTO jobs (name, kind, spec, user, team, state, priority, max_retries,"
-            " gpus, submit_time) SELECT 'w', 'exec', '{\"command\":[\"x\"]}', 'ann',"
-            " 'default', 'PENDING', 5, 0, 4, %lld FROM c",
-            (long long)(now / 1000));
-        CHECK(db_exec(s->db, sql, &err) == 0, "100 pending 4-gpu jobs at priority 5, 3 free");
-        free(sql);
-    }
+    CHECK(insert_pending(s, 100, 5, 4, &err) == 0, "100 pending 4-gpu jobs at priority 5, 3 free");
     for (int i = 0; i < 5; i++)
         ones[i] = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1}", "bob", NULL);
     late = h_submit(s, "{\"command\":[\"x\"],\"gpus\":1,\"priority\":1}", "bob", NULL);
