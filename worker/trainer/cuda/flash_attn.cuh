@@ -117,19 +117,18 @@ __device__ __forceinline__ const bf16 *fa_bt_addr(const bf16 *s, int ld, int n0,
     return s + (size_t)(n0 + (m >> 1) * 8 + r) * ld + k0 + (m & 1) * 8;
 }
 
-/* B = M where M is row-major (k, n), n-tiles n0 and n0 + 8 (use fa_ldsm_t) */
+/* B = M where M is row-major (k, n), n-tiles n0 and n0 + 8 (use fa_ldsm_t):
+ * the same eight-row groups as an A operand of rows [k0, k0 + 16) */
 __device__ __forceinline__ const bf16 *fa_b_addr(const bf16 *s, int ld, int k0, int n0)
 {
-    int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
-    return s + (size_t)(k0 + (m & 1) * 8 + r) * ld + n0 + (m >> 1) * 8;
+    return fa_a_addr(s, ld, k0, n0);
 }
 
 /* A = M^T where M is row-major (k, m): rows [m0, m0 + 16), k [k0, k0 + 16)
- * (use fa_ldsm_t) */
+ * (use fa_ldsm_t): the same groups as a B^T operand of n-tiles k0, k0 + 8 */
 __device__ __forceinline__ const bf16 *fa_at_addr(const bf16 *s, int ld, int m0, int k0)
 {
-    int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
-    return s + (size_t)(k0 + (m >> 1) * 8 + r) * ld + m0 + (m & 1) * 8;
+    return fa_bt_addr(s, ld, k0, m0);
 }
 
 /* 16 bytes global -> shared without passing through registers; with ok
@@ -179,6 +178,58 @@ __device__ __forceinline__ void fa_load_row(float *dst, const float *v, int r0, 
 }
 
 #define FA_LOG2E 1.4426950408889634f
+
+/* acc (16 x 64, fp32) = A B^T: A the rows [r0, r0 + 16) x HD of shared
+ * matrix sA, B the 64 x HD shared tile sB (both row-major, row length LD) */
+template <int HD>
+__device__ __forceinline__ void fa_rows_bt(float acc[8][4], const bf16 *sA, int r0, const bf16 *sB)
+{
+    constexpr int LD = HD + FA_PAD;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t a[4];
+        fa_ldsm(a, fa_a_addr(sA, LD, r0, 16 * kk));
+#pragma unroll
+        for (int j = 0; j < 8; j += 2) {
+            uint32_t b[4];
+            fa_ldsm(b, fa_bt_addr(sB, LD, 8 * j, 16 * kk));
+            fa_mma(acc[j], a, b[0], b[1]);
+            fa_mma(acc[j + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+/* acc (16 x HD, fp32) += A B: A (16 x 64) given as the A operands of its 4
+ * k-steps, B the 64 x HD shared tile sB (row-major, row length LD) */
+template <int HD>
+__device__ __forceinline__ void fa_frags_b(float acc[HD / 8][4], const uint32_t a[4][4],
+                                           const bf16 *sB)
+{
+    constexpr int LD = HD + FA_PAD;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+        for (int n = 0; n < HD / 8; n += 2) {
+            uint32_t b[4];
+            fa_ldsm_t(b, fa_b_addr(sB, LD, 16 * ks, 8 * n));
+            fa_mma(acc[n], a[ks], b[0], b[1]);
+            fa_mma(acc[n + 1], a[ks], b[2], b[3]);
+        }
+}
+
+/* the A operands of the 4 k-steps of a 16 x 64 fp32 accumulator, in bf16
+ * (an m16n8 accumulator's layout is that of half an m16k16 operand) */
+__device__ __forceinline__ void fa_acc_to_a(uint32_t a[4][4], const float acc[8][4])
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        a[j / 2][(j & 1) * 2] = fa_pack(acc[j][0], acc[j][1]);
+        a[j / 2][(j & 1) * 2 + 1] = fa_pack(acc[j][2], acc[j][3]);
+    }
+}
 
 /* grid (nh, B, query tiles of fa_fwd_mt<HD>::rows): the last tiles, with
  * the most keys, first */
@@ -444,21 +495,7 @@ __global__ void __launch_bounds__(FA_THREADS)
 
         /* S^T (16 keys x 64 queries) = K Q^T, then P^T */
         float st[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            uint32_t ka[4];
-            fa_ldsm(ka, fa_a_addr(sK, LD, 16 * w, 16 * kk));
-#pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                uint32_t bq[4];
-                fa_ldsm(bq, fa_bt_addr(cQ, LD, 8 * j, 16 * kk));
-                fa_mma(st[j], ka, bq[0], bq[1]);
-                fa_mma(st[j + 1], ka, bq[2], bq[3]);
-            }
-        }
+        fa_rows_bt<HD>(st, sK, 16 * w, cQ);
         const bool edge = qt == kt || q0 + FA_TILE > T || k0 + FA_TILE > T;
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -471,65 +508,36 @@ __global__ void __launch_bounds__(FA_THREADS)
 
         /* dV += P^T dY (A = P^T, k = queries) */
         uint32_t pa[4][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            pa[j / 2][(j & 1) * 2] = fa_pack(st[j][0], st[j][1]);
-            pa[j / 2][(j & 1) * 2 + 1] = fa_pack(st[j][2], st[j][3]);
-        }
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++)
-#pragma unroll
-            for (int n = 0; n < NT8; n += 2) {
-                uint32_t bd[4];
-                fa_ldsm_t(bd, fa_b_addr(cdY, LD, 16 * ks, 8 * n));
-                fa_mma(dva[n], pa[ks], bd[0], bd[1]);
-                fa_mma(dva[n + 1], pa[ks], bd[2], bd[3]);
-            }
+        fa_acc_to_a(pa, st);
+        fa_frags_b<HD>(dva, pa, cdY);
 
         /* dP^T (16 keys x 64 queries) = V dY^T */
         float dpt[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            uint32_t va[4];
-            fa_ldsm(va, fa_a_addr(sV, LD, 16 * w, 16 * kk));
-#pragma unroll
-            for (int j = 0; j < 8; j += 2) {
-                uint32_t bd[4];
-                fa_ldsm(bd, fa_bt_addr(cdY, LD, 8 * j, 16 * kk));
-                fa_mma(dpt[j], va, bd[0], bd[1]);
-                fa_mma(dpt[j + 1], va, bd[2], bd[3]);
-            }
-        }
+        fa_rows_bt<HD>(dpt, sV, 16 * w, cdY);
 
-        /* dS^T = P^T (dP^T - D) scale: as A operand for dK, and into shared
-         * memory for dQ */
-        uint32_t da[4][4];
+        /* dS^T = P^T (dP^T - D) scale (into dpt): as A operand for dK, and
+         * into shared memory for dQ */
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             int col = 8 * j + 2 * tg;
             float d0 = cD[col], d1 = cD[col + 1];
-            uint32_t lo = fa_pack(st[j][0] * (dpt[j][0] - d0) * scale,
-                                  st[j][1] * (dpt[j][1] - d1) * scale);
-            uint32_t hi = fa_pack(st[j][2] * (dpt[j][2] - d0) * scale,
-                                  st[j][3] * (dpt[j][3] - d1) * scale);
-            da[j / 2][(j & 1) * 2] = lo;
-            da[j / 2][(j & 1) * 2 + 1] = hi;
-            *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr) * LDS + col) = lo;
-            *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr + 8) * LDS + col) = hi;
+            dpt[j][0] = st[j][0] * (dpt[j][0] - d0) * scale;
+            dpt[j][1] = st[j][1] * (dpt[j][1] - d1) * scale;
+            dpt[j][2] = st[j][2] * (dpt[j][2] - d0) * scale;
+            dpt[j][3] = st[j][3] * (dpt[j][3] - d1) * scale;
+        }
+        uint32_t da[4][4];
+        fa_acc_to_a(da, dpt);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int col = 8 * j + 2 * tg;
+            *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr) * LDS + col) =
+                da[j / 2][(j & 1) * 2];
+            *reinterpret_cast<uint32_t *>(sdS + (size_t)(16 * w + gr + 8) * LDS + col) =
+                da[j / 2][(j & 1) * 2 + 1];
         }
         /* dK += dS^T Q (k = queries) */
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++)
-#pragma unroll
-            for (int n = 0; n < NT8; n += 2) {
-                uint32_t bq[4];
-                fa_ldsm_t(bq, fa_b_addr(cQ, LD, 16 * ks, 8 * n));
-                fa_mma(dka[n], da[ks], bq[0], bq[1]);
-                fa_mma(dka[n + 1], da[ks], bq[2], bq[3]);
-            }
+        fa_frags_b<HD>(dka, da, cQ);
         __syncthreads(); /* all of dS^T is in shared memory */
 
         /* dQ rows [16w, 16w + 16) of the tile = dS K (k = the 64 keys) */
@@ -537,18 +545,11 @@ __global__ void __launch_bounds__(FA_THREADS)
 #pragma unroll
         for (int n = 0; n < NT8; n++)
             dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+        uint32_t sa[4][4];
 #pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            uint32_t sa[4];
-            fa_ldsm_t(sa, fa_at_addr(sdS, LDS, 16 * w, 16 * ks));
-#pragma unroll
-            for (int n = 0; n < NT8; n += 2) {
-                uint32_t bk[4];
-                fa_ldsm_t(bk, fa_b_addr(sK, LD, 16 * ks, 8 * n));
-                fa_mma(dqa[n], sa, bk[0], bk[1]);
-                fa_mma(dqa[n + 1], sa, bk[2], bk[3]);
-            }
-        }
+        for (int ks = 0; ks < 4; ks++)
+            fa_ldsm_t(sa[ks], fa_at_addr(sdS, LDS, 16 * w, 16 * ks));
+        fa_frags_b<HD>(dqa, sa, sK);
         const int qr0 = q0 + 16 * w + gr, qr1 = qr0 + 8;
 #pragma unroll
         for (int n = 0; n < NT8; n++) {
