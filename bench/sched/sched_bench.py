@@ -165,7 +165,7 @@ def run_once(args, db_sync, path, where):
     k = args.jobs
     with Cluster("ft-bench", insecure=args.insecure) as c, contextlib.ExitStack() as cleanup:
         c.start_sched(["--db-sync", db_sync])
-        c.start_worker("bench-node", gpus=args.gpus)
+        c.start_worker("bench-node", gpus=args.gpus, extra=os.environ.get("FT_BENCH_WORKER_ARGS", "").split())
         c.wait_nodes_ready(["bench-node"])
         env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, FT_AGENT="off",
                    **c.key_env())
