@@ -685,8 +685,8 @@ static void on_start(agent_t *a, const cJSON *m, const char *re)
         if (a->slot_fds[dev] < 0 &&
             (a->slot_fds[dev] = rank_slot_open(a->o.state_dir, dev, &serr)) < 0)
             ft_warn("device %d: %s; a restarted worker will not find this rank", dev, serr.msg);
-        rank_ctx_t ctx = {a->o.state_dir, a->o.trainer, a->o.name, a->slot_fds[dev],
-                          a->o.spawn_vfork};
+        rank_ctx_t ctx = {a->o.state_dir,   a->o.trainer,     a->o.name,
+                          a->slot_fds[dev], a->o.spawn_vfork, a->o.exec_delay_ms};
         rank_req_t req = {
             job_id, attempt,   rank,         local,      (int)world, wdev_get(a->devs, dev),
             &spec,  spec_json, array_job_id, array_index};

@@ -14,6 +14,7 @@
 #define FT_WORKER_AGENT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "ft/common.h"
 #include "devices.h"
@@ -26,6 +27,7 @@ typedef struct {
     const char *trainer;   /* ft-train path or name */
     int shutdown_grace_ms; /* SIGTERM to SIGKILL when ftworker itself stops */
     bool spawn_vfork;      /* --spawn vfork: ranks start sharing our memory (rank.h) */
+    int64_t exec_delay_ms; /* FT_TEST_EXEC_DELAY_MS, tests only (rank_ctx_t); 0 */
 } agent_opts_t;
 
 typedef struct agent agent_t;

@@ -47,7 +47,7 @@ typedef enum { ARG_STR, ARG_INT, ARG_NUM } arg_type_t;
 static cli_t cli = {
     .scheduler = FT_DEFAULT_ENDPOINT,
     .log_level = "info",
-    .spawn = "fork",
+    .spawn = "vfork",
     .cpu_devices = -1,
     .stop_grace_ms = 10000,
 };
@@ -80,7 +80,8 @@ static const struct {
      "SIGTERM to SIGKILL for ranks when ftworker stops (default 10000)"},
     {"log-level", ARG_STR, &cli.log_level, 0, 0, "L", "debug, info, warn or error (default info)"},
     {"spawn", ARG_STR, &cli.spawn, 0, 0, "MODE",
-     "fork, or vfork: cheaper, but an exec hung on a dead mount stalls ftworker (default fork)"},
+     "vfork (a thread clones each rank without copying ftworker's memory) or fork (default "
+     "vfork)"},
     {"key", ARG_STR, &cli.key, 0, 0, "FILE",
      "this node's CURVE key pair (ftctl keygen FILE NODE nodes worker; default $FT_KEY)"},
     {"server-key", ARG_STR, &cli.server_key, 0, 0, "FILE",
@@ -272,6 +273,25 @@ int main(int argc, char **argv)
         usage_error("--spawn: '%s' is not one of fork, vfork", ft_sanitize(cli.spawn, 32));
         return EXIT_USAGE;
     }
+    /* Test hook, for tests only (tests/worker): the children of the rank spawner
+     * sleep this long before their exec, as if it hung on a dead mount. Read once. */
+    int64_t exec_delay_ms = 0;
+    const char *delay = getenv("FT_TEST_EXEC_DELAY_MS");
+    if (delay && *delay) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(delay, &end, 10);
+        if (errno || end == delay || *end || v < 0 || v > 600000) {
+            usage_error("FT_TEST_EXEC_DELAY_MS: '%s' is not an integer in [0, 600000]",
+                        ft_sanitize(delay, 32));
+            return EXIT_USAGE;
+        }
+        exec_delay_ms = v;
+        if (v > 0)
+            ft_warn("FT_TEST_EXEC_DELAY_MS=%lld (a test hook): ranks started by the spawner "
+                    "wait %lld ms before their exec",
+                    v, v);
+    }
     if (gethostname(host, sizeof(host) - 1) < 0)
         ft_strlcpy(host, "localhost", sizeof(host));
     const char *nm = cli.name ? cli.name : host;
@@ -324,6 +344,7 @@ int main(int argc, char **argv)
         .trainer = trainer,
         .shutdown_grace_ms = (int)cli.stop_grace_ms,
         .spawn_vfork = strcmp(cli.spawn, "vfork") == 0,
+        .exec_delay_ms = exec_delay_ms,
     };
     agent = agent_new(&aopts, devs, &err);
     if (!agent) {
@@ -333,6 +354,11 @@ int main(int argc, char **argv)
     }
     devs = NULL; /* the agent owns it now */
     rc = agent_run(agent) == 0 ? 0 : 1;
+    rank_spawn_counts_t sc;
+    rank_spawn_counts(&sc);
+    if (sc.forked > 0)
+        ft_info("ranks started by the spawner: %llu, by fork while it was busy: %llu",
+                (unsigned long long)sc.spawned, (unsigned long long)sc.forked);
 out:
     agent_destroy(&agent);
     wdev_set_destroy(&devs);

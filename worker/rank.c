@@ -3,9 +3,10 @@
  *
  * Everything the child needs (argv, envp, fds) is prepared before fork, so the
  * child only calls async-signal-safe functions (libzmq runs threads in this
- * process). A rank starts with fds 0, 1, 2 and 3 (the event socket) only. The child reports a failed
- * chdir or exec through a close-on-exec pipe: EOF on it means the exec succeeded. Costs:
- * O(environment size) to build envp, one fork per rank. Inode creations are what a rank
+ * process). A rank starts with fds 0, 1, 2 and 3 (the event socket) only. The child reports a
+ * failed chdir or exec through a close-on-exec pipe: EOF on it means the exec succeeded. Costs:
+ * O(environment size) to build envp, one fork per rank, or one clone from the spawner
+ * thread (ctx.vfork, below) and a copy of argv and envp for it. Inode creations are what a rank
  * costs most on ext4 besides the fork (each scans the inode bitmap past recently deleted
  * inodes; a folder's far more than a file's), so a rank creates only its log (and its
  * own folder for lora): the logs lie flat in jobs/, its pid goes into the device's slot
@@ -15,7 +16,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,11 +163,25 @@ static void log_failure(int log_fd, const char *why)
         ft_debug("cannot append to a rank log: %s", strerror(errno));
 }
 
+/* What child_exec needs: prepared before the fork or clone, so that the child
+ * allocates nothing. */
+typedef struct {
+    pid_t parent;      /* our pid: the child stops if its parent changed */
+    int report_fd;     /* write end of the exec report pipe */
+    int log_fd;        /* the rank's log: fds 1 and 2 */
+    int null_fd;       /* /dev/null: fd 0 */
+    int event_w;       /* the child's end of the event socket: fd 3 */
+    int64_t delay_ms;  /* test hook: ms to sleep before the exec (FT_TEST_EXEC_DELAY_MS) */
+    const char *cwd;   /* working directory */
+    char *const *argv; /* NULL-terminated */
+    char *const *envp; /* NULL-terminated */
+} child_args_t;
+
 /* Never returns. Only async-signal-safe calls. */
-static void child_exec(pid_t parent, int report_fd, int log_fd, int null_fd, int event_w,
-                       const char *cwd, char *const *argv, char *const *envp)
+static void child_exec(const child_args_t *c)
 {
     child_report_t rep = {STAGE_FDS, 0};
+    int report_fd = c->report_fd;
     /* keep the report pipe clear of fd RANK_EVENT_FD, which the event pipe takes */
     int high = fcntl(report_fd, F_DUPFD_CLOEXEC, 10);
     if (high >= 0)
@@ -173,18 +191,20 @@ static void child_exec(pid_t parent, int report_fd, int log_fd, int null_fd, int
     sigprocmask(SIG_SETMASK, &all, NULL);
     signal(SIGPIPE, SIG_DFL);
     setpgid(0, 0);
-    /* a rank must not outlive its worker: the node would be rescheduled under it */
+    /* a rank must not outlive its worker: the node would be rescheduled under it
+     * (the signal comes when the *thread* that forked or cloned us ends: the main
+     * thread, or the spawner thread, which never ends before the process does) */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
+    if (getppid() != c->parent)
         _exit(127);
-    if (chdir(cwd) < 0) {
+    if (chdir(c->cwd) < 0) {
         rep.stage = STAGE_CHDIR;
         goto fail;
     }
-    if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+    if (dup2(c->null_fd, 0) < 0 || dup2(c->log_fd, 1) < 0 || dup2(c->log_fd, 2) < 0)
         goto fail;
-    if (event_w == RANK_EVENT_FD ? fcntl(event_w, F_SETFD, 0) < 0
-                                 : dup2(event_w, RANK_EVENT_FD) < 0)
+    if (c->event_w == RANK_EVENT_FD ? fcntl(c->event_w, F_SETFD, 0) < 0
+                                    : dup2(c->event_w, RANK_EVENT_FD) < 0)
         goto fail;
     /* descriptors ftworker inherited from whoever started it end here too */
     if (close_range(RANK_EVENT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
@@ -192,7 +212,11 @@ static void child_exec(pid_t parent, int report_fd, int log_fd, int null_fd, int
         for (long fd = RANK_EVENT_FD + 1; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
             fcntl((int)fd, F_SETFD, FD_CLOEXEC);
     }
-    execvpe(argv[0], argv, envp);
+    /* test hook: an exec that hangs, as one on a dead network mount would */
+    struct timespec delay = {(time_t)(c->delay_ms / 1000), (long)(c->delay_ms % 1000) * 1000000L};
+    while (c->delay_ms > 0 && nanosleep(&delay, &delay) < 0 && errno == EINTR)
+        ;
+    execvpe(c->argv[0], c->argv, c->envp);
     rep.stage = STAGE_EXEC;
 fail:
     rep.err = errno;
@@ -201,53 +225,319 @@ fail:
     _exit(127);
 }
 
-/* What child_exec needs, for a child started by clone. */
-typedef struct {
-    pid_t parent;       /* our pid: the child stops if its parent changed */
-    int report_fd;      /* write end of the exec report pipe */
-    int log_fd;         /* the rank's log: fds 1 and 2 */
-    int null_fd;        /* /dev/null: fd 0 */
-    int event_w;        /* the child's end of the event socket: fd 3 */
-    const char *cwd;    /* working directory */
-    char *const *argv;  /* NULL-terminated */
-    char *const *envp;  /* NULL-terminated */
-} child_args_t;
+/* ---- the spawner thread (ctx.vfork) ----
+ * A child cloned with CLONE_VM | CLONE_VFORK shares our memory until its exec, so
+ * nothing is copied (no page tables, no copy-on-write faults afterwards), and the
+ * kernel suspends the calling *thread* until that exec completes or the child
+ * exits. That thread is this one, started on first use: the main loop hands it a
+ * request and waits only until the child's pid comes back on the pid pipe (the
+ * child's first action), never for the exec itself, which on a hung network mount
+ * could take forever.
+ * Invariants: the spawner never exits (its children get PR_SET_PDEATHSIG, which
+ * fires when the thread that created them ends) and blocks every signal, so no
+ * handler runs in a child on our memory before that child has reset its mask; it
+ * calls no logging and touches nothing but the state below and its request. At
+ * most one request is out at a time (busy); while the spawner is busy for longer
+ * than SPAWN_IDLE_WAIT_MS, i.e. inside an exec that does not end, ranks start by
+ * fork. rank_launch is called from one thread only (the main loop).
+ * Costs per launch: one allocation (the request: argv, envp, cwd copied, since the
+ * child reads them until its exec, possibly after rank_launch has returned), a
+ * condition variable signal, a poll and a read of 16 bytes on the main thread. */
 
-static int child_main(void *p)
+/* The clone child's stack: it runs on it only until its exec, while the spawner
+ * waits (CLONE_VFORK), so one, made once, serves every launch. */
+#define SPAWN_STACK_BYTES (256 * 1024)
+/* How long a launch waits for the spawner to finish the previous one's exec (the
+ * ranks of a gang start back to back), before it forks instead. */
+#define SPAWN_IDLE_WAIT_MS 50
+/* How long a launch waits for the child's pid; after that it starts by fork (the
+ * child, if it ever runs, exits without exec: see spawn_claim). Well under the
+ * scheduler's liveness window (5 heartbeats of 1 s by default). */
+#define SPAWN_PID_WAIT_MS 1000
+
+/* One record on the pid pipe: the child's pid, or why clone failed. */
+typedef struct {
+    uint64_t seq; /* the request it answers */
+    int64_t pid;  /* > 0: the child; < 0: -errno of the clone */
+} spawn_rec_t;
+
+/* A launch handed to the spawner, in one allocation: argv and envp (pointer
+ * arrays, then their strings) and cwd follow the struct. Owned by the spawner
+ * once taken. */
+typedef struct {
+    uint64_t seq;   /* launch number, echoed on the pid pipe */
+    child_args_t a; /* pointing into this allocation */
+} spawn_req_t;
+
+/* Who settles a handed-over launch: the child (it wrote its pid and goes on to
+ * exec) or the main thread (it gave up waiting and forks instead; the child,
+ * should it run later, exits). Reset before each hand-over, while no child of
+ * the spawner is before its exec. */
+enum { CLAIM_OPEN = 0, CLAIM_CHILD, CLAIM_GIVEN_UP };
+static atomic_int spawn_claim;
+
+static struct {
+    pthread_mutex_t mu;  /* guards req, busy */
+    pthread_cond_t wake; /* to the spawner: req was set */
+    pthread_cond_t idle; /* to the main thread: busy went false (CLOCK_MONOTONIC) */
+    spawn_req_t *req;    /* handed over, not taken yet, or NULL */
+    bool busy;           /* a request was handed over and its clone has not returned */
+    /* the rest only the main thread writes (the pipe and stack before the thread starts) */
+    int state;                  /* 0 not started, 1 running, -1 could not start: always fork */
+    int pid_r, pid_w;           /* the pid pipe (read end non-blocking; both close-on-exec) */
+    void *stack;                /* SPAWN_STACK_BYTES for the clone child */
+    uint64_t seq;               /* last launch number handed over */
+    bool stuck;                 /* launches fork because the spawner is busy (warned) */
+    int64_t stuck_ms;           /* monotonic ms when that started */
+    rank_spawn_counts_t counts; /* what rank_spawn_counts reports */
+} sp = {.mu = PTHREAD_MUTEX_INITIALIZER, .pid_r = -1, .pid_w = -1};
+
+/* The clone child: pid first, then claim the launch, then the usual exec. */
+static int spawn_child(void *p)
 {
-    const child_args_t *c = p;
-    child_exec(c->parent, c->report_fd, c->log_fd, c->null_fd, c->event_w, c->cwd, c->argv,
-               c->envp);
+    const spawn_req_t *q = p;
+    spawn_rec_t rec = {q->seq, (int64_t)getpid()};
+    if (write(sp.pid_w, &rec, sizeof(rec)) != (ssize_t)sizeof(rec) ||
+        atomic_exchange(&spawn_claim, CLAIM_CHILD) == CLAIM_GIVEN_UP)
+        _exit(127); /* the main thread started this rank by fork */
+    child_exec(&q->a);
     return 127;
 }
 
-/* The stack of a CLONE_VM child: it runs on it only until its exec, while we
- * wait (CLONE_VFORK), so one, made once, serves every launch. */
-#define SPAWN_STACK_BYTES (256 * 1024)
-
-/* Starts child_exec in a child that shares our memory until it execs or
- * exits, and returns once it has (posix_spawn's way, which cannot set
- * PR_SET_PDEATHSIG). Signals are blocked around the clone so that no handler
- * runs on the shared memory before the child has reset its mask. */
-static pid_t spawn_vfork(child_args_t *c)
+static void *spawner_main(void *unused)
 {
-    static void *stack;
-    if (!stack) {
-        void *s = mmap(NULL, SPAWN_STACK_BYTES, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (s == MAP_FAILED)
-            return -1;
-        stack = s;
+    (void)unused;
+    pthread_mutex_lock(&sp.mu);
+    for (;;) {
+        while (!sp.req)
+            pthread_cond_wait(&sp.wake, &sp.mu);
+        spawn_req_t *q = sp.req;
+        sp.req = NULL;
+        pthread_mutex_unlock(&sp.mu);
+        /* returns once the child has exec'd or exited: until then it reads q */
+        pid_t pid = clone(spawn_child, (char *)sp.stack + SPAWN_STACK_BYTES,
+                          CLONE_VM | CLONE_VFORK | SIGCHLD, q);
+        if (pid < 0) {
+            spawn_rec_t rec = {q->seq, -(int64_t)errno};
+            if (write(sp.pid_w, &rec, sizeof(rec)) != (ssize_t)sizeof(rec))
+                rec.pid = 0; /* the main thread stops waiting after SPAWN_PID_WAIT_MS */
+        }
+        free(q);
+        pthread_mutex_lock(&sp.mu);
+        sp.busy = false;
+        pthread_cond_signal(&sp.idle);
     }
+    return NULL;
+}
+
+/* Starts the spawner once. 0, or -1 (logged once; every launch then forks). */
+static int spawner_start(void)
+{
+    if (sp.state != 0)
+        return sp.state > 0 ? 0 : -1;
+    int p[2] = {-1, -1}, e = 0;
+    pthread_condattr_t ca;
+    pthread_attr_t ta;
+    pthread_t th;
     sigset_t all, old;
+    const char *what = "pipe2";
+    sp.state = -1;
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+        e = errno;
+        goto out;
+    }
+    /* only the read end is non-blocking: a child's record is never lost */
+    fcntl(p[1], F_SETFL, 0);
+    what = "mmap";
+    sp.stack = mmap(NULL, SPAWN_STACK_BYTES, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (sp.stack == MAP_FAILED) {
+        e = errno;
+        sp.stack = NULL;
+        goto out;
+    }
+    sp.pid_r = p[0];
+    sp.pid_w = p[1];
+    p[0] = p[1] = -1;
+    what = "pthread_create";
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sp.idle, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&sp.wake, NULL);
+    pthread_attr_init(&ta);
+    pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+    /* the thread starts with every signal blocked (the mask is inherited) */
     sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t pid = clone(child_main, (char *)stack + SPAWN_STACK_BYTES,
-                      CLONE_VM | CLONE_VFORK | SIGCHLD, c);
-    int e = errno;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    errno = e;
-    return pid;
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    e = pthread_create(&th, &ta, spawner_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&ta);
+    if (e == 0)
+        sp.state = 1;
+out:
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    if (sp.state < 0)
+        ft_warn("cannot start the rank spawner thread (%s: %s); ranks start by fork", what,
+                strerror(e));
+    return sp.state > 0 ? 0 : -1;
+}
+
+/* A copy of c with argv, envp and cwd in the same allocation, or NULL. */
+static spawn_req_t *spawn_req_new(const child_args_t *c)
+{
+    size_t na = 0, ne = 0, bytes = strlen(c->cwd) + 1;
+    for (; c->argv[na]; na++)
+        bytes += strlen(c->argv[na]) + 1;
+    for (; c->envp[ne]; ne++)
+        bytes += strlen(c->envp[ne]) + 1;
+    size_t ptrs = (na + 1 + ne + 1) * sizeof(char *);
+    spawn_req_t *q = malloc(sizeof(*q) + ptrs + bytes);
+    if (!q)
+        return NULL;
+    char **argv = (char **)(q + 1), **envp = argv + na + 1;
+    char *str = (char *)(envp + ne + 1);
+    q->a = *c;
+    for (size_t i = 0; i <= na + ne; i++) { /* argv, cwd, envp */
+        const char *src = i < na ? c->argv[i] : i > na ? c->envp[i - na - 1] : c->cwd;
+        size_t len = strlen(src) + 1;
+        memcpy(str, src, len);
+        if (i < na)
+            argv[i] = str;
+        else if (i > na)
+            envp[i - na - 1] = str;
+        else
+            q->a.cwd = str;
+        str += len;
+    }
+    argv[na] = NULL;
+    envp[ne] = NULL;
+    q->a.argv = argv;
+    q->a.envp = envp;
+    return q;
+}
+
+/* Waits (with the lock held) until the spawner is idle, up to SPAWN_IDLE_WAIT_MS;
+ * not at all while it is known to be stuck. True when it is idle. */
+static bool spawner_wait_idle(void)
+{
+    if (!sp.busy || sp.stuck)
+        return !sp.busy;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += SPAWN_IDLE_WAIT_MS * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    while (sp.busy && pthread_cond_timedwait(&sp.idle, &sp.mu, &ts) != ETIMEDOUT)
+        ;
+    return !sp.busy;
+}
+
+/* The record for launch seq from the pid pipe, waiting until deadline (monotonic
+ * ms); records of launches given up earlier are dropped. 0, or -1 on timeout. */
+static int spawner_read_pid(uint64_t seq, int64_t deadline, spawn_rec_t *rec)
+{
+    for (;;) {
+        ssize_t n = read(sp.pid_r, rec, sizeof(*rec));
+        if (n == (ssize_t)sizeof(*rec) && rec->seq == seq)
+            return 0;
+        if (n == (ssize_t)sizeof(*rec)) {
+            ft_debug("dropping the pid record of abandoned launch %llu (pid %lld)",
+                     (unsigned long long)rec->seq, (long long)rec->pid);
+            continue;
+        }
+        if (n > 0) { /* records are written whole (16 bytes < PIPE_BUF): cannot happen */
+            ft_warn("short record on the rank spawner's pid pipe (%zd bytes)", n);
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return -1;
+        int64_t left = deadline - ft_mono_ms();
+        if (left <= 0)
+            return -1;
+        struct pollfd pfd = {sp.pid_r, POLLIN, 0};
+        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* Starts c through the spawner. 0: *pid is the child (pid known, exec maybe not
+ * done yet); -1: not started, the caller forks instead (why logged). */
+static int spawner_launch(const child_args_t *c, const rank_req_t *r, pid_t *pid)
+{
+    if (spawner_start() < 0)
+        return -1;
+    spawn_req_t *q = spawn_req_new(c);
+    if (!q) {
+        ft_debug("job %lld rank %d: no memory for a spawn request; forking", (long long)r->job_id,
+                 r->rank);
+        return -1;
+    }
+    pthread_mutex_lock(&sp.mu);
+    if (!spawner_wait_idle()) {
+        pthread_mutex_unlock(&sp.mu);
+        free(q);
+        if (!sp.stuck) {
+            sp.stuck = true;
+            sp.stuck_ms = ft_mono_ms();
+            ft_warn("the rank spawner has been inside one exec for over %d ms (a program or "
+                    "cwd on a hung mount?); ranks start by fork until it returns",
+                    SPAWN_IDLE_WAIT_MS);
+        }
+        ft_debug("job %lld rank %d: the rank spawner is busy; forking", (long long)r->job_id,
+                 r->rank);
+        return -1;
+    }
+    if (sp.stuck) {
+        sp.stuck = false;
+        ft_info("the rank spawner is free again after %.1f s; ranks start through it",
+                (double)(ft_mono_ms() - sp.stuck_ms) / 1000.0);
+    }
+    uint64_t seq = q->seq = ++sp.seq;
+    atomic_store(&spawn_claim, CLAIM_OPEN);
+    sp.req = q;
+    sp.busy = true;
+    pthread_cond_signal(&sp.wake);
+    pthread_mutex_unlock(&sp.mu);
+    /* from here on q may be freed by the spawner: only seq is ours */
+
+    spawn_rec_t rec;
+    if (spawner_read_pid(seq, ft_mono_ms() + SPAWN_PID_WAIT_MS, &rec) < 0) {
+        bool taken_back = false;
+        pthread_mutex_lock(&sp.mu);
+        if (sp.req == q) { /* never taken: the spawner is idle again */
+            sp.req = NULL;
+            sp.busy = false;
+            taken_back = true;
+        }
+        pthread_mutex_unlock(&sp.mu);
+        if (taken_back) {
+            free(q);
+        } else if (atomic_exchange(&spawn_claim, CLAIM_GIVEN_UP) == CLAIM_CHILD) {
+            /* the child claimed it just now, and wrote its pid before: it is there */
+            if (spawner_read_pid(seq, ft_mono_ms() + SPAWN_PID_WAIT_MS, &rec) == 0)
+                goto got;
+        }
+        ft_warn("job %lld rank %d: the rank spawner gave no pid within %d ms; forking",
+                (long long)r->job_id, r->rank, SPAWN_PID_WAIT_MS);
+        return -1;
+    }
+got:
+    if (rec.pid <= 0) {
+        ft_warn("job %lld rank %d: cannot clone: %s; forking", (long long)r->job_id, r->rank,
+                strerror((int)-rec.pid));
+        return -1;
+    }
+    *pid = (pid_t)rec.pid;
+    return 0;
+}
+
+void rank_spawn_counts(rank_spawn_counts_t *out)
+{
+    *out = sp.counts;
 }
 
 /* Process group and start time (clock ticks since boot) of pid from
@@ -573,15 +863,22 @@ int rank_launch(const rank_ctx_t *ctx, const rank_req_t *q, rank_t **out, ft_err
     r->report_fd = r->log_fd = r->event_fd = r->slot_fd = -1;
     pid_t self = getpid();
     unsigned long long start = boot_ticks_now();
-    child_args_t ca = {self, rep[1], log_fd, null_fd, ev[1], cwd, argv, env.v};
-    pid_t pid = ctx->vfork ? spawn_vfork(&ca) : fork();
-    if (pid < 0) {
-        ft_err_set(err, FT_EINTERNAL, "cannot %s: %s", ctx->vfork ? "clone" : "fork",
-                   strerror(errno));
-        goto out;
+    child_args_t ca = {self, rep[1], log_fd, null_fd, ev[1], ctx->exec_delay_ms, cwd, argv, env.v};
+    pid_t pid = -1;
+    if (ctx->vfork && spawner_launch(&ca, q, &pid) == 0) {
+        sp.counts.spawned++;
+    } else {
+        if (ctx->vfork)
+            sp.counts.forked++;
+        ca.delay_ms = 0; /* the test hook delays the spawner's children only */
+        pid = fork();
+        if (pid < 0) {
+            ft_err_set(err, FT_EINTERNAL, "cannot fork: %s", strerror(errno));
+            goto out;
+        }
+        if (pid == 0)
+            child_exec(&ca);
     }
-    if (pid == 0)
-        child_main(&ca);
     setpgid(pid, pid); /* also in the child: whichever runs first wins the race */
     close(rep[1]);
     rep[1] = -1;

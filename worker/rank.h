@@ -15,11 +15,13 @@
  * read end of a pipe whose write end only the child (and its descendants)
  * hold, as fd 3; exec failures are learnt through a close-on-exec pipe, so a rank that
  * fails to start is never reported as started.
- * Costs: rank_launch forks once and never waits for the child: an exec stuck
- * on a dead network mount does not stall the worker's loop. With ctx.vfork
- * the child shares this process's memory until its exec (no page tables
- * copied, no copy-on-write faults after it) and rank_launch waits for that
- * exec (or its failure), as posix_spawn does. Besides the fork,
+ * Costs: rank_launch never waits for the child's exec: an exec stuck on a dead
+ * network mount does not stall the worker's loop. With ctx.vfork (ftworker's
+ * default) the child is cloned by a spawner thread and shares this process's
+ * memory until its exec (no page tables copied, no copy-on-write faults after
+ * it): that thread, not the caller, waits for the exec, and rank_launch only
+ * for the child's pid; while the spawner is stuck in an exec that does not end,
+ * launches fork (rank.c, "the spawner thread"). Besides the fork or clone,
  * an exec rank costs the worker about 10 system calls: the open (creation) of
  * its log, a socket pair and a pipe, one write of its slot; rank_forget one
  * ftruncate. No folder per job or rank (lora's excepted): on ext4 a mkdir
@@ -90,10 +92,19 @@ typedef struct {
     const char *trainer;   /* ft-train path (absolute, or a name found in PATH) */
     const char *node_name; /* for messages */
     int slot_fd;           /* the device's slot file (rank_slot_open), or -1: none kept */
-    bool vfork;            /* spawn sharing our memory (CLONE_VM | CLONE_VFORK) instead of
-                              forking: about 400 us less per rank, but rank_launch then
-                              waits for the exec (see ftworker --spawn) */
+    bool vfork;            /* clone sharing our memory (CLONE_VM | CLONE_VFORK) from the
+                              spawner thread instead of forking: about 400 us of CPU less
+                              per rank (see ftworker --spawn) */
+    int64_t exec_delay_ms; /* test hook (FT_TEST_EXEC_DELAY_MS): children of the spawner
+                              sleep this long, in ms, before their exec, as if it hung;
+                              0 in production */
 } rank_ctx_t;
+
+/* Ranks started with ctx.vfork, by the way they started (rank_spawn_counts). */
+typedef struct {
+    uint64_t spawned; /* cloned by the spawner thread */
+    uint64_t forked;  /* forked instead: the spawner was busy, or failed */
+} rank_spawn_counts_t;
 
 typedef struct {
     int64_t job_id, attempt;  /* from `start` */
@@ -119,13 +130,16 @@ int rank_log_path_old(const char *state_dir, int64_t job_id, int rank, char *buf
  * err set. */
 int rank_slot_open(const char *state_dir, int device, ft_err_t *err);
 
-/* Starts a rank: fork, and the child execs. 0: forked, *out filled (caller
+/* Starts a rank: fork (or clone, ctx.vfork), and the child execs. 0: forked, *out filled (caller
  * owns it) with report_fd open: whether the exec worked is learnt later,
  * without blocking, from rank_check_exec. -1: not forked (no log, no pipe,
  * spec not writable...), err->msg says why (the caller reports
  * "launch_failed: <msg>"); the reason is also appended to the rank's log when
  * the log could be opened. */
 int rank_launch(const rank_ctx_t *ctx, const rank_req_t *req, rank_t **out, ft_err_t *err);
+
+/* How the ranks launched with ctx.vfork in this process started so far. */
+void rank_spawn_counts(rank_spawn_counts_t *out);
 
 /* Reads the exec report once report_fd is readable (or the child exited).
  * 1: the exec succeeded (started = true); 0: not known yet; -1: it failed

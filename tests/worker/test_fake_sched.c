@@ -10,8 +10,10 @@
  *   worker re-hellos with the rank that still runs and resends the
  *   rank_exited of the one that ended meanwhile); not_registered; and
  *   SIGTERM to ftworker (ranks stopped and reported, exit 0).
+ * With --hung-exec: an exec held back 3 s (hung_exec_scenario) while the
+ * worker goes on. With --lora: the real ft-train.
  * Every message from the worker is also checked with ft_proto_validate.
- * Usage: test_fake_sched PATH-TO-FTWORKER
+ * Usage: test_fake_sched PATH-TO-FTWORKER [--spawn MODE | --hung-exec | --lora FT_TRAIN]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +42,8 @@ static int invalid_msgs; /* worker messages the validator rejected */
 static int relay_seq = 100;
 static bool registered;         /* like ftsched: hello_reply sent on this router */
 static int not_registered_sent; /* errors sent to a worker we did not know */
+static int heartbeats_seen;     /* heartbeats from the worker that wait_for dropped */
+static int rehellos;            /* hellos that came while waiting for something else */
 
 static void send_msg(cJSON *m);
 static void send_hello_reply(int hb, int liveness);
@@ -190,8 +194,10 @@ static cJSON *wait_for(const char *type, int64_t job_id, int timeout_ms)
                    type);
             cJSON_Delete(m);
             send_hello_reply(200, 5);
+            rehellos++;
             continue;
         }
+        heartbeats_seen += strcmp(mtype(m), "heartbeat") == 0;
         if (strcmp(mtype(m), "heartbeat") == 0 || nbacklog == BACKLOG_MAX) {
             cJSON_Delete(m);
             continue;
@@ -310,8 +316,9 @@ static const char fake_trainer[] =
 static char trainer_path[300];
 
 /* Starts ftworker; with trainer NULL, the stand-in above is written and used. */
-/* ftworker --spawn: fork (its default) or vfork, from the command line */
-static const char *spawn_mode = "fork";
+/* ftworker --spawn: fork or vfork, from the command line; NULL: none given (its
+ * default, vfork) */
+static const char *spawn_mode;
 
 static void spawn_worker(const char *path, const char *trainer)
 {
@@ -337,10 +344,16 @@ static void spawn_worker(const char *path, const char *trainer)
         if (fd > 2)
             close(fd);
         setenv("FT_NVML_LIBRARY", "", 1);
-        execl(path, path, "--scheduler", endpoint, "--name", "t1", "--state-dir", state,
-              "--emulate-gpus", "2", "--gpu-model", "TestGPU", "--gpu-mem-gb", "16",
-              "--stop-grace-ms", "3000", "--log-level", "debug", "--trainer", trainer_path,
-              "--spawn", spawn_mode, (char *)NULL);
+        char *args[24] = {(char *)path, "--scheduler",     endpoint,    "--name",
+                          "t1",         "--state-dir",     state,       "--emulate-gpus",
+                          "2",          "--gpu-model",     "TestGPU",   "--gpu-mem-gb",
+                          "16",         "--stop-grace-ms", "3000",      "--log-level",
+                          "debug",      "--trainer",       trainer_path};
+        if (spawn_mode) { /* else ftworker's default */
+            args[19] = "--spawn";
+            args[20] = (char *)spawn_mode;
+        }
+        execv(path, args);
         _exit(127);
     }
 }
@@ -488,17 +501,91 @@ static int lora_scenario(const char *ftworker, const char *trainer)
     return check_exit();
 }
 
+/* An exec that hangs, with ftworker's default --spawn (vfork): the test hook
+ * FT_TEST_EXEC_DELAY_MS=3000 (for tests only: ftworker's rank spawner thread
+ * lets its children sleep that long before their exec, as if the program lay
+ * on a dead network mount). Rank A's exec is held back 3 s; rank B, started
+ * right after it, must start meanwhile (by fork, since the spawner is busy),
+ * the worker must keep answering and sending heartbeats (the node is not
+ * lost), and A must start once its delay has passed. */
+static int hung_exec_scenario(const char *ftworker)
+{
+    char cmd[900], out[400];
+    snprintf(out, sizeof(out), "%s/usage.txt", tmpdir);
+    snprintf(cmd, sizeof(cmd), "FT_TEST_EXEC_DELAY_MS=3s '%s' --name t1 >'%s' 2>&1", ftworker,
+             out);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2 &&
+              file_has(out, "ftworker: FT_TEST_EXEC_DELAY_MS: '3s' is not an integer in [0, "
+                            "600000]"),
+          "FT_TEST_EXEC_DELAY_MS=3s: usage error naming the variable, exit 2");
+    snprintf(cmd, sizeof(cmd), "'%s' --help >'%s' 2>&1", ftworker, out);
+    st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && file_has(out, "(default vfork)"),
+          "ftworker --help gives vfork as --spawn's default");
+    setenv("FT_TEST_EXEC_DELAY_MS", "3000", 1);
+    spawn_worker(ftworker, NULL);
+    CHECK(register_worker() == 0, "ftworker registered (no --spawn: its default)");
+    int64_t t0 = ft_mono_ms();
+    int hb0 = heartbeats_seen;
+    send_start(21, 0, "[\"sh\",\"-c\",\"echo A\"]", "");
+    send_start(22, 1, "[\"sh\",\"-c\",\"echo B\"]", "");
+    cJSON *m = wait_for("rank_started", 22, 2500);
+    int64_t tb = ft_mono_ms() - t0;
+    CHECK(m && !backlog_has("rank_started", 21),
+          "job 22 (B): rank_started %lld ms after the starts, job 21 (A)'s exec still held back",
+          (long long)tb);
+    cJSON_Delete(m);
+    m = wait_for("rank_exited", 22, 2500);
+    CHECK(m && geti(m, "exit_code") == 0 && !backlog_has("rank_started", 21),
+          "job 22 (B): rank_exited 0 before A started");
+    cJSON_Delete(m);
+    m = log_read(22, 0, 100);
+    const char *data = m ? gets(m, "data") : NULL;
+    CHECK(data && strcmp(data, "B\n") == 0 && !backlog_has("rank_started", 21),
+          "the worker answers a log_read meanwhile: '%s'", data ? data : "(none)");
+    cJSON_Delete(m);
+    m = wait_for("rank_started", 21, 6000);
+    int64_t ta = ft_mono_ms() - t0;
+    CHECK(m && ta >= 2900,
+          "job 21 (A): rank_started once its delay had passed, %lld ms after the start",
+          (long long)ta);
+    cJSON_Delete(m);
+    int hbs = heartbeats_seen - hb0;
+    CHECK(hbs >= (int)(ta / 200) / 2 && rehellos == 0,
+          "heartbeats kept coming while A's exec was held back: %d in %lld ms (heartbeat_ms "
+          "200), no re-registration (%d)",
+          hbs, (long long)ta, rehellos);
+    m = wait_for("rank_exited", 21, 3000);
+    CHECK(m && geti(m, "exit_code") == 0, "job 21 (A): rank_exited 0");
+    cJSON_Delete(m);
+    m = log_read(21, 0, 100);
+    data = m ? gets(m, "data") : NULL;
+    CHECK(data && strcmp(data, "A\n") == 0, "job 21 (A): its output: '%s'", data ? data : "(none)");
+    cJSON_Delete(m);
+    CHECK(file_has(worker_log, "ranks start by fork until it returns"),
+          "the worker log warns that ranks start by fork while the spawner is busy");
+    kill(worker_pid, SIGTERM);
+    CHECK(worker_exit_ok(5000), "ftworker exited with status 0");
+    CHECK(file_has(worker_log, "ranks started by the spawner: 1, by fork while it was busy: 1"),
+          "its last words count one rank through the spawner, one by fork");
+    CHECK(invalid_msgs == 0, "every worker message passed the protocol validator");
+    return check_exit();
+}
+
 int main(int argc, char **argv)
 {
     bool lora = argc == 4 && strcmp(argv[2], "--lora") == 0;
     bool spawn = argc == 4 && strcmp(argv[2], "--spawn") == 0;
-    if (argc != 2 && !lora && !spawn) {
-        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN | --spawn MODE]\n");
+    bool hung = argc == 3 && strcmp(argv[2], "--hung-exec") == 0;
+    if (argc != 2 && !lora && !spawn && !hung) {
+        fprintf(stderr, "usage: test_fake_sched FTWORKER [--lora FT_TRAIN | --spawn MODE | "
+                        "--hung-exec]\n");
         return 2;
     }
     if (spawn)
         spawn_mode = argv[3];
-    printf("# ftworker --spawn %s\n", spawn_mode);
+    printf("# ftworker --spawn %s\n", spawn_mode ? spawn_mode : "(not given: the default)");
     ft_log_init("test_fake_sched", FT_LOG_WARN);
     signal(SIGPIPE, SIG_IGN);
     if (!mkdtemp(tmpdir)) {
@@ -508,8 +595,8 @@ int main(int argc, char **argv)
     zctx = zmq_ctx_new();
     router_open();
     printf("# fake scheduler on %s, state in %s\n", endpoint, tmpdir);
-    if (lora) {
-        int rc = lora_scenario(argv[1], argv[3]);
+    if (lora || hung) {
+        int rc = lora ? lora_scenario(argv[1], argv[3]) : hung_exec_scenario(argv[1]);
         if (rc == 1)
             dump_worker_log();
         router_close();

@@ -3,7 +3,10 @@
  * scheduler: a rank's environment, log file, event pipe on fd 3, process
  * group, exit fields; launch failures (missing command, bad cwd) with their
  * reason in the log; the per-device pid slots and the clean-up of leftovers
- * (through the slots, and through the pid files of workers before them).
+ * (through the slots, and through the pid files of workers before them);
+ * the same launches through the spawner thread (ctx.vfork), and an exec held
+ * back by the test hook (ctx.exec_delay_ms, what FT_TEST_EXEC_DELAY_MS sets in
+ * ftworker): the next rank starts by fork meanwhile, the first one after.
  */
 #include <errno.h>
 #include <signal.h>
@@ -87,7 +90,7 @@ int main(void)
         slots[d] = rank_slot_open(tmpdir, d, &err);
     CHECK(slots[0] >= 0 && slots[1] >= 0 && slots[2] >= 0, "a pid slot per device opens: %s",
           err.msg);
-    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1", slots[1], false};
+    rank_ctx_t ctx = {tmpdir, "/nonexistent/ft-train", "n1", slots[1], false, 0};
     ft_jobspec_t spec;
     char slot_path[512];
     snprintf(slot_path, sizeof(slot_path), "%s/ranks/device-1.pid", tmpdir);
@@ -234,7 +237,7 @@ int main(void)
     char longcwd[5000];
     memset(longcwd, 'a', sizeof(longcwd) - 1);
     longcwd[sizeof(longcwd) - 1] = '\0';
-    rank_ctx_t badctx = {longcwd, "ft-train", "n1", -1, false};
+    rank_ctx_t badctx = {longcwd, "ft-train", "n1", -1, false, 0};
     ft_err_clear(&err);
     CHECK(rank_launch(&badctx, &req3, &r, &err) == -1 && !r && strstr(err.msg, "too long"),
           "a state dir path too long fails before forking: '%s'", err.msg);
@@ -364,6 +367,70 @@ int main(void)
         CHECK(sig == SIGTERM && strcmp(reason, "stopped") == 0,
               "vfork: SIGTERM to its process group stops it: signal %d, '%s'", sig, reason);
         rank_forget(r);
+        rank_destroy(&r);
+    }
+    rank_spawn_counts_t c0, c1;
+    rank_spawn_counts(&c0);
+    CHECK(c0.spawned == 4 && c0.forked == 0,
+          "vfork: the 4 launches went through the spawner thread (spawned %llu, forked %llu)",
+          (unsigned long long)c0.spawned, (unsigned long long)c0.forked);
+
+    /* An exec that hangs (a program on a dead mount), through the test hook
+     * that FT_TEST_EXEC_DELAY_MS sets in ftworker: the spawner's child sleeps
+     * 1.5 s before its exec. The next rank must not wait for it: it starts by
+     * fork, and A starts once its delay has passed. */
+    ctx.exec_delay_ms = 1500;
+    ctx.slot_fd = -1;
+    char *argv7[] = {"sh", "-c", "echo \"$FT_JOB_ID started\"", NULL};
+    make_spec(&spec, argv7, NULL, NULL);
+    rank_req_t reqa = {52, 1, 0, 0, 1, wdev_get(devs, 1), &spec, NULL, 0, 0};
+    rank_req_t reqb = {53, 1, 0, 0, 1, wdev_get(devs, 2), &spec, NULL, 0, 0};
+    rank_t *ra = NULL, *rb = NULL;
+    ft_err_clear(&err);
+    int64_t ta = ft_mono_ms();
+    rc = rank_launch(&ctx, &reqa, &ra, &err);
+    CHECK(rc == 0 && ra && ra->pid > 0 && rank_check_exec(ra, &err) == 0,
+          "hung exec: rank A (job 52) has its pid, its exec is held back (%s)", err.msg);
+    rc = rank_launch(&ctx, &reqb, &rb, &err);
+    int sb = rc == 0 ? settle(rb, &err) : 0;
+    int sa = ra ? rank_check_exec(ra, &err) : 0;
+    rank_spawn_counts(&c1);
+    CHECK(rc == 0 && sb == 1 && sa == 0 && c1.spawned == c0.spawned + 1 &&
+              c1.forked == c0.forked + 1,
+          "hung exec: rank B (job 53) started by fork (forked %llu -> %llu) while A's exec was "
+          "still held back (A: %d)",
+          (unsigned long long)c0.forked, (unsigned long long)c1.forked, sa);
+    sa = ra ? settle(ra, &err) : 0;
+    int64_t took = ft_mono_ms() - ta;
+    CHECK(sa == 1 && took >= 1450,
+          "hung exec: A started once its delay had passed, %lld ms after its launch",
+          (long long)took);
+    int sta = ra ? wait_rank(ra) : -1, stb = rb ? wait_rank(rb) : -1;
+    CHECK(WIFEXITED(sta) && WEXITSTATUS(sta) == 0 && WIFEXITED(stb) && WEXITSTATUS(stb) == 0,
+          "hung exec: both ranks exited 0");
+    char *loga = NULL, *logb = NULL;
+    rank_log_path(tmpdir, 52, 0, path, sizeof(path));
+    loga = read_all(path);
+    rank_log_path(tmpdir, 53, 0, path, sizeof(path));
+    logb = read_all(path);
+    CHECK(loga && logb && strcmp(loga, "52 started\n") == 0 && strcmp(logb, "53 started\n") == 0,
+          "hung exec: each rank ran its own command: '%s', '%s'", loga ? loga : "(none)",
+          logb ? logb : "(none)");
+    free(loga);
+    free(logb);
+    rank_destroy(&ra);
+    rank_destroy(&rb);
+    /* the spawner is free again: the next rank goes through it */
+    ctx.exec_delay_ms = 0;
+    rank_req_t reqc = {54, 1, 0, 0, 1, wdev_get(devs, 0), &spec, NULL, 0, 0};
+    rc = rank_launch(&ctx, &reqc, &r, &err);
+    rank_spawn_counts(&c0);
+    CHECK(rc == 0 && settle(r, &err) == 1 && c0.spawned == c1.spawned + 1 && c0.forked == c1.forked,
+          "after the hung exec: the next rank (job 54) started through the spawner again "
+          "(spawned %llu, forked %llu)",
+          (unsigned long long)c0.spawned, (unsigned long long)c0.forked);
+    if (r) {
+        wait_rank(r);
         rank_destroy(&r);
     }
     for (int d = 0; d < 3; d++)
