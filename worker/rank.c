@@ -36,6 +36,26 @@
 #include "rank.h"
 #include "ft/json.h"
 
+/* The children of the spawner run on a stack of their own (spawner_main) that
+ * AddressSanitizer does not know: their functions are not instrumented, and that
+ * stack's shadow is cleared before each clone, or ASan would report its own
+ * bookkeeping there (stale redzones of the previous child) as overflows. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RANK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RANK_ASAN 1
+#endif
+#endif
+#ifdef RANK_ASAN
+#include <sanitizer/asan_interface.h>
+#define NO_ASAN __attribute__((no_sanitize("address")))
+#define STACK_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define NO_ASAN
+#define STACK_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 extern char **environ;
 
 /* What the child reports when it cannot exec. */
@@ -178,7 +198,7 @@ typedef struct {
 } child_args_t;
 
 /* Never returns. Only async-signal-safe calls. */
-static void child_exec(const child_args_t *c)
+NO_ASAN static void child_exec(const child_args_t *c)
 {
     child_report_t rep = {STAGE_FDS, 0};
     int report_fd = c->report_fd;
@@ -293,7 +313,7 @@ static struct {
 } sp = {.mu = PTHREAD_MUTEX_INITIALIZER, .pid_r = -1, .pid_w = -1};
 
 /* The clone child: pid first, then claim the launch, then the usual exec. */
-static int spawn_child(void *p)
+NO_ASAN static int spawn_child(void *p)
 {
     const spawn_req_t *q = p;
     spawn_rec_t rec = {q->seq, (int64_t)getpid()};
@@ -314,6 +334,7 @@ static void *spawner_main(void *unused)
         spawn_req_t *q = sp.req;
         sp.req = NULL;
         pthread_mutex_unlock(&sp.mu);
+        STACK_UNPOISON(sp.stack, SPAWN_STACK_BYTES);
         /* returns once the child has exec'd or exited: until then it reads q */
         pid_t pid = clone(spawn_child, (char *)sp.stack + SPAWN_STACK_BYTES,
                           CLONE_VM | CLONE_VFORK | SIGCHLD, q);
