@@ -458,10 +458,15 @@ static bool spawner_wait_idle(void)
 }
 
 /* The record for launch seq from the pid pipe, waiting until deadline (monotonic
- * ms); records of launches given up earlier are dropped. 0, or -1 on timeout. */
+ * ms); records of launches given up earlier are dropped. 0, or -1 on timeout.
+ * Polls first: the child has rarely written when this starts. */
 static int spawner_read_pid(uint64_t seq, int64_t deadline, spawn_rec_t *rec)
 {
     for (;;) {
+        int64_t left = deadline - ft_mono_ms();
+        struct pollfd pfd = {sp.pid_r, POLLIN, 0};
+        if (poll(&pfd, 1, left > 0 ? (int)left : 0) < 0 && errno != EINTR)
+            return -1;
         ssize_t n = read(sp.pid_r, rec, sizeof(*rec));
         if (n == (ssize_t)sizeof(*rec) && rec->seq == seq)
             return 0;
@@ -474,13 +479,7 @@ static int spawner_read_pid(uint64_t seq, int64_t deadline, spawn_rec_t *rec)
             ft_warn("short record on the rank spawner's pid pipe (%zd bytes)", n);
             continue;
         }
-        if (n < 0 && errno != EAGAIN && errno != EINTR)
-            return -1;
-        int64_t left = deadline - ft_mono_ms();
-        if (left <= 0)
-            return -1;
-        struct pollfd pfd = {sp.pid_r, POLLIN, 0};
-        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+        if ((n < 0 && errno != EAGAIN && errno != EINTR) || left <= 0)
             return -1;
     }
 }
