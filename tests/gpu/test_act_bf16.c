@@ -30,21 +30,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/check.h"
 #include "bf16.h"
 #include "model.h"
 #include "optim.h"
 #include "tinymodel.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        printf("%-4s ", (cond) ? "ok" : "FAIL");                                                   \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        if (!(cond))                                                                               \
-            failures++;                                                                            \
-    } while (0)
 
 /* ---- bf16 on the host ---- */
 
@@ -491,10 +482,5 @@ int main(void)
           "act_bytes: cpu %zu, cpu-act-bf16 %zu", backend_act_bytes(cpu), backend_act_bytes(&emu));
     if (run_model(64, 176, 96, true) < 0 || run_model(256, 512, 160, false) < 0)
         return 1;
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
+    return check_done("test_act_bf16");
 }

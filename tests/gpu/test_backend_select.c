@@ -10,21 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../lib/check.h"
 #include "train.h"
 #ifdef FT_HAVE_CUDA
 #include "cuda_backend.h"
 #endif
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        printf("%-4s ", (cond) ? "ok" : "FAIL");                                                   \
-        printf(__VA_ARGS__);                                                                       \
-        printf("\n");                                                                              \
-        if (!(cond))                                                                               \
-            failures++;                                                                            \
-    } while (0)
 
 static const char *name(int b)
 {
@@ -88,10 +79,5 @@ int main(void)
     CHECK(b == -1 && strstr(err.msg, "'--backend cuda'"), "cuda on a build without it: %s",
           err.msg);
 #endif
-    if (failures) {
-        printf("%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all checks passed\n");
-    return 0;
+    return check_done("test_backend_select");
 }
