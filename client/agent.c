@@ -60,7 +60,7 @@ static uint64_t fnv1a(uint64_t h, const char *s)
 }
 
 /* The agent's directory and socket path for c's endpoint and keys. */
-static int agent_paths(const ftctl_t *c, char *dir, size_t dlen, char *path, size_t plen,
+static int agent_paths(ftctl_t *c, char *dir, size_t dlen, char *path, size_t plen,
                        ft_err_t *err)
 {
     struct sockaddr_un sa;
@@ -76,17 +76,14 @@ static int agent_paths(const ftctl_t *c, char *dir, size_t dlen, char *path, siz
         else
             *slash = '\0';
     } else {
-        ft_keypair_t kp;
-        char server_pub[FT_Z85_KEY_LEN + 1] = "";
-        bool on = false;
-        if (ft_curve_client_env(&kp, server_pub, &on, err) < 0)
+        if (ftctl_keys(c, err) < 0)
             return -1;
+        bool on = c->curve_on;
         uint64_t h = fnv1a(0xcbf29ce484222325ULL, c->endpoint);
         h = fnv1a(h, "\n");
-        h = fnv1a(h, on ? kp.pub : "");
+        h = fnv1a(h, on ? c->keys.pub : "");
         h = fnv1a(h, "\n");
-        h = fnv1a(h, on ? server_pub : "");
-        memset(&kp, 0, sizeof(kp));
+        h = fnv1a(h, on ? c->server_pub : "");
         const char *xdg = getenv("XDG_RUNTIME_DIR");
         if (xdg && xdg[0] == '/')
             snprintf(dir, dlen, "%s/ft", xdg);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <cjson/cJSON.h>
 
+#include "ft/auth.h"
 #include "ft/common.h"
 #include "ft/jobspec.h"
 #include "ft/proto.h"
@@ -80,6 +81,11 @@ typedef struct {
     int agent_fd;                   /* non-blocking connection to the agent, -1 when none */
     ftctl_agent_state_t agent_state; /* whether the agent path is (still) taken */
     bool agent_warned;               /* the "not using the agent" warning was printed */
+    int keys_state;                  /* 0 not read yet, 1 read, -1 reading failed (keys_err) */
+    ft_err_t keys_err;               /* why reading them failed */
+    bool curve_on;                   /* $FT_KEY and $FT_SERVER_KEY are set (keys below) */
+    ft_keypair_t keys;               /* our key pair, when curve_on */
+    char server_pub[FT_Z85_KEY_LEN + 1]; /* the scheduler's public key, when curve_on */
 } ftctl_t;
 
 /* Outcome of one call. */
@@ -109,6 +115,10 @@ void ftctl_close(ftctl_t *c);
  * when it means the scheduler will never accept this connection as configured. */
 int ftctl_open_socket(ftctl_t *c);
 void ftctl_close_socket(ftctl_t *c);
+/* The CURVE settings of $FT_KEY and $FT_SERVER_KEY, read once per process
+ * (the agent's socket name and every socket the call opens use them). 0, or
+ * -1 with err set (again on each call). */
+int ftctl_keys(ftctl_t *c, ft_err_t *err);
 bool ftctl_read_monitor_event(ftctl_t *c);
 
 /* ---- the agent (client/agent.c) ---- */

@@ -78,6 +78,22 @@ void ftctl_close(ftctl_t *c)
         zmq_ctx_term(c->zctx);
         c->zctx = NULL;
     }
+    memset(&c->keys, 0, sizeof(c->keys));
+    c->keys_state = 0;
+}
+
+int ftctl_keys(ftctl_t *c, ft_err_t *err)
+{
+    if (c->keys_state == 0) {
+        ft_err_clear(&c->keys_err);
+        c->keys_state = ft_curve_client_env(&c->keys, c->server_pub, &c->curve_on,
+                                            &c->keys_err) < 0 ? -1 : 1;
+    }
+    if (c->keys_state < 0) {
+        *err = c->keys_err;
+        return -1;
+    }
+    return 0;
 }
 
 /* Watches the data socket's handshakes, so that a refused key or a CURVE
@@ -181,7 +197,8 @@ int ftctl_open_socket(ftctl_t *c)
     {
         ft_err_t cerr = {0};
 
-        if (ft_curve_client_apply(c->sock, &cerr) < 0) {
+        if (ftctl_keys(c, &cerr) < 0 ||
+            ft_curve_client_set(c->sock, &c->keys, c->server_pub, c->curve_on, &cerr) < 0) {
             ftctl_die_msg("%s", cerr.msg);
             goto fail;
         }
