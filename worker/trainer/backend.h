@@ -257,9 +257,10 @@ const backend_t *backend_cpu(void);
 const backend_t *backend_cpu_bf16(void);
 /* Bytes of base weights its weights_upload holds for dev. */
 size_t backend_cpu_bf16_weights_bytes(const llama_weights_t *dev);
-/* Best of three: GFLOP/s of its (n, n) x (n, n)^T weight product on the
- * backend's threads (benchmarks, beside the sgemm rate). */
-double backend_cpu_bf16_gemm_rate(int n);
+/* Best of three after a warm-up: GFLOP/s of an (n, n) x (n, n) product on
+ * the cpu backends' threads, by sgemm or (bf16) the cpu-bf16 weight kernel
+ * (benchmarks: what a step's GEMMs could reach). */
+double backend_cpu_gemm_rate(bool bf16, int n);
 
 /* The counter-based generator behind dropout: uniform in [0,1) from
  * (key, index); splitmix64 finaliser of key + index * golden ratio. */

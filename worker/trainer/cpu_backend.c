@@ -1212,21 +1212,27 @@ size_t backend_cpu_bf16_weights_bytes(const llama_weights_t *dev)
     return h ? h->bytes : 0;
 }
 
-double backend_cpu_bf16_gemm_rate(int n)
+double backend_cpu_gemm_rate(bool bf16, int n)
 {
     size_t sz = (size_t)n * n;
-    float *a = malloc(sz * sizeof(float)), *c = malloc(sz * sizeof(float));
+    float *a = malloc(sz * sizeof(float)), *b = malloc(sz * sizeof(float)),
+          *c = malloc(sz * sizeof(float));
     bf16_mat_t *w = NULL;
     double best = 0.0;
-    if (a && c) {
-        for (size_t i = 0; i < sz; i++)
+    if (a && b && c) {
+        for (size_t i = 0; i < sz; i++) {
             a[i] = (float)(i % 7) * 0.01f;
-        w = bf16_mat_new(a, n, n);
+            b[i] = (float)(i % 5) * 0.01f;
+        }
+        w = bf16 ? bf16_mat_new(b, n, n) : NULL;
     }
-    for (int k = 0; w && k < 4; k++) {  /* the first one warms up */
+    for (int k = 0; a && b && c && (w || !bf16) && k < 4; k++) { /* the first one warms up */
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        bf16_par(true, n, n, n, 1.0f, a, n, w, 0.0f, c, n);
+        if (bf16)
+            bf16_par(true, n, n, n, 1.0f, a, n, w, 0.0f, c, n);
+        else
+            cpu_gemm(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         double r = s > 0 ? 2.0 * n * (double)n * n / s / 1e9 : 0.0;
@@ -1234,6 +1240,7 @@ double backend_cpu_bf16_gemm_rate(int n)
     }
     bf16_mat_destroy(&w);
     free(a);
+    free(b);
     free(c);
     return best;
 }

@@ -468,32 +468,6 @@ static int cmd_make_tiny(int argc, char **argv)
 /* ---- bench ---- */
 
 /* Best-of-3 rate of a square n x n x n sgemm, in GFLOP/s. */
-static double gemm_rate(const backend_t *be, int n)
-{
-    size_t sz = (size_t)n * n;
-    float *a = malloc(sz * sizeof(float)), *b = malloc(sz * sizeof(float)),
-          *c = malloc(sz * sizeof(float));
-    double best = 0.0;
-    if (a && b && c) {
-        for (size_t i = 0; i < sz; i++) {
-            a[i] = (float)(i % 7) * 0.01f;
-            b[i] = (float)(i % 5) * 0.01f;
-        }
-        be->gemm(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);  /* warm-up */
-        for (int k = 0; k < 3; k++) {
-            int64_t t0 = ft_mono_ms();
-            be->gemm(false, false, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-            double s = (double)(ft_mono_ms() - t0) / 1000.0;
-            double r = s > 0 ? 2.0 * n * (double)n * n / s / 1e9 : 0.0;
-            best = r > best ? r : best;
-        }
-    }
-    free(a);
-    free(b);
-    free(c);
-    return best;
-}
-
 static int cmd_bench(int argc, char **argv)
 {
     int hidden = 512, layers = 8, heads = 8, kv = 8, inter = 1376, vocab = 8192, seq = 256;
@@ -629,9 +603,10 @@ static int cmd_bench(int argc, char **argv)
         best = ft_mono_ms() - ts;
     double secs = (double)(ft_mono_ms() - t0) / 1000.0 / steps;
     double flops = model_train_flops(&cfg, r, mo.mask, batch, seq);
-    double gg = be->upload ? 0.0 : gemm_rate(be, 2048);  /* host sgemm only (cuda: ft-gpu-bench) */
+    /* the host sgemm rate (cuda: ft-gpu-bench measures its own) */
+    double gg = be->upload ? 0.0 : backend_cpu_gemm_rate(false, 2048);
     /* the bf16 kernel's own rate on the same square shape */
-    double gw = cpu_bf16 ? backend_cpu_bf16_gemm_rate(2048) : 0.0;
+    double gw = cpu_bf16 ? backend_cpu_gemm_rate(true, 2048) : 0.0;
     char pbuf[512] = "";
     if (prof) {
         pbuf[0] = ',';
