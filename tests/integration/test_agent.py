@@ -82,11 +82,30 @@ def check_direct_path(phases, what):
           f"{what} went direct", str(phases))
 
 
+def threads_alive(pid):
+    """True while any thread of pid has not exited. The process's own entry
+    turns zombie as soon as its first thread is done, while its other threads
+    (libzmq's) may still hold the descriptor table, and with it the listening
+    socket, open for a moment."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return False
+
+
 def wait_gone(pid, timeout=10):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
+    while time.monotonic() < deadline and threads_alive(pid):
         time.sleep(0.02)
-    return not pid_alive(pid)
+    return not threads_alive(pid)
 
 
 def frame(body):
@@ -280,7 +299,7 @@ def stale_socket():
               "a second agent start says one already listens", r.stderr)
         # An agent killed while a client holds it: the next call goes direct.
         os.kill(st2["pid"], signal.SIGKILL)
-        wait_gone(st2["pid"])
+        check(wait_gone(st2["pid"]), "the SIGKILLed agent is gone")
         r = c.ftctl("agent", "stop")
         check(r.returncode == 0 and "stale" in r.stderr and not os.path.exists(path),
               "agent stop removes a stale socket", r.stderr)
