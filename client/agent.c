@@ -12,8 +12,9 @@
  * never alters a request: ftsched authenticates the user's key as before.
  * The in-flight table is bounded (AGENT_MAX_FLIGHTS) and forgets a client's
  * entries when it leaves; one id in flight from two clients is refused.
- * Single-threaded: one zmq_poll loop over the listening socket, the clients,
- * the DEALER and its handshake monitor, waking at least every second.
+ * Single-threaded: one poll(2) loop over the listening socket, the clients,
+ * and the ZMQ_FD of the DEALER and its handshake monitor, waking at least
+ * every second.
  *
  * Cost: per relayed request one frame read, one JSON parse (for "id" and
  * "type"), one zmq_send; per reply one parse (for "re"), a scan of the
@@ -278,8 +279,10 @@ typedef struct {
     uint64_t dropped;                          /* replies nobody waited for any more */
     uint64_t refused_peers;                    /* connections closed for another uid */
     uint64_t bad_frames;                       /* clients closed for a bad frame */
-    bool refused; /* the last handshake was refused for good; no reply since */
-    bool stop;    /* agent_stop received */
+    bool refused;   /* the last handshake was refused for good; no reply since */
+    bool stop;      /* agent_stop received */
+    bool zmq_check; /* read the DEALER's ZMQ_EVENTS before sleeping */
+    bool mon_check; /* read the monitor's ZMQ_EVENTS before sleeping */
 } agent_t;
 
 static volatile sig_atomic_t agent_signal; /* SIGTERM or SIGINT received */
@@ -472,6 +475,7 @@ static void handle_request(agent_t *a, int slot, char *body, size_t len)
         }
         goto out;
     }
+    a->zmq_check = true; /* a send may take the DEALER's wake-up: see agent_serve */
     if (!f->id[0]) {
         ft_strlcpy(f->id, id->valuestring, sizeof(f->id));
         f->slot = slot;
@@ -548,15 +552,16 @@ static void accept_clients(agent_t *a)
     }
 }
 
-/* Replies from the scheduler, routed by "re". */
-static void dealer_readable(agent_t *a)
+/* Replies from the scheduler, routed by "re": until none is left (false),
+ * or AGENT_DEALER_BATCH of them (true: more may wait). */
+static bool dealer_readable(agent_t *a)
 {
     for (int n = 0; n < AGENT_DEALER_BATCH; n++) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, a->c->sock, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
-            return;
+            return false;
         }
         if (zmq_msg_more(&msg)) { /* one frame per message: drop the rest */
             zmq_msg_close(&msg);
@@ -581,10 +586,22 @@ static void dealer_readable(agent_t *a)
         cJSON_Delete(m);
         zmq_msg_close(&msg);
     }
+    return true;
+}
+
+/* ZMQ_EVENTS of a ZeroMQ socket (0 when it cannot be read). */
+static int zmq_events(void *sock)
+{
+    int ev = 0;
+    size_t sz = sizeof(ev);
+
+    if (!sock || zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) < 0)
+        return 0;
+    return ev;
 }
 
 /* A handshake the scheduler will never accept: every waiting client hears
- * why at once, as the direct path would have. */
+ * why at once, as the direct path would have. Reads one monitor event. */
 static void monitor_readable(agent_t *a)
 {
     if (!ftctl_read_monitor_event(a->c))
@@ -689,8 +706,9 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
     char dir[FT_PATH_MAX];
     ft_err_t err;
     int rc = FTCTL_EXIT_FAILED, r;
-    zmq_pollitem_t *items = NULL;
+    struct pollfd *items = NULL;
     const char *ready = "fail\n";
+    int dealer_fd = -1, mon_fd = -1;
 
     memset(&a, 0, sizeof(a));
     a.c = c;
@@ -728,6 +746,13 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
         ftctl_die_msg("out of memory");
         goto out_unlink;
     }
+    size_t fd_len = sizeof(int);
+    if (zmq_getsockopt(c->sock, ZMQ_FD, &dealer_fd, &fd_len) < 0 ||
+        (c->mon && zmq_getsockopt(c->mon, ZMQ_FD, &mon_fd, &fd_len) < 0)) {
+        ftctl_die_msg("cannot get the ZeroMQ sockets' descriptors: %s", zmq_strerror(errno));
+        goto out_unlink;
+    }
+    a.zmq_check = a.mon_check = true;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -744,20 +769,37 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
     }
     ft_info("listening on '%s' for '%s' (pid %ld, persist %d s)", a.path,
             ft_sanitize(c->endpoint, 64), (long)getpid(), persist_s);
+    /* One poll(2) over the listening socket, the clients and the ZMQ_FD of
+     * the DEALER and its monitor. A ZMQ_FD only says that the socket's state
+     * may have changed (it is edge-triggered, and a zmq_send or zmq_recv on
+     * the socket may consume its wake-up), so the loop reads ZMQ_EVENTS and
+     * drains a socket before it sleeps whenever its descriptor fired or the
+     * loop sent on it (a.zmq_check, a.mon_check). zmq_poll read ZMQ_EVENTS
+     * of both sockets twice on every turn, two system calls each. */
     while (!agent_signal && !a.stop) {
         int n = 0, map[AGENT_MAX_CLIENTS];
-        items[n++] = (zmq_pollitem_t){.fd = a.lfd, .events = ZMQ_POLLIN};
-        items[n++] = (zmq_pollitem_t){.socket = c->sock, .events = ZMQ_POLLIN};
-        items[n++] = (zmq_pollitem_t){.socket = c->mon, .events = c->mon ? ZMQ_POLLIN : 0};
+        if (a.mon_check) {
+            a.mon_check = false;
+            while (c->mon && (zmq_events(c->mon) & ZMQ_POLLIN))
+                monitor_readable(&a);
+        }
+        if (a.zmq_check) {
+            a.zmq_check = false;
+            if ((zmq_events(c->sock) & ZMQ_POLLIN) && dealer_readable(&a))
+                a.zmq_check = true; /* a full batch: more may wait */
+        }
+        items[n++] = (struct pollfd){.fd = a.lfd, .events = POLLIN};
+        items[n++] = (struct pollfd){.fd = dealer_fd, .events = POLLIN};
+        items[n++] = (struct pollfd){.fd = mon_fd, .events = POLLIN}; /* -1: ignored */
         for (int i = 0; i < AGENT_MAX_CLIENTS; i++) {
             agent_client_t *cl = &a.clients[i];
             if (cl->fd < 0)
                 continue;
             map[n - 3] = i;
-            items[n++] = (zmq_pollitem_t){
+            items[n++] = (struct pollfd){
                 .fd = cl->fd,
-                .events = (short)((cl->closing ? 0 : ZMQ_POLLIN) |
-                                  (ftctl_frame_pending(&cl->tx) ? ZMQ_POLLOUT : 0))};
+                .events = (short)((cl->closing ? 0 : POLLIN) |
+                                  (ftctl_frame_pending(&cl->tx) ? POLLOUT : 0))};
         }
         long wait_ms = 1000;
         if (a.persist_s > 0 && a.n_clients == 0) {
@@ -769,24 +811,24 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
             if (left < wait_ms)
                 wait_ms = (long)left;
         }
-        if (!c->mon)
-            items[2].socket = c->sock, items[2].events = 0;
-        if (zmq_poll(items, n, wait_ms) < 0) {
+        if (a.zmq_check || a.mon_check)
+            wait_ms = 0;
+        if (poll(items, (nfds_t)n, (int)wait_ms) < 0) {
             if (errno == EINTR)
                 continue;
-            ft_error("zmq_poll: %s", zmq_strerror(errno));
+            ft_error("poll: %s", strerror(errno));
             goto out_unlink;
         }
-        if (items[2].revents & ZMQ_POLLIN)
-            monitor_readable(&a);
-        if (items[1].revents & ZMQ_POLLIN)
-            dealer_readable(&a);
+        if (items[1].revents & (POLLIN | POLLERR))
+            a.zmq_check = true;
+        if (items[2].revents & (POLLIN | POLLERR))
+            a.mon_check = true;
         for (int k = 3; k < n; k++) {
             int i = map[k - 3];
             agent_client_t *cl = &a.clients[i];
             if (cl->fd != items[k].fd)
                 continue; /* closed and maybe reused during this turn */
-            if (items[k].revents & ZMQ_POLLOUT) {
+            if (items[k].revents & (POLLOUT | POLLERR | POLLHUP) && ftctl_frame_pending(&cl->tx)) {
                 ft_err_clear(&err);
                 if (ftctl_frame_flush(&cl->tx, cl->fd, &err) == FTCTL_FRAME_ERROR) {
                     client_close(&a, i);
@@ -797,10 +839,10 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
                 client_close(&a, i);
                 continue;
             }
-            if (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))
+            if (items[k].revents & (POLLIN | POLLERR | POLLHUP))
                 client_readable(&a, i);
         }
-        if (items[0].revents & ZMQ_POLLIN)
+        if (items[0].revents & POLLIN)
             accept_clients(&a);
     }
     if (agent_signal)
