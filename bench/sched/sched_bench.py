@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,12 +159,14 @@ def agent_status(c, env):
     return json.loads(r.stdout)
 
 
-def run_once(args, db_sync, path, where):
+def run_once(args, db_sync, path, where, dirs):
     """The whole benchmark against one fresh ftsched --db-sync db_sync, the
     ftctl processes going direct or through an agent (path); prints its figures
-    and returns them."""
+    and returns them. A run that succeeds appends its directory to dirs, for
+    the caller to remove once every run is done."""
     k = args.jobs
-    with Cluster("ft-bench", insecure=args.insecure) as c, contextlib.ExitStack() as cleanup:
+    with Cluster("ft-bench", insecure=args.insecure, keep=True) as c, \
+            contextlib.ExitStack() as cleanup:
         c.start_sched(["--db-sync", db_sync])
         c.start_worker("bench-node", gpus=args.gpus, extra=os.environ.get("FT_BENCH_WORKER_ARGS", "").split())
         c.wait_nodes_ready(["bench-node"])
@@ -244,6 +247,7 @@ def run_once(args, db_sync, path, where):
         print(f"bulk drain:     {t_b2 - t_b0:.2f} s from the first array submit to empty queue, "
               f"{f['bulk_drain']:.0f} jobs/s")
         print(f"all {3 * k} jobs COMPLETED", flush=True)
+        dirs.append(c.dir)  # a failed run's directory stays, with its logs
         return f
 
 
@@ -275,10 +279,21 @@ def main():
 
     where = machine()
     figures = []
-    for m in modes:
-        for p in paths:
-            figures.append(run_once(args, m, p, where))
-            print()
+    # Each run leaves 3K rank logs (and its database) behind. They are removed
+    # only after the last run: on ext4 without a journal (this VM's root) a
+    # new inode is not taken from the ones freed in the last 60 to 300 s, and
+    # each file the next run's worker creates walked past the thousands just
+    # deleted (`recently_deleted` in a profile), which cost the runs after the
+    # first 8 to 15 % of their submit and drain rates.
+    dirs = []
+    try:
+        for m in modes:
+            for p in paths:
+                figures.append(run_once(args, m, p, where, dirs))
+                print()
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
     if len(figures) > 1:
         keys = ["submit", "drain", "submit_queued", "queued_drain", "bulk_submit", "bulk_drain"]
         print("jobs/s                  " + "".join(f"{k:>14}" for k in keys))

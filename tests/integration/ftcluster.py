@@ -54,7 +54,7 @@ def check(cond, what, detail=""):
 class Cluster:
     """One scheduler and its workers. Use as a context manager."""
 
-    def __init__(self, name="ft-it", insecure=False):
+    def __init__(self, name="ft-it", insecure=False, keep=False):
         self.ftsched = program("FTSCHED")
         self.ftworker = program("FTWORKER")
         self.ftctl_path = program("FTCTL")
@@ -66,6 +66,9 @@ class Cluster:
         self.workers = {}  # name -> Popen
         self.logs = []     # daemon log files, shown on failure
         self.ok = False
+        # keep=True: a clean exit leaves the directory for the caller to remove
+        # (the benchmark removes all of its runs' at the end; see sched_bench.py).
+        self.keep = keep
         # Secure by default: CURVE keys made by `ftsched init`, ftctl acting as
         # the admin, one worker key per node; insecure=True runs --insecure.
         self.insecure = insecure
@@ -119,7 +122,7 @@ class Cluster:
         self.stop_all()
         if etype is not None and not isinstance(evalue, SkipTest):
             self.dump_logs()
-        else:
+        elif not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
         return False
 
