@@ -61,8 +61,7 @@ static uint64_t fnv1a(uint64_t h, const char *s)
 }
 
 /* The agent's directory and socket path for c's endpoint and keys. */
-static int agent_paths(ftctl_t *c, char *dir, size_t dlen, char *path, size_t plen,
-                       ft_err_t *err)
+static int agent_paths(ftctl_t *c, char *dir, size_t dlen, char *path, size_t plen, ft_err_t *err)
 {
     struct sockaddr_un sa;
 
@@ -796,10 +795,10 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
             if (cl->fd < 0)
                 continue;
             map[n - 3] = i;
-            items[n++] = (struct pollfd){
-                .fd = cl->fd,
-                .events = (short)((cl->closing ? 0 : POLLIN) |
-                                  (ftctl_frame_pending(&cl->tx) ? POLLOUT : 0))};
+            items[n++] =
+                (struct pollfd){.fd = cl->fd,
+                                .events = (short)((cl->closing ? 0 : POLLIN) |
+                                                  (ftctl_frame_pending(&cl->tx) ? POLLOUT : 0))};
         }
         long wait_ms = 1000;
         if (a.persist_s > 0 && a.n_clients == 0) {
@@ -828,7 +827,8 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
             agent_client_t *cl = &a.clients[i];
             if (cl->fd != items[k].fd)
                 continue; /* closed and maybe reused during this turn */
-            if (items[k].revents & (POLLOUT | POLLERR | POLLHUP) && ftctl_frame_pending(&cl->tx)) {
+            if ((items[k].revents & (POLLOUT | POLLERR | POLLHUP)) &&
+                ftctl_frame_pending(&cl->tx)) {
                 ft_err_clear(&err);
                 if (ftctl_frame_flush(&cl->tx, cl->fd, &err) == FTCTL_FRAME_ERROR) {
                     client_close(&a, i);
