@@ -280,9 +280,54 @@ typedef struct {
     uint64_t bad_frames;                       /* clients closed for a bad frame */
     bool refused;   /* the last handshake was refused for good; no reply since */
     bool stop;      /* agent_stop received */
+    bool reopen;    /* a handshake failed: the next request opens a new connection */
     bool zmq_check; /* read the DEALER's ZMQ_EVENTS before sleeping */
     bool mon_check; /* read the monitor's ZMQ_EVENTS before sleeping */
+    int dealer_fd;  /* the DEALER's ZMQ_FD, -1 without one */
+    int mon_fd;     /* the monitor's ZMQ_FD, -1 without one */
 } agent_t;
+
+/* (Re)reads the ZMQ_FD of the DEALER and its monitor; 0 or -1 with err. */
+static int agent_zmq_fds(agent_t *a, ft_err_t *err)
+{
+    size_t len = sizeof(int);
+
+    a->dealer_fd = a->mon_fd = -1;
+    if ((a->c->sock && zmq_getsockopt(a->c->sock, ZMQ_FD, &a->dealer_fd, &len) < 0) ||
+        (a->c->mon && zmq_getsockopt(a->c->mon, ZMQ_FD, &a->mon_fd, &len) < 0)) {
+        ft_err_set(err, FT_EINTERNAL, "cannot get the ZeroMQ sockets' descriptors: %s",
+                   zmq_strerror(errno));
+        a->dealer_fd = a->mon_fd = -1;
+        return -1;
+    }
+    a->zmq_check = a->mon_check = true;
+    return 0;
+}
+
+/* A new DEALER (and monitor) in place of one whose handshake failed. libzmq
+ * does not retry a connection that failed its handshake (a refused key): a
+ * request queued on it would only wait for the client's time-out. So the
+ * request after such a failure makes a new connection, as the direct path
+ * makes one per process: refused again, the monitor answers that client at
+ * once; accepted (the key has been added since), the agent serves again.
+ * 0, or -1 with err and no socket (the next request tries again). */
+static int agent_reopen(agent_t *a, ft_err_t *err)
+{
+    ftctl_close_socket(a->c);
+    a->dealer_fd = a->mon_fd = -1;
+    if (ftctl_open_socket(a->c) < 0) {
+        ftctl_close_socket(a->c);
+        ft_err_set(err, FT_EUNAVAIL, "the agent cannot connect to '%s' again: see its log",
+                   ft_sanitize(a->c->endpoint, 64));
+        return -1;
+    }
+    if (agent_zmq_fds(a, err) < 0) {
+        ftctl_close_socket(a->c);
+        return -1;
+    }
+    a->reopen = a->refused = false;
+    return 0;
+}
 
 static volatile sig_atomic_t agent_signal; /* SIGTERM or SIGINT received */
 
@@ -461,6 +506,10 @@ static void handle_request(agent_t *a, int slot, char *body, size_t len)
         client_error(a, slot, id->valuestring, "request", &err, false);
         goto out;
     }
+    if ((a->reopen || !a->c->sock) && agent_reopen(a, &err) < 0) {
+        client_error(a, slot, id->valuestring, "handshake", &err, false);
+        goto out;
+    }
     if (zmq_send(a->c->sock, body, len, ZMQ_DONTWAIT) < 0) {
         /* No connection to send on: after a refused handshake, say so at
          * once; else (the queue to an absent scheduler is full) the client's
@@ -603,7 +652,10 @@ static int zmq_events(void *sock)
  * why at once, as the direct path would have. Reads one monitor event. */
 static void monitor_readable(agent_t *a)
 {
-    if (!ftctl_read_monitor_event(a->c))
+    bool fatal = ftctl_read_monitor_event(a->c);
+
+    a->reopen = true; /* the monitor reports failed handshakes only: this connection is over */
+    if (!fatal)
         return;
     if (!a->refused)
         ft_warn("%s", a->c->handshake);
@@ -707,7 +759,6 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
     int rc = FTCTL_EXIT_FAILED, r;
     struct pollfd *items = NULL;
     const char *ready = "fail\n";
-    int dealer_fd = -1, mon_fd = -1;
 
     memset(&a, 0, sizeof(a));
     a.c = c;
@@ -745,13 +796,10 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
         ftctl_die_msg("out of memory");
         goto out_unlink;
     }
-    size_t fd_len = sizeof(int);
-    if (zmq_getsockopt(c->sock, ZMQ_FD, &dealer_fd, &fd_len) < 0 ||
-        (c->mon && zmq_getsockopt(c->mon, ZMQ_FD, &mon_fd, &fd_len) < 0)) {
-        ftctl_die_msg("cannot get the ZeroMQ sockets' descriptors: %s", zmq_strerror(errno));
+    if (agent_zmq_fds(&a, &err) < 0) {
+        ftctl_die_msg("%s", err.msg);
         goto out_unlink;
     }
-    a.zmq_check = a.mon_check = true;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
@@ -788,8 +836,8 @@ static int agent_serve(ftctl_t *c, int persist_s, int ready_fd, int err_fd)
                 a.zmq_check = true; /* a full batch: more may wait */
         }
         items[n++] = (struct pollfd){.fd = a.lfd, .events = POLLIN};
-        items[n++] = (struct pollfd){.fd = dealer_fd, .events = POLLIN};
-        items[n++] = (struct pollfd){.fd = mon_fd, .events = POLLIN}; /* -1: ignored */
+        items[n++] = (struct pollfd){.fd = a.dealer_fd, .events = POLLIN}; /* -1: ignored */
+        items[n++] = (struct pollfd){.fd = a.mon_fd, .events = POLLIN};
         for (int i = 0; i < AGENT_MAX_CLIENTS; i++) {
             agent_client_t *cl = &a.clients[i];
             if (cl->fd < 0)

@@ -524,7 +524,7 @@ def persist_exit():
               "SIGINT: exit 0, its log on stderr, the socket removed", f"{fg.returncode} {err}")
         # a refused key is reported through the agent as directly
         bad = os.path.join(c.dir, "stranger.key")
-        c.ftctl_ok("keygen", bad)
+        line = c.ftctl_ok("keygen", bad, "stranger", "default", "user").stdout
         env = {"FT_KEY": bad}
         path, st = c.start_agent("--persist", "0", env=env)
         t0 = time.monotonic()
@@ -534,6 +534,23 @@ def persist_exit():
               f"an unknown key through the agent: exit 3, 'refused this key', {dt:.1f} s",
               f"{r.returncode} {r.stderr}")
         check("agent-sent" in ph and "zmq-context" not in ph, "it went through the agent", str(ph))
+        # refused again at once, however soon after the last refusal
+        for i in range(3):
+            t0 = time.monotonic()
+            r = c.ftctl("ping", env=env)
+            check(r.returncode == 3 and "refused this key" in r.stderr and
+                  time.monotonic() - t0 < 3, f"refused again ({i + 1}), at once", r.stderr)
+        # the operator lists the key: the same agent serves it without a restart
+        reloads = c._sched_log_count("reloaded")
+        with open(os.path.join(c.keys, "keys"), "a") as f:
+            f.write(line)
+        deadline = time.monotonic() + 5
+        while c._sched_log_count("reloaded") <= reloads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = c.ftctl("ping", env=env)
+        check(r.returncode == 0 and c.agent_status(env=env)["pid"] == st["pid"],
+              "once the key is listed, the same agent relays its requests",
+              f"{r.returncode} {r.stderr}")
         c.ftctl_ok("agent", "stop", env=env)
 
 
