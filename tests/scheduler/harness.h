@@ -6,6 +6,8 @@
 #ifndef FT_TEST_HARNESS_H
 #define FT_TEST_HARNESS_H
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -118,11 +120,22 @@ static inline sched_t *h_new(const char *db_path, int64_t t0)
     return s;
 }
 
-/* A temporary database path (removed with its -wal/-shm by h_rm). */
+/* A temporary database path (removed with its -wal/-shm by h_rm): a new,
+ * empty file (SQLite opens it as an empty database). Made by mkstemp, not
+ * from the pid: pids come round again (pid_max is 32768 on many machines),
+ * and a database that a killed test left behind under the same name was
+ * opened with its old rows. */
 static inline char *h_tmpdb(void)
 {
-    static int n;
-    char *p = ft_asprintf("/tmp/ft-test-sched-%ld-%d.db", (long)getpid(), n++);
+    const char *dir = getenv("TMPDIR");
+    char *p = ft_asprintf("%s/ft-test-sched-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = p ? mkstemp(p) : -1;
+
+    if (fd < 0) {
+        fprintf(stderr, "cannot create a temporary database file: %s\n", strerror(errno));
+        exit(1);
+    }
+    close(fd);
     return p;
 }
 
