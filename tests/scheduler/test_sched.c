@@ -659,8 +659,11 @@ static void test_storage_faults(void)
     cfg.busy_timeout_ms = 20;
     s = sched_new(&cfg, &err);
     CHECK(s != NULL, "scheduler with a 20 ms busy timeout");
-    if (!s)
+    if (!s) {
+        h_rm(path);
+        free(path);
         return;
+    }
     sched_set_fake_time(s, now);
     h_hello(s, "n1", 2, "H100", "gpu", 81920, NULL);
     CHECK(sqlite3_open(path, &other) == SQLITE_OK &&
