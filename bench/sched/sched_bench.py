@@ -80,6 +80,17 @@ def sh_loop(argv, n, env, cwd, out_path=None):
     return dt
 
 
+def cpu_us(pid):
+    """CPU time (user + system, all threads) pid has used, in us; None when it
+    cannot be read (the process is gone, or this is not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def wait_drained(ftctl, env, timeout=600):
     """Polls ping until nothing is pending or running; returns perf_counter()."""
     deadline = time.monotonic() + timeout
@@ -179,15 +190,20 @@ def run_once(args, db_sync, path, where, dirs):
             env.update(FT_AGENT="auto", XDG_RUNTIME_DIR=xdg)
             cleanup.callback(kill_agent, start_agent(c, env))
         ftctl = c.ftctl_path
+        daemons = {"ftsched": c.sched.pid, "ftworker": c.workers["bench-node"].pid}
+        if path == "agent":
+            daemons["agent"] = agent_status(c, env)["pid"]
 
         start_ms = sh_loop([ftctl, "--version"], 200, env, c.dir) * 1000 / 200
         ping_ms = sh_loop([ftctl, "ping"], 200, env, c.dir) * 1000 / 200
         true_ms = sh_loop(["/bin/true"], 200, env, c.dir) * 1000 / 200
 
+        cpu0 = {n: cpu_us(p) for n, p in daemons.items()}
         t_first = time.perf_counter()
         ids = submit_many(c, env, k)
         t_submitted = time.perf_counter()
         t_drained = wait_drained(ftctl, env)
+        cpu1 = {n: cpu_us(p) for n, p in daemons.items()}
         check_completed(c, ids)
 
         # The scheduler alone: hold every GPU, queue k jobs, release, time it.
@@ -236,6 +252,11 @@ def run_once(args, db_sync, path, where, dirs):
         print(f"drain:          {drain_s:.2f} s from first submit to empty queue, "
               f"{k / drain_s:.0f} jobs/s (target >= 500 jobs/s)")
         print(f"after submits:  {t_drained - t_submitted:.2f} s until the queue was empty")
+        per_job = [f"{n} {(cpu1[n] - cpu0[n]) / k:.0f}" for n in daemons
+                   if cpu0[n] is not None and cpu1[n] is not None]
+        if per_job:
+            print(f"daemon CPU:     {', '.join(per_job)} us per job in the submit and drain "
+                  f"(all threads; /proc, 10 ms ticks)")
         print(f"submit, queued: {k / (t_release - t_q0):.0f} jobs/s while every GPU was held "
               f"(no jobs running meanwhile)")
         print(f"queued drain:   {t_drained2 - t_release:.2f} s for {k} queued jobs after the "
