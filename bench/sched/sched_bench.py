@@ -302,7 +302,7 @@ def main():
     figures = []
     # Each run leaves 3K rank logs (and its database) behind. They are removed
     # only after the last run: on ext4 without a journal (this VM's root) a
-    # new inode is not taken from the ones freed in the last 60 to 300 s, and
+    # new inode is not taken from the ones freed in the last 60 to 360 s, and
     # each file the next run's worker creates walked past the thousands just
     # deleted (`recently_deleted` in a profile), which cost the runs after the
     # first 8 to 15 % of their submit and drain rates.
