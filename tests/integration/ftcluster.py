@@ -94,17 +94,22 @@ class Cluster:
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise TestFailure(f"ftctl keygen failed: {r.stderr}")
-            reloads = self._sched_log_count("reloaded")
-            with open(os.path.join(self.keys, "keys"), "a") as f:
-                f.write(r.stdout)
-            # A running ftsched rereads the keys file within a second; a worker
-            # started before that is refused and retries only seconds later.
-            if self.sched and self.sched.poll() is None:
-                deadline = time.monotonic() + 5
-                while (time.monotonic() < deadline and
-                       self._sched_log_count("reloaded") <= reloads):
-                    time.sleep(0.05)
+            self.list_key(r.stdout)
         return self.key_env(name + ".key")
+
+    def list_key(self, line):
+        """Appends a keys-file line (`ftctl keygen`'s output) and, while ftsched
+        runs, waits until it has reread the file: it does so within a second,
+        and a worker started before that is refused and retries only seconds
+        later."""
+        reloads = self._sched_log_count("reloaded")
+        with open(os.path.join(self.keys, "keys"), "a") as f:
+            f.write(line)
+        if self.sched and self.sched.poll() is None:
+            deadline = time.monotonic() + 5
+            while (time.monotonic() < deadline and
+                   self._sched_log_count("reloaded") <= reloads):
+                time.sleep(0.05)
 
     def _sched_log_count(self, word):
         """Lines of ftsched's log that contain word (0 before it starts)."""
@@ -272,12 +277,22 @@ class Cluster:
 
 
 def pid_alive(pid):
-    """True when pid exists and is not a zombie."""
+    """True while any thread of pid has not exited. The process's own entry
+    turns zombie as soon as its main thread is done, while its other threads
+    (libzmq's, say) may still hold its descriptors, a listening socket among
+    them, open for a moment."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return False
 
 
 def run_tests(tests, argv):

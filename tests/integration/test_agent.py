@@ -82,30 +82,11 @@ def check_direct_path(phases, what):
           f"{what} went direct", str(phases))
 
 
-def threads_alive(pid):
-    """True while any thread of pid has not exited. The process's own entry
-    turns zombie as soon as its first thread is done, while its other threads
-    (libzmq's) may still hold the descriptor table, and with it the listening
-    socket, open for a moment."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                    return True
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            pass
-    return False
-
-
 def wait_gone(pid, timeout=10):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and threads_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.02)
-    return not threads_alive(pid)
+    return not pid_alive(pid)
 
 
 def frame(body):
@@ -541,12 +522,7 @@ def persist_exit():
             check(r.returncode == 3 and "refused this key" in r.stderr and
                   time.monotonic() - t0 < 3, f"refused again ({i + 1}), at once", r.stderr)
         # the operator lists the key: the same agent serves it without a restart
-        reloads = c._sched_log_count("reloaded")
-        with open(os.path.join(c.keys, "keys"), "a") as f:
-            f.write(line)
-        deadline = time.monotonic() + 5
-        while c._sched_log_count("reloaded") <= reloads and time.monotonic() < deadline:
-            time.sleep(0.05)
+        c.list_key(line)
         r = c.ftctl("ping", env=env)
         check(r.returncode == 0 and c.agent_status(env=env)["pid"] == st["pid"],
               "once the key is listed, the same agent relays its requests",
