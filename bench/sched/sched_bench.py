@@ -80,15 +80,11 @@ def sh_loop(argv, n, env, cwd, out_path=None):
     return dt
 
 
-def cpu_us(pid):
-    """CPU time (user + system, all threads) pid has used, in us; None when it
-    cannot be read (the process is gone, or this is not Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+def cpu_ms(pid):
+    """User + system CPU ms of pid (its threads, not its children), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def wait_drained(ftctl, env, timeout=600):
@@ -198,12 +194,12 @@ def run_once(args, db_sync, path, where, dirs):
         ping_ms = sh_loop([ftctl, "ping"], 200, env, c.dir) * 1000 / 200
         true_ms = sh_loop(["/bin/true"], 200, env, c.dir) * 1000 / 200
 
-        cpu0 = {n: cpu_us(p) for n, p in daemons.items()}
+        cpu0 = {n: cpu_ms(p) for n, p in daemons.items()}
         t_first = time.perf_counter()
         ids = submit_many(c, env, k)
         t_submitted = time.perf_counter()
         t_drained = wait_drained(ftctl, env)
-        cpu1 = {n: cpu_us(p) for n, p in daemons.items()}
+        cpu1 = {n: cpu_ms(p) for n, p in daemons.items()}
         check_completed(c, ids)
 
         # The scheduler alone: hold every GPU, queue k jobs, release, time it.
@@ -252,11 +248,9 @@ def run_once(args, db_sync, path, where, dirs):
         print(f"drain:          {drain_s:.2f} s from first submit to empty queue, "
               f"{k / drain_s:.0f} jobs/s (target >= 500 jobs/s)")
         print(f"after submits:  {t_drained - t_submitted:.2f} s until the queue was empty")
-        per_job = [f"{n} {(cpu1[n] - cpu0[n]) / k:.0f}" for n in daemons
-                   if cpu0[n] is not None and cpu1[n] is not None]
-        if per_job:
-            print(f"daemon CPU:     {', '.join(per_job)} us per job in the submit and drain "
-                  f"(all threads; /proc, 10 ms ticks)")
+        per_job = ", ".join(f"{n} {(cpu1[n] - cpu0[n]) * 1000 / k:.0f}" for n in daemons)
+        print(f"daemon CPU:     {per_job} us per job in the submit and drain "
+              f"(all threads; /proc, 10 ms ticks)")
         print(f"submit, queued: {k / (t_release - t_q0):.0f} jobs/s while every GPU was held "
               f"(no jobs running meanwhile)")
         print(f"queued drain:   {t_drained2 - t_release:.2f} s for {k} queued jobs after the "

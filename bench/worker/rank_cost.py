@@ -28,14 +28,6 @@ from ftcluster import Cluster, run_main  # noqa: E402
 import sched_bench  # noqa: E402
 
 
-def cpu_ms(pid):
-    """User + system CPU ms of pid (its threads, not its children)."""
-    with open(f"/proc/{pid}/stat") as f:
-        s = f.read()
-    fields = s[s.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def drain_once(k, spawn, strace_out=None):
     with Cluster("ft-rank-cost") as c:
         c.start_sched(["--db-sync", "normal"])
@@ -52,11 +44,11 @@ def drain_once(k, spawn, strace_out=None):
                                       stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         load = os.getloadavg()[0]
-        w0, s0 = cpu_ms(w.pid), cpu_ms(c.sched.pid)
+        w0, s0 = sched_bench.cpu_ms(w.pid), sched_bench.cpu_ms(c.sched.pid)
         t0 = time.perf_counter()
         c.ftctl_ok("cancel", *map(str, holders))
         t1 = sched_bench.wait_drained(c.ftctl_path, env)
-        w1, s1 = cpu_ms(w.pid), cpu_ms(c.sched.pid)
+        w1, s1 = sched_bench.cpu_ms(w.pid), sched_bench.cpu_ms(c.sched.pid)
         if tracer:
             tracer.send_signal(2)
             tracer.wait()
