@@ -315,8 +315,7 @@ static int agent_reopen(agent_t *a, ft_err_t *err)
 {
     ftctl_close_socket(a->c);
     a->dealer_fd = a->mon_fd = -1;
-    if (ftctl_open_socket(a->c) < 0) {
-        ftctl_close_socket(a->c);
+    if (ftctl_open_socket(a->c) < 0) { /* it closes what it opened */
         ft_err_set(err, FT_EUNAVAIL, "the agent cannot connect to '%s' again: see its log",
                    ft_sanitize(a->c->endpoint, 64));
         return -1;
