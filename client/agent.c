@@ -1193,19 +1193,32 @@ static int agent_cmd_run(ftctl_t *c, int argc, char **argv)
     return agent_start(c, argc, argv, true);
 }
 
+/* What `agent stop` and `agent status` share: no option but --help, then
+ * agent_ask (stop: the agent_stop request, and a stale socket is removed).
+ * True with *reply; false with *rc the exit code, after saying why ("no agent
+ * listens" is success for stop, a failure for status). */
+static bool agent_subcmd_ask(ftctl_t *c, int argc, char **argv, bool stop, char *path, size_t plen,
+                             cJSON **reply, int *rc)
+{
+    *rc = ftctl_only_help_opt("agent", argc, argv);
+    if (*rc != FTCTL_EXIT_OK) {
+        *rc = *rc < 0 ? FTCTL_EXIT_OK : *rc;
+        return false;
+    }
+    *rc = agent_ask(c, stop ? "agent_stop" : "agent_status", stop, path, plen, reply);
+    if (*rc == 1) {
+        ftctl_die_msg("no agent listens on '%s'", path);
+        *rc = stop ? FTCTL_EXIT_OK : FTCTL_EXIT_FAILED;
+    }
+    return *rc == 0;
+}
+
 static int agent_cmd_stop(ftctl_t *c, int argc, char **argv)
 {
     char path[FT_PATH_MAX];
     cJSON *reply = NULL;
-    int rc = ftctl_only_help_opt("agent", argc, argv);
-    if (rc != FTCTL_EXIT_OK)
-        return rc < 0 ? FTCTL_EXIT_OK : rc;
-    rc = agent_ask(c, "agent_stop", true, path, sizeof(path), &reply);
-    if (rc == 1) {
-        ftctl_die_msg("no agent listens on '%s'", path);
-        return FTCTL_EXIT_OK;
-    }
-    if (rc != 0)
+    int rc;
+    if (!agent_subcmd_ask(c, argc, argv, true, path, sizeof(path), &reply, &rc))
         return rc;
     /* It unlinks its socket on the way out: wait for that, briefly. */
     int64_t deadline = ft_mono_ms() + c->timeout_ms;
@@ -1221,15 +1234,8 @@ static int agent_cmd_status(ftctl_t *c, int argc, char **argv)
 {
     char path[FT_PATH_MAX], up[32];
     cJSON *reply = NULL;
-    int rc = ftctl_only_help_opt("agent", argc, argv);
-    if (rc != FTCTL_EXIT_OK)
-        return rc < 0 ? FTCTL_EXIT_OK : rc;
-    rc = agent_ask(c, "agent_status", false, path, sizeof(path), &reply);
-    if (rc == 1) {
-        ftctl_die_msg("no agent listens on '%s'", path);
-        return FTCTL_EXIT_FAILED;
-    }
-    if (rc != 0)
+    int rc;
+    if (!agent_subcmd_ask(c, argc, argv, false, path, sizeof(path), &reply, &rc))
         return rc;
     if (c->output == FTCTL_OUT_JSON) {
         ftctl_print_payload(reply);
