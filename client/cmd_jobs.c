@@ -13,7 +13,6 @@
  * watch and logs -f are one request per round.
  */
 #include <getopt.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -367,7 +366,7 @@ static void print_progress_line(const cJSON *p)
         printf("  tokens/s %.1f", ftctl_get_num(p, "tokens_per_s", 0));
     if (!ftctl_is_null_or_absent(p, "eta_s")) {
         char d[32];
-        ftctl_fmt_duration((int64_t)llround(ftctl_get_num(p, "eta_s", 0)), d, sizeof(d));
+        ftctl_fmt_duration_f(ftctl_get_num(p, "eta_s", 0), d, sizeof(d));
         printf("  eta %s", d);
     }
     const char *msg = ftctl_get_str(p, "message", NULL);
@@ -988,7 +987,7 @@ static void draw_bar(const cJSON *p, const char *state)
         printf("  %.0f tok/s", ftctl_get_num(p, "tokens_per_s", 0));
     if (!ftctl_is_null_or_absent(p, "eta_s")) {
         char d[32];
-        ftctl_fmt_duration((int64_t)llround(ftctl_get_num(p, "eta_s", 0)), d, sizeof(d));
+        ftctl_fmt_duration_f(ftctl_get_num(p, "eta_s", 0), d, sizeof(d));
         printf("  ETA %s", d);
     }
     fflush(stdout);

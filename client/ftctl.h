@@ -155,6 +155,7 @@ void ftctl_table_destroy(ftctl_table_t **t);
 
 /* "42s", "12m05s", "3h04m", "2d03h"; "-" for a negative value. */
 void ftctl_fmt_duration(int64_t s, char *buf, size_t len);
+void ftctl_fmt_duration_f(double s, char *buf, size_t len);
 /* Prints the reply without its envelope (v, type, re) as one JSON document. */
 void ftctl_print_payload(const cJSON *reply);
 /* Field getters for replies that passed validation; defaults when absent/null. */

@@ -8,7 +8,6 @@
  * id (chart-*) and a <title>, and is drawn from the numbers in the reply only.
  * Cost: O(days x teams) SVG elements.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,11 +77,15 @@ static int cmp_str(const void *a, const void *b)
 /* A round axis maximum at or above v. */
 static double nice_max(double v)
 {
-    double p, m;
+    double p = 1, m;
 
-    if (v <= 0)
+    if (!(v > 1e-300) || v > 1e300) /* zero, negative, NaN or absurd */
         return 1;
-    p = pow(10, floor(log10(v)));
+    /* p: the power of ten at or below v */
+    while (p * 10 <= v)
+        p *= 10;
+    while (p > v)
+        p /= 10;
     m = v / p;
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
 }

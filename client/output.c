@@ -149,6 +149,20 @@ void ftctl_fmt_duration(int64_t s, char *buf, size_t len)
         snprintf(buf, len, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
 }
 
+/* Seconds as a double (an ETA from the wire), rounded to the nearest second;
+ * NaN or negative shows as "-", anything past a million days as that. Done
+ * without libm: its pow and llround were all that made ftctl load it. */
+void ftctl_fmt_duration_f(double s, char *buf, size_t len)
+{
+    const double cap = 86400.0 * 1e6;
+
+    if (!(s >= 0)) {
+        ftctl_fmt_duration(-1, buf, len);
+        return;
+    }
+    ftctl_fmt_duration((int64_t)((s < cap ? s : cap) + 0.5), buf, len);
+}
+
 void ftctl_print_payload(const cJSON *reply)
 {
     cJSON *copy = cJSON_Duplicate(reply, 1);

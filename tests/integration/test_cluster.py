@@ -507,6 +507,9 @@ def watch_progress():
         check(seen == sorted(set(seen)), "one line per new step, in order", str(seen))
         check("loss" in steps[-1] and "tokens/s" in steps[-1], "lines carry loss and tokens/s",
               steps[-1])
+        bad_eta = [x for x in steps if f"eta {5 - int(x.split()[1].split('/')[0])}s" not in x]
+        check(not bad_eta, "each line's eta is the rank's eta_s in seconds (step N/5: 5-N s)",
+              "\n".join(bad_eta))
         check(lines[-1].startswith(f"job {j} COMPLETED"), "the last line is the final state",
               lines[-1])
         job = c.job(j)
