@@ -13,7 +13,15 @@ loopback, submits K one-GPU exec jobs running `true` one after another with
   `sleep` jobs while K more jobs queue up; the holders are cancelled and the
   time until the queue is empty is measured,
 - bulk: the same K jobs as job arrays (`ftctl submit --array B`, B = --batch,
-  default 1000), K/B processes: submit rate and drain rate.
+  default 1000), K/B processes: submit rate and drain rate,
+- concurrent: the same K jobs, still one `ftctl submit` process each, from N
+  shell loops at once (N = --submitters, default 4: several users or scripts
+  submitting together): submit rate and drain rate.
+
+The sequential drain can never pass the sequential submit rate (a job cannot
+end before it is submitted, and the queue empties right after the last
+submit); the drain target is the scheduler and worker's rate, which the
+queued, bulk and concurrent parts measure.
 
 Each of these runs once per ftsched --db-sync mode given (default: full, then
 normal) and per client path (--path, default direct, then agent), each
@@ -24,8 +32,8 @@ FT_AGENT=off, so each process makes its own connection.
 
 Targets (the brief): submit >= 400 jobs/s, drain >= 500 jobs/s.
 
-Usage: sched_bench.py [--jobs K] [--batch B] [--db-sync full,normal]
-                      [--path direct,agent] [--insecure]
+Usage: sched_bench.py [--jobs K] [--batch B] [--submitters N]
+                      [--db-sync full,normal] [--path direct,agent] [--insecure]
 (K default 2000, or $FT_BENCH_JOBS). Program paths come from $FTSCHED,
 $FTWORKER, $FTCTL (meson sets them). Python standard library only.
 """
@@ -34,6 +42,7 @@ import contextlib
 import json
 import os
 import platform
+import pwd
 import shutil
 import signal
 import subprocess
@@ -60,12 +69,20 @@ def machine():
             f"load average {load} at the start")
 
 
+def sh_quote(argv):
+    return " ".join("'" + a.replace("'", "'\\''") + "'" for a in argv)
+
+
+def loop_script(argv, n):
+    """A /bin/sh script running argv n times, stopping at the first failure."""
+    return f'i=0; while [ $i -lt {n} ]; do {sh_quote(argv)} || exit 1; i=$((i+1)); done'
+
+
 def sh_loop(argv, n, env, cwd, out_path=None):
     """Runs argv n times from a /bin/sh loop (cheaper to start processes from
     than Python, like a user's script); returns the wall time in s. stdout
     goes to out_path (or nowhere); the loop stops at the first failure."""
-    quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in argv)
-    script = f'i=0; while [ $i -lt {n} ]; do {quoted} || exit 1; i=$((i+1)); done'
+    script = loop_script(argv, n)
     out = open(out_path, "w") if out_path else subprocess.DEVNULL
     try:
         t0 = time.perf_counter()
@@ -113,11 +130,46 @@ def submit_many(c, env, k):
     return ids
 
 
+def submit_concurrent(c, env, k, n):
+    """k `ftctl submit -- true`, one process each, from n shell loops started
+    together (the first k % n loops run one more); returns (ids, the wall time
+    until the last loop ended)."""
+    procs, outs = [], []
+    t0 = time.perf_counter()
+    try:
+        for j in range(n):
+            m = k // n + (1 if j < k % n else 0)
+            script = loop_script([c.ftctl_path, "submit", "--", "true"], m)
+            out = open(os.path.join(c.dir, f"ids-concurrent-{j}.txt"), "w+")
+            outs.append(out)
+            procs.append(subprocess.Popen(["/bin/sh", "-c", script], stdout=out,
+                                          stderr=subprocess.PIPE, text=True, env=env, cwd=c.dir))
+        errs = [p.communicate()[1] for p in procs]
+        dt = time.perf_counter() - t0
+        ids = []
+        for p, err, out in zip(procs, errs, outs):
+            if p.returncode != 0:
+                raise TestFailure(f"a concurrent submit loop failed: {err.strip()[-500:]}")
+            out.seek(0)
+            ids += [int(x) for x in out.read().split()]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for out in outs:
+            out.close()
+    if len(ids) != k or len(set(ids)) != k:
+        raise TestFailure(f"{k} concurrent submits printed {len(ids)} ids "
+                          f"({len(set(ids))} distinct)")
+    return ids, dt
+
+
 def submit_arrays(c, env, k, batch):
     """k jobs as ceil(k / batch) sequential `ftctl submit --array` calls from a
     shell loop; returns the ids."""
     path = os.path.join(c.dir, "ids-bulk.txt")
-    quoted = "'" + c.ftctl_path.replace("'", "'\\''") + "'"
+    quoted = sh_quote([c.ftctl_path])
     script = "; ".join(f"{quoted} submit --array {min(batch, k - i)} -- true || exit 1"
                        for i in range(0, k, batch))
     with open(path, "w") as out:
@@ -180,6 +232,10 @@ def run_once(args, db_sync, path, where, dirs):
         env = dict(os.environ, FT_SCHEDULER=c.endpoint, FT_CONFIG=os.devnull, FT_AGENT="off",
                    **c.key_env())
         env.pop("FT_AGENT_SOCKET", None)
+        # A login shell's environment has USER; without it (a bare container)
+        # every ftctl would look the name up through NSS instead.
+        if not env.get("USER"):
+            env["USER"] = pwd.getpwuid(os.getuid()).pw_name
         if path == "agent":
             xdg = os.path.join(c.dir, "xdg")
             os.mkdir(xdg, 0o700)
@@ -221,11 +277,17 @@ def run_once(args, db_sync, path, where, dirs):
         t_b2 = wait_drained(ftctl, env)
         check_completed(c, ids3)
 
+        # Concurrent: the same k jobs, one ftctl each, from --submitters loops.
+        t_c0 = time.perf_counter()
+        ids4, csubmit_s = submit_concurrent(c, env, k, args.submitters)
+        t_c2 = wait_drained(ftctl, env)
+        check_completed(c, ids4)
+
         if path == "agent":
             st = agent_status(c, env)
-            if st["relayed"] < 2 * k:
+            if st["relayed"] < 3 * k:
                 raise TestFailure(f"the agent relayed {st['relayed']} requests, fewer than "
-                                  f"the {2 * k} single submits: the agent path was not taken")
+                                  f"the {3 * k} single submits: the agent path was not taken")
             subprocess.run([ftctl, "agent", "stop"], capture_output=True, env=env)
 
         submit_s = t_submitted - t_first
@@ -234,7 +296,8 @@ def run_once(args, db_sync, path, where, dirs):
              "true_ms": true_ms,
              "submit": k / submit_s, "drain": k / drain_s, "submit_queued": k / (t_release - t_q0),
              "queued_drain": k / (t_drained2 - t_release), "bulk_submit": k / (t_b1 - t_b0),
-             "bulk_drain": k / (t_b2 - t_b0)}
+             "bulk_drain": k / (t_b2 - t_b0), "conc_submit": k / csubmit_s,
+             "conc_drain": k / (t_c2 - t_c0)}
         print(f"machine:        {where}")
         print(f"jobs (K):       {k} one-GPU exec jobs running 'true', 1 worker with "
               f"{args.gpus} emulated GPUs, {'no CURVE' if args.insecure else 'CURVE on'}, "
@@ -261,7 +324,10 @@ def run_once(args, db_sync, path, where, dirs):
               f"{f['bulk_submit']:.0f} jobs/s")
         print(f"bulk drain:     {t_b2 - t_b0:.2f} s from the first array submit to empty queue, "
               f"{f['bulk_drain']:.0f} jobs/s")
-        print(f"all {3 * k} jobs COMPLETED", flush=True)
+        print(f"concurrent:     {args.submitters} sh loops at once, one 'ftctl submit' per job: "
+              f"submit {f['conc_submit']:.0f} jobs/s, drain {t_c2 - t_c0:.2f} s from the first "
+              f"submit to empty queue, {f['conc_drain']:.0f} jobs/s")
+        print(f"all {4 * k} jobs COMPLETED", flush=True)
         dirs.append(c.dir)  # a failed run's directory stays, with its logs
         return f
 
@@ -273,6 +339,8 @@ def main():
     ap.add_argument("--gpus", type=int, default=8, help="emulated GPUs on the worker (default 8)")
     ap.add_argument("--batch", type=int, default=1000,
                     help="jobs per 'submit --array' in the bulk part (1..1000, default 1000)")
+    ap.add_argument("--submitters", type=int, default=4,
+                    help="shell loops submitting at once in the concurrent part (default 4)")
     ap.add_argument("--db-sync", default="full,normal",
                     help="ftsched --db-sync modes to run, comma-separated (default full,normal)")
     ap.add_argument("--path", default="direct,agent",
@@ -283,6 +351,8 @@ def main():
     args = ap.parse_args()
     if args.jobs < 1 or args.gpus < 1:
         ap.error("--jobs and --gpus must be at least 1")
+    if not 1 <= args.submitters <= min(64, args.jobs):
+        ap.error("--submitters must be in 1..64 and at most --jobs")
     if not 1 <= args.batch <= 1000:
         ap.error("--batch must be in 1..1000")
     modes = [m.strip() for m in args.db_sync.split(",") if m.strip()]
@@ -310,7 +380,8 @@ def main():
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
     if len(figures) > 1:
-        keys = ["submit", "drain", "submit_queued", "queued_drain", "bulk_submit", "bulk_drain"]
+        keys = ["submit", "drain", "submit_queued", "queued_drain", "bulk_submit", "bulk_drain",
+                "conc_submit", "conc_drain"]
         print("jobs/s                  " + "".join(f"{k:>14}" for k in keys))
         for f in figures:
             print(f"db_sync {f['db_sync']:<7}{f['path']:<9}" +
