@@ -1,14 +1,17 @@
 /*
  * db.c: the scheduler's SQLite connection.
  *
- * Durability: WAL journal with synchronous=FULL, so each COMMIT syncs the WAL
- * before it returns; the scheduler acknowledges a submit (or sends a start)
- * only after that, so a power loss cannot lose anything acknowledged. The
- * db_sync setting NORMAL (db_set_sync) trades that for speed: commits are
- * then synced only at checkpoints, durable across a crash of ftsched but not
+ * Durability: WAL journal with synchronous=NORMAL, so a COMMIT writes the
+ * WAL but does not sync it; with db_sync full (the default) a commit that
+ * changed state marks the connection unsynced, and db_sync_now syncs the WAL
+ * before the scheduler lets anything out (a reply, a start, a stop), so a
+ * power loss cannot lose anything acknowledged or acted on, and the syncs of
+ * commits that nothing waits on (a rank's exit, say) join the next one. The
+ * db_sync setting NORMAL (db_set_sync) trades that for speed: the WAL is then
+ * synced only at checkpoints, durable across a crash of ftsched but not
  * across a power loss of the host. A batch (db_batch_begin) turns the
- * transactions inside it into savepoints of one transaction: one sync for
- * all of them (group commit), each still all or nothing.
+ * transactions inside it into savepoints of one transaction (group commit),
+ * each still all or nothing.
  * Writes use BEGIN IMMEDIATE: a deferred transaction that reads and then
  * writes can fail with SQLITE_BUSY in WAL mode regardless of busy_timeout.
  * The schema is versioned by PRAGMA user_version and moved forward one
@@ -338,6 +341,33 @@ int db_begin(db_t *db, ft_err_t *err)
     if (tx_step(db, db->batch ? "SAVEPOINT tx" : "BEGIN IMMEDIATE", err) < 0)
         return -1;
     db->in_tx = true;
+    db->tx_changes0 = sqlite3_total_changes64(db->conn);
+    return 0;
+}
+
+static void mark_unsynced(db_t *db)
+{
+    if (db->sync == DB_SYNC_FULL)
+        db->unsynced = true;
+}
+
+int db_sync_now(db_t *db, ft_err_t *err)
+{
+    sqlite3_file *wal = NULL;
+    int rc;
+
+    if (!db->unsynced)
+        return 0;
+    rc = sqlite3_file_control(db->conn, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc == SQLITE_OK && wal && wal->pMethods)
+        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    if (rc != SQLITE_OK) {
+        ft_err_set(err, FT_EINTERNAL, "database: cannot sync the write-ahead log: %s",
+                   sqlite3_errstr(rc));
+        return -1;
+    }
+    db->unsynced = false;
+    db->nsyncs++;
     return 0;
 }
 
@@ -358,6 +388,7 @@ int db_batch_begin(db_t *db, ft_err_t *err)
     if (tx_step(db, "BEGIN IMMEDIATE", err) < 0)
         return -1;
     db->batch = true;
+    db->batch_sync = false;
     return 0;
 }
 
@@ -375,6 +406,8 @@ int db_batch_end(db_t *db, ft_err_t *err)
     db->batch = false;
     rc = tx_step(db, "COMMIT", err);
     db->last_commit_ms = mono_ms_frac() - t0;
+    if (rc == 0 && db->batch_sync)
+        mark_unsynced(db);
     if (rc < 0) {
         reset_all(db);
         if (!sqlite3_get_autocommit(db->conn))
@@ -400,6 +433,12 @@ int db_commit(db_t *db, ft_err_t *err)
         return -1;
     }
     db->in_tx = false;
+    if (!db->relaxed && sqlite3_total_changes64(db->conn) != db->tx_changes0) {
+        if (db->batch)
+            db->batch_sync = true;
+        else
+            mark_unsynced(db);
+    }
     return 0;
 }
 
@@ -518,9 +557,7 @@ void db_set_busy_timeout(db_t *db, int ms)
 
 int db_set_sync(db_t *db, int sync, ft_err_t *err)
 {
-    if (db_exec(db,
-                sync == DB_SYNC_NORMAL ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
-                err) < 0)
+    if (db_sync_now(db, err) < 0 || db_exec(db, "PRAGMA synchronous=NORMAL", err) < 0)
         return -1;
     db->sync = sync == DB_SYNC_NORMAL ? DB_SYNC_NORMAL : DB_SYNC_FULL;
     return 0;
@@ -528,18 +565,12 @@ int db_set_sync(db_t *db, int sync, ft_err_t *err)
 
 void db_sync_relax(db_t *db)
 {
-    ft_err_t err;
-
-    if (db->sync == DB_SYNC_FULL && !db->batch) /* a batch is synced for its other work */
-        db_exec(db, "PRAGMA synchronous=NORMAL", &err);
+    db->relaxed = true;
 }
 
 void db_sync_restore(db_t *db)
 {
-    ft_err_t err;
-
-    if (db->sync == DB_SYNC_FULL && !db->batch && db_exec(db, "PRAGMA synchronous=FULL", &err) < 0)
-        ft_error("cannot restore synchronous=FULL: %s", err.msg);
+    db->relaxed = false;
 }
 
 int db_checkpoint(db_t *db, bool truncate)

@@ -18,7 +18,7 @@
 
 /* How state transitions are committed (ftsched's db_sync setting). */
 enum {
-    DB_SYNC_FULL = 0,   /* synchronous=FULL: each COMMIT syncs the WAL; survives power loss */
+    DB_SYNC_FULL = 0,   /* the WAL synced before anything is sent (db_sync_now); survives power loss */
     DB_SYNC_NORMAL = 1, /* synchronous=NORMAL: survives a crash of ftsched, not of the host */
 };
 
@@ -35,6 +35,11 @@ typedef struct {
     double last_commit_ms;            /* wall time of the last COMMIT (sync included), ms */
     int sync;                         /* DB_SYNC_* for state transitions */
     bool batch;                       /* in db_batch_begin..end: begin/commit are savepoints */
+    bool relaxed;                     /* between db_sync_relax and db_sync_restore */
+    bool batch_sync;                  /* a savepoint of this batch changed state unrelaxed */
+    bool unsynced;                    /* db_sync full: a state change committed, not synced */
+    int64_t tx_changes0;              /* sqlite3_total_changes64 when the transaction began */
+    int nsyncs;                       /* WAL syncs made by db_sync_now (tests, debug) */
 } db_t;
 
 /* The schema version this build writes (PRAGMA user_version). */
@@ -89,12 +94,22 @@ int db_int(db_t *db, ft_err_t *err, int64_t *out, const char *sql, const char *t
 /* Sets how long a locked database is waited for before SQLITE_BUSY. */
 void db_set_busy_timeout(db_t *db, int ms);
 
-/* Sets how state transitions are committed (DB_SYNC_*). 0, or -1 with err. */
+/* Sets how state transitions are made durable (DB_SYNC_*). Commits never
+ * sync by themselves (synchronous=NORMAL): with DB_SYNC_FULL a commit that
+ * changed state sets db->unsynced, and db_sync_now syncs the WAL, which the
+ * scheduler calls before anything leaves it (sched_sync). One sync then
+ * covers every commit before it, since the WAL is written in order. 0, or
+ * -1 with err. */
 int db_set_sync(db_t *db, int sync, ft_err_t *err);
-/* Around a write that is not a state transition (progress, last_seen): no
- * WAL sync per commit, then back to the db_set_sync level. */
+/* Around a write that is not a state transition (progress, last_seen): its
+ * commit does not set db->unsynced; the next sync covers it anyway. */
 void db_sync_relax(db_t *db);
 void db_sync_restore(db_t *db);
+
+/* Makes every commit so far durable: syncs the WAL when db->unsynced. 0, or
+ * -1 with err: the sync failed, and what was committed may not be on disk
+ * (nor, on Linux, will a retry tell: the failed pages may be marked clean). */
+int db_sync_now(db_t *db, ft_err_t *err);
 
 /* Checkpoints the WAL (PASSIVE; TRUNCATE when truncate is true). */
 int db_checkpoint(db_t *db, bool truncate);

@@ -39,9 +39,9 @@ static const char usage_text[] =
     "  --server-key FILE    the server's CURVE key pair (from 'ftsched init')\n"
     "  --insecure           no CURVE, no authentication (loopback experiments only)\n"
     "  --path-roots DIRS    ':'-separated roots that spec paths must lie under\n"
-    "  --db-sync MODE       full (default): every commit synced, nothing acknowledged is\n"
-    "                       lost at a power cut; normal: ~1 ms less per commit, survives\n"
-    "                       a crash of ftsched but not a power loss of the host\n"
+    "  --db-sync MODE       full (default): synced before anything is sent, nothing\n"
+    "                       acknowledged is lost at a power cut; normal: no syncs but at\n"
+    "                       checkpoints, survives a crash of ftsched, not a power loss\n"
     "  init DIR             create DIR/server.key, server.pub, admin.key and keys\n"
     "  -h, --help           show this help\n"
     "  --version            show the version\n";

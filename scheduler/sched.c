@@ -160,6 +160,26 @@ double sched_last_commit_ms(const sched_t *s)
     return s->db->last_commit_ms;
 }
 
+int sched_sync(sched_t *s, ft_err_t *err)
+{
+    int64_t now = sched_mono_ms(s);
+
+    if (!s->db->unsynced) {
+        s->unsynced_since = -1;
+        return 0;
+    }
+    if (s->unsynced_since < 0)
+        s->unsynced_since = now;
+    if (s->nout == 0 && now - s->unsynced_since < SCHED_SYNC_AFTER_MS)
+        return 0;
+    if (db_sync_now(s->db, err) < 0) {
+        outbox_truncate(s, 0);
+        return -1;
+    }
+    s->unsynced_since = -1;
+    return 0;
+}
+
 int sched_batch_begin(sched_t *s)
 {
     ft_err_t err;
@@ -1335,6 +1355,8 @@ int sched_next_timeout_ms(sched_t *s)
     for (int i = 0; i < s->nnodes; i++)
         if (s->nodes[i].connected && s->nodes[i].last_send + s->cfg.heartbeat_ms < t)
             t = s->nodes[i].last_send + s->cfg.heartbeat_ms;
+    if (s->db->unsynced && s->unsynced_since >= 0 && s->unsynced_since + SCHED_SYNC_AFTER_MS < t)
+        t = s->unsynced_since + SCHED_SYNC_AFTER_MS;
     t -= now;
     if (t < 0)
         t = 0;
@@ -1356,6 +1378,7 @@ sched_t *sched_new(const sched_config_t *cfg, ft_err_t *err)
     }
     s->cfg = *cfg;
     s->next_relay = 1;
+    s->unsynced_since = -1;
     s->db = db_open(cfg->db_path, err);
     if (!s->db)
         goto fail;

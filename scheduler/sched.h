@@ -67,15 +67,23 @@ int sched_next_timeout_ms(sched_t *s);
 
 /* Group commit: between sched_batch_begin and sched_batch_end every
  * transaction (sched_handle's, a scheduling pass's) is a savepoint of one
- * transaction, committed, with one WAL sync, by sched_batch_end; flush the
- * outbox only after it, as its messages may promise what the commit makes
- * true. begin: 0, or -1 (then each transaction commits on its own). end:
- * when the COMMIT fails, the batch's messages are dropped from the outbox and
- * the view is rebuilt from the database. */
+ * transaction, committed by sched_batch_end; flush the outbox only after it
+ * and sched_sync, as its messages may promise what the commit makes true.
+ * begin: 0, or -1 (then each transaction commits on its own). end: when the
+ * COMMIT fails, the batch's messages are dropped from the outbox and the view
+ * is rebuilt from the database. */
 int sched_batch_begin(sched_t *s);
 void sched_batch_end(sched_t *s);
-/* How long the last COMMIT took (the WAL sync included), ms; for debug logs. */
+/* How long the last COMMIT took, ms; for debug logs. */
 double sched_last_commit_ms(const sched_t *s);
+
+/* Durable before sent (db_sync full): syncs the WAL when the outbox holds
+ * anything and a commit since the last sync changed state, or when such a
+ * commit is SCHED_SYNC_AFTER_MS old with nothing to send. Call it before
+ * sending the outbox. 0, or -1 with err: the sync failed, the outbox is
+ * cleared (nothing may be promised), and the caller must stop. */
+int sched_sync(sched_t *s, ft_err_t *err);
+#define SCHED_SYNC_AFTER_MS 50
 
 /* The outbox: messages produced since the last clear, in order. */
 int sched_outbox_count(const sched_t *s);

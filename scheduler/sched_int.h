@@ -68,6 +68,7 @@ struct sched {
     int64_t next_schedule;            /* monotonic ms of the next periodic pass */
     int64_t next_checkpoint;          /* monotonic ms */
     int64_t next_seen_flush;          /* monotonic ms: write nodes.last_seen */
+    int64_t unsynced_since;           /* monotonic ms db->unsynced was first seen; -1 none */
     missing_t *missing;               /* ranks not listed in a hello, awaiting their exit */
     int nmissing, capmissing;         /* entries used / allocated */
     int64_t next_slow;                /* monotonic ms: gang timeout and time limit checks */

@@ -4,13 +4,17 @@
  *
  * Every inbound message must be exactly [routing id][one frame]; the frame
  * goes to sched_handle. What is waiting is handled as one batch (group
- * commit, sched_batch_begin): each message's transaction is a savepoint, the
- * batch's one COMMIT syncs the WAL once for all of them, and only then is
- * the outbox flushed, so no reply or command leaves before the commit that
- * backs it. The scheduling pass those messages call for runs inside the same
- * batch. One message alone costs one sync, as before; a burst of N worker
- * events or submits, and the starts they lead to, cost one sync instead of
- * one each. Sends never block: a peer that is gone
+ * commit, sched_batch_begin): each message's transaction is a savepoint of
+ * the batch's one COMMIT, and the scheduling pass those messages call for
+ * runs inside the same batch. Before the outbox is flushed, sched_sync syncs
+ * the WAL if a commit since the last sync changed state (db_sync full), so
+ * no reply or command leaves before the commits that back it are on disk; a
+ * burst of N worker events or submits, and the starts they lead to, cost one
+ * sync, and a commit that sends nothing (a rank's exit with nothing queued)
+ * joins the next one's sync, at most SCHED_SYNC_AFTER_MS later. A sync that
+ * fails stops the daemon (exit 1) with nothing of that turn sent: after a
+ * failed fsync the kernel may have dropped the pages, and no retry would
+ * tell. Sends never block: a peer that is gone
  * (EHOSTUNREACH with ROUTER_MANDATORY) or full (EAGAIN) loses that message
  * and is logged; liveness and client retries take it from there.
  */
@@ -38,8 +42,13 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-static void flush_outbox(sched_t *s, void *sock)
+/* Sends the outbox, once what its messages may promise is on disk
+ * (sched_sync). 0, or -1 with err when the WAL cannot be synced: then
+ * nothing is sent and the daemon stops, since it could promise nothing. */
+static int flush_outbox(sched_t *s, void *sock, ft_err_t *err)
 {
+    if (sched_sync(s, err) < 0)
+        return -1;
     for (int i = 0; i < sched_outbox_count(s); i++) {
         const sched_msg_t *m = sched_outbox_get(s, i);
 
@@ -59,6 +68,7 @@ static void flush_outbox(sched_t *s, void *sock)
         }
     }
     sched_outbox_clear(s);
+    return 0;
 }
 
 /* Receives one whole message; returns 0 with peer and frame filled (frame
@@ -265,9 +275,11 @@ int server_run(sched_t *s, const char *endpoint, ft_err_t *err)
                 ft_debug("group commit of %d message%s: %.3f ms", handled, handled == 1 ? "" : "s",
                          sched_last_commit_ms(s));
         }
-        flush_outbox(s, sock);
+        if (flush_outbox(s, sock, err) < 0)
+            goto out;
         sched_cron(s);
-        flush_outbox(s, sock);
+        if (flush_outbox(s, sock, err) < 0)
+            goto out;
     }
     ft_info("shutting down");
     rc = 0;

@@ -34,9 +34,16 @@ static inline void h_drop(void)
     h_nout = 0;
 }
 
-/* Moves the outbox into h_out (replacing the previous batch). */
+/* Moves the outbox into h_out (replacing the previous batch), after
+ * sched_sync, as the server sends it. */
 static inline void h_collect(sched_t *s)
 {
+    ft_err_t err;
+
+    if (sched_sync(s, &err) < 0) {
+        printf("FAIL sched_sync: %s\n", err.msg);
+        exit(1);
+    }
     h_drop();
     for (int i = 0; i < sched_outbox_count(s) && h_nout < H_MAX_OUT; i++) {
         const sched_msg_t *m = sched_outbox_get(s, i);

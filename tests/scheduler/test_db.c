@@ -242,33 +242,202 @@ static int synchronous_now(db_t *db)
     return v;
 }
 
-/* db_sync: the level holds for transitions; a relaxed write (progress,
- * last_seen) goes back to it afterwards, whichever it is. */
+/* A VFS over the default one that counts the syncs of write-ahead logs and
+ * can make them fail: what db_sync_now does, seen from below. */
+typedef struct {
+    sqlite3_file base;  /* pMethods = &shim_io */
+    sqlite3_file *real; /* the default VFS's file, right after this struct */
+    bool wal;
+} shim_file_t;
+
+static sqlite3_vfs *shim_base;
+static sqlite3_vfs shim_vfs;
+static int shim_wal_syncs, shim_fail_wal_sync;
+
+#define REAL(f) (((shim_file_t *)(f))->real)
+#define FWD(f, m, ...) REAL(f)->pMethods->m(REAL(f), __VA_ARGS__)
+
+static int s_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int s_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+    return FWD(f, xRead, b, n, o);
+}
+static int s_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+    return FWD(f, xWrite, b, n, o);
+}
+static int s_truncate(sqlite3_file *f, sqlite3_int64 n)
+{
+    return FWD(f, xTruncate, n);
+}
+static int s_sync(sqlite3_file *f, int flags)
+{
+    if (((shim_file_t *)f)->wal) {
+        if (shim_fail_wal_sync)
+            return SQLITE_IOERR_FSYNC;
+        shim_wal_syncs++;
+    }
+    return FWD(f, xSync, flags);
+}
+static int s_size(sqlite3_file *f, sqlite3_int64 *n)
+{
+    return FWD(f, xFileSize, n);
+}
+static int s_lock(sqlite3_file *f, int l)
+{
+    return FWD(f, xLock, l);
+}
+static int s_unlock(sqlite3_file *f, int l)
+{
+    return FWD(f, xUnlock, l);
+}
+static int s_check(sqlite3_file *f, int *out)
+{
+    return FWD(f, xCheckReservedLock, out);
+}
+static int s_fcntl(sqlite3_file *f, int op, void *arg)
+{
+    return FWD(f, xFileControl, op, arg);
+}
+static int s_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int s_devchar(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int s_shmmap(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp)
+{
+    return FWD(f, xShmMap, pg, sz, ext, pp);
+}
+static int s_shmlock(sqlite3_file *f, int off, int n, int flags)
+{
+    return FWD(f, xShmLock, off, n, flags);
+}
+static void s_shmbarrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int s_shmunmap(sqlite3_file *f, int del)
+{
+    return FWD(f, xShmUnmap, del);
+}
+static int s_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp)
+{
+    return FWD(f, xFetch, o, n, pp);
+}
+static int s_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{
+    return FWD(f, xUnfetch, o, p);
+}
+
+static const sqlite3_io_methods shim_io = {
+    3,         s_close,      s_read,     s_write, s_truncate, s_sync,    s_size,
+    s_lock,    s_unlock,     s_check,    s_fcntl, s_sector,   s_devchar, s_shmmap,
+    s_shmlock, s_shmbarrier, s_shmunmap, s_fetch, s_unfetch,
+};
+
+static int s_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    shim_file_t *p = (shim_file_t *)f;
+    int rc;
+
+    (void)vfs;
+    p->real = (sqlite3_file *)(p + 1);
+    p->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    rc = shim_base->xOpen(shim_base, name, p->real, flags, out);
+    p->base.pMethods = p->real->pMethods ? &shim_io : NULL;
+    return rc;
+}
+
+static void shim_install(void)
+{
+    shim_base = sqlite3_vfs_find(NULL);
+    shim_vfs = *shim_base;
+    shim_vfs.zName = "ft-test-shim";
+    shim_vfs.szOsFile = (int)sizeof(shim_file_t) + shim_base->szOsFile;
+    shim_vfs.xOpen = s_open;
+    shim_vfs.pNext = NULL;
+    sqlite3_vfs_register(&shim_vfs, 1);
+}
+
+static void shim_remove(void)
+{
+    sqlite3_vfs_unregister(&shim_vfs);
+    sqlite3_vfs_register(shim_base, 1);
+}
+
+/* One transaction: an event row (changed) or an update of none (!changed). */
+static bool write_tx(db_t *db, bool changed)
+{
+    ft_err_t err;
+
+    return db_begin(db, &err) == 0 &&
+           db_exec(db,
+                   changed ? "INSERT INTO events (time_ms, kind, message) VALUES (1, 't', 'x')"
+                           : "UPDATE events SET message = 'y' WHERE id < 0",
+                   &err) == 0 &&
+           db_commit(db, &err) == 0;
+}
+
+/* db_sync full: commits do not sync (synchronous=NORMAL); one that changed
+ * state marks the connection unsynced, and db_sync_now syncs the WAL once for
+ * all of them. Relaxed writes and writes that change nothing ask for no
+ * sync; a batch asks at its end. A failed sync is reported and leaves the
+ * mark. db_sync normal never asks. */
 static void test_db_sync(void)
 {
     char *path = h_tmpdb();
     ft_err_t err;
-    db_t *db = db_open(path, &err);
+    db_t *db;
+    int w;
 
-    CHECK(db != NULL, "open a database for db_sync");
+    shim_install();
+    db = db_open(path, &err);
+    CHECK(db != NULL, "open a database for db_sync (over a counting VFS)");
     if (!db)
         goto out;
-    CHECK(db->sync == DB_SYNC_FULL && synchronous_now(db) == 2, "a new connection is FULL (2)");
+    CHECK(db_set_sync(db, DB_SYNC_FULL, &err) == 0 && db->sync == DB_SYNC_FULL &&
+              synchronous_now(db) == 1 && !db->unsynced,
+          "db_sync full: commits do not sync by themselves (NORMAL, 1), nothing left unsynced");
+    w = shim_wal_syncs;
+    CHECK(write_tx(db, true) && write_tx(db, true) && db->unsynced && shim_wal_syncs == w,
+          "two commits that change state: written, marked, not synced");
+    CHECK(db_sync_now(db, &err) == 0 && shim_wal_syncs == w + 1 && !db->unsynced,
+          "db_sync_now syncs the WAL once for both");
+    CHECK(db_sync_now(db, &err) == 0 && shim_wal_syncs == w + 1, "nothing unsynced: no sync");
     db_sync_relax(db);
-    CHECK(synchronous_now(db) == 1, "relaxed for a progress write: NORMAL (1)");
+    CHECK(write_tx(db, true) && !db->unsynced, "a relaxed commit asks for no sync");
     db_sync_restore(db);
-    CHECK(synchronous_now(db) == 2, "restored to FULL (2)");
-    CHECK(db_set_sync(db, DB_SYNC_NORMAL, &err) == 0 && synchronous_now(db) == 1,
-          "db_sync normal: NORMAL (1)");
+    CHECK(write_tx(db, false) && !db->unsynced, "a commit that changed nothing asks for none");
+    CHECK(db_batch_begin(db, &err) == 0, "batch begins");
     db_sync_relax(db);
+    write_tx(db, true);
     db_sync_restore(db);
-    CHECK(synchronous_now(db) == 1, "a relaxed write leaves NORMAL in place (1)");
+    CHECK(db_batch_end(db, &err) == 0 && !db->unsynced, "a batch of relaxed writes asks for none");
+    CHECK(db_batch_begin(db, &err) == 0 && write_tx(db, true) && !db->unsynced,
+          "inside a batch a state change marks nothing yet");
+    CHECK(db_batch_end(db, &err) == 0 && db->unsynced && shim_wal_syncs == w + 1,
+          "its COMMIT marks it, and does not sync");
+    shim_fail_wal_sync = 1;
+    CHECK(db_sync_now(db, &err) < 0 && strstr(err.msg, "sync") && db->unsynced,
+          "a failed sync is reported ('%s') and the mark stays", err.msg);
+    shim_fail_wal_sync = 0;
+    CHECK(db_sync_now(db, &err) == 0 && shim_wal_syncs == w + 2 && !db->unsynced,
+          "the next one syncs");
+    CHECK(db_set_sync(db, DB_SYNC_NORMAL, &err) == 0 && synchronous_now(db) == 1 &&
+              write_tx(db, true) && !db->unsynced && shim_wal_syncs == w + 2,
+          "db_sync normal: NORMAL (1), never marked");
     db_destroy(&db);
 out:
+    shim_remove();
     h_rm(path);
     free(path);
 }
-
 
 /* Group commit: inside a batch, each db_begin..db_commit is a savepoint; a
  * rollback undoes only its own part; db_batch_end makes the rest durable. */

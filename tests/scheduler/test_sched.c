@@ -640,6 +640,60 @@ static void test_usage(void)
     done(&s, path);
 }
 
+/* Durable before sent (db_sync full): commits do not sync; sched_sync does,
+ * once, before an outbox that holds anything leaves, or SCHED_SYNC_AFTER_MS
+ * after a commit that sends nothing. Relaxed writes (progress) wait for the
+ * next sync without asking for one. */
+static void test_sync_before_send(void)
+{
+    char *path;
+    sched_t *s = fresh(&path);
+    int n;
+
+    h_hello(s, "n1", 1, "H100", "gpu", 81920, NULL);
+    CHECK(!s->db->unsynced, "hello_reply left after a sync");
+    n = s->db->nsyncs;
+    CHECK(h_submit(s, "{\"command\":[\"x\"]}", "ann", NULL) == 1 && s->db->nsyncs == n + 1 &&
+              !s->db->unsynced,
+          "submit: one sync before its reply (%d -> %d)", n, s->db->nsyncs);
+    tick(s, 10);
+    CHECK(h_count("w/n1", "start") == 1 && s->db->nsyncs == n + 2,
+          "the start leaves after the sync of its allocation (%d syncs)", s->db->nsyncs - n);
+    started(s, "n1", 1, 1, 0);
+    CHECK(h_nout == 0 && s->db->unsynced && s->db->nsyncs == n + 2,
+          "rank_started sends nothing: committed, not yet synced");
+    worker(s, "n1",
+           "{\"v\":1,\"type\":\"progress\",\"job_id\":1,\"attempt\":1,\"rank\":0,"
+           "\"step\":1,\"total_steps\":9}");
+    tick(s, SCHED_SYNC_AFTER_MS / 2);
+    CHECK(s->db->unsynced && s->db->nsyncs == n + 2, "half the window later: still one to come");
+    CHECK(sched_next_timeout_ms(s) <= SCHED_SYNC_AFTER_MS / 2,
+          "the poll wakes by the end of the window to sync it (in %d ms)",
+          sched_next_timeout_ms(s));
+    tick(s, SCHED_SYNC_AFTER_MS / 2);
+    CHECK(!s->db->unsynced && s->db->nsyncs == n + 3,
+          "%d ms after the commit it is synced, with nothing to send", SCHED_SYNC_AFTER_MS);
+    worker(s, "n1",
+           "{\"v\":1,\"type\":\"progress\",\"job_id\":1,\"attempt\":1,\"rank\":0,"
+           "\"step\":2,\"total_steps\":9}");
+    CHECK(!s->db->unsynced && h_query_int(s, "SELECT count(*) FROM progress") == 1,
+          "a progress write (relaxed) asks for no sync");
+    exited(s, "n1", 1, 1, 0, 0, 0, "exited");
+    CHECK(h_nout == 0 && s->db->unsynced && strcmp(h_job_col(s, 1, "state"), "COMPLETED") == 0,
+          "rank_exited with nothing queued: COMPLETED, committed, not yet synced");
+    h_send(s, "client1", "{\"v\":1,\"type\":\"job\",\"id\":\"q\",\"job_id\":1}");
+    CHECK(h_reply("client1") &&
+              strcmp(h_str(cJSON_GetObjectItemCaseSensitive(h_reply("client1"), "job"), "state"),
+                     "COMPLETED") == 0 &&
+              s->db->nsyncs == n + 4 && !s->db->unsynced,
+          "a client reading that state gets it only after the sync (%d syncs)", s->db->nsyncs - n);
+    CHECK(db_set_sync(s->db, DB_SYNC_NORMAL, &(ft_err_t){0}) == 0 &&
+              h_submit(s, "{\"command\":[\"x\"]}", "ann", NULL) == 2 && !s->db->unsynced &&
+              s->db->nsyncs == n + 4,
+          "db_sync normal: no sync before the reply");
+    done(&s, path);
+}
+
 /* Storage faults: another connection holds the write lock, so every write
  * transaction fails with SQLITE_BUSY. Nothing may change, nothing may be
  * sent but the error, and the view must come back consistent. */
@@ -1002,6 +1056,7 @@ int main(void)
     test_logs_relay();
     test_usage();
     test_storage_faults();
+    test_sync_before_send();
     test_reply_limits();
     test_many_pending();
     test_queue_pages();
