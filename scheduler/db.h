@@ -18,7 +18,7 @@
 
 /* How state transitions are committed (ftsched's db_sync setting). */
 enum {
-    DB_SYNC_FULL = 0,   /* the WAL synced before anything is sent (db_sync_now); survives power loss */
+    DB_SYNC_FULL = 0,   /* WAL synced before anything is sent (db_sync_now): survives power loss */
     DB_SYNC_NORMAL = 1, /* synchronous=NORMAL: survives a crash of ftsched, not of the host */
 };
 
@@ -32,7 +32,7 @@ typedef struct {
     db_cached_t cache[DB_STMT_CACHE]; /* prepared statements */
     int ncache;                       /* entries used in cache */
     bool in_tx;                       /* inside BEGIN IMMEDIATE .. COMMIT */
-    double last_commit_ms;            /* wall time of the last COMMIT (sync included), ms */
+    double last_commit_ms;            /* wall time of the last COMMIT, ms */
     int sync;                         /* DB_SYNC_* for state transitions */
     bool batch;                       /* in db_batch_begin..end: begin/commit are savepoints */
     bool relaxed;                     /* between db_sync_relax and db_sync_restore */
