@@ -6,6 +6,7 @@
  * gang-start timeout, time limits, usage accounting, and protocol errors.
  */
 #include "harness.h"
+#include "vfs_shim.h"
 
 #define T0 1796000000000LL /* 2026-11-29T... in ms, a fixed start */
 
@@ -694,6 +695,28 @@ static void test_sync_before_send(void)
     done(&s, path);
 }
 
+/* A WAL sync that fails: sched_sync reports it and empties the outbox, so
+ * the server sends nothing it could not keep (and stops). */
+static void test_sync_fails(void)
+{
+    char *path;
+    sched_t *s;
+    ft_err_t err;
+    const char spec[] = "{\"v\":1,\"type\":\"submit\",\"id\":\"s\",\"user\":\"ann\","
+                        "\"spec\":{\"command\":[\"x\"]}}";
+
+    shim_install();
+    s = fresh(&path);
+    sched_handle(s, "client1", 7, spec, sizeof(spec) - 1);
+    CHECK(sched_outbox_count(s) == 1 && s->db->unsynced, "a submit: its reply waits, unsynced");
+    shim_fail_wal_sync = 1;
+    CHECK(sched_sync(s, &err) < 0 && strstr(err.msg, "sync") && sched_outbox_count(s) == 0,
+          "the sync fails ('%s'): nothing is left to send", err.msg);
+    shim_fail_wal_sync = 0;
+    done(&s, path);
+    shim_remove();
+}
+
 /* Storage faults: another connection holds the write lock, so every write
  * transaction fails with SQLITE_BUSY. Nothing may change, nothing may be
  * sent but the error, and the view must come back consistent. */
@@ -1057,6 +1080,7 @@ int main(void)
     test_usage();
     test_storage_faults();
     test_sync_before_send();
+    test_sync_fails();
     test_reply_limits();
     test_many_pending();
     test_queue_pages();
