@@ -340,8 +340,10 @@ static void *spawner_main(void *unused)
                           CLONE_VM | CLONE_VFORK | SIGCHLD, q);
         if (pid < 0) {
             spawn_rec_t rec = {q->seq, -(int64_t)errno};
-            if (write(sp.pid_w, &rec, sizeof(rec)) != (ssize_t)sizeof(rec))
-                rec.pid = 0; /* the main thread stops waiting after SPAWN_PID_WAIT_MS */
+            /* should this write fail, the main thread stops waiting after
+             * SPAWN_PID_WAIT_MS and forks */
+            ssize_t w = write(sp.pid_w, &rec, sizeof(rec));
+            (void)w;
         }
         free(q);
         pthread_mutex_lock(&sp.mu);

@@ -36,7 +36,6 @@
 #include "optim.h"
 #include "tinymodel.h"
 
-
 /* ---- bf16 on the host ---- */
 
 #define to_bf ft_bf16_round

@@ -16,7 +16,6 @@
 #include "cuda_backend.h"
 #endif
 
-
 static const char *name(int b)
 {
     return b == TRAINER_BACKEND_CPU ? "cpu" : b == TRAINER_BACKEND_CUDA ? "cuda" : "error";

@@ -467,7 +467,6 @@ static int cmd_make_tiny(int argc, char **argv)
 
 /* ---- bench ---- */
 
-/* Best-of-3 rate of a square n x n x n sgemm, in GFLOP/s. */
 static int cmd_bench(int argc, char **argv)
 {
     int hidden = 512, layers = 8, heads = 8, kv = 8, inter = 1376, vocab = 8192, seq = 256;
